@@ -1,0 +1,206 @@
+/*
+ * The whole boundary between the C shim and the Rust Proxy-Wasm host.
+ *
+ * Two function tables cross it:
+ *   - ngx_proxy_wasm_host_t: implemented in C (nginx), called by Rust to
+ *     reach the request: logging, header maps, resuming a request, ...
+ *   - ngx_proxy_wasm_api_t: implemented in Rust, called by C from directive
+ *     handlers, worker start and request phases.
+ *
+ * build.rs runs bindgen over this file, so both sides are type-checked
+ * against the same declarations. It includes no nginx header: the Rust
+ * library does not depend on the nginx version it is linked into.
+ */
+
+#ifndef _NGX_PROXY_WASM_H_INCLUDED_
+#define _NGX_PROXY_WASM_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+/* A byte string; not NUL-terminated. */
+typedef struct {
+    const uint8_t                 *data;
+    size_t                         len;
+} ngx_proxy_wasm_str_t;
+
+
+typedef struct {
+    ngx_proxy_wasm_str_t           key;
+    ngx_proxy_wasm_str_t           value;
+} ngx_proxy_wasm_pair_t;
+
+
+/* Return codes of host (C) functions. */
+typedef enum {
+    NGX_PROXY_WASM_HOST_OK = 0,
+    /* the operation does not apply (e.g. an unknown or read-only header) */
+    NGX_PROXY_WASM_HOST_DECLINED = 1,
+    /* the output array is too small: *n holds the size needed */
+    NGX_PROXY_WASM_HOST_AGAIN = 2,
+    NGX_PROXY_WASM_HOST_ERROR = 3
+} ngx_proxy_wasm_host_rc_e;
+
+
+/* Proxy-Wasm log levels, as in the ABI. */
+typedef enum {
+    NGX_PROXY_WASM_LOG_TRACE = 0,
+    NGX_PROXY_WASM_LOG_DEBUG = 1,
+    NGX_PROXY_WASM_LOG_INFO = 2,
+    NGX_PROXY_WASM_LOG_WARN = 3,
+    NGX_PROXY_WASM_LOG_ERROR = 4,
+    NGX_PROXY_WASM_LOG_CRITICAL = 5
+} ngx_proxy_wasm_log_level_e;
+
+
+/* The header maps nginx holds for a request. */
+typedef enum {
+    NGX_PROXY_WASM_HEADERS_REQUEST = 0,
+    NGX_PROXY_WASM_HEADERS_RESPONSE = 1
+} ngx_proxy_wasm_headers_e;
+
+
+typedef enum {
+    /* append a value, keeping existing ones */
+    NGX_PROXY_WASM_HEADER_ADD = 0,
+    /* set the value: the first entry is updated, the others removed */
+    NGX_PROXY_WASM_HEADER_REPLACE = 1,
+    /* remove every entry of that name */
+    NGX_PROXY_WASM_HEADER_REMOVE = 2
+} ngx_proxy_wasm_header_op_e;
+
+
+/* What the C side does after a filter chain callback returns. */
+typedef enum {
+    /* go on with the next nginx handler or filter */
+    NGX_PROXY_WASM_ACTION_CONTINUE = 0,
+    /* a filter paused: hold the request until it is resumed */
+    NGX_PROXY_WASM_ACTION_PAUSE = 1,
+    /* a filter produced a response: send it (see stream_local_response) */
+    NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE = 2,
+    /* a filter failed: end the request with the configured error status */
+    NGX_PROXY_WASM_ACTION_FAIL = 3
+} ngx_proxy_wasm_action_e;
+
+
+typedef enum {
+    NGX_PROXY_WASM_COMPILER_AUTO = 0,
+    NGX_PROXY_WASM_COMPILER_CRANELIFT = 1,
+    NGX_PROXY_WASM_COMPILER_WINCH = 2
+} ngx_proxy_wasm_compiler_e;
+
+
+/* Settings of the wasm{} block that shape the runtime. */
+typedef struct {
+    uint32_t                       compiler;    /* ngx_proxy_wasm_compiler_e */
+    uint32_t                       backtraces;  /* 0 or 1 */
+} ngx_proxy_wasm_runtime_conf_t;
+
+
+/* A response produced by a filter with proxy_send_local_response. */
+typedef struct {
+    uint32_t                       status;
+    ngx_proxy_wasm_str_t           body;
+    ngx_proxy_wasm_str_t           details;
+    const ngx_proxy_wasm_pair_t   *headers;
+    size_t                         nheaders;
+} ngx_proxy_wasm_local_response_t;
+
+
+/*
+ * Functions the C shim provides to Rust. "request" is an opaque
+ * ngx_http_request_t pointer handed to Rust by stream_new; NULL means "no
+ * request" (e.g. a root context), where it is allowed.
+ */
+typedef struct {
+    /*
+     * Log a message at a Proxy-Wasm level, attributed to a filter and a
+     * context id (0: none). The request's log is used when there is one.
+     */
+    void      (*log)(void *request, uint32_t level, ngx_proxy_wasm_str_t filter,
+                     uint32_t context_id, ngx_proxy_wasm_str_t message);
+
+    /* The Proxy-Wasm level at and above which log() writes anything. */
+    uint32_t  (*log_level)(void *request);
+
+    /*
+     * All entries of a header map, pseudo-headers first. The pairs point
+     * into nginx memory and stay valid until the map is changed. With a
+     * too small array, returns AGAIN and sets *n to the count needed.
+     */
+    uint32_t  (*headers_get)(void *request, uint32_t map,
+                             ngx_proxy_wasm_pair_t *pairs, size_t npairs,
+                             size_t *n);
+
+    /*
+     * Change a header map (see ngx_proxy_wasm_header_op_e); the key is
+     * matched case-insensitively. DECLINED: the header cannot be changed.
+     */
+    uint32_t  (*header_set)(void *request, uint32_t map, uint32_t op,
+                            ngx_proxy_wasm_str_t key,
+                            ngx_proxy_wasm_str_t value);
+} ngx_proxy_wasm_host_t;
+
+
+typedef struct ngx_proxy_wasm_runtime_s  ngx_proxy_wasm_runtime_t;
+typedef struct ngx_proxy_wasm_stream_s   ngx_proxy_wasm_stream_t;
+
+
+/*
+ * Functions the Rust library provides to C. Calls that can fail at
+ * configuration time return 0 on success and -1 on failure, with the cause
+ * in *err (owned by the runtime, valid until its next call).
+ */
+typedef struct {
+    /* Runtime: one per configuration cycle, created in the master. */
+    ngx_proxy_wasm_runtime_t *(*runtime_new)(const ngx_proxy_wasm_host_t *host,
+                                   const ngx_proxy_wasm_runtime_conf_t *conf,
+                                   ngx_proxy_wasm_str_t *err);
+    void      (*runtime_free)(ngx_proxy_wasm_runtime_t *rt);
+
+    /* Compile a module (.wasm, or .wat text) and check its Proxy-Wasm ABI. */
+    int32_t   (*module_load)(ngx_proxy_wasm_runtime_t *rt,
+                             ngx_proxy_wasm_str_t name,
+                             ngx_proxy_wasm_str_t path,
+                             ngx_proxy_wasm_str_t vm_config,
+                             ngx_proxy_wasm_str_t *err);
+
+    /*
+     * A filter: a root context of a module with a plugin configuration.
+     * Identical (module, configuration) pairs share one filter. Runs the
+     * filter once (on_vm_start, on_configure) so a failing one is caught at
+     * configuration time. Returns the filter id, or -1.
+     */
+    int32_t   (*filter_add)(ngx_proxy_wasm_runtime_t *rt,
+                            ngx_proxy_wasm_str_t module,
+                            ngx_proxy_wasm_str_t config,
+                            ngx_proxy_wasm_str_t *err);
+
+    /* Per worker: instantiate the modules and start every filter. */
+    void      (*worker_init)(ngx_proxy_wasm_runtime_t *rt);
+    void      (*worker_exit)(ngx_proxy_wasm_runtime_t *rt);
+
+    /* Per request: the chain of filters configured for its location. */
+    ngx_proxy_wasm_stream_t *(*stream_new)(ngx_proxy_wasm_runtime_t *rt,
+                                   void *request, const uint32_t *filters,
+                                   size_t nfilters);
+    uint32_t  (*stream_on_request_headers)(ngx_proxy_wasm_stream_t *s,
+                                           uint32_t end_of_stream);
+    uint32_t  (*stream_on_response_headers)(ngx_proxy_wasm_stream_t *s,
+                                            uint32_t end_of_stream);
+    /* The response to send after ACTION_LOCAL_RESPONSE; 0 on success. */
+    int32_t   (*stream_local_response)(ngx_proxy_wasm_stream_t *s,
+                                       ngx_proxy_wasm_local_response_t *out);
+    void      (*stream_on_log)(ngx_proxy_wasm_stream_t *s);
+    /* Ends every context of the stream (on_done, on_delete) and frees it. */
+    void      (*stream_free)(ngx_proxy_wasm_stream_t *s);
+} ngx_proxy_wasm_api_t;
+
+
+/* The Rust library's only exported symbol. */
+extern const ngx_proxy_wasm_api_t  ngx_proxy_wasm_api;
+
+
+#endif /* _NGX_PROXY_WASM_H_INCLUDED_ */

@@ -1,0 +1,377 @@
+//! `env.proxy_*`: the Proxy-Wasm host functions.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use wasmtime::{Caller, Linker};
+
+use super::{copy_out, host_fn, memory, read_bytes, store_u32, store_u64, Outcome};
+use crate::abi::memory::slice;
+use crate::abi::pairs::{self, Pair};
+use crate::abi::state::{Callback, Context, HostState, LocalResponse};
+use crate::abi::{BufferType, LogLevel, MapType, Status};
+use crate::abi::headers::{self, HeaderName};
+use crate::host::{HeaderError, HeaderMap, HeaderOp, RequestRef};
+
+type Result = Outcome<Status>;
+type Call<'a, 'b> = &'a mut Caller<'b, HostState>;
+
+pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    host_fn!(linker, "env", "proxy_log", allocator_safe, log, (level: i32, ptr: i32, len: i32));
+    host_fn!(linker, "env", "proxy_get_log_level", allocator_safe, get_log_level, (ret: i32));
+    host_fn!(linker, "env", "proxy_get_current_time_nanoseconds", allocator_safe, get_current_time, (ret: i32));
+    host_fn!(linker, "env", "proxy_set_effective_context", set_effective_context, (context_id: i32));
+    host_fn!(linker, "env", "proxy_get_configuration", get_configuration, (ret_ptr: i32, ret_size: i32));
+    host_fn!(linker, "env", "proxy_get_buffer_bytes", get_buffer_bytes,
+        (buffer: i32, start: i32, max_size: i32, ret_ptr: i32, ret_size: i32));
+    host_fn!(linker, "env", "proxy_get_buffer_status", get_buffer_status,
+        (buffer: i32, ret_len: i32, ret_flags: i32));
+    host_fn!(linker, "env", "proxy_get_header_map_size", get_header_map_size, (map: i32, ret_size: i32));
+    host_fn!(linker, "env", "proxy_get_header_map_pairs", get_header_map_pairs,
+        (map: i32, ret_ptr: i32, ret_size: i32));
+    host_fn!(linker, "env", "proxy_set_header_map_pairs", set_header_map_pairs, (map: i32, ptr: i32, size: i32));
+    host_fn!(linker, "env", "proxy_get_header_map_value", get_header_map_value,
+        (map: i32, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32));
+    host_fn!(linker, "env", "proxy_add_header_map_value", add_header_map_value,
+        (map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32));
+    host_fn!(linker, "env", "proxy_replace_header_map_value", replace_header_map_value,
+        (map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32));
+    host_fn!(linker, "env", "proxy_remove_header_map_value", remove_header_map_value,
+        (map: i32, key_ptr: i32, key_len: i32));
+    host_fn!(linker, "env", "proxy_send_local_response", send_local_response,
+        (status: i32, details_ptr: i32, details_len: i32, body_ptr: i32, body_len: i32,
+         headers_ptr: i32, headers_len: i32, grpc_status: i32));
+
+    // Emscripten-built C++ SDK modules import these two.
+    linker.func_wrap("env", "pthread_equal", |a: i32, b: i32| -> i32 { (a == b) as i32 })?;
+    linker.func_wrap("env", "emscripten_notify_memory_growth", |_: i32| {})?;
+
+    define_unimplemented(linker)
+}
+
+/// Declares the host functions that are registered (so modules importing
+/// them link) but not implemented yet: they log once per module at `warn`
+/// and return `UNIMPLEMENTED`.
+macro_rules! unimplemented_functions {
+    ($($name:literal ($($ty:ty),*)),* $(,)?) => {
+        /// The names of the host functions not implemented yet.
+        pub const UNIMPLEMENTED: &[&str] = &[$($name),*];
+
+        fn define_unimplemented(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+            $(
+                linker.func_wrap(
+                    "env",
+                    $name,
+                    |caller: Caller<'_, HostState>, $(_: $ty),*| -> i32 { unimplemented(&caller, $name) },
+                )?;
+            )*
+            Ok(())
+        }
+    };
+}
+
+unimplemented_functions! {
+    "proxy_set_tick_period_milliseconds"(i32),
+    "proxy_done"(),
+    "proxy_set_buffer_bytes"(i32, i32, i32, i32, i32),
+    "proxy_continue_request"(),
+    "proxy_continue_response"(),
+    "proxy_clear_route_cache"(),
+    "proxy_continue_stream"(i32),
+    "proxy_close_stream"(i32),
+    "proxy_get_status"(i32, i32, i32),
+    "proxy_http_call"(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32),
+    "proxy_dispatch_http_call"(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32),
+    "proxy_grpc_call"(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32),
+    "proxy_grpc_stream"(i32, i32, i32, i32, i32, i32, i32, i32, i32),
+    "proxy_grpc_send"(i32, i32, i32, i32),
+    "proxy_grpc_cancel"(i32),
+    "proxy_grpc_close"(i32),
+    "proxy_get_shared_data"(i32, i32, i32, i32, i32),
+    "proxy_set_shared_data"(i32, i32, i32, i32, i32),
+    "proxy_register_shared_queue"(i32, i32, i32),
+    "proxy_resolve_shared_queue"(i32, i32, i32, i32, i32),
+    "proxy_enqueue_shared_queue"(i32, i32, i32),
+    "proxy_dequeue_shared_queue"(i32, i32, i32),
+    "proxy_define_metric"(i32, i32, i32, i32),
+    "proxy_increment_metric"(i32, i64),
+    "proxy_record_metric"(i32, i64),
+    "proxy_get_metric"(i32, i32),
+    "proxy_get_property"(i32, i32, i32, i32),
+    "proxy_set_property"(i32, i32, i32, i32),
+    "proxy_call_foreign_function"(i32, i32, i32, i32, i32, i32),
+}
+
+fn unimplemented(caller: &Caller<'_, HostState>, name: &'static str) -> i32 {
+    let state = caller.data();
+    if state.module.warn_once(name) {
+        state.log(
+            LogLevel::Warn,
+            format!("host function {name} is not supported yet: returning UNIMPLEMENTED").as_bytes(),
+        );
+    }
+    Status::Unimplemented as i32
+}
+
+fn log(caller: Call, level: i32, ptr: i32, len: i32) -> Result {
+    let level = LogLevel::from_raw(level as u32).ok_or(Status::BadArgument)?;
+    let mem = memory(caller)?;
+    let message = slice(mem.data(&*caller), ptr as u32, len as u32)?;
+    caller.data().log(level, message);
+    Ok(())
+}
+
+fn get_log_level(caller: Call, ret: i32) -> Result {
+    let state = caller.data();
+    let level = state.host.log_level(state.request());
+    store_u32(caller, ret, level as u32)
+}
+
+fn get_current_time(caller: Call, ret: i32) -> Result {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64);
+    store_u64(caller, ret, now)
+}
+
+fn set_effective_context(caller: Call, context_id: i32) -> Result {
+    let state = caller.data_mut();
+    if !state.contexts.contains_key(&(context_id as u32)) {
+        return Err(Status::BadArgument.into());
+    }
+    state.frame.effective_context = Some(context_id as u32);
+    Ok(())
+}
+
+/// The bytes behind a buffer type, where that buffer exists now.
+fn buffer(state: &HostState, buffer: BufferType) -> Option<std::sync::Arc<[u8]>> {
+    match buffer {
+        BufferType::VmConfiguration => Some(state.module.vm_config.clone()),
+        BufferType::PluginConfiguration if state.frame.callback == Callback::Configure => {
+            match state.context() {
+                Some(Context::Root { filter }) => Some(filter.config.clone()),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn get_configuration(caller: Call, ret_ptr: i32, ret_size: i32) -> Result {
+    let kind = if caller.data().frame.callback == Callback::VmStart {
+        BufferType::VmConfiguration
+    } else {
+        BufferType::PluginConfiguration
+    };
+    let bytes = buffer(caller.data(), kind).ok_or(Status::NotFound)?;
+    copy_out(caller, ret_ptr, ret_size, bytes.len(), |out| out.copy_from_slice(&bytes))
+}
+
+fn get_buffer_bytes(caller: Call, kind: i32, start: i32, max_size: i32, ret_ptr: i32, ret_size: i32) -> Result {
+    let kind = BufferType::from_raw(kind as u32).ok_or(Status::BadArgument)?;
+    let bytes = buffer(caller.data(), kind).ok_or(Status::NotFound)?;
+    // Clamp to the buffer, as Envoy does, in 64 bits so that no range of
+    // u32 values can overflow.
+    let len = bytes.len() as u64;
+    let start = (start as u32 as u64).min(len);
+    let end = (start + max_size as u32 as u64).min(len);
+    let range = start as usize..end as usize;
+    copy_out(caller, ret_ptr, ret_size, range.len(), |out| out.copy_from_slice(&bytes[range]))
+}
+
+fn get_buffer_status(caller: Call, kind: i32, ret_len: i32, ret_flags: i32) -> Result {
+    let kind = BufferType::from_raw(kind as u32).ok_or(Status::BadArgument)?;
+    let len = buffer(caller.data(), kind).ok_or(Status::NotFound)?.len();
+    store_u32(caller, ret_len, len as u32)?;
+    store_u32(caller, ret_flags, 0)
+}
+
+/// The request and header map a map type designates in this callback.
+/// Maps that do not exist here are a `BAD_ARGUMENT`, as in Envoy.
+fn header_map(state: &HostState, map: i32) -> std::result::Result<(RequestRef, HeaderMap), Status> {
+    let map = MapType::from_raw(map as u32).ok_or(Status::BadArgument)?;
+    let stream = state.stream()?.borrow();
+    match map {
+        MapType::HttpRequestHeaders => Ok((stream.request, HeaderMap::Request)),
+        MapType::HttpResponseHeaders if stream.response_headers => Ok((stream.request, HeaderMap::Response)),
+        _ => Err(Status::BadArgument),
+    }
+}
+
+/// Lends the entries of a header map to `visit`, which may call the guest
+/// allocator: the host functions that could change the map cannot run then.
+fn with_headers(caller: Call, map: i32, visit: impl FnOnce(Call, &[Pair<'_>]) -> Result) -> Result {
+    let (request, map) = header_map(caller.data(), map)?;
+    let host = caller.data().host;
+    let mut visit = Some(visit);
+    let mut outcome = Ok(());
+    host.with_headers(request, map, &mut |pairs| {
+        if let Some(visit) = visit.take() {
+            outcome = visit(caller, pairs);
+        }
+        Ok(())
+    })?;
+    outcome
+}
+
+fn get_header_map_size(caller: Call, map: i32, ret_size: i32) -> Result {
+    let mut size = 0;
+    with_headers(caller, map, |_, pairs| {
+        size = pairs::serialized_size(pairs);
+        Ok(())
+    })?;
+    store_u32(caller, ret_size, size as u32)
+}
+
+fn get_header_map_pairs(caller: Call, map: i32, ret_ptr: i32, ret_size: i32) -> Result {
+    with_headers(caller, map, |caller, pairs| {
+        let size = if pairs.is_empty() { 0 } else { pairs::serialized_size(pairs) };
+        copy_out(caller, ret_ptr, ret_size, size, |out| pairs::serialize_into(out, pairs, true))
+    })
+}
+
+fn get_header_map_value(caller: Call, map: i32, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32) -> Result {
+    let key = read_bytes(caller, key_ptr, key_len)?;
+    let (_, map_kind) = header_map(caller.data(), map)?;
+    let key = HeaderName::lookup(map_kind, &key);
+    let missing_is_empty = caller.data().module.abi.missing_header_is_empty();
+    with_headers(caller, map, |caller, pairs| {
+        match pairs.iter().find(|(name, _)| key.matches(name)) {
+            Some((_, value)) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| out.copy_from_slice(value)),
+            None if missing_is_empty => copy_out(caller, ret_ptr, ret_size, 0, |_| {}),
+            None => Err(Status::NotFound.into()),
+        }
+    })
+}
+
+fn set_header(caller: Call, map: i32, op: HeaderOp, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32) -> Result {
+    let (request, map) = header_map(caller.data(), map)?;
+    let mem = memory(caller)?;
+    let data = mem.data(&*caller);
+    let key = slice(data, key_ptr as u32, key_len as u32)?;
+    let value = slice(data, value_ptr as u32, value_len as u32)?;
+    apply_header(caller.data(), request, map, op, key, value)
+}
+
+/// Validates and applies one header change. Changes nginx cannot make
+/// (such as removing `:method`) are logged and otherwise ignored: SDKs
+/// treat any error status of these calls as fatal, and Envoy accepts them.
+fn apply_header(state: &HostState, request: RequestRef, map: HeaderMap, op: HeaderOp, key: &[u8], value: &[u8]) -> Result {
+    let name = HeaderName::lookup(map, key);
+    if !headers::valid_name(name.as_bytes()) || (op != HeaderOp::Remove && !headers::valid_value(value)) {
+        state.log(
+            LogLevel::Error,
+            format!("invalid header {:?}: {:?}", String::from_utf8_lossy(key), String::from_utf8_lossy(value)).as_bytes(),
+        );
+        return Err(Status::BadArgument.into());
+    }
+    match state.host.set_header(request, map, op, name.as_bytes(), value) {
+        Ok(()) => Ok(()),
+        Err(HeaderError::ReadOnly) => {
+            state.log(
+                LogLevel::Warn,
+                format!("header {:?} cannot be changed in nginx: ignored", String::from_utf8_lossy(key)).as_bytes(),
+            );
+            Ok(())
+        }
+        Err(HeaderError::Failed) => Err(Status::InternalFailure.into()),
+    }
+}
+
+fn add_header_map_value(caller: Call, map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32) -> Result {
+    set_header(caller, map, HeaderOp::Add, key_ptr, key_len, value_ptr, value_len)
+}
+
+fn replace_header_map_value(caller: Call, map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32) -> Result {
+    set_header(caller, map, HeaderOp::Replace, key_ptr, key_len, value_ptr, value_len)
+}
+
+fn remove_header_map_value(caller: Call, map: i32, key_ptr: i32, key_len: i32) -> Result {
+    set_header(caller, map, HeaderOp::Remove, key_ptr, key_len, 0, 0)
+}
+
+/// Replaces a whole map, as Envoy does: every header is removed, then the
+/// new ones are added. Pseudo-headers cannot be removed in nginx: those in
+/// the new map replace the current values, the others are left as they are.
+fn set_header_map_pairs(caller: Call, map: i32, ptr: i32, size: i32) -> Result {
+    let (request, map) = header_map(caller.data(), map)?;
+    let bytes = read_bytes(caller, ptr, size)?;
+    let new = pairs::parse(&bytes).map_err(|_| Status::BadArgument)?;
+    let mut old: Vec<Vec<u8>> = Vec::new();
+    with_headers(caller, map_type(map), |_, pairs| {
+        for (name, _) in pairs {
+            if !name.starts_with(b":") && !old.iter().any(|seen| seen.eq_ignore_ascii_case(name)) {
+                old.push(name.to_vec());
+            }
+        }
+        Ok(())
+    })?;
+    let state = caller.data();
+    for name in &old {
+        apply_header(state, request, map, HeaderOp::Remove, name, b"")?;
+    }
+    for (name, value) in new {
+        let op = if name.starts_with(b":") { HeaderOp::Replace } else { HeaderOp::Add };
+        apply_header(state, request, map, op, name, value)?;
+    }
+    Ok(())
+}
+
+fn map_type(map: HeaderMap) -> i32 {
+    match map {
+        HeaderMap::Request => 0,
+        HeaderMap::Response => 2,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_local_response(
+    caller: Call,
+    status: i32,
+    details_ptr: i32,
+    details_len: i32,
+    body_ptr: i32,
+    body_len: i32,
+    headers_ptr: i32,
+    headers_len: i32,
+    grpc_status: i32,
+) -> Result {
+    let mem = memory(caller)?;
+    let data = mem.data(&*caller);
+    let details = slice(data, details_ptr as u32, details_len as u32)?;
+    let body = slice(data, body_ptr as u32, body_len as u32)?;
+    let header_bytes = slice(data, headers_ptr as u32, headers_len as u32)?;
+    let state = caller.data();
+    let stream = state.stream()?;
+    if stream.borrow().local_response.is_some() || stream.borrow().response_started {
+        state.log(LogLevel::Error, b"proxy_send_local_response: a response is already under way");
+        return Err(Status::BadArgument.into());
+    }
+    if !(200..=999).contains(&status) {
+        state.log(LogLevel::Error, format!("proxy_send_local_response: invalid status {status}").as_bytes());
+        return Err(Status::BadArgument.into());
+    }
+    let parsed = pairs::parse(header_bytes).map_err(|_| Status::BadArgument)?;
+    let mut headers = Vec::with_capacity(parsed.len() + 1);
+    for (name, value) in parsed {
+        if !headers::valid_name(name) || name.starts_with(b":") || !headers::valid_value(value) {
+            state.log(
+                LogLevel::Error,
+                format!("proxy_send_local_response: invalid header {:?}", String::from_utf8_lossy(name)).as_bytes(),
+            );
+            return Err(Status::BadArgument.into());
+        }
+        headers.push((name.to_vec(), value.to_vec()));
+    }
+    // -1 means "not gRPC"; any other valid gRPC code is sent as grpc-status.
+    if (0..=16).contains(&grpc_status) {
+        headers.push((b"grpc-status".to_vec(), grpc_status.to_string().into_bytes()));
+    }
+    let response = LocalResponse {
+        status: status as u32,
+        details: details.to_vec(),
+        body: body.to_vec(),
+        headers,
+    };
+    stream.borrow_mut().local_response = Some(response);
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! The API table the C shim calls (`ngx_proxy_wasm_api`, the crate's only
+//! exported symbol). Every entry catches panics: none may unwind into
+//! nginx.
+
+use std::cell::RefCell;
+use std::ffi::{c_void, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use super::bindings::{
+    ngx_proxy_wasm_action_e as Action, ngx_proxy_wasm_api_t, ngx_proxy_wasm_compiler_e as CompilerConf,
+    ngx_proxy_wasm_host_t, ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_pair_t,
+    ngx_proxy_wasm_runtime_conf_t, ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_stream_t,
+};
+use super::nginx_host::NginxHost;
+use super::{bytes, str_of};
+use crate::abi::LogLevel;
+use crate::chain::{Next, Stream};
+use crate::host::{Host, RequestRef};
+use crate::runtime::{Compiler, Runtime, RuntimeConfig};
+
+#[no_mangle]
+pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
+    runtime_new: Some(runtime_new),
+    runtime_free: Some(runtime_free),
+    module_load: Some(module_load),
+    filter_add: Some(filter_add),
+    worker_init: Some(worker_init),
+    worker_exit: Some(worker_exit),
+    stream_new: Some(stream_new),
+    stream_on_request_headers: Some(stream_on_request_headers),
+    stream_on_response_headers: Some(stream_on_response_headers),
+    stream_local_response: Some(stream_local_response),
+    stream_on_log: Some(stream_on_log),
+    stream_free: Some(stream_free),
+};
+
+/// What a runtime handle points to.
+struct RuntimeBox {
+    host: &'static NginxHost,
+    runtime: Runtime,
+}
+
+/// What a stream handle points to.
+struct StreamBox {
+    stream: Stream,
+    /// The local response's headers in the shim's layout.
+    local_headers: Vec<ngx_proxy_wasm_pair_t>,
+}
+
+thread_local! {
+    /// The last configuration error, lent to the shim until the next call.
+    static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn set_error(err: *mut ngx_proxy_wasm_str_t, message: &str) {
+    LAST_ERROR.with(|last| {
+        let mut last = last.borrow_mut();
+        *last = message.as_bytes().to_vec();
+        if !err.is_null() {
+            // SAFETY: the shim passes a valid out-pointer or null; the
+            // bytes stay in LAST_ERROR until the next error.
+            unsafe { *err = str_of(&last) };
+        }
+    });
+}
+
+/// Runs an entry point, turning a panic into `fallback` (and a log line
+/// when there is a host to log to).
+fn guard<R>(host: Option<&'static NginxHost>, what: &str, fallback: R, body: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let cause = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if let Some(host) = host {
+                let message = format!("internal error in {what}: {cause}");
+                host.log(None, LogLevel::Critical, "ngx_proxy_wasm", 0, message.as_bytes());
+            }
+            fallback
+        }
+    }
+}
+
+/// # Safety
+/// `rt` must come from `runtime_new` and not be freed.
+unsafe fn runtime<'a>(rt: *mut ngx_proxy_wasm_runtime_t) -> &'a mut RuntimeBox {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &mut *(rt as *mut RuntimeBox) }
+}
+
+/// # Safety
+/// `s` must come from `stream_new` and not be freed.
+unsafe fn stream<'a>(s: *mut ngx_proxy_wasm_stream_t) -> &'a mut StreamBox {
+    // SAFETY: guaranteed by the caller.
+    unsafe { &mut *(s as *mut StreamBox) }
+}
+
+unsafe extern "C" fn runtime_new(
+    host: *const ngx_proxy_wasm_host_t,
+    conf: *const ngx_proxy_wasm_runtime_conf_t,
+    err: *mut ngx_proxy_wasm_str_t,
+) -> *mut ngx_proxy_wasm_runtime_t {
+    guard(None, "runtime_new", std::ptr::null_mut(), || {
+        // SAFETY: the shim passes valid pointers to its static table and
+        // to the wasm{} block's settings.
+        let (table, conf) = unsafe { (&*host, &*conf) };
+        let Some(host) = NginxHost::install(table) else {
+            set_error(err, "incomplete host function table");
+            return std::ptr::null_mut();
+        };
+        let config = RuntimeConfig {
+            compiler: match conf.compiler {
+                c if c == CompilerConf::NGX_PROXY_WASM_COMPILER_CRANELIFT as u32 => Compiler::Cranelift,
+                c if c == CompilerConf::NGX_PROXY_WASM_COMPILER_WINCH as u32 => Compiler::Winch,
+                _ => Compiler::Auto,
+            },
+            backtraces: conf.backtraces != 0,
+        };
+        match Runtime::new(host, config) {
+            Ok(runtime) => Box::into_raw(Box::new(RuntimeBox { host, runtime })) as *mut ngx_proxy_wasm_runtime_t,
+            Err(e) => {
+                set_error(err, &e.to_string());
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn runtime_free(rt: *mut ngx_proxy_wasm_runtime_t) {
+    if rt.is_null() {
+        return;
+    }
+    // SAFETY: the shim frees each runtime once, from its pool cleanup.
+    let boxed = unsafe { Box::from_raw(rt as *mut RuntimeBox) };
+    let host = boxed.host;
+    guard(Some(host), "runtime_free", (), move || drop(boxed));
+}
+
+unsafe extern "C" fn module_load(
+    rt: *mut ngx_proxy_wasm_runtime_t,
+    name: ngx_proxy_wasm_str_t,
+    path: ngx_proxy_wasm_str_t,
+    vm_config: ngx_proxy_wasm_str_t,
+    err: *mut ngx_proxy_wasm_str_t,
+) -> i32 {
+    // SAFETY: the shim passes its runtime and strings valid for the call.
+    let (rt, name, path, vm_config) = unsafe { (runtime(rt), bytes(name), bytes(path), bytes(vm_config)) };
+    guard(Some(rt.host), "module_load", -1, || {
+        let name = String::from_utf8_lossy(name);
+        let path = Path::new(OsStr::from_bytes(path));
+        match rt.runtime.load_module(&name, path, vm_config) {
+            Ok(()) => 0,
+            Err(e) => {
+                set_error(err, &e.to_string());
+                -1
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn filter_add(
+    rt: *mut ngx_proxy_wasm_runtime_t,
+    module: ngx_proxy_wasm_str_t,
+    config: ngx_proxy_wasm_str_t,
+    err: *mut ngx_proxy_wasm_str_t,
+) -> i32 {
+    // SAFETY: the shim passes its runtime and strings valid for the call.
+    let (rt, module, config) = unsafe { (runtime(rt), bytes(module), bytes(config)) };
+    guard(Some(rt.host), "filter_add", -1, || {
+        match rt.runtime.add_filter(&String::from_utf8_lossy(module), config) {
+            Ok(id) => id as i32,
+            Err(e) => {
+                set_error(err, &e.to_string());
+                -1
+            }
+        }
+    })
+}
+
+unsafe extern "C" fn worker_init(rt: *mut ngx_proxy_wasm_runtime_t) {
+    // SAFETY: the shim passes its runtime.
+    let rt = unsafe { runtime(rt) };
+    guard(Some(rt.host), "worker_init", (), || {
+        rt.runtime.worker();
+    })
+}
+
+unsafe extern "C" fn worker_exit(rt: *mut ngx_proxy_wasm_runtime_t) {
+    // SAFETY: the shim passes its runtime.
+    let rt = unsafe { runtime(rt) };
+    guard(Some(rt.host), "worker_exit", (), || rt.runtime.exit_worker())
+}
+
+unsafe extern "C" fn stream_new(
+    rt: *mut ngx_proxy_wasm_runtime_t,
+    request: *mut c_void,
+    filters: *const u32,
+    nfilters: usize,
+) -> *mut ngx_proxy_wasm_stream_t {
+    // SAFETY: the shim passes its runtime and its location's filter ids.
+    let (rt, filters) = unsafe { (runtime(rt), std::slice::from_raw_parts(filters, nfilters)) };
+    guard(Some(rt.host), "stream_new", std::ptr::null_mut(), || {
+        let worker = rt.runtime.worker();
+        let stream = Stream::new(worker, RequestRef(request as usize), filters);
+        let boxed = Box::new(StreamBox {
+            stream,
+            local_headers: Vec::new(),
+        });
+        Box::into_raw(boxed) as *mut ngx_proxy_wasm_stream_t
+    })
+}
+
+fn action(next: Next) -> u32 {
+    (match next {
+        Next::Continue => Action::NGX_PROXY_WASM_ACTION_CONTINUE,
+        Next::Pause => Action::NGX_PROXY_WASM_ACTION_PAUSE,
+        Next::LocalResponse => Action::NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE,
+        Next::Fail => Action::NGX_PROXY_WASM_ACTION_FAIL,
+    }) as u32
+}
+
+const FAIL: u32 = Action::NGX_PROXY_WASM_ACTION_FAIL as u32;
+
+unsafe extern "C" fn stream_on_request_headers(s: *mut ngx_proxy_wasm_stream_t, eos: u32) -> u32 {
+    // SAFETY: the shim passes a live stream.
+    let s = unsafe { stream(s) };
+    guard(None, "on_request_headers", FAIL, || action(s.stream.on_request_headers(eos != 0)))
+}
+
+unsafe extern "C" fn stream_on_response_headers(s: *mut ngx_proxy_wasm_stream_t, eos: u32) -> u32 {
+    // SAFETY: the shim passes a live stream.
+    let s = unsafe { stream(s) };
+    guard(None, "on_response_headers", FAIL, || action(s.stream.on_response_headers(eos != 0)))
+}
+
+unsafe extern "C" fn stream_local_response(
+    s: *mut ngx_proxy_wasm_stream_t,
+    out: *mut ngx_proxy_wasm_local_response_t,
+) -> i32 {
+    // SAFETY: the shim passes a live stream and a valid out-pointer.
+    let (s, out) = unsafe { (stream(s), &mut *out) };
+    guard(None, "local_response", -1, || {
+        let Some(response) = s.stream.local_response() else {
+            return -1;
+        };
+        s.local_headers = response
+            .headers
+            .iter()
+            .map(|(key, value)| ngx_proxy_wasm_pair_t {
+                key: str_of(key),
+                value: str_of(value),
+            })
+            .collect();
+        // The pointers stay valid until the stream is freed: the response
+        // is never changed once sent.
+        *out = ngx_proxy_wasm_local_response_t {
+            status: response.status,
+            body: str_of(&response.body),
+            details: str_of(&response.details),
+            headers: s.local_headers.as_ptr(),
+            nheaders: s.local_headers.len(),
+        };
+        0
+    })
+}
+
+unsafe extern "C" fn stream_on_log(s: *mut ngx_proxy_wasm_stream_t) {
+    // SAFETY: the shim passes a live stream.
+    let s = unsafe { stream(s) };
+    guard(None, "on_log", (), || s.stream.on_log())
+}
+
+unsafe extern "C" fn stream_free(s: *mut ngx_proxy_wasm_stream_t) {
+    if s.is_null() {
+        return;
+    }
+    // SAFETY: the shim frees each stream once, from the request's cleanup.
+    let boxed = unsafe { Box::from_raw(s as *mut StreamBox) };
+    guard(None, "stream_free", (), move || drop(boxed))
+}

@@ -1,0 +1,72 @@
+//! What the Proxy-Wasm core needs from the proxy around it.
+//!
+//! The core never calls nginx: it reaches the request through this trait.
+//! `ffi::NginxHost` implements it with the C shim's functions; the tests
+//! implement it with an in-memory mock, so `cargo test` runs real filters
+//! without nginx.
+
+use crate::abi::pairs::Pair;
+use crate::abi::{HostResult, LogLevel};
+
+/// An opaque handle to a request of the host (an `ngx_http_request_t *`
+/// for nginx). Only the host interprets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestRef(pub usize);
+
+/// The header maps a request has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMap {
+    Request,
+    Response,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderOp {
+    /// Append a value, keeping existing ones.
+    Add,
+    /// Set the value, replacing every existing one.
+    Replace,
+    /// Remove every entry of that name.
+    Remove,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The header cannot be changed (e.g. a read-only pseudo-header).
+    ReadOnly,
+    /// The host failed (out of memory).
+    Failed,
+}
+
+pub trait Host {
+    /// Writes a log line attributed to a filter and one of its contexts
+    /// (0 for none), in the request's log when there is one.
+    fn log(
+        &self,
+        request: Option<RequestRef>,
+        level: LogLevel,
+        filter: &str,
+        context_id: u32,
+        message: &[u8],
+    );
+
+    /// The level at and above which `log` writes anything.
+    fn log_level(&self, request: Option<RequestRef>) -> LogLevel;
+
+    /// Lends every entry of a header map, pseudo-headers first, to `visit`.
+    fn with_headers(
+        &self,
+        request: RequestRef,
+        map: HeaderMap,
+        visit: &mut dyn FnMut(&[Pair<'_>]) -> HostResult,
+    ) -> HostResult;
+
+    fn set_header(
+        &self,
+        request: RequestRef,
+        map: HeaderMap,
+        op: HeaderOp,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), HeaderError>;
+}

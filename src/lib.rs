@@ -1,0 +1,18 @@
+//! ngx_proxy_wasm: a Proxy-Wasm host for nginx, on wasmtime.
+//!
+//! Layers, from the guest outwards:
+//! - `abi`: the Proxy-Wasm ABI: enums, wire formats, guest memory and the
+//!   host functions modules import;
+//! - `runtime`: wasmtime engine, compiled modules, live instances;
+//! - `chain`: a request's run through its filter chain;
+//! - `host`: what the core needs from the proxy (a trait);
+//! - `ffi`: the C boundary: nginx's implementation of `host` and the API
+//!   table the C shim in `ngx-glue/` calls.
+
+pub mod abi;
+pub mod chain;
+pub mod error;
+pub mod host;
+pub mod runtime;
+
+mod ffi;

@@ -1,0 +1,165 @@
+//! A compiled Proxy-Wasm module: loaded once (in the nginx master, before
+//! workers fork, so they all share its code), checked for a Proxy-Wasm ABI
+//! and for exports of the right types, and pre-linked for fast
+//! instantiation.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::{Engine, ExternType, FuncType, InstancePre, Linker, Module, ValType};
+
+use crate::abi::state::HostState;
+use crate::abi::AbiVersion;
+use crate::error::{one_line, Error};
+
+pub struct WasmModule {
+    pub name: Arc<str>,
+    pub abi: AbiVersion,
+    pub vm_config: Arc<[u8]>,
+    pub pre: InstancePre<HostState>,
+    /// Host functions already reported as unimplemented, to warn once.
+    warned: Mutex<HashSet<&'static str>>,
+}
+
+/// The exports the host may call, with the type each must have. The
+/// `(i32, i32)` header callbacks of ABI 0.1.0 are listed separately.
+const CALLBACKS: &[(&str, &[ValType], &[ValType])] = {
+    use ValType::I32;
+    &[
+        ("_initialize", &[], &[]),
+        ("_start", &[], &[]),
+        ("main", &[I32, I32], &[I32]),
+        ("proxy_on_memory_allocate", &[I32], &[I32]),
+        ("malloc", &[I32], &[I32]),
+        ("proxy_on_context_create", &[I32, I32], &[]),
+        ("proxy_on_vm_start", &[I32, I32], &[I32]),
+        ("proxy_on_configure", &[I32, I32], &[I32]),
+        ("proxy_on_request_body", &[I32, I32, I32], &[I32]),
+        ("proxy_on_request_trailers", &[I32, I32], &[I32]),
+        ("proxy_on_response_body", &[I32, I32, I32], &[I32]),
+        ("proxy_on_response_trailers", &[I32, I32], &[I32]),
+        ("proxy_on_log", &[I32], &[]),
+        ("proxy_on_done", &[I32], &[I32]),
+        ("proxy_on_delete", &[I32], &[]),
+        ("proxy_on_tick", &[I32], &[]),
+        ("proxy_on_queue_ready", &[I32, I32], &[]),
+        ("proxy_on_http_call_response", &[I32, I32, I32, I32, I32], &[]),
+        ("proxy_on_foreign_function", &[I32, I32, I32], &[]),
+    ]
+};
+
+const HEADER_CALLBACKS: [&str; 2] = ["proxy_on_request_headers", "proxy_on_response_headers"];
+
+impl WasmModule {
+    /// Reads and compiles a `.wasm` or `.wat` file.
+    pub fn load(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        name: &str,
+        path: &Path,
+        vm_config: &[u8],
+    ) -> Result<WasmModule, Error> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::new(format!("cannot read \"{}\": {e}", path.display())))?;
+        // Module::new compiles binary modules and parses the text format.
+        let module = Module::new(engine, &bytes)
+            .map_err(|e| Error::new(format!("invalid module \"{}\": {}", path.display(), one_line(&e))))?;
+        let abi = abi_version(&module)?;
+        check_exports(&module, abi)?;
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| Error::new(format!("cannot link module \"{}\": {}", path.display(), one_line(&e))))?;
+        Ok(WasmModule {
+            name: name.into(),
+            abi,
+            vm_config: vm_config.into(),
+            pre,
+            warned: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// True the first time it is called with `what`.
+    pub fn warn_once(&self, what: &'static str) -> bool {
+        self.warned.lock().map(|mut warned| warned.insert(what)).unwrap_or(false)
+    }
+}
+
+/// The newest ABI version the module declares.
+fn abi_version(module: &Module) -> Result<AbiVersion, Error> {
+    AbiVersion::ALL
+        .into_iter()
+        .find(|abi| matches!(module.get_export(abi.marker_export()), Some(ExternType::Func(_))))
+        .ok_or_else(|| {
+            Error::new(
+                "not a Proxy-Wasm module: no proxy_abi_version_0_2_1, proxy_abi_version_0_2_0 \
+                 or proxy_abi_version_0_1_0 export"
+                    .to_string(),
+            )
+        })
+}
+
+fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), Error> {
+    let header_params: &[ValType] = if abi.headers_callbacks_have_eos() {
+        &[ValType::I32, ValType::I32, ValType::I32]
+    } else {
+        &[ValType::I32, ValType::I32]
+    };
+    let expected = CALLBACKS
+        .iter()
+        .copied()
+        .chain(HEADER_CALLBACKS.iter().map(|name| (*name, header_params, &[ValType::I32][..])));
+    for (name, params, results) in expected {
+        let Some(export) = module.get_export(name) else {
+            continue;
+        };
+        let ok = match &export {
+            ExternType::Func(ty) => same_type(ty, params, results),
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::new(format!(
+                "export \"{name}\" is {}, expected {} for Proxy-Wasm ABI {}",
+                describe(&export),
+                describe_func(params, results),
+                abi.as_str()
+            )));
+        }
+    }
+    for (required, why) in [
+        ("proxy_on_context_create", "contexts cannot be created"),
+        ("memory", "the host cannot exchange data with it"),
+    ] {
+        if module.get_export(required).is_none() {
+            return Err(Error::new(format!("no \"{required}\" export: {why}")));
+        }
+    }
+    if module.get_export("proxy_on_memory_allocate").is_none() && module.get_export("malloc").is_none() {
+        return Err(Error::new(
+            "no \"proxy_on_memory_allocate\" or \"malloc\" export: the host cannot pass data to it".to_string(),
+        ));
+    }
+    Ok(())
+}
+
+fn same_type(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
+    let same = |a: &mut dyn ExactSizeIterator<Item = ValType>, b: &[ValType]| {
+        a.len() == b.len() && a.zip(b).all(|(x, y)| ValType::eq(&x, y))
+    };
+    same(&mut ty.params(), params) && same(&mut ty.results(), results)
+}
+
+fn describe(export: &ExternType) -> String {
+    match export {
+        ExternType::Func(ty) => describe_func(&ty.params().collect::<Vec<_>>(), &ty.results().collect::<Vec<_>>()),
+        ExternType::Global(_) => "a global".into(),
+        ExternType::Table(_) => "a table".into(),
+        ExternType::Memory(_) => "a memory".into(),
+        ExternType::Tag(_) => "a tag".into(),
+    }
+}
+
+fn describe_func(params: &[ValType], results: &[ValType]) -> String {
+    let list = |types: &[ValType]| types.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ");
+    format!("a function ({}) -> ({})", list(params), list(results))
+}

@@ -1,0 +1,299 @@
+//! A live instance of a module in a worker (a wasmtime store), its root
+//! contexts, and the one wrapper every guest call goes through.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use wasmtime::{AsContextMut, Instance, Store, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
+
+use crate::abi::hostcalls::ProcExit;
+use crate::abi::state::{Callback, Context, FilterInfo, Frame, HostState, StreamState};
+use crate::abi::LogLevel;
+use crate::host::Host;
+use crate::runtime::module::WasmModule;
+
+/// A guest call that did not complete: the instance is now unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trapped;
+
+type F<P, R> = Option<TypedFunc<P, R>>;
+
+/// The guest callbacks, looked up once per instance.
+struct Callbacks {
+    context_create: TypedFunc<(i32, i32), ()>,
+    vm_start: F<(i32, i32), i32>,
+    configure: F<(i32, i32), i32>,
+    request_headers: HeadersCallback,
+    response_headers: HeadersCallback,
+    log: F<i32, ()>,
+    done: F<i32, i32>,
+    delete: F<i32, ()>,
+}
+
+/// Header callbacks take `end_of_stream` since ABI 0.2.0.
+#[derive(Clone)]
+enum HeadersCallback {
+    Missing,
+    V1(TypedFunc<(i32, i32), i32>),
+    V2(TypedFunc<(i32, i32, i32), i32>),
+}
+
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+pub struct Vm {
+    pub module: Arc<WasmModule>,
+    store: Store<HostState>,
+    callbacks: Callbacks,
+    next_context_id: u32,
+    /// Root context id of each filter started in this instance.
+    roots: HashMap<usize, u32>,
+    /// Distinguishes this instance from the one that replaces it.
+    pub generation: u64,
+    pub failed: bool,
+}
+
+impl Vm {
+    /// Instantiates the module and runs its start function.
+    pub fn new(module: &Arc<WasmModule>, host: &'static dyn Host) -> Result<Vm, String> {
+        let engine = module.pre.module().engine();
+        let mut store = Store::new(engine, HostState::new(host, module.clone()));
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = module
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| format!("cannot instantiate: {}", describe_trap(&e)))?;
+        let callbacks = Callbacks::lookup(&instance, &mut store, module)?;
+        let memory = instance.get_memory(&mut store, "memory");
+        let allocator = instance
+            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "malloc"))
+            .ok();
+        let state = store.data_mut();
+        state.memory = memory;
+        state.allocator = allocator;
+        let mut vm = Vm {
+            module: module.clone(),
+            store,
+            callbacks,
+            next_context_id: 1,
+            roots: HashMap::new(),
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            failed: false,
+        };
+        vm.start(&instance)?;
+        Ok(vm)
+    }
+
+    /// WASI start: `_initialize` (then `main` if exported), else `_start`.
+    /// A `_start` that ends with `proc_exit(0)` has finished initializing.
+    fn start(&mut self, instance: &Instance) -> Result<(), String> {
+        let func = |store: &mut Store<HostState>, name| instance.get_typed_func::<(), ()>(store, name).ok();
+        if let Some(initialize) = func(&mut self.store, "_initialize") {
+            self.call(0, Callback::Start, |store| initialize.call(store, ()))
+                .map_err(|_| "_initialize failed".to_string())?;
+            if let Ok(main) = instance.get_typed_func::<(i32, i32), i32>(&mut self.store, "main") {
+                self.call(0, Callback::Start, |store| main.call(store, (0, 0)))
+                    .map_err(|_| "main failed".to_string())?;
+            }
+        } else if let Some(start) = func(&mut self.store, "_start") {
+            self.call(0, Callback::Start, |store| match start.call(&mut *store, ()) {
+                Err(e) if matches!(e.downcast_ref::<ProcExit>(), Some(ProcExit(0))) => Ok(()),
+                other => other,
+            })
+            .map_err(|_| "_start failed".to_string())?;
+        }
+        Ok(())
+    }
+
+    fn next_context_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_context_id;
+            self.next_context_id = self.next_context_id.checked_add(1).unwrap_or(1);
+            if !self.store.data().contexts.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Creates the root context of a filter: `on_context_create`,
+    /// `on_vm_start`, `on_configure`. Returns why it failed.
+    pub fn start_filter(&mut self, filter_id: usize, filter: &Arc<FilterInfo>) -> Result<u32, String> {
+        let id = self.next_context_id();
+        self.store
+            .data_mut()
+            .contexts
+            .insert(id, Context::Root { filter: filter.clone() });
+        let create = self.callbacks.context_create.clone();
+        self.call(id, Callback::ContextCreate, |store| create.call(store, (id as i32, 0)))
+            .map_err(|_| "on_context_create failed".to_string())?;
+        let vm_config_len = self.module.vm_config.len() as i32;
+        if let Some(vm_start) = self.callbacks.vm_start.clone() {
+            let ok = self
+                .call(id, Callback::VmStart, |store| vm_start.call(store, (id as i32, vm_config_len)))
+                .map_err(|_| "on_vm_start failed".to_string())?;
+            if ok == 0 {
+                return Err("on_vm_start returned false".into());
+            }
+        }
+        if let Some(configure) = self.callbacks.configure.clone() {
+            let len = filter.config.len() as i32;
+            let ok = self
+                .call(id, Callback::Configure, |store| configure.call(store, (id as i32, len)))
+                .map_err(|_| "on_configure failed".to_string())?;
+            if ok == 0 {
+                return Err("on_configure returned false".into());
+            }
+        }
+        self.roots.insert(filter_id, id);
+        Ok(id)
+    }
+
+    pub fn root_context(&self, filter_id: usize) -> Option<u32> {
+        self.roots.get(&filter_id).copied()
+    }
+
+    /// Creates an HTTP context of a filter for a request.
+    pub fn create_http_context(
+        &mut self,
+        root_id: u32,
+        filter: &Arc<FilterInfo>,
+        stream: &std::rc::Rc<std::cell::RefCell<StreamState>>,
+    ) -> Result<u32, Trapped> {
+        let id = self.next_context_id();
+        self.store.data_mut().contexts.insert(
+            id,
+            Context::Http {
+                filter: filter.clone(),
+                stream: stream.clone(),
+            },
+        );
+        let create = self.callbacks.context_create.clone();
+        self.call(id, Callback::ContextCreate, |store| create.call(store, (id as i32, root_id as i32)))?;
+        Ok(id)
+    }
+
+    pub fn on_request_headers(&mut self, id: u32, headers: usize, end_of_stream: bool) -> Result<i32, Trapped> {
+        self.call_headers(id, Callback::RequestHeaders, headers, end_of_stream)
+    }
+
+    pub fn on_response_headers(&mut self, id: u32, headers: usize, end_of_stream: bool) -> Result<i32, Trapped> {
+        self.call_headers(id, Callback::ResponseHeaders, headers, end_of_stream)
+    }
+
+    fn call_headers(&mut self, id: u32, callback: Callback, headers: usize, eos: bool) -> Result<i32, Trapped> {
+        let func = match callback {
+            Callback::RequestHeaders => &self.callbacks.request_headers,
+            _ => &self.callbacks.response_headers,
+        };
+        let args = (id as i32, headers as i32, eos as i32);
+        match func.clone() {
+            HeadersCallback::Missing => Ok(0),
+            HeadersCallback::V1(f) => self.call(id, callback, |store| f.call(store, (args.0, args.1))),
+            HeadersCallback::V2(f) => self.call(id, callback, |store| f.call(store, args)),
+        }
+    }
+
+    pub fn on_log(&mut self, id: u32) -> Result<(), Trapped> {
+        match self.callbacks.log.clone() {
+            Some(f) => self.call(id, Callback::Log, |store| f.call(store, id as i32)),
+            None => Ok(()),
+        }
+    }
+
+    /// `on_done` then `on_delete`; the context is forgotten either way.
+    pub fn end_context(&mut self, id: u32) -> Result<(), Trapped> {
+        let result = self.done_and_delete(id);
+        self.store.data_mut().contexts.remove(&id);
+        result
+    }
+
+    fn done_and_delete(&mut self, id: u32) -> Result<(), Trapped> {
+        if let Some(done) = self.callbacks.done.clone() {
+            self.call(id, Callback::Done, |store| done.call(store, id as i32))?;
+        }
+        if let Some(delete) = self.callbacks.delete.clone() {
+            self.call(id, Callback::Delete, |store| delete.call(store, id as i32))?;
+        }
+        Ok(())
+    }
+
+    /// Runs one guest call for a context. A trap is logged with the
+    /// callback, the context and a backtrace, and marks the instance failed.
+    fn call<R>(
+        &mut self,
+        context_id: u32,
+        callback: Callback,
+        body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Trapped> {
+        if self.failed {
+            return Err(Trapped);
+        }
+        self.store.data_mut().frame = Frame {
+            context_id,
+            callback,
+            ..Frame::IDLE
+        };
+        let result = body(&mut self.store);
+        if let Err(error) = &result {
+            self.failed = true;
+            let message = format!("{} failed: {}", callback.export_name(), describe_trap(error));
+            self.store.data().log(LogLevel::Error, message.as_bytes());
+        }
+        self.store.data_mut().frame = Frame::IDLE;
+        result.map_err(|_| Trapped)
+    }
+
+    #[cfg(test)]
+    pub fn store(&mut self) -> &mut Store<HostState> {
+        &mut self.store
+    }
+}
+
+impl Callbacks {
+    fn lookup(instance: &Instance, mut store: impl AsContextMut, module: &WasmModule) -> Result<Callbacks, String> {
+        Ok(Callbacks {
+            context_create: get(instance, &mut store, "proxy_on_context_create")
+                .ok_or("no proxy_on_context_create export")?,
+            vm_start: get(instance, &mut store, "proxy_on_vm_start"),
+            configure: get(instance, &mut store, "proxy_on_configure"),
+            request_headers: HeadersCallback::lookup(instance, &mut store, module, "proxy_on_request_headers"),
+            response_headers: HeadersCallback::lookup(instance, &mut store, module, "proxy_on_response_headers"),
+            log: get(instance, &mut store, "proxy_on_log"),
+            done: get(instance, &mut store, "proxy_on_done"),
+            delete: get(instance, &mut store, "proxy_on_delete"),
+        })
+    }
+}
+
+impl HeadersCallback {
+    fn lookup(instance: &Instance, store: &mut impl AsContextMut, module: &WasmModule, name: &str) -> Self {
+        if module.abi.headers_callbacks_have_eos() {
+            get(instance, store, name).map_or(HeadersCallback::Missing, HeadersCallback::V2)
+        } else {
+            get(instance, store, name).map_or(HeadersCallback::Missing, HeadersCallback::V1)
+        }
+    }
+}
+
+/// An export of the type checked when the module was loaded.
+fn get<P: WasmParams, R: WasmResults>(
+    instance: &Instance,
+    store: &mut impl AsContextMut,
+    name: &str,
+) -> Option<TypedFunc<P, R>> {
+    instance.get_typed_func::<P, R>(store.as_context_mut(), name).ok()
+}
+
+/// The cause of a failed guest call, and the guest's call stack when
+/// wasmtime captured one.
+pub fn describe_trap(error: &wasmtime::Error) -> String {
+    let cause = error.root_cause().to_string();
+    match error.downcast_ref::<WasmBacktrace>() {
+        Some(backtrace) if !backtrace.frames().is_empty() => {
+            format!("{cause}\nwasm backtrace:\n{backtrace}")
+        }
+        _ => cause,
+    }
+}
