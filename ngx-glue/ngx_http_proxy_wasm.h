@@ -1,0 +1,88 @@
+/*
+ * Declarations shared by the C shim's files. The boundary with Rust is in
+ * ngx_proxy_wasm.h.
+ */
+
+#ifndef _NGX_HTTP_PROXY_WASM_H_INCLUDED_
+#define _NGX_HTTP_PROXY_WASM_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_proxy_wasm.h"
+
+
+/* ngx_table_elt_t.next (header chains) exists from nginx 1.23.0 on */
+#if (nginx_version >= 1023000)
+#define NGX_PROXY_WASM_HEADER_CHAINS  1
+#else
+#define NGX_PROXY_WASM_HEADER_CHAINS  0
+#endif
+
+
+/* the wasm{} block */
+typedef struct {
+    ngx_str_t                   name;
+    ngx_str_t                   path;
+    ngx_str_t                   vm_config;
+    ngx_str_t                   file;        /* where the directive is */
+    ngx_uint_t                  line;
+} ngx_proxy_wasm_module_conf_t;
+
+
+typedef struct {
+    ngx_proxy_wasm_runtime_t   *runtime;
+    ngx_array_t                 modules;     /* ngx_proxy_wasm_module_conf_t */
+    ngx_uint_t                  compiler;
+    ngx_flag_t                  backtraces;
+    unsigned                    block:1;     /* a wasm{} block was seen */
+} ngx_proxy_wasm_conf_t;
+
+
+/* http{}, server{}, location{} */
+typedef struct {
+    ngx_array_t                *filters;     /* uint32_t filter ids */
+    ngx_flag_t                  request_headers_in_access;
+} ngx_http_proxy_wasm_loc_conf_t;
+
+
+typedef struct {
+    /* some location runs filters: the phase handlers are needed */
+    ngx_flag_t                  used;
+} ngx_http_proxy_wasm_main_conf_t;
+
+
+/* a request's state */
+typedef struct {
+    ngx_proxy_wasm_stream_t    *stream;
+
+    /* storage for header values built on the fly (":status", ...) */
+    u_char                      status[NGX_INT_T_LEN];
+    u_char                      content_length[NGX_OFF_T_LEN];
+    u_char                      last_modified[sizeof("Mon, 28 Sep 1970 06:00:00 GMT")];
+
+    unsigned                    request_headers_done:1;
+    unsigned                    response_headers_done:1;
+    unsigned                    failed:1;
+} ngx_http_proxy_wasm_ctx_t;
+
+
+extern ngx_module_t  ngx_proxy_wasm_module;
+extern ngx_module_t  ngx_http_proxy_wasm_module;
+
+extern const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host;
+
+
+ngx_proxy_wasm_runtime_t *ngx_proxy_wasm_runtime(ngx_cycle_t *cycle);
+
+ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r);
+
+uint32_t ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
+    ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n);
+uint32_t ngx_http_proxy_wasm_header_set(void *request, uint32_t map,
+    uint32_t op, ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value);
+
+
+#endif /* _NGX_HTTP_PROXY_WASM_H_INCLUDED_ */

@@ -1,0 +1,89 @@
+/*
+ * The functions the Rust library calls to reach nginx (see
+ * ngx_proxy_wasm_host_t).
+ */
+
+#include "ngx_http_proxy_wasm.h"
+
+
+static ngx_log_t *
+ngx_proxy_wasm_log_of(void *request)
+{
+    ngx_http_request_t  *r = request;
+
+    return r ? r->connection->log : ngx_cycle->log;
+}
+
+
+static void
+ngx_proxy_wasm_log(void *request, uint32_t level, ngx_proxy_wasm_str_t filter,
+    uint32_t context_id, ngx_proxy_wasm_str_t message)
+{
+    ngx_log_t   *log;
+    ngx_uint_t   nginx_level;
+
+    switch (level) {
+    case NGX_PROXY_WASM_LOG_TRACE:
+    case NGX_PROXY_WASM_LOG_DEBUG:
+        nginx_level = NGX_LOG_DEBUG;
+        break;
+    case NGX_PROXY_WASM_LOG_INFO:
+        nginx_level = NGX_LOG_INFO;
+        break;
+    case NGX_PROXY_WASM_LOG_WARN:
+        nginx_level = NGX_LOG_WARN;
+        break;
+    case NGX_PROXY_WASM_LOG_ERROR:
+        nginx_level = NGX_LOG_ERR;
+        break;
+    default:
+        nginx_level = NGX_LOG_CRIT;
+    }
+
+    log = ngx_proxy_wasm_log_of(request);
+
+    if (context_id) {
+        ngx_log_error(nginx_level, log, 0, "proxy_wasm \"%*s\" #%uD: %*s",
+                      filter.len, filter.data, context_id,
+                      message.len, message.data);
+
+    } else {
+        ngx_log_error(nginx_level, log, 0, "proxy_wasm \"%*s\": %*s",
+                      filter.len, filter.data, message.len, message.data);
+    }
+}
+
+
+static uint32_t
+ngx_proxy_wasm_log_level(void *request)
+{
+    ngx_uint_t  level;
+
+    level = ngx_proxy_wasm_log_of(request)->log_level;
+
+    if (level >= NGX_LOG_DEBUG) {
+        return NGX_PROXY_WASM_LOG_TRACE;
+    }
+
+    if (level >= NGX_LOG_INFO) {
+        return NGX_PROXY_WASM_LOG_INFO;
+    }
+
+    if (level >= NGX_LOG_WARN) {
+        return NGX_PROXY_WASM_LOG_WARN;
+    }
+
+    if (level >= NGX_LOG_ERR) {
+        return NGX_PROXY_WASM_LOG_ERROR;
+    }
+
+    return NGX_PROXY_WASM_LOG_CRITICAL;
+}
+
+
+const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
+    ngx_proxy_wasm_log,
+    ngx_proxy_wasm_log_level,
+    ngx_http_proxy_wasm_headers_get,
+    ngx_http_proxy_wasm_header_set
+};

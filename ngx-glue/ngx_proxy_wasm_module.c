@@ -1,0 +1,328 @@
+/*
+ * The wasm{} block: Wasm modules and runtime settings. Modules are
+ * compiled once, at the end of the block, in the master process; workers
+ * instantiate them when they start.
+ */
+
+#include "ngx_http_proxy_wasm.h"
+
+
+/* directives allowed inside wasm{} */
+#define NGX_PROXY_WASM_CONF  0x02000000
+
+
+static void *ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle);
+static char *ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_proxy_wasm_module_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_proxy_wasm_load_modules(ngx_conf_t *cf,
+    ngx_proxy_wasm_conf_t *wcf);
+static void ngx_proxy_wasm_runtime_cleanup(void *data);
+static ngx_int_t ngx_proxy_wasm_init_process(ngx_cycle_t *cycle);
+static void ngx_proxy_wasm_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_enum_t  ngx_proxy_wasm_compilers[] = {
+    { ngx_string("auto"), NGX_PROXY_WASM_COMPILER_AUTO },
+    { ngx_string("cranelift"), NGX_PROXY_WASM_COMPILER_CRANELIFT },
+    { ngx_string("winch"), NGX_PROXY_WASM_COMPILER_WINCH },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_proxy_wasm_commands[] = {
+
+    { ngx_string("wasm"),
+      NGX_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_NOARGS,
+      ngx_proxy_wasm_block,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("module"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE23,
+      ngx_proxy_wasm_module_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("compiler"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, compiler),
+      &ngx_proxy_wasm_compilers },
+
+    { ngx_string("backtraces"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, backtraces),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_core_module_t  ngx_proxy_wasm_module_ctx = {
+    ngx_string("proxy_wasm"),
+    ngx_proxy_wasm_create_conf,
+    NULL
+};
+
+
+ngx_module_t  ngx_proxy_wasm_module = {
+    NGX_MODULE_V1,
+    &ngx_proxy_wasm_module_ctx,            /* module context */
+    ngx_proxy_wasm_commands,               /* module directives */
+    NGX_CORE_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_proxy_wasm_init_process,           /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_proxy_wasm_exit_process,           /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
+{
+    ngx_proxy_wasm_conf_t  *wcf;
+
+    wcf = ngx_pcalloc(cycle->pool, sizeof(ngx_proxy_wasm_conf_t));
+    if (wcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&wcf->modules, cycle->pool, 4,
+                       sizeof(ngx_proxy_wasm_module_conf_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    wcf->compiler = NGX_CONF_UNSET_UINT;
+    wcf->backtraces = NGX_CONF_UNSET;
+
+    return wcf;
+}
+
+
+ngx_proxy_wasm_runtime_t *
+ngx_proxy_wasm_runtime(ngx_cycle_t *cycle)
+{
+    ngx_proxy_wasm_conf_t  *wcf;
+
+    wcf = (ngx_proxy_wasm_conf_t *) ngx_get_conf(cycle->conf_ctx,
+                                                 ngx_proxy_wasm_module);
+
+    return wcf ? wcf->runtime : NULL;
+}
+
+
+static char *
+ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_proxy_wasm_conf_t  *wcf = *(ngx_proxy_wasm_conf_t **) conf;
+
+    char        *rv;
+    ngx_conf_t   pcf;
+
+    if (wcf->block) {
+        return "is duplicate";
+    }
+
+    wcf->block = 1;
+
+    pcf = *cf;
+    cf->cmd_type = NGX_PROXY_WASM_CONF;
+
+    rv = ngx_conf_parse(cf, NULL);
+
+    *cf = pcf;
+
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    return ngx_proxy_wasm_load_modules(cf, wcf);
+}
+
+
+static char *
+ngx_proxy_wasm_module_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_proxy_wasm_conf_t  *wcf = conf;
+
+    u_char                        *p;
+    ngx_str_t                     *value;
+    ngx_uint_t                     i;
+    ngx_proxy_wasm_module_conf_t  *module;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        return "has an empty module name";
+    }
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!(isalnum(*p) || *p == '_' || *p == '-' || *p == '.')) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid module name \"%V\": use letters, "
+                               "digits, \"_\", \"-\" and \".\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    module = wcf->modules.elts;
+
+    for (i = 0; i < wcf->modules.nelts; i++) {
+        if (module[i].name.len == value[1].len
+            && ngx_strncmp(module[i].name.data, value[1].data,
+                           value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate module name \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    module = ngx_array_push(&wcf->modules);
+    if (module == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    module->name = value[1];
+    module->path = value[2];
+
+    if (ngx_conf_full_name(cf->cycle, &module->path, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts == 4) {
+        module->vm_config = value[3];
+
+    } else {
+        ngx_str_null(&module->vm_config);
+    }
+
+    module->file = cf->conf_file->file.name;
+    module->line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+/* Reports an error of a directive seen earlier, as ngx_conf_log_error. */
+static void
+ngx_proxy_wasm_module_error(ngx_conf_t *cf,
+    ngx_proxy_wasm_module_conf_t *module, ngx_proxy_wasm_str_t *err)
+{
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "wasm module \"%V\": %*s in %V:%ui",
+                  &module->name, (size_t) err->len, err->data,
+                  &module->file, module->line);
+}
+
+
+static char *
+ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
+{
+    ngx_uint_t                      i;
+    ngx_pool_cleanup_t             *cln;
+    ngx_proxy_wasm_str_t            err, name, path, vm_config;
+    ngx_proxy_wasm_runtime_conf_t   rconf;
+    ngx_proxy_wasm_module_conf_t   *module;
+
+    ngx_conf_init_uint_value(wcf->compiler, NGX_PROXY_WASM_COMPILER_AUTO);
+    ngx_conf_init_value(wcf->backtraces, 0);
+
+    rconf.compiler = (uint32_t) wcf->compiler;
+    rconf.backtraces = (uint32_t) wcf->backtraces;
+
+    ngx_str_null(&err);
+
+    wcf->runtime = ngx_proxy_wasm_api.runtime_new(&ngx_proxy_wasm_host,
+                                                  &rconf, &err);
+    if (wcf->runtime == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cannot start the wasm runtime: %*s",
+                           (size_t) err.len, err.data);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_proxy_wasm_api.runtime_free(wcf->runtime);
+        wcf->runtime = NULL;
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_proxy_wasm_runtime_cleanup;
+    cln->data = wcf->runtime;
+
+    module = wcf->modules.elts;
+
+    for (i = 0; i < wcf->modules.nelts; i++) {
+        name.data = module[i].name.data;
+        name.len = module[i].name.len;
+        path.data = module[i].path.data;
+        path.len = module[i].path.len;
+        vm_config.data = module[i].vm_config.data;
+        vm_config.len = module[i].vm_config.len;
+
+        if (ngx_proxy_wasm_api.module_load(wcf->runtime, name, path,
+                                           vm_config, &err)
+            != 0)
+        {
+            ngx_proxy_wasm_module_error(cf, &module[i], &err);
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, cf->log, 0,
+                       "proxy_wasm: loaded module \"%V\" from \"%V\"",
+                       &module[i].name, &module[i].path);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_proxy_wasm_runtime_cleanup(void *data)
+{
+    ngx_proxy_wasm_api.runtime_free(data);
+}
+
+
+static ngx_int_t
+ngx_proxy_wasm_init_process(ngx_cycle_t *cycle)
+{
+    ngx_proxy_wasm_runtime_t  *rt;
+
+    rt = ngx_proxy_wasm_runtime(cycle);
+
+    if (rt != NULL) {
+        ngx_proxy_wasm_api.worker_init(rt);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_proxy_wasm_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_proxy_wasm_runtime_t  *rt;
+
+    rt = ngx_proxy_wasm_runtime(cycle);
+
+    if (rt != NULL) {
+        ngx_proxy_wasm_api.worker_exit(rt);
+    }
+}

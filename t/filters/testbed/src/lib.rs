@@ -1,0 +1,326 @@
+//! A filter scripted by its configuration, for the test suite.
+//!
+//! The plugin configuration (and the VM configuration, for `vm_start`) is a
+//! list of steps separated by `;`, each `<callback> <op> [args...]`, where
+//! callback is one of vm_start, configure, create, request_headers,
+//! response_headers, log, done, delete. Arguments are separated by spaces;
+//! `%20` and other `%XX` escapes are decoded. `trace` alone logs every
+//! callback.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, error, info, warn};
+use proxy_wasm::traits::*;
+use proxy_wasm::types::*;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(Root { context_id, script: Rc::new(Script::default()) })
+    });
+}}
+
+extern "C" {
+    fn proxy_log(level: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_get_buffer_bytes(kind: u32, start: usize, max: usize, data: *mut *const u8, size: *mut usize) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, data: *mut *const u8, size: *mut usize) -> u32;
+    fn proxy_get_header_map_value(map: u32, key: *const u8, key_size: usize, data: *mut *const u8, size: *mut usize) -> u32;
+    fn proxy_add_header_map_value(map: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
+    fn proxy_send_local_response(
+        status: u32, details: *const u8, details_size: usize, body: *const u8, body_size: usize,
+        headers: *const u8, headers_size: usize, grpc_status: i32,
+    ) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+}
+
+#[derive(Default)]
+struct Script {
+    trace: bool,
+    steps: Vec<(String, Vec<String>)>,
+}
+
+impl Script {
+    fn parse(text: &str) -> Script {
+        let mut script = Script::default();
+        for step in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            if step == "trace" {
+                script.trace = true;
+                continue;
+            }
+            let mut words = step.split(' ').filter(|w| !w.is_empty()).map(decode);
+            let when = words.next().unwrap_or_default();
+            script.steps.push((when, words.collect()));
+        }
+        script
+    }
+
+    fn steps<'a>(&'a self, when: &'a str) -> impl Iterator<Item = &'a [String]> + 'a {
+        self.steps.iter().filter(move |(w, _)| w == when).map(|(_, args)| &args[..])
+    }
+}
+
+fn decode(word: &str) -> String {
+    let bytes = word.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a step asks the callback to return.
+#[derive(PartialEq)]
+enum Outcome {
+    Continue,
+    Pause,
+    Fail,
+}
+
+fn map_of(name: &str) -> MapType {
+    match name {
+        "request" => MapType::HttpRequestHeaders,
+        "response" => MapType::HttpResponseHeaders,
+        "request_trailers" => MapType::HttpRequestTrailers,
+        _ => MapType::HttpResponseTrailers,
+    }
+}
+
+fn raw_map(name: &str) -> u32 {
+    map_of(name) as u32
+}
+
+/// Runs the steps of one callback; `context` is the context id.
+fn run(script: &Script, when: &str, context_id: u32) -> Outcome {
+    let mut outcome = Outcome::Continue;
+    for args in script.steps(when) {
+        let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+        match arg(0) {
+            "log" => {
+                let message = args[2..].join(" ");
+                match arg(1) {
+                    "trace" => log::trace!("{}", message),
+                    "debug" => debug!("{}", message),
+                    "info" => info!("{}", message),
+                    "warn" => warn!("{}", message),
+                    "error" => error!("{}", message),
+                    _ => {
+                        proxy_wasm::hostcalls::log(LogLevel::Critical, &message).unwrap();
+                    }
+                }
+            }
+            "add_header" => proxy_wasm::hostcalls::add_map_value(map_of(arg(1)), arg(2), arg(3)).unwrap(),
+            "replace_header" => proxy_wasm::hostcalls::set_map_value(map_of(arg(1)), arg(2), Some(arg(3))).unwrap(),
+            "remove_header" => proxy_wasm::hostcalls::set_map_value(map_of(arg(1)), arg(2), None).unwrap(),
+            "set_headers" => {
+                let pairs: Vec<(&str, &str)> = args[2..]
+                    .iter()
+                    .map(|kv| kv.split_once('=').unwrap_or((kv.as_str(), "")))
+                    .collect();
+                proxy_wasm::hostcalls::set_map(map_of(arg(1)), pairs).unwrap();
+            }
+            "get_header" => match proxy_wasm::hostcalls::get_map_value(map_of(arg(1)), arg(2)).unwrap() {
+                Some(value) => info!("{} header {}: \"{}\"", arg(1), arg(2), value),
+                None => info!("{} header {}: missing", arg(1), arg(2)),
+            },
+            "dump_headers" => {
+                for (name, value) in proxy_wasm::hostcalls::get_map(map_of(arg(1))).unwrap() {
+                    info!("{} header \"{}: {}\"", arg(1), name, value);
+                }
+            }
+            "respond" => {
+                let status = arg(1).parse().unwrap_or(200);
+                let headers: Vec<(&str, &str)> = args
+                    .iter()
+                    .skip(3)
+                    .map(|kv| kv.split_once(':').unwrap_or((kv.as_str(), "")))
+                    .collect();
+                let body = args.get(2).filter(|b| b.as_str() != "-").map(String::as_bytes);
+                proxy_wasm::hostcalls::send_http_response(status, headers, body).unwrap();
+            }
+            "respond_status" => {
+                let status = unsafe {
+                    proxy_send_local_response(arg(1).parse().unwrap_or(0), std::ptr::null(), 0, std::ptr::null(), 0, std::ptr::null(), 0, -1)
+                };
+                info!("proxy_send_local_response returned {}", status);
+            }
+            "pause" => outcome = Outcome::Pause,
+            "fail" => outcome = Outcome::Fail,
+            "panic" => panic!("testbed panics in {}", when),
+            "unreachable" => core::arch::wasm32::unreachable(),
+            "config" => {
+                let vm = proxy_wasm::hostcalls::get_buffer(BufferType::VmConfiguration, 0, usize::MAX).unwrap();
+                let plugin = proxy_wasm::hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).unwrap();
+                let show = |b: Option<Vec<u8>>| b.map_or("(none)".to_string(), |b| String::from_utf8_lossy(&b).into_owned());
+                info!("vm configuration: {}, plugin configuration: {}", show(vm), show(plugin));
+            }
+            "buffer_slice" => {
+                let start = arg(1).parse().unwrap_or(0);
+                let max = arg(2).parse().unwrap_or(usize::MAX);
+                let bytes = proxy_wasm::hostcalls::get_buffer(BufferType::VmConfiguration, start, max).unwrap();
+                info!("vm configuration [{}, +{}]: {:?}", start, max, bytes.map(|b| String::from_utf8_lossy(&b).into_owned()));
+            }
+            "time" => {
+                let now = proxy_wasm::hostcalls::get_current_time().unwrap();
+                let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+                info!("host time plausible: {}", secs > 1_600_000_000);
+            }
+            "log_level" => info!("host log level: {:?}", proxy_wasm::hostcalls::get_log_level().unwrap()),
+            "stdout" => println!("{}", args[1..].join(" ")),
+            "stderr" => eprintln!("{}", args[1..].join(" ")),
+            "wasi" => {
+                let mut map = HashMap::new();
+                map.insert(1, 2);
+                let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+                let start = Instant::now();
+                let later = Instant::now();
+                info!(
+                    "wasi: random {}, wall clock plausible {}, monotonic {}, args {}, env {}",
+                    map.len() == 1,
+                    wall > 1_600_000_000,
+                    later >= start,
+                    std::env::args().count(),
+                    std::env::vars().count()
+                );
+            }
+            "bad_pointers" => unsafe {
+                let mut data: *const u8 = std::ptr::null();
+                let mut size: usize = 0;
+                let huge = 0xffff_fff0usize;
+                info!("proxy_log with a bad message: {}", proxy_log(2, huge as *const u8, 64));
+                info!("proxy_log with a bad level: {}", proxy_log(9, b"x".as_ptr(), 1));
+                info!("get_buffer_bytes with a bad type: {}", proxy_get_buffer_bytes(99, 0, 1, &mut data, &mut size));
+                info!("get_buffer_bytes with a bad out-pointer: {}", proxy_get_buffer_bytes(6, 0, 10, huge as *mut *const u8, &mut size));
+                info!("get_header_map_pairs with a bad map: {}", proxy_get_header_map_pairs(42, &mut data, &mut size));
+                info!("get_header_map_pairs with a bad out-pointer: {}", proxy_get_header_map_pairs(raw_map("request"), &mut data, huge as *mut usize));
+                info!("get_header_map_value with a bad key: {}", proxy_get_header_map_value(raw_map("request"), huge as *const u8, 100, &mut data, &mut size));
+                info!("add_header_map_value with a bad value: {}", proxy_add_header_map_value(raw_map("request"), b"x".as_ptr(), 1, huge as *const u8, 100));
+                info!("add_header_map_value with an invalid name: {}", proxy_add_header_map_value(raw_map("request"), b"a b".as_ptr(), 3, b"v".as_ptr(), 1));
+                info!("add_header_map_value with an invalid value: {}", proxy_add_header_map_value(raw_map("request"), b"x".as_ptr(), 1, b"a\r\nb".as_ptr(), 4));
+                info!("send_local_response with bad headers: {}", proxy_send_local_response(200, std::ptr::null(), 0, std::ptr::null(), 0, b"\x05\0\0\0".as_ptr(), 4, -1));
+            },
+            "response_map" => unsafe {
+                let mut data: *const u8 = std::ptr::null();
+                let mut size: usize = 0;
+                info!("response headers map: {}", proxy_get_header_map_pairs(raw_map("response"), &mut data, &mut size));
+            },
+            "effective_context" => unsafe {
+                let target = match arg(1) {
+                    "self" => context_id,
+                    other => other.parse().unwrap_or(0),
+                };
+                info!("set_effective_context({}) returned {}", arg(1), proxy_set_effective_context(target));
+            },
+            "unimplemented" => unsafe {
+                let mut id = 0u32;
+                info!("proxy_define_metric returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
+                info!("proxy_define_metric again returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
+            },
+            other => error!("testbed: unknown op \"{}\"", other),
+        }
+    }
+    outcome
+}
+
+struct Root {
+    context_id: u32,
+    script: Rc<Script>,
+}
+
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        run(&self.script, "done", self.context_id);
+        true
+    }
+}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        let vm = self.get_vm_configuration().unwrap_or_default();
+        let script = Script::parse(&String::from_utf8_lossy(&vm));
+        if script.trace {
+            info!("#{} on_vm_start", self.context_id);
+        }
+        run(&script, "vm_start", self.context_id) != Outcome::Fail
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        self.script = Rc::new(Script::parse(&String::from_utf8_lossy(&config)));
+        if self.script.trace {
+            info!("#{} on_configure", self.context_id);
+        }
+        run(&self.script, "configure", self.context_id) != Outcome::Fail
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.script.trace {
+            info!("#{} create http context #{}", self.context_id, context_id);
+        }
+        run(&self.script, "create", context_id);
+        Some(Box::new(Http { context_id, script: self.script.clone() }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http {
+    context_id: u32,
+    script: Rc<Script>,
+}
+
+impl Http {
+    fn callback(&self, when: &str, detail: String) -> Action {
+        if self.script.trace {
+            info!("#{} on_{} {}", self.context_id, when, detail);
+        }
+        match run(&self.script, when, self.context_id) {
+            Outcome::Pause => Action::Pause,
+            _ => Action::Continue,
+        }
+    }
+}
+
+impl Context for Http {
+    fn on_done(&mut self) -> bool {
+        self.callback("done", String::new());
+        true
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, headers: usize, end_of_stream: bool) -> Action {
+        self.callback("request_headers", format!("{} headers, end_of_stream {}", headers, end_of_stream))
+    }
+
+    fn on_http_response_headers(&mut self, headers: usize, end_of_stream: bool) -> Action {
+        self.callback("response_headers", format!("{} headers, end_of_stream {}", headers, end_of_stream))
+    }
+
+    fn on_log(&mut self) {
+        self.callback("log", String::new());
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        if self.script.trace {
+            info!("#{} on_delete", self.context_id);
+        }
+        run(&self.script, "delete", self.context_id);
+    }
+}

@@ -1,0 +1,74 @@
+#!/bin/sh
+# Builds nginx with ngx_proxy_wasm, out of the source trees it uses:
+#   util/nginx.sh 1.28.3          nginx 1.28.3 (nginx-src crate), dynamic module
+#   util/nginx.sh 1.28.3-static   the same, module linked in (--add-module)
+#   util/nginx.sh debian          the module for Debian's nginx 1.22.1
+#                                 (nginx-dev, configured with its conf_flags)
+# into build/nginx-<variant>/. The source is copied first: nothing is written
+# into the cargo registry or /usr/share/nginx/src. The Rust library is built
+# once into build/cargo and shared by every variant.
+set -eu
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+variant=${1:-1.28.3}
+dir=$top/build/nginx-$variant
+
+export NGX_PROXY_WASM_CARGO=${NGX_PROXY_WASM_CARGO:-$HOME/.cargo/bin/cargo}
+export NGX_PROXY_WASM_CARGO_TARGET_DIR=$top/build/cargo
+
+common="--with-debug --with-threads --with-http_ssl_module \
+    --with-http_v2_module --with-http_auth_request_module \
+    --with-http_addition_module --with-http_sub_module \
+    --with-http_gunzip_module --with-http_realip_module \
+    --with-http_stub_status_module --with-cc-opt=-O2 --with-cc-opt=-g"
+
+nginx_src() {
+    "$NGX_PROXY_WASM_CARGO" metadata --format-version 1 --locked \
+        --manifest-path "$top/util/nginx-src/Cargo.toml" \
+    | perl -MJSON::PP -0ne '
+        for my $p (@{decode_json($_)->{packages}}) {
+            if ($p->{name} eq "nginx-src") {
+                (my $d = $p->{manifest_path}) =~ s{/Cargo\.toml$}{/nginx};
+                print $d; exit;
+            }
+        }
+        exit 1'
+}
+
+case $variant in
+    1.28.3)
+        src=$(nginx_src)
+        args="$common --add-dynamic-module=$top"
+        ;;
+    1.28.3-static)
+        src=$(nginx_src)
+        args="$common --add-module=$top"
+        ;;
+    debian)
+        src=/usr/share/nginx/src
+        # shellcheck disable=SC1091
+        args=$(bash -c ". $src/conf_flags; printf '%q ' \"\${NGX_CONF_FLAGS[@]}\"")
+        args="$args --with-cc-opt=-fPIC --with-ld-opt=-fPIC --add-dynamic-module=$top"
+        ;;
+    *)
+        echo "usage: $0 1.28.3|1.28.3-static|debian" >&2
+        exit 2
+        ;;
+esac
+
+if [ ! -f "$dir/.configured" ] || [ "$(cat "$dir/.configured")" != "$args" ]; then
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp -R "$src/." "$dir/"
+    chmod -R u+w "$dir"
+    configure=./configure
+    [ -x "$dir/configure" ] || configure=./auto/configure
+    (cd "$dir" && eval "$configure $args")
+    echo "$args" > "$dir/.configured"
+fi
+
+if [ "$variant" = debian ]; then
+    make -C "$dir" -j2 modules
+else
+    make -C "$dir" -j2
+fi
