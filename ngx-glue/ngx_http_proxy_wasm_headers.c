@@ -459,13 +459,15 @@ ngx_http_proxy_wasm_request_fields(ngx_http_request_t *r)
             }
 #endif
 
-            for (ph = (ngx_table_elt_t **) field; *ph; ph = &(*ph)->next) {
-#if (!NGX_PROXY_WASM_HEADER_CHAINS)
-                /* without chains only the first entry is kept */
-                break;
-#endif
-            }
+            ph = (ngx_table_elt_t **) field;
 
+#if (NGX_PROXY_WASM_HEADER_CHAINS)
+            while (*ph) {
+                ph = &(*ph)->next;
+            }
+#endif
+
+            /* without chains only the first entry is kept */
             if (*ph == NULL) {
                 *ph = &h[i];
             }

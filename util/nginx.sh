@@ -68,7 +68,7 @@ if [ ! -f "$dir/.configured" ] || [ "$(cat "$dir/.configured")" != "$args" ]; th
 fi
 
 if [ "$variant" = debian ]; then
-    make -C "$dir" -j2 modules
+    make -C "$dir" -f objs/Makefile -j2 modules
 else
     make -C "$dir" -j2
 fi

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Runs a command (default: prove on the whole suite) against one nginx
+# build of util/nginx.sh:
+#   util/test-env.sh 1.28.3|1.28.3-static|debian [command...]
+# "debian" runs Debian's /usr/sbin/nginx 1.22.1 with the Lua module loaded.
+set -eu
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+variant=${1:-1.28.3}
+[ $# -gt 0 ] && shift
+
+TEST_NGINX_FILTERS=$top/build/filters
+TEST_NGINX_WAT=$top/t/wat
+TEST_NGINX_SERVROOT=$top/t/servroot/$variant
+case $variant in
+    1.28.3)
+        TEST_NGINX_BINARY=$top/build/nginx-1.28.3/objs/nginx
+        TEST_NGINX_LOAD_MODULES=$top/build/nginx-1.28.3/objs/ngx_proxy_wasm_module.so
+        ;;
+    1.28.3-static)
+        TEST_NGINX_BINARY=$top/build/nginx-1.28.3-static/objs/nginx
+        TEST_NGINX_LOAD_MODULES=
+        ;;
+    debian)
+        TEST_NGINX_BINARY=/usr/sbin/nginx
+        TEST_NGINX_LOAD_MODULES="/usr/lib/nginx/modules/ndk_http_module.so /usr/lib/nginx/modules/ngx_http_lua_module.so $top/build/nginx-debian/objs/ngx_proxy_wasm_module.so"
+        TEST_NGINX_HAS_LUA=1
+        export TEST_NGINX_HAS_LUA
+        ;;
+    *)
+        echo "usage: $0 1.28.3|1.28.3-static|debian [command...]" >&2
+        exit 2
+        ;;
+esac
+export TEST_NGINX_BINARY TEST_NGINX_LOAD_MODULES TEST_NGINX_FILTERS \
+       TEST_NGINX_WAT TEST_NGINX_SERVROOT
+
+cd "$top"
+if [ $# -eq 0 ]; then
+    exec prove -It/lib -r t/
+fi
+exec "$@"
