@@ -1,0 +1,52 @@
+# The two commands of the README:
+#   make run    build nginx 1.28.3 with the module and the example filter,
+#               and start it on 127.0.0.1 (make stop stops it)
+#   make test   the whole test suite: cargo tests, then the .t files against
+#               nginx 1.28.3 (dynamic and static module) and Debian's
+#               nginx 1.22.1 with its Lua module
+# Both install what they need first (util/deps.sh).
+
+CARGO ?= $(HOME)/.cargo/bin/cargo
+export NGX_PROXY_WASM_CARGO := $(CARGO)
+export CARGO_TARGET_DIR := $(CURDIR)/build/cargo
+
+.PHONY: run stop test deps lib filters nginx nginx-static nginx-debian \
+        check test-rust test-nginx test-1.28.3 test-1.28.3-static test-debian
+
+run: deps nginx filters
+	util/run.sh
+
+stop:
+	util/run.sh stop
+
+test: deps check test-rust filters nginx nginx-static nginx-debian test-nginx
+
+deps:
+	util/deps.sh
+
+lib:
+	$(CARGO) build --release --lib
+
+filters:
+	t/build-filters.sh
+
+nginx:
+	util/nginx.sh 1.28.3
+
+nginx-static:
+	util/nginx.sh 1.28.3-static
+
+nginx-debian:
+	util/nginx.sh debian
+
+check:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+test-rust: filters
+	NGX_PROXY_WASM_TEST_FILTERS=$(CURDIR)/build/filters $(CARGO) test --release
+
+test-nginx: test-1.28.3 test-1.28.3-static test-debian
+
+test-1.28.3 test-1.28.3-static test-debian: test-%:
+	util/test-env.sh $*

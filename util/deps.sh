@@ -1,0 +1,32 @@
+#!/bin/sh
+# Installs what building and testing need on Debian 12, if anything is
+# missing: the C toolchain and nginx's libraries, libclang (bindgen),
+# Debian's nginx 1.22.1 with its Lua module and headers, Debian's Rust 1.63
+# with the wasm32 standard library (test filters), Test::Base (test
+# harness), curl and wrk.
+set -eu
+
+packages="gcc make libc6-dev libclang-dev libpcre2-dev zlib1g-dev libssl-dev \
+    nginx-dev libnginx-mod-http-lua libtest-base-perl rustc cargo \
+    libstd-rust-dev-wasm32 curl wrk"
+
+missing=
+for p in $packages; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
+        || missing="$missing $p"
+done
+
+if [ -n "$missing" ]; then
+    sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "installing:$missing"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+fi
+
+cargo=${NGX_PROXY_WASM_CARGO:-$HOME/.cargo/bin/cargo}
+if ! "$cargo" --version >/dev/null 2>&1; then
+    echo "error: the Rust library needs rustup's cargo (Rust 1.95 or newer) at $cargo;" >&2
+    echo "set NGX_PROXY_WASM_CARGO to another one" >&2
+    exit 1
+fi
