@@ -21,6 +21,10 @@ impl std::error::Error for Error {}
 
 /// A wasmtime error and its causes on one line, for `nginx -t` output.
 pub fn one_line(error: &wasmtime::Error) -> String {
-    let chain = error.chain().map(|cause| cause.to_string()).collect::<Vec<_>>().join(": ");
+    let chain = error
+        .chain()
+        .map(|cause| cause.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
     chain.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -65,8 +65,14 @@ mod tests {
 
     #[test]
     fn host_is_authority_in_requests_only() {
-        assert_eq!(HeaderName::lookup(HeaderMap::Request, b"Host").as_bytes(), b":authority");
-        assert_eq!(HeaderName::lookup(HeaderMap::Response, b"host").as_bytes(), b"host");
+        assert_eq!(
+            HeaderName::lookup(HeaderMap::Request, b"Host").as_bytes(),
+            b":authority"
+        );
+        assert_eq!(
+            HeaderName::lookup(HeaderMap::Response, b"host").as_bytes(),
+            b"host"
+        );
         assert!(HeaderName::lookup(HeaderMap::Request, b"X-A").matches(b"x-a"));
     }
 }

@@ -32,7 +32,11 @@ pub fn serialize_into(out: &mut [u8], pairs: &[Pair<'_>], lowercase_keys: bool) 
         out[sizes + 4..sizes + 8].copy_from_slice(&(value.len() as u32).to_le_bytes());
         sizes += 8;
         for (dst, src) in out[data..data + key.len()].iter_mut().zip(key.iter()) {
-            *dst = if lowercase_keys { src.to_ascii_lowercase() } else { *src };
+            *dst = if lowercase_keys {
+                src.to_ascii_lowercase()
+            } else {
+                *src
+            };
         }
         data += key.len();
         out[data] = 0;
@@ -125,7 +129,10 @@ mod tests {
         let pairs: Vec<Pair> = vec![(b"Content-Type", b"Text/Plain")];
         let mut out = vec![0; serialized_size(&pairs)];
         serialize_into(&mut out, &pairs, true);
-        assert_eq!(parse(&out).unwrap(), vec![(&b"content-type"[..], &b"Text/Plain"[..])]);
+        assert_eq!(
+            parse(&out).unwrap(),
+            vec![(&b"content-type"[..], &b"Text/Plain"[..])]
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! filter, created on their first callback, and the decision nginx acts on
 //! after each phase.
 
-use std::cell::{Ref, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -35,6 +35,8 @@ pub struct Stream {
     worker: Rc<Worker>,
     state: Rc<RefCell<StreamState>>,
     filters: Vec<FilterRun>,
+    /// The local response being sent; nginx holds pointers into it.
+    sent_response: Option<LocalResponse>,
     logged: bool,
 }
 
@@ -57,6 +59,7 @@ impl Stream {
             worker,
             state: Rc::new(RefCell::new(StreamState::new(request))),
             filters,
+            sent_response: None,
             logged: false,
         }
     }
@@ -99,13 +102,19 @@ impl Stream {
             return Next::LocalResponse;
         }
         if Action::from_headers_status(status) == Action::Pause {
-            self.log(i, LogLevel::Warn, "pausing a stream is not supported yet: continuing");
+            self.log(
+                i,
+                LogLevel::Warn,
+                "pausing a stream is not supported yet: continuing",
+            );
         }
         Next::Continue
     }
 
-    pub fn local_response(&self) -> Option<Ref<'_, LocalResponse>> {
-        Ref::filter_map(self.state.borrow(), |state| state.local_response.as_ref()).ok()
+    /// The local response a filter asked for, once: nginx sends it.
+    pub fn take_local_response(&mut self) -> Option<&LocalResponse> {
+        let pending = self.state.borrow_mut().local_response.take()?;
+        Some(self.sent_response.insert(pending))
     }
 
     /// `on_log` for every context, in chain order.
@@ -134,7 +143,11 @@ impl Stream {
     /// Runs a callback in filter `i`'s HTTP context, creating the context
     /// on first use. Fails if the filter cannot run or its instance was
     /// replaced since the request started.
-    fn call<R>(&mut self, i: usize, body: impl FnOnce(&mut Vm, u32) -> Result<R, Trapped>) -> Result<R, Trapped> {
+    fn call<R>(
+        &mut self,
+        i: usize,
+        body: impl FnOnce(&mut Vm, u32) -> Result<R, Trapped>,
+    ) -> Result<R, Trapped> {
         let run = &mut self.filters[i];
         let (Some(slot), Some(info)) = (&run.slot, &run.info) else {
             return Err(Trapped);
@@ -159,9 +172,13 @@ impl Stream {
         let run = &self.filters[i];
         let name = run.info.as_ref().map_or("?", |info| &info.name);
         let request = Some(self.state.borrow().request);
-        self.worker
-            .host
-            .log(request, level, name, run.context_id.unwrap_or(0), message.as_bytes());
+        self.worker.host.log(
+            request,
+            level,
+            name,
+            run.context_id.unwrap_or(0),
+            message.as_bytes(),
+        );
     }
 }
 

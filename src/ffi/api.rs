@@ -122,7 +122,9 @@ unsafe extern "C" fn runtime_new(
             backtraces: conf.backtraces != 0,
         };
         match Runtime::new(host, config) {
-            Ok(runtime) => Box::into_raw(Box::new(RuntimeBox { host, runtime })) as *mut ngx_proxy_wasm_runtime_t,
+            Ok(runtime) => {
+                Box::into_raw(Box::new(RuntimeBox { host, runtime })) as *mut ngx_proxy_wasm_runtime_t
+            }
             Err(e) => {
                 set_error(err, &e.to_string());
                 std::ptr::null_mut()
@@ -229,13 +231,17 @@ const FAIL: u32 = Action::NGX_PROXY_WASM_ACTION_FAIL as u32;
 unsafe extern "C" fn stream_on_request_headers(s: *mut ngx_proxy_wasm_stream_t, eos: u32) -> u32 {
     // SAFETY: the shim passes a live stream.
     let s = unsafe { stream(s) };
-    guard(None, "on_request_headers", FAIL, || action(s.stream.on_request_headers(eos != 0)))
+    guard(None, "on_request_headers", FAIL, || {
+        action(s.stream.on_request_headers(eos != 0))
+    })
 }
 
 unsafe extern "C" fn stream_on_response_headers(s: *mut ngx_proxy_wasm_stream_t, eos: u32) -> u32 {
     // SAFETY: the shim passes a live stream.
     let s = unsafe { stream(s) };
-    guard(None, "on_response_headers", FAIL, || action(s.stream.on_response_headers(eos != 0)))
+    guard(None, "on_response_headers", FAIL, || {
+        action(s.stream.on_response_headers(eos != 0))
+    })
 }
 
 unsafe extern "C" fn stream_local_response(
@@ -245,7 +251,7 @@ unsafe extern "C" fn stream_local_response(
     // SAFETY: the shim passes a live stream and a valid out-pointer.
     let (s, out) = unsafe { (stream(s), &mut *out) };
     guard(None, "local_response", -1, || {
-        let Some(response) = s.stream.local_response() else {
+        let Some(response) = s.stream.take_local_response() else {
             return -1;
         };
         s.local_headers = response

@@ -14,8 +14,10 @@ use crate::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef};
 
 type LogFn = unsafe extern "C" fn(*mut c_void, u32, ngx_proxy_wasm_str_t, u32, ngx_proxy_wasm_str_t);
 type LogLevelFn = unsafe extern "C" fn(*mut c_void) -> u32;
-type HeadersGetFn = unsafe extern "C" fn(*mut c_void, u32, *mut ngx_proxy_wasm_pair_t, usize, *mut usize) -> u32;
-type HeaderSetFn = unsafe extern "C" fn(*mut c_void, u32, u32, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t) -> u32;
+type HeadersGetFn =
+    unsafe extern "C" fn(*mut c_void, u32, *mut ngx_proxy_wasm_pair_t, usize, *mut usize) -> u32;
+type HeaderSetFn =
+    unsafe extern "C" fn(*mut c_void, u32, u32, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t) -> u32;
 
 pub struct NginxHost {
     log: LogFn,
@@ -59,7 +61,14 @@ fn map_of(map: HeaderMap) -> u32 {
 // stream exists; streams are freed by the request's pool cleanup. Strings
 // passed in are borrowed for the duration of the call only.
 impl Host for NginxHost {
-    fn log(&self, request: Option<RequestRef>, level: LogLevel, filter: &str, context_id: u32, message: &[u8]) {
+    fn log(
+        &self,
+        request: Option<RequestRef>,
+        level: LogLevel,
+        filter: &str,
+        context_id: u32,
+        message: &[u8],
+    ) {
         // SAFETY: see above.
         unsafe {
             (self.log)(
@@ -90,7 +99,8 @@ impl Host for NginxHost {
         let mut n = 0;
         let request = request_ptr(Some(request));
         // SAFETY: see above; the array holds STACK_PAIRS entries.
-        let mut rc = unsafe { (self.headers_get)(request, map_of(map), stack.as_mut_ptr(), STACK_PAIRS, &mut n) };
+        let mut rc =
+            unsafe { (self.headers_get)(request, map_of(map), stack.as_mut_ptr(), STACK_PAIRS, &mut n) };
         let raw: &[ngx_proxy_wasm_pair_t] = if rc == Rc::NGX_PROXY_WASM_HOST_AGAIN as u32 {
             heap.resize(n, empty);
             // SAFETY: see above; the vector holds n entries.
@@ -132,7 +142,13 @@ impl Host for NginxHost {
         };
         // SAFETY: see above.
         let rc = unsafe {
-            (self.header_set)(request_ptr(Some(request)), map_of(map), op as u32, str_of(key), str_of(value))
+            (self.header_set)(
+                request_ptr(Some(request)),
+                map_of(map),
+                op as u32,
+                str_of(key),
+                str_of(value),
+            )
         };
         match rc {
             rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(()),

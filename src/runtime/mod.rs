@@ -193,7 +193,8 @@ impl Worker {
     }
 
     fn log_error(&self, module: &WasmModule, message: &str) {
-        self.host.log(None, LogLevel::Error, &module.name, 0, message.as_bytes());
+        self.host
+            .log(None, LogLevel::Error, &module.name, 0, message.as_bytes());
     }
 
     pub fn filter_info(&self, filter_id: usize) -> Option<&Arc<FilterInfo>> {

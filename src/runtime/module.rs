@@ -67,9 +67,13 @@ impl WasmModule {
             .map_err(|e| Error::new(format!("invalid module \"{}\": {}", path.display(), one_line(&e))))?;
         let abi = abi_version(&module)?;
         check_exports(&module, abi)?;
-        let pre = linker
-            .instantiate_pre(&module)
-            .map_err(|e| Error::new(format!("cannot link module \"{}\": {}", path.display(), one_line(&e))))?;
+        let pre = linker.instantiate_pre(&module).map_err(|e| {
+            Error::new(format!(
+                "cannot link module \"{}\": {}",
+                path.display(),
+                one_line(&e)
+            ))
+        })?;
         Ok(WasmModule {
             name: name.into(),
             abi,
@@ -81,7 +85,10 @@ impl WasmModule {
 
     /// True the first time it is called with `what`.
     pub fn warn_once(&self, what: &'static str) -> bool {
-        self.warned.lock().map(|mut warned| warned.insert(what)).unwrap_or(false)
+        self.warned
+            .lock()
+            .map(|mut warned| warned.insert(what))
+            .unwrap_or(false)
     }
 }
 
@@ -105,10 +112,11 @@ fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), Error> {
     } else {
         &[ValType::I32, ValType::I32]
     };
-    let expected = CALLBACKS
-        .iter()
-        .copied()
-        .chain(HEADER_CALLBACKS.iter().map(|name| (*name, header_params, &[ValType::I32][..])));
+    let expected = CALLBACKS.iter().copied().chain(
+        HEADER_CALLBACKS
+            .iter()
+            .map(|name| (*name, header_params, &[ValType::I32][..])),
+    );
     for (name, params, results) in expected {
         let Some(export) = module.get_export(name) else {
             continue;
@@ -136,7 +144,8 @@ fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), Error> {
     }
     if module.get_export("proxy_on_memory_allocate").is_none() && module.get_export("malloc").is_none() {
         return Err(Error::new(
-            "no \"proxy_on_memory_allocate\" or \"malloc\" export: the host cannot pass data to it".to_string(),
+            "no \"proxy_on_memory_allocate\" or \"malloc\" export: the host cannot pass data to it"
+                .to_string(),
         ));
     }
     Ok(())
@@ -151,7 +160,10 @@ fn same_type(ty: &FuncType, params: &[ValType], results: &[ValType]) -> bool {
 
 fn describe(export: &ExternType) -> String {
     match export {
-        ExternType::Func(ty) => describe_func(&ty.params().collect::<Vec<_>>(), &ty.results().collect::<Vec<_>>()),
+        ExternType::Func(ty) => describe_func(
+            &ty.params().collect::<Vec<_>>(),
+            &ty.results().collect::<Vec<_>>(),
+        ),
         ExternType::Global(_) => "a global".into(),
         ExternType::Table(_) => "a table".into(),
         ExternType::Memory(_) => "a memory".into(),

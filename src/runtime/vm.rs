@@ -121,17 +121,23 @@ impl Vm {
     /// `on_vm_start`, `on_configure`. Returns why it failed.
     pub fn start_filter(&mut self, filter_id: usize, filter: &Arc<FilterInfo>) -> Result<u32, String> {
         let id = self.next_context_id();
-        self.store
-            .data_mut()
-            .contexts
-            .insert(id, Context::Root { filter: filter.clone() });
+        self.store.data_mut().contexts.insert(
+            id,
+            Context::Root {
+                filter: filter.clone(),
+            },
+        );
         let create = self.callbacks.context_create.clone();
-        self.call(id, Callback::ContextCreate, |store| create.call(store, (id as i32, 0)))
-            .map_err(|_| "on_context_create failed".to_string())?;
+        self.call(id, Callback::ContextCreate, |store| {
+            create.call(store, (id as i32, 0))
+        })
+        .map_err(|_| "on_context_create failed".to_string())?;
         let vm_config_len = self.module.vm_config.len() as i32;
         if let Some(vm_start) = self.callbacks.vm_start.clone() {
             let ok = self
-                .call(id, Callback::VmStart, |store| vm_start.call(store, (id as i32, vm_config_len)))
+                .call(id, Callback::VmStart, |store| {
+                    vm_start.call(store, (id as i32, vm_config_len))
+                })
                 .map_err(|_| "on_vm_start failed".to_string())?;
             if ok == 0 {
                 return Err("on_vm_start returned false".into());
@@ -140,7 +146,9 @@ impl Vm {
         if let Some(configure) = self.callbacks.configure.clone() {
             let len = filter.config.len() as i32;
             let ok = self
-                .call(id, Callback::Configure, |store| configure.call(store, (id as i32, len)))
+                .call(id, Callback::Configure, |store| {
+                    configure.call(store, (id as i32, len))
+                })
                 .map_err(|_| "on_configure failed".to_string())?;
             if ok == 0 {
                 return Err("on_configure returned false".into());
@@ -170,19 +178,37 @@ impl Vm {
             },
         );
         let create = self.callbacks.context_create.clone();
-        self.call(id, Callback::ContextCreate, |store| create.call(store, (id as i32, root_id as i32)))?;
+        self.call(id, Callback::ContextCreate, |store| {
+            create.call(store, (id as i32, root_id as i32))
+        })?;
         Ok(id)
     }
 
-    pub fn on_request_headers(&mut self, id: u32, headers: usize, end_of_stream: bool) -> Result<i32, Trapped> {
+    pub fn on_request_headers(
+        &mut self,
+        id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<i32, Trapped> {
         self.call_headers(id, Callback::RequestHeaders, headers, end_of_stream)
     }
 
-    pub fn on_response_headers(&mut self, id: u32, headers: usize, end_of_stream: bool) -> Result<i32, Trapped> {
+    pub fn on_response_headers(
+        &mut self,
+        id: u32,
+        headers: usize,
+        end_of_stream: bool,
+    ) -> Result<i32, Trapped> {
         self.call_headers(id, Callback::ResponseHeaders, headers, end_of_stream)
     }
 
-    fn call_headers(&mut self, id: u32, callback: Callback, headers: usize, eos: bool) -> Result<i32, Trapped> {
+    fn call_headers(
+        &mut self,
+        id: u32,
+        callback: Callback,
+        headers: usize,
+        eos: bool,
+    ) -> Result<i32, Trapped> {
         let func = match callback {
             Callback::RequestHeaders => &self.callbacks.request_headers,
             _ => &self.callbacks.response_headers,
@@ -252,14 +278,28 @@ impl Vm {
 }
 
 impl Callbacks {
-    fn lookup(instance: &Instance, mut store: impl AsContextMut, module: &WasmModule) -> Result<Callbacks, String> {
+    fn lookup(
+        instance: &Instance,
+        mut store: impl AsContextMut,
+        module: &WasmModule,
+    ) -> Result<Callbacks, String> {
         Ok(Callbacks {
             context_create: get(instance, &mut store, "proxy_on_context_create")
                 .ok_or("no proxy_on_context_create export")?,
             vm_start: get(instance, &mut store, "proxy_on_vm_start"),
             configure: get(instance, &mut store, "proxy_on_configure"),
-            request_headers: HeadersCallback::lookup(instance, &mut store, module, "proxy_on_request_headers"),
-            response_headers: HeadersCallback::lookup(instance, &mut store, module, "proxy_on_response_headers"),
+            request_headers: HeadersCallback::lookup(
+                instance,
+                &mut store,
+                module,
+                "proxy_on_request_headers",
+            ),
+            response_headers: HeadersCallback::lookup(
+                instance,
+                &mut store,
+                module,
+                "proxy_on_response_headers",
+            ),
             log: get(instance, &mut store, "proxy_on_log"),
             done: get(instance, &mut store, "proxy_on_done"),
             delete: get(instance, &mut store, "proxy_on_delete"),

@@ -154,7 +154,11 @@ fn copy_out<C: ErrorCode>(
     memory::check(mem.data(&*caller), ret_ptr as u32, 4)?;
     memory::check(mem.data(&*caller), ret_size as u32, 4)?;
     let len = u32::try_from(len).map_err(|_| Fail::Code(C::fault()))?;
-    let ptr = if len == 0 { 0 } else { guest_alloc::<C>(caller, len)? };
+    let ptr = if len == 0 {
+        0
+    } else {
+        guest_alloc::<C>(caller, len)?
+    };
     let data = mem.data_mut(&mut *caller);
     if len > 0 {
         fill(memory::slice_mut(data, ptr, len)?);

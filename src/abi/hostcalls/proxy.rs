@@ -5,11 +5,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Linker};
 
 use super::{copy_out, host_fn, memory, read_bytes, store_u32, store_u64, Outcome};
+use crate::abi::headers::{self, HeaderName};
 use crate::abi::memory::slice;
 use crate::abi::pairs::{self, Pair};
 use crate::abi::state::{Callback, Context, HostState, LocalResponse};
 use crate::abi::{BufferType, LogLevel, MapType, Status};
-use crate::abi::headers::{self, HeaderName};
 use crate::host::{HeaderError, HeaderMap, HeaderOp, RequestRef};
 
 type Result = Outcome<Status>;
@@ -42,7 +42,9 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          headers_ptr: i32, headers_len: i32, grpc_status: i32));
 
     // Emscripten-built C++ SDK modules import these two.
-    linker.func_wrap("env", "pthread_equal", |a: i32, b: i32| -> i32 { (a == b) as i32 })?;
+    linker.func_wrap("env", "pthread_equal", |a: i32, b: i32| -> i32 {
+        (a == b) as i32
+    })?;
     linker.func_wrap("env", "emscripten_notify_memory_growth", |_: i32| {})?;
 
     define_unimplemented(linker)
@@ -163,10 +165,19 @@ fn get_configuration(caller: Call, ret_ptr: i32, ret_size: i32) -> Result {
         BufferType::PluginConfiguration
     };
     let bytes = buffer(caller.data(), kind).ok_or(Status::NotFound)?;
-    copy_out(caller, ret_ptr, ret_size, bytes.len(), |out| out.copy_from_slice(&bytes))
+    copy_out(caller, ret_ptr, ret_size, bytes.len(), |out| {
+        out.copy_from_slice(&bytes)
+    })
 }
 
-fn get_buffer_bytes(caller: Call, kind: i32, start: i32, max_size: i32, ret_ptr: i32, ret_size: i32) -> Result {
+fn get_buffer_bytes(
+    caller: Call,
+    kind: i32,
+    start: i32,
+    max_size: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> Result {
     let kind = BufferType::from_raw(kind as u32).ok_or(Status::BadArgument)?;
     let bytes = buffer(caller.data(), kind).ok_or(Status::NotFound)?;
     // Clamp to the buffer, as Envoy does, in 64 bits so that no range of
@@ -175,7 +186,9 @@ fn get_buffer_bytes(caller: Call, kind: i32, start: i32, max_size: i32, ret_ptr:
     let start = (start as u32 as u64).min(len);
     let end = (start + max_size as u32 as u64).min(len);
     let range = start as usize..end as usize;
-    copy_out(caller, ret_ptr, ret_size, range.len(), |out| out.copy_from_slice(&bytes[range]))
+    copy_out(caller, ret_ptr, ret_size, range.len(), |out| {
+        out.copy_from_slice(&bytes[range])
+    })
 }
 
 fn get_buffer_status(caller: Call, kind: i32, ret_len: i32, ret_flags: i32) -> Result {
@@ -224,26 +237,49 @@ fn get_header_map_size(caller: Call, map: i32, ret_size: i32) -> Result {
 
 fn get_header_map_pairs(caller: Call, map: i32, ret_ptr: i32, ret_size: i32) -> Result {
     with_headers(caller, map, |caller, pairs| {
-        let size = if pairs.is_empty() { 0 } else { pairs::serialized_size(pairs) };
-        copy_out(caller, ret_ptr, ret_size, size, |out| pairs::serialize_into(out, pairs, true))
+        let size = if pairs.is_empty() {
+            0
+        } else {
+            pairs::serialized_size(pairs)
+        };
+        copy_out(caller, ret_ptr, ret_size, size, |out| {
+            pairs::serialize_into(out, pairs, true)
+        })
     })
 }
 
-fn get_header_map_value(caller: Call, map: i32, key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32) -> Result {
+fn get_header_map_value(
+    caller: Call,
+    map: i32,
+    key_ptr: i32,
+    key_len: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> Result {
     let key = read_bytes(caller, key_ptr, key_len)?;
     let (_, map_kind) = header_map(caller.data(), map)?;
     let key = HeaderName::lookup(map_kind, &key);
     let missing_is_empty = caller.data().module.abi.missing_header_is_empty();
     with_headers(caller, map, |caller, pairs| {
         match pairs.iter().find(|(name, _)| key.matches(name)) {
-            Some((_, value)) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| out.copy_from_slice(value)),
+            Some((_, value)) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
+                out.copy_from_slice(value)
+            }),
             None if missing_is_empty => copy_out(caller, ret_ptr, ret_size, 0, |_| {}),
             None => Err(Status::NotFound.into()),
         }
     })
 }
 
-fn set_header(caller: Call, map: i32, op: HeaderOp, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32) -> Result {
+fn set_header(
+    caller: Call,
+    map: i32,
+    op: HeaderOp,
+    key_ptr: i32,
+    key_len: i32,
+    value_ptr: i32,
+    value_len: i32,
+) -> Result {
     let (request, map) = header_map(caller.data(), map)?;
     let mem = memory(caller)?;
     let data = mem.data(&*caller);
@@ -255,12 +291,24 @@ fn set_header(caller: Call, map: i32, op: HeaderOp, key_ptr: i32, key_len: i32, 
 /// Validates and applies one header change. Changes nginx cannot make
 /// (such as removing `:method`) are logged and otherwise ignored: SDKs
 /// treat any error status of these calls as fatal, and Envoy accepts them.
-fn apply_header(state: &HostState, request: RequestRef, map: HeaderMap, op: HeaderOp, key: &[u8], value: &[u8]) -> Result {
+fn apply_header(
+    state: &HostState,
+    request: RequestRef,
+    map: HeaderMap,
+    op: HeaderOp,
+    key: &[u8],
+    value: &[u8],
+) -> Result {
     let name = HeaderName::lookup(map, key);
     if !headers::valid_name(name.as_bytes()) || (op != HeaderOp::Remove && !headers::valid_value(value)) {
         state.log(
             LogLevel::Error,
-            format!("invalid header {:?}: {:?}", String::from_utf8_lossy(key), String::from_utf8_lossy(value)).as_bytes(),
+            format!(
+                "invalid header {:?}: {:?}",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(value)
+            )
+            .as_bytes(),
         );
         return Err(Status::BadArgument.into());
     }
@@ -269,7 +317,11 @@ fn apply_header(state: &HostState, request: RequestRef, map: HeaderMap, op: Head
         Err(HeaderError::ReadOnly) => {
             state.log(
                 LogLevel::Warn,
-                format!("header {:?} cannot be changed in nginx: ignored", String::from_utf8_lossy(key)).as_bytes(),
+                format!(
+                    "header {:?} cannot be changed in nginx: ignored",
+                    String::from_utf8_lossy(key)
+                )
+                .as_bytes(),
             );
             Ok(())
         }
@@ -277,12 +329,34 @@ fn apply_header(state: &HostState, request: RequestRef, map: HeaderMap, op: Head
     }
 }
 
-fn add_header_map_value(caller: Call, map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32) -> Result {
+fn add_header_map_value(
+    caller: Call,
+    map: i32,
+    key_ptr: i32,
+    key_len: i32,
+    value_ptr: i32,
+    value_len: i32,
+) -> Result {
     set_header(caller, map, HeaderOp::Add, key_ptr, key_len, value_ptr, value_len)
 }
 
-fn replace_header_map_value(caller: Call, map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32) -> Result {
-    set_header(caller, map, HeaderOp::Replace, key_ptr, key_len, value_ptr, value_len)
+fn replace_header_map_value(
+    caller: Call,
+    map: i32,
+    key_ptr: i32,
+    key_len: i32,
+    value_ptr: i32,
+    value_len: i32,
+) -> Result {
+    set_header(
+        caller,
+        map,
+        HeaderOp::Replace,
+        key_ptr,
+        key_len,
+        value_ptr,
+        value_len,
+    )
 }
 
 fn remove_header_map_value(caller: Call, map: i32, key_ptr: i32, key_len: i32) -> Result {
@@ -310,7 +384,11 @@ fn set_header_map_pairs(caller: Call, map: i32, ptr: i32, size: i32) -> Result {
         apply_header(state, request, map, HeaderOp::Remove, name, b"")?;
     }
     for (name, value) in new {
-        let op = if name.starts_with(b":") { HeaderOp::Replace } else { HeaderOp::Add };
+        let op = if name.starts_with(b":") {
+            HeaderOp::Replace
+        } else {
+            HeaderOp::Add
+        };
         apply_header(state, request, map, op, name, value)?;
     }
     Ok(())
@@ -343,11 +421,17 @@ fn send_local_response(
     let state = caller.data();
     let stream = state.stream()?;
     if stream.borrow().local_response.is_some() || stream.borrow().response_started {
-        state.log(LogLevel::Error, b"proxy_send_local_response: a response is already under way");
+        state.log(
+            LogLevel::Error,
+            b"proxy_send_local_response: a response is already under way",
+        );
         return Err(Status::BadArgument.into());
     }
     if !(200..=999).contains(&status) {
-        state.log(LogLevel::Error, format!("proxy_send_local_response: invalid status {status}").as_bytes());
+        state.log(
+            LogLevel::Error,
+            format!("proxy_send_local_response: invalid status {status}").as_bytes(),
+        );
         return Err(Status::BadArgument.into());
     }
     let parsed = pairs::parse(header_bytes).map_err(|_| Status::BadArgument)?;
@@ -356,7 +440,11 @@ fn send_local_response(
         if !headers::valid_name(name) || name.starts_with(b":") || !headers::valid_value(value) {
             state.log(
                 LogLevel::Error,
-                format!("proxy_send_local_response: invalid header {:?}", String::from_utf8_lossy(name)).as_bytes(),
+                format!(
+                    "proxy_send_local_response: invalid header {:?}",
+                    String::from_utf8_lossy(name)
+                )
+                .as_bytes(),
             );
             return Err(Status::BadArgument.into());
         }

@@ -113,7 +113,13 @@ pub fn define(linker: &mut Linker<HostState>, module: &'static str) -> wasmtime:
     fd_fn!(linker, module, "fd_fdstat_set_rights", SUCCESS, (fd, i64, i64));
     host_fn!(linker, module, "fd_filestat_get", fd_filestat_get, (fd: i32, ret: i32));
     fd_fn!(linker, module, "fd_filestat_set_size", SUCCESS, (fd, i64));
-    fd_fn!(linker, module, "fd_filestat_set_times", SUCCESS, (fd, i64, i64, i32));
+    fd_fn!(
+        linker,
+        module,
+        "fd_filestat_set_times",
+        SUCCESS,
+        (fd, i64, i64, i32)
+    );
     fd_fn!(linker, module, "fd_pread", SPIPE, (fd, i32, i32, i64, i32));
     // No pre-opened directories: EBADF ends libc's scan for them.
     fd_fn!(linker, module, "fd_prestat_get", BADF, (any, i32, i32));
@@ -127,16 +133,54 @@ pub fn define(linker: &mut Linker<HostState>, module: &'static str) -> wasmtime:
     fd_fn!(linker, module, "fd_tell", SPIPE, (fd, i32));
     host_fn!(linker, module, "fd_write", allocator_safe, fd_write, (fd: i32, iovs: i32, n: i32, ret: i32));
     fd_fn!(linker, module, "path_create_directory", NOTDIR, (fd, i32, i32));
-    fd_fn!(linker, module, "path_filestat_get", NOTDIR, (fd, i32, i32, i32, i32));
-    fd_fn!(linker, module, "path_filestat_set_times", NOTDIR, (fd, i32, i32, i32, i64, i64, i32));
-    fd_fn!(linker, module, "path_link", NOTDIR, (fd, i32, i32, i32, i32, i32, i32));
-    fd_fn!(linker, module, "path_open", NOTDIR, (fd, i32, i32, i32, i32, i64, i64, i32, i32));
-    fd_fn!(linker, module, "path_readlink", NOTDIR, (fd, i32, i32, i32, i32, i32));
+    fd_fn!(
+        linker,
+        module,
+        "path_filestat_get",
+        NOTDIR,
+        (fd, i32, i32, i32, i32)
+    );
+    fd_fn!(
+        linker,
+        module,
+        "path_filestat_set_times",
+        NOTDIR,
+        (fd, i32, i32, i32, i64, i64, i32)
+    );
+    fd_fn!(
+        linker,
+        module,
+        "path_link",
+        NOTDIR,
+        (fd, i32, i32, i32, i32, i32, i32)
+    );
+    fd_fn!(
+        linker,
+        module,
+        "path_open",
+        NOTDIR,
+        (fd, i32, i32, i32, i32, i64, i64, i32, i32)
+    );
+    fd_fn!(
+        linker,
+        module,
+        "path_readlink",
+        NOTDIR,
+        (fd, i32, i32, i32, i32, i32)
+    );
     fd_fn!(linker, module, "path_remove_directory", NOTDIR, (fd, i32, i32));
-    fd_fn!(linker, module, "path_rename", NOTDIR, (fd, i32, i32, i32, i32, i32));
-    linker.func_wrap(module, "path_symlink", |_: i32, _: i32, fd: i32, _: i32, _: i32| -> i32 {
-        fd_errno(fd, NOTDIR)
-    })?;
+    fd_fn!(
+        linker,
+        module,
+        "path_rename",
+        NOTDIR,
+        (fd, i32, i32, i32, i32, i32)
+    );
+    linker.func_wrap(
+        module,
+        "path_symlink",
+        |_: i32, _: i32, fd: i32, _: i32, _: i32| -> i32 { fd_errno(fd, NOTDIR) },
+    )?;
     fd_fn!(linker, module, "path_unlink_file", NOTDIR, (fd, i32, i32));
     host_fn!(linker, module, "poll_oneoff", allocator_safe, poll_oneoff, (subs: i32, events: i32, n: i32, ret: i32));
     fd_fn!(linker, module, "proc_raise", NOTSUP, (any, i32));
@@ -180,15 +224,13 @@ fn clock_time_get(caller: Call, id: i32, _precision: i64, ret: i32) -> Result {
     store_u64(caller, ret, now)
 }
 
-
-
-
-
-
-
 fn fd_fdstat_get(caller: Call, fd: i32, ret: i32) -> Result {
     on_fd(fd, Ok(()))?;
-    let rights = if fd == STDIN { RIGHT_FD_READ } else { RIGHT_FD_WRITE };
+    let rights = if fd == STDIN {
+        RIGHT_FD_READ
+    } else {
+        RIGHT_FD_WRITE
+    };
     let mem = memory(caller)?;
     let stat = slice_mut(mem.data_mut(caller), ret as u32, 24)?;
     stat.fill(0);

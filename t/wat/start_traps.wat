@@ -1,0 +1,7 @@
+;; Its WASI start function traps.
+(module
+  (memory (export "memory") 1)
+  (func (export "proxy_abi_version_0_2_1"))
+  (func (export "malloc") (param i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "_initialize") unreachable))

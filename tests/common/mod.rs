@@ -1,0 +1,191 @@
+//! A host without nginx: requests are header lists in memory and log lines
+//! are collected, so the Proxy-Wasm core runs real filters in `cargo test`.
+
+#![allow(dead_code)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use ngx_proxy_wasm::abi::pairs::Pair;
+use ngx_proxy_wasm::abi::{HostResult, LogLevel};
+use ngx_proxy_wasm::chain::Stream;
+use ngx_proxy_wasm::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef};
+use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
+
+type Headers = Vec<(String, String)>;
+
+#[derive(Default)]
+pub struct MockHost {
+    requests: RefCell<HashMap<usize, (Headers, Headers)>>,
+    logs: RefCell<Vec<(LogLevel, String)>>,
+    next_request: Cell<usize>,
+}
+
+impl MockHost {
+    /// A host that lives for the rest of the test process, as nginx's.
+    pub fn new() -> &'static MockHost {
+        Box::leak(Box::default())
+    }
+
+    pub fn request(&self, headers: &[(&str, &str)]) -> RequestRef {
+        let id = self.next_request.get() + 1;
+        self.next_request.set(id);
+        let headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let response = vec![(":status".to_string(), "200".to_string())];
+        self.requests.borrow_mut().insert(id, (headers, response));
+        RequestRef(id)
+    }
+
+    pub fn headers(&self, request: RequestRef, map: HeaderMap) -> Headers {
+        let requests = self.requests.borrow();
+        let (req, res) = &requests[&request.0];
+        match map {
+            HeaderMap::Request => req.clone(),
+            HeaderMap::Response => res.clone(),
+        }
+    }
+
+    pub fn header(&self, request: RequestRef, map: HeaderMap, name: &str) -> Option<String> {
+        self.headers(request, map)
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    pub fn logs(&self) -> Vec<(LogLevel, String)> {
+        self.logs.borrow().clone()
+    }
+
+    /// Whether a log line contains `text`, and at which level.
+    pub fn logged(&self, text: &str) -> Option<LogLevel> {
+        self.logs
+            .borrow()
+            .iter()
+            .find(|(_, line)| line.contains(text))
+            .map(|(level, _)| *level)
+    }
+
+    pub fn count(&self, text: &str) -> usize {
+        self.logs
+            .borrow()
+            .iter()
+            .filter(|(_, line)| line.contains(text))
+            .count()
+    }
+
+    pub fn dump(&self) -> String {
+        self.logs
+            .borrow()
+            .iter()
+            .map(|(level, line)| format!("{level:?} {line}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Host for MockHost {
+    fn log(&self, _: Option<RequestRef>, level: LogLevel, filter: &str, context_id: u32, message: &[u8]) {
+        let line = format!("{filter} #{context_id}: {}", String::from_utf8_lossy(message));
+        self.logs.borrow_mut().push((level, line));
+    }
+
+    fn log_level(&self, _: Option<RequestRef>) -> LogLevel {
+        LogLevel::Info
+    }
+
+    fn with_headers(
+        &self,
+        request: RequestRef,
+        map: HeaderMap,
+        visit: &mut dyn FnMut(&[Pair<'_>]) -> HostResult,
+    ) -> HostResult {
+        let list = self.headers(request, map);
+        let pairs: Vec<Pair> = list.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())).collect();
+        visit(&pairs)
+    }
+
+    fn set_header(
+        &self,
+        request: RequestRef,
+        map: HeaderMap,
+        op: HeaderOp,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), HeaderError> {
+        let key = String::from_utf8_lossy(key).to_ascii_lowercase();
+        let value = String::from_utf8_lossy(value).into_owned();
+        if key == ":scheme" {
+            return Err(HeaderError::ReadOnly);
+        }
+        let mut requests = self.requests.borrow_mut();
+        let (req, res) = requests.get_mut(&request.0).expect("known request");
+        let list = match map {
+            HeaderMap::Request => req,
+            HeaderMap::Response => res,
+        };
+        match op {
+            HeaderOp::Add => list.push((key, value)),
+            HeaderOp::Replace => {
+                list.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
+                list.push((key, value));
+            }
+            HeaderOp::Remove => list.retain(|(k, _)| !k.eq_ignore_ascii_case(&key)),
+        }
+        Ok(())
+    }
+}
+
+/// A built test filter, or None (with a note) when the filters are not
+/// built: `make test-rust` builds them and sets the variable.
+pub fn filter(name: &str) -> Option<PathBuf> {
+    let Ok(dir) = std::env::var("NGX_PROXY_WASM_TEST_FILTERS") else {
+        eprintln!("NGX_PROXY_WASM_TEST_FILTERS is not set: skipping the test of {name}");
+        return None;
+    };
+    let path = PathBuf::from(dir).join(name);
+    assert!(path.exists(), "{} is not built", path.display());
+    Some(path)
+}
+
+/// A `.wat` fixture of `t/wat/`.
+pub fn wat(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("t/wat").join(name)
+}
+
+/// Writes a module given as text to a temporary file.
+pub fn wat_text(text: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("ngx_proxy_wasm_test_{}_{n}.wat", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn runtime(host: &'static MockHost) -> Runtime {
+    Runtime::new(host, RuntimeConfig::default()).expect("runtime")
+}
+
+/// A runtime with one module and one filter of it.
+pub fn single_filter(
+    host: &'static MockHost,
+    path: &std::path::Path,
+    vm_config: &str,
+    config: &str,
+) -> (Runtime, Rc<Worker>, u32) {
+    let mut runtime = runtime(host);
+    runtime
+        .load_module("m", path, vm_config.as_bytes())
+        .expect("module loads");
+    let id = runtime.add_filter("m", config.as_bytes()).expect("filter starts") as u32;
+    let worker = runtime.worker();
+    (runtime, worker, id)
+}
+
+pub fn stream(worker: &Rc<Worker>, request: RequestRef, filters: &[u32]) -> Stream {
+    Stream::new(worker.clone(), request, filters)
+}

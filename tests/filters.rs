@@ -1,0 +1,423 @@
+//! Real Rust-SDK filters and `.wat` filters run through the chain against
+//! the mock host.
+
+mod common;
+
+use common::{filter, single_filter, stream, wat, MockHost};
+use ngx_proxy_wasm::abi::LogLevel;
+use ngx_proxy_wasm::chain::Next;
+use ngx_proxy_wasm::host::HeaderMap;
+
+const REQUEST: &[(&str, &str)] = &[
+    (":method", "GET"),
+    (":path", "/t?a=1"),
+    (":scheme", "http"),
+    (":authority", "localhost"),
+    ("user-agent", "test"),
+    ("X-Mixed-Case", "v"),
+];
+
+#[test]
+fn request_and_response_headers() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let script = "request_headers add_header request x-added yes; \
+                  request_headers replace_header request user-agent replaced; \
+                  request_headers remove_header request x-mixed-case; \
+                  request_headers get_header request :path; \
+                  request_headers get_header request Host; \
+                  request_headers get_header request x-nope; \
+                  response_headers add_header response x-served-by wasm; \
+                  response_headers dump_headers response";
+    let (_rt, worker, id) = single_filter(host, &testbed, "", script);
+    let request = host.request(REQUEST);
+    let mut s = stream(&worker, request, &[id]);
+    assert_eq!(s.on_request_headers(true), Next::Continue);
+    assert_eq!(
+        host.header(request, HeaderMap::Request, "x-added").as_deref(),
+        Some("yes")
+    );
+    assert_eq!(
+        host.header(request, HeaderMap::Request, "user-agent").as_deref(),
+        Some("replaced")
+    );
+    assert_eq!(host.header(request, HeaderMap::Request, "x-mixed-case"), None);
+    assert!(
+        host.logged("request header :path: \"/t?a=1\"").is_some(),
+        "{}",
+        host.dump()
+    );
+    // Envoy's name for Host in requests is :authority.
+    assert!(
+        host.logged("request header Host: \"localhost\"").is_some(),
+        "{}",
+        host.dump()
+    );
+    assert!(host.logged("request header x-nope: missing").is_some());
+    assert_eq!(s.on_response_headers(false), Next::Continue);
+    assert_eq!(
+        host.header(request, HeaderMap::Response, "x-served-by")
+            .as_deref(),
+        Some("wasm")
+    );
+    assert!(
+        host.logged("response header \":status: 200\"").is_some(),
+        "{}",
+        host.dump()
+    );
+}
+
+#[test]
+fn header_names_reach_filters_lower_cased() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let (_rt, worker, id) = single_filter(host, &testbed, "", "request_headers dump_headers request");
+    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    s.on_request_headers(true);
+    assert!(
+        host.logged("request header \"x-mixed-case: v\"").is_some(),
+        "{}",
+        host.dump()
+    );
+}
+
+#[test]
+fn lifecycle_of_contexts() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let (_rt, worker, id) = single_filter(host, &testbed, "trace", "trace");
+    let s = {
+        let mut s = stream(&worker, host.request(REQUEST), &[id]);
+        assert_eq!(s.on_request_headers(false), Next::Continue);
+        assert_eq!(s.on_response_headers(true), Next::Continue);
+        s.on_log();
+        s
+    };
+    drop(s);
+    let lines: Vec<String> = host
+        .logs()
+        .into_iter()
+        .map(|(_, line)| line)
+        .filter(|line| line.contains(" on_") || line.contains("create http"))
+        .collect();
+    // Root context: at configuration time in the runtime, then in the worker.
+    let expected = [
+        "on_vm_start",
+        "on_configure",
+        "on_vm_start",
+        "on_configure",
+        "create http context",
+        "on_request_headers 6 headers, end_of_stream false",
+        "on_response_headers 1 headers, end_of_stream true",
+        "on_log",
+        "on_done",
+        "on_delete",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{}", host.dump());
+    for (line, expected) in lines.iter().zip(expected) {
+        assert!(line.contains(expected), "{line} does not contain {expected}");
+    }
+}
+
+#[test]
+fn local_response_stops_the_chain() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let mut rt = common::runtime(host);
+    rt.load_module("m", &testbed, b"").unwrap();
+    let first = rt
+        .add_filter(
+            "m",
+            b"request_headers respond 403 denied%0A x-reason:policy content-type:text/x-test",
+        )
+        .unwrap() as u32;
+    let second = rt.add_filter("m", b"trace").unwrap() as u32;
+    let worker = rt.worker();
+    let mut s = stream(&worker, host.request(REQUEST), &[first, second]);
+    assert_eq!(s.on_request_headers(true), Next::LocalResponse);
+    {
+        let response = s.take_local_response().expect("a local response");
+        assert_eq!(response.status, 403);
+        assert_eq!(response.body, b"denied\n");
+        assert_eq!(
+            response.headers,
+            vec![
+                (b"x-reason".to_vec(), b"policy".to_vec()),
+                (b"content-type".to_vec(), b"text/x-test".to_vec())
+            ]
+        );
+    }
+    assert_eq!(host.count("on_request_headers"), 0, "the second filter never ran");
+    // Response callbacks still run, for every filter.
+    assert_eq!(s.on_response_headers(false), Next::Continue);
+    assert_eq!(host.count("on_response_headers"), 1, "{}", host.dump());
+}
+
+#[test]
+fn local_response_status_is_checked() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let script = "request_headers respond_status 99; request_headers respond_status 1000; \
+                  request_headers respond_status 204; request_headers respond_status 200";
+    let (_rt, worker, id) = single_filter(host, &testbed, "", script);
+    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    assert_eq!(s.on_request_headers(true), Next::LocalResponse);
+    let statuses: Vec<String> = host
+        .logs()
+        .into_iter()
+        .filter(|(_, l)| l.contains("proxy_send_local_response returned"))
+        .map(|(_, l)| l.rsplit(' ').next().unwrap().to_string())
+        .collect();
+    // Out of range, out of range, accepted, and a second response refused.
+    assert_eq!(statuses, ["2", "2", "0", "2"]);
+    assert_eq!(s.take_local_response().unwrap().status, 204);
+    assert!(s.take_local_response().is_none(), "taken once");
+}
+
+#[test]
+fn host_functions_answer_bad_input_with_a_status() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let (_rt, worker, id) = single_filter(
+        host,
+        &testbed,
+        "",
+        "request_headers bad_pointers; request_headers response_map",
+    );
+    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    assert_eq!(s.on_request_headers(true), Next::Continue, "{}", host.dump());
+    for (call, status) in [
+        ("proxy_log with a bad message", 6),
+        ("proxy_log with a bad level", 2),
+        ("get_buffer_bytes with a bad type", 2),
+        ("get_buffer_bytes with a bad out-pointer", 6),
+        ("get_header_map_pairs with a bad map", 2),
+        ("get_header_map_pairs with a bad out-pointer", 6),
+        ("get_header_map_value with a bad key", 6),
+        ("add_header_map_value with a bad value", 6),
+        ("add_header_map_value with an invalid name", 2),
+        ("add_header_map_value with an invalid value", 2),
+        ("send_local_response with bad headers", 2),
+        // Response headers do not exist before on_response_headers.
+        ("response headers map", 2),
+    ] {
+        assert!(
+            host.logged(&format!("{call}: {status}")).is_some(),
+            "{call}: {}",
+            host.dump()
+        );
+    }
+    assert_eq!(host.header(host.request(&[]), HeaderMap::Request, "x"), None);
+}
+
+#[test]
+fn unimplemented_functions_warn_once() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let (_rt, worker, id) = single_filter(host, &testbed, "", "request_headers unimplemented");
+    for _ in 0..2 {
+        let mut s = stream(&worker, host.request(REQUEST), &[id]);
+        s.on_request_headers(true);
+    }
+    assert_eq!(host.count("proxy_define_metric returned 12"), 2);
+    assert_eq!(host.count("proxy_define_metric again returned 12"), 2);
+    let warning = "host function proxy_define_metric is not supported yet";
+    assert_eq!(host.count(warning), 1, "{}", host.dump());
+    assert_eq!(host.logged(warning), Some(LogLevel::Warn));
+}
+
+#[test]
+fn effective_context() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let script = "request_headers effective_context 4242; request_headers effective_context self";
+    let (_rt, worker, id) = single_filter(host, &testbed, "", script);
+    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    s.on_request_headers(true);
+    assert!(
+        host.logged("set_effective_context(4242) returned 2").is_some(),
+        "{}",
+        host.dump()
+    );
+    assert!(host.logged("set_effective_context(self) returned 0").is_some());
+}
+
+#[test]
+fn logs_and_wasi() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let script = "request_headers log warn careful; request_headers log crit broken; \
+                  request_headers stdout to%20stdout; request_headers stderr to%20stderr; \
+                  request_headers wasi; request_headers time; request_headers log_level";
+    let (_rt, worker, id) = single_filter(host, &testbed, "", script);
+    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    s.on_request_headers(true);
+    assert_eq!(host.logged("careful"), Some(LogLevel::Warn));
+    assert_eq!(host.logged("broken"), Some(LogLevel::Critical));
+    assert_eq!(
+        host.logged(": to stdout"),
+        Some(LogLevel::Info),
+        "{}",
+        host.dump()
+    );
+    assert_eq!(host.logged(": to stderr"), Some(LogLevel::Error));
+    assert!(host
+        .logged("wasi: random true, wall clock plausible true, monotonic true, args 0, env 0")
+        .is_some());
+    assert!(host.logged("host time plausible: true").is_some());
+    assert!(host.logged("host log level: Info").is_some());
+}
+
+#[test]
+fn configuration_buffers() {
+    let Some(testbed) = filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let (_rt, worker, id) = single_filter(
+        host,
+        &testbed,
+        "vm_start config; vm_start buffer_slice 3 4; vm_start buffer_slice 100 4",
+        "configure config; request_headers config",
+    );
+    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    s.on_request_headers(true);
+    // The VM configuration always; the plugin's in on_configure only.
+    assert!(host
+        .logged("vm configuration: vm_start config; vm_start buffer_slice 3 4; vm_start buffer_slice 100 4, plugin configuration: (none)")
+        .is_some(), "{}", host.dump());
+    assert!(host
+        .logged("plugin configuration: configure config; request_headers config")
+        .is_some());
+    assert!(
+        host.logged("vm configuration [3, +4]: Some(\"star\")").is_some(),
+        "{}",
+        host.dump()
+    );
+    assert!(host.logged("vm configuration [100, +4]: None").is_some());
+}
+
+#[test]
+fn trap_fails_the_request_and_replaces_the_instance() {
+    let host = MockHost::new();
+    let (_rt, worker, id) = single_filter(host, &wat("hostile.wat"), "", "u");
+    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    assert_eq!(s.on_request_headers(true), Next::Fail);
+    let (level, line) = host
+        .logs()
+        .into_iter()
+        .find(|(_, l)| l.contains("failed"))
+        .expect("the trap is logged");
+    assert_eq!(level, LogLevel::Error);
+    assert!(
+        line.contains("proxy_on_request_headers failed: wasm trap: wasm `unreachable` instruction executed"),
+        "{line}"
+    );
+    assert!(line.contains("wasm backtrace:"), "{line}");
+    // Later callbacks of that request are skipped, not run on a broken
+    // instance; the next request gets a fresh one.
+    assert_eq!(s.on_response_headers(false), Next::Fail);
+    drop(s);
+    let mut next = stream(&worker, host.request(REQUEST), &[id]);
+    assert_eq!(
+        next.on_request_headers(true),
+        Next::Fail,
+        "the new instance fails the same way"
+    );
+    assert_eq!(host.count("proxy_on_request_headers failed"), 2);
+}
+
+#[test]
+fn every_trap_kind_is_contained() {
+    for (mode, cause) in [
+        ("u", "wasm `unreachable` instruction executed"),
+        ("d", "integer divide by zero"),
+        ("r", "call stack exhausted"),
+        ("m", "out of bounds memory access"),
+        ("e", "proc_exit(1) called"),
+    ] {
+        let host = MockHost::new();
+        let (_rt, worker, id) = single_filter(host, &wat("hostile.wat"), "", mode);
+        let mut s = stream(&worker, host.request(REQUEST), &[id]);
+        assert_eq!(s.on_request_headers(true), Next::Fail, "{mode}");
+        assert!(host.logged(cause).is_some(), "{mode}: {}", host.dump());
+    }
+}
+
+#[test]
+fn guest_allocator_may_not_change_headers() {
+    let host = MockHost::new();
+    let (_rt, worker, id) = single_filter(host, &wat("allocator_calls_host.wat"), "", "");
+    let request = host.request(REQUEST);
+    let mut s = stream(&worker, request, &[id]);
+    assert_eq!(s.on_request_headers(true), Next::Fail);
+    assert!(
+        host.logged("host function proxy_add_header_map_value called from the guest allocator")
+            .is_some(),
+        "{}",
+        host.dump()
+    );
+    assert_eq!(host.header(request, HeaderMap::Request, "x-evil"), None);
+}
+
+#[test]
+fn abi_0_1_0_filter() {
+    let Some(abi_v1) = filter("abi_v1.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let (_rt, worker, id) = single_filter(host, &abi_v1, "vm config", "plugin config");
+    let request = host.request(REQUEST);
+    let mut s = stream(&worker, request, &[id]);
+    assert_eq!(s.on_request_headers(true), Next::Continue, "{}", host.dump());
+    assert!(host.logged("abi_v1 vm configuration: \"vm config\"").is_some());
+    assert!(host
+        .logged("abi_v1 plugin configuration: \"plugin config\"")
+        .is_some());
+    assert!(host.logged("abi_v1 on_request_headers: 6 headers").is_some());
+    // 0.1.0 answers a missing header with an empty value, which its SDK
+    // needs (it panics on NOT_FOUND).
+    assert!(
+        host.logged("abi_v1 missing header: None").is_some(),
+        "{}",
+        host.dump()
+    );
+    assert_eq!(s.on_response_headers(false), Next::Continue);
+    assert_eq!(
+        host.header(request, HeaderMap::Response, "x-abi-v1").as_deref(),
+        Some("plugin config")
+    );
+}
+
+#[test]
+fn abi_0_2_0_filter() {
+    let host = MockHost::new();
+    let (_rt, worker, id) = single_filter(host, &wat("abi_0_2_0.wat"), "", "");
+    let request = host.request(REQUEST);
+    let mut s = stream(&worker, request, &[id]);
+    assert_eq!(s.on_request_headers(true), Next::Continue);
+    assert_eq!(host.logged("abi 0.2.0 on_request_headers"), Some(LogLevel::Info));
+    assert_eq!(s.on_response_headers(false), Next::Continue);
+    assert_eq!(
+        host.header(request, HeaderMap::Response, "x-abi").as_deref(),
+        Some("0.2.0")
+    );
+}
