@@ -63,7 +63,7 @@ impl Vm {
         let instance = module
             .pre
             .instantiate(&mut store)
-            .map_err(|e| format!("cannot instantiate: {}", describe_trap(&e)))?;
+            .map_err(|e| format!("cannot instantiate: {}", describe_trap(&e, &module.name)))?;
         let callbacks = Callbacks::lookup(&instance, &mut store, module)?;
         let memory = instance.get_memory(&mut store, "memory");
         let allocator = instance
@@ -264,7 +264,11 @@ impl Vm {
         let result = body(&mut self.store);
         if let Err(error) = &result {
             self.failed = true;
-            let message = format!("{} failed: {}", callback.export_name(), describe_trap(error));
+            let message = format!(
+                "{} failed: {}",
+                callback.export_name(),
+                describe_trap(error, &self.module.name)
+            );
             self.store.data().log(LogLevel::Error, message.as_bytes());
         }
         self.store.data_mut().frame = Frame::IDLE;
@@ -328,12 +332,38 @@ fn get<P: WasmParams, R: WasmResults>(
 
 /// The cause of a failed guest call, and the guest's call stack when
 /// wasmtime captured one.
-pub fn describe_trap(error: &wasmtime::Error) -> String {
+pub fn describe_trap(error: &wasmtime::Error, module: &str) -> String {
     let cause = error.root_cause().to_string();
     match error.downcast_ref::<WasmBacktrace>() {
         Some(backtrace) if !backtrace.frames().is_empty() => {
-            format!("{cause}\nwasm backtrace:\n{backtrace}")
+            format!(
+                "{cause}\nwasm backtrace:\n{}",
+                format_backtrace(backtrace, module)
+            )
         }
         _ => cause,
     }
+}
+
+/// One line per frame: `#0 module!function at offset 0x1a7`, with the
+/// source position when the module has DWARF info and backtraces are on.
+fn format_backtrace(backtrace: &WasmBacktrace, module: &str) -> String {
+    let mut lines = Vec::new();
+    for (i, frame) in backtrace.frames().iter().enumerate() {
+        let name = match frame.func_name() {
+            Some(name) => rustc_demangle::demangle(name).to_string(),
+            None => format!("<wasm function {}>", frame.func_index()),
+        };
+        let mut line = format!("  #{i} {module}!{name}");
+        if let Some(offset) = frame.module_offset() {
+            line.push_str(&format!(" at offset {offset:#x}"));
+        }
+        for symbol in frame.symbols() {
+            if let (Some(file), Some(row)) = (symbol.file(), symbol.line()) {
+                line.push_str(&format!(" ({file}:{row})"));
+            }
+        }
+        lines.push(line);
+    }
+    lines.join("\n")
 }

@@ -235,20 +235,27 @@ END {
 
 # HTTP/1.x over a socket.
 
-sub build_request {
-    my ($block, $port) = @_;
+# The requests of a block: one, or a list from "--- request eval".
+sub build_requests {
+    my ($block) = @_;
 
     my $raw = section($block, 'raw_request');
-    return $raw if defined $raw;
+    return ref $raw ? @$raw : ($raw) if defined $raw;
 
     my $request = section($block, 'request');
-    return undef unless defined $request;
+    return () unless defined $request;
 
-    my ($line, $body) = split /\n/, $request, 2;
+    my $headers = section($block, 'more_headers') // '';
+    return map { build_request($_, $headers) } ref $request ? @$request : ($request);
+}
+
+sub build_request {
+    my ($request, $headers) = @_;
+
+    my ($line, $body) = split /\n/, expand_env($request), 2;
     $line =~ s/^\s+|\s+$//g;
     $line .= ' HTTP/1.1' unless $line =~ m{ HTTP/\d\.\d$};
 
-    my $headers = section($block, 'more_headers') // '';
     my @headers = grep { length } split /\n/, $headers;
     my %seen = map { lc((split /:/, $_)[0]) => 1 } @headers;
 
@@ -320,15 +327,23 @@ sub parse_response {
 
 # Checks.
 
-sub check_response {
-    my ($block, $name, $res) = @_;
+# The expectation for the i-th request of a block: a section's value, or
+# its i-th element when the section is a list.
+sub expected {
+    my ($block, $name, $i) = @_;
+    my $value = section($block, $name);
+    return ref $value eq 'ARRAY' ? $value->[$i] : $value;
+}
 
-    my $code = section($block, 'error_code');
+sub check_response {
+    my ($block, $name, $res, $i) = @_;
+
+    my $code = expected($block, 'error_code', $i);
     if (defined $code) {
         Test::More::is($res ? $res->{status} : undef, $code, "$name - status code ok");
     }
 
-    my $expected = section($block, 'response_body');
+    my $expected = expected($block, 'response_body', $i);
     if (defined $expected) {
         if (ref $expected eq 'Regexp') {
             Test::More::like($res ? $res->{body} : '', $expected, "$name - response_body like");
@@ -337,7 +352,7 @@ sub check_response {
         }
     }
 
-    my $like = section($block, 'response_body_like');
+    my $like = expected($block, 'response_body_like', $i);
     if (defined $like) {
         $like = qr/$like/s unless ref $like;
         Test::More::like($res ? $res->{body} : '', $like, "$name - response_body_like ok");
@@ -459,20 +474,19 @@ sub run_block {
         return;
     }
 
-    my $request = build_request($block, $port);
+    my @requests = build_requests($block);
     my $timeout = section($block, 'timeout') // 10;
     $timeout =~ s/s$//;
 
-    for my $i (1 .. $RepeatEach) {
-        next unless defined $request;
-        for my $req ($request) {
-            my ($raw, $err) = http_exchange($port, $req, $timeout);
-            if (defined section($block, 'abort')) {
-                next;
-            }
-            Test::More::diag("$name - request failed: $err") if $err && !defined section($block, 'expect_timeout');
+    for my $repeat (1 .. $RepeatEach) {
+        for my $i (0 .. $#requests) {
+            my $label = $name . (@requests > 1 ? " (request " . ($i + 1) . ")" : '')
+                              . ($RepeatEach > 1 ? " (repeat $repeat)" : '');
+            my ($raw, $err) = http_exchange($port, $requests[$i], $timeout);
+            next if defined section($block, 'abort');
+            Test::More::diag("$label - request failed: $err") if $err;
             my $res = defined $raw ? parse_response($raw) : undef;
-            check_response($block, $name . ($RepeatEach > 1 ? " (repeat $i)" : ''), $res);
+            check_response($block, $label, $res, $i);
         }
     }
 
