@@ -358,7 +358,11 @@ sub check_response {
         Test::More::like($res ? $res->{body} : '', $like, "$name - response_body_like ok");
     }
 
-    for my $line (patterns($block, 'response_headers')) {
+    my $headers = $block->response_headers;
+    my @header_lines = ref $headers eq 'ARRAY'
+        ? grep { length } split /\n/, ($headers->[$i] // '')
+        : patterns($block, 'response_headers');
+    for my $line (@header_lines) {
         if ($line =~ /^!\s*(.+?)\s*$/) {
             Test::More::ok(!exists $res->{headers}{lc $1}, "$name - header $1 absent");
             next;
