@@ -11,13 +11,11 @@ our $Upstream = <<'END';
     }
 END
 
+use ProxyWasmTest;
+
+default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
 add_block_preprocessor(sub {
     my $block = shift;
-    $block->set_value('main_config', <<'END') unless defined $block->main_config;
-    wasm {
-        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
-    }
-END
     $block->set_value('http_config', $Upstream) unless defined $block->http_config;
 });
 

@@ -1,14 +1,9 @@
 # proxy_send_local_response: a filter answers the request itself.
 use Test::Nginx::Socket 'no_plan';
 
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value('main_config', <<'END') unless defined $block->main_config;
-    wasm {
-        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
-    }
-END
-});
+use ProxyWasmTest;
+
+default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
 
 run_tests();
 

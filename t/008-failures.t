@@ -3,16 +3,9 @@
 # gets a fresh instance.
 use Test::Nginx::Socket 'no_plan';
 
-add_block_preprocessor(sub {
-    my $block = shift;
-    $block->set_value('main_config', <<'END') unless defined $block->main_config;
-    wasm {
-        module hostile $TEST_NGINX_WAT/hostile.wat;
-        module calm $TEST_NGINX_WAT/hostile.wat;
-        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
-    }
-END
-});
+use ProxyWasmTest;
+
+default_modules(hostile => '$TEST_NGINX_WAT/hostile.wat', calm => '$TEST_NGINX_WAT/hostile.wat', testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
 
 run_tests();
 

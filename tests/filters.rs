@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{filter, single_filter, stream, wat, MockHost};
+use common::{filter, stream, wat, Loaded};
 use ngx_proxy_wasm::abi::LogLevel;
 use ngx_proxy_wasm::chain::Next;
 use ngx_proxy_wasm::host::HeaderMap;
@@ -17,90 +17,83 @@ const REQUEST: &[(&str, &str)] = &[
     ("X-Mixed-Case", "v"),
 ];
 
+/// The testbed filter with a plugin configuration, or return (not built).
+macro_rules! testbed {
+    ($config:expr) => {
+        testbed!("", $config)
+    };
+    ($vm_config:expr, $config:expr) => {
+        match Loaded::testbed($vm_config, $config) {
+            Some(loaded) => loaded,
+            None => return,
+        }
+    };
+}
+
 #[test]
 fn request_and_response_headers() {
-    let Some(testbed) = filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let script = "request_headers add_header request x-added yes; \
-                  request_headers replace_header request user-agent replaced; \
-                  request_headers remove_header request x-mixed-case; \
-                  request_headers get_header request :path; \
-                  request_headers get_header request Host; \
-                  request_headers get_header request x-nope; \
-                  response_headers add_header response x-served-by wasm; \
-                  response_headers dump_headers response";
-    let (_rt, worker, id) = single_filter(host, &testbed, "", script);
-    let request = host.request(REQUEST);
-    let mut s = stream(&worker, request, &[id]);
-    assert_eq!(s.on_request_headers(true), Next::Continue);
-    assert_eq!(
-        host.header(request, HeaderMap::Request, "x-added").as_deref(),
-        Some("yes")
+    let t = testbed!(
+        "request_headers add_header request x-added yes; \
+         request_headers replace_header request user-agent replaced; \
+         request_headers remove_header request x-mixed-case; \
+         request_headers get_header request :path; \
+         request_headers get_header request Host; \
+         request_headers get_header request x-nope; \
+         response_headers add_header response x-served-by wasm; \
+         response_headers dump_headers response"
     );
+    let (request, mut s) = t.request(REQUEST);
+    assert_eq!(s.on_request_headers(true), Next::Continue);
+    let header = |map, name| t.host.header(request, map, name);
+    assert_eq!(header(HeaderMap::Request, "x-added").as_deref(), Some("yes"));
     assert_eq!(
-        host.header(request, HeaderMap::Request, "user-agent").as_deref(),
+        header(HeaderMap::Request, "user-agent").as_deref(),
         Some("replaced")
     );
-    assert_eq!(host.header(request, HeaderMap::Request, "x-mixed-case"), None);
+    assert_eq!(header(HeaderMap::Request, "x-mixed-case"), None);
     assert!(
-        host.logged("request header :path: \"/t?a=1\"").is_some(),
+        t.host.logged("request header :path: \"/t?a=1\"").is_some(),
         "{}",
-        host.dump()
+        t.host.dump()
     );
     // Envoy's name for Host in requests is :authority.
-    assert!(
-        host.logged("request header Host: \"localhost\"").is_some(),
-        "{}",
-        host.dump()
-    );
-    assert!(host.logged("request header x-nope: missing").is_some());
+    assert!(t.host.logged("request header Host: \"localhost\"").is_some());
+    assert!(t.host.logged("request header x-nope: missing").is_some());
     assert_eq!(s.on_response_headers(false), Next::Continue);
     assert_eq!(
-        host.header(request, HeaderMap::Response, "x-served-by")
-            .as_deref(),
+        header(HeaderMap::Response, "x-served-by").as_deref(),
         Some("wasm")
     );
     assert!(
-        host.logged("response header \":status: 200\"").is_some(),
+        t.host.logged("response header \":status: 200\"").is_some(),
         "{}",
-        host.dump()
+        t.host.dump()
     );
 }
 
 #[test]
 fn header_names_reach_filters_lower_cased() {
-    let Some(testbed) = filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let (_rt, worker, id) = single_filter(host, &testbed, "", "request_headers dump_headers request");
-    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    let t = testbed!("request_headers dump_headers request");
+    let (_, mut s) = t.request(REQUEST);
     s.on_request_headers(true);
     assert!(
-        host.logged("request header \"x-mixed-case: v\"").is_some(),
+        t.host.logged("request header \"x-mixed-case: v\"").is_some(),
         "{}",
-        host.dump()
+        t.host.dump()
     );
 }
 
 #[test]
 fn lifecycle_of_contexts() {
-    let Some(testbed) = filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let (_rt, worker, id) = single_filter(host, &testbed, "trace", "trace");
-    let s = {
-        let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    let t = testbed!("trace", "trace");
+    {
+        let (_, mut s) = t.request(REQUEST);
         assert_eq!(s.on_request_headers(false), Next::Continue);
         assert_eq!(s.on_response_headers(true), Next::Continue);
         s.on_log();
-        s
-    };
-    drop(s);
-    let lines: Vec<String> = host
+    }
+    let lines: Vec<String> = t
+        .host
         .logs()
         .into_iter()
         .map(|(_, line)| line)
@@ -119,7 +112,7 @@ fn lifecycle_of_contexts() {
         "on_done",
         "on_delete",
     ];
-    assert_eq!(lines.len(), expected.len(), "{}", host.dump());
+    assert_eq!(lines.len(), expected.len(), "{}", t.host.dump());
     for (line, expected) in lines.iter().zip(expected) {
         assert!(line.contains(expected), "{line} does not contain {expected}");
     }
@@ -130,7 +123,7 @@ fn local_response_stops_the_chain() {
     let Some(testbed) = filter("testbed.wasm") else {
         return;
     };
-    let host = MockHost::new();
+    let host = common::MockHost::new();
     let mut rt = common::runtime(host);
     rt.load_module("m", &testbed, b"").unwrap();
     let first = rt
@@ -163,16 +156,14 @@ fn local_response_stops_the_chain() {
 
 #[test]
 fn local_response_status_is_checked() {
-    let Some(testbed) = filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let script = "request_headers respond_status 99; request_headers respond_status 1000; \
-                  request_headers respond_status 204; request_headers respond_status 200";
-    let (_rt, worker, id) = single_filter(host, &testbed, "", script);
-    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    let t = testbed!(
+        "request_headers respond_status 99; request_headers respond_status 1000; \
+         request_headers respond_status 204; request_headers respond_status 200"
+    );
+    let (_, mut s) = t.request(REQUEST);
     assert_eq!(s.on_request_headers(true), Next::LocalResponse);
-    let statuses: Vec<String> = host
+    let statuses: Vec<String> = t
+        .host
         .logs()
         .into_iter()
         .filter(|(_, l)| l.contains("proxy_send_local_response returned"))
@@ -186,18 +177,9 @@ fn local_response_status_is_checked() {
 
 #[test]
 fn host_functions_answer_bad_input_with_a_status() {
-    let Some(testbed) = filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let (_rt, worker, id) = single_filter(
-        host,
-        &testbed,
-        "",
-        "request_headers bad_pointers; request_headers response_map",
-    );
-    let mut s = stream(&worker, host.request(REQUEST), &[id]);
-    assert_eq!(s.on_request_headers(true), Next::Continue, "{}", host.dump());
+    let t = testbed!("request_headers bad_pointers; request_headers response_map");
+    let (_, mut s) = t.request(REQUEST);
+    assert_eq!(s.on_request_headers(true), Next::Continue, "{}", t.host.dump());
     for (call, status) in [
         ("proxy_log with a bad message", 6),
         ("proxy_log with a bad level", 2),
@@ -214,62 +196,50 @@ fn host_functions_answer_bad_input_with_a_status() {
         ("response headers map", 2),
     ] {
         assert!(
-            host.logged(&format!("{call}: {status}")).is_some(),
+            t.host.logged(&format!("{call}: {status}")).is_some(),
             "{call}: {}",
-            host.dump()
+            t.host.dump()
         );
     }
-    assert_eq!(host.header(host.request(&[]), HeaderMap::Request, "x"), None);
 }
 
 #[test]
 fn unimplemented_functions_warn_once() {
-    let Some(testbed) = filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let (_rt, worker, id) = single_filter(host, &testbed, "", "request_headers unimplemented");
+    let t = testbed!("request_headers unimplemented");
     for _ in 0..2 {
-        let mut s = stream(&worker, host.request(REQUEST), &[id]);
+        let (_, mut s) = t.request(REQUEST);
         s.on_request_headers(true);
     }
-    assert_eq!(host.count("proxy_define_metric returned 12"), 2);
-    assert_eq!(host.count("proxy_define_metric again returned 12"), 2);
+    assert_eq!(t.host.count("proxy_define_metric returned 12"), 2);
+    assert_eq!(t.host.count("proxy_define_metric again returned 12"), 2);
     let warning = "host function proxy_define_metric is not supported yet";
-    assert_eq!(host.count(warning), 1, "{}", host.dump());
-    assert_eq!(host.logged(warning), Some(LogLevel::Warn));
+    assert_eq!(t.host.count(warning), 1, "{}", t.host.dump());
+    assert_eq!(t.host.logged(warning), Some(LogLevel::Warn));
 }
 
 #[test]
 fn effective_context() {
-    let Some(testbed) = filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let script = "request_headers effective_context 4242; request_headers effective_context self";
-    let (_rt, worker, id) = single_filter(host, &testbed, "", script);
-    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    let t = testbed!("request_headers effective_context 4242; request_headers effective_context self");
+    let (_, mut s) = t.request(REQUEST);
     s.on_request_headers(true);
     assert!(
-        host.logged("set_effective_context(4242) returned 2").is_some(),
+        t.host.logged("set_effective_context(4242) returned 2").is_some(),
         "{}",
-        host.dump()
+        t.host.dump()
     );
-    assert!(host.logged("set_effective_context(self) returned 0").is_some());
+    assert!(t.host.logged("set_effective_context(self) returned 0").is_some());
 }
 
 #[test]
 fn logs_and_wasi() {
-    let Some(testbed) = filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let script = "request_headers log warn careful; request_headers log crit broken; \
-                  request_headers stdout to%20stdout; request_headers stderr to%20stderr; \
-                  request_headers wasi; request_headers time; request_headers log_level";
-    let (_rt, worker, id) = single_filter(host, &testbed, "", script);
-    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    let t = testbed!(
+        "request_headers log warn careful; request_headers log crit broken; \
+         request_headers stdout to%20stdout; request_headers stderr to%20stderr; \
+         request_headers wasi; request_headers time; request_headers log_level"
+    );
+    let (_, mut s) = t.request(REQUEST);
     s.on_request_headers(true);
+    let host = t.host;
     assert_eq!(host.logged("careful"), Some(LogLevel::Warn));
     assert_eq!(host.logged("broken"), Some(LogLevel::Critical));
     assert_eq!(
@@ -288,22 +258,23 @@ fn logs_and_wasi() {
 
 #[test]
 fn configuration_buffers() {
-    let Some(testbed) = filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let (_rt, worker, id) = single_filter(
-        host,
-        &testbed,
+    let t = testbed!(
         "vm_start config; vm_start buffer_slice 3 4; vm_start buffer_slice 100 4",
-        "configure config; request_headers config",
+        "configure config; request_headers config"
     );
-    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    let (_, mut s) = t.request(REQUEST);
     s.on_request_headers(true);
+    let host = t.host;
     // The VM configuration always; the plugin's in on_configure only.
-    assert!(host
-        .logged("vm configuration: vm_start config; vm_start buffer_slice 3 4; vm_start buffer_slice 100 4, plugin configuration: (none)")
-        .is_some(), "{}", host.dump());
+    assert!(
+        host.logged(
+            "vm configuration: vm_start config; vm_start buffer_slice 3 4; vm_start buffer_slice 100 4, \
+             plugin configuration: (none)"
+        )
+        .is_some(),
+        "{}",
+        host.dump()
+    );
     assert!(host
         .logged("plugin configuration: configure config; request_headers config")
         .is_some());
@@ -317,11 +288,11 @@ fn configuration_buffers() {
 
 #[test]
 fn trap_fails_the_request_and_replaces_the_instance() {
-    let host = MockHost::new();
-    let (_rt, worker, id) = single_filter(host, &wat("hostile.wat"), "", "u");
-    let mut s = stream(&worker, host.request(REQUEST), &[id]);
+    let t = Loaded::new(&wat("hostile.wat"), "", "u");
+    let (_, mut s) = t.request(REQUEST);
     assert_eq!(s.on_request_headers(true), Next::Fail);
-    let (level, line) = host
+    let (level, line) = t
+        .host
         .logs()
         .into_iter()
         .find(|(_, l)| l.contains("failed"))
@@ -331,18 +302,18 @@ fn trap_fails_the_request_and_replaces_the_instance() {
         line.contains("proxy_on_request_headers failed: wasm trap: wasm `unreachable` instruction executed"),
         "{line}"
     );
-    assert!(line.contains("wasm backtrace:"), "{line}");
+    assert!(line.contains("wasm backtrace:\n  #0 m!"), "{line}");
     // Later callbacks of that request are skipped, not run on a broken
     // instance; the next request gets a fresh one.
     assert_eq!(s.on_response_headers(false), Next::Fail);
     drop(s);
-    let mut next = stream(&worker, host.request(REQUEST), &[id]);
+    let (_, mut next) = t.request(REQUEST);
     assert_eq!(
         next.on_request_headers(true),
         Next::Fail,
         "the new instance fails the same way"
     );
-    assert_eq!(host.count("proxy_on_request_headers failed"), 2);
+    assert_eq!(t.host.count("proxy_on_request_headers failed"), 2);
 }
 
 #[test]
@@ -354,28 +325,26 @@ fn every_trap_kind_is_contained() {
         ("m", "out of bounds memory access"),
         ("e", "proc_exit(1) called"),
     ] {
-        let host = MockHost::new();
-        let (_rt, worker, id) = single_filter(host, &wat("hostile.wat"), "", mode);
-        let mut s = stream(&worker, host.request(REQUEST), &[id]);
+        let t = Loaded::new(&wat("hostile.wat"), "", mode);
+        let (_, mut s) = t.request(REQUEST);
         assert_eq!(s.on_request_headers(true), Next::Fail, "{mode}");
-        assert!(host.logged(cause).is_some(), "{mode}: {}", host.dump());
+        assert!(t.host.logged(cause).is_some(), "{mode}: {}", t.host.dump());
     }
 }
 
 #[test]
 fn guest_allocator_may_not_change_headers() {
-    let host = MockHost::new();
-    let (_rt, worker, id) = single_filter(host, &wat("allocator_calls_host.wat"), "", "");
-    let request = host.request(REQUEST);
-    let mut s = stream(&worker, request, &[id]);
+    let t = Loaded::new(&wat("allocator_calls_host.wat"), "", "");
+    let (request, mut s) = t.request(REQUEST);
     assert_eq!(s.on_request_headers(true), Next::Fail);
     assert!(
-        host.logged("host function proxy_add_header_map_value called from the guest allocator")
+        t.host
+            .logged("host function proxy_add_header_map_value called from the guest allocator")
             .is_some(),
         "{}",
-        host.dump()
+        t.host.dump()
     );
-    assert_eq!(host.header(request, HeaderMap::Request, "x-evil"), None);
+    assert_eq!(t.host.header(request, HeaderMap::Request, "x-evil"), None);
 }
 
 #[test]
@@ -383,10 +352,9 @@ fn abi_0_1_0_filter() {
     let Some(abi_v1) = filter("abi_v1.wasm") else {
         return;
     };
-    let host = MockHost::new();
-    let (_rt, worker, id) = single_filter(host, &abi_v1, "vm config", "plugin config");
-    let request = host.request(REQUEST);
-    let mut s = stream(&worker, request, &[id]);
+    let t = Loaded::new(&abi_v1, "vm config", "plugin config");
+    let (request, mut s) = t.request(REQUEST);
+    let host = t.host;
     assert_eq!(s.on_request_headers(true), Next::Continue, "{}", host.dump());
     assert!(host.logged("abi_v1 vm configuration: \"vm config\"").is_some());
     assert!(host
@@ -409,15 +377,16 @@ fn abi_0_1_0_filter() {
 
 #[test]
 fn abi_0_2_0_filter() {
-    let host = MockHost::new();
-    let (_rt, worker, id) = single_filter(host, &wat("abi_0_2_0.wat"), "", "");
-    let request = host.request(REQUEST);
-    let mut s = stream(&worker, request, &[id]);
+    let t = Loaded::new(&wat("abi_0_2_0.wat"), "", "");
+    let (request, mut s) = t.request(REQUEST);
     assert_eq!(s.on_request_headers(true), Next::Continue);
-    assert_eq!(host.logged("abi 0.2.0 on_request_headers"), Some(LogLevel::Info));
+    assert_eq!(
+        t.host.logged("abi 0.2.0 on_request_headers"),
+        Some(LogLevel::Info)
+    );
     assert_eq!(s.on_response_headers(false), Next::Continue);
     assert_eq!(
-        host.header(request, HeaderMap::Response, "x-abi").as_deref(),
+        t.host.header(request, HeaderMap::Response, "x-abi").as_deref(),
         Some("0.2.0")
     );
 }

@@ -189,3 +189,36 @@ pub fn single_filter(
 pub fn stream(worker: &Rc<Worker>, request: RequestRef, filters: &[u32]) -> Stream {
     Stream::new(worker.clone(), request, filters)
 }
+
+/// A filter loaded alone, scripted by its configurations, and requests
+/// through it.
+pub struct Loaded {
+    pub host: &'static MockHost,
+    pub worker: Rc<Worker>,
+    pub filter: u32,
+    _runtime: Runtime,
+}
+
+impl Loaded {
+    pub fn new(path: &std::path::Path, vm_config: &str, config: &str) -> Loaded {
+        let host = MockHost::new();
+        let (runtime, worker, filter) = single_filter(host, path, vm_config, config);
+        Loaded {
+            host,
+            worker,
+            filter,
+            _runtime: runtime,
+        }
+    }
+
+    /// The test filter `testbed.wasm`, if built.
+    pub fn testbed(vm_config: &str, config: &str) -> Option<Loaded> {
+        filter("testbed.wasm").map(|path| Loaded::new(&path, vm_config, config))
+    }
+
+    /// A request with these headers, and its stream through the filter.
+    pub fn request(&self, headers: &[(&str, &str)]) -> (RequestRef, Stream) {
+        let request = self.host.request(headers);
+        (request, stream(&self.worker, request, &[self.filter]))
+    }
+}
