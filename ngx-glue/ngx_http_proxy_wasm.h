@@ -45,6 +45,8 @@ typedef struct {
 typedef struct {
     ngx_array_t                *filters;     /* uint32_t filter ids */
     ngx_flag_t                  request_headers_in_access;
+    ngx_bufs_t                  response_body_buffers;
+    ngx_uint_t                  response_body_overflow;
 } ngx_http_proxy_wasm_loc_conf_t;
 
 
@@ -57,14 +59,43 @@ typedef struct {
 /* a request's state */
 typedef struct {
     ngx_proxy_wasm_stream_t    *stream;
+    ngx_http_request_t         *request;
+    /* the chain the stream runs: the location's */
+    ngx_array_t                *filters;
+    /* posted when filters ask to come back to the request */
+    ngx_event_t                 resume;
+
+    /* request body bytes passed on, to fix Content-Length */
+    off_t                       request_body_out;
+    /* response body bytes taken in and passed on */
+    off_t                       response_in;
+    off_t                       response_out;
 
     /* storage for header values built on the fly (":status", ...) */
     u_char                      status[NGX_INT_T_LEN];
     u_char                      content_length[NGX_OFF_T_LEN];
     u_char                      last_modified[sizeof("Mon, 28 Sep 1970 06:00:00 GMT")];
 
+    unsigned                    request_headers_started:1;
     unsigned                    request_headers_done:1;
-    unsigned                    response_headers_done:1;
+    /* a phase handler waits for the chain to continue the request */
+    unsigned                    request_paused:1;
+    unsigned                    request_body_wanted:1;
+    unsigned                    request_body_reading:1;
+    /* the chain holds the end of the request body: nginx waits for it */
+    unsigned                    request_body_held:1;
+    unsigned                    local_response_pending:1;
+
+    unsigned                    response_headers_started:1;
+    unsigned                    response_body_wanted:1;
+    /* the chain holds the response (headers, body): it waits for it */
+    unsigned                    response_held:1;
+    /* the response headers went to the client */
+    unsigned                    response_sent:1;
+    /* they carried the upstream's Content-Length: the body must match */
+    unsigned                    response_length_committed:1;
+    /* a local response replaced the response: drop the original body */
+    unsigned                    response_replaced:1;
     unsigned                    failed:1;
 } ngx_http_proxy_wasm_ctx_t;
 
@@ -78,6 +109,23 @@ extern const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host;
 ngx_proxy_wasm_runtime_t *ngx_proxy_wasm_runtime(ngx_cycle_t *cycle);
 
 ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r);
+ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_request_ctx(
+    ngx_http_request_t *r, ngx_int_t *rc);
+void ngx_http_proxy_wasm_schedule_resume(void *request);
+
+/* body data of a chain: its memory parts, for stream_on_body */
+ngx_int_t ngx_http_proxy_wasm_body_parts(ngx_http_request_t *r,
+    ngx_chain_t *in, ngx_array_t *parts, off_t *size, ngx_uint_t *last);
+void ngx_http_proxy_wasm_consume(ngx_chain_t *in);
+ngx_chain_t *ngx_http_proxy_wasm_output(ngx_http_request_t *r,
+    ngx_proxy_wasm_step_t *step, ngx_uint_t last);
+
+/* responses: ngx_http_proxy_wasm_response.c */
+ngx_int_t ngx_http_proxy_wasm_response_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_proxy_wasm_send_local_response(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx);
+void ngx_http_proxy_wasm_resume_response(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx);
 
 uint32_t ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
     ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n);

@@ -8,8 +8,9 @@
  *
  * Responses: ":status", the headers nginx keeps outside the list
  * (Content-Type, and Content-Length or Last-Modified when only their
- * numeric form is set), then r->headers_out.headers. Removed entries get
- * hash 0, as nginx's own filters do.
+ * numeric form is set), then r->headers_out.headers; response trailers:
+ * r->headers_out.trailers. Removed entries get hash 0, as nginx's own
+ * filters do.
  */
 
 #include "ngx_http_proxy_wasm.h"
@@ -195,6 +196,9 @@ ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
 
     if (map == NGX_PROXY_WASM_HEADERS_REQUEST) {
         ngx_http_proxy_wasm_request_pairs(r, &out);
+
+    } else if (map == NGX_PROXY_WASM_HEADERS_RESPONSE_TRAILERS) {
+        ngx_http_proxy_wasm_push_list(&out, &r->headers_out.trailers, NULL);
 
     } else {
         ctx = ngx_http_proxy_wasm_get_ctx(r);
@@ -824,6 +828,16 @@ ngx_http_proxy_wasm_header_set(void *request, uint32_t map, uint32_t op,
 
     if (map == NGX_PROXY_WASM_HEADERS_REQUEST) {
         return ngx_http_proxy_wasm_request_set(r, op, &name, &value);
+    }
+
+    if (map == NGX_PROXY_WASM_HEADERS_RESPONSE_TRAILERS) {
+        if (name.len && name.data[0] == ':') {
+            return NGX_PROXY_WASM_HOST_DECLINED;
+        }
+
+        return ngx_http_proxy_wasm_list_set(r, &r->headers_out.trailers, op,
+                                            &name, &value, 0)
+               == NGX_OK ? NGX_PROXY_WASM_HOST_OK : NGX_PROXY_WASM_HOST_ERROR;
     }
 
     return ngx_http_proxy_wasm_response_set(r, op, &name, &value);

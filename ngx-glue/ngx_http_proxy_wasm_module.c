@@ -1,18 +1,23 @@
 /*
- * HTTP filter chains: the proxy_wasm directives, the phase handlers and
- * the header filter that run a location's chain, and the request state.
+ * HTTP filter chains: the proxy_wasm directives, the request state, and
+ * the request's side: on_request_headers in a phase handler, the request
+ * body through a request body filter, and resuming a held request.
+ * Responses are in ngx_http_proxy_wasm_response.c.
  *
  * In every phase the chain runs after nginx's own handlers, Lua's
  * included:
  *   - on_request_headers: first handler of the preaccess phase, i.e. after
  *     every rewrite handler (or of the precontent phase, after every access
  *     handler, with proxy_wasm_request_headers_in_access);
- *   - on_response_headers: a header filter placed below the filters of
- *     Lua, headers_more, add_header, sub, ssi, charset, and above gzip
- *     (see ngx_module_order in "config");
+ *   - on_request_body: as the body is read; when a filter looks at bodies,
+ *     the body is read first thing in the precontent phase (after the
+ *     access checks), before the content handler;
+ *   - on_response_headers/body/trailers: header and body filters placed
+ *     below the filters of Lua, headers_more, add_header, sub, ssi,
+ *     charset, and above gzip (see ngx_module_order in "config");
  *   - on_log: last handler of the log phase.
  * The placement of the phase handlers is fixed once, at configuration
- * time, by ngx_http_proxy_wasm_place_handlers().
+ * time, by ngx_http_proxy_wasm_init_module().
  */
 
 #include "ngx_http_proxy_wasm.h"
@@ -29,11 +34,20 @@ static char *ngx_http_proxy_wasm_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_proxy_wasm_preaccess_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_proxy_wasm_precontent_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_proxy_wasm_log_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_proxy_wasm_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_proxy_wasm_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_http_proxy_wasm_resume_handler(ngx_event_t *ev);
 static void ngx_http_proxy_wasm_cleanup(void *data);
 
 
-static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
+
+
+static ngx_conf_enum_t  ngx_http_proxy_wasm_overflow[] = {
+    { ngx_string("fail"), 0 },
+    { ngx_string("pass"), 1 },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
@@ -51,6 +65,20 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_proxy_wasm_loc_conf_t, request_headers_in_access),
       NULL },
+
+    { ngx_string("wasm_response_body_buffers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_conf_set_bufs_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proxy_wasm_loc_conf_t, response_body_buffers),
+      NULL },
+
+    { ngx_string("wasm_response_body_overflow"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proxy_wasm_loc_conf_t, response_body_overflow),
+      &ngx_http_proxy_wasm_overflow },
 
       ngx_null_command
 };
@@ -106,6 +134,7 @@ ngx_http_proxy_wasm_create_loc_conf(ngx_conf_t *cf)
 
     conf->filters = NGX_CONF_UNSET_PTR;
     conf->request_headers_in_access = NGX_CONF_UNSET;
+    conf->response_body_overflow = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -121,6 +150,11 @@ ngx_http_proxy_wasm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_ptr_value(conf->filters, prev->filters, NULL);
     ngx_conf_merge_value(conf->request_headers_in_access,
                          prev->request_headers_in_access, 0);
+    /* Envoy's default buffer limit: 1 MiB */
+    ngx_conf_merge_bufs_value(conf->response_body_buffers,
+                              prev->response_body_buffers, 16, 64 * 1024);
+    ngx_conf_merge_uint_value(conf->response_body_overflow,
+                              prev->response_body_overflow, 0);
 
     return NGX_CONF_OK;
 }
@@ -193,9 +227,19 @@ ngx_http_proxy_wasm_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_proxy_wasm_init(ngx_conf_t *cf)
 {
+    ngx_uint_t                        i;
     ngx_http_handler_pt              *h;
     ngx_http_core_main_conf_t        *cmcf;
     ngx_http_proxy_wasm_main_conf_t  *pmcf;
+
+    static struct {
+        ngx_uint_t           phase;
+        ngx_http_handler_pt  handler;
+    }  handlers[] = {
+        { NGX_HTTP_PREACCESS_PHASE, ngx_http_proxy_wasm_preaccess_handler },
+        { NGX_HTTP_PRECONTENT_PHASE, ngx_http_proxy_wasm_precontent_handler },
+        { NGX_HTTP_LOG_PHASE, ngx_http_proxy_wasm_log_handler },
+    };
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_proxy_wasm_module);
 
@@ -205,31 +249,19 @@ ngx_http_proxy_wasm_init(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PREACCESS_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
+    for (i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++) {
+        h = ngx_array_push(&cmcf->phases[handlers[i].phase].handlers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        *h = handlers[i].handler;
     }
 
-    *h = ngx_http_proxy_wasm_preaccess_handler;
+    ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_proxy_wasm_request_body_filter;
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_proxy_wasm_precontent_handler;
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_proxy_wasm_log_handler;
-
-    ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_proxy_wasm_header_filter;
-
-    return NGX_OK;
+    return ngx_http_proxy_wasm_response_init(cf);
 }
 
 
@@ -315,8 +347,8 @@ ngx_http_proxy_wasm_init_module(ngx_cycle_t *cycle)
     after = ngx_http_proxy_wasm_move_first(cmcf->phase_engine.handlers,
                                        ngx_http_proxy_wasm_precontent_handler);
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
-                   "proxy_wasm: on_request_headers (in access) runs first in "
-                   "precontent, before %ui other handlers", after);
+                   "proxy_wasm: request bodies are read first in precontent, "
+                   "before %ui other handlers", after);
 
     h = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
     n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;
@@ -365,32 +397,118 @@ ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r)
 }
 
 
-static ngx_http_proxy_wasm_ctx_t *
-ngx_http_proxy_wasm_create_ctx(ngx_http_request_t *r,
-    ngx_http_proxy_wasm_loc_conf_t *plcf)
+/* A new stream of the location's chain, in a fresh or ended state. */
+static ngx_int_t
+ngx_http_proxy_wasm_start_stream(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx, ngx_http_proxy_wasm_loc_conf_t *plcf)
 {
-    ngx_pool_cleanup_t         *cln;
-    ngx_proxy_wasm_runtime_t   *rt;
-    ngx_http_proxy_wasm_ctx_t  *ctx;
+    ngx_proxy_wasm_runtime_t      *rt;
+    ngx_proxy_wasm_stream_conf_t   conf;
 
     rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
     if (rt == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(ctx, sizeof(ngx_http_proxy_wasm_ctx_t));
+
+    ctx->request = r;
+    ctx->filters = plcf->filters;
+    ctx->resume.handler = ngx_http_proxy_wasm_resume_handler;
+    ctx->resume.data = ctx;
+    ctx->resume.log = r->connection->log;
+
+    conf.response_body_limit = plcf->response_body_buffers.num
+                               * plcf->response_body_buffers.size;
+    conf.response_body_overflow_pass = plcf->response_body_overflow;
+
+    ctx->stream = ngx_proxy_wasm_api.stream_new(rt, r, plcf->filters->elts,
+                                                plcf->filters->nelts, &conf);
+
+    return ctx->stream ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_http_proxy_wasm_end_stream(ngx_http_proxy_wasm_ctx_t *ctx)
+{
+    if (ctx->resume.posted) {
+        ngx_delete_posted_event(&ctx->resume);
+    }
+
+    if (ctx->stream) {
+        ngx_proxy_wasm_api.stream_free(ctx->stream);
+        ctx->stream = NULL;
+    }
+}
+
+
+static void
+ngx_http_proxy_wasm_cleanup(void *data)
+{
+    ngx_http_proxy_wasm_end_stream(data);
+}
+
+
+/*
+ * The request's state when its location runs a filter chain (NULL, with
+ * *rc set, otherwise). After an internal redirect to a location with
+ * another chain, the old chain's contexts end and the new chain starts,
+ * unless the response is under way.
+ */
+ngx_http_proxy_wasm_ctx_t *
+ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
+{
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_proxy_wasm_ctx_t       *ctx;
+    ngx_http_proxy_wasm_loc_conf_t  *plcf;
+
+    *rc = NGX_DECLINED;
+
+    /* chains run for the client's request, not for subrequests */
+    if (r != r->main) {
         return NULL;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_proxy_wasm_ctx_t));
+    ctx = ngx_http_proxy_wasm_get_ctx(r);
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
+
+    if (plcf->filters == NULL || plcf->filters->nelts == 0) {
+        return ctx;
+    }
+
+    if (ctx != NULL) {
+        if (ctx->filters == plcf->filters || ctx->response_headers_started) {
+            return ctx;
+        }
+
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "proxy_wasm: another chain after a redirect");
+
+        ngx_http_proxy_wasm_end_stream(ctx);
+
+        if (ngx_http_proxy_wasm_start_stream(r, ctx, plcf) != NGX_OK) {
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
+        }
+
+        return ctx;
+    }
+
+    ctx = ngx_palloc(r->pool, sizeof(ngx_http_proxy_wasm_ctx_t));
     if (ctx == NULL) {
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return NULL;
     }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return NULL;
     }
 
-    ctx->stream = ngx_proxy_wasm_api.stream_new(rt, r, plcf->filters->elts,
-                                                plcf->filters->nelts);
-    if (ctx->stream == NULL) {
+    if (ngx_http_proxy_wasm_start_stream(r, ctx, plcf) != NGX_OK) {
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return NULL;
     }
 
@@ -403,47 +521,17 @@ ngx_http_proxy_wasm_create_ctx(ngx_http_request_t *r,
 }
 
 
-static void
-ngx_http_proxy_wasm_cleanup(void *data)
+/* Filters ask to come back to the request: after the current event. */
+void
+ngx_http_proxy_wasm_schedule_resume(void *request)
 {
-    ngx_http_proxy_wasm_ctx_t  *ctx = data;
+    ngx_http_proxy_wasm_ctx_t  *ctx;
 
-    ngx_proxy_wasm_api.stream_free(ctx->stream);
-    ctx->stream = NULL;
-}
+    ctx = ngx_http_proxy_wasm_get_ctx(request);
 
-
-/* The request's state when its location runs a filter chain. */
-static ngx_http_proxy_wasm_ctx_t *
-ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
-{
-    ngx_http_proxy_wasm_ctx_t       *ctx;
-    ngx_http_proxy_wasm_loc_conf_t  *plcf;
-
-    *rc = NGX_DECLINED;
-
-    /* chains run for the client's request, not for subrequests */
-    if (r != r->main) {
-        return NULL;
+    if (ctx != NULL && !ctx->resume.posted) {
+        ngx_post_event(&ctx->resume, &ngx_posted_events);
     }
-
-    ctx = ngx_http_proxy_wasm_get_ctx(r);
-    if (ctx != NULL) {
-        return ctx;
-    }
-
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
-
-    if (plcf->filters == NULL || plcf->filters->nelts == 0) {
-        return NULL;
-    }
-
-    ctx = ngx_http_proxy_wasm_create_ctx(r, plcf);
-    if (ctx == NULL) {
-        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ctx;
 }
 
 
@@ -460,124 +548,72 @@ ngx_http_proxy_wasm_request_has_body(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
-ngx_http_proxy_wasm_send_local_response(ngx_http_request_t *r,
-    ngx_http_proxy_wasm_ctx_t *ctx)
+/*
+ * While a filter holds the request in a phase, a client that goes away
+ * ends it (nginx does not read from the client meanwhile).
+ */
+static void
+ngx_http_proxy_wasm_check_broken_connection(ngx_http_request_t *r)
 {
-    size_t                           i;
-    ngx_buf_t                       *b;
-    ngx_int_t                        rc;
-    ngx_chain_t                      out;
-    ngx_proxy_wasm_str_t             content_type;
-    ngx_proxy_wasm_local_response_t  lr;
+    int                n;
+    char               buf[1];
+    ngx_err_t          err;
+    ngx_connection_t  *c;
 
-    if (ngx_proxy_wasm_api.stream_local_response(ctx->stream, &lr) != 0) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    c = r->connection;
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return;
+    }
+#endif
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+    err = ngx_socket_errno;
+
+    if (n > 0 || (n == -1 && err == NGX_EAGAIN)) {
+        c->read->ready = 0;
+        return;
     }
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "proxy_wasm: local response %uD \"%*s\"",
-                   lr.status, lr.details.len, lr.details.data);
+    ngx_log_error(NGX_LOG_INFO, c->log, n == 0 ? 0 : err,
+                  "client prematurely closed connection while a filter "
+                  "held the request");
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    r->headers_out.status = lr.status;
-    r->headers_out.content_length_n = (off_t) lr.body.len;
-
-    for (i = 0; i < lr.nheaders; i++) {
-        if (ngx_http_proxy_wasm_header_set(r, NGX_PROXY_WASM_HEADERS_RESPONSE,
-                                           NGX_PROXY_WASM_HEADER_ADD,
-                                           lr.headers[i].key,
-                                           lr.headers[i].value)
-            == NGX_PROXY_WASM_HOST_ERROR)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
-    /* as Envoy: a body without a type is text/plain */
-    if (lr.body.len && r->headers_out.content_type.len == 0) {
-        content_type.data = (u_char *) "content-type";
-        content_type.len = sizeof("content-type") - 1;
-        ngx_http_proxy_wasm_header_set(r, NGX_PROXY_WASM_HEADERS_RESPONSE,
-                                       NGX_PROXY_WASM_HEADER_REPLACE,
-                                       content_type,
-                                       (ngx_proxy_wasm_str_t)
-                                       { (u_char *) "text/plain", 10 });
-    }
-
-    if (lr.body.len == 0) {
-        r->header_only = 1;
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_create_temp_buf(r->pool, lr.body.len);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->last = ngx_cpymem(b->last, lr.body.data, lr.body.len);
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    c->error = 1;
+    ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
 }
 
 
-/* on_request_headers, in the phase configured for the location */
+/* Acts on a step of the request headers, for a phase handler. */
 static ngx_int_t
-ngx_http_proxy_wasm_request_headers(ngx_http_request_t *r,
-    ngx_uint_t in_access)
+ngx_http_proxy_wasm_request_step(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx, ngx_proxy_wasm_step_t *step)
 {
-    uint32_t                         action;
-    ngx_int_t                        rc;
-    ngx_http_proxy_wasm_ctx_t       *ctx;
-    ngx_http_proxy_wasm_loc_conf_t  *plcf;
+    ctx->request_paused = 0;
+    r->read_event_handler = ngx_http_block_reading;
 
-    plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
-
-    if ((ngx_uint_t) plcf->request_headers_in_access != in_access) {
-        return NGX_DECLINED;
-    }
-
-    ctx = ngx_http_proxy_wasm_request_ctx(r, &rc);
-    if (ctx == NULL) {
-        return rc;
-    }
-
-    if (ctx->request_headers_done || ctx->failed) {
-        return NGX_DECLINED;
-    }
-
-    ctx->request_headers_done = 1;
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "proxy_wasm: on_request_headers \"%V\" c:%ud",
-                   &r->uri, r->main->count);
-
-    action = ngx_proxy_wasm_api.stream_on_request_headers(ctx->stream,
-                                     !ngx_http_proxy_wasm_request_has_body(r));
-
-    switch (action) {
+    switch (step->action) {
 
     case NGX_PROXY_WASM_ACTION_CONTINUE:
+        ctx->request_headers_done = step->headers_done;
         return NGX_DECLINED;
+
+    case NGX_PROXY_WASM_ACTION_PAUSE:
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "proxy_wasm: request held by a filter");
+        ctx->request_paused = 1;
+        r->read_event_handler = ngx_http_proxy_wasm_check_broken_connection;
+        return NGX_DONE;
 
     case NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE:
         ngx_http_finalize_request(r,
                               ngx_http_proxy_wasm_send_local_response(r, ctx));
         return NGX_DONE;
+
+    case NGX_PROXY_WASM_ACTION_CLOSE:
+        ctx->failed = 1;
+        return NGX_HTTP_CLOSE;
 
     default: /* NGX_PROXY_WASM_ACTION_FAIL */
         ctx->failed = 1;
@@ -586,61 +622,486 @@ ngx_http_proxy_wasm_request_headers(ngx_http_request_t *r,
 }
 
 
+/* on_request_headers, in the phase configured for the location */
+static ngx_int_t
+ngx_http_proxy_wasm_request_headers(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx)
+{
+    ngx_proxy_wasm_step_t  step;
+
+    if (ctx->request_paused) {
+        ngx_proxy_wasm_api.stream_resume(ctx->stream, NGX_PROXY_WASM_REQUEST,
+                                         &step);
+
+    } else {
+        ctx->request_headers_started = 1;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "proxy_wasm: on_request_headers \"%V\" c:%ud",
+                       &r->uri, r->main->count);
+
+        ngx_proxy_wasm_api.stream_on_headers(ctx->stream,
+                                     NGX_PROXY_WASM_REQUEST,
+                                     !ngx_http_proxy_wasm_request_has_body(r),
+                                     &step);
+    }
+
+    return ngx_http_proxy_wasm_request_step(r, ctx, &step);
+}
+
+
 static ngx_int_t
 ngx_http_proxy_wasm_preaccess_handler(ngx_http_request_t *r)
 {
-    return ngx_http_proxy_wasm_request_headers(r, 0);
+    ngx_int_t                        rc;
+    ngx_http_proxy_wasm_ctx_t       *ctx;
+    ngx_http_proxy_wasm_loc_conf_t  *plcf;
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
+
+    if (plcf->request_headers_in_access) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_proxy_wasm_request_ctx(r, &rc);
+
+    if (ctx == NULL || ctx->failed
+        || (ctx->request_headers_started && !ctx->request_paused))
+    {
+        return ctx ? NGX_DECLINED : rc;
+    }
+
+    return ngx_http_proxy_wasm_request_headers(r, ctx);
 }
 
 
+static void
+ngx_http_proxy_wasm_request_body_read(ngx_http_request_t *r)
+{
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+/*
+ * On request headers in the access phase; then, when a filter looks at
+ * request bodies, reads the body before the content handler runs, so that
+ * its filtered version is what the content handler gets.
+ */
 static ngx_int_t
 ngx_http_proxy_wasm_precontent_handler(ngx_http_request_t *r)
 {
-    return ngx_http_proxy_wasm_request_headers(r, 1);
+    ngx_int_t                        rc;
+    ngx_http_proxy_wasm_ctx_t       *ctx;
+    ngx_http_proxy_wasm_loc_conf_t  *plcf;
+
+    ctx = ngx_http_proxy_wasm_request_ctx(r, &rc);
+
+    if (ctx == NULL || ctx->failed) {
+        return ctx ? NGX_DECLINED : rc;
+    }
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
+
+    if (plcf->request_headers_in_access
+        && (!ctx->request_headers_started || ctx->request_paused))
+    {
+        rc = ngx_http_proxy_wasm_request_headers(r, ctx);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    if (ctx->local_response_pending) {
+        ctx->local_response_pending = 0;
+        ngx_http_finalize_request(r,
+                              ngx_http_proxy_wasm_send_local_response(r, ctx));
+        return NGX_DONE;
+    }
+
+    if (!ctx->request_headers_done || ctx->request_body_reading
+        || r->request_body || !ngx_http_proxy_wasm_request_has_body(r))
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx->request_body_wanted =
+        ngx_proxy_wasm_api.stream_wants_body(ctx->stream,
+                                             NGX_PROXY_WASM_REQUEST);
+
+    if (!ctx->request_body_wanted) {
+        return NGX_DECLINED;
+    }
+
+    ctx->request_body_reading = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                       ngx_http_proxy_wasm_request_body_read);
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
 }
 
 
-static ngx_int_t
-ngx_http_proxy_wasm_header_filter(ngx_http_request_t *r)
+/* body helpers, for requests and responses */
+
+
+/* The memory parts of a chain, its size and whether it ends the body. */
+ngx_int_t
+ngx_http_proxy_wasm_body_parts(ngx_http_request_t *r, ngx_chain_t *in,
+    ngx_array_t *parts, off_t *size, ngx_uint_t *last)
 {
-    uint32_t                    action;
-    ngx_int_t                   rc;
-    ngx_http_proxy_wasm_ctx_t  *ctx;
+    ngx_buf_t             *b;
+    ngx_chain_t           *cl;
+    ngx_proxy_wasm_str_t  *part;
 
-    /*
-     * A response produced before on_request_headers ran (by "return",
-     * access checks, ...) still goes through the response callbacks.
-     */
-    ctx = ngx_http_proxy_wasm_request_ctx(r, &rc);
+    *size = 0;
+    *last = 0;
 
-    if (ctx == NULL) {
-        if (rc == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->last_buf || b->last_in_chain) {
+            *last = 1;
+        }
+
+        if (ngx_buf_special(b)) {
+            continue;
+        }
+
+        if (!ngx_buf_in_memory(b)) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "proxy_wasm: body data not in memory");
             return NGX_ERROR;
         }
 
-        return ngx_http_next_header_filter(r);
+        if (b->last == b->pos) {
+            continue;
+        }
+
+        part = ngx_array_push(parts);
+        if (part == NULL) {
+            return NGX_ERROR;
+        }
+
+        part->data = b->pos;
+        part->len = b->last - b->pos;
+        *size += b->last - b->pos;
     }
 
-    if (ctx->response_headers_done || ctx->failed) {
-        return ngx_http_next_header_filter(r);
+    return NGX_OK;
+}
+
+
+/* Marks the data of a chain as taken: the chain keeps it. */
+void
+ngx_http_proxy_wasm_consume(ngx_chain_t *in)
+{
+    ngx_chain_t  *cl;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+
+        if (cl->buf->in_file) {
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+    }
+}
+
+
+/* A chain with the data a step left, ending the body if "last". */
+ngx_chain_t *
+ngx_http_proxy_wasm_output(ngx_http_request_t *r, ngx_proxy_wasm_step_t *step,
+    ngx_uint_t last)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *out;
+
+    out = ngx_alloc_chain_link(r->pool);
+    if (out == NULL) {
+        return NULL;
     }
 
-    ctx->response_headers_done = 1;
+    if (step->data.len) {
+        b = ngx_create_temp_buf(r->pool, step->data.len);
+        if (b == NULL) {
+            return NULL;
+        }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "proxy_wasm: on_response_headers %ui c:%ud",
-                   r->headers_out.status, r->main->count);
+        b->last = ngx_cpymem(b->last, step->data.data, step->data.len);
 
-    action = ngx_proxy_wasm_api.stream_on_response_headers(ctx->stream,
-                                                           r->header_only);
+    } else {
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            return NULL;
+        }
+    }
 
-    if (action == NGX_PROXY_WASM_ACTION_FAIL) {
+    b->last_buf = last && r == r->main;
+    b->last_in_chain = last;
+    b->flush = 1;
+
+    out->buf = b;
+    out->next = NULL;
+
+    return out;
+}
+
+
+/* The request body length after the filters: what the upstream gets. */
+static ngx_int_t
+ngx_http_proxy_wasm_set_request_length(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx)
+{
+    ngx_table_elt_t  *h;
+
+    r->headers_in.content_length_n = ctx->request_body_out;
+
+    h = r->headers_in.content_length;
+
+    if (h != NULL) {
+        h->value.data = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+        if (h->value.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->value.len = ngx_sprintf(h->value.data, "%O", ctx->request_body_out)
+                       - h->value.data;
+    }
+
+    return NGX_OK;
+}
+
+
+/* Passes body data the chain let through to the next request filter. */
+static ngx_int_t
+ngx_http_proxy_wasm_request_output(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx, ngx_proxy_wasm_step_t *step,
+    ngx_chain_t *in, off_t size)
+{
+    ngx_chain_t  *out;
+
+    if (step->output == NGX_PROXY_WASM_OUTPUT_UNCHANGED) {
+        ctx->request_body_out += size;
+        out = in;
+
+    } else {
+        ngx_http_proxy_wasm_consume(in);
+        ctx->request_body_out += step->data.len;
+
+        out = ngx_http_proxy_wasm_output(r, step, step->end_of_stream);
+        if (out == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (step->end_of_stream
+        && ngx_http_proxy_wasm_set_request_length(r, ctx) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_next_request_body_filter(r, out);
+}
+
+
+/*
+ * Ends the request body for nginx when the chain will not pass its end
+ * on (a local response answers the request instead).
+ */
+static ngx_int_t
+ngx_http_proxy_wasm_request_body_end(ngx_http_request_t *r)
+{
+    ngx_proxy_wasm_step_t  step;
+    ngx_chain_t           *out;
+
+    ngx_memzero(&step, sizeof(ngx_proxy_wasm_step_t));
+
+    out = ngx_http_proxy_wasm_output(r, &step, 1);
+    if (out == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_next_request_body_filter(r, out);
+}
+
+
+/*
+ * The request body through the chain, as nginx reads it. Data a filter
+ * holds is kept by the chain (it copies it); the end of a body held until
+ * a filter continues keeps nginx waiting for it.
+ */
+static ngx_int_t
+ngx_http_proxy_wasm_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    off_t                       size;
+    ngx_uint_t                  last;
+    ngx_array_t                 parts;
+    ngx_proxy_wasm_step_t       step;
+    ngx_http_proxy_wasm_ctx_t  *ctx;
+    ngx_proxy_wasm_str_t        buf[8];
+
+    ctx = (r == r->main) ? ngx_http_proxy_wasm_get_ctx(r) : NULL;
+
+    if (ctx == NULL || ctx->failed || !ctx->request_body_wanted) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    r->request_body->filter_need_buffering = 1;
+
+    parts.elts = buf;
+    parts.nelts = 0;
+    parts.size = sizeof(ngx_proxy_wasm_str_t);
+    parts.nalloc = sizeof(buf) / sizeof(buf[0]);
+    parts.pool = r->pool;
+
+    if (ngx_http_proxy_wasm_body_parts(r, in, &parts, &size, &last)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* a local response answers the request: the rest of the body goes */
+    if (ctx->local_response_pending) {
+        ngx_http_proxy_wasm_consume(in);
+        return last ? ngx_http_proxy_wasm_request_body_end(r) : NGX_OK;
+    }
+
+    if (parts.nelts == 0 && !last) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    ngx_proxy_wasm_api.stream_on_body(ctx->stream, NGX_PROXY_WASM_REQUEST,
+                                      parts.elts, parts.nelts, last, &step);
+
+    switch (step.action) {
+
+    case NGX_PROXY_WASM_ACTION_CONTINUE:
+        return ngx_http_proxy_wasm_request_output(r, ctx, &step, in, size);
+
+    case NGX_PROXY_WASM_ACTION_PAUSE:
+        ngx_http_proxy_wasm_consume(in);
+        ctx->request_body_held = last;
+        return NGX_OK;
+
+    case NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE:
+        ctx->local_response_pending = 1;
+        ngx_http_proxy_wasm_consume(in);
+        return last ? ngx_http_proxy_wasm_request_body_end(r) : NGX_OK;
+
+    case NGX_PROXY_WASM_ACTION_CLOSE:
         ctx->failed = 1;
-        return ngx_http_filter_finalize_request(r, &ngx_http_proxy_wasm_module,
-                                              NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return NGX_HTTP_CLOSE;
+
+    default: /* NGX_PROXY_WASM_ACTION_FAIL */
+        ctx->failed = 1;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+}
+
+
+/* A filter continued the request body it held at its end. */
+static void
+ngx_http_proxy_wasm_resume_request_body(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx)
+{
+    ngx_int_t              rc;
+    ngx_proxy_wasm_step_t  step;
+
+    ngx_proxy_wasm_api.stream_resume(ctx->stream, NGX_PROXY_WASM_REQUEST,
+                                     &step);
+
+    switch (step.action) {
+
+    case NGX_PROXY_WASM_ACTION_CONTINUE:
+        if (step.output == NGX_PROXY_WASM_OUTPUT_NONE) {
+            return;
+        }
+
+        ctx->request_body_held = 0;
+        rc = ngx_http_proxy_wasm_request_output(r, ctx, &step, NULL, 0);
+        break;
+
+    case NGX_PROXY_WASM_ACTION_PAUSE:
+        return;
+
+    case NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE:
+        ctx->request_body_held = 0;
+        ctx->local_response_pending = 1;
+        rc = ngx_http_proxy_wasm_request_body_end(r);
+        break;
+
+    case NGX_PROXY_WASM_ACTION_CLOSE:
+        ctx->failed = 1;
+        ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+        return;
+
+    default: /* NGX_PROXY_WASM_ACTION_FAIL */
+        ctx->failed = 1;
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
     }
 
-    return ngx_http_next_header_filter(r);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    /* nginx's body reader sees the end of the body and goes on */
+    r->read_event_handler(r);
+}
+
+
+/* Comes back to a request a filter asked about from outside its callbacks. */
+static void
+ngx_http_proxy_wasm_resume_handler(ngx_event_t *ev)
+{
+    ngx_http_proxy_wasm_ctx_t  *ctx = ev->data;
+
+    ngx_connection_t       *c;
+    ngx_http_request_t     *r;
+    ngx_proxy_wasm_step_t   step;
+
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "proxy_wasm: resume \"%V?%V\"", &r->uri, &r->args);
+
+    if (ctx->request_paused) {
+        /* the phase handler that holds the request runs again */
+        ngx_http_core_run_phases(r);
+
+    } else if (ctx->request_body_held) {
+        ngx_http_proxy_wasm_resume_request_body(r, ctx);
+
+    } else if (ctx->response_headers_started && !ctx->response_replaced) {
+        ngx_http_proxy_wasm_resume_response(r, ctx);
+
+    } else {
+        /* nothing is held: only a close can take effect */
+        ngx_proxy_wasm_api.stream_resume(ctx->stream, NGX_PROXY_WASM_REQUEST,
+                                         &step);
+
+        if (step.action == NGX_PROXY_WASM_ACTION_CLOSE) {
+            ctx->failed = 1;
+            ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+
+        } else if (step.action == NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE) {
+            ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                          "proxy_wasm: local response ignored: no filter "
+                          "holds the request");
+        }
+    }
+
+    ngx_http_run_posted_requests(c);
 }
 
 

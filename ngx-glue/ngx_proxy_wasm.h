@@ -58,7 +58,8 @@ typedef enum {
 /* The header maps nginx holds for a request. */
 typedef enum {
     NGX_PROXY_WASM_HEADERS_REQUEST = 0,
-    NGX_PROXY_WASM_HEADERS_RESPONSE = 1
+    NGX_PROXY_WASM_HEADERS_RESPONSE = 1,
+    NGX_PROXY_WASM_HEADERS_RESPONSE_TRAILERS = 2
 } ngx_proxy_wasm_headers_e;
 
 
@@ -72,17 +73,48 @@ typedef enum {
 } ngx_proxy_wasm_header_op_e;
 
 
-/* What the C side does after a filter chain callback returns. */
+typedef enum {
+    NGX_PROXY_WASM_REQUEST = 0,
+    NGX_PROXY_WASM_RESPONSE = 1
+} ngx_proxy_wasm_direction_e;
+
+
+/* What the C side does after the chain ran. */
 typedef enum {
     /* go on with the next nginx handler or filter */
     NGX_PROXY_WASM_ACTION_CONTINUE = 0,
-    /* a filter paused: hold the request until it is resumed */
+    /* a filter paused: hold the direction until the chain resumes it */
     NGX_PROXY_WASM_ACTION_PAUSE = 1,
     /* a filter produced a response: send it (see stream_local_response) */
     NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE = 2,
     /* a filter failed: end the request with the configured error status */
-    NGX_PROXY_WASM_ACTION_FAIL = 3
+    NGX_PROXY_WASM_ACTION_FAIL = 3,
+    /* a filter closed the stream: reset it */
+    NGX_PROXY_WASM_ACTION_CLOSE = 4
 } ngx_proxy_wasm_action_e;
+
+
+/* The body data that left the chain. */
+typedef enum {
+    NGX_PROXY_WASM_OUTPUT_NONE = 0,
+    /* exactly the data just handed in: pass nginx's own buffers on */
+    NGX_PROXY_WASM_OUTPUT_UNCHANGED = 1,
+    /* other data, in the step's "data" */
+    NGX_PROXY_WASM_OUTPUT_DATA = 2
+} ngx_proxy_wasm_output_e;
+
+
+/* The outcome of handing headers, body data or trailers to the chain. */
+typedef struct {
+    uint32_t                       action;        /* ngx_proxy_wasm_action_e */
+    /* the direction's headers have gone through the whole chain */
+    uint32_t                       headers_done;
+    uint32_t                       output;        /* ngx_proxy_wasm_output_e */
+    /* the output ends the body */
+    uint32_t                       end_of_stream;
+    /* OUTPUT_DATA: valid until the next call on the stream */
+    ngx_proxy_wasm_str_t           data;
+} ngx_proxy_wasm_step_t;
 
 
 typedef enum {
@@ -97,6 +129,15 @@ typedef struct {
     uint32_t                       compiler;    /* ngx_proxy_wasm_compiler_e */
     uint32_t                       backtraces;  /* 0 or 1 */
 } ngx_proxy_wasm_runtime_conf_t;
+
+
+/* Per-location limits of a stream. */
+typedef struct {
+    /* the most body data filters may hold of a response */
+    size_t                         response_body_limit;
+    /* beyond it: 0 fails the request, 1 passes the data on */
+    uint32_t                       response_body_overflow_pass;
+} ngx_proxy_wasm_stream_conf_t;
 
 
 /* A response produced by a filter with proxy_send_local_response. */
@@ -141,6 +182,13 @@ typedef struct {
     uint32_t  (*header_set)(void *request, uint32_t map, uint32_t op,
                             ngx_proxy_wasm_str_t key,
                             ngx_proxy_wasm_str_t value);
+
+    /*
+     * Come back to the request (stream_resume) once the current guest call
+     * has returned: a filter continued, closed or answered it from outside
+     * its own callbacks.
+     */
+    void      (*schedule_resume)(void *request);
 } ngx_proxy_wasm_host_t;
 
 
@@ -185,11 +233,28 @@ typedef struct {
     /* Per request: the chain of filters configured for its location. */
     ngx_proxy_wasm_stream_t *(*stream_new)(ngx_proxy_wasm_runtime_t *rt,
                                    void *request, const uint32_t *filters,
-                                   size_t nfilters);
-    uint32_t  (*stream_on_request_headers)(ngx_proxy_wasm_stream_t *s,
-                                           uint32_t end_of_stream);
-    uint32_t  (*stream_on_response_headers)(ngx_proxy_wasm_stream_t *s,
-                                            uint32_t end_of_stream);
+                                   size_t nfilters,
+                                   const ngx_proxy_wasm_stream_conf_t *conf);
+    /* Whether a filter of the chain looks at bodies of that direction. */
+    uint32_t  (*stream_wants_body)(ngx_proxy_wasm_stream_t *s,
+                                   uint32_t direction);
+    void      (*stream_on_headers)(ngx_proxy_wasm_stream_t *s,
+                                   uint32_t direction, uint32_t end_of_stream,
+                                   ngx_proxy_wasm_step_t *step);
+    /* A chunk of body data, in parts; end_of_stream on the last one. */
+    void      (*stream_on_body)(ngx_proxy_wasm_stream_t *s, uint32_t direction,
+                                const ngx_proxy_wasm_str_t *parts,
+                                size_t nparts, uint32_t end_of_stream,
+                                ngx_proxy_wasm_step_t *step);
+    /* The response trailers, after a body that ended without end_of_stream. */
+    void      (*stream_on_trailers)(ngx_proxy_wasm_stream_t *s,
+                                    uint32_t direction,
+                                    ngx_proxy_wasm_step_t *step);
+    /* After schedule_resume: what the filters asked for, for a direction. */
+    void      (*stream_resume)(ngx_proxy_wasm_stream_t *s, uint32_t direction,
+                               ngx_proxy_wasm_step_t *step);
+    /* The response headers went out: no local response can replace them. */
+    void      (*stream_response_sent)(ngx_proxy_wasm_stream_t *s);
     /* The response to send after ACTION_LOCAL_RESPONSE; 0 on success. */
     int32_t   (*stream_local_response)(ngx_proxy_wasm_stream_t *s,
                                        ngx_proxy_wasm_local_response_t *out);

@@ -18,6 +18,7 @@ pub struct RequestRef(pub usize);
 pub enum HeaderMap {
     Request,
     Response,
+    ResponseTrailers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,4 +70,9 @@ pub trait Host {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), HeaderError>;
+
+    /// Asks the host to come back to the request (to continue, close or
+    /// answer it) once the current guest call has returned: it must not
+    /// re-enter the request from within.
+    fn schedule_resume(&self, request: RequestRef);
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{filter, stream, wat, Loaded};
+use ngx_proxy_wasm::abi::state::Direction;
 use ngx_proxy_wasm::abi::LogLevel;
 use ngx_proxy_wasm::chain::Next;
 use ngx_proxy_wasm::host::HeaderMap;
@@ -43,7 +44,7 @@ fn request_and_response_headers() {
          response_headers dump_headers response"
     );
     let (request, mut s) = t.request(REQUEST);
-    assert_eq!(s.on_request_headers(true), Next::Continue);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
     let header = |map, name| t.host.header(request, map, name);
     assert_eq!(header(HeaderMap::Request, "x-added").as_deref(), Some("yes"));
     assert_eq!(
@@ -59,7 +60,7 @@ fn request_and_response_headers() {
     // Envoy's name for Host in requests is :authority.
     assert!(t.host.logged("request header Host: \"localhost\"").is_some());
     assert!(t.host.logged("request header x-nope: missing").is_some());
-    assert_eq!(s.on_response_headers(false), Next::Continue);
+    assert_eq!(s.on_headers(Direction::Response, false).next, Next::Continue);
     assert_eq!(
         header(HeaderMap::Response, "x-served-by").as_deref(),
         Some("wasm")
@@ -75,7 +76,7 @@ fn request_and_response_headers() {
 fn header_names_reach_filters_lower_cased() {
     let t = testbed!("request_headers dump_headers request");
     let (_, mut s) = t.request(REQUEST);
-    s.on_request_headers(true);
+    s.on_headers(Direction::Request, true);
     assert!(
         t.host.logged("request header \"x-mixed-case: v\"").is_some(),
         "{}",
@@ -88,8 +89,8 @@ fn lifecycle_of_contexts() {
     let t = testbed!("trace", "trace");
     {
         let (_, mut s) = t.request(REQUEST);
-        assert_eq!(s.on_request_headers(false), Next::Continue);
-        assert_eq!(s.on_response_headers(true), Next::Continue);
+        assert_eq!(s.on_headers(Direction::Request, false).next, Next::Continue);
+        assert_eq!(s.on_headers(Direction::Response, true).next, Next::Continue);
         s.on_log();
     }
     let lines: Vec<String> = t
@@ -135,7 +136,7 @@ fn local_response_stops_the_chain() {
     let second = rt.add_filter("m", b"trace").unwrap() as u32;
     let worker = rt.worker();
     let mut s = stream(&worker, host.request(REQUEST), &[first, second]);
-    assert_eq!(s.on_request_headers(true), Next::LocalResponse);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::LocalResponse);
     {
         let response = s.take_local_response().expect("a local response");
         assert_eq!(response.status, 403);
@@ -150,7 +151,7 @@ fn local_response_stops_the_chain() {
     }
     assert_eq!(host.count("on_request_headers"), 0, "the second filter never ran");
     // Response callbacks still run, for every filter.
-    assert_eq!(s.on_response_headers(false), Next::Continue);
+    assert_eq!(s.on_headers(Direction::Response, false).next, Next::Continue);
     assert_eq!(host.count("on_response_headers"), 1, "{}", host.dump());
 }
 
@@ -161,7 +162,7 @@ fn local_response_status_is_checked() {
          request_headers respond_status 204; request_headers respond_status 200"
     );
     let (_, mut s) = t.request(REQUEST);
-    assert_eq!(s.on_request_headers(true), Next::LocalResponse);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::LocalResponse);
     let statuses: Vec<String> = t
         .host
         .logs()
@@ -179,7 +180,12 @@ fn local_response_status_is_checked() {
 fn host_functions_answer_bad_input_with_a_status() {
     let t = testbed!("request_headers bad_pointers; request_headers response_map");
     let (_, mut s) = t.request(REQUEST);
-    assert_eq!(s.on_request_headers(true), Next::Continue, "{}", t.host.dump());
+    assert_eq!(
+        s.on_headers(Direction::Request, true).next,
+        Next::Continue,
+        "{}",
+        t.host.dump()
+    );
     for (call, status) in [
         ("proxy_log with a bad message", 6),
         ("proxy_log with a bad level", 2),
@@ -208,7 +214,7 @@ fn unimplemented_functions_warn_once() {
     let t = testbed!("request_headers unimplemented");
     for _ in 0..2 {
         let (_, mut s) = t.request(REQUEST);
-        s.on_request_headers(true);
+        s.on_headers(Direction::Request, true);
     }
     assert_eq!(t.host.count("proxy_define_metric returned 12"), 2);
     assert_eq!(t.host.count("proxy_define_metric again returned 12"), 2);
@@ -221,7 +227,7 @@ fn unimplemented_functions_warn_once() {
 fn effective_context() {
     let t = testbed!("request_headers effective_context 4242; request_headers effective_context self");
     let (_, mut s) = t.request(REQUEST);
-    s.on_request_headers(true);
+    s.on_headers(Direction::Request, true);
     assert!(
         t.host.logged("set_effective_context(4242) returned 2").is_some(),
         "{}",
@@ -238,7 +244,7 @@ fn logs_and_wasi() {
          request_headers wasi; request_headers time; request_headers log_level"
     );
     let (_, mut s) = t.request(REQUEST);
-    s.on_request_headers(true);
+    s.on_headers(Direction::Request, true);
     let host = t.host;
     assert_eq!(host.logged("careful"), Some(LogLevel::Warn));
     assert_eq!(host.logged("broken"), Some(LogLevel::Critical));
@@ -263,7 +269,7 @@ fn configuration_buffers() {
         "configure config; request_headers config"
     );
     let (_, mut s) = t.request(REQUEST);
-    s.on_request_headers(true);
+    s.on_headers(Direction::Request, true);
     let host = t.host;
     // The VM configuration always; the plugin's in on_configure only.
     assert!(
@@ -290,7 +296,7 @@ fn configuration_buffers() {
 fn trap_fails_the_request_and_replaces_the_instance() {
     let t = Loaded::new(&wat("hostile.wat"), "", "u");
     let (_, mut s) = t.request(REQUEST);
-    assert_eq!(s.on_request_headers(true), Next::Fail);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Fail);
     let (level, line) = t
         .host
         .logs()
@@ -305,11 +311,11 @@ fn trap_fails_the_request_and_replaces_the_instance() {
     assert!(line.contains("wasm backtrace:\n  #0 m!"), "{line}");
     // Later callbacks of that request are skipped, not run on a broken
     // instance; the next request gets a fresh one.
-    assert_eq!(s.on_response_headers(false), Next::Fail);
+    assert_eq!(s.on_headers(Direction::Response, false).next, Next::Fail);
     drop(s);
     let (_, mut next) = t.request(REQUEST);
     assert_eq!(
-        next.on_request_headers(true),
+        next.on_headers(Direction::Request, true).next,
         Next::Fail,
         "the new instance fails the same way"
     );
@@ -327,7 +333,7 @@ fn every_trap_kind_is_contained() {
     ] {
         let t = Loaded::new(&wat("hostile.wat"), "", mode);
         let (_, mut s) = t.request(REQUEST);
-        assert_eq!(s.on_request_headers(true), Next::Fail, "{mode}");
+        assert_eq!(s.on_headers(Direction::Request, true).next, Next::Fail, "{mode}");
         assert!(t.host.logged(cause).is_some(), "{mode}: {}", t.host.dump());
     }
 }
@@ -336,7 +342,7 @@ fn every_trap_kind_is_contained() {
 fn guest_allocator_may_not_change_headers() {
     let t = Loaded::new(&wat("allocator_calls_host.wat"), "", "");
     let (request, mut s) = t.request(REQUEST);
-    assert_eq!(s.on_request_headers(true), Next::Fail);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Fail);
     assert!(
         t.host
             .logged("host function proxy_add_header_map_value called from the guest allocator")
@@ -355,7 +361,12 @@ fn abi_0_1_0_filter() {
     let t = Loaded::new(&abi_v1, "vm config", "plugin config");
     let (request, mut s) = t.request(REQUEST);
     let host = t.host;
-    assert_eq!(s.on_request_headers(true), Next::Continue, "{}", host.dump());
+    assert_eq!(
+        s.on_headers(Direction::Request, true).next,
+        Next::Continue,
+        "{}",
+        host.dump()
+    );
     assert!(host.logged("abi_v1 vm configuration: \"vm config\"").is_some());
     assert!(host
         .logged("abi_v1 plugin configuration: \"plugin config\"")
@@ -368,7 +379,7 @@ fn abi_0_1_0_filter() {
         "{}",
         host.dump()
     );
-    assert_eq!(s.on_response_headers(false), Next::Continue);
+    assert_eq!(s.on_headers(Direction::Response, false).next, Next::Continue);
     assert_eq!(
         host.header(request, HeaderMap::Response, "x-abi-v1").as_deref(),
         Some("plugin config")
@@ -379,12 +390,12 @@ fn abi_0_1_0_filter() {
 fn abi_0_2_0_filter() {
     let t = Loaded::new(&wat("abi_0_2_0.wat"), "", "");
     let (request, mut s) = t.request(REQUEST);
-    assert_eq!(s.on_request_headers(true), Next::Continue);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
     assert_eq!(
         t.host.logged("abi 0.2.0 on_request_headers"),
         Some(LogLevel::Info)
     );
-    assert_eq!(s.on_response_headers(false), Next::Continue);
+    assert_eq!(s.on_headers(Direction::Response, false).next, Next::Continue);
     assert_eq!(
         t.host.header(request, HeaderMap::Response, "x-abi").as_deref(),
         Some("0.2.0")

@@ -22,7 +22,11 @@ pub enum Callback {
     VmStart,
     Configure,
     RequestHeaders,
+    RequestBody,
+    RequestTrailers,
     ResponseHeaders,
+    ResponseBody,
+    ResponseTrailers,
     Log,
     Done,
     Delete,
@@ -37,7 +41,11 @@ impl Callback {
             Callback::VmStart => "proxy_on_vm_start",
             Callback::Configure => "proxy_on_configure",
             Callback::RequestHeaders => "proxy_on_request_headers",
+            Callback::RequestBody => "proxy_on_request_body",
+            Callback::RequestTrailers => "proxy_on_request_trailers",
             Callback::ResponseHeaders => "proxy_on_response_headers",
+            Callback::ResponseBody => "proxy_on_response_body",
+            Callback::ResponseTrailers => "proxy_on_response_trailers",
             Callback::Log => "proxy_on_log",
             Callback::Done => "proxy_on_done",
             Callback::Delete => "proxy_on_delete",
@@ -60,6 +68,8 @@ pub enum Context {
     Http {
         filter: Arc<FilterInfo>,
         stream: Rc<RefCell<StreamState>>,
+        /// The filter's place in the request's chain.
+        index: usize,
     },
 }
 
@@ -80,25 +90,102 @@ pub struct LocalResponse {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// A direction of an HTTP stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Request = 0,
+    Response = 1,
+}
+
+impl Direction {
+    pub const BOTH: [Direction; 2] = [Direction::Request, Direction::Response];
+
+    /// `proxy_stream_type_t`: HTTP_REQUEST (0) and HTTP_RESPONSE (1).
+    pub fn from_stream_type(raw: u32) -> Option<Direction> {
+        match raw {
+            0 => Some(Direction::Request),
+            1 => Some(Direction::Response),
+            _ => None,
+        }
+    }
+}
+
+/// Body data in a filter's hands: what it sees in its body callback, and
+/// keeps while it pauses (buffering, or waiting to be continued).
+#[derive(Debug, Default)]
+pub struct Held {
+    pub data: Vec<u8>,
+    pub end_of_stream: bool,
+}
+
+/// Whether filters can reach the response trailers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trailers {
+    /// Not yet: the response body has not ended.
+    None,
+    /// The body is ending without trailers: filters may add some.
+    Addable,
+    /// The trailers exist.
+    Present,
+}
+
 /// One request, as seen by the filters' contexts.
 #[derive(Debug)]
 pub struct StreamState {
     pub request: RequestRef,
+    /// Body data by direction and filter (its place in the chain).
+    pub bodies: [Vec<Option<Held>>; 2],
+    /// A filter changed the body it was given (`proxy_set_buffer_bytes`).
+    pub body_changed: bool,
     /// The response header map exists once response headers are produced.
     pub response_headers: bool,
-    /// No response can be produced any more (the response is under way).
+    pub response_trailers: Trailers,
+    /// No response can be produced any more: its headers went out.
     pub response_started: bool,
     pub local_response: Option<LocalResponse>,
+    /// A callback of this stream, for this direction, is running: what
+    /// filters ask for takes effect when it returns, without asking the
+    /// host to come back.
+    pub in_callback: Option<Direction>,
+    /// Filters (by place in the chain) that asked to continue a direction
+    /// from outside the stream's own callbacks.
+    pub continue_requested: [Vec<usize>; 2],
+    /// Filters that asked to continue a direction during the callback
+    /// running now.
+    pub continue_in_callback: [bool; 2],
+    pub close_requested: bool,
 }
 
 impl StreamState {
-    pub fn new(request: RequestRef) -> StreamState {
+    pub fn new(request: RequestRef, filters: usize) -> StreamState {
+        let none = || (0..filters).map(|_| None).collect();
         StreamState {
             request,
+            bodies: [none(), none()],
+            body_changed: false,
             response_headers: false,
+            response_trailers: Trailers::None,
             response_started: false,
             local_response: None,
+            in_callback: None,
+            continue_requested: [Vec::new(), Vec::new()],
+            continue_in_callback: [false, false],
+            close_requested: false,
         }
+    }
+
+    /// Records a filter's request to continue a direction; false when the
+    /// host must be asked to come back to the stream for it.
+    pub fn request_continue(&mut self, direction: Direction, filter: usize) -> bool {
+        if self.in_callback == Some(direction) {
+            self.continue_in_callback[direction as usize] = true;
+            return true;
+        }
+        let requested = &mut self.continue_requested[direction as usize];
+        if !requested.contains(&filter) {
+            requested.push(filter);
+        }
+        false
     }
 }
 
@@ -155,8 +242,14 @@ impl HostState {
 
     /// The request of the current context; `BAD_ARGUMENT` in a root context.
     pub fn stream(&self) -> Result<&Rc<RefCell<StreamState>>, Status> {
+        self.http().map(|(stream, _)| stream)
+    }
+
+    /// The request of the current context and the filter's place in its
+    /// chain.
+    pub fn http(&self) -> Result<(&Rc<RefCell<StreamState>>, usize), Status> {
         match self.context() {
-            Some(Context::Http { stream, .. }) => Ok(stream),
+            Some(Context::Http { stream, index, .. }) => Ok((stream, *index)),
             _ => Err(Status::BadArgument),
         }
     }

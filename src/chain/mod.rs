@@ -1,12 +1,18 @@
-//! One request's run through its filter chain: the HTTP contexts of every
-//! filter, created on their first callback, and the decision nginx acts on
-//! after each phase.
+//! One request's run through its filter chain, as Envoy's filter manager
+//! runs it: each direction's headers go through the filters in order (the
+//! response in reverse order) and stop where a filter pauses, until it is
+//! continued; body data goes from filter to filter, and a filter that
+//! pauses keeps what it was given, then gets it again with the data that
+//! follows (its callbacks see the cumulative size) until it lets it
+//! through.
+//!
+//! HTTP contexts are created on a filter's first callback.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::abi::state::{FilterInfo, LocalResponse, StreamState};
+use crate::abi::state::{Direction, FilterInfo, Held, LocalResponse, StreamState, Trailers};
 use crate::abi::{Action, LogLevel};
 use crate::host::{HeaderMap, RequestRef};
 use crate::runtime::vm::{Trapped, Vm};
@@ -16,9 +22,51 @@ use crate::runtime::{VmSlot, Worker};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     Continue,
+    /// A filter paused: hold the direction until it is continued.
     Pause,
+    /// Send the local response a filter asked for (`take_local_response`).
     LocalResponse,
+    /// A filter failed: fail the request.
     Fail,
+    /// A filter closed the stream: reset it.
+    Close,
+}
+
+/// The body data that left the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    Nothing,
+    /// Exactly the data just handed in: nginx passes its own buffers on.
+    Unchanged,
+    /// Other data: `output` has it.
+    Data,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub next: Next,
+    /// The direction's headers have gone through the whole chain.
+    pub headers_done: bool,
+    pub output: Output,
+    /// The output ends the body.
+    pub end_of_stream: bool,
+}
+
+/// What filters may hold of a response's body, and what happens beyond.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub response_body: usize,
+    /// Pass the data on to the next filter (true) or fail the request.
+    pub pass_on_overflow: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            response_body: 1024 * 1024,
+            pass_on_overflow: false,
+        }
+    }
 }
 
 /// One filter of the chain for this request.
@@ -31,17 +79,33 @@ struct FilterRun {
     context_id: Option<u32>,
 }
 
+/// The progress of one direction through the chain.
+#[derive(Default)]
+struct Flow {
+    headers_started: bool,
+    /// The position of the next filter to get the headers.
+    headers_next: usize,
+    headers_end_of_stream: bool,
+    headers_done: bool,
+    /// Body data that arrived while the headers were held.
+    queued: Option<Held>,
+    /// Body data that left the chain, lent to nginx until the next call.
+    output: Vec<u8>,
+}
+
 pub struct Stream {
     worker: Rc<Worker>,
     state: Rc<RefCell<StreamState>>,
     filters: Vec<FilterRun>,
+    flows: [Flow; 2],
+    limits: Limits,
     /// The local response being sent; nginx holds pointers into it.
     sent_response: Option<LocalResponse>,
     logged: bool,
 }
 
 impl Stream {
-    pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32]) -> Stream {
+    pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32], limits: Limits) -> Stream {
         let filters = filter_ids
             .iter()
             .map(|&id| {
@@ -54,61 +118,142 @@ impl Stream {
                     context_id: None,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let state = StreamState::new(request, filters.len());
         Stream {
             worker,
-            state: Rc::new(RefCell::new(StreamState::new(request))),
+            state: Rc::new(RefCell::new(state)),
             filters,
+            flows: Default::default(),
+            limits,
             sent_response: None,
             logged: false,
         }
     }
 
-    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Next {
-        for i in 0..self.filters.len() {
-            let headers = self.header_count(HeaderMap::Request);
-            let result = self.call(i, |vm, id| vm.on_request_headers(id, headers, end_of_stream));
-            match self.next_after_headers(i, result) {
-                Next::Continue => continue,
-                next => return next,
-            }
-        }
-        Next::Continue
+    /// Whether a filter of the chain has a body callback for a direction.
+    /// nginx only hands bodies to chains that have one.
+    pub fn wants_body(&self, direction: Direction) -> bool {
+        self.filters.iter().any(|run| {
+            let vm = run.slot.as_ref().map(|slot| slot.borrow());
+            vm.is_some_and(|vm| vm.as_ref().is_some_and(|vm| vm.has_body_callback(direction)))
+        })
     }
 
-    /// Response callbacks run in reverse chain order, as Envoy's encoders.
-    pub fn on_response_headers(&mut self, end_of_stream: bool) -> Next {
-        {
+    /// The direction's headers, through the chain from the start.
+    pub fn on_headers(&mut self, direction: Direction, end_of_stream: bool) -> Step {
+        self.flows[direction as usize].output.clear();
+        if direction == Direction::Response {
+            self.state.borrow_mut().response_headers = true;
+        }
+        let flow = &mut self.flows[direction as usize];
+        flow.headers_started = true;
+        flow.headers_end_of_stream = end_of_stream;
+        let next = self.run_headers(direction);
+        self.step(direction, next, Output::Nothing, false)
+    }
+
+    /// Body data for a direction (the parts of one chunk, in order). While
+    /// the headers are held it waits for them.
+    pub fn on_body(&mut self, direction: Direction, parts: &[&[u8]], end_of_stream: bool) -> Step {
+        let flow = &mut self.flows[direction as usize];
+        flow.output.clear();
+        let mut data = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
+        for part in parts {
+            data.extend_from_slice(part);
+        }
+        if !flow.headers_done {
+            let queued = flow.queued.get_or_insert_with(Held::default);
+            queued.data.append(&mut data);
+            queued.end_of_stream |= end_of_stream;
+            let held = queued.data.len();
+            if self.over_limit(direction, held) && !self.limits.pass_on_overflow {
+                self.log_overflow(0, held, "the headers are held: failing the request");
+                return self.step(direction, Next::Fail, Output::Nothing, false);
+            }
+            return self.step(direction, Next::Pause, Output::Nothing, false);
+        }
+        self.feed(direction, 0, data, end_of_stream, false)
+    }
+
+    /// The response trailers, through the chain (after its body, which
+    /// ended without end_of_stream). nginx never carries request trailers.
+    pub fn on_trailers(&mut self, direction: Direction) -> Step {
+        self.flows[direction as usize].output.clear();
+        self.state.borrow_mut().response_trailers = Trailers::Present;
+        for position in 0..self.filters.len() {
+            let i = self.filter_at(direction, position);
+            let trailers = self.header_count(HeaderMap::ResponseTrailers);
+            let result = self.callback(i, direction, |vm, id| vm.on_trailers(direction, id, trailers));
+            match self.after(direction, result, |status| status != 0) {
+                Next::Continue => {}
+                Next::Pause => self.log(
+                    i,
+                    LogLevel::Warn,
+                    "pausing in on_response_trailers is not supported: continuing",
+                ),
+                next => return self.step(direction, next, Output::Nothing, false),
+            }
+        }
+        self.step(direction, Next::Continue, Output::Nothing, false)
+    }
+
+    /// Acts on what filters asked for from outside the stream's callbacks:
+    /// a local response, a close, or continuing the direction (the headers
+    /// where they stopped, or the body data of the filters that asked).
+    /// `Pause` if the direction is still held.
+    pub fn resume(&mut self, direction: Direction) -> Step {
+        self.flows[direction as usize].output.clear();
+        let requested = {
             let mut state = self.state.borrow_mut();
-            state.response_headers = true;
-            state.response_started = true;
+            if state.close_requested {
+                return self.step(direction, Next::Close, Output::Nothing, false);
+            }
+            if state.local_response.is_some() {
+                return self.step(direction, Next::LocalResponse, Output::Nothing, false);
+            }
+            std::mem::take(&mut state.continue_requested[direction as usize])
+        };
+        let flow = &self.flows[direction as usize];
+        if !flow.headers_done {
+            if requested.is_empty() || !flow.headers_started {
+                return self.step(direction, Next::Pause, Output::Nothing, false);
+            }
+            let next = self.run_headers(direction);
+            if next != Next::Continue {
+                return self.step(direction, next, Output::Nothing, false);
+            }
+            return match self.flows[direction as usize].queued.take() {
+                Some(queued) => self.feed(direction, 0, queued.data, queued.end_of_stream, true),
+                None => self.step(direction, Next::Continue, Output::Nothing, false),
+            };
         }
-        for i in (0..self.filters.len()).rev() {
-            let headers = self.header_count(HeaderMap::Response);
-            let result = self.call(i, |vm, id| vm.on_response_headers(id, headers, end_of_stream));
-            match self.next_after_headers(i, result) {
-                Next::Continue => continue,
-                next => return next,
+        for position in 0..self.filters.len() {
+            let i = self.filter_at(direction, position);
+            if !requested.contains(&i) {
+                continue;
+            }
+            let held = self.state.borrow_mut().bodies[direction as usize][i].take();
+            if let Some(held) = held {
+                return self.feed(direction, position + 1, held.data, held.end_of_stream, true);
             }
         }
-        Next::Continue
+        let holding = self.state.borrow().bodies[direction as usize]
+            .iter()
+            .any(Option::is_some);
+        let next = if holding { Next::Pause } else { Next::Continue };
+        self.step(direction, next, Output::Nothing, false)
     }
 
-    fn next_after_headers(&self, i: usize, result: Result<i32, Trapped>) -> Next {
-        let Ok(status) = result else {
-            return Next::Fail;
-        };
-        if self.state.borrow().local_response.is_some() {
-            return Next::LocalResponse;
-        }
-        if Action::from_headers_status(status) == Action::Pause {
-            self.log(
-                i,
-                LogLevel::Warn,
-                "pausing a stream is not supported yet: continuing",
-            );
-        }
-        Next::Continue
+    /// The body data of the last step with `Output::Data`.
+    pub fn output(&self, direction: Direction) -> &[u8] {
+        &self.flows[direction as usize].output
+    }
+
+    /// The response headers left for the client: no local response can
+    /// replace them any more.
+    pub fn response_sent(&mut self) {
+        self.state.borrow_mut().response_started = true;
     }
 
     /// The local response a filter asked for, once: nginx sends it.
@@ -130,6 +275,144 @@ impl Stream {
         }
     }
 
+    /// The filter at a position of a direction: responses go through the
+    /// chain in reverse, as through Envoy's encoders.
+    fn filter_at(&self, direction: Direction, position: usize) -> usize {
+        match direction {
+            Direction::Request => position,
+            Direction::Response => self.filters.len() - 1 - position,
+        }
+    }
+
+    fn step(&self, direction: Direction, next: Next, output: Output, end_of_stream: bool) -> Step {
+        Step {
+            next,
+            headers_done: self.flows[direction as usize].headers_done,
+            output,
+            end_of_stream,
+        }
+    }
+
+    /// The headers through the filters from where they stopped.
+    fn run_headers(&mut self, direction: Direction) -> Next {
+        let map = match direction {
+            Direction::Request => HeaderMap::Request,
+            Direction::Response => HeaderMap::Response,
+        };
+        while self.flows[direction as usize].headers_next < self.filters.len() {
+            let flow = &mut self.flows[direction as usize];
+            let position = flow.headers_next;
+            let end_of_stream = flow.headers_end_of_stream;
+            flow.headers_next += 1;
+            let i = self.filter_at(direction, position);
+            let headers = self.header_count(map);
+            let result = self.callback(i, direction, |vm, id| {
+                vm.on_headers(direction, id, headers, end_of_stream)
+            });
+            let next = self.after(direction, result, |status| {
+                Action::from_headers_status(status) == Action::Pause
+            });
+            if next != Next::Continue {
+                return next;
+            }
+        }
+        self.flows[direction as usize].headers_done = true;
+        Next::Continue
+    }
+
+    /// Body data through the filters from `start`. Each filter gets what
+    /// it held joined with the new data; one that pauses keeps it all.
+    /// `changed`: the data is not what nginx just handed in.
+    fn feed(
+        &mut self,
+        direction: Direction,
+        start: usize,
+        mut data: Vec<u8>,
+        end_of_stream: bool,
+        mut changed: bool,
+    ) -> Step {
+        if direction == Direction::Response && end_of_stream {
+            let mut state = self.state.borrow_mut();
+            if state.response_trailers == Trailers::None {
+                state.response_trailers = Trailers::Addable;
+            }
+        }
+        for position in start..self.filters.len() {
+            let i = self.filter_at(direction, position);
+            let size = {
+                let mut state = self.state.borrow_mut();
+                state.body_changed = false;
+                let slot = &mut state.bodies[direction as usize][i];
+                let mut held = match slot.take() {
+                    Some(mut held) => {
+                        changed = true;
+                        held.data.append(&mut data);
+                        held
+                    }
+                    None => Held { data, end_of_stream },
+                };
+                held.end_of_stream = end_of_stream;
+                let size = held.data.len();
+                *slot = Some(held);
+                size
+            };
+            let result = self.callback(i, direction, |vm, id| {
+                vm.on_body(direction, id, size, end_of_stream)
+            });
+            let next = self.after(direction, result, |status| status != 0);
+            let mut state = self.state.borrow_mut();
+            changed |= state.body_changed;
+            if next == Next::Pause {
+                return self.step(direction, Next::Pause, Output::Nothing, false);
+            }
+            data = state.bodies[direction as usize][i]
+                .take()
+                .map(|held| held.data)
+                .unwrap_or_default();
+            drop(state);
+            if next != Next::Continue {
+                return self.step(direction, next, Output::Nothing, false);
+            }
+        }
+        self.flows[direction as usize].output = data;
+        let output = if changed { Output::Data } else { Output::Unchanged };
+        self.step(direction, Next::Continue, output, end_of_stream)
+    }
+
+    /// What a callback's outcome means for the stream: a failure, a close
+    /// or a local response asked for during it, a pause (unless the filter
+    /// continued the direction meanwhile), or going on.
+    fn after(&mut self, direction: Direction, result: Result<i32, Trapped>, pauses: fn(i32) -> bool) -> Next {
+        let mut state = self.state.borrow_mut();
+        let continued = std::mem::take(&mut state.continue_in_callback[direction as usize]);
+        let Ok(status) = result else {
+            return Next::Fail;
+        };
+        if state.close_requested {
+            return Next::Close;
+        }
+        if state.local_response.is_some() {
+            return Next::LocalResponse;
+        }
+        if pauses(status) && !continued {
+            Next::Pause
+        } else {
+            Next::Continue
+        }
+    }
+
+    fn over_limit(&self, direction: Direction, held: usize) -> bool {
+        direction == Direction::Response && held > self.limits.response_body
+    }
+
+    fn log_overflow(&self, i: usize, held: usize, outcome: &str) {
+        let message = format!(
+            "{held} bytes of response body held, over wasm_response_body_buffers ({}): {outcome}",
+            self.limits.response_body
+        );
+        self.log(i, LogLevel::Error, &message);
+    }
+
     fn header_count(&self, map: HeaderMap) -> usize {
         let request = self.state.borrow().request;
         let mut count = 0;
@@ -138,6 +421,20 @@ impl Stream {
             Ok(())
         });
         count
+    }
+
+    /// A callback of the stream for a direction: what filters ask for
+    /// meanwhile takes effect when it returns.
+    fn callback<R>(
+        &mut self,
+        i: usize,
+        direction: Direction,
+        body: impl FnOnce(&mut Vm, u32) -> Result<R, Trapped>,
+    ) -> Result<R, Trapped> {
+        self.state.borrow_mut().in_callback = Some(direction);
+        let result = self.call(i, body);
+        self.state.borrow_mut().in_callback = None;
+        result
     }
 
     /// Runs a callback in filter `i`'s HTTP context, creating the context
@@ -160,7 +457,7 @@ impl Stream {
         let id = match run.context_id {
             Some(id) => id,
             None => {
-                let id = vm.create_http_context(run.root_id, info, &self.state)?;
+                let id = vm.create_http_context(run.root_id, info, &self.state, i)?;
                 run.context_id = Some(id);
                 id
             }

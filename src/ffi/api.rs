@@ -10,13 +10,16 @@ use std::path::Path;
 
 use super::bindings::{
     ngx_proxy_wasm_action_e as Action, ngx_proxy_wasm_api_t, ngx_proxy_wasm_compiler_e as CompilerConf,
-    ngx_proxy_wasm_host_t, ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_pair_t,
-    ngx_proxy_wasm_runtime_conf_t, ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_stream_t,
+    ngx_proxy_wasm_direction_e as Dir, ngx_proxy_wasm_host_t, ngx_proxy_wasm_local_response_t,
+    ngx_proxy_wasm_output_e as OutputKind, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_runtime_conf_t,
+    ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_stream_conf_t,
+    ngx_proxy_wasm_stream_t,
 };
 use super::nginx_host::NginxHost;
 use super::{bytes, str_of};
+use crate::abi::state::Direction;
 use crate::abi::LogLevel;
-use crate::chain::{Next, Stream};
+use crate::chain::{Limits, Next, Output, Step, Stream};
 use crate::host::{Host, RequestRef};
 use crate::runtime::{Compiler, Runtime, RuntimeConfig};
 
@@ -29,8 +32,12 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     worker_init: Some(worker_init),
     worker_exit: Some(worker_exit),
     stream_new: Some(stream_new),
-    stream_on_request_headers: Some(stream_on_request_headers),
-    stream_on_response_headers: Some(stream_on_response_headers),
+    stream_wants_body: Some(stream_wants_body),
+    stream_on_headers: Some(stream_on_headers),
+    stream_on_body: Some(stream_on_body),
+    stream_on_trailers: Some(stream_on_trailers),
+    stream_resume: Some(stream_resume),
+    stream_response_sent: Some(stream_response_sent),
     stream_local_response: Some(stream_local_response),
     stream_on_log: Some(stream_on_log),
     stream_free: Some(stream_free),
@@ -203,12 +210,18 @@ unsafe extern "C" fn stream_new(
     request: *mut c_void,
     filters: *const u32,
     nfilters: usize,
+    conf: *const ngx_proxy_wasm_stream_conf_t,
 ) -> *mut ngx_proxy_wasm_stream_t {
-    // SAFETY: the shim passes its runtime and its location's filter ids.
-    let (rt, filters) = unsafe { (runtime(rt), std::slice::from_raw_parts(filters, nfilters)) };
+    // SAFETY: the shim passes its runtime, its location's filter ids and
+    // its location's limits.
+    let (rt, filters, conf) = unsafe { (runtime(rt), std::slice::from_raw_parts(filters, nfilters), &*conf) };
     guard(Some(rt.host), "stream_new", std::ptr::null_mut(), || {
         let worker = rt.runtime.worker();
-        let stream = Stream::new(worker, RequestRef(request as usize), filters);
+        let limits = Limits {
+            response_body: conf.response_body_limit,
+            pass_on_overflow: conf.response_body_overflow_pass != 0,
+        };
+        let stream = Stream::new(worker, RequestRef(request as usize), filters, limits);
         let boxed = Box::new(StreamBox {
             stream,
             local_headers: Vec::new(),
@@ -217,31 +230,134 @@ unsafe extern "C" fn stream_new(
     })
 }
 
-fn action(next: Next) -> u32 {
-    (match next {
+fn direction(raw: u32) -> Direction {
+    if raw == Dir::NGX_PROXY_WASM_RESPONSE as u32 {
+        Direction::Response
+    } else {
+        Direction::Request
+    }
+}
+
+/// Writes a step for the shim; its data points into the stream.
+fn write_step(s: &StreamBox, direction: Direction, step: Step, out: *mut ngx_proxy_wasm_step_t) {
+    let action = match step.next {
         Next::Continue => Action::NGX_PROXY_WASM_ACTION_CONTINUE,
         Next::Pause => Action::NGX_PROXY_WASM_ACTION_PAUSE,
         Next::LocalResponse => Action::NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE,
         Next::Fail => Action::NGX_PROXY_WASM_ACTION_FAIL,
-    }) as u32
+        Next::Close => Action::NGX_PROXY_WASM_ACTION_CLOSE,
+    };
+    let output = match step.output {
+        Output::Nothing => OutputKind::NGX_PROXY_WASM_OUTPUT_NONE,
+        Output::Unchanged => OutputKind::NGX_PROXY_WASM_OUTPUT_UNCHANGED,
+        Output::Data => OutputKind::NGX_PROXY_WASM_OUTPUT_DATA,
+    };
+    let step = ngx_proxy_wasm_step_t {
+        action: action as u32,
+        headers_done: step.headers_done as u32,
+        output: output as u32,
+        end_of_stream: step.end_of_stream as u32,
+        data: str_of(s.stream.output(direction)),
+    };
+    // SAFETY: the shim passes a valid out-pointer.
+    unsafe { *out = step };
 }
 
-const FAIL: u32 = Action::NGX_PROXY_WASM_ACTION_FAIL as u32;
+/// Runs a step of a stream for the shim; a panic fails the request.
+///
+/// # Safety
+/// `s` must be a live stream and `out` a valid pointer.
+unsafe fn run_step(
+    s: *mut ngx_proxy_wasm_stream_t,
+    raw_direction: u32,
+    out: *mut ngx_proxy_wasm_step_t,
+    what: &str,
+    body: impl FnOnce(&mut Stream, Direction) -> Step,
+) {
+    // SAFETY: guaranteed by the caller.
+    let s = unsafe { stream(s) };
+    let direction = direction(raw_direction);
+    let failed = Step {
+        next: Next::Fail,
+        headers_done: false,
+        output: Output::Nothing,
+        end_of_stream: false,
+    };
+    let step = guard(None, what, failed, || body(&mut s.stream, direction));
+    write_step(s, direction, step, out);
+}
 
-unsafe extern "C" fn stream_on_request_headers(s: *mut ngx_proxy_wasm_stream_t, eos: u32) -> u32 {
+unsafe extern "C" fn stream_wants_body(s: *mut ngx_proxy_wasm_stream_t, raw_direction: u32) -> u32 {
     // SAFETY: the shim passes a live stream.
     let s = unsafe { stream(s) };
-    guard(None, "on_request_headers", FAIL, || {
-        action(s.stream.on_request_headers(eos != 0))
+    guard(None, "wants_body", 0, || {
+        s.stream.wants_body(direction(raw_direction)) as u32
     })
 }
 
-unsafe extern "C" fn stream_on_response_headers(s: *mut ngx_proxy_wasm_stream_t, eos: u32) -> u32 {
+unsafe extern "C" fn stream_on_headers(
+    s: *mut ngx_proxy_wasm_stream_t,
+    direction: u32,
+    eos: u32,
+    out: *mut ngx_proxy_wasm_step_t,
+) {
+    // SAFETY: the shim passes a live stream and a valid out-pointer.
+    unsafe {
+        run_step(s, direction, out, "on_headers", |stream, d| {
+            stream.on_headers(d, eos != 0)
+        })
+    }
+}
+
+unsafe extern "C" fn stream_on_body(
+    s: *mut ngx_proxy_wasm_stream_t,
+    direction: u32,
+    parts: *const ngx_proxy_wasm_str_t,
+    nparts: usize,
+    eos: u32,
+    out: *mut ngx_proxy_wasm_step_t,
+) {
+    // SAFETY: the shim passes parts that point into its buffers, valid for
+    // the call.
+    let parts: Vec<&[u8]> = unsafe { std::slice::from_raw_parts(parts, nparts) }
+        .iter()
+        // SAFETY: as above.
+        .map(|part| unsafe { bytes(*part) })
+        .collect();
+    // SAFETY: the shim passes a live stream and a valid out-pointer.
+    unsafe {
+        run_step(s, direction, out, "on_body", |stream, d| {
+            stream.on_body(d, &parts, eos != 0)
+        })
+    }
+}
+
+unsafe extern "C" fn stream_on_trailers(
+    s: *mut ngx_proxy_wasm_stream_t,
+    direction: u32,
+    out: *mut ngx_proxy_wasm_step_t,
+) {
+    // SAFETY: the shim passes a live stream and a valid out-pointer.
+    unsafe {
+        run_step(s, direction, out, "on_trailers", |stream, d| {
+            stream.on_trailers(d)
+        })
+    }
+}
+
+unsafe extern "C" fn stream_resume(
+    s: *mut ngx_proxy_wasm_stream_t,
+    direction: u32,
+    out: *mut ngx_proxy_wasm_step_t,
+) {
+    // SAFETY: the shim passes a live stream and a valid out-pointer.
+    unsafe { run_step(s, direction, out, "resume", |stream, d| stream.resume(d)) }
+}
+
+unsafe extern "C" fn stream_response_sent(s: *mut ngx_proxy_wasm_stream_t) {
     // SAFETY: the shim passes a live stream.
     let s = unsafe { stream(s) };
-    guard(None, "on_response_headers", FAIL, || {
-        action(s.stream.on_response_headers(eos != 0))
-    })
+    guard(None, "response_sent", (), || s.stream.response_sent())
 }
 
 unsafe extern "C" fn stream_local_response(

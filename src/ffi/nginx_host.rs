@@ -18,12 +18,14 @@ type HeadersGetFn =
     unsafe extern "C" fn(*mut c_void, u32, *mut ngx_proxy_wasm_pair_t, usize, *mut usize) -> u32;
 type HeaderSetFn =
     unsafe extern "C" fn(*mut c_void, u32, u32, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t) -> u32;
+type ScheduleResumeFn = unsafe extern "C" fn(*mut c_void);
 
 pub struct NginxHost {
     log: LogFn,
     log_level: LogLevelFn,
     headers_get: HeadersGetFn,
     header_set: HeaderSetFn,
+    schedule_resume: ScheduleResumeFn,
 }
 
 static HOST: OnceLock<NginxHost> = OnceLock::new();
@@ -40,6 +42,7 @@ impl NginxHost {
             log_level: table.log_level?,
             headers_get: table.headers_get?,
             header_set: table.header_set?,
+            schedule_resume: table.schedule_resume?,
         };
         Some(HOST.get_or_init(|| host))
     }
@@ -53,6 +56,7 @@ fn map_of(map: HeaderMap) -> u32 {
     match map {
         HeaderMap::Request => Map::NGX_PROXY_WASM_HEADERS_REQUEST as u32,
         HeaderMap::Response => Map::NGX_PROXY_WASM_HEADERS_RESPONSE as u32,
+        HeaderMap::ResponseTrailers => Map::NGX_PROXY_WASM_HEADERS_RESPONSE_TRAILERS as u32,
     }
 }
 
@@ -155,5 +159,10 @@ impl Host for NginxHost {
             rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => Err(HeaderError::ReadOnly),
             _ => Err(HeaderError::Failed),
         }
+    }
+
+    fn schedule_resume(&self, request: RequestRef) {
+        // SAFETY: see above.
+        unsafe { (self.schedule_resume)(request_ptr(Some(request))) }
     }
 }

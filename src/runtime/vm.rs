@@ -1,14 +1,16 @@
 //! A live instance of a module in a worker (a wasmtime store), its root
 //! contexts, and the one wrapper every guest call goes through.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use wasmtime::{AsContextMut, Instance, Store, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
 
 use crate::abi::hostcalls::ProcExit;
-use crate::abi::state::{Callback, Context, FilterInfo, Frame, HostState, StreamState};
+use crate::abi::state::{Callback, Context, Direction, FilterInfo, Frame, HostState, StreamState};
 use crate::abi::LogLevel;
 use crate::host::Host;
 use crate::runtime::module::WasmModule;
@@ -25,7 +27,11 @@ struct Callbacks {
     vm_start: F<(i32, i32), i32>,
     configure: F<(i32, i32), i32>,
     request_headers: HeadersCallback,
+    request_body: F<(i32, i32, i32), i32>,
+    request_trailers: F<(i32, i32), i32>,
     response_headers: HeadersCallback,
+    response_body: F<(i32, i32, i32), i32>,
+    response_trailers: F<(i32, i32), i32>,
     log: F<i32, ()>,
     done: F<i32, i32>,
     delete: F<i32, ()>,
@@ -162,21 +168,22 @@ impl Vm {
         self.roots.get(&filter_id).copied()
     }
 
-    /// Creates an HTTP context of a filter for a request.
+    /// Creates the HTTP context of a request for the filter at `index` in
+    /// its chain.
     pub fn create_http_context(
         &mut self,
         root_id: u32,
         filter: &Arc<FilterInfo>,
-        stream: &std::rc::Rc<std::cell::RefCell<StreamState>>,
+        stream: &Rc<RefCell<StreamState>>,
+        index: usize,
     ) -> Result<u32, Trapped> {
         let id = self.next_context_id();
-        self.store.data_mut().contexts.insert(
-            id,
-            Context::Http {
-                filter: filter.clone(),
-                stream: stream.clone(),
-            },
-        );
+        let context = Context::Http {
+            filter: filter.clone(),
+            stream: stream.clone(),
+            index,
+        };
+        self.store.data_mut().contexts.insert(id, context);
         let create = self.callbacks.context_create.clone();
         self.call(id, Callback::ContextCreate, |store| {
             create.call(store, (id as i32, root_id as i32))
@@ -184,40 +191,68 @@ impl Vm {
         Ok(id)
     }
 
-    pub fn on_request_headers(
+    /// `proxy_on_{request,response}_headers`; 0 (continue) when not
+    /// exported.
+    pub fn on_headers(
         &mut self,
+        direction: Direction,
         id: u32,
         headers: usize,
         end_of_stream: bool,
     ) -> Result<i32, Trapped> {
-        self.call_headers(id, Callback::RequestHeaders, headers, end_of_stream)
-    }
-
-    pub fn on_response_headers(
-        &mut self,
-        id: u32,
-        headers: usize,
-        end_of_stream: bool,
-    ) -> Result<i32, Trapped> {
-        self.call_headers(id, Callback::ResponseHeaders, headers, end_of_stream)
-    }
-
-    fn call_headers(
-        &mut self,
-        id: u32,
-        callback: Callback,
-        headers: usize,
-        eos: bool,
-    ) -> Result<i32, Trapped> {
-        let func = match callback {
-            Callback::RequestHeaders => &self.callbacks.request_headers,
-            _ => &self.callbacks.response_headers,
+        let (func, callback) = match direction {
+            Direction::Request => (&self.callbacks.request_headers, Callback::RequestHeaders),
+            Direction::Response => (&self.callbacks.response_headers, Callback::ResponseHeaders),
         };
-        let args = (id as i32, headers as i32, eos as i32);
+        let args = (id as i32, headers as i32, end_of_stream as i32);
         match func.clone() {
             HeadersCallback::Missing => Ok(0),
             HeadersCallback::V1(f) => self.call(id, callback, |store| f.call(store, (args.0, args.1))),
             HeadersCallback::V2(f) => self.call(id, callback, |store| f.call(store, args)),
+        }
+    }
+
+    /// Whether the module has a body callback for this direction.
+    pub fn has_body_callback(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Request => self.callbacks.request_body.is_some(),
+            Direction::Response => self.callbacks.response_body.is_some(),
+        }
+    }
+
+    /// `proxy_on_{request,response}_body`; 0 (continue) when not exported.
+    pub fn on_body(
+        &mut self,
+        direction: Direction,
+        id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<i32, Trapped> {
+        let (func, callback) = match direction {
+            Direction::Request => (self.callbacks.request_body.clone(), Callback::RequestBody),
+            Direction::Response => (self.callbacks.response_body.clone(), Callback::ResponseBody),
+        };
+        match func {
+            Some(f) => self.call(id, callback, |store| {
+                f.call(store, (id as i32, size as i32, end_of_stream as i32))
+            }),
+            None => Ok(0),
+        }
+    }
+
+    /// `proxy_on_{request,response}_trailers`; 0 (continue) when not
+    /// exported.
+    pub fn on_trailers(&mut self, direction: Direction, id: u32, trailers: usize) -> Result<i32, Trapped> {
+        let (func, callback) = match direction {
+            Direction::Request => (self.callbacks.request_trailers.clone(), Callback::RequestTrailers),
+            Direction::Response => (
+                self.callbacks.response_trailers.clone(),
+                Callback::ResponseTrailers,
+            ),
+        };
+        match func {
+            Some(f) => self.call(id, callback, |store| f.call(store, (id as i32, trailers as i32))),
+            None => Ok(0),
         }
     }
 
@@ -298,12 +333,16 @@ impl Callbacks {
                 module,
                 "proxy_on_request_headers",
             ),
+            request_body: get(instance, &mut store, "proxy_on_request_body"),
+            request_trailers: get(instance, &mut store, "proxy_on_request_trailers"),
             response_headers: HeadersCallback::lookup(
                 instance,
                 &mut store,
                 module,
                 "proxy_on_response_headers",
             ),
+            response_body: get(instance, &mut store, "proxy_on_response_body"),
+            response_trailers: get(instance, &mut store, "proxy_on_response_trailers"),
             log: get(instance, &mut store, "proxy_on_log"),
             done: get(instance, &mut store, "proxy_on_done"),
             delete: get(instance, &mut store, "proxy_on_delete"),

@@ -16,11 +16,16 @@ use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
 
 type Headers = Vec<(String, String)>;
 
+/// The request headers, response headers and response trailers of a
+/// request.
+type Maps = [Headers; 3];
+
 #[derive(Default)]
 pub struct MockHost {
-    requests: RefCell<HashMap<usize, (Headers, Headers)>>,
+    requests: RefCell<HashMap<usize, Maps>>,
     logs: RefCell<Vec<(LogLevel, String)>>,
     next_request: Cell<usize>,
+    resumes: RefCell<Vec<RequestRef>>,
 }
 
 impl MockHost {
@@ -37,17 +42,19 @@ impl MockHost {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let response = vec![(":status".to_string(), "200".to_string())];
-        self.requests.borrow_mut().insert(id, (headers, response));
+        self.requests
+            .borrow_mut()
+            .insert(id, [headers, response, Vec::new()]);
         RequestRef(id)
     }
 
     pub fn headers(&self, request: RequestRef, map: HeaderMap) -> Headers {
-        let requests = self.requests.borrow();
-        let (req, res) = &requests[&request.0];
-        match map {
-            HeaderMap::Request => req.clone(),
-            HeaderMap::Response => res.clone(),
-        }
+        self.requests.borrow()[&request.0][map_index(map)].clone()
+    }
+
+    /// The requests the core asked to come back to, once each.
+    pub fn take_resumes(&self) -> Vec<RequestRef> {
+        std::mem::take(&mut self.resumes.borrow_mut())
     }
 
     pub fn header(&self, request: RequestRef, map: HeaderMap, name: &str) -> Option<String> {
@@ -123,11 +130,7 @@ impl Host for MockHost {
             return Err(HeaderError::ReadOnly);
         }
         let mut requests = self.requests.borrow_mut();
-        let (req, res) = requests.get_mut(&request.0).expect("known request");
-        let list = match map {
-            HeaderMap::Request => req,
-            HeaderMap::Response => res,
-        };
+        let list = &mut requests.get_mut(&request.0).expect("known request")[map_index(map)];
         match op {
             HeaderOp::Add => list.push((key, value)),
             HeaderOp::Replace => {
@@ -137,6 +140,18 @@ impl Host for MockHost {
             HeaderOp::Remove => list.retain(|(k, _)| !k.eq_ignore_ascii_case(&key)),
         }
         Ok(())
+    }
+
+    fn schedule_resume(&self, request: RequestRef) {
+        self.resumes.borrow_mut().push(request);
+    }
+}
+
+fn map_index(map: HeaderMap) -> usize {
+    match map {
+        HeaderMap::Request => 0,
+        HeaderMap::Response => 1,
+        HeaderMap::ResponseTrailers => 2,
     }
 }
 
@@ -187,7 +202,7 @@ pub fn single_filter(
 }
 
 pub fn stream(worker: &Rc<Worker>, request: RequestRef, filters: &[u32]) -> Stream {
-    Stream::new(worker.clone(), request, filters)
+    Stream::new(worker.clone(), request, filters, Default::default())
 }
 
 /// A filter loaded alone, scripted by its configurations, and requests

@@ -1,5 +1,8 @@
 //! `env.proxy_*`: the Proxy-Wasm host functions.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Linker};
@@ -8,7 +11,7 @@ use super::{copy_out, host_fn, memory, read_bytes, store_u32, store_u64, Outcome
 use crate::abi::headers::{self, HeaderName};
 use crate::abi::memory::slice;
 use crate::abi::pairs::{self, Pair};
-use crate::abi::state::{Callback, Context, HostState, LocalResponse};
+use crate::abi::state::{Callback, Context, Direction, HostState, LocalResponse, StreamState, Trailers};
 use crate::abi::{BufferType, LogLevel, MapType, Status};
 use crate::host::{HeaderError, HeaderMap, HeaderOp, RequestRef};
 
@@ -25,6 +28,12 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         (buffer: i32, start: i32, max_size: i32, ret_ptr: i32, ret_size: i32));
     host_fn!(linker, "env", "proxy_get_buffer_status", get_buffer_status,
         (buffer: i32, ret_len: i32, ret_flags: i32));
+    host_fn!(linker, "env", "proxy_set_buffer_bytes", set_buffer_bytes,
+        (buffer: i32, start: i32, size: i32, ptr: i32, len: i32));
+    host_fn!(linker, "env", "proxy_continue_stream", continue_stream, (stream: i32));
+    host_fn!(linker, "env", "proxy_continue_request", continue_request, ());
+    host_fn!(linker, "env", "proxy_continue_response", continue_response, ());
+    host_fn!(linker, "env", "proxy_close_stream", close_stream, (stream: i32));
     host_fn!(linker, "env", "proxy_get_header_map_size", get_header_map_size, (map: i32, ret_size: i32));
     host_fn!(linker, "env", "proxy_get_header_map_pairs", get_header_map_pairs,
         (map: i32, ret_ptr: i32, ret_size: i32));
@@ -74,12 +83,7 @@ macro_rules! unimplemented_functions {
 unimplemented_functions! {
     "proxy_set_tick_period_milliseconds"(i32),
     "proxy_done"(),
-    "proxy_set_buffer_bytes"(i32, i32, i32, i32, i32),
-    "proxy_continue_request"(),
-    "proxy_continue_response"(),
     "proxy_clear_route_cache"(),
-    "proxy_continue_stream"(i32),
-    "proxy_close_stream"(i32),
     "proxy_get_status"(i32, i32, i32),
     "proxy_http_call"(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32),
     "proxy_dispatch_http_call"(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32),
@@ -144,18 +148,44 @@ fn set_effective_context(caller: Call, context_id: i32) -> Result {
     Ok(())
 }
 
-/// The bytes behind a buffer type, where that buffer exists now.
-fn buffer(state: &HostState, buffer: BufferType) -> Option<std::sync::Arc<[u8]>> {
-    match buffer {
-        BufferType::VmConfiguration => Some(state.module.vm_config.clone()),
-        BufferType::PluginConfiguration if state.frame.callback == Callback::Configure => {
-            match state.context() {
-                Some(Context::Root { filter }) => Some(filter.config.clone()),
-                _ => None,
+/// A buffer a filter can reach now.
+enum Buffer {
+    Configuration(Arc<[u8]>),
+    /// The body data in the hands of a filter (by its place in the chain).
+    Body(Rc<RefCell<StreamState>>, Direction, usize),
+}
+
+impl Buffer {
+    fn with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            Buffer::Configuration(bytes) => f(bytes),
+            Buffer::Body(stream, direction, index) => {
+                let stream = stream.borrow();
+                let held = stream.bodies[*direction as usize][*index].as_ref();
+                f(held.map_or(&[][..], |held| &held.data))
             }
         }
-        _ => None,
     }
+}
+
+/// The buffer of a type, where it exists now: configurations in their
+/// callbacks, a body while the filter has body data in its hands.
+fn buffer(state: &HostState, kind: BufferType) -> Option<Buffer> {
+    let direction = match kind {
+        BufferType::VmConfiguration => return Some(Buffer::Configuration(state.module.vm_config.clone())),
+        BufferType::PluginConfiguration if state.frame.callback == Callback::Configure => {
+            return match state.context() {
+                Some(Context::Root { filter }) => Some(Buffer::Configuration(filter.config.clone())),
+                _ => None,
+            };
+        }
+        BufferType::HttpRequestBody => Direction::Request,
+        BufferType::HttpResponseBody => Direction::Response,
+        _ => return None,
+    };
+    let (stream, index) = state.http().ok()?;
+    let has_body = stream.borrow().bodies[direction as usize][index].is_some();
+    has_body.then(|| Buffer::Body(stream.clone(), direction, index))
 }
 
 fn get_configuration(caller: Call, ret_ptr: i32, ret_size: i32) -> Result {
@@ -164,9 +194,10 @@ fn get_configuration(caller: Call, ret_ptr: i32, ret_size: i32) -> Result {
     } else {
         BufferType::PluginConfiguration
     };
-    let bytes = buffer(caller.data(), kind).ok_or(Status::NotFound)?;
-    copy_out(caller, ret_ptr, ret_size, bytes.len(), |out| {
-        out.copy_from_slice(&bytes)
+    let buffer = buffer(caller.data(), kind).ok_or(Status::NotFound)?;
+    let len = buffer.with(<[u8]>::len);
+    copy_out(caller, ret_ptr, ret_size, len, |out| {
+        buffer.with(|bytes| out.copy_from_slice(bytes))
     })
 }
 
@@ -179,23 +210,92 @@ fn get_buffer_bytes(
     ret_size: i32,
 ) -> Result {
     let kind = BufferType::from_raw(kind as u32).ok_or(Status::BadArgument)?;
-    let bytes = buffer(caller.data(), kind).ok_or(Status::NotFound)?;
-    // Clamp to the buffer, as Envoy does, in 64 bits so that no range of
-    // u32 values can overflow.
-    let len = bytes.len() as u64;
-    let start = (start as u32 as u64).min(len);
-    let end = (start + max_size as u32 as u64).min(len);
-    let range = start as usize..end as usize;
+    let buffer = buffer(caller.data(), kind).ok_or(Status::NotFound)?;
+    let range = clamp(buffer.with(<[u8]>::len), start, max_size);
     copy_out(caller, ret_ptr, ret_size, range.len(), |out| {
-        out.copy_from_slice(&bytes[range])
+        buffer.with(|bytes| out.copy_from_slice(&bytes[range]))
     })
+}
+
+/// The part of a buffer of `len` bytes a (start, size) pair designates,
+/// clamped to the buffer as Envoy does, in 64 bits so that no pair of u32
+/// values can overflow.
+fn clamp(len: usize, start: i32, size: i32) -> std::ops::Range<usize> {
+    let len = len as u64;
+    let start = (start as u32 as u64).min(len);
+    let end = (start + size as u32 as u64).min(len);
+    start as usize..end as usize
 }
 
 fn get_buffer_status(caller: Call, kind: i32, ret_len: i32, ret_flags: i32) -> Result {
     let kind = BufferType::from_raw(kind as u32).ok_or(Status::BadArgument)?;
-    let len = buffer(caller.data(), kind).ok_or(Status::NotFound)?.len();
+    let len = buffer(caller.data(), kind)
+        .ok_or(Status::NotFound)?
+        .with(<[u8]>::len);
     store_u32(caller, ret_len, len as u32)?;
     store_u32(caller, ret_flags, 0)
+}
+
+/// Replaces the `(start, size)` part of a body with new bytes: prepend is
+/// (0, 0), append any start past the end, replace all (0, the length or
+/// more), and any range in between.
+fn set_buffer_bytes(caller: Call, kind: i32, start: i32, size: i32, ptr: i32, len: i32) -> Result {
+    let kind = BufferType::from_raw(kind as u32).ok_or(Status::BadArgument)?;
+    let Some(Buffer::Body(stream, direction, index)) = buffer(caller.data(), kind) else {
+        return Err(match kind {
+            BufferType::HttpRequestBody | BufferType::HttpResponseBody => Status::NotFound,
+            _ => Status::BadArgument,
+        }
+        .into());
+    };
+    let mem = memory(caller)?;
+    let bytes = slice(mem.data(&*caller), ptr as u32, len as u32)?;
+    let mut stream = stream.borrow_mut();
+    let held = stream.bodies[direction as usize][index]
+        .as_mut()
+        .ok_or(Status::NotFound)?;
+    let range = clamp(held.data.len(), start, size);
+    held.data.splice(range, bytes.iter().copied());
+    stream.body_changed = true;
+    Ok(())
+}
+
+/// Continues a direction of the current context's stream: when the
+/// running callback returns if it is one of that stream's, else later,
+/// when the host comes back to the stream.
+fn request_continue(state: &HostState, direction: Direction) -> Result {
+    let (stream, index) = state.http()?;
+    let mut stream = stream.borrow_mut();
+    if !stream.request_continue(direction, index) {
+        state.host.schedule_resume(stream.request);
+    }
+    Ok(())
+}
+
+fn continue_stream(caller: Call, stream_type: i32) -> Result {
+    let direction = Direction::from_stream_type(stream_type as u32).ok_or(Status::BadArgument)?;
+    request_continue(caller.data(), direction)
+}
+
+fn continue_request(caller: Call) -> Result {
+    request_continue(caller.data(), Direction::Request)
+}
+
+fn continue_response(caller: Call) -> Result {
+    request_continue(caller.data(), Direction::Response)
+}
+
+/// Ends the stream abruptly (the client sees a reset or a closed
+/// connection) once the running callback has returned.
+fn close_stream(caller: Call, stream_type: i32) -> Result {
+    Direction::from_stream_type(stream_type as u32).ok_or(Status::BadArgument)?;
+    let state = caller.data();
+    let mut stream = state.stream()?.borrow_mut();
+    stream.close_requested = true;
+    if stream.in_callback.is_none() {
+        state.host.schedule_resume(stream.request);
+    }
+    Ok(())
 }
 
 /// The request and header map a map type designates in this callback.
@@ -206,6 +306,9 @@ fn header_map(state: &HostState, map: i32) -> std::result::Result<(RequestRef, H
     match map {
         MapType::HttpRequestHeaders => Ok((stream.request, HeaderMap::Request)),
         MapType::HttpResponseHeaders if stream.response_headers => Ok((stream.request, HeaderMap::Response)),
+        MapType::HttpResponseTrailers if stream.response_trailers != Trailers::None => {
+            Ok((stream.request, HeaderMap::ResponseTrailers))
+        }
         _ => Err(Status::BadArgument),
     }
 }
@@ -398,6 +501,7 @@ fn map_type(map: HeaderMap) -> i32 {
     match map {
         HeaderMap::Request => 0,
         HeaderMap::Response => 2,
+        HeaderMap::ResponseTrailers => 3,
     }
 }
 
@@ -460,6 +564,10 @@ fn send_local_response(
         body: body.to_vec(),
         headers,
     };
-    stream.borrow_mut().local_response = Some(response);
+    let mut stream = stream.borrow_mut();
+    stream.local_response = Some(response);
+    if stream.in_callback.is_none() {
+        state.host.schedule_resume(stream.request);
+    }
     Ok(())
 }

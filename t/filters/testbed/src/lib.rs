@@ -3,10 +3,11 @@
 //! The plugin configuration (and the VM configuration, for `vm_start`) is a
 //! list of steps separated by `;`, each `<callback> <op> [args...]`, where
 //! callback is one of vm_start, configure, create, request_headers,
-//! response_headers, log, done, delete. Arguments are separated by spaces;
-//! `%20` and other `%XX` escapes are decoded. `trace` alone logs every
-//! callback.
+//! request_body, response_headers, response_body, response_trailers, log,
+//! done, delete. Arguments are separated by spaces; `%20` and other `%XX`
+//! escapes are decoded. `trace` alone logs every callback.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -34,6 +35,19 @@ extern "C" {
     ) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+}
+
+thread_local! {
+    /// HTTP contexts remembered by `remember`, for another request to
+    /// continue, close or answer.
+    static REMEMBERED: RefCell<Vec<u32>> = RefCell::new(Vec::new());
+}
+
+/// What a body callback was given.
+#[derive(Clone, Copy, Default)]
+struct Given {
+    size: usize,
+    end_of_stream: bool,
 }
 
 #[derive(Default)]
@@ -102,8 +116,29 @@ fn raw_map(name: &str) -> u32 {
     map_of(name) as u32
 }
 
+fn body_of(when: &str) -> BufferType {
+    if when.starts_with("request") {
+        BufferType::HttpRequestBody
+    } else {
+        BufferType::HttpResponseBody
+    }
+}
+
+/// For each remembered context: make it the effective one and act on it.
+fn on_remembered(action: impl Fn(u32)) {
+    let ids = REMEMBERED.with(|r| std::mem::take(&mut *r.borrow_mut()));
+    for id in ids {
+        proxy_wasm::hostcalls::set_effective_context(id).unwrap();
+        action(id);
+    }
+}
+
 /// Runs the steps of one callback; `context` is the context id.
 fn run(script: &Script, when: &str, context_id: u32) -> Outcome {
+    run_given(script, when, context_id, Given::default())
+}
+
+fn run_given(script: &Script, when: &str, context_id: u32, given: Given) -> Outcome {
     let mut outcome = Outcome::Continue;
     for args in script.steps(when) {
         let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
@@ -157,6 +192,55 @@ fn run(script: &Script, when: &str, context_id: u32) -> Outcome {
                 info!("proxy_send_local_response returned {}", status);
             }
             "pause" => outcome = Outcome::Pause,
+            "pause_until_end" => {
+                if !given.end_of_stream {
+                    outcome = Outcome::Pause;
+                }
+            }
+            "log_body" => {
+                let body = proxy_wasm::hostcalls::get_buffer(body_of(when), 0, given.size).unwrap();
+                let body = body.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                info!("{} ({} bytes, end_of_stream {}): \"{}\"", when, given.size, given.end_of_stream, body);
+            }
+            "log_body_size" => info!("{} ({} bytes, end_of_stream {})", when, given.size, given.end_of_stream),
+            "replace_body" => proxy_wasm::hostcalls::set_buffer(body_of(when), 0, given.size, arg(1).as_bytes()).unwrap(),
+            "prepend_body" => proxy_wasm::hostcalls::set_buffer(body_of(when), 0, 0, arg(1).as_bytes()).unwrap(),
+            "append_body" => proxy_wasm::hostcalls::set_buffer(body_of(when), given.size, 0, arg(1).as_bytes()).unwrap(),
+            "splice_body" => {
+                let start = arg(1).parse().unwrap_or(0);
+                let size = arg(2).parse().unwrap_or(0);
+                proxy_wasm::hostcalls::set_buffer(body_of(when), start, size, arg(3).as_bytes()).unwrap();
+            }
+            "upper_body" => {
+                let body = proxy_wasm::hostcalls::get_buffer(body_of(when), 0, given.size).unwrap().unwrap_or_default();
+                proxy_wasm::hostcalls::set_buffer(body_of(when), 0, given.size, &body.to_ascii_uppercase()).unwrap();
+            }
+            "body_when_end" => {
+                if given.end_of_stream {
+                    proxy_wasm::hostcalls::set_buffer(body_of(when), 0, given.size, arg(1).as_bytes()).unwrap();
+                }
+            }
+            "add_trailer" => proxy_wasm::hostcalls::add_map_value(MapType::HttpResponseTrailers, arg(1), arg(2)).unwrap(),
+            "dump_trailers" => {
+                for (name, value) in proxy_wasm::hostcalls::get_map(MapType::HttpResponseTrailers).unwrap() {
+                    info!("trailer \"{}: {}\"", name, value);
+                }
+            }
+            "remember" => REMEMBERED.with(|r| r.borrow_mut().push(context_id)),
+            "continue_remembered" => on_remembered(|_| match arg(1) {
+                "response" => proxy_wasm::hostcalls::resume_http_response().unwrap(),
+                _ => proxy_wasm::hostcalls::resume_http_request().unwrap(),
+            }),
+            "close_remembered" => on_remembered(|_| proxy_wasm::hostcalls::reset_http_request().unwrap()),
+            "respond_remembered" => on_remembered(|_| {
+                let status = arg(1).parse().unwrap_or(200);
+                proxy_wasm::hostcalls::send_http_response(status, vec![], Some(arg(2).as_bytes())).unwrap();
+            }),
+            "continue" => match arg(1) {
+                "response" => proxy_wasm::hostcalls::resume_http_response().unwrap(),
+                _ => proxy_wasm::hostcalls::resume_http_request().unwrap(),
+            },
+            "close" => proxy_wasm::hostcalls::reset_http_request().unwrap(),
             "fail" => outcome = Outcome::Fail,
             "panic" => panic!("testbed panics in {}", when),
             "unreachable" => core::arch::wasm32::unreachable(),
@@ -285,10 +369,14 @@ struct Http {
 
 impl Http {
     fn callback(&self, when: &str, detail: String) -> Action {
+        self.callback_given(when, detail, Given::default())
+    }
+
+    fn callback_given(&self, when: &str, detail: String, given: Given) -> Action {
         if self.script.trace {
             info!("#{} on_{} {}", self.context_id, when, detail);
         }
-        match run(&self.script, when, self.context_id) {
+        match run_given(&self.script, when, self.context_id, given) {
             Outcome::Pause => Action::Pause,
             _ => Action::Continue,
         }
@@ -307,8 +395,22 @@ impl HttpContext for Http {
         self.callback("request_headers", format!("{} headers, end_of_stream {}", headers, end_of_stream))
     }
 
+    fn on_http_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        let given = Given { size, end_of_stream };
+        self.callback_given("request_body", format!("{} bytes, end_of_stream {}", size, end_of_stream), given)
+    }
+
     fn on_http_response_headers(&mut self, headers: usize, end_of_stream: bool) -> Action {
         self.callback("response_headers", format!("{} headers, end_of_stream {}", headers, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        let given = Given { size, end_of_stream };
+        self.callback_given("response_body", format!("{} bytes, end_of_stream {}", size, end_of_stream), given)
+    }
+
+    fn on_http_response_trailers(&mut self, trailers: usize) -> Action {
+        self.callback("response_trailers", format!("{} trailers", trailers))
     }
 
     fn on_log(&mut self) {
