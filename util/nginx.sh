@@ -56,7 +56,10 @@ case $variant in
         ;;
 esac
 
-if [ ! -f "$dir/.configured" ] || [ "$(cat "$dir/.configured")" != "$args" ]; then
+# reconfigure when the arguments or the module's build scripts change
+stamp="$args $(cat "$top/config" "$top/config.make" | cksum)"
+
+if [ ! -f "$dir/.configured" ] || [ "$(cat "$dir/.configured")" != "$stamp" ]; then
     rm -rf "$dir"
     mkdir -p "$dir"
     cp -R "$src/." "$dir/"
@@ -64,7 +67,7 @@ if [ ! -f "$dir/.configured" ] || [ "$(cat "$dir/.configured")" != "$args" ]; th
     configure=./configure
     [ -x "$dir/configure" ] || configure=./auto/configure
     (cd "$dir" && eval "$configure $args")
-    echo "$args" > "$dir/.configured"
+    echo "$stamp" > "$dir/.configured"
 fi
 
 if [ "$variant" = debian ]; then
