@@ -401,3 +401,31 @@ fn abi_0_2_0_filter() {
         Some("0.2.0")
     );
 }
+
+#[test]
+fn response_body_held_over_the_limit() {
+    let Some(path) = filter("testbed.wasm") else {
+        return;
+    };
+    for (pass, next) in [(false, Next::Fail), (true, Next::Continue)] {
+        let host = common::MockHost::new();
+        let (_rt, worker, id) = common::single_filter(host, &path, "", "response_body pause_until_end");
+        let limits = ngx_proxy_wasm::chain::Limits {
+            response_body: 10,
+            pass_on_overflow: pass,
+        };
+        let mut s = ngx_proxy_wasm::chain::Stream::new(worker, host.request(REQUEST), &[id], limits);
+        s.on_headers(Direction::Request, true);
+        s.on_headers(Direction::Response, false);
+        assert_eq!(
+            s.on_body(Direction::Response, &[b"12345"], false).next,
+            Next::Pause
+        );
+        assert_eq!(
+            s.on_body(Direction::Response, &[b"67890abc"], false).next,
+            next,
+            "{}",
+            host.dump()
+        );
+    }
+}

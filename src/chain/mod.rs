@@ -359,7 +359,16 @@ impl Stream {
             let result = self.callback(i, direction, |vm, id| {
                 vm.on_body(direction, id, size, end_of_stream)
             });
-            let next = self.after(direction, result, |status| status != 0);
+            let mut next = self.after(direction, result, |status| status != 0);
+            if next == Next::Pause && self.over_limit(direction, size) {
+                if self.limits.pass_on_overflow {
+                    self.log_overflow(i, size, "passing it on");
+                    next = Next::Continue;
+                } else {
+                    self.log_overflow(i, size, "failing the request");
+                    next = Next::Fail;
+                }
+            }
             let mut state = self.state.borrow_mut();
             changed |= state.body_changed;
             if next == Next::Pause {

@@ -141,6 +141,14 @@ fn run(script: &Script, when: &str, context_id: u32) -> Outcome {
 fn run_given(script: &Script, when: &str, context_id: u32, given: Given) -> Outcome {
     let mut outcome = Outcome::Continue;
     for args in script.steps(when) {
+        run_op(args, when, context_id, given, &mut outcome);
+    }
+    outcome
+}
+
+/// One step: `args[0]` is the op.
+fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &mut Outcome) {
+    {
         let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
         match arg(0) {
             "log" => {
@@ -191,10 +199,10 @@ fn run_given(script: &Script, when: &str, context_id: u32, given: Given) -> Outc
                 };
                 info!("proxy_send_local_response returned {}", status);
             }
-            "pause" => outcome = Outcome::Pause,
+            "pause" => *outcome = Outcome::Pause,
             "pause_until_end" => {
                 if !given.end_of_stream {
-                    outcome = Outcome::Pause;
+                    *outcome = Outcome::Pause;
                 }
             }
             "log_body" => {
@@ -241,7 +249,7 @@ fn run_given(script: &Script, when: &str, context_id: u32, given: Given) -> Outc
                 _ => proxy_wasm::hostcalls::resume_http_request().unwrap(),
             },
             "close" => proxy_wasm::hostcalls::reset_http_request().unwrap(),
-            "fail" => outcome = Outcome::Fail,
+            "fail" => *outcome = Outcome::Fail,
             "panic" => panic!("testbed panics in {}", when),
             "unreachable" => core::arch::wasm32::unreachable(),
             "config" => {
@@ -312,10 +320,14 @@ fn run_given(script: &Script, when: &str, context_id: u32, given: Given) -> Outc
                 info!("proxy_define_metric returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
                 info!("proxy_define_metric again returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
             },
+            "at_end" => {
+                if given.end_of_stream {
+                    run_op(&args[1..], when, context_id, given, outcome);
+                }
+            }
             other => error!("testbed: unknown op \"{}\"", other),
         }
     }
-    outcome
 }
 
 struct Root {

@@ -414,7 +414,7 @@ sub parse_response {
         # what follows is the next response on the connection
         $body = substr $body, 0, $headers{'content-length'}[0];
     }
-    return { status => $status, headers => \%headers, body => $body };
+    return { status => $status, headers => \%headers, body => $body, raw => $raw };
 }
 
 # Checks.
@@ -447,6 +447,11 @@ sub check_response {
         } else {
             Test::More::is($res ? $res->{body} : undef, $expected, "$name - response_body ok");
         }
+    }
+
+    my $raw_like = expected($block, 'raw_response_like', $i);
+    if (defined $raw_like) {
+        Test::More::like($res ? $res->{raw} : '', $raw_like, "$name - raw_response_like ok");
     }
 
     my $like = expected($block, 'response_body_like', $i);
