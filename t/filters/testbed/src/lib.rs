@@ -124,12 +124,15 @@ fn body_of(when: &str) -> BufferType {
     }
 }
 
-/// For each remembered context: make it the effective one and act on it.
+/// For each remembered context still alive: make it the effective one and
+/// act on it.
 fn on_remembered(action: impl Fn(u32)) {
     let ids = REMEMBERED.with(|r| std::mem::take(&mut *r.borrow_mut()));
     for id in ids {
-        proxy_wasm::hostcalls::set_effective_context(id).unwrap();
-        action(id);
+        match proxy_wasm::hostcalls::set_effective_context(id) {
+            Ok(()) => action(id),
+            Err(status) => info!("remembered context #{} is gone: {:?}", id, status),
+        }
     }
 }
 
