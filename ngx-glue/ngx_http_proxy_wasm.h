@@ -64,6 +64,8 @@ typedef struct {
     ngx_array_t                *filters;
     /* posted when filters ask to come back to the request */
     ngx_event_t                 resume;
+    /* nginx's body reader, while the chain holds the end of the body */
+    ngx_http_event_handler_pt   body_read_handler;
 
     /* request body bytes passed on, to fix Content-Length */
     off_t                       request_body_out;
@@ -84,6 +86,8 @@ typedef struct {
     unsigned                    request_body_reading:1;
     /* the chain holds the end of the request body: nginx waits for it */
     unsigned                    request_body_held:1;
+    /* nginx's body reader is the request's read handler */
+    unsigned                    request_body_reader_set:1;
     unsigned                    local_response_pending:1;
 
     unsigned                    response_headers_started:1;

@@ -549,11 +549,12 @@ ngx_http_proxy_wasm_request_has_body(ngx_http_request_t *r)
 
 
 /*
- * While a filter holds the request in a phase, a client that goes away
- * ends it (nginx does not read from the client meanwhile).
+ * Whether the client went away, on a read event while a filter holds the
+ * request and nginx reads nothing from the client; if so, it is logged and
+ * the request ends. (HTTP/2 streams are reset by nginx's HTTP/2 layer.)
  */
-static void
-ngx_http_proxy_wasm_check_broken_connection(ngx_http_request_t *r)
+static ngx_uint_t
+ngx_http_proxy_wasm_client_gone(ngx_http_request_t *r)
 {
     int                n;
     char               buf[1];
@@ -564,7 +565,7 @@ ngx_http_proxy_wasm_check_broken_connection(ngx_http_request_t *r)
 
 #if (NGX_HTTP_V2)
     if (r->stream) {
-        return;
+        return 0;
     }
 #endif
 
@@ -573,7 +574,7 @@ ngx_http_proxy_wasm_check_broken_connection(ngx_http_request_t *r)
 
     if (n > 0 || (n == -1 && err == NGX_EAGAIN)) {
         c->read->ready = 0;
-        return;
+        return 0;
     }
 
     ngx_log_error(NGX_LOG_INFO, c->log, n == 0 ? 0 : err,
@@ -582,6 +583,56 @@ ngx_http_proxy_wasm_check_broken_connection(ngx_http_request_t *r)
 
     c->error = 1;
     ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+
+    return 1;
+}
+
+
+/* The read handler of a request held in a phase. */
+static void
+ngx_http_proxy_wasm_check_broken_connection(ngx_http_request_t *r)
+{
+    (void) ngx_http_proxy_wasm_client_gone(r);
+}
+
+
+/*
+ * The read handler of a request whose body's end a filter holds: nginx has
+ * read the whole body and would only notice the client going away at
+ * client_body_timeout. Its body reader takes over again when the filter
+ * continues, or to answer the timeout.
+ */
+static void
+ngx_http_proxy_wasm_held_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_proxy_wasm_ctx_t  *ctx;
+
+    ctx = ngx_http_proxy_wasm_get_ctx(r);
+
+    if (!r->connection->read->timedout) {
+        (void) ngx_http_proxy_wasm_client_gone(r);
+        return;
+    }
+
+    r->read_event_handler = ctx->body_read_handler;
+    ctx->body_read_handler = NULL;
+    r->read_event_handler(r);
+}
+
+
+/* Watches the client while the chain holds the end of the request body. */
+static void
+ngx_http_proxy_wasm_watch_held_body(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx)
+{
+    if (!ctx->request_body_held || !ctx->request_body_reader_set
+        || ctx->body_read_handler)
+    {
+        return;
+    }
+
+    ctx->body_read_handler = r->read_event_handler;
+    r->read_event_handler = ngx_http_proxy_wasm_held_body_handler;
 }
 
 
@@ -740,6 +791,10 @@ ngx_http_proxy_wasm_precontent_handler(ngx_http_request_t *r)
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
     }
+
+    /* nginx's body reader is the read handler now, unless the body is in */
+    ctx->request_body_reader_set = 1;
+    ngx_http_proxy_wasm_watch_held_body(r, ctx);
 
     ngx_http_finalize_request(r, NGX_DONE);
 
@@ -987,6 +1042,7 @@ ngx_http_proxy_wasm_request_body_filter(ngx_http_request_t *r,
     case NGX_PROXY_WASM_ACTION_PAUSE:
         ngx_http_proxy_wasm_consume(in);
         ctx->request_body_held = last;
+        ngx_http_proxy_wasm_watch_held_body(r, ctx);
         return NGX_OK;
 
     case NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE:
@@ -1053,6 +1109,11 @@ ngx_http_proxy_wasm_resume_request_body(ngx_http_request_t *r,
     }
 
     /* nginx's body reader sees the end of the body and goes on */
+    if (ctx->body_read_handler) {
+        r->read_event_handler = ctx->body_read_handler;
+        ctx->body_read_handler = NULL;
+    }
+
     r->read_event_handler(r);
 }
 
