@@ -11,7 +11,8 @@ export NGX_PROXY_WASM_CARGO := $(CARGO)
 export CARGO_TARGET_DIR := $(CURDIR)/build/cargo
 
 .PHONY: run stop test deps lib filters nginx nginx-static nginx-debian \
-        check test-rust test-nginx test-1.28.3 test-1.28.3-static test-debian
+        check test-rust test-nginx test-1.28.3 test-1.28.3-static test-debian \
+        test-debian-wasm-first
 
 run: deps nginx filters
 	util/run.sh
@@ -46,7 +47,12 @@ check:
 test-rust: filters
 	NGX_PROXY_WASM_TEST_FILTERS=$(CURDIR)/build/filters $(CARGO) test --release
 
-test-nginx: test-1.28.3 test-1.28.3-static test-debian
+test-nginx: test-1.28.3 test-1.28.3-static test-debian test-debian-wasm-first
 
 test-1.28.3 test-1.28.3-static test-debian: test-%:
 	util/test-env.sh $*
+
+# the other load order of the modules: the orders of phases and filters
+# must not depend on it
+test-debian-wasm-first:
+	util/test-env.sh debian-wasm-first prove -It/lib t/002-chain.t t/012-lua.t

@@ -88,6 +88,8 @@ typedef struct {
     unsigned                    request_body_held:1;
     /* nginx's body reader is the request's read handler */
     unsigned                    request_body_reader_set:1;
+    /* the body was read before the chain saw it: the chain replays it */
+    unsigned                    request_body_replayed:1;
     unsigned                    local_response_pending:1;
 
     unsigned                    response_headers_started:1;

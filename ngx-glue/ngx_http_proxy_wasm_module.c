@@ -735,6 +735,120 @@ ngx_http_proxy_wasm_request_body_read(ngx_http_request_t *r)
 
 
 /*
+ * A body another module read before the chain could see it (Lua's
+ * ngx.req.read_body() in rewrite_by_lua or access_by_lua): it goes through
+ * the chain now, from memory or its temporary file, and what the chain
+ * lets through becomes the request body (kept in memory unless
+ * client_body_in_file_only is on).
+ */
+static ngx_int_t
+ngx_http_proxy_wasm_replay_request_body(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx)
+{
+    off_t                      offset;
+    size_t                     size;
+    ssize_t                    n;
+    ngx_int_t                  rc;
+    ngx_buf_t                 *b, *chunk;
+    ngx_chain_t               *cl, *in, out;
+    ngx_http_request_body_t   *rb;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    rb = r->request_body;
+
+    if (rb->rest != 0 || !rb->last_saved) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "proxy_wasm: the request body is being read by "
+                      "another module: filters do not see it");
+        return NGX_DECLINED;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "proxy_wasm: request body read before the chain: "
+                   "replayed through it");
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    in = rb->bufs;
+    rb->bufs = NULL;
+    rb->temp_file = NULL;
+    rb->last_saved = 0;
+    ctx->request_body_replayed = 1;
+
+    out.next = NULL;
+    rc = NGX_OK;
+
+    for (cl = in; cl && rc == NGX_OK; cl = cl->next) {
+        b = cl->buf;
+        offset = b->file_pos;
+
+        do {
+            /* a fresh buffer each time: the body may keep it */
+            chunk = ngx_calloc_buf(r->pool);
+            if (chunk == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            if (ngx_buf_in_memory(b)) {
+                chunk->pos = b->pos;
+                chunk->last = b->last;
+                chunk->memory = 1;
+
+            } else if (b->in_file) {
+                size = (size_t) ngx_min(b->file_last - offset,
+                                        (off_t) clcf->client_body_buffer_size);
+
+                chunk->start = ngx_palloc(r->pool, size);
+                if (chunk->start == NULL) {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                }
+
+                n = ngx_read_file(b->file, chunk->start, size, offset);
+                if (n != (ssize_t) size) {
+                    ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                                  "proxy_wasm: cannot read the request body "
+                                  "from \"%V\"", &b->file->name);
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                }
+
+                offset += n;
+                chunk->pos = chunk->start;
+                chunk->last = chunk->start + n;
+                chunk->end = chunk->last;
+                chunk->temporary = 1;
+            }
+
+            chunk->last_buf = (cl->next == NULL
+                               && (!b->in_file || offset >= b->file_last));
+            out.buf = chunk;
+
+            rc = ngx_http_proxy_wasm_request_body_filter(r, &out);
+
+        } while (rc == NGX_OK && !ngx_buf_in_memory(b) && b->in_file
+                 && offset < b->file_last);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ctx->request_body_held) {
+        r->read_event_handler = ngx_http_proxy_wasm_check_broken_connection;
+        return NGX_DONE;
+    }
+
+    if (ctx->local_response_pending) {
+        ctx->local_response_pending = 0;
+        ngx_http_finalize_request(r,
+                              ngx_http_proxy_wasm_send_local_response(r, ctx));
+        return NGX_DONE;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
  * On request headers in the access phase; then, when a filter looks at
  * request bodies, reads the body before the content handler runs, so that
  * its filtered version is what the content handler gets.
@@ -771,20 +885,23 @@ ngx_http_proxy_wasm_precontent_handler(ngx_http_request_t *r)
     }
 
     if (!ctx->request_headers_done || ctx->request_body_reading
-        || r->request_body || !ngx_http_proxy_wasm_request_has_body(r))
+        || r->discard_body || !ngx_http_proxy_wasm_request_has_body(r))
     {
         return NGX_DECLINED;
     }
 
-    ctx->request_body_wanted =
-        ngx_proxy_wasm_api.stream_wants_body(ctx->stream,
-                                             NGX_PROXY_WASM_REQUEST);
-
-    if (!ctx->request_body_wanted) {
+    if (!ngx_proxy_wasm_api.stream_wants_body(ctx->stream,
+                                              NGX_PROXY_WASM_REQUEST))
+    {
         return NGX_DECLINED;
     }
 
+    ctx->request_body_wanted = 1;
     ctx->request_body_reading = 1;
+
+    if (r->request_body) {
+        return ngx_http_proxy_wasm_replay_request_body(r, ctx);
+    }
 
     rc = ngx_http_read_client_request_body(r,
                                        ngx_http_proxy_wasm_request_body_read);
@@ -1105,6 +1222,12 @@ ngx_http_proxy_wasm_resume_request_body(ngx_http_request_t *r,
 
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (ctx->request_body_replayed) {
+        /* the precontent phase goes on, or sends the local response */
+        ngx_http_core_run_phases(r);
         return;
     }
 

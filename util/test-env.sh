@@ -1,8 +1,9 @@
 #!/bin/sh
 # Runs a command (default: prove on the whole suite) against one nginx
 # build of util/nginx.sh:
-#   util/test-env.sh 1.28.3|1.28.3-static|debian [command...]
-# "debian" runs Debian's /usr/sbin/nginx 1.22.1 with the Lua module loaded.
+#   util/test-env.sh 1.28.3|1.28.3-static|debian|debian-wasm-first [command...]
+# "debian" runs Debian's /usr/sbin/nginx 1.22.1 with the Lua module loaded
+# before this module; "debian-wasm-first" loads this module first.
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,14 +22,20 @@ case $variant in
         TEST_NGINX_BINARY=$top/build/nginx-1.28.3-static/objs/nginx
         TEST_NGINX_LOAD_MODULES=
         ;;
-    debian)
+    debian|debian-wasm-first)
+        lua="/usr/lib/nginx/modules/ndk_http_module.so /usr/lib/nginx/modules/ngx_http_lua_module.so"
+        wasm=$top/build/nginx-debian/objs/ngx_proxy_wasm_module.so
         TEST_NGINX_BINARY=/usr/sbin/nginx
-        TEST_NGINX_LOAD_MODULES="/usr/lib/nginx/modules/ndk_http_module.so /usr/lib/nginx/modules/ngx_http_lua_module.so $top/build/nginx-debian/objs/ngx_proxy_wasm_module.so"
+        if [ "$variant" = debian ]; then
+            TEST_NGINX_LOAD_MODULES="$lua $wasm"
+        else
+            TEST_NGINX_LOAD_MODULES="$wasm $lua"
+        fi
         TEST_NGINX_HAS_LUA=1
         export TEST_NGINX_HAS_LUA
         ;;
     *)
-        echo "usage: $0 1.28.3|1.28.3-static|debian [command...]" >&2
+        echo "usage: $0 1.28.3|1.28.3-static|debian|debian-wasm-first [command...]" >&2
         exit 2
         ;;
 esac

@@ -674,7 +674,10 @@ sub run_tests {
     # at the end.
     Test::More::plan('no_plan');
 
-    for my $block (Test::Base::blocks()) {
+    # "--- ONLY" in a block runs that block alone (while debugging it)
+    my @blocks = Test::Base::blocks();
+    my @only = grep { defined $_->ONLY } @blocks;
+    for my $block (@only ? @only : @blocks) {
         run_block($block, $file);
     }
 }
