@@ -937,7 +937,8 @@ ngx_http_proxy_wasm_body_parts(ngx_http_request_t *r, ngx_chain_t *in,
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (b->last_buf || b->last_in_chain) {
+        /* chains run for main requests: last_in_chain ends subrequests */
+        if (b->last_buf) {
             *last = 1;
         }
 
