@@ -398,3 +398,42 @@ data
 on_log
 on_done
 on_delete
+
+
+
+=== TEST 17: a response held past send_timeout: the request times out, the contexts end once
+--- config
+    location / {
+        send_timeout 1s;
+        proxy_wasm testbed "trace; response_headers pause";
+        return 200 "held\n";
+    }
+--- request
+GET /
+--- timeout: 4
+--- error_code:
+--- error_log
+client timed out
+--- grep_error_log eval: $::Life
+--- grep_error_log_out
+on_log
+on_done
+on_delete
+
+
+
+=== TEST 18: HTTP/2: proxy_close_stream resets the stream
+--- http2
+--- config
+    location / {
+        proxy_wasm testbed "trace; request_headers close";
+        empty_gif;
+    }
+--- request
+GET /
+--- error_code:
+--- grep_error_log eval: $::Life
+--- grep_error_log_out
+on_log
+on_done
+on_delete
