@@ -37,6 +37,9 @@ typedef struct {
     ngx_array_t                 modules;     /* ngx_proxy_wasm_module_conf_t */
     ngx_uint_t                  compiler;
     ngx_flag_t                  backtraces;
+    size_t                      memory_limit;
+    ngx_msec_t                  callback_timeout;
+    ngx_str_t                   cache;       /* empty: no cache */
     unsigned                    block:1;     /* a wasm{} block was seen */
 } ngx_proxy_wasm_conf_t;
 
@@ -47,6 +50,9 @@ typedef struct {
     ngx_flag_t                  request_headers_in_access;
     ngx_bufs_t                  response_body_buffers;
     ngx_uint_t                  response_body_overflow;
+    ngx_uint_t                  isolation;   /* ngx_proxy_wasm_isolation_e */
+    ngx_uint_t                  failure;     /* ngx_proxy_wasm_failure_e */
+    ngx_uint_t                  failure_status;
 } ngx_http_proxy_wasm_loc_conf_t;
 
 
@@ -118,6 +124,8 @@ ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r);
 ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_request_ctx(
     ngx_http_request_t *r, ngx_int_t *rc);
 void ngx_http_proxy_wasm_schedule_resume(void *request);
+ngx_int_t ngx_http_proxy_wasm_failed(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx);
 
 /* body data of a chain: its memory parts, for stream_on_body */
 ngx_int_t ngx_http_proxy_wasm_body_parts(ngx_http_request_t *r,

@@ -50,6 +50,30 @@ static ngx_conf_enum_t  ngx_http_proxy_wasm_overflow[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_http_proxy_wasm_isolations[] = {
+    { ngx_string("none"), NGX_PROXY_WASM_ISOLATION_NONE },
+    { ngx_string("stream"), NGX_PROXY_WASM_ISOLATION_STREAM },
+    { ngx_string("filter"), NGX_PROXY_WASM_ISOLATION_FILTER },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_enum_t  ngx_http_proxy_wasm_failures[] = {
+    { ngx_string("reload"), NGX_PROXY_WASM_FAILURE_RELOAD },
+    { ngx_string("fail_closed"), NGX_PROXY_WASM_FAILURE_FAIL_CLOSED },
+    { ngx_string("fail_open"), NGX_PROXY_WASM_FAILURE_FAIL_OPEN },
+    { ngx_null_string, 0 }
+};
+
+
+static char *ngx_http_proxy_wasm_check_status(ngx_conf_t *cf, void *post,
+    void *data);
+
+static ngx_conf_post_t  ngx_http_proxy_wasm_failure_status_post = {
+    ngx_http_proxy_wasm_check_status
+};
+
+
 static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
 
     { ngx_string("proxy_wasm"),
@@ -79,6 +103,27 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_proxy_wasm_loc_conf_t, response_body_overflow),
       &ngx_http_proxy_wasm_overflow },
+
+    { ngx_string("proxy_wasm_isolation"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proxy_wasm_loc_conf_t, isolation),
+      &ngx_http_proxy_wasm_isolations },
+
+    { ngx_string("proxy_wasm_failure"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proxy_wasm_loc_conf_t, failure),
+      &ngx_http_proxy_wasm_failures },
+
+    { ngx_string("proxy_wasm_failure_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proxy_wasm_loc_conf_t, failure_status),
+      &ngx_http_proxy_wasm_failure_status_post },
 
       ngx_null_command
 };
@@ -135,8 +180,24 @@ ngx_http_proxy_wasm_create_loc_conf(ngx_conf_t *cf)
     conf->filters = NGX_CONF_UNSET_PTR;
     conf->request_headers_in_access = NGX_CONF_UNSET;
     conf->response_body_overflow = NGX_CONF_UNSET_UINT;
+    conf->isolation = NGX_CONF_UNSET_UINT;
+    conf->failure = NGX_CONF_UNSET_UINT;
+    conf->failure_status = NGX_CONF_UNSET_UINT;
 
     return conf;
+}
+
+
+static char *
+ngx_http_proxy_wasm_check_status(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_int_t  *status = data;
+
+    if (*status < 400 || *status > 599) {
+        return "must be between 400 and 599";
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -155,6 +216,12 @@ ngx_http_proxy_wasm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->response_body_buffers, 16, 64 * 1024);
     ngx_conf_merge_uint_value(conf->response_body_overflow,
                               prev->response_body_overflow, 0);
+    ngx_conf_merge_uint_value(conf->isolation, prev->isolation,
+                              NGX_PROXY_WASM_ISOLATION_NONE);
+    ngx_conf_merge_uint_value(conf->failure, prev->failure,
+                              NGX_PROXY_WASM_FAILURE_RELOAD);
+    ngx_conf_merge_uint_value(conf->failure_status, prev->failure_status,
+                              NGX_HTTP_INTERNAL_SERVER_ERROR);
 
     return NGX_CONF_OK;
 }
@@ -421,6 +488,8 @@ ngx_http_proxy_wasm_start_stream(ngx_http_request_t *r,
     conf.response_body_limit = plcf->response_body_buffers.num
                                * plcf->response_body_buffers.size;
     conf.response_body_overflow_pass = plcf->response_body_overflow;
+    conf.failure = plcf->failure;
+    conf.isolation = plcf->isolation;
 
     ctx->stream = ngx_proxy_wasm_api.stream_new(rt, r, plcf->filters->elts,
                                                 plcf->filters->nelts, &conf);
@@ -518,6 +587,23 @@ ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
     ngx_http_set_ctx(r, ctx, ngx_http_proxy_wasm_module);
 
     return ctx;
+}
+
+
+/*
+ * A filter failed and the request fails with it: the status of
+ * proxy_wasm_failure_status.
+ */
+ngx_int_t
+ngx_http_proxy_wasm_failed(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx)
+{
+    ngx_http_proxy_wasm_loc_conf_t  *plcf;
+
+    ctx->failed = 1;
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
+
+    return plcf->failure_status;
 }
 
 
@@ -667,8 +753,7 @@ ngx_http_proxy_wasm_request_step(ngx_http_request_t *r,
         return NGX_HTTP_CLOSE;
 
     default: /* NGX_PROXY_WASM_ACTION_FAIL */
-        ctx->failed = 1;
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return ngx_http_proxy_wasm_failed(r, ctx);
     }
 }
 
@@ -1173,8 +1258,7 @@ ngx_http_proxy_wasm_request_body_filter(ngx_http_request_t *r,
         return NGX_HTTP_CLOSE;
 
     default: /* NGX_PROXY_WASM_ACTION_FAIL */
-        ctx->failed = 1;
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return ngx_http_proxy_wasm_failed(r, ctx);
     }
 }
 
@@ -1216,8 +1300,7 @@ ngx_http_proxy_wasm_resume_request_body(ngx_http_request_t *r,
         return;
 
     default: /* NGX_PROXY_WASM_ACTION_FAIL */
-        ctx->failed = 1;
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        ngx_http_finalize_request(r, ngx_http_proxy_wasm_failed(r, ctx));
         return;
     }
 

@@ -292,8 +292,8 @@ ngx_http_proxy_wasm_response_step(ngx_http_request_t *r,
         if (step->action == NGX_PROXY_WASM_ACTION_FAIL && !ctx->response_sent) {
             ctx->response_replaced = 1;
             return ngx_http_filter_finalize_request(r,
-                                              &ngx_http_proxy_wasm_module,
-                                              NGX_HTTP_INTERNAL_SERVER_ERROR);
+                                          &ngx_http_proxy_wasm_module,
+                                          ngx_http_proxy_wasm_failed(r, ctx));
         }
 
         r->connection->error = 1;

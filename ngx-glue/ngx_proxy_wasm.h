@@ -128,15 +128,43 @@ typedef enum {
 typedef struct {
     uint32_t                       compiler;    /* ngx_proxy_wasm_compiler_e */
     uint32_t                       backtraces;  /* 0 or 1 */
+    /* bytes of linear memory an instance may have */
+    size_t                         memory_limit;
+    /* how long a guest call may run */
+    uint64_t                       callback_timeout_ms;
+    /* the compiled-code cache directory; empty: none */
+    ngx_proxy_wasm_str_t           cache;
 } ngx_proxy_wasm_runtime_conf_t;
 
 
-/* Per-location limits of a stream. */
+typedef enum {
+    /* fail the request; replace a failed instance (with a backoff) */
+    NGX_PROXY_WASM_FAILURE_RELOAD = 0,
+    /* fail the request; a failed instance stays failed */
+    NGX_PROXY_WASM_FAILURE_FAIL_CLOSED = 1,
+    /* skip the failed filter */
+    NGX_PROXY_WASM_FAILURE_FAIL_OPEN = 2
+} ngx_proxy_wasm_failure_e;
+
+
+typedef enum {
+    /* the worker's instance of each module */
+    NGX_PROXY_WASM_ISOLATION_NONE = 0,
+    /* an instance of each module per request */
+    NGX_PROXY_WASM_ISOLATION_STREAM = 1,
+    /* an instance per filter per request */
+    NGX_PROXY_WASM_ISOLATION_FILTER = 2
+} ngx_proxy_wasm_isolation_e;
+
+
+/* How a location runs its chain. */
 typedef struct {
     /* the most body data filters may hold of a response */
     size_t                         response_body_limit;
     /* beyond it: 0 fails the request, 1 passes the data on */
     uint32_t                       response_body_overflow_pass;
+    uint32_t                       failure;     /* ngx_proxy_wasm_failure_e */
+    uint32_t                       isolation;   /* ngx_proxy_wasm_isolation_e */
 } ngx_proxy_wasm_stream_conf_t;
 
 
@@ -189,6 +217,15 @@ typedef struct {
      * its own callbacks.
      */
     void      (*schedule_resume)(void *request);
+
+    /*
+     * Start a one-shot timer: after delay_ms, from the event loop, the shim
+     * calls timer_fired(token) on the cycle's runtime, unless the worker
+     * is exiting. Returns the timer, or NULL.
+     */
+    void     *(*timer_add)(uint64_t token, uint64_t delay_ms);
+    /* Stop a timer that has not fired. */
+    void      (*timer_cancel)(void *timer);
 } ngx_proxy_wasm_host_t;
 
 
@@ -229,6 +266,8 @@ typedef struct {
     /* Per worker: instantiate the modules and start every filter. */
     void      (*worker_init)(ngx_proxy_wasm_runtime_t *rt);
     void      (*worker_exit)(ngx_proxy_wasm_runtime_t *rt);
+    /* A timer of timer_add fired. */
+    void      (*timer_fired)(ngx_proxy_wasm_runtime_t *rt, uint64_t token);
 
     /* Per request: the chain of filters configured for its location. */
     ngx_proxy_wasm_stream_t *(*stream_new)(ngx_proxy_wasm_runtime_t *rt,

@@ -81,10 +81,74 @@ ngx_proxy_wasm_log_level(void *request)
 }
 
 
+/*
+ * Timers for root contexts' ticks. They are cancelable: a worker that is
+ * shutting down does not wait for them, and stops calling filters (the
+ * timer is then freed when the worker cancels it at exit).
+ */
+static void
+ngx_proxy_wasm_timer_handler(ngx_event_t *ev)
+{
+    uint64_t                   token;
+    ngx_proxy_wasm_runtime_t  *rt;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    token = *(uint64_t *) ev->data;
+    ngx_free(ev);
+
+    rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
+
+    if (rt != NULL) {
+        ngx_proxy_wasm_api.timer_fired(rt, token);
+    }
+}
+
+
+static void *
+ngx_proxy_wasm_timer_add(uint64_t token, uint64_t delay_ms)
+{
+    ngx_event_t  *ev;
+
+    /* one allocation: the event, then its token */
+    ev = ngx_calloc(sizeof(ngx_event_t) + sizeof(uint64_t), ngx_cycle->log);
+    if (ev == NULL) {
+        return NULL;
+    }
+
+    ev->data = (u_char *) ev + sizeof(ngx_event_t);
+    *(uint64_t *) ev->data = token;
+    ev->handler = ngx_proxy_wasm_timer_handler;
+    ev->log = ngx_cycle->log;
+    ev->cancelable = 1;
+
+    ngx_add_timer(ev, (ngx_msec_t) ngx_min(delay_ms, NGX_MAX_INT32_VALUE));
+
+    return ev;
+}
+
+
+static void
+ngx_proxy_wasm_timer_cancel(void *timer)
+{
+    ngx_event_t  *ev = timer;
+
+    if (ev->timer_set) {
+        ngx_del_timer(ev);
+    }
+
+    ngx_free(ev);
+}
+
+
 const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
     ngx_proxy_wasm_log,
     ngx_proxy_wasm_log_level,
     ngx_http_proxy_wasm_headers_get,
     ngx_http_proxy_wasm_header_set,
-    ngx_http_proxy_wasm_schedule_resume
+    ngx_http_proxy_wasm_schedule_resume,
+    ngx_proxy_wasm_timer_add,
+    ngx_proxy_wasm_timer_cancel
 };

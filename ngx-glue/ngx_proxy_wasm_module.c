@@ -16,11 +16,27 @@ static char *ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_proxy_wasm_module_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_proxy_wasm_cache_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_proxy_wasm_load_modules(ngx_conf_t *cf,
     ngx_proxy_wasm_conf_t *wcf);
 static void ngx_proxy_wasm_runtime_cleanup(void *data);
 static ngx_int_t ngx_proxy_wasm_init_process(ngx_cycle_t *cycle);
 static void ngx_proxy_wasm_exit_process(ngx_cycle_t *cycle);
+
+
+static char *ngx_proxy_wasm_check_memory_limit(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_proxy_wasm_check_callback_timeout(ngx_conf_t *cf,
+    void *post, void *data);
+
+static ngx_conf_post_t  ngx_proxy_wasm_memory_limit_post = {
+    ngx_proxy_wasm_check_memory_limit
+};
+
+static ngx_conf_post_t  ngx_proxy_wasm_callback_timeout_post = {
+    ngx_proxy_wasm_check_callback_timeout
+};
 
 
 static ngx_conf_enum_t  ngx_proxy_wasm_compilers[] = {
@@ -59,6 +75,27 @@ static ngx_command_t  ngx_proxy_wasm_commands[] = {
       ngx_conf_set_flag_slot,
       0,
       offsetof(ngx_proxy_wasm_conf_t, backtraces),
+      NULL },
+
+    { ngx_string("memory_limit"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, memory_limit),
+      &ngx_proxy_wasm_memory_limit_post },
+
+    { ngx_string("callback_timeout"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, callback_timeout),
+      &ngx_proxy_wasm_callback_timeout_post },
+
+    { ngx_string("cache"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_proxy_wasm_cache_directive,
+      0,
+      0,
       NULL },
 
       ngx_null_command
@@ -107,6 +144,9 @@ ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
 
     wcf->compiler = NGX_CONF_UNSET_UINT;
     wcf->backtraces = NGX_CONF_UNSET;
+    wcf->memory_limit = NGX_CONF_UNSET_SIZE;
+    wcf->callback_timeout = NGX_CONF_UNSET_MSEC;
+    ngx_str_null(&wcf->cache);
 
     return wcf;
 }
@@ -218,6 +258,61 @@ ngx_proxy_wasm_module_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+static char *
+ngx_proxy_wasm_check_memory_limit(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *size = data;
+
+    if (*size < 64 * 1024) {
+        return "must be at least 64k (one Wasm page)";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_proxy_wasm_check_callback_timeout(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_msec_t  *timeout = data;
+
+    if (*timeout == 0) {
+        return "must be more than 0";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* cache <dir> | off */
+static char *
+ngx_proxy_wasm_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_proxy_wasm_conf_t  *wcf = conf;
+
+    ngx_str_t  *value;
+
+    if (wcf->cache.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        wcf->cache.data = (u_char *) "";
+        return NGX_CONF_OK;
+    }
+
+    wcf->cache = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &wcf->cache, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* Reports an error of a directive seen earlier, as ngx_conf_log_error. */
 static void
 ngx_proxy_wasm_module_error(ngx_conf_t *cf,
@@ -241,9 +336,15 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
 
     ngx_conf_init_uint_value(wcf->compiler, NGX_PROXY_WASM_COMPILER_AUTO);
     ngx_conf_init_value(wcf->backtraces, 0);
+    ngx_conf_init_size_value(wcf->memory_limit, 128 * 1024 * 1024);
+    ngx_conf_init_msec_value(wcf->callback_timeout, 500);
 
     rconf.compiler = (uint32_t) wcf->compiler;
     rconf.backtraces = (uint32_t) wcf->backtraces;
+    rconf.memory_limit = wcf->memory_limit;
+    rconf.callback_timeout_ms = wcf->callback_timeout;
+    rconf.cache.data = wcf->cache.data;
+    rconf.cache.len = wcf->cache.len;
 
     ngx_str_null(&err);
 

@@ -5,6 +5,8 @@
 //! implement it with an in-memory mock, so `cargo test` runs real filters
 //! without nginx.
 
+use std::time::Duration;
+
 use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel};
 
@@ -12,6 +14,10 @@ use crate::abi::{HostResult, LogLevel};
 /// for nginx). Only the host interprets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RequestRef(pub usize);
+
+/// An opaque handle to a timer of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerRef(pub usize);
 
 /// The header maps a request has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,4 +81,11 @@ pub trait Host {
     /// answer it) once the current guest call has returned: it must not
     /// re-enter the request from within.
     fn schedule_resume(&self, request: RequestRef);
+
+    /// Starts a one-shot timer: after `delay`, from its event loop, the
+    /// host calls `Worker::on_timer(token)`. None if it cannot.
+    fn timer_add(&self, delay: Duration, token: u64) -> Option<TimerRef>;
+
+    /// Stops a timer that has not fired.
+    fn timer_cancel(&self, timer: TimerRef);
 }

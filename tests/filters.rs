@@ -410,11 +410,14 @@ fn response_body_held_over_the_limit() {
     for (pass, next) in [(false, Next::Fail), (true, Next::Continue)] {
         let host = common::MockHost::new();
         let (_rt, worker, id) = common::single_filter(host, &path, "", "response_body pause_until_end");
-        let limits = ngx_proxy_wasm::chain::Limits {
-            response_body: 10,
-            pass_on_overflow: pass,
+        let config = ngx_proxy_wasm::chain::StreamConfig {
+            limits: ngx_proxy_wasm::chain::Limits {
+                response_body: 10,
+                pass_on_overflow: pass,
+            },
+            ..Default::default()
         };
-        let mut s = ngx_proxy_wasm::chain::Stream::new(worker, host.request(REQUEST), &[id], limits);
+        let mut s = ngx_proxy_wasm::chain::Stream::new(worker, host.request(REQUEST), &[id], config);
         s.on_headers(Direction::Request, true);
         s.on_headers(Direction::Response, false);
         assert_eq!(

@@ -11,6 +11,7 @@ use wasmtime::{Memory, TypedFunc};
 
 use crate::abi::{LogLevel, Status};
 use crate::host::{Host, RequestRef};
+use crate::runtime::limits::MemoryLimiter;
 use crate::runtime::module::WasmModule;
 
 /// The guest callback being run; decides which buffers and maps exist.
@@ -30,6 +31,7 @@ pub enum Callback {
     Log,
     Done,
     Delete,
+    Tick,
 }
 
 impl Callback {
@@ -49,6 +51,7 @@ impl Callback {
             Callback::Log => "proxy_on_log",
             Callback::Done => "proxy_on_done",
             Callback::Delete => "proxy_on_delete",
+            Callback::Tick => "proxy_on_tick",
         }
     }
 }
@@ -67,6 +70,8 @@ pub enum Context {
     },
     Http {
         filter: Arc<FilterInfo>,
+        /// The filter's root context.
+        root: u32,
         stream: Rc<RefCell<StreamState>>,
         /// The filter's place in the request's chain.
         index: usize,
@@ -217,10 +222,15 @@ pub struct HostState {
     pub allocator: Option<TypedFunc<i32, i32>>,
     pub contexts: HashMap<u32, Context>,
     pub frame: Frame,
+    pub limiter: MemoryLimiter,
+    /// `proxy_set_tick_period_milliseconds` calls not acted on yet: root
+    /// context id and period in milliseconds (0: stop).
+    pub tick_requests: Vec<(u32, u32)>,
 }
 
 impl HostState {
     pub fn new(host: &'static dyn Host, module: Arc<WasmModule>) -> HostState {
+        let limiter = MemoryLimiter::new(module.limits.memory);
         HostState {
             host,
             module,
@@ -228,6 +238,16 @@ impl HostState {
             allocator: None,
             contexts: HashMap::new(),
             frame: Frame::IDLE,
+            limiter,
+            tick_requests: Vec::new(),
+        }
+    }
+
+    /// The root context of the current context (itself for a root).
+    pub fn root_id(&self) -> Option<u32> {
+        match self.context()? {
+            Context::Root { .. } => Some(self.context_id()),
+            Context::Http { root, .. } => Some(*root),
         }
     }
 

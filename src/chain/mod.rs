@@ -16,7 +16,7 @@ use crate::abi::state::{Direction, FilterInfo, Held, LocalResponse, StreamState,
 use crate::abi::{Action, LogLevel};
 use crate::host::{HeaderMap, RequestRef};
 use crate::runtime::vm::{Trapped, Vm};
-use crate::runtime::{VmSlot, Worker};
+use crate::runtime::{FailurePolicy, FilterHandle, Isolation, VmSlot, Worker};
 
 /// What nginx does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +69,56 @@ impl Default for Limits {
     }
 }
 
+/// How a location runs its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamConfig {
+    pub limits: Limits,
+    pub failure: FailurePolicy,
+    pub isolation: Isolation,
+}
+
 /// One filter of the chain for this request.
 struct FilterRun {
     info: Option<Arc<FilterInfo>>,
-    /// None when the filter cannot run in this worker.
+    /// None when the filter cannot run (see `unavailable`).
     slot: Option<VmSlot>,
     generation: u64,
     root_id: u32,
+    module: usize,
+    /// Runs in the worker's shared instance.
+    shared: bool,
+    /// Why the filter cannot run, until that is reported.
+    unavailable: Option<String>,
+    /// Failed, with `fail_open`: not called any more.
+    skipped: bool,
     context_id: Option<u32>,
+}
+
+impl FilterRun {
+    fn new(info: Option<Arc<FilterInfo>>, handle: Result<FilterHandle, String>) -> FilterRun {
+        let mut run = FilterRun {
+            info,
+            slot: None,
+            generation: 0,
+            root_id: 0,
+            module: 0,
+            shared: false,
+            unavailable: None,
+            skipped: false,
+            context_id: None,
+        };
+        match handle {
+            Ok(handle) => {
+                run.slot = Some(handle.slot);
+                run.generation = handle.generation;
+                run.root_id = handle.root_id;
+                run.module = handle.module;
+                run.shared = handle.shared;
+            }
+            Err(why) => run.unavailable = Some(why),
+        }
+        run
+    }
 }
 
 /// The progress of one direction through the chain.
@@ -99,33 +141,35 @@ pub struct Stream {
     filters: Vec<FilterRun>,
     flows: [Flow; 2],
     limits: Limits,
+    failure: FailurePolicy,
     /// The local response being sent; nginx holds pointers into it.
     sent_response: Option<LocalResponse>,
     logged: bool,
 }
 
 impl Stream {
-    pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32], limits: Limits) -> Stream {
-        let filters = filter_ids
+    pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32], config: StreamConfig) -> Stream {
+        let ids: Vec<usize> = filter_ids.iter().map(|&id| id as usize).collect();
+        let handles = match config.isolation {
+            Isolation::None => ids
+                .iter()
+                .map(|&id| worker.filter(id, config.failure == FailurePolicy::Reload))
+                .collect(),
+            Isolation::Stream | Isolation::Filter => private_handles(&worker, &ids, config.isolation),
+        };
+        let filters: Vec<FilterRun> = ids
             .iter()
-            .map(|&id| {
-                let handle = worker.filter(id as usize);
-                FilterRun {
-                    info: worker.filter_info(id as usize).cloned(),
-                    generation: handle.as_ref().map_or(0, |h| h.generation),
-                    root_id: handle.as_ref().map_or(0, |h| h.root_id),
-                    slot: handle.map(|h| h.slot),
-                    context_id: None,
-                }
-            })
-            .collect::<Vec<_>>();
+            .zip(handles)
+            .map(|(&id, handle)| FilterRun::new(worker.filter_info(id).cloned(), handle))
+            .collect();
         let state = StreamState::new(request, filters.len());
         Stream {
             worker,
             state: Rc::new(RefCell::new(state)),
             filters,
             flows: Default::default(),
-            limits,
+            limits: config.limits,
+            failure: config.failure,
             sent_response: None,
             logged: false,
         }
@@ -185,7 +229,7 @@ impl Stream {
             let i = self.filter_at(direction, position);
             let trailers = self.header_count(HeaderMap::ResponseTrailers);
             let result = self.callback(i, direction, |vm, id| vm.on_trailers(direction, id, trailers));
-            match self.after(direction, result, |status| status != 0) {
+            match self.after(i, direction, result, |status| status != 0) {
                 Next::Continue => {}
                 Next::Pause => self.log(
                     i,
@@ -309,7 +353,7 @@ impl Stream {
             let result = self.callback(i, direction, |vm, id| {
                 vm.on_headers(direction, id, headers, end_of_stream)
             });
-            let next = self.after(direction, result, |status| {
+            let next = self.after(i, direction, result, |status| {
                 Action::from_headers_status(status) == Action::Pause
             });
             if next != Next::Continue {
@@ -359,7 +403,7 @@ impl Stream {
             let result = self.callback(i, direction, |vm, id| {
                 vm.on_body(direction, id, size, end_of_stream)
             });
-            let mut next = self.after(direction, result, |status| status != 0);
+            let mut next = self.after(i, direction, result, |status| status != 0);
             if next == Next::Pause && self.over_limit(direction, size) {
                 if self.limits.pass_on_overflow {
                     self.log_overflow(i, size, "passing it on");
@@ -391,12 +435,12 @@ impl Stream {
     /// What a callback's outcome means for the stream: a failure, a close
     /// or a local response asked for during it, a pause (unless the filter
     /// continued the direction meanwhile), or going on.
-    fn after(&mut self, direction: Direction, result: Result<i32, Trapped>, pauses: fn(i32) -> bool) -> Next {
-        let mut state = self.state.borrow_mut();
-        let continued = std::mem::take(&mut state.continue_in_callback[direction as usize]);
+    fn after(&mut self, i: usize, direction: Direction, result: Result<i32, Trapped>, pauses: fn(i32) -> bool) -> Next {
+        let continued = std::mem::take(&mut self.state.borrow_mut().continue_in_callback[direction as usize]);
         let Ok(status) = result else {
-            return Next::Fail;
+            return self.failed(i);
         };
+        let state = self.state.borrow();
         if state.close_requested {
             return Next::Close;
         }
@@ -408,6 +452,29 @@ impl Stream {
         } else {
             Next::Continue
         }
+    }
+
+    /// A filter failed, or cannot run: with `fail_open` it is skipped from
+    /// now on; otherwise the request fails.
+    fn failed(&mut self, i: usize) -> Next {
+        let run = &mut self.filters[i];
+        if run.skipped {
+            return Next::Continue;
+        }
+        let why = run.unavailable.take();
+        if self.failure == FailurePolicy::FailOpen {
+            run.skipped = true;
+            let message = match why {
+                Some(why) => format!("filter unavailable ({why}): skipped (proxy_wasm_failure fail_open)"),
+                None => "filter failed: skipped for the rest of the request (proxy_wasm_failure fail_open)".into(),
+            };
+            self.log(i, LogLevel::Warn, &message);
+            return Next::Continue;
+        }
+        if let Some(why) = why {
+            self.log(i, LogLevel::Error, &format!("filter unavailable: {why}: failing the request"));
+        }
+        Next::Fail
     }
 
     fn over_limit(&self, direction: Direction, held: usize) -> bool {
@@ -455,7 +522,7 @@ impl Stream {
         body: impl FnOnce(&mut Vm, u32) -> Result<R, Trapped>,
     ) -> Result<R, Trapped> {
         let run = &mut self.filters[i];
-        let (Some(slot), Some(info)) = (&run.slot, &run.info) else {
+        let (Some(slot), Some(info), false) = (&run.slot, &run.info, run.skipped) else {
             return Err(Trapped);
         };
         let mut guard = slot.borrow_mut();
@@ -471,7 +538,13 @@ impl Stream {
                 id
             }
         };
-        body(vm, id)
+        let result = body(vm, id);
+        // a shared instance's root contexts tick in the worker
+        let ticks = vm.take_tick_requests();
+        if run.shared && !ticks.is_empty() {
+            self.worker.apply_ticks(run.module, run.generation, ticks);
+        }
+        result
     }
 
     fn log(&self, i: usize, level: LogLevel, message: &str) {
@@ -490,7 +563,8 @@ impl Stream {
 
 impl Drop for Stream {
     /// Ends every context: `on_log` if the log phase did not run, then
-    /// `on_done` and `on_delete`.
+    /// `on_done` and `on_delete`; then the root contexts of the instances
+    /// made for this request.
     fn drop(&mut self) {
         self.on_log();
         for i in 0..self.filters.len() {
@@ -498,5 +572,62 @@ impl Drop for Stream {
                 let _ = self.call(i, |vm, id| vm.end_context(id));
             }
         }
+        let mut ended: Vec<&VmSlot> = Vec::new();
+        for run in &self.filters {
+            let Some(slot) = run.slot.as_ref().filter(|_| !run.shared) else {
+                continue;
+            };
+            if !ended.iter().any(|other| Rc::ptr_eq(other, slot)) {
+                if let Some(vm) = slot.borrow_mut().as_mut() {
+                    vm.end_roots();
+                }
+                ended.push(slot);
+            }
+        }
     }
+}
+
+/// Instances made for one request: one per module of the chain
+/// (`stream`), or one per filter (`filter`), each with the root contexts
+/// of the filters it runs.
+fn private_handles(worker: &Worker, ids: &[usize], isolation: Isolation) -> Vec<Result<FilterHandle, String>> {
+    let mut made: Vec<(usize, Option<VmSlot>)> = Vec::new();
+    ids.iter()
+        .enumerate()
+        .map(|(position, &id)| {
+            let module = worker.filter_module(id).ok_or("no such filter")?;
+            let slot = match isolation {
+                Isolation::Stream => match made.iter().find(|(m, _)| *m == module) {
+                    Some((_, slot)) => slot.clone(),
+                    None => {
+                        let mut same: Vec<usize> = ids
+                            .iter()
+                            .copied()
+                            .filter(|&other| worker.filter_module(other) == Some(module))
+                            .collect();
+                        same.sort_unstable();
+                        same.dedup();
+                        let slot = worker.private_instance(module, &same);
+                        made.push((module, slot.clone()));
+                        slot
+                    }
+                },
+                _ => worker.private_instance(module, &ids[position..=position]),
+            };
+            let slot = slot.ok_or("its instance could not start")?;
+            let (generation, root_id) = {
+                let vm = slot.borrow();
+                let vm = vm.as_ref().ok_or("its instance could not start")?;
+                let root = vm.root_context(id).ok_or("it failed to start")?;
+                (vm.generation, root)
+            };
+            Ok(FilterHandle {
+                slot,
+                generation,
+                root_id,
+                module,
+                shared: false,
+            })
+        })
+        .collect()
 }

@@ -7,10 +7,12 @@ use std::ffi::{c_void, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::time::Duration;
 
 use super::bindings::{
     ngx_proxy_wasm_action_e as Action, ngx_proxy_wasm_api_t, ngx_proxy_wasm_compiler_e as CompilerConf,
-    ngx_proxy_wasm_direction_e as Dir, ngx_proxy_wasm_host_t, ngx_proxy_wasm_local_response_t,
+    ngx_proxy_wasm_direction_e as Dir, ngx_proxy_wasm_failure_e as Failure, ngx_proxy_wasm_host_t,
+    ngx_proxy_wasm_isolation_e as IsolationConf, ngx_proxy_wasm_local_response_t,
     ngx_proxy_wasm_output_e as OutputKind, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_runtime_conf_t,
     ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_stream_conf_t,
     ngx_proxy_wasm_stream_t,
@@ -19,9 +21,10 @@ use super::nginx_host::NginxHost;
 use super::{bytes, str_of};
 use crate::abi::state::Direction;
 use crate::abi::LogLevel;
-use crate::chain::{Limits, Next, Output, Step, Stream};
+use crate::chain::{Limits, Next, Output, Step, Stream, StreamConfig};
 use crate::host::{Host, RequestRef};
-use crate::runtime::{Compiler, Runtime, RuntimeConfig};
+use crate::runtime::limits::InstanceLimits;
+use crate::runtime::{Compiler, FailurePolicy, Isolation, Runtime, RuntimeConfig};
 
 #[no_mangle]
 pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
@@ -31,6 +34,7 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     filter_add: Some(filter_add),
     worker_init: Some(worker_init),
     worker_exit: Some(worker_exit),
+    timer_fired: Some(timer_fired),
     stream_new: Some(stream_new),
     stream_wants_body: Some(stream_wants_body),
     stream_on_headers: Some(stream_on_headers),
@@ -120,6 +124,9 @@ unsafe extern "C" fn runtime_new(
             set_error(err, "incomplete host function table");
             return std::ptr::null_mut();
         };
+        // SAFETY: the shim's strings are valid for the call; the path is
+        // copied.
+        let cache = unsafe { bytes(conf.cache) };
         let config = RuntimeConfig {
             compiler: match conf.compiler {
                 c if c == CompilerConf::NGX_PROXY_WASM_COMPILER_CRANELIFT as u32 => Compiler::Cranelift,
@@ -127,6 +134,11 @@ unsafe extern "C" fn runtime_new(
                 _ => Compiler::Auto,
             },
             backtraces: conf.backtraces != 0,
+            limits: InstanceLimits {
+                memory: conf.memory_limit,
+                callback_timeout: Duration::from_millis(conf.callback_timeout_ms),
+            },
+            cache: (!cache.is_empty()).then(|| Path::new(OsStr::from_bytes(cache)).to_path_buf()),
         };
         match Runtime::new(host, config) {
             Ok(runtime) => {
@@ -205,6 +217,16 @@ unsafe extern "C" fn worker_exit(rt: *mut ngx_proxy_wasm_runtime_t) {
     guard(Some(rt.host), "worker_exit", (), || rt.runtime.exit_worker())
 }
 
+unsafe extern "C" fn timer_fired(rt: *mut ngx_proxy_wasm_runtime_t, token: u64) {
+    // SAFETY: the shim passes its runtime.
+    let rt = unsafe { runtime(rt) };
+    guard(Some(rt.host), "timer_fired", (), || {
+        if let Some(worker) = rt.runtime.running_worker() {
+            worker.on_timer(token);
+        }
+    })
+}
+
 unsafe extern "C" fn stream_new(
     rt: *mut ngx_proxy_wasm_runtime_t,
     request: *mut c_void,
@@ -217,11 +239,23 @@ unsafe extern "C" fn stream_new(
     let (rt, filters, conf) = unsafe { (runtime(rt), std::slice::from_raw_parts(filters, nfilters), &*conf) };
     guard(Some(rt.host), "stream_new", std::ptr::null_mut(), || {
         let worker = rt.runtime.worker();
-        let limits = Limits {
-            response_body: conf.response_body_limit,
-            pass_on_overflow: conf.response_body_overflow_pass != 0,
+        let config = StreamConfig {
+            limits: Limits {
+                response_body: conf.response_body_limit,
+                pass_on_overflow: conf.response_body_overflow_pass != 0,
+            },
+            failure: match conf.failure {
+                f if f == Failure::NGX_PROXY_WASM_FAILURE_FAIL_CLOSED as u32 => FailurePolicy::FailClosed,
+                f if f == Failure::NGX_PROXY_WASM_FAILURE_FAIL_OPEN as u32 => FailurePolicy::FailOpen,
+                _ => FailurePolicy::Reload,
+            },
+            isolation: match conf.isolation {
+                i if i == IsolationConf::NGX_PROXY_WASM_ISOLATION_STREAM as u32 => Isolation::Stream,
+                i if i == IsolationConf::NGX_PROXY_WASM_ISOLATION_FILTER as u32 => Isolation::Filter,
+                _ => Isolation::None,
+            },
         };
-        let stream = Stream::new(worker, RequestRef(request as usize), filters, limits);
+        let stream = Stream::new(worker, RequestRef(request as usize), filters, config);
         let boxed = Box::new(StreamBox {
             stream,
             local_headers: Vec::new(),

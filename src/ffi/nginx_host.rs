@@ -2,6 +2,7 @@
 
 use std::ffi::c_void;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use super::bindings::{
     ngx_proxy_wasm_header_op_e as Op, ngx_proxy_wasm_headers_e as Map, ngx_proxy_wasm_host_rc_e as Rc,
@@ -10,7 +11,7 @@ use super::bindings::{
 use super::{bytes, str_of};
 use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel, Status};
-use crate::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef};
+use crate::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef};
 
 type LogFn = unsafe extern "C" fn(*mut c_void, u32, ngx_proxy_wasm_str_t, u32, ngx_proxy_wasm_str_t);
 type LogLevelFn = unsafe extern "C" fn(*mut c_void) -> u32;
@@ -19,6 +20,8 @@ type HeadersGetFn =
 type HeaderSetFn =
     unsafe extern "C" fn(*mut c_void, u32, u32, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t) -> u32;
 type ScheduleResumeFn = unsafe extern "C" fn(*mut c_void);
+type TimerAddFn = unsafe extern "C" fn(u64, u64) -> *mut c_void;
+type TimerCancelFn = unsafe extern "C" fn(*mut c_void);
 
 pub struct NginxHost {
     log: LogFn,
@@ -26,6 +29,8 @@ pub struct NginxHost {
     headers_get: HeadersGetFn,
     header_set: HeaderSetFn,
     schedule_resume: ScheduleResumeFn,
+    timer_add: TimerAddFn,
+    timer_cancel: TimerCancelFn,
 }
 
 static HOST: OnceLock<NginxHost> = OnceLock::new();
@@ -43,6 +48,8 @@ impl NginxHost {
             headers_get: table.headers_get?,
             header_set: table.header_set?,
             schedule_resume: table.schedule_resume?,
+            timer_add: table.timer_add?,
+            timer_cancel: table.timer_cancel?,
         };
         Some(HOST.get_or_init(|| host))
     }
@@ -164,5 +171,18 @@ impl Host for NginxHost {
     fn schedule_resume(&self, request: RequestRef) {
         // SAFETY: see above.
         unsafe { (self.schedule_resume)(request_ptr(Some(request))) }
+    }
+
+    fn timer_add(&self, delay: Duration, token: u64) -> Option<TimerRef> {
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        // SAFETY: plain values in; the shim owns the timer it returns.
+        let timer = unsafe { (self.timer_add)(token, delay_ms) };
+        (!timer.is_null()).then_some(TimerRef(timer as usize))
+    }
+
+    fn timer_cancel(&self, timer: TimerRef) {
+        // SAFETY: `timer` came from timer_add and has not fired: the
+        // worker forgets a timer once it fired or was cancelled.
+        unsafe { (self.timer_cancel)(timer.0 as *mut c_void) }
     }
 }

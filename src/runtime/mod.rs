@@ -2,11 +2,13 @@
 //! compiled modules, filters), and one `Worker` per worker process holding
 //! the live instances.
 
+pub mod cache;
+pub mod limits;
 pub mod module;
 pub mod vm;
+mod worker;
 
-use std::cell::RefCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -17,8 +19,11 @@ use crate::abi::state::{FilterInfo, HostState};
 use crate::abi::LogLevel;
 use crate::error::{one_line, Error};
 use crate::host::Host;
-use module::WasmModule;
+use cache::Origin;
+use limits::{EpochTicker, InstanceLimits};
+use module::{ModuleSource, WasmModule};
 use vm::Vm;
+pub use worker::{FilterHandle, VmSlot, Worker};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compiler {
@@ -28,10 +33,39 @@ pub enum Compiler {
     Winch,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
     pub compiler: Compiler,
     pub backtraces: bool,
+    pub limits: InstanceLimits,
+    /// Where compiled modules are kept between (re)starts.
+    pub cache: Option<PathBuf>,
+}
+
+/// What a request does when one of its filters fails
+/// (`proxy_wasm_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Fail the request; a failed instance is replaced for later requests
+    /// (paced by a backoff).
+    #[default]
+    Reload,
+    /// Fail the request; a failed instance stays failed.
+    FailClosed,
+    /// Skip the failed filter and go on with the chain.
+    FailOpen,
+}
+
+/// Which instance a request's filters run in (`proxy_wasm_isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// The worker's instance of each module, shared by every request.
+    #[default]
+    None,
+    /// A fresh instance of each module per request.
+    Stream,
+    /// A fresh instance per filter per request.
+    Filter,
 }
 
 /// A filter: a module, and the plugin configuration of its root context.
@@ -44,6 +78,7 @@ pub struct Filter {
 pub struct Runtime {
     host: &'static dyn Host,
     linker: Linker<HostState>,
+    config: RuntimeConfig,
     modules: Vec<Arc<WasmModule>>,
     filters: Vec<Filter>,
     worker: Option<Rc<Worker>>,
@@ -52,7 +87,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(host: &'static dyn Host, config: RuntimeConfig) -> Result<Runtime, Error> {
         let mut engine_config = Config::new();
-        // Callbacks get a CPU deadline through epochs.
+        // Guest calls get a CPU deadline through epochs.
         engine_config.epoch_interruption(true);
         engine_config.wasm_backtrace_details(if config.backtraces {
             WasmBacktraceDetails::Enable
@@ -71,6 +106,7 @@ impl Runtime {
         Ok(Runtime {
             host,
             linker,
+            config,
             modules: Vec::new(),
             filters: Vec::new(),
             worker: None,
@@ -81,8 +117,22 @@ impl Runtime {
         if self.modules.iter().any(|module| &*module.name == name) {
             return Err(Error::new(format!("module \"{name}\" is already defined")));
         }
-        let engine = self.linker.engine().clone();
-        let module = WasmModule::load(&engine, &self.linker, name, path, vm_config)?;
+        let source = ModuleSource {
+            name,
+            path,
+            vm_config,
+            limits: self.config.limits,
+            cache: self.config.cache.as_deref(),
+        };
+        let module = WasmModule::load(&self.linker, &source)?;
+        if let Some(warning) = &module.cache_warning {
+            self.host.log(None, LogLevel::Warn, name, 0, warning.as_bytes());
+        }
+        let origin = match module.origin {
+            Origin::Compiled => "compiled",
+            Origin::Cache => "loaded from the cache",
+        };
+        self.host.log(None, LogLevel::Debug, name, 0, origin.as_bytes());
         self.modules.push(Arc::new(module));
         Ok(())
     }
@@ -111,6 +161,10 @@ impl Runtime {
             }),
         };
         let id = self.filters.len();
+        // Guest code runs here too: give it its deadline, without leaving
+        // a thread behind when nginx forks its workers.
+        let _ticker = EpochTicker::start(self.linker.engine())
+            .map_err(|e| Error::new(format!("cannot start the epoch thread: {e}")))?;
         let mut vm = Vm::new(&self.modules[module], self.host)
             .map_err(|e| Error::new(format!("module \"{module_name}\" failed to start: {e}")))?;
         vm.start_filter(id, &filter.info)
@@ -127,96 +181,18 @@ impl Runtime {
     /// first request after a reconfiguration of a single-process nginx).
     pub fn worker(&mut self) -> Rc<Worker> {
         self.worker
-            .get_or_insert_with(|| Rc::new(Worker::start(self.host, &self.modules, &self.filters)))
+            .get_or_insert_with(|| Worker::start(self.host, self.linker.engine(), &self.modules, &self.filters))
             .clone()
     }
 
+    /// The worker state if it is running.
+    pub fn running_worker(&self) -> Option<&Rc<Worker>> {
+        self.worker.as_ref()
+    }
+
     pub fn exit_worker(&mut self) {
-        self.worker = None;
-    }
-}
-
-/// The instance slot of a module in a worker. A failed instance is
-/// replaced in place; requests still holding the old one notice by its
-/// generation.
-pub type VmSlot = Rc<RefCell<Option<Vm>>>;
-
-pub struct Worker {
-    pub host: &'static dyn Host,
-    modules: Vec<Arc<WasmModule>>,
-    filters: Vec<Filter>,
-    vms: Vec<VmSlot>,
-}
-
-/// Where a filter runs in this worker.
-pub struct FilterHandle {
-    pub slot: VmSlot,
-    pub generation: u64,
-    pub root_id: u32,
-}
-
-impl Worker {
-    fn start(host: &'static dyn Host, modules: &[Arc<WasmModule>], filters: &[Filter]) -> Worker {
-        let worker = Worker {
-            host,
-            modules: modules.to_vec(),
-            filters: filters.to_vec(),
-            vms: modules.iter().map(|_| Rc::new(RefCell::new(None))).collect(),
-        };
-        for module in 0..modules.len() {
-            if filters.iter().any(|filter| filter.module == module) {
-                *worker.vms[module].borrow_mut() = worker.instantiate(module);
-            }
+        if let Some(worker) = self.worker.take() {
+            worker.shutdown();
         }
-        worker
-    }
-
-    /// A new instance of a module with the root contexts of its filters.
-    /// A filter that fails to start is logged and left out.
-    fn instantiate(&self, module: usize) -> Option<Vm> {
-        let wasm = &self.modules[module];
-        let mut vm = match Vm::new(wasm, self.host) {
-            Ok(vm) => vm,
-            Err(e) => {
-                self.log_error(wasm, &format!("cannot start an instance: {e}"));
-                return None;
-            }
-        };
-        for (id, filter) in self.filters.iter().enumerate() {
-            if filter.module == module {
-                if let Err(e) = vm.start_filter(id, &filter.info) {
-                    self.log_error(wasm, &format!("filter failed to start: {e}"));
-                }
-            }
-        }
-        Some(vm)
-    }
-
-    fn log_error(&self, module: &WasmModule, message: &str) {
-        self.host
-            .log(None, LogLevel::Error, &module.name, 0, message.as_bytes());
-    }
-
-    pub fn filter_info(&self, filter_id: usize) -> Option<&Arc<FilterInfo>> {
-        self.filters.get(filter_id).map(|filter| &filter.info)
-    }
-
-    /// The instance and root context a filter runs in, replacing a failed
-    /// instance first. None when the filter cannot run in this worker.
-    pub fn filter(&self, filter_id: usize) -> Option<FilterHandle> {
-        let module = self.filters.get(filter_id)?.module;
-        let slot = &self.vms[module];
-        let failed = slot.borrow().as_ref().is_none_or(|vm| vm.failed);
-        if failed {
-            let replacement = self.instantiate(module);
-            *slot.borrow_mut() = replacement;
-        }
-        let vm = slot.borrow();
-        let vm = vm.as_ref().filter(|vm| !vm.failed)?;
-        Some(FilterHandle {
-            slot: slot.clone(),
-            generation: vm.generation,
-            root_id: vm.root_context(filter_id)?,
-        })
     }
 }

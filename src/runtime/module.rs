@@ -7,17 +7,33 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use wasmtime::{Engine, ExternType, FuncType, InstancePre, Linker, Module, ValType};
+use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ValType};
 
+use super::cache::{self, Origin};
+use super::limits::InstanceLimits;
 use crate::abi::state::HostState;
 use crate::abi::AbiVersion;
 use crate::error::{one_line, Error};
+
+/// What `module` says, and the runtime settings a module is loaded with.
+pub struct ModuleSource<'a> {
+    pub name: &'a str,
+    pub path: &'a Path,
+    pub vm_config: &'a [u8],
+    pub limits: InstanceLimits,
+    pub cache: Option<&'a Path>,
+}
 
 pub struct WasmModule {
     pub name: Arc<str>,
     pub abi: AbiVersion,
     pub vm_config: Arc<[u8]>,
+    pub limits: InstanceLimits,
     pub pre: InstancePre<HostState>,
+    /// Compiled now, or loaded from the cache.
+    pub origin: Origin,
+    /// Why the cache could not be used, if it could not.
+    pub cache_warning: Option<String>,
     /// Host functions already reported as unimplemented, to warn once.
     warned: Mutex<HashSet<&'static str>>,
 }
@@ -52,18 +68,14 @@ const CALLBACKS: &[(&str, &[ValType], &[ValType])] = {
 const HEADER_CALLBACKS: [&str; 2] = ["proxy_on_request_headers", "proxy_on_response_headers"];
 
 impl WasmModule {
-    /// Reads and compiles a `.wasm` or `.wat` file.
-    pub fn load(
-        engine: &Engine,
-        linker: &Linker<HostState>,
-        name: &str,
-        path: &Path,
-        vm_config: &[u8],
-    ) -> Result<WasmModule, Error> {
+    /// Reads and compiles a `.wasm` or `.wat` file (or loads its code from
+    /// the cache).
+    pub fn load(linker: &Linker<HostState>, source: &ModuleSource) -> Result<WasmModule, Error> {
+        let path = source.path;
         let bytes = std::fs::read(path)
             .map_err(|e| Error::new(format!("cannot read \"{}\": {e}", path.display())))?;
-        // Module::new compiles binary modules and parses the text format.
-        let module = Module::new(engine, &bytes)
+        let mut cache_warning = None;
+        let (module, origin) = cache::compile(linker.engine(), &bytes, source.cache, &mut cache_warning)
             .map_err(|e| Error::new(format!("invalid module \"{}\": {}", path.display(), one_line(&e))))?;
         let abi = abi_version(&module)?;
         check_exports(&module, abi)?;
@@ -75,10 +87,13 @@ impl WasmModule {
             ))
         })?;
         Ok(WasmModule {
-            name: name.into(),
+            name: source.name.into(),
             abi,
-            vm_config: vm_config.into(),
+            vm_config: source.vm_config.into(),
+            limits: source.limits,
             pre,
+            origin,
+            cache_warning,
             warned: Mutex::new(HashSet::new()),
         })
     }

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use wasmtime::{AsContextMut, Instance, Store, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
+use wasmtime::{AsContextMut, Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
 
 use crate::abi::hostcalls::ProcExit;
 use crate::abi::state::{Callback, Context, Direction, FilterInfo, Frame, HostState, StreamState};
@@ -35,6 +36,7 @@ struct Callbacks {
     log: F<i32, ()>,
     done: F<i32, i32>,
     delete: F<i32, ()>,
+    tick: F<i32, ()>,
 }
 
 /// Header callbacks take `end_of_stream` since ABI 0.2.0.
@@ -56,6 +58,7 @@ pub struct Vm {
     roots: HashMap<usize, u32>,
     /// Distinguishes this instance from the one that replaces it.
     pub generation: u64,
+    pub created: Instant,
     pub failed: bool,
 }
 
@@ -64,8 +67,10 @@ impl Vm {
     pub fn new(module: &Arc<WasmModule>, host: &'static dyn Host) -> Result<Vm, String> {
         let engine = module.pre.module().engine();
         let mut store = Store::new(engine, HostState::new(host, module.clone()));
+        store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(u64::MAX / 2);
+        // a start section runs during instantiation
+        store.set_epoch_deadline(module.limits.deadline_ticks());
         let instance = module
             .pre
             .instantiate(&mut store)
@@ -86,6 +91,7 @@ impl Vm {
             next_context_id: 1,
             roots: HashMap::new(),
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            created: Instant::now(),
             failed: false,
         };
         vm.start(&instance)?;
@@ -168,6 +174,28 @@ impl Vm {
         self.roots.get(&filter_id).copied()
     }
 
+    /// The tick periods root contexts set since the last call.
+    pub fn take_tick_requests(&mut self) -> Vec<(u32, u32)> {
+        std::mem::take(&mut self.store.data_mut().tick_requests)
+    }
+
+    pub fn on_tick(&mut self, root_id: u32) -> Result<(), Trapped> {
+        match self.callbacks.tick.clone() {
+            Some(f) => self.call(root_id, Callback::Tick, |store| f.call(store, root_id as i32)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the root contexts (`on_done`, `on_delete`), before an instance
+    /// made for one request goes.
+    pub fn end_roots(&mut self) {
+        let mut roots: Vec<u32> = self.roots.drain().map(|(_, id)| id).collect();
+        roots.sort_unstable();
+        for id in roots {
+            let _ = self.end_context(id);
+        }
+    }
+
     /// Creates the HTTP context of a request for the filter at `index` in
     /// its chain.
     pub fn create_http_context(
@@ -180,6 +208,7 @@ impl Vm {
         let id = self.next_context_id();
         let context = Context::Http {
             filter: filter.clone(),
+            root: root_id,
             stream: stream.clone(),
             index,
         };
@@ -296,13 +325,30 @@ impl Vm {
             callback,
             ..Frame::IDLE
         };
+        self.store.set_epoch_deadline(self.module.limits.deadline_ticks());
         let result = body(&mut self.store);
+        let refused = self.store.data_mut().limiter.take_refusal();
+        if let Some(size) = refused {
+            let message = format!(
+                "memory growth to {size} bytes refused: over memory_limit ({} bytes)",
+                self.module.limits.memory
+            );
+            self.store.data().log(LogLevel::Warn, message.as_bytes());
+        }
         if let Err(error) = &result {
             self.failed = true;
+            let cause = if is_interrupt(error) {
+                format!(
+                    "stopped after callback_timeout ({} ms)",
+                    self.module.limits.callback_timeout.as_millis()
+                )
+            } else {
+                error.root_cause().to_string()
+            };
             let message = format!(
                 "{} failed: {}",
                 callback.export_name(),
-                describe_trap(error, &self.module.name)
+                with_backtrace(cause, error, &self.module.name)
             );
             self.store.data().log(LogLevel::Error, message.as_bytes());
         }
@@ -346,6 +392,7 @@ impl Callbacks {
             log: get(instance, &mut store, "proxy_on_log"),
             done: get(instance, &mut store, "proxy_on_done"),
             delete: get(instance, &mut store, "proxy_on_delete"),
+            tick: get(instance, &mut store, "proxy_on_tick"),
         })
     }
 }
@@ -369,10 +416,18 @@ fn get<P: WasmParams, R: WasmResults>(
     instance.get_typed_func::<P, R>(store.as_context_mut(), name).ok()
 }
 
+/// Whether a guest call was stopped at its epoch deadline.
+fn is_interrupt(error: &wasmtime::Error) -> bool {
+    error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+}
+
 /// The cause of a failed guest call, and the guest's call stack when
 /// wasmtime captured one.
 pub fn describe_trap(error: &wasmtime::Error, module: &str) -> String {
-    let cause = error.root_cause().to_string();
+    with_backtrace(error.root_cause().to_string(), error, module)
+}
+
+fn with_backtrace(cause: String, error: &wasmtime::Error, module: &str) -> String {
     match error.downcast_ref::<WasmBacktrace>() {
         Some(backtrace) if !backtrace.frames().is_empty() => {
             format!(

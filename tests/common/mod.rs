@@ -11,7 +11,7 @@ use std::rc::Rc;
 use ngx_proxy_wasm::abi::pairs::Pair;
 use ngx_proxy_wasm::abi::{HostResult, LogLevel};
 use ngx_proxy_wasm::chain::Stream;
-use ngx_proxy_wasm::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef};
+use ngx_proxy_wasm::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef};
 use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
 
 type Headers = Vec<(String, String)>;
@@ -26,6 +26,9 @@ pub struct MockHost {
     logs: RefCell<Vec<(LogLevel, String)>>,
     next_request: Cell<usize>,
     resumes: RefCell<Vec<RequestRef>>,
+    /// Timers started and not cancelled: id, token and delay.
+    timers: RefCell<Vec<(usize, u64, std::time::Duration)>>,
+    next_timer: Cell<usize>,
 }
 
 impl MockHost {
@@ -50,6 +53,19 @@ impl MockHost {
 
     pub fn headers(&self, request: RequestRef, map: HeaderMap) -> Headers {
         self.requests.borrow()[&request.0][map_index(map)].clone()
+    }
+
+    /// Fires the timers due (all of them, in order), as nginx's event loop
+    /// would; returns their tokens.
+    pub fn take_timers(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.timers.borrow_mut())
+            .into_iter()
+            .map(|(_, token, _)| token)
+            .collect()
+    }
+
+    pub fn timer_delays(&self) -> Vec<std::time::Duration> {
+        self.timers.borrow().iter().map(|(_, _, delay)| *delay).collect()
     }
 
     /// The requests the core asked to come back to, once each.
@@ -144,6 +160,17 @@ impl Host for MockHost {
 
     fn schedule_resume(&self, request: RequestRef) {
         self.resumes.borrow_mut().push(request);
+    }
+
+    fn timer_add(&self, delay: std::time::Duration, token: u64) -> Option<TimerRef> {
+        let id = self.next_timer.get() + 1;
+        self.next_timer.set(id);
+        self.timers.borrow_mut().push((id, token, delay));
+        Some(TimerRef(id))
+    }
+
+    fn timer_cancel(&self, timer: TimerRef) {
+        self.timers.borrow_mut().retain(|(id, _, _)| *id != timer.0);
     }
 }
 

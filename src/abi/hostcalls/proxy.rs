@@ -23,6 +23,7 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host_fn!(linker, "env", "proxy_get_log_level", allocator_safe, get_log_level, (ret: i32));
     host_fn!(linker, "env", "proxy_get_current_time_nanoseconds", allocator_safe, get_current_time, (ret: i32));
     host_fn!(linker, "env", "proxy_set_effective_context", set_effective_context, (context_id: i32));
+    host_fn!(linker, "env", "proxy_set_tick_period_milliseconds", set_tick_period, (period: i32));
     host_fn!(linker, "env", "proxy_get_configuration", get_configuration, (ret_ptr: i32, ret_size: i32));
     host_fn!(linker, "env", "proxy_get_buffer_bytes", get_buffer_bytes,
         (buffer: i32, start: i32, max_size: i32, ret_ptr: i32, ret_size: i32));
@@ -81,7 +82,6 @@ macro_rules! unimplemented_functions {
 }
 
 unimplemented_functions! {
-    "proxy_set_tick_period_milliseconds"(i32),
     "proxy_done"(),
     "proxy_clear_route_cache"(),
     "proxy_get_status"(i32, i32, i32),
@@ -145,6 +145,15 @@ fn set_effective_context(caller: Call, context_id: i32) -> Result {
         return Err(Status::BadArgument.into());
     }
     state.frame.effective_context = Some(context_id as u32);
+    Ok(())
+}
+
+/// Sets the tick period of the current context's root context (0 stops
+/// its ticks). The worker acts on it when the guest call returns.
+fn set_tick_period(caller: Call, period: i32) -> Result {
+    let state = caller.data_mut();
+    let root = state.root_id().ok_or(Status::BadArgument)?;
+    state.tick_requests.push((root, period as u32));
     Ok(())
 }
 

@@ -1,0 +1,357 @@
+//! A worker process's side of the runtime: the shared instance of each
+//! module, instances made for one request (isolation), the replacement of
+//! failed instances (paced by a backoff), and the root contexts' ticks.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::Engine;
+
+use super::limits::EpochTicker;
+use super::module::WasmModule;
+use super::vm::Vm;
+use super::Filter;
+use crate::abi::state::FilterInfo;
+use crate::abi::LogLevel;
+use crate::host::{Host, TimerRef};
+
+/// An instance slot. A failed shared instance is replaced in place;
+/// requests still holding the old one notice by its generation.
+pub type VmSlot = Rc<RefCell<Option<Vm>>>;
+
+/// The first replacement of a failed instance is immediate; each further
+/// one waits twice as long, up to `BACKOFF_MAX`. An instance that lived
+/// `BACKOFF_MAX` before failing starts the count again.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Where a filter runs for a request.
+pub struct FilterHandle {
+    pub slot: VmSlot,
+    pub generation: u64,
+    pub root_id: u32,
+    pub module: usize,
+    /// The worker's shared instance (not one made for the request).
+    pub shared: bool,
+}
+
+/// The failures of a module's shared instances, pacing their replacement.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    /// The generation of the failed instance last counted.
+    counted: u64,
+    not_before: Option<Instant>,
+}
+
+impl Backoff {
+    fn note_failure(&mut self, lived: Duration) {
+        self.failures = if lived >= BACKOFF_MAX { 1 } else { self.failures + 1 };
+        let delay = match self.failures {
+            0 | 1 => Duration::ZERO,
+            n => BACKOFF_BASE
+                .saturating_mul(1 << (n - 2).min(16))
+                .min(BACKOFF_MAX),
+        };
+        self.not_before = Some(Instant::now() + delay);
+    }
+
+    /// How long until a replacement may start.
+    fn wait(&self) -> Option<Duration> {
+        let left = self.not_before?.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+}
+
+/// A root context's tick: `on_tick` every `period`, in a shared instance.
+struct Tick {
+    module: usize,
+    generation: u64,
+    root_id: u32,
+    period: Duration,
+    /// The pending timer, if armed.
+    timer: Option<TimerRef>,
+}
+
+pub struct Worker {
+    pub host: &'static dyn Host,
+    modules: Vec<Arc<WasmModule>>,
+    filters: Vec<Filter>,
+    /// The shared instance of each module.
+    vms: Vec<VmSlot>,
+    backoff: RefCell<Vec<Backoff>>,
+    /// Ticks by the token their timers carry.
+    ticks: RefCell<HashMap<u64, Tick>>,
+    next_token: RefCell<u64>,
+    _epoch: Option<EpochTicker>,
+}
+
+impl Worker {
+    pub fn start(
+        host: &'static dyn Host,
+        engine: &Engine,
+        modules: &[Arc<WasmModule>],
+        filters: &[Filter],
+    ) -> Rc<Worker> {
+        let epoch = match EpochTicker::start(engine) {
+            Ok(ticker) => Some(ticker),
+            Err(e) => {
+                let message = format!("cannot start the epoch thread ({e}): callback_timeout is not enforced");
+                host.log(None, LogLevel::Critical, "ngx_proxy_wasm", 0, message.as_bytes());
+                None
+            }
+        };
+        let worker = Worker {
+            host,
+            modules: modules.to_vec(),
+            filters: filters.to_vec(),
+            vms: modules.iter().map(|_| Rc::new(RefCell::new(None))).collect(),
+            backoff: RefCell::new(modules.iter().map(|_| Backoff::default()).collect()),
+            ticks: RefCell::new(HashMap::new()),
+            next_token: RefCell::new(1),
+            _epoch: epoch,
+        };
+        for module in 0..modules.len() {
+            if filters.iter().any(|filter| filter.module == module) {
+                worker.install(module);
+            }
+        }
+        Rc::new(worker)
+    }
+
+    /// Stops the ticks (at worker exit).
+    pub fn shutdown(&self) {
+        for (_, tick) in self.ticks.borrow_mut().drain() {
+            if let Some(timer) = tick.timer {
+                self.host.timer_cancel(timer);
+            }
+        }
+    }
+
+    pub fn filter_info(&self, filter_id: usize) -> Option<&Arc<FilterInfo>> {
+        self.filters.get(filter_id).map(|filter| &filter.info)
+    }
+
+    pub fn filter_module(&self, filter_id: usize) -> Option<usize> {
+        self.filters.get(filter_id).map(|filter| filter.module)
+    }
+
+    /// Puts a new shared instance of a module in its slot.
+    fn install(&self, module: usize) {
+        let ids: Vec<usize> = (0..self.filters.len())
+            .filter(|&id| self.filters[id].module == module)
+            .collect();
+        let old = self.vms[module].borrow().as_ref().map(|vm| vm.generation);
+        if let Some(generation) = old {
+            self.stop_ticks(module, generation);
+        }
+        let mut vm = self.instantiate(module, &ids);
+        let started = vm.as_ref().map(|vm| vm.generation);
+        let requests = vm.as_mut().map(|vm| vm.take_tick_requests()).unwrap_or_default();
+        *self.vms[module].borrow_mut() = vm;
+        match started {
+            Some(generation) => self.apply_ticks(module, generation, requests),
+            None => self.backoff.borrow_mut()[module].note_failure(Duration::ZERO),
+        }
+    }
+
+    /// A new instance of a module with the root contexts of some of its
+    /// filters. A filter that fails to start is logged and left out.
+    fn instantiate(&self, module: usize, filter_ids: &[usize]) -> Option<Vm> {
+        let wasm = &self.modules[module];
+        let mut vm = match Vm::new(wasm, self.host) {
+            Ok(vm) => vm,
+            Err(e) => {
+                self.log_error(wasm, &format!("cannot start an instance: {e}"));
+                return None;
+            }
+        };
+        for &id in filter_ids {
+            if let Err(e) = vm.start_filter(id, &self.filters[id].info) {
+                self.log_error(wasm, &format!("filter failed to start: {e}"));
+            }
+        }
+        Some(vm)
+    }
+
+    fn log_error(&self, module: &WasmModule, message: &str) {
+        self.host
+            .log(None, LogLevel::Error, &module.name, 0, message.as_bytes());
+    }
+
+    /// Where a filter runs in the worker's shared instance. A failed
+    /// instance is replaced first when `replace` is set and its backoff
+    /// allows. Why the filter cannot run otherwise.
+    pub fn filter(&self, filter_id: usize, replace: bool) -> Result<FilterHandle, String> {
+        let module = self.filter_module(filter_id).ok_or("no such filter")?;
+        let slot = &self.vms[module];
+        let state = slot
+            .borrow()
+            .as_ref()
+            .map(|vm| (vm.failed, vm.generation, vm.created.elapsed()));
+        match state {
+            Some((false, ..)) => {}
+            Some((true, generation, lived)) => {
+                let mut backoff = self.backoff.borrow_mut();
+                if backoff[module].counted != generation {
+                    backoff[module].counted = generation;
+                    backoff[module].note_failure(lived);
+                    drop(backoff);
+                    self.stop_ticks(module, generation);
+                }
+                self.replace(module, replace, "its instance failed")?;
+            }
+            None => self.replace(module, replace, "its instance could not start")?,
+        }
+        let vm = slot.borrow();
+        let vm = vm.as_ref().filter(|vm| !vm.failed).ok_or("its instance failed")?;
+        Ok(FilterHandle {
+            slot: slot.clone(),
+            generation: vm.generation,
+            root_id: vm
+                .root_context(filter_id)
+                .ok_or("it failed to start in this worker")?,
+            module,
+            shared: true,
+        })
+    }
+
+    fn replace(&self, module: usize, replace: bool, why: &str) -> Result<(), String> {
+        if !replace {
+            return Err(why.to_string());
+        }
+        if let Some(wait) = self.backoff.borrow()[module].wait() {
+            return Err(format!(
+                "{why}; the next one starts in {:.1}s",
+                wait.as_secs_f64()
+            ));
+        }
+        self.host.log(
+            None,
+            LogLevel::Info,
+            &self.modules[module].name,
+            0,
+            b"starting a new instance",
+        );
+        self.install(module);
+        Ok(())
+    }
+
+    /// An instance of a module for one request (`proxy_wasm_isolation`),
+    /// with the root contexts of the given filters.
+    pub fn private_instance(&self, module: usize, filter_ids: &[usize]) -> Option<VmSlot> {
+        self.instantiate(module, filter_ids)
+            .map(|vm| Rc::new(RefCell::new(Some(vm))))
+    }
+
+    /// Acts on the tick periods a shared instance's root contexts set.
+    pub fn apply_ticks(&self, module: usize, generation: u64, requests: Vec<(u32, u32)>) {
+        for (root_id, period) in requests {
+            let mut ticks = self.ticks.borrow_mut();
+            let token = ticks
+                .iter()
+                .find(|(_, tick)| tick.module == module && tick.generation == generation && tick.root_id == root_id)
+                .map(|(token, _)| *token);
+            if let Some(timer) = token.and_then(|token| ticks.get_mut(&token)?.timer.take()) {
+                self.host.timer_cancel(timer);
+            }
+            if period == 0 {
+                if let Some(token) = token {
+                    ticks.remove(&token);
+                }
+                continue;
+            }
+            let token = token.unwrap_or_else(|| {
+                let mut next = self.next_token.borrow_mut();
+                *next += 1;
+                *next
+            });
+            let tick = ticks.entry(token).or_insert(Tick {
+                module,
+                generation,
+                root_id,
+                period: Duration::ZERO,
+                timer: None,
+            });
+            tick.period = Duration::from_millis(period.into());
+            self.arm(token, tick);
+        }
+    }
+
+    fn arm(&self, token: u64, tick: &mut Tick) {
+        tick.timer = self.host.timer_add(tick.period, token);
+        if tick.timer.is_none() {
+            self.log_error(&self.modules[tick.module], "cannot start a timer for on_tick");
+        }
+    }
+
+    fn stop_ticks(&self, module: usize, generation: u64) {
+        self.ticks.borrow_mut().retain(|_, tick| {
+            let stop = tick.module == module && tick.generation == generation;
+            if let (true, Some(timer)) = (stop, tick.timer) {
+                self.host.timer_cancel(timer);
+            }
+            !stop
+        });
+    }
+
+    /// A tick's timer fired: `on_tick`, then the next timer. A failed
+    /// instance's ticks stop.
+    pub fn on_timer(&self, token: u64) {
+        let (module, generation, root_id) = {
+            let mut ticks = self.ticks.borrow_mut();
+            let Some(tick) = ticks.get_mut(&token) else {
+                return;
+            };
+            tick.timer = None;
+            (tick.module, tick.generation, tick.root_id)
+        };
+        let outcome = {
+            let mut slot = self.vms[module].borrow_mut();
+            match slot.as_mut() {
+                Some(vm) if vm.generation == generation && !vm.failed => {
+                    let ok = vm.on_tick(root_id).is_ok();
+                    Some((ok, vm.take_tick_requests()))
+                }
+                _ => None,
+            }
+        };
+        let Some((true, requests)) = outcome else {
+            self.stop_ticks(module, generation);
+            return;
+        };
+        self.apply_ticks(module, generation, requests);
+        let mut ticks = self.ticks.borrow_mut();
+        if let Some(tick) = ticks.get_mut(&token).filter(|tick| tick.timer.is_none()) {
+            self.arm(token, tick);
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_maximum_and_starts_over() {
+        let mut backoff = Backoff::default();
+        let delays: Vec<u64> = (0..10)
+            .map(|_| {
+                backoff.note_failure(Duration::ZERO);
+                backoff.wait().map_or(0, |wait| (wait.as_millis() as u64).div_ceil(1000))
+            })
+            .collect();
+        assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        backoff.note_failure(BACKOFF_MAX);
+        assert_eq!(backoff.wait(), None);
+    }
+}
