@@ -194,6 +194,9 @@ impl StreamState {
     }
 }
 
+/// Output lines longer than this are logged in pieces.
+const OUTPUT_LINE_MAX: usize = 4096;
+
 /// The callback in progress on an instance.
 #[derive(Debug, Clone, Copy)]
 pub struct Frame {
@@ -226,6 +229,8 @@ pub struct HostState {
     /// `proxy_set_tick_period_milliseconds` calls not acted on yet: root
     /// context id and period in milliseconds (0: stop).
     pub tick_requests: Vec<(u32, u32)>,
+    /// WASI stdout and stderr text not logged yet: the start of a line.
+    output: Vec<(LogLevel, Vec<u8>)>,
 }
 
 impl HostState {
@@ -240,6 +245,44 @@ impl HostState {
             frame: Frame::IDLE,
             limiter,
             tick_requests: Vec::new(),
+            output: Vec::new(),
+        }
+    }
+
+    /// Logs what a guest writes to stdout or stderr (at `level`) line by
+    /// line; the rest waits for its end of line, or the end of the call.
+    pub fn write_output(&mut self, level: LogLevel, text: &[u8]) {
+        let pending = match self.output.iter().position(|(l, _)| *l == level) {
+            Some(i) => &mut self.output[i].1,
+            None => {
+                self.output.push((level, Vec::new()));
+                &mut self.output.last_mut().expect("just pushed").1
+            }
+        };
+        pending.extend_from_slice(text);
+        let mut pending = std::mem::take(pending);
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+            self.log(level, &pending[start..start + end]);
+            start += end + 1;
+        }
+        pending.drain(..start);
+        // a guest that never ends its line still gets logged
+        if pending.len() >= OUTPUT_LINE_MAX {
+            self.log(level, &pending);
+            pending.clear();
+        }
+        if let Some(slot) = self.output.iter_mut().find(|(l, _)| *l == level) {
+            slot.1 = pending;
+        }
+    }
+
+    /// Logs what is left of the guest's output lines.
+    pub fn flush_output(&mut self) {
+        for (level, pending) in std::mem::take(&mut self.output) {
+            if !pending.is_empty() {
+                self.log(level, &pending);
+            }
         }
     }
 

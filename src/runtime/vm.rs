@@ -327,6 +327,7 @@ impl Vm {
         };
         self.store.set_epoch_deadline(self.module.limits.deadline_ticks());
         let result = body(&mut self.store);
+        self.store.data_mut().flush_output();
         let refused = self.store.data_mut().limiter.take_refusal();
         if let Some(size) = refused {
             let message = format!(

@@ -2,7 +2,8 @@
 ;; configuration picks how on_request_headers fails:
 ;;   u  unreachable              d  integer division by zero
 ;;   r  unbounded recursion      m  out-of-bounds memory access
-;;   e  proc_exit(1)
+;;   e  proc_exit(1)               l  an endless loop
+;;   g  memory.grow until refused, then unreachable
 ;; and "R" makes on_response_headers execute unreachable. Any other
 ;; configuration lets requests through.
 (module
@@ -50,6 +51,13 @@
       (then (drop (i32.load (i32.const -4)))))
     (if (i32.eq (global.get $mode) (i32.const 101))
       (then (call $proc_exit (i32.const 1))))
+    (if (i32.eq (global.get $mode) (i32.const 108))
+      (then (loop $forever (br $forever))))
+    (if (i32.eq (global.get $mode) (i32.const 103))
+      (then
+        (loop $more
+          (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+        unreachable))
     (i32.const 0))
 
   (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)

@@ -272,8 +272,7 @@ fn fd_write(caller: Call, fd: i32, iovs: i32, count: i32, ret: i32) -> Result {
         text.extend_from_slice(slice(data, ptr, len)?);
     }
     let written = text.len() as u32;
-    let line = text.strip_suffix(b"\n").unwrap_or(&text);
-    caller.data().log(level, line);
+    caller.data_mut().write_output(level, &text);
     store_u32(caller, ret, written)
 }
 

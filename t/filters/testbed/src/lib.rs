@@ -4,7 +4,7 @@
 //! list of steps separated by `;`, each `<callback> <op> [args...]`, where
 //! callback is one of vm_start, configure, create, request_headers,
 //! request_body, response_headers, response_body, response_trailers, log,
-//! done, delete. Arguments are separated by spaces; `%20` and other `%XX`
+//! done, delete, tick. Arguments are separated by spaces; `%20` and other `%XX`
 //! escapes are decoded. `trace` alone logs every callback.
 
 use std::cell::RefCell;
@@ -41,6 +41,12 @@ thread_local! {
     /// HTTP contexts remembered by `remember`, for another request to
     /// continue, close or answer.
     static REMEMBERED: RefCell<Vec<u32>> = RefCell::new(Vec::new());
+    /// What `count` counts: the instance's calls to it.
+    static COUNT: RefCell<u64> = RefCell::new(0);
+    /// The instance's ticks so far.
+    static TICKS: RefCell<u64> = RefCell::new(0);
+    /// Memory kept by `grow`.
+    static KEPT: RefCell<Vec<Vec<u8>>> = RefCell::new(Vec::new());
 }
 
 /// What a body callback was given.
@@ -323,6 +329,40 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 info!("proxy_define_metric returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
                 info!("proxy_define_metric again returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
             },
+            "count" => {
+                let count = COUNT.with(|c| {
+                    *c.borrow_mut() += 1;
+                    *c.borrow()
+                });
+                info!("count {}", count);
+            }
+            "tick_period" => proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(arg(1).parse().unwrap_or(0))).unwrap(),
+            "tick_count" => {
+                // logs the tick; at the n-th one, sets the period given
+                let ticks = TICKS.with(|t| {
+                    *t.borrow_mut() += 1;
+                    *t.borrow()
+                });
+                info!("tick {}", ticks);
+                if ticks.to_string() == arg(1) {
+                    let period = arg(2).parse().unwrap_or(0);
+                    proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(period)).unwrap();
+                }
+            }
+            "grow" => {
+                // keeps n MiB, one at a time
+                for _ in 0..arg(1).parse().unwrap_or(1) {
+                    KEPT.with(|k| k.borrow_mut().push(vec![1u8; 1024 * 1024]));
+                }
+                info!("kept {} MiB", KEPT.with(|k| k.borrow().len()));
+            }
+            "spin" => {
+                // runs forever, unless stopped
+                let mut i = 0u64;
+                loop {
+                    unsafe { std::ptr::write_volatile(&mut i, std::ptr::read_volatile(&i).wrapping_add(1)) };
+                }
+            }
             "at_end" => {
                 if given.end_of_stream {
                     run_op(&args[1..], when, context_id, given, outcome);
@@ -346,6 +386,13 @@ impl Context for Root {
 }
 
 impl RootContext for Root {
+    fn on_tick(&mut self) {
+        if self.script.trace {
+            info!("#{} on_tick", self.context_id);
+        }
+        run(&self.script, "tick", self.context_id);
+    }
+
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
         let vm = self.get_vm_configuration().unwrap_or_default();
         let script = Script::parse(&String::from_utf8_lossy(&vm));
