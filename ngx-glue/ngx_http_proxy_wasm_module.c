@@ -99,21 +99,21 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
 
     { ngx_string("wasm_response_body_overflow"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_proxy_wasm_conf_set_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_proxy_wasm_loc_conf_t, response_body_overflow),
       &ngx_http_proxy_wasm_overflow },
 
     { ngx_string("proxy_wasm_isolation"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_proxy_wasm_conf_set_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_proxy_wasm_loc_conf_t, isolation),
       &ngx_http_proxy_wasm_isolations },
 
     { ngx_string("proxy_wasm_failure"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_proxy_wasm_conf_set_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_proxy_wasm_loc_conf_t, failure),
       &ngx_http_proxy_wasm_failures },
@@ -464,18 +464,18 @@ ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r)
 }
 
 
-/* A new stream of the location's chain, in a fresh or ended state. */
-static ngx_int_t
+/*
+ * A new stream of the location's chain, in a fresh or ended state. If it
+ * cannot start, the state stays (failed: the error response passes the
+ * filters by) and *rc is set.
+ */
+static ngx_http_proxy_wasm_ctx_t *
 ngx_http_proxy_wasm_start_stream(ngx_http_request_t *r,
-    ngx_http_proxy_wasm_ctx_t *ctx, ngx_http_proxy_wasm_loc_conf_t *plcf)
+    ngx_http_proxy_wasm_ctx_t *ctx, ngx_http_proxy_wasm_loc_conf_t *plcf,
+    ngx_int_t *rc)
 {
     ngx_proxy_wasm_runtime_t      *rt;
     ngx_proxy_wasm_stream_conf_t   conf;
-
-    rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
-    if (rt == NULL) {
-        return NGX_ERROR;
-    }
 
     ngx_memzero(ctx, sizeof(ngx_http_proxy_wasm_ctx_t));
 
@@ -491,10 +491,21 @@ ngx_http_proxy_wasm_start_stream(ngx_http_request_t *r,
     conf.failure = plcf->failure;
     conf.isolation = plcf->isolation;
 
-    ctx->stream = ngx_proxy_wasm_api.stream_new(rt, r, plcf->filters->elts,
-                                                plcf->filters->nelts, &conf);
+    rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
 
-    return ctx->stream ? NGX_OK : NGX_ERROR;
+    ctx->stream = rt ? ngx_proxy_wasm_api.stream_new(rt, r,
+                                                    plcf->filters->elts,
+                                                    plcf->filters->nelts,
+                                                    &conf)
+                     : NULL;
+
+    if (ctx->stream == NULL) {
+        ctx->failed = 1;
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
+    }
+
+    return ctx;
 }
 
 
@@ -556,12 +567,7 @@ ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
 
         ngx_http_proxy_wasm_end_stream(ctx);
 
-        if (ngx_http_proxy_wasm_start_stream(r, ctx, plcf) != NGX_OK) {
-            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-            return NULL;
-        }
-
-        return ctx;
+        return ngx_http_proxy_wasm_start_stream(r, ctx, plcf, rc);
     }
 
     ctx = ngx_palloc(r->pool, sizeof(ngx_http_proxy_wasm_ctx_t));
@@ -576,17 +582,14 @@ ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
         return NULL;
     }
 
-    if (ngx_http_proxy_wasm_start_stream(r, ctx, plcf) != NGX_OK) {
-        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NULL;
-    }
+    ngx_memzero(ctx, sizeof(ngx_http_proxy_wasm_ctx_t));
 
     cln->handler = ngx_http_proxy_wasm_cleanup;
     cln->data = ctx;
 
     ngx_http_set_ctx(r, ctx, ngx_http_proxy_wasm_module);
 
-    return ctx;
+    return ngx_http_proxy_wasm_start_stream(r, ctx, plcf, rc);
 }
 
 

@@ -65,7 +65,7 @@ static ngx_command_t  ngx_proxy_wasm_commands[] = {
 
     { ngx_string("compiler"),
       NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_proxy_wasm_conf_set_enum_slot,
       0,
       offsetof(ngx_proxy_wasm_conf_t, compiler),
       &ngx_proxy_wasm_compilers },
@@ -281,6 +281,59 @@ ngx_proxy_wasm_check_callback_timeout(ngx_conf_t *cf, void *post, void *data)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * ngx_conf_set_enum_slot, naming the values allowed in its error (as
+ * nginx does for flags): invalid value "x" in "name" directive, it must be
+ * "a", "b" or "c"
+ */
+char *
+ngx_proxy_wasm_conf_set_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    char  *p = conf;
+
+    u_char           *a, *last;
+    ngx_str_t        *value;
+    ngx_uint_t       *np, i;
+    ngx_conf_enum_t  *e;
+    u_char            allowed[NGX_MAX_CONF_ERRSTR];
+
+    np = (ngx_uint_t *) (p + cmd->offset);
+
+    if (*np != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    e = cmd->post;
+
+    for (i = 0; e[i].name.len; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcasecmp(e[i].name.data, value[1].data) == 0)
+        {
+            *np = e[i].value;
+            return NGX_CONF_OK;
+        }
+    }
+
+    a = allowed;
+    last = allowed + sizeof(allowed);
+
+    for (i = 0; e[i].name.len; i++) {
+        a = ngx_slprintf(a, last, "%s\"%V\"",
+                         i == 0 ? "" : e[i + 1].name.len ? ", " : " or ",
+                         &e[i].name);
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\" directive, "
+                       "it must be %*s", &value[1], &cmd->name,
+                       (size_t) (a - allowed), allowed);
+
+    return NGX_CONF_ERROR;
 }
 
 

@@ -289,7 +289,7 @@ qr/proxy_on_request_headers failed: wasm trap: wasm `unreachable` instruction ex
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*invalid value "fast" in \S+nginx\.conf:\d+$/m
+qr/\[emerg\] .*invalid value "fast" in "compiler" directive, it must be "auto", "cranelift" or "winch" in \S+nginx\.conf:\d+$/m
 
 
 

@@ -60,6 +60,8 @@ pub struct Vm {
     pub generation: u64,
     pub created: Instant,
     pub failed: bool,
+    /// When it failed.
+    pub failed_at: Option<Instant>,
 }
 
 impl Vm {
@@ -93,6 +95,7 @@ impl Vm {
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             created: Instant::now(),
             failed: false,
+            failed_at: None,
         };
         vm.start(&instance)?;
         Ok(vm)
@@ -338,6 +341,7 @@ impl Vm {
         }
         if let Err(error) = &result {
             self.failed = true;
+            self.failed_at.get_or_insert_with(Instant::now);
             let cause = if is_interrupt(error) {
                 format!(
                     "stopped after callback_timeout ({} ms)",

@@ -48,7 +48,9 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn note_failure(&mut self, lived: Duration) {
+    /// Counts a failure that happened `at`, of an instance that had lived
+    /// `lived`.
+    fn note_failure(&mut self, at: Instant, lived: Duration) {
         self.failures = if lived >= BACKOFF_MAX { 1 } else { self.failures + 1 };
         let delay = match self.failures {
             0 | 1 => Duration::ZERO,
@@ -56,7 +58,7 @@ impl Backoff {
                 .saturating_mul(1 << (n - 2).min(16))
                 .min(BACKOFF_MAX),
         };
-        self.not_before = Some(Instant::now() + delay);
+        self.not_before = Some(at + delay);
     }
 
     /// How long until a replacement may start.
@@ -154,7 +156,7 @@ impl Worker {
         *self.vms[module].borrow_mut() = vm;
         match started {
             Some(generation) => self.apply_ticks(module, generation, requests),
-            None => self.backoff.borrow_mut()[module].note_failure(Duration::ZERO),
+            None => self.backoff.borrow_mut()[module].note_failure(Instant::now(), Duration::ZERO),
         }
     }
 
@@ -191,15 +193,21 @@ impl Worker {
         let state = slot
             .borrow()
             .as_ref()
-            .map(|vm| (vm.failed, vm.generation, vm.created.elapsed()));
+            .map(|vm| (vm.failed, vm.generation, vm.created, vm.failed_at));
         match state {
             Some((false, ..)) => {}
-            Some((true, generation, lived)) => {
-                let mut backoff = self.backoff.borrow_mut();
-                if backoff[module].counted != generation {
-                    backoff[module].counted = generation;
-                    backoff[module].note_failure(lived);
-                    drop(backoff);
+            Some((true, generation, created, failed_at)) => {
+                let first_seen = {
+                    let backoff = &mut self.backoff.borrow_mut()[module];
+                    let first_seen = backoff.counted != generation;
+                    if first_seen {
+                        let at = failed_at.unwrap_or_else(Instant::now);
+                        backoff.counted = generation;
+                        backoff.note_failure(at, at.saturating_duration_since(created));
+                    }
+                    first_seen
+                };
+                if first_seen {
                     self.stop_ticks(module, generation);
                 }
                 self.replace(module, replace, "its instance failed")?;
@@ -346,12 +354,12 @@ mod tests {
         let mut backoff = Backoff::default();
         let delays: Vec<u64> = (0..10)
             .map(|_| {
-                backoff.note_failure(Duration::ZERO);
+                backoff.note_failure(Instant::now(), Duration::ZERO);
                 backoff.wait().map_or(0, |wait| (wait.as_millis() as u64).div_ceil(1000))
             })
             .collect();
         assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        backoff.note_failure(BACKOFF_MAX);
+        backoff.note_failure(Instant::now(), BACKOFF_MAX);
         assert_eq!(backoff.wait(), None);
     }
 }

@@ -4,7 +4,7 @@
 //! list of steps separated by `;`, each `<callback> <op> [args...]`, where
 //! callback is one of vm_start, configure, create, request_headers,
 //! request_body, response_headers, response_body, response_trailers, log,
-//! done, delete, tick. Arguments are separated by spaces; `%20` and other `%XX`
+//! done, delete (HTTP contexts), tick, root_done (root contexts). Arguments are separated by spaces; `%20` and other `%XX`
 //! escapes are decoded. `trace` alone logs every callback.
 
 use std::cell::RefCell;
@@ -380,7 +380,7 @@ struct Root {
 
 impl Context for Root {
     fn on_done(&mut self) -> bool {
-        run(&self.script, "done", self.context_id);
+        run(&self.script, "root_done", self.context_id);
         true
     }
 }

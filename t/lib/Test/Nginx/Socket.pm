@@ -621,7 +621,10 @@ sub run_block {
             next;
         }
 
+        # "--- request_delay": the time between requests (none by default)
+        my $gap = section($block, 'request_delay') // 0;
         for my $i (0 .. $#requests) {
+            sleep $gap if $i > 0 && $gap;
             my ($raw, $err) = http_exchange($port, $requests[$i], $timeout, $delay);
             next if defined section($block, 'abort');
             Test::More::diag($label->($i) . " - request failed: $err") if $err;

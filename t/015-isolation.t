@@ -1,0 +1,147 @@
+# proxy_wasm_isolation: which instance a request's filters run in, seen
+# through a global counter of the testbed filter ("count").
+use Test::Nginx::Socket 'no_plan';
+use ProxyWasmTest;
+
+default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: none (the default): one instance per module in the worker, shared by requests and filters
+--- config
+    location / {
+        proxy_wasm testbed "request_headers count";
+        proxy_wasm testbed "request_headers count; request_headers log info second";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /"]
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 2
+count 3
+count 4
+
+
+
+=== TEST 2: stream: a fresh instance per request, shared by its filters of one module
+--- config
+    location / {
+        proxy_wasm_isolation stream;
+        proxy_wasm testbed "request_headers count";
+        proxy_wasm testbed "request_headers count; request_headers log info second";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /"]
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 2
+count 1
+count 2
+
+
+
+=== TEST 3: filter: a fresh instance per filter per request
+--- config
+    location / {
+        proxy_wasm_isolation filter;
+        proxy_wasm testbed "request_headers count";
+        proxy_wasm testbed "request_headers count; request_headers log info second";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /"]
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 1
+count 1
+count 1
+
+
+
+=== TEST 4: fresh instances start their root contexts, and end them with the request
+--- config
+    location / {
+        proxy_wasm_isolation stream;
+        proxy_wasm testbed "configure log info ROOT_CONFIGURED; root_done log info ROOT_DONE; request_headers log info REQUEST_SEEN";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /"]
+--- grep_error_log eval
+qr/ROOT_CONFIGURED|REQUEST_SEEN|ROOT_DONE/
+--- grep_error_log_out
+ROOT_CONFIGURED
+ROOT_CONFIGURED
+REQUEST_SEEN
+ROOT_DONE
+ROOT_CONFIGURED
+REQUEST_SEEN
+ROOT_DONE
+
+
+
+=== TEST 5: the setting is inherited from http{} and server{}
+--- http_config
+    proxy_wasm_isolation filter;
+--- config
+    location / {
+        proxy_wasm testbed "request_headers count";
+        proxy_wasm testbed "request_headers count";
+        empty_gif;
+    }
+--- request
+GET /
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 1
+
+
+
+=== TEST 6: a failure in a request's own instance fails that request only; nothing is replaced
+--- config
+    location /fail {
+        proxy_wasm_isolation stream;
+        proxy_wasm testbed "request_headers unreachable";
+        empty_gif;
+    }
+    location /count {
+        proxy_wasm testbed "request_headers count";
+        empty_gif;
+    }
+--- request eval
+["GET /count", "GET /fail", "GET /fail", "GET /count"]
+--- error_code eval
+[200, 500, 500, 200]
+--- error_log eval
+qr/proxy_on_request_headers failed: wasm trap: wasm `unreachable` instruction executed/
+--- no_error_log
+starting a new instance
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 2
+
+
+
+=== TEST 7: an invalid value
+--- config
+    location / {
+        proxy_wasm_isolation request;
+        empty_gif;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid value "request" in "proxy_wasm_isolation" directive, it must be "none", "stream" or "filter" in .*nginx.conf:\d+/
