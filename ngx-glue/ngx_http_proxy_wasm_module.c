@@ -25,6 +25,8 @@
 
 static ngx_int_t ngx_http_proxy_wasm_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_proxy_wasm_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_proxy_wasm_init_process(ngx_cycle_t *cycle);
+static void ngx_http_proxy_wasm_exit_process(ngx_cycle_t *cycle);
 static void *ngx_http_proxy_wasm_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_proxy_wasm_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_proxy_wasm_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -151,10 +153,10 @@ ngx_module_t  ngx_http_proxy_wasm_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     ngx_http_proxy_wasm_init_module,       /* init module */
-    NULL,                                  /* init process */
+    ngx_http_proxy_wasm_init_process,      /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_proxy_wasm_exit_process,      /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -433,6 +435,39 @@ ngx_http_proxy_wasm_init_module(ngx_cycle_t *cycle)
                    "other handlers", n ? n - 1 : 0);
 
     return NGX_OK;
+}
+
+
+/*
+ * Starts the worker's instances. Here rather than in the wasm{} block's
+ * core module: root contexts may start timers, and HTTP modules come
+ * after the event modules, which set timers up, also in static builds.
+ */
+static ngx_int_t
+ngx_http_proxy_wasm_init_process(ngx_cycle_t *cycle)
+{
+    ngx_proxy_wasm_runtime_t  *rt;
+
+    rt = ngx_proxy_wasm_runtime(cycle);
+
+    if (rt != NULL) {
+        ngx_proxy_wasm_api.worker_init(rt);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_proxy_wasm_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_proxy_wasm_runtime_t  *rt;
+
+    rt = ngx_proxy_wasm_runtime(cycle);
+
+    if (rt != NULL) {
+        ngx_proxy_wasm_api.worker_exit(rt);
+    }
 }
 
 

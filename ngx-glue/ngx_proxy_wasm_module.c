@@ -21,8 +21,6 @@ static char *ngx_proxy_wasm_cache_directive(ngx_conf_t *cf,
 static char *ngx_proxy_wasm_load_modules(ngx_conf_t *cf,
     ngx_proxy_wasm_conf_t *wcf);
 static void ngx_proxy_wasm_runtime_cleanup(void *data);
-static ngx_int_t ngx_proxy_wasm_init_process(ngx_cycle_t *cycle);
-static void ngx_proxy_wasm_exit_process(ngx_cycle_t *cycle);
 
 
 static char *ngx_proxy_wasm_check_memory_limit(ngx_conf_t *cf, void *post,
@@ -116,10 +114,10 @@ ngx_module_t  ngx_proxy_wasm_module = {
     NGX_CORE_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    ngx_proxy_wasm_init_process,           /* init process */
+    NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_proxy_wasm_exit_process,           /* exit process */
+    NULL,                                  /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -451,32 +449,4 @@ static void
 ngx_proxy_wasm_runtime_cleanup(void *data)
 {
     ngx_proxy_wasm_api.runtime_free(data);
-}
-
-
-static ngx_int_t
-ngx_proxy_wasm_init_process(ngx_cycle_t *cycle)
-{
-    ngx_proxy_wasm_runtime_t  *rt;
-
-    rt = ngx_proxy_wasm_runtime(cycle);
-
-    if (rt != NULL) {
-        ngx_proxy_wasm_api.worker_init(rt);
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_proxy_wasm_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_proxy_wasm_runtime_t  *rt;
-
-    rt = ngx_proxy_wasm_runtime(cycle);
-
-    if (rt != NULL) {
-        ngx_proxy_wasm_api.worker_exit(rt);
-    }
 }

@@ -248,20 +248,24 @@ sub start_nginx {
     return (1, read_file($output));
 }
 
+# Stops nginx gracefully (QUIT); false if it had to be killed.
 sub stop_nginx {
-    return unless $NginxPid;
+    return 1 unless $NginxPid;
     kill 'QUIT', $NginxPid;
     my $deadline = time + 10;
+    my $graceful = 1;
     until (waitpid($NginxPid, WNOHANG) == $NginxPid) {
         if (time > $deadline) {
             Test::More::diag("nginx $NginxPid did not stop gracefully: killed");
             kill 'KILL', $NginxPid;
             waitpid $NginxPid, 0;
+            $graceful = 0;
             last;
         }
         sleep 0.005;
     }
     undef $NginxPid;
+    return $graceful;
 }
 
 END {
@@ -637,7 +641,7 @@ sub run_block {
         sleep $wait;
     }
 
-    stop_nginx();
+    Test::More::ok(stop_nginx(), "$name - nginx stopped gracefully");
 
     my $log = read_file($log_file);
     check_log($block, $name, $log);
