@@ -53,6 +53,8 @@ typedef struct {
     ngx_uint_t                  isolation;   /* ngx_proxy_wasm_isolation_e */
     ngx_uint_t                  failure;     /* ngx_proxy_wasm_failure_e */
     ngx_uint_t                  failure_status;
+    /* how long a filter may hold a request in on_request_headers */
+    ngx_msec_t                  hold_timeout;
 } ngx_http_proxy_wasm_loc_conf_t;
 
 
@@ -70,6 +72,8 @@ typedef struct {
     ngx_array_t                *filters;
     /* posted when filters ask to come back to the request */
     ngx_event_t                 resume;
+    /* proxy_wasm_hold_timeout, while the request headers are held */
+    ngx_event_t                 hold_timer;
     /* nginx's body reader, while the chain holds the end of the body */
     ngx_http_event_handler_pt   body_read_handler;
 

@@ -39,6 +39,7 @@ static ngx_int_t ngx_http_proxy_wasm_log_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_proxy_wasm_request_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static void ngx_http_proxy_wasm_resume_handler(ngx_event_t *ev);
+static void ngx_http_proxy_wasm_hold_expired(ngx_event_t *ev);
 static void ngx_http_proxy_wasm_cleanup(void *data);
 
 
@@ -127,6 +128,13 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
       offsetof(ngx_http_proxy_wasm_loc_conf_t, failure_status),
       &ngx_http_proxy_wasm_failure_status_post },
 
+    { ngx_string("proxy_wasm_hold_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proxy_wasm_loc_conf_t, hold_timeout),
+      NULL },
+
       ngx_null_command
 };
 
@@ -185,6 +193,7 @@ ngx_http_proxy_wasm_create_loc_conf(ngx_conf_t *cf)
     conf->isolation = NGX_CONF_UNSET_UINT;
     conf->failure = NGX_CONF_UNSET_UINT;
     conf->failure_status = NGX_CONF_UNSET_UINT;
+    conf->hold_timeout = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -224,6 +233,7 @@ ngx_http_proxy_wasm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_PROXY_WASM_FAILURE_RELOAD);
     ngx_conf_merge_uint_value(conf->failure_status, prev->failure_status,
                               NGX_HTTP_INTERNAL_SERVER_ERROR);
+    ngx_conf_merge_msec_value(conf->hold_timeout, prev->hold_timeout, 60000);
 
     return NGX_CONF_OK;
 }
@@ -519,6 +529,9 @@ ngx_http_proxy_wasm_start_stream(ngx_http_request_t *r,
     ctx->resume.handler = ngx_http_proxy_wasm_resume_handler;
     ctx->resume.data = ctx;
     ctx->resume.log = r->connection->log;
+    ctx->hold_timer.handler = ngx_http_proxy_wasm_hold_expired;
+    ctx->hold_timer.data = ctx;
+    ctx->hold_timer.log = r->connection->log;
 
     conf.response_body_limit = plcf->response_body_buffers.num
                                * plcf->response_body_buffers.size;
@@ -549,6 +562,10 @@ ngx_http_proxy_wasm_end_stream(ngx_http_proxy_wasm_ctx_t *ctx)
 {
     if (ctx->resume.posted) {
         ngx_delete_posted_event(&ctx->resume);
+    }
+
+    if (ctx->hold_timer.timer_set) {
+        ngx_del_timer(&ctx->hold_timer);
     }
 
     if (ctx->stream) {
@@ -760,13 +777,48 @@ ngx_http_proxy_wasm_watch_held_body(ngx_http_request_t *r,
 }
 
 
+/* A filter held the request headers longer than proxy_wasm_hold_timeout. */
+static void
+ngx_http_proxy_wasm_hold_expired(ngx_event_t *ev)
+{
+    ngx_http_proxy_wasm_ctx_t  *ctx = ev->data;
+
+    ngx_connection_t                *c;
+    ngx_http_request_t              *r;
+    ngx_http_proxy_wasm_loc_conf_t  *plcf;
+
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_http_set_log_request(c->log, r);
+
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                  "proxy_wasm: a filter held the request longer than "
+                  "proxy_wasm_hold_timeout (%M ms)", plcf->hold_timeout);
+
+    ctx->request_paused = 0;
+    r->read_event_handler = ngx_http_block_reading;
+
+    ngx_http_finalize_request(r, ngx_http_proxy_wasm_failed(r, ctx));
+    ngx_http_run_posted_requests(c);
+}
+
+
 /* Acts on a step of the request headers, for a phase handler. */
 static ngx_int_t
 ngx_http_proxy_wasm_request_step(ngx_http_request_t *r,
     ngx_http_proxy_wasm_ctx_t *ctx, ngx_proxy_wasm_step_t *step)
 {
+    ngx_http_proxy_wasm_loc_conf_t  *plcf;
+
     ctx->request_paused = 0;
     r->read_event_handler = ngx_http_block_reading;
+
+    if (ctx->hold_timer.timer_set) {
+        ngx_del_timer(&ctx->hold_timer);
+    }
 
     switch (step->action) {
 
@@ -779,6 +831,11 @@ ngx_http_proxy_wasm_request_step(ngx_http_request_t *r,
                        "proxy_wasm: request held by a filter");
         ctx->request_paused = 1;
         r->read_event_handler = ngx_http_proxy_wasm_check_broken_connection;
+
+        /* also keeps a worker that shuts down waiting for the request */
+        plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
+        ngx_add_timer(&ctx->hold_timer, plcf->hold_timeout);
+
         return NGX_DONE;
 
     case NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE:

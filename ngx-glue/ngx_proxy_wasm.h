@@ -220,8 +220,8 @@ typedef struct {
 
     /*
      * Start a one-shot timer: after delay_ms, from the event loop, the shim
-     * calls timer_fired(token) on the cycle's runtime, unless the worker
-     * is exiting. Returns the timer, or NULL.
+     * calls timer_fired(token) on the cycle's runtime. A worker shutting
+     * down does not wait for it. Returns the timer, or NULL.
      */
     void     *(*timer_add)(uint64_t token, uint64_t delay_ms);
     /* Stop a timer that has not fired. */

@@ -83,18 +83,14 @@ ngx_proxy_wasm_log_level(void *request)
 
 /*
  * Timers for root contexts' ticks. They are cancelable: a worker that is
- * shutting down does not wait for them, and stops calling filters (the
- * timer is then freed when the worker cancels it at exit).
+ * shutting down does not wait for them. Until it exits, they go on, for
+ * the requests it still serves may wait for them.
  */
 static void
 ngx_proxy_wasm_timer_handler(ngx_event_t *ev)
 {
     uint64_t                   token;
     ngx_proxy_wasm_runtime_t  *rt;
-
-    if (ngx_exiting || ngx_terminate || ngx_quit) {
-        return;
-    }
 
     token = *(uint64_t *) ev->data;
     ngx_free(ev);

@@ -437,3 +437,25 @@ GET /
 on_log
 on_done
 on_delete
+
+
+
+=== TEST 19: a request held in on_request_headers past proxy_wasm_hold_timeout fails with proxy_wasm_failure_status
+--- config
+    location / {
+        proxy_wasm_hold_timeout 300ms;
+        proxy_wasm_failure_status 504;
+        proxy_wasm testbed "trace; request_headers pause";
+        empty_gif;
+    }
+--- request
+GET /
+--- timeout: 3
+--- error_code: 504
+--- error_log eval
+qr/\[error\] .*proxy_wasm: a filter held the request longer than proxy_wasm_hold_timeout \(300 ms\), client/
+--- grep_error_log eval: $::Life
+--- grep_error_log_out
+on_log
+on_done
+on_delete

@@ -119,8 +119,11 @@ sub patterns {
     return grep { length } map { expand_env($_) } split /\n/, $values[0];
 }
 
+# Writes nginx.conf for a block; %override replaces some of its sections
+# (a reload's new configuration).
 sub write_config {
-    my ($block, $port) = @_;
+    my ($block, $port, %override) = @_;
+    my $section = sub { exists $override{$_[0]} ? $override{$_[0]} : section($block, $_[0]) };
 
     my $conf = "$Servroot/conf/nginx.conf";
     my $workers = section($block, 'workers') // $Workers;
@@ -131,9 +134,9 @@ sub write_config {
     my $modules = join '', map { "load_module $_;\n" }
                   split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} || '');
     my $env = join '', map { "env $_;\n" } @EnvToNginx;
-    my $main = section($block, 'main_config') // '';
-    my $http = section($block, 'http_config') // '';
-    my $config = section($block, 'config') // '';
+    my $main = $section->('main_config') // '';
+    my $http = $section->('http_config') // '';
+    my $config = $section->('config') // '';
     my $server = section($block, 'server_config') // '';
 
     # "--- http2": the server speaks HTTP/2 (prior knowledge)
@@ -567,6 +570,12 @@ sub run_block {
     my $user_files = section($block, 'user_files');
     write_user_files($user_files) if defined $user_files;
 
+    # "--- init": Perl code run before nginx starts
+    if (my $init = section($block, 'init')) {
+        eval $init;
+        die "init of $name: $@" if $@;
+    }
+
     write_config($block, $port);
 
     my $must_die = defined $block->must_die;
@@ -637,16 +646,96 @@ sub run_block {
         }
     }
 
+    run_reload($block, $name, $port, $timeout) if defined $block->reload_config;
+
     if (my $wait = section($block, 'wait')) {
         sleep $wait;
     }
 
     Test::More::ok(stop_nginx(), "$name - nginx stopped gracefully");
 
-    my $log = read_file($log_file);
+    # what nginx printed at start-up (warnings while reading its
+    # configuration), then its error log
+    my $log = $out . read_file($log_file);
     check_log($block, $name, $log);
     check_log($block, $name, $log, 'shutdown_error_log');
     check_health($block, $name, $log);
+}
+
+# A reload under load. The block's request is sent again and again, each
+# time on a new connection, from a child process, while nginx reloads
+# with "--- reload_config" (after running the Perl code of "--- reload_init",
+# if any). Every response must have the block's status (200 by default)
+# and match one of the two patterns of "--- reload_response_like": the
+# first response the first (the old configuration), the last the second.
+# "--- reload_inflight" is a request sent just before the reload: its
+# response must match the first pattern (old workers finish their
+# requests).
+sub run_reload {
+    my ($block, $name, $port, $timeout) = @_;
+
+    my ($request) = build_requests($block);
+    my $record = "$Servroot/logs/reload.responses";
+    my $flatten = sub {
+        my ($raw, $err) = @_;
+        return "none: " . ($err // 'no response') unless defined $raw && length $raw;
+        (my $line = $raw) =~ s/\r?\n/ | /g;
+        return $line;
+    };
+
+    # the loop ends between two requests, when this file appears
+    my $stop = "$Servroot/logs/reload.stop";
+    unlink $stop;
+    my $loop = fork // die "cannot fork: $!";
+    if ($loop == 0) {
+        open my $out, '>', $record or POSIX::_exit(1);
+        $out->autoflush(1);
+        until (-e $stop) {
+            print $out $flatten->(http_exchange($port, $request, $timeout, 0)), "\n";
+        }
+        close $out;
+        POSIX::_exit(0);
+    }
+
+    my $inflight_record = "$Servroot/logs/reload.inflight";
+    my $inflight;
+    if (my $text = section($block, 'reload_inflight')) {
+        $inflight = fork // die "cannot fork: $!";
+        if ($inflight == 0) {
+            my $response = $flatten->(http_exchange($port, [build_request($text, '')], $timeout, 0));
+            open my $out, '>', $inflight_record or POSIX::_exit(1);
+            print $out $response;
+            close $out;
+            POSIX::_exit(0);
+        }
+    }
+
+    sleep 0.5;
+    if (my $init = section($block, 'reload_init')) {
+        eval $init;
+        die "reload_init of $name: $@" if $@;
+    }
+    write_config($block, $port, config => section($block, 'reload_config'));
+    kill 'HUP', $NginxPid;
+    sleep(section($block, 'reload_wait') // 1.5);
+    open my $fh, '>', $stop or die "cannot write $stop: $!";
+    close $fh;
+    waitpid $loop, 0;
+    waitpid $inflight, 0 if $inflight;
+
+    my ($before, $after) = @{ section($block, 'reload_response_like') };
+    my $status = section($block, 'error_code') // 200;
+    my @responses = split /\n/, read_file($record);
+    Test::More::cmp_ok(scalar @responses, '>=', 10, "$name - requests during the reload");
+    my @bad = grep { !m{^HTTP/1\.\d $status } || !($_ =~ $before || $_ =~ $after) } @responses;
+    Test::More::ok(!@bad, "$name - every response during the reload is whole and expected")
+        or Test::More::diag(join "\n", @bad[0 .. ($#bad < 4 ? $#bad : 4)]);
+    Test::More::like($responses[0] // '', $before, "$name - the old configuration first");
+    Test::More::like($responses[-1] // '', $after, "$name - the new configuration last");
+    if ($inflight) {
+        Test::More::like(read_file($inflight_record), $before,
+                         "$name - a request in flight finishes on the old configuration");
+    }
 }
 
 # "--- user_files": ">>> path" lines start files under the html dir.

@@ -1,0 +1,169 @@
+# nginx -s reload under load: new filters (changed configuration or
+# changed .wasm files) for new requests, old workers finishing theirs on
+# the old ones, no failed request; ticks move to the new workers; the
+# compiled-code cache spares the recompilation.
+use Test::Nginx::Socket 'no_plan';
+use File::Copy ();
+use ProxyWasmTest;
+
+default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: a changed plugin configuration, for new requests; the ticks follow
+--- config
+    location / {
+        proxy_wasm testbed "configure tick_period 50; tick log info ticked%20old; response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- reload_config
+    location / {
+        proxy_wasm testbed "configure tick_period 50; tick log info ticked%20new; response_headers add_header response x-version 2";
+        empty_gif;
+    }
+--- request
+GET /
+--- reload_response_like eval
+[qr/x-version: 1/, qr/x-version: 2/]
+--- error_log eval
+[qr/ticked old/, qr/ticked new/, qr/\[notice\] .*exiting/]
+
+
+
+=== TEST 2: a changed .wasm file
+--- main_config
+    wasm {
+        module filter $TEST_NGINX_HTML_DIR/filter.wasm;
+    }
+--- init
+File::Copy::copy("$ENV{TEST_NGINX_FILTERS}/testbed.wasm", "$ENV{TEST_NGINX_HTML_DIR}/filter.wasm") or die $!;
+--- config
+    location / {
+        proxy_wasm filter "response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- reload_init
+File::Copy::copy("$ENV{TEST_NGINX_FILTERS}/hello.wasm", "$ENV{TEST_NGINX_HTML_DIR}/filter.wasm.new") or die $!;
+rename("$ENV{TEST_NGINX_HTML_DIR}/filter.wasm.new", "$ENV{TEST_NGINX_HTML_DIR}/filter.wasm") or die $!;
+--- reload_config
+    location / {
+        proxy_wasm filter;
+        empty_gif;
+    }
+--- request
+GET /
+--- reload_response_like eval
+[qr/x-version: 1/, qr/x-powered-by: ngx_proxy_wasm/]
+
+
+
+=== TEST 3: a request in flight finishes on the old filter
+--- config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 1";
+        empty_gif;
+    }
+    location /slow {
+        proxy_wasm testbed "request_headers pause; request_headers remember; request_headers tick_period 1000; tick continue_remembered request; response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- reload_config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 2";
+        empty_gif;
+    }
+--- request
+GET /
+--- reload_inflight
+GET /slow
+--- reload_response_like eval
+[qr/x-version: 1/, qr/x-version: 2/]
+
+
+
+=== TEST 4: a failed reload (a filter that fails to start) keeps the running configuration
+--- config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- reload_config
+    location / {
+        proxy_wasm testbed "configure fail";
+        empty_gif;
+    }
+--- request
+GET /
+--- reload_response_like eval
+[qr/x-version: 1/, qr/x-version: 1/]
+--- error_log eval
+qr/\[emerg\] .*filter "testbed" failed to start: on_configure returned false in .*nginx.conf:\d+/
+
+
+
+=== TEST 5: with the cache, a reload loads the compiled code instead of compiling
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        cache logs/cache;
+    }
+--- config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- reload_config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 2";
+        empty_gif;
+    }
+--- request
+GET /
+--- reload_response_like eval
+[qr/x-version: 1/, qr/x-version: 2/]
+--- error_log eval
+qr/\[debug\] .*proxy_wasm "testbed": loaded from the cache/
+--- no_error_log eval
+qr/\[debug\] .*proxy_wasm "testbed": compiled/
+
+
+
+=== TEST 6: without it, the reload compiles
+--- config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- reload_config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 2";
+        empty_gif;
+    }
+--- request
+GET /
+--- reload_response_like eval
+[qr/x-version: 1/, qr/x-version: 2/]
+--- error_log eval
+qr/\[debug\] .*proxy_wasm "testbed": compiled/
+
+
+
+=== TEST 7: an unusable cache directory: a warning, and the module is compiled
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        cache /proc/version/cache;
+    }
+--- config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- request
+GET /
+--- response_headers
+x-version: 1
+--- error_log eval
+qr/\[warn\] .*proxy_wasm "testbed": cannot write to the cache "\/proc\/version\/cache"/
