@@ -167,3 +167,35 @@ GET /
 x-version: 1
 --- error_log eval
 qr/\[warn\] .*proxy_wasm "testbed": cannot write to the cache "\/proc\/version\/cache"/
+
+
+
+=== TEST 8: traps in the new workers are caught as in the first ones
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        module hostile $TEST_NGINX_WAT/hostile.wat;
+    }
+--- config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- reload_config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 2";
+        empty_gif;
+    }
+    location /divide {
+        proxy_wasm hostile d;
+        empty_gif;
+    }
+--- request
+GET /
+--- reload_response_like eval
+[qr/x-version: 1/, qr/x-version: 2/]
+--- request_after_reload
+GET /divide
+--- error_code_after_reload: 500
+--- error_log eval
+qr/proxy_on_request_headers failed: wasm trap: integer divide by zero/

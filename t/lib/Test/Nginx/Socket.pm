@@ -736,6 +736,15 @@ sub run_reload {
         Test::More::like(read_file($inflight_record), $before,
                          "$name - a request in flight finishes on the old configuration");
     }
+
+    # "--- request_after_reload": one more request, with its status in
+    # "--- error_code_after_reload"
+    if (my $text = section($block, 'request_after_reload')) {
+        my ($raw) = http_exchange($port, [build_request($text, '')], $timeout, 0);
+        my $res = defined $raw ? parse_response($raw) : undef;
+        Test::More::is($res ? $res->{status} : undef, section($block, 'error_code_after_reload') // 200,
+                       "$name - the request after the reload");
+    }
 }
 
 # "--- user_files": ">>> path" lines start files under the html dir.
