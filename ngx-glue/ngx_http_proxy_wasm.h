@@ -40,6 +40,7 @@ typedef struct {
     size_t                      memory_limit;
     ngx_msec_t                  callback_timeout;
     ngx_str_t                   cache;       /* empty: no cache */
+    ngx_uint_t                  instance_pool;   /* 0: off */
     unsigned                    block:1;     /* a wasm{} block was seen */
 } ngx_proxy_wasm_conf_t;
 

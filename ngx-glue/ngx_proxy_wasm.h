@@ -134,6 +134,8 @@ typedef struct {
     uint64_t                       callback_timeout_ms;
     /* the compiled-code cache directory; empty: none */
     ngx_proxy_wasm_str_t           cache;
+    /* instances a worker may have at once from a pool; 0: no pool */
+    uint32_t                       instance_pool;
 } ngx_proxy_wasm_runtime_conf_t;
 
 

@@ -18,6 +18,8 @@ static char *ngx_proxy_wasm_module_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_proxy_wasm_cache_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_proxy_wasm_instance_pool_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_proxy_wasm_load_modules(ngx_conf_t *cf,
     ngx_proxy_wasm_conf_t *wcf);
 static void ngx_proxy_wasm_runtime_cleanup(void *data);
@@ -96,6 +98,13 @@ static ngx_command_t  ngx_proxy_wasm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("instance_pool"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_proxy_wasm_instance_pool_directive,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, instance_pool),
+      NULL },
+
       ngx_null_command
 };
 
@@ -144,6 +153,7 @@ ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
     wcf->backtraces = NGX_CONF_UNSET;
     wcf->memory_limit = NGX_CONF_UNSET_SIZE;
     wcf->callback_timeout = NGX_CONF_UNSET_MSEC;
+    wcf->instance_pool = NGX_CONF_UNSET_UINT;
     ngx_str_null(&wcf->cache);
 
     return wcf;
@@ -335,6 +345,39 @@ ngx_proxy_wasm_conf_set_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* instance_pool <number> | off */
+static char *
+ngx_proxy_wasm_instance_pool_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_proxy_wasm_conf_t  *wcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (wcf->instance_pool != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        wcf->instance_pool = 0;
+        return NGX_CONF_OK;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n <= 0 || n > 100000) {
+        return "must be \"off\" or a number of instances from 1 to 100000";
+    }
+
+    wcf->instance_pool = n;
+
+    return NGX_CONF_OK;
+}
+
+
 /* cache <dir> | off */
 static char *
 ngx_proxy_wasm_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -389,6 +432,7 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
     ngx_conf_init_value(wcf->backtraces, 0);
     ngx_conf_init_size_value(wcf->memory_limit, 128 * 1024 * 1024);
     ngx_conf_init_msec_value(wcf->callback_timeout, 500);
+    ngx_conf_init_uint_value(wcf->instance_pool, 0);
 
     rconf.compiler = (uint32_t) wcf->compiler;
     rconf.backtraces = (uint32_t) wcf->backtraces;
@@ -396,6 +440,7 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
     rconf.callback_timeout_ms = wcf->callback_timeout;
     rconf.cache.data = wcf->cache.data;
     rconf.cache.len = wcf->cache.len;
+    rconf.instance_pool = (uint32_t) wcf->instance_pool;
 
     ngx_str_null(&err);
 

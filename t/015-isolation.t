@@ -145,3 +145,63 @@ count 2
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*invalid value "request" in "proxy_wasm_isolation" directive, it must be "none", "stream" or "filter" in .*nginx.conf:\d+/
+
+
+
+=== TEST 8: instance_pool: instances come from a pool of slots, reused request after request
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        instance_pool 4;
+    }
+--- config
+    location / {
+        proxy_wasm_isolation stream;
+        proxy_wasm testbed "request_headers count";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /", "GET /", "GET /", "GET /", "GET /"]
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 1
+count 1
+count 1
+count 1
+count 1
+
+
+
+=== TEST 9: a full pool: the instance cannot start, the request fails as configured
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        instance_pool 2;
+    }
+--- config
+    location / {
+        proxy_wasm_isolation filter;
+        proxy_wasm testbed "request_headers count";
+        proxy_wasm testbed "request_headers count; request_headers log info second";
+        empty_gif;
+    }
+--- request
+GET /
+--- error_code: 500
+--- error_log eval
+[qr/\[error\] .*proxy_wasm "testbed": cannot start an instance: cannot instantiate: .*/,
+ qr/\[error\] .*proxy_wasm "testbed": filter unavailable: its instance could not start: failing the request/]
+
+
+
+=== TEST 10: a bad pool size
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        instance_pool 0;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"instance_pool" directive must be "off" or a number of instances from 1 to 100000 in .*nginx.conf:\d+/

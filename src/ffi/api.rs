@@ -139,6 +139,7 @@ unsafe extern "C" fn runtime_new(
                 callback_timeout: Duration::from_millis(conf.callback_timeout_ms),
             },
             cache: (!cache.is_empty()).then(|| Path::new(OsStr::from_bytes(cache)).to_path_buf()),
+            instance_pool: (conf.instance_pool != 0).then_some(conf.instance_pool),
         };
         match Runtime::new(host, config) {
             Ok(runtime) => {

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use wasmtime::{Config, Engine, Linker, Strategy, WasmBacktraceDetails};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Strategy, WasmBacktraceDetails,
+};
 
 use crate::abi::hostcalls;
 use crate::abi::state::{FilterInfo, HostState};
@@ -40,6 +42,9 @@ pub struct RuntimeConfig {
     pub limits: InstanceLimits,
     /// Where compiled modules are kept between (re)starts.
     pub cache: Option<PathBuf>,
+    /// Instances a worker may have at once from a pool of preallocated
+    /// memories and tables; none: allocated on demand.
+    pub instance_pool: Option<u32>,
 }
 
 /// What a request does when one of its filters fails
@@ -89,6 +94,16 @@ impl Runtime {
         let mut engine_config = Config::new();
         // Guest calls get a CPU deadline through epochs.
         engine_config.epoch_interruption(true);
+        if let Some(instances) = config.instance_pool {
+            // Slots are reserved once and reused: instantiation, the cost
+            // of per-request isolation, gets much cheaper.
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_core_instances(instances)
+                .total_memories(instances)
+                .total_tables(instances)
+                .max_memory_size(config.limits.memory);
+            engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
         engine_config.wasm_backtrace_details(if config.backtraces {
             WasmBacktraceDetails::Enable
         } else {
