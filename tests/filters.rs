@@ -432,3 +432,58 @@ fn response_body_held_over_the_limit() {
         );
     }
 }
+
+#[test]
+fn ticks_are_armed_fired_changed_and_stopped() {
+    use std::time::Duration;
+    let fire = |t: &Loaded| {
+        for token in t.host.take_timers() {
+            t.worker.on_timer(token);
+        }
+    };
+    // the first tick sets a new period, the second stops the ticks
+    let t = testbed!("configure tick_period 100; tick tick_count 1 250; tick log info ticked");
+    assert_eq!(t.host.timer_delays(), [Duration::from_millis(100)]);
+    fire(&t);
+    assert_eq!(t.host.timer_delays(), [Duration::from_millis(250)]);
+    fire(&t);
+    assert_eq!(t.host.timer_delays(), [Duration::from_millis(250)]);
+    assert_eq!(t.host.count("ticked"), 2);
+
+    let t = testbed!("configure tick_period 100; tick tick_count 2 0");
+    fire(&t);
+    fire(&t);
+    assert_eq!(t.host.timer_delays(), []);
+    assert!(t.host.logged("tick 2").is_some(), "{}", t.host.dump());
+}
+
+#[test]
+fn a_failed_instance_stops_ticking_until_replaced() {
+    let t = testbed!("configure tick_period 50; request_headers unreachable");
+    let (_, mut s) = t.request(REQUEST);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Fail);
+    drop(s);
+    for token in t.host.take_timers() {
+        t.worker.on_timer(token);
+    }
+    assert_eq!(t.host.timer_delays(), [], "no tick re-armed on a failed instance");
+    let (_, _next) = t.request(REQUEST);
+    assert_eq!(
+        t.host.timer_delays(),
+        [std::time::Duration::from_millis(50)],
+        "the replacement ticks"
+    );
+}
+
+#[test]
+fn fail_open_skips_the_failed_filter() {
+    let t = testbed!("request_headers unreachable");
+    let config = ngx_proxy_wasm::chain::StreamConfig {
+        failure: ngx_proxy_wasm::runtime::FailurePolicy::FailOpen,
+        ..Default::default()
+    };
+    let mut s = ngx_proxy_wasm::chain::Stream::new(t.worker.clone(), t.host.request(REQUEST), &[t.filter], config);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
+    assert_eq!(s.on_headers(Direction::Response, false).next, Next::Continue);
+    assert_eq!(t.host.logged("filter failed: skipped"), Some(LogLevel::Warn));
+}
