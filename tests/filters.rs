@@ -482,7 +482,8 @@ fn fail_open_skips_the_failed_filter() {
         failure: ngx_proxy_wasm::runtime::FailurePolicy::FailOpen,
         ..Default::default()
     };
-    let mut s = ngx_proxy_wasm::chain::Stream::new(t.worker.clone(), t.host.request(REQUEST), &[t.filter], config);
+    let mut s =
+        ngx_proxy_wasm::chain::Stream::new(t.worker.clone(), t.host.request(REQUEST), &[t.filter], config);
     assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
     assert_eq!(s.on_headers(Direction::Response, false).next, Next::Continue);
     assert_eq!(t.host.logged("filter failed: skipped"), Some(LogLevel::Warn));

@@ -435,7 +435,13 @@ impl Stream {
     /// What a callback's outcome means for the stream: a failure, a close
     /// or a local response asked for during it, a pause (unless the filter
     /// continued the direction meanwhile), or going on.
-    fn after(&mut self, i: usize, direction: Direction, result: Result<i32, Trapped>, pauses: fn(i32) -> bool) -> Next {
+    fn after(
+        &mut self,
+        i: usize,
+        direction: Direction,
+        result: Result<i32, Trapped>,
+        pauses: fn(i32) -> bool,
+    ) -> Next {
         let continued = std::mem::take(&mut self.state.borrow_mut().continue_in_callback[direction as usize]);
         let Ok(status) = result else {
             return self.failed(i);
@@ -466,13 +472,19 @@ impl Stream {
             run.skipped = true;
             let message = match why {
                 Some(why) => format!("filter unavailable ({why}): skipped (proxy_wasm_failure fail_open)"),
-                None => "filter failed: skipped for the rest of the request (proxy_wasm_failure fail_open)".into(),
+                None => {
+                    "filter failed: skipped for the rest of the request (proxy_wasm_failure fail_open)".into()
+                }
             };
             self.log(i, LogLevel::Warn, &message);
             return Next::Continue;
         }
         if let Some(why) = why {
-            self.log(i, LogLevel::Error, &format!("filter unavailable: {why}: failing the request"));
+            self.log(
+                i,
+                LogLevel::Error,
+                &format!("filter unavailable: {why}: failing the request"),
+            );
         }
         Next::Fail
     }
@@ -590,7 +602,11 @@ impl Drop for Stream {
 /// Instances made for one request: one per module of the chain
 /// (`stream`), or one per filter (`filter`), each with the root contexts
 /// of the filters it runs.
-fn private_handles(worker: &Worker, ids: &[usize], isolation: Isolation) -> Vec<Result<FilterHandle, String>> {
+fn private_handles(
+    worker: &Worker,
+    ids: &[usize],
+    isolation: Isolation,
+) -> Vec<Result<FilterHandle, String>> {
     let mut made: Vec<(usize, Option<VmSlot>)> = Vec::new();
     ids.iter()
         .enumerate()

@@ -13,7 +13,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Strategy, WasmBacktraceDetails,
+    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Strategy,
+    WasmBacktraceDetails,
 };
 
 use crate::abi::hostcalls;
@@ -196,7 +197,9 @@ impl Runtime {
     /// first request after a reconfiguration of a single-process nginx).
     pub fn worker(&mut self) -> Rc<Worker> {
         self.worker
-            .get_or_insert_with(|| Worker::start(self.host, self.linker.engine(), &self.modules, &self.filters))
+            .get_or_insert_with(|| {
+                Worker::start(self.host, self.linker.engine(), &self.modules, &self.filters)
+            })
             .clone()
     }
 

@@ -51,12 +51,14 @@ impl Backoff {
     /// Counts a failure that happened `at`, of an instance that had lived
     /// `lived`.
     fn note_failure(&mut self, at: Instant, lived: Duration) {
-        self.failures = if lived >= BACKOFF_MAX { 1 } else { self.failures + 1 };
+        self.failures = if lived >= BACKOFF_MAX {
+            1
+        } else {
+            self.failures + 1
+        };
         let delay = match self.failures {
             0 | 1 => Duration::ZERO,
-            n => BACKOFF_BASE
-                .saturating_mul(1 << (n - 2).min(16))
-                .min(BACKOFF_MAX),
+            n => BACKOFF_BASE.saturating_mul(1 << (n - 2).min(16)).min(BACKOFF_MAX),
         };
         self.not_before = Some(at + delay);
     }
@@ -101,7 +103,8 @@ impl Worker {
         let epoch = match EpochTicker::start(engine) {
             Ok(ticker) => Some(ticker),
             Err(e) => {
-                let message = format!("cannot start the epoch thread ({e}): callback_timeout is not enforced");
+                let message =
+                    format!("cannot start the epoch thread ({e}): callback_timeout is not enforced");
                 host.log(None, LogLevel::Critical, "ngx_proxy_wasm", 0, message.as_bytes());
                 None
             }
@@ -261,7 +264,9 @@ impl Worker {
             let mut ticks = self.ticks.borrow_mut();
             let token = ticks
                 .iter()
-                .find(|(_, tick)| tick.module == module && tick.generation == generation && tick.root_id == root_id)
+                .find(|(_, tick)| {
+                    tick.module == module && tick.generation == generation && tick.root_id == root_id
+                })
                 .map(|(token, _)| *token);
             if let Some(timer) = token.and_then(|token| ticks.get_mut(&token)?.timer.take()) {
                 self.host.timer_cancel(timer);
@@ -355,7 +360,9 @@ mod tests {
         let delays: Vec<u64> = (0..10)
             .map(|_| {
                 backoff.note_failure(Instant::now(), Duration::ZERO);
-                backoff.wait().map_or(0, |wait| (wait.as_millis() as u64).div_ceil(1000))
+                backoff
+                    .wait()
+                    .map_or(0, |wait| (wait.as_millis() as u64).div_ceil(1000))
             })
             .collect();
         assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
