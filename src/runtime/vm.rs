@@ -52,7 +52,8 @@ static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 pub struct Vm {
     pub module: Arc<WasmModule>,
     store: Store<HostState>,
-    callbacks: Callbacks,
+    /// Shared so that a call can hold them while the store is borrowed.
+    callbacks: Rc<Callbacks>,
     next_context_id: u32,
     /// Root context id of each filter started in this instance.
     roots: HashMap<usize, u32>,
@@ -77,7 +78,7 @@ impl Vm {
             .pre
             .instantiate(&mut store)
             .map_err(|e| format!("cannot instantiate: {}", describe_trap(&e, &module.name)))?;
-        let callbacks = Callbacks::lookup(&instance, &mut store, module)?;
+        let callbacks = Rc::new(Callbacks::lookup(&instance, &mut store, module)?);
         let memory = instance.get_memory(&mut store, "memory");
         let allocator = instance
             .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
@@ -142,13 +143,13 @@ impl Vm {
                 filter: filter.clone(),
             },
         );
-        let create = self.callbacks.context_create.clone();
+        let callbacks = self.callbacks.clone();
         self.call(id, Callback::ContextCreate, |store| {
-            create.call(store, (id as i32, 0))
+            callbacks.context_create.call(store, (id as i32, 0))
         })
         .map_err(|_| "on_context_create failed".to_string())?;
         let vm_config_len = self.module.vm_config.len() as i32;
-        if let Some(vm_start) = self.callbacks.vm_start.clone() {
+        if let Some(vm_start) = &callbacks.vm_start {
             let ok = self
                 .call(id, Callback::VmStart, |store| {
                     vm_start.call(store, (id as i32, vm_config_len))
@@ -158,7 +159,7 @@ impl Vm {
                 return Err("on_vm_start returned false".into());
             }
         }
-        if let Some(configure) = self.callbacks.configure.clone() {
+        if let Some(configure) = &callbacks.configure {
             let len = filter.config.len() as i32;
             let ok = self
                 .call(id, Callback::Configure, |store| {
@@ -183,7 +184,8 @@ impl Vm {
     }
 
     pub fn on_tick(&mut self, root_id: u32) -> Result<(), Trapped> {
-        match self.callbacks.tick.clone() {
+        let callbacks = self.callbacks.clone();
+        match &callbacks.tick {
             Some(f) => self.call(root_id, Callback::Tick, |store| f.call(store, root_id as i32)),
             None => Ok(()),
         }
@@ -216,9 +218,9 @@ impl Vm {
             index,
         };
         self.store.data_mut().contexts.insert(id, context);
-        let create = self.callbacks.context_create.clone();
+        let callbacks = self.callbacks.clone();
         self.call(id, Callback::ContextCreate, |store| {
-            create.call(store, (id as i32, root_id as i32))
+            callbacks.context_create.call(store, (id as i32, root_id as i32))
         })?;
         Ok(id)
     }
@@ -232,12 +234,13 @@ impl Vm {
         headers: usize,
         end_of_stream: bool,
     ) -> Result<i32, Trapped> {
+        let callbacks = self.callbacks.clone();
         let (func, callback) = match direction {
-            Direction::Request => (&self.callbacks.request_headers, Callback::RequestHeaders),
-            Direction::Response => (&self.callbacks.response_headers, Callback::ResponseHeaders),
+            Direction::Request => (&callbacks.request_headers, Callback::RequestHeaders),
+            Direction::Response => (&callbacks.response_headers, Callback::ResponseHeaders),
         };
         let args = (id as i32, headers as i32, end_of_stream as i32);
-        match func.clone() {
+        match func {
             HeadersCallback::Missing => Ok(0),
             HeadersCallback::V1(f) => self.call(id, callback, |store| f.call(store, (args.0, args.1))),
             HeadersCallback::V2(f) => self.call(id, callback, |store| f.call(store, args)),
@@ -260,9 +263,10 @@ impl Vm {
         size: usize,
         end_of_stream: bool,
     ) -> Result<i32, Trapped> {
+        let callbacks = self.callbacks.clone();
         let (func, callback) = match direction {
-            Direction::Request => (self.callbacks.request_body.clone(), Callback::RequestBody),
-            Direction::Response => (self.callbacks.response_body.clone(), Callback::ResponseBody),
+            Direction::Request => (&callbacks.request_body, Callback::RequestBody),
+            Direction::Response => (&callbacks.response_body, Callback::ResponseBody),
         };
         match func {
             Some(f) => self.call(id, callback, |store| {
@@ -275,12 +279,10 @@ impl Vm {
     /// `proxy_on_{request,response}_trailers`; 0 (continue) when not
     /// exported.
     pub fn on_trailers(&mut self, direction: Direction, id: u32, trailers: usize) -> Result<i32, Trapped> {
+        let callbacks = self.callbacks.clone();
         let (func, callback) = match direction {
-            Direction::Request => (self.callbacks.request_trailers.clone(), Callback::RequestTrailers),
-            Direction::Response => (
-                self.callbacks.response_trailers.clone(),
-                Callback::ResponseTrailers,
-            ),
+            Direction::Request => (&callbacks.request_trailers, Callback::RequestTrailers),
+            Direction::Response => (&callbacks.response_trailers, Callback::ResponseTrailers),
         };
         match func {
             Some(f) => self.call(id, callback, |store| f.call(store, (id as i32, trailers as i32))),
@@ -289,7 +291,8 @@ impl Vm {
     }
 
     pub fn on_log(&mut self, id: u32) -> Result<(), Trapped> {
-        match self.callbacks.log.clone() {
+        let callbacks = self.callbacks.clone();
+        match &callbacks.log {
             Some(f) => self.call(id, Callback::Log, |store| f.call(store, id as i32)),
             None => Ok(()),
         }
@@ -303,10 +306,11 @@ impl Vm {
     }
 
     fn done_and_delete(&mut self, id: u32) -> Result<(), Trapped> {
-        if let Some(done) = self.callbacks.done.clone() {
+        let callbacks = self.callbacks.clone();
+        if let Some(done) = &callbacks.done {
             self.call(id, Callback::Done, |store| done.call(store, id as i32))?;
         }
-        if let Some(delete) = self.callbacks.delete.clone() {
+        if let Some(delete) = &callbacks.delete {
             self.call(id, Callback::Delete, |store| delete.call(store, id as i32))?;
         }
         Ok(())
