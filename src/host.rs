@@ -68,6 +68,17 @@ pub trait Host {
         visit: &mut dyn FnMut(&[Pair<'_>]) -> HostResult,
     ) -> HostResult;
 
+    /// The number of entries of a header map (what header callbacks are
+    /// given), without lending them.
+    fn header_count(&self, request: RequestRef, map: HeaderMap) -> usize {
+        let mut count = 0;
+        let _ = self.with_headers(request, map, &mut |pairs| {
+            count = pairs.len();
+            Ok(())
+        });
+        count
+    }
+
     fn set_header(
         &self,
         request: RequestRef,

@@ -503,12 +503,7 @@ impl Stream {
 
     fn header_count(&self, map: HeaderMap) -> usize {
         let request = self.state.borrow().request;
-        let mut count = 0;
-        let _ = self.worker.host.with_headers(request, map, &mut |pairs| {
-            count = pairs.len();
-            Ok(())
-        });
-        count
+        self.worker.host.header_count(request, map)
     }
 
     /// A callback of the stream for a direction: what filters ask for

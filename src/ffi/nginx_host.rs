@@ -138,6 +138,21 @@ impl Host for NginxHost {
         }
     }
 
+    fn header_count(&self, request: RequestRef, map: HeaderMap) -> usize {
+        let mut n = 0;
+        // SAFETY: see above; with no room for pairs, the shim only counts.
+        unsafe {
+            (self.headers_get)(
+                request_ptr(Some(request)),
+                map_of(map),
+                std::ptr::null_mut(),
+                0,
+                &mut n,
+            )
+        };
+        n
+    }
+
     fn set_header(
         &self,
         request: RequestRef,
