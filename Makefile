@@ -10,7 +10,7 @@ CARGO ?= $(HOME)/.cargo/bin/cargo
 export NGX_PROXY_WASM_CARGO := $(CARGO)
 export CARGO_TARGET_DIR := $(CURDIR)/build/cargo
 
-.PHONY: run stop test deps lib filters nginx nginx-static nginx-debian \
+.PHONY: run stop test bench deps lib filters nginx nginx-static nginx-debian \
         check test-rust test-nginx test-1.28.3 test-1.28.3-static test-debian \
         test-debian-wasm-first
 
@@ -21,6 +21,10 @@ stop:
 	util/run.sh stop
 
 test: deps check test-rust filters nginx nginx-static nginx-debian test-nginx
+
+# the benchmark suite (bench/bench.py): a table on stdout, about 10 minutes
+bench: deps nginx nginx-debian filters
+	bench/bench.py
 
 deps:
 	util/deps.sh

@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""The benchmark suite: nginx (one worker, access log off, pinned to one
+core) on 127.0.0.1, driven by wrk (pinned to the other core). Every
+scenario is measured against a baseline in the same run, and reported as a
+ratio, with latency percentiles and the worker's RSS.
+
+    bench/bench.py [--quick] [scenario ...]
+
+Scenarios: headers chain lua body isolation startup memory instructions
+(all by default). Run it with `make bench`, which builds what it needs.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.path.join(TOP, "build")
+FILTERS = os.path.join(BUILD, "filters")
+WORK = os.path.join(BUILD, "bench")
+NGINX = os.path.join(BUILD, "nginx-1.28.3", "objs", "nginx")
+MODULE = os.path.join(BUILD, "nginx-1.28.3", "objs", "ngx_proxy_wasm_module.so")
+DEBIAN_NGINX = "/usr/sbin/nginx"
+DEBIAN_MODULE = os.path.join(BUILD, "nginx-debian", "objs", "ngx_proxy_wasm_module.so")
+DEBIAN_LUA = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"]
+PORT = 18765
+
+# how long each measurement runs, and how many times it alternates with its
+# baseline (the median is kept)
+DURATION = 5
+ROUNDS = 3
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+class Nginx:
+    """An nginx with one worker on CPU 0, in its own prefix."""
+
+    def __init__(self, name, http, main="", binary=NGINX, modules=(MODULE,), workers=1):
+        self.prefix = os.path.join(WORK, name)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+        for sub in ("conf", "logs", "html"):
+            os.makedirs(os.path.join(self.prefix, sub))
+        self.binary = binary
+        self.modules = modules
+        self.main = main
+        self.workers = workers
+        self.write(http)
+        self.process = None
+
+    def write(self, http):
+        loads = "".join(f"load_module {m};\n" for m in self.modules)
+        conf = f"""{loads}
+daemon off;
+master_process on;
+worker_processes {self.workers};
+worker_cpu_affinity {' '.join(['01'] * self.workers)};
+error_log logs/error.log warn;
+pid logs/nginx.pid;
+{self.main}
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    default_type text/plain;
+    server {{
+        listen 127.0.0.1:{PORT};
+        root {self.prefix}/html;
+{http}
+    }}
+}}
+"""
+        with open(os.path.join(self.prefix, "conf", "nginx.conf"), "w") as f:
+            f.write(conf)
+
+    def file(self, name, size):
+        with open(os.path.join(self.prefix, "html", name), "wb") as f:
+            f.write((b"abcdefghijklmnopqrstuvwxyz012345" * (size // 32 + 1))[:size])
+
+    def start(self):
+        started = time.perf_counter()
+        self.process = subprocess.Popen([self.binary, "-p", self.prefix + "/", "-c", "conf/nginx.conf"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while not port_open():
+            if self.process.poll() is not None:
+                raise SystemExit(f"nginx did not start: {self.process.stderr.read().decode()}")
+            time.sleep(0.002)
+        return time.perf_counter() - started
+
+    def worker_pids(self):
+        master = self.process.pid
+        out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def rss_kib(self):
+        total = 0
+        for pid in self.worker_pids():
+            with open(f"/proc/{pid}/status") as f:
+                total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+        return total
+
+    def reload(self):
+        self.process.send_signal(signal.SIGHUP)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *_):
+        self.stop()
+
+
+def port_open():
+    try:
+        with socket.create_connection(("127.0.0.1", PORT), timeout=0.1):
+            return True
+    except OSError:
+        return False
+
+
+def get(path, headers=()):
+    with socket.create_connection(("127.0.0.1", PORT), timeout=5) as s:
+        extra = "".join(f"{h}\r\n" for h in headers)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return data.decode("latin-1")
+            data += chunk
+
+
+def wrk(path, duration=None, connections=32):
+    """Requests/s, bytes/s and latency percentiles (ms) of a wrk run."""
+    duration = duration or DURATION
+    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+                          "-H", "x-request-id: 42", f"http://127.0.0.1:{PORT}{path}"],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
+    scale = {"B": 1, "KB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3}[transfer.group(2)]
+    latency = {}
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        latency[pct] = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    if errors:
+        raise SystemExit(f"{path}: {errors.group(1)} failed responses\n{out}")
+    return {"rps": rps, "bytes": float(transfer.group(1)) * scale, "latency": latency, "requests": total}
+
+
+def median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def compare(nginx, baseline, variant):
+    """Alternates baseline and variant runs; the medians of each."""
+    runs = {baseline: [], variant: []}
+    for _ in range(ROUNDS):
+        for path in (baseline, variant):
+            runs[path].append(wrk(path))
+    pick = {}
+    for path, results in runs.items():
+        best = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
+        pick[path] = best
+    return pick[baseline], pick[variant]
+
+
+ROWS = []
+
+
+def row(scenario, what, base, result, unit="req/s", target=None):
+    key = "rps" if unit == "req/s" else "bytes"
+    ratio = result[key] / base[key]
+    scale = 1 if unit == "req/s" else 1024 ** 2
+    ok = "" if target is None else ("ok" if ratio >= target else f"BELOW {target:.2f}")
+    ROWS.append((scenario, what, f"{base[key] / scale:,.0f}", f"{result[key] / scale:,.0f}", unit if unit == "req/s" else "MB/s",
+                 f"{ratio:.2f}", "/".join(f"{result['latency'][p]:.2f}" for p in ("50", "90", "99")),
+                 result.get("rss", ""), ok))
+    log(" | ".join(str(c) for c in ROWS[-1]))
+
+
+def bench_filter(mode="headers"):
+    return f'proxy_wasm bench "{mode}";'
+
+
+def scenario_headers():
+    http = f"""
+        location /baseline {{ empty_gif; }}
+        location /filter {{ {bench_filter()} empty_gif; }}
+"""
+    with Nginx("headers", http, main=f"wasm {{ module bench {FILTERS}/bench.wasm; }}") as n:
+        base, result = compare(n, "/baseline", "/filter")
+        result["rss"] = n.rss_kib()
+        row("1", "one filter: read a request header, add a response header", base, result, target=0.90)
+
+
+def scenario_chain():
+    chain = " ".join(bench_filter() for _ in range(10))
+    http = f"""
+        location /baseline {{ empty_gif; }}
+        location /chain {{ {chain} empty_gif; }}
+"""
+    with Nginx("chain", http, main=f"wasm {{ module bench {FILTERS}/bench.wasm; }}") as n:
+        base, result = compare(n, "/baseline", "/chain")
+        result["rss"] = n.rss_kib()
+        row("2", "a chain of 10 such filters", base, result, target=0.70)
+
+
+def scenario_lua():
+    if not os.path.exists(DEBIAN_LUA[1]):
+        log("scenario 3 skipped: no Debian nginx with its Lua module")
+        return
+    http = f"""
+        location /baseline {{ empty_gif; }}
+        location /lua {{
+            header_filter_by_lua_block {{ ngx.header["x-bench"] = ngx.var.http_x_request_id or "none" }}
+            empty_gif;
+        }}
+        location /wasm {{ {bench_filter()} empty_gif; }}
+"""
+    with Nginx("lua", http, main=f"wasm {{ module bench {FILTERS}/bench.wasm; }}", binary=DEBIAN_NGINX,
+               modules=DEBIAN_LUA + [DEBIAN_MODULE]) as n:
+        lua, wasm = compare(n, "/lua", "/wasm")
+        base = wrk("/baseline")
+        lua_vs = dict(lua)
+        row("3", "Lua handler, same logic (Debian nginx 1.22.1)", base, lua_vs)
+        row("3", "Wasm filter, vs the Lua handler", lua, wasm, target=1.0)
+
+
+def scenario_body():
+    http = f"""
+        location / {{ }}
+        location /pass/ {{ alias {WORK}/body/html/; {bench_filter("body_pass")} }}
+        location /rewrite/ {{ alias {WORK}/body/html/; {bench_filter("body_rewrite")} }}
+"""
+    with Nginx("body", http, main=f"wasm {{ module bench {FILTERS}/bench.wasm; }}") as n:
+        n.file("1k", 1024)
+        n.file("1m", 1024 * 1024)
+        for size in ("1k", "1m"):
+            for mode in ("pass", "rewrite"):
+                base, result = compare(n, f"/{size}", f"/{mode}/{size}")
+                result["rss"] = n.rss_kib()
+                row("4", f"response body {mode} {size.upper()}iB", base, result, unit="MB/s")
+
+
+def scenario_isolation():
+    http = f"""
+        location /none {{ {bench_filter()} empty_gif; }}
+        location /stream {{ proxy_wasm_isolation stream; {bench_filter()} empty_gif; }}
+"""
+    for pool in ("off", "1000"):
+        main = f"wasm {{ module bench {FILTERS}/bench.wasm; instance_pool {pool}; }}"
+        with Nginx("isolation", http, main=main) as n:
+            base, result = compare(n, "/none", "/stream")
+            result["rss"] = n.rss_kib()
+            row("5", f"isolation stream vs none (instance_pool {pool})", base, result, target=0.75)
+
+
+def distinct_modules(count):
+    """Copies of the bench filter that differ by a custom section, so
+    that each is compiled (and cached) on its own."""
+    with open(os.path.join(FILTERS, "bench.wasm"), "rb") as f:
+        code = f.read()
+    paths = []
+    os.makedirs(os.path.join(WORK, "modules"), exist_ok=True)
+    for i in range(count):
+        name = f"bench-{i}".encode()
+        payload = bytes([len(name)]) + name
+        section = b"\x00" + bytes([len(payload)]) + payload
+        path = os.path.join(WORK, "modules", f"bench{i}.wasm")
+        with open(path, "wb") as f:
+            f.write(code + section)
+        paths.append(path)
+    return paths
+
+
+def scenario_startup():
+    for count in (1, 20):
+        modules = distinct_modules(count)
+        for cache in (False, True):
+            cache_dir = os.path.join(WORK, "cache")
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            wasm = "".join(f"module m{i} {p};" for i, p in enumerate(modules))
+            if cache:
+                wasm += f" cache {cache_dir};"
+            locations = "".join(f'location /m{i} {{ proxy_wasm m{i}; empty_gif; }}\n' for i in range(count))
+            n = Nginx("startup", locations + "location /gen { return 200 '1'; }", main=f"wasm {{ {wasm} }}")
+            if cache:
+                # a first start fills the cache
+                n.start()
+                n.stop()
+            start = n.start()
+            # reload: from SIGHUP until a new worker answers with the new config
+            n.write(locations + "location /gen { return 200 '2'; }")
+            began = time.perf_counter()
+            n.reload()
+            while not get("/gen").endswith("2"):
+                time.sleep(0.002)
+            reload = time.perf_counter() - began
+            n.stop()
+            label = f"{count} module{'s' if count > 1 else ''}, cache {'warm' if cache else 'off'}"
+            ROWS.append(("6", f"start-up / reload, {label}", f"{start * 1000:.0f} ms", f"{reload * 1000:.0f} ms",
+                         "", "", "", "", "ok" if not cache or count < 20 or reload < 1 else "BELOW 1 s"))
+            log(" | ".join(str(c) for c in ROWS[-1]))
+
+
+def scenario_memory():
+    for count in (1, 20):
+        modules = distinct_modules(count)
+        wasm = "".join(f"module m{i} {p};" for i, p in enumerate(modules))
+        locations = "".join(f'location /m{i} {{ proxy_wasm m{i}; empty_gif; }}\n' for i in range(count))
+        plain = Nginx("memory", "location / { empty_gif; }", modules=())
+        with plain:
+            get("/")
+            plain_rss = plain.rss_kib()
+        with Nginx("memory", locations, main=f"wasm {{ {wasm} }}") as n:
+            for i in range(count):
+                get(f"/m{i}")
+            loaded = n.rss_kib()
+            per_module = (loaded - plain_rss) / count
+            growth = ""
+            if count == 1:
+                wrk("/m0", duration=3)
+                warm = n.rss_kib()
+                done = 0
+                while done < 1_000_000:
+                    done += wrk("/m0", duration=10)["requests"]
+                growth = f"{n.rss_kib() - warm:+,} KiB after {done:,} requests"
+            ROWS.append(("7", f"worker RSS, {count} module{'s' if count > 1 else ''}", f"{plain_rss:,} KiB",
+                         f"{loaded:,} KiB", "", "", "", growth,
+                         "ok" if per_module <= 10 * 1024 else "BELOW"))
+            log(" | ".join(str(c) for c in ROWS[-1]))
+
+
+def scenario_instructions():
+    """Instructions the worker runs per request (perf stat), with and
+    without filters: stable where throughput is noisy."""
+    if subprocess.run(["perf", "stat", "-e", "instructions", "true"], capture_output=True).returncode != 0:
+        log("instructions skipped: perf stat does not work here")
+        return
+    chain = " ".join(bench_filter() for _ in range(10))
+    http = f"""
+        location /baseline {{ empty_gif; }}
+        location /filter {{ {bench_filter()} empty_gif; }}
+        location /chain {{ {chain} empty_gif; }}
+"""
+    with Nginx("instructions", http, main=f"wasm {{ module bench {FILTERS}/bench.wasm; }}") as n:
+        worker = n.worker_pids()[0]
+        counts = {}
+        for path in ("/baseline", "/filter", "/chain"):
+            wrk(path, duration=2)
+            perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "instructions:u,instructions:k", "-p", str(worker)],
+                                    stderr=subprocess.PIPE, text=True)
+            result = wrk(path, duration=5)
+            perf.send_signal(signal.SIGINT)
+            out = perf.communicate()[1]
+            user = int(re.search(r"^(\d+),,instructions:u", out, re.M).group(1))
+            kernel = int(re.search(r"^(\d+),,instructions:k", out, re.M).group(1))
+            counts[path] = (user / result["requests"], kernel / result["requests"])
+        base_user, base_kernel = counts["/baseline"]
+        for path, what in (("/filter", "one filter"), ("/chain", "a chain of 10")):
+            user, kernel = counts[path]
+            ROWS.append(("8", f"instructions per request, {what}", f"{base_user:,.0f} user + {base_kernel:,.0f} kernel",
+                         f"{user:,.0f} user + {kernel:,.0f} kernel", "", f"{(user + kernel) / (base_user + base_kernel):.2f}",
+                         "", f"+{user - base_user:,.0f} user", ""))
+            log(" | ".join(str(c) for c in ROWS[-1]))
+
+
+SCENARIOS = {
+    "headers": scenario_headers,
+    "chain": scenario_chain,
+    "lua": scenario_lua,
+    "body": scenario_body,
+    "isolation": scenario_isolation,
+    "startup": scenario_startup,
+    "memory": scenario_memory,
+    "instructions": scenario_instructions,
+}
+
+
+def main():
+    global DURATION, ROUNDS
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 s runs, 1 round (a smoke test, not a measurement)")
+    parser.add_argument("scenarios", nargs="*", choices=[[]] + list(SCENARIOS), default=[])
+    args = parser.parse_args()
+    if args.quick:
+        DURATION, ROUNDS = 1, 1
+    os.makedirs(WORK, exist_ok=True)
+    for name in args.scenarios or SCENARIOS:
+        SCENARIOS[name]()
+    header = ("#", "scenario", "baseline", "measured", "unit", "ratio", "p50/p90/p99 ms", "RSS KiB / note", "target")
+    widths = [max(len(str(r[i])) for r in [header] + ROWS) for i in range(len(header))]
+    for r in [header, tuple("-" * w for w in widths)] + ROWS:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+
+
+if __name__ == "__main__":
+    main()
