@@ -150,6 +150,8 @@ void ngx_http_proxy_wasm_resume_response(ngx_http_request_t *r,
 
 uint32_t ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
     ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n);
+uint32_t ngx_http_proxy_wasm_header_get(void *request, uint32_t map,
+    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value);
 uint32_t ngx_http_proxy_wasm_header_set(void *request, uint32_t map,
     uint32_t op, ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value);
 

@@ -16,10 +16,15 @@
 #include "ngx_http_proxy_wasm.h"
 
 
+/*
+ * Where a map's entries go: into pairs (NULL: only counted), all of them
+ * or, with a key, the first of that name.
+ */
 typedef struct {
     ngx_proxy_wasm_pair_t  *pairs;
     size_t                  npairs;
     size_t                  n;
+    ngx_proxy_wasm_str_t   *key;
 } ngx_http_proxy_wasm_pairs_t;
 
 
@@ -58,10 +63,41 @@ static ngx_http_proxy_wasm_field_t  ngx_http_proxy_wasm_out_fields[] = {
 
 
 
-static void
+static ngx_inline ngx_uint_t
+ngx_http_proxy_wasm_selects(ngx_http_proxy_wasm_pairs_t *out, u_char *key,
+    size_t key_len)
+{
+    if (out->key == NULL) {
+        return 1;
+    }
+
+    return out->n == 0 && key_len == out->key->len
+           && ngx_strncasecmp(key, (u_char *) out->key->data, key_len) == 0;
+}
+
+
+/* Whether an entry's value is wanted: values nginx keeps in numeric form
+ * are only formatted then. */
+static ngx_uint_t
+ngx_http_proxy_wasm_wants(ngx_http_proxy_wasm_pairs_t *out, u_char *key,
+    size_t key_len)
+{
+    return out->pairs != NULL && ngx_http_proxy_wasm_selects(out, key, key_len);
+}
+
+
+#define ngx_http_proxy_wasm_wants_literal(out, key)                           \
+    ngx_http_proxy_wasm_wants(out, (u_char *) key, sizeof(key) - 1)
+
+
+static ngx_inline void
 ngx_http_proxy_wasm_push(ngx_http_proxy_wasm_pairs_t *out, u_char *key,
     size_t key_len, u_char *value, size_t value_len)
 {
+    if (!ngx_http_proxy_wasm_selects(out, key, key_len)) {
+        return;
+    }
+
     if (out->n < out->npairs) {
         out->pairs[out->n].key.data = key;
         out->pairs[out->n].key.len = key_len;
@@ -91,6 +127,12 @@ ngx_http_proxy_wasm_push_list(ngx_http_proxy_wasm_pairs_t *out,
 
         for (i = 0; i < part->nelts; i++) {
             if (h[i].hash == 0 || &h[i] == skip) {
+                continue;
+            }
+
+            /* only counting: what header callbacks are given */
+            if (out->pairs == NULL && out->key == NULL) {
+                out->n++;
                 continue;
             }
 
@@ -136,15 +178,22 @@ ngx_http_proxy_wasm_response_pairs(ngx_http_request_t *r,
     ngx_str_t                value;
     ngx_http_headers_out_t  *ho = &r->headers_out;
 
-    value.data = ctx->status;
-    value.len = ngx_sprintf(ctx->status, "%ui", ho->status) - ctx->status;
+    ngx_str_null(&value);
+
+    if (ngx_http_proxy_wasm_wants_literal(out, ":status")) {
+        value.data = ctx->status;
+        value.len = ngx_sprintf(ctx->status, "%ui", ho->status) - ctx->status;
+    }
+
     ngx_http_proxy_wasm_push_literal(out, ":status", value);
 
     if (ho->content_type.len) {
         value = ho->content_type;
 
         /* as the header filter writes it */
-        if (ho->content_type_len == ho->content_type.len && ho->charset.len) {
+        if (ho->content_type_len == ho->content_type.len && ho->charset.len
+            && ngx_http_proxy_wasm_wants_literal(out, "content-type"))
+        {
             value.len = ho->content_type.len + sizeof("; charset=") - 1
                         + ho->charset.len;
             value.data = ngx_pnalloc(r->pool, value.len);
@@ -161,17 +210,29 @@ ngx_http_proxy_wasm_response_pairs(ngx_http_request_t *r,
         ngx_http_proxy_wasm_push_literal(out, "content-type", value);
     }
 
+    ngx_str_null(&value);
+
     if (ho->content_length == NULL && ho->content_length_n >= 0) {
-        value.data = ctx->content_length;
-        value.len = ngx_sprintf(ctx->content_length, "%O",
-                                ho->content_length_n) - ctx->content_length;
+        if (ngx_http_proxy_wasm_wants_literal(out, "content-length")) {
+            value.data = ctx->content_length;
+            value.len = ngx_sprintf(ctx->content_length, "%O",
+                                    ho->content_length_n)
+                        - ctx->content_length;
+        }
+
         ngx_http_proxy_wasm_push_literal(out, "content-length", value);
     }
 
+    ngx_str_null(&value);
+
     if (ho->last_modified == NULL && ho->last_modified_time != -1) {
-        value.data = ctx->last_modified;
-        value.len = ngx_http_time(ctx->last_modified, ho->last_modified_time)
-                    - ctx->last_modified;
+        if (ngx_http_proxy_wasm_wants_literal(out, "last-modified")) {
+            value.data = ctx->last_modified;
+            value.len = ngx_http_time(ctx->last_modified,
+                                      ho->last_modified_time)
+                        - ctx->last_modified;
+        }
+
         ngx_http_proxy_wasm_push_literal(out, "last-modified", value);
     }
 
@@ -181,37 +242,79 @@ ngx_http_proxy_wasm_response_pairs(ngx_http_request_t *r,
 }
 
 
-uint32_t
-ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
-    ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n)
+static uint32_t
+ngx_http_proxy_wasm_gather(ngx_http_request_t *r, uint32_t map,
+    ngx_http_proxy_wasm_pairs_t *out)
 {
-    ngx_http_request_t  *r = request;
-
-    ngx_http_proxy_wasm_ctx_t    *ctx;
-    ngx_http_proxy_wasm_pairs_t   out;
-
-    out.pairs = pairs;
-    out.npairs = npairs;
-    out.n = 0;
+    ngx_http_proxy_wasm_ctx_t  *ctx;
 
     if (map == NGX_PROXY_WASM_HEADERS_REQUEST) {
-        ngx_http_proxy_wasm_request_pairs(r, &out);
+        ngx_http_proxy_wasm_request_pairs(r, out);
 
     } else if (map == NGX_PROXY_WASM_HEADERS_RESPONSE_TRAILERS) {
-        ngx_http_proxy_wasm_push_list(&out, &r->headers_out.trailers, NULL);
+        ngx_http_proxy_wasm_push_list(out, &r->headers_out.trailers, NULL);
 
     } else {
         ctx = ngx_http_proxy_wasm_get_ctx(r);
         if (ctx == NULL
-            || ngx_http_proxy_wasm_response_pairs(r, ctx, &out) != NGX_OK)
+            || ngx_http_proxy_wasm_response_pairs(r, ctx, out) != NGX_OK)
         {
             return NGX_PROXY_WASM_HOST_ERROR;
         }
     }
 
+    return NGX_PROXY_WASM_HOST_OK;
+}
+
+
+uint32_t
+ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
+    ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n)
+{
+    ngx_http_proxy_wasm_pairs_t  out;
+
+    out.pairs = pairs;
+    out.npairs = npairs;
+    out.n = 0;
+    out.key = NULL;
+
+    if (ngx_http_proxy_wasm_gather(request, map, &out)
+        != NGX_PROXY_WASM_HOST_OK)
+    {
+        return NGX_PROXY_WASM_HOST_ERROR;
+    }
+
     *n = out.n;
 
     return out.n > npairs ? NGX_PROXY_WASM_HOST_AGAIN : NGX_PROXY_WASM_HOST_OK;
+}
+
+
+uint32_t
+ngx_http_proxy_wasm_header_get(void *request, uint32_t map,
+    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value)
+{
+    ngx_proxy_wasm_pair_t        pair;
+    ngx_http_proxy_wasm_pairs_t  out;
+
+    out.pairs = &pair;
+    out.npairs = 1;
+    out.n = 0;
+    out.key = &key;
+
+    if (ngx_http_proxy_wasm_gather(request, map, &out)
+        != NGX_PROXY_WASM_HOST_OK)
+    {
+        return NGX_PROXY_WASM_HOST_ERROR;
+    }
+
+    if (out.n == 0) {
+        return NGX_PROXY_WASM_HOST_DECLINED;
+    }
+
+    *value = pair.value;
+
+    return NGX_PROXY_WASM_HOST_OK;
 }
 
 
@@ -297,7 +400,11 @@ ngx_http_proxy_wasm_list_set(ngx_http_request_t *r, ngx_list_t *list,
 
     found = 0;
 
-    for (part = &list->part; part; part = part->next) {
+    /* adding leaves the entries of that name as they are */
+    for (part = op == NGX_PROXY_WASM_HEADER_ADD ? NULL : &list->part;
+         part;
+         part = part->next)
+    {
         h = part->elts;
 
         for (i = 0; i < part->nelts; /* void */) {
@@ -313,11 +420,6 @@ ngx_http_proxy_wasm_list_set(ngx_http_request_t *r, ngx_list_t *list,
                 }
 
                 found = 1;
-                i++;
-                continue;
-            }
-
-            if (op == NGX_PROXY_WASM_HEADER_ADD) {
                 i++;
                 continue;
             }

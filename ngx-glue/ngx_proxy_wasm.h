@@ -206,6 +206,14 @@ typedef struct {
                              size_t *n);
 
     /*
+     * The first value of a header (the key is matched case-insensitively),
+     * without gathering the map. DECLINED: no such header.
+     */
+    uint32_t  (*header_get)(void *request, uint32_t map,
+                            ngx_proxy_wasm_str_t key,
+                            ngx_proxy_wasm_str_t *value);
+
+    /*
      * Change a header map (see ngx_proxy_wasm_header_op_e); the key is
      * matched case-insensitively. DECLINED: the header cannot be changed.
      */

@@ -143,6 +143,7 @@ const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
     ngx_proxy_wasm_log,
     ngx_proxy_wasm_log_level,
     ngx_http_proxy_wasm_headers_get,
+    ngx_http_proxy_wasm_header_get,
     ngx_http_proxy_wasm_header_set,
     ngx_http_proxy_wasm_schedule_resume,
     ngx_proxy_wasm_timer_add,

@@ -79,6 +79,25 @@ pub trait Host {
         count
     }
 
+    /// Lends the first value of a header (`name` matched ignoring case;
+    /// None if absent) to `visit`.
+    fn with_header_value(
+        &self,
+        request: RequestRef,
+        map: HeaderMap,
+        name: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult {
+        self.with_headers(request, map, &mut |pairs| {
+            visit(
+                pairs
+                    .iter()
+                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .map(|(_, value)| *value),
+            )
+        })
+    }
+
     fn set_header(
         &self,
         request: RequestRef,

@@ -240,3 +240,49 @@ GET /
 --- error_log
 response header x-a: "1"
 response header :status: "200"
+
+
+
+=== TEST 14: single headers are found without the map: fields, case, repeats, missing
+--- config
+    charset utf-8;
+    location / {
+        add_header x-multi one;
+        add_header x-multi two;
+        proxy_wasm testbed "response_headers get_header response Content-Length; response_headers get_header response last-modified; response_headers get_header response content-type; response_headers get_header response X-MULTI; response_headers get_header response x-none; response_headers get_header response :status";
+    }
+--- user_files
+>>> index.html
+hello
+--- request
+GET /index.html
+--- grep_error_log eval
+qr/response header :?[^:]+: ("[^"]*"|missing)/
+--- grep_error_log_out eval
+qr/^response header Content-Length: "6"
+response header last-modified: "\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT"
+response header content-type: "text\/html; charset=utf-8"
+response header X-MULTI: "one"
+response header x-none: missing
+response header :status: "200"
+$/s
+
+
+
+=== TEST 15: a request header found without the map: Host is :authority
+--- config
+    location / {
+        proxy_wasm testbed "request_headers get_header request host; request_headers get_header request :authority; request_headers get_header request X-Twice";
+        empty_gif;
+    }
+--- more_headers
+X-Twice: a
+X-Twice: b
+--- request
+GET /
+--- grep_error_log eval
+qr/request header :?[^:]+: ("[^"]*"|missing)/
+--- grep_error_log_out
+request header host: "localhost"
+request header :authority: "localhost"
+request header X-Twice: "a"

@@ -218,12 +218,37 @@ impl Frame {
     };
 }
 
+/// Hashes context ids: small sequential integers chosen by the host, so
+/// SipHash's protection against chosen keys buys nothing, at a cost paid
+/// several times per request.
+#[derive(Default)]
+pub struct ContextIdHasher(u64);
+
+impl std::hash::Hasher for ContextIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u32(b as u32);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        // Fibonacci hashing: spreads consecutive ids over the high bits
+        self.0 = (self.0 ^ id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub type ContextMap = HashMap<u32, Context, std::hash::BuildHasherDefault<ContextIdHasher>>;
+
 pub struct HostState {
     pub host: &'static dyn Host,
     pub module: Arc<WasmModule>,
     pub memory: Option<Memory>,
     pub allocator: Option<TypedFunc<i32, i32>>,
-    pub contexts: HashMap<u32, Context>,
+    pub contexts: ContextMap,
     pub frame: Frame,
     pub limiter: MemoryLimiter,
     /// `proxy_set_tick_period_milliseconds` calls not acted on yet: root
@@ -241,7 +266,7 @@ impl HostState {
             module,
             memory: None,
             allocator: None,
-            contexts: HashMap::new(),
+            contexts: ContextMap::default(),
             frame: Frame::IDLE,
             limiter,
             tick_requests: Vec::new(),
@@ -279,6 +304,9 @@ impl HostState {
 
     /// Logs what is left of the guest's output lines.
     pub fn flush_output(&mut self) {
+        if self.output.is_empty() {
+            return;
+        }
         for (level, pending) in std::mem::take(&mut self.output) {
             if !pending.is_empty() {
                 self.log(level, &pending);

@@ -17,6 +17,8 @@ type LogFn = unsafe extern "C" fn(*mut c_void, u32, ngx_proxy_wasm_str_t, u32, n
 type LogLevelFn = unsafe extern "C" fn(*mut c_void) -> u32;
 type HeadersGetFn =
     unsafe extern "C" fn(*mut c_void, u32, *mut ngx_proxy_wasm_pair_t, usize, *mut usize) -> u32;
+type HeaderGetFn =
+    unsafe extern "C" fn(*mut c_void, u32, ngx_proxy_wasm_str_t, *mut ngx_proxy_wasm_str_t) -> u32;
 type HeaderSetFn =
     unsafe extern "C" fn(*mut c_void, u32, u32, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t) -> u32;
 type ScheduleResumeFn = unsafe extern "C" fn(*mut c_void);
@@ -27,6 +29,7 @@ pub struct NginxHost {
     log: LogFn,
     log_level: LogLevelFn,
     headers_get: HeadersGetFn,
+    header_get: HeaderGetFn,
     header_set: HeaderSetFn,
     schedule_resume: ScheduleResumeFn,
     timer_add: TimerAddFn,
@@ -46,6 +49,7 @@ impl NginxHost {
             log: table.log?,
             log_level: table.log_level?,
             headers_get: table.headers_get?,
+            header_get: table.header_get?,
             header_set: table.header_set?,
             schedule_resume: table.schedule_resume?,
             timer_add: table.timer_add?,
@@ -151,6 +155,26 @@ impl Host for NginxHost {
             )
         };
         n
+    }
+
+    fn with_header_value(
+        &self,
+        request: RequestRef,
+        map: HeaderMap,
+        name: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult {
+        let mut value = str_of(&[]);
+        // SAFETY: see above; `value` is written on OK only.
+        let rc =
+            unsafe { (self.header_get)(request_ptr(Some(request)), map_of(map), str_of(name), &mut value) };
+        match rc {
+            // SAFETY: the value points into the request's memory, unchanged
+            // while `visit` runs (as in `with_headers`).
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => visit(Some(unsafe { bytes(value) })),
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => visit(None),
+            _ => Err(Status::InternalFailure),
+        }
     }
 
     fn set_header(

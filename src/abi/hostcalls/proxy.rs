@@ -369,18 +369,23 @@ fn get_header_map_value(
     ret_size: i32,
 ) -> Result {
     let key = read_bytes(caller, key_ptr, key_len)?;
-    let (_, map_kind) = header_map(caller.data(), map)?;
-    let key = HeaderName::lookup(map_kind, &key);
+    let (request, map) = header_map(caller.data(), map)?;
+    let key = HeaderName::lookup(map, &key);
     let missing_is_empty = caller.data().module.abi.missing_header_is_empty();
-    with_headers(caller, map, |caller, pairs| {
-        match pairs.iter().find(|(name, _)| key.matches(name)) {
-            Some((_, value)) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
+    let host = caller.data().host;
+    let mut outcome = Ok(());
+    // the value is lent: copied straight into guest memory
+    host.with_header_value(request, map, key.as_bytes(), &mut |value| {
+        outcome = match value {
+            Some(value) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
                 out.copy_from_slice(value)
             }),
             None if missing_is_empty => copy_out(caller, ret_ptr, ret_size, 0, |_| {}),
             None => Err(Status::NotFound.into()),
-        }
-    })
+        };
+        Ok(())
+    })?;
+    outcome
 }
 
 fn set_header(
