@@ -247,7 +247,9 @@ pub struct HostState {
     pub host: &'static dyn Host,
     pub module: Arc<WasmModule>,
     pub memory: Option<Memory>,
-    pub allocator: Option<TypedFunc<i32, i32>>,
+    /// Shared so that a host function can call it while the store is
+    /// borrowed (cloning a typed function takes registry references).
+    pub allocator: Option<Rc<TypedFunc<i32, i32>>>,
     pub contexts: ContextMap,
     pub frame: Frame,
     pub limiter: MemoryLimiter,

@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Strategy,
+    Config, Enabled, Engine, InstanceAllocationStrategy, Linker, PoolingAllocationConfig, Strategy,
     WasmBacktraceDetails,
 };
 
@@ -27,6 +27,10 @@ use limits::{EpochTicker, InstanceLimits};
 use module::{ModuleSource, WasmModule};
 use vm::Vm;
 pub use worker::{FilterHandle, VmSlot, Worker};
+
+/// Bytes of a pooled memory or table slot reset by copying rather than
+/// unmapped (see `Runtime::new`): more than a typical filter's working set.
+const KEEP_RESIDENT: usize = 2 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compiler {
@@ -102,7 +106,14 @@ impl Runtime {
             pool.total_core_instances(instances)
                 .total_memories(instances)
                 .total_tables(instances)
-                .max_memory_size(config.limits.memory);
+                .max_memory_size(config.limits.memory)
+                // A freed slot's dirty pages (found with PAGEMAP_SCAN where
+                // the kernel has it, Linux 6.7+) are copied back from the
+                // module's image instead of being unmapped: the next
+                // instance takes no page faults and no madvise.
+                .pagemap_scan(Enabled::Auto)
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .table_keep_resident(KEEP_RESIDENT);
             engine_config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         engine_config.wasm_backtrace_details(if config.backtraces {

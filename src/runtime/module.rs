@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ValType};
+use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport, ValType};
 
 use super::cache::{self, Origin};
 use super::limits::InstanceLimits;
@@ -36,6 +36,9 @@ pub struct WasmModule {
     pub cache_warning: Option<String>,
     /// Host functions already reported as unimplemented, to warn once.
     warned: Mutex<HashSet<&'static str>>,
+    /// The callbacks the module exports (of the checked types), resolved
+    /// once: looking up a missing export by name builds an error each time.
+    exports: Vec<(&'static str, ModuleExport)>,
 }
 
 /// The exports the host may call, with the type each must have. The
@@ -79,6 +82,12 @@ impl WasmModule {
             .map_err(|e| Error::new(format!("invalid module \"{}\": {}", path.display(), one_line(&e))))?;
         let abi = abi_version(&module)?;
         check_exports(&module, abi)?;
+        let exports = CALLBACKS
+            .iter()
+            .map(|(name, ..)| *name)
+            .chain(HEADER_CALLBACKS)
+            .filter_map(|name| Some((name, module.get_export_index(name)?)))
+            .collect();
         let pre = linker.instantiate_pre(&module).map_err(|e| {
             Error::new(format!(
                 "cannot link module \"{}\": {}",
@@ -95,7 +104,17 @@ impl WasmModule {
             origin,
             cache_warning,
             warned: Mutex::new(HashSet::new()),
+            exports,
         })
+    }
+
+    /// A callback export, if the module has it (`name` from `CALLBACKS`
+    /// or `HEADER_CALLBACKS`).
+    pub fn export(&self, name: &str) -> Option<&ModuleExport> {
+        self.exports
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, export)| export)
     }
 
     /// True the first time it is called with `what`.

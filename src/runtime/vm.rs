@@ -1,7 +1,7 @@
 //! A live instance of a module in a worker (a wasmtime store), its root
 //! contexts, and the one wrapper every guest call goes through.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,31 +20,54 @@ use crate::runtime::module::WasmModule;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trapped;
 
-type F<P, R> = Option<TypedFunc<P, R>>;
+/// A callback export, resolved on first use: an instance made for one
+/// request calls few of its callbacks, and each lookup costs.
+struct Lazy<P, R> {
+    instance: Instance,
+    name: &'static str,
+    func: OnceCell<Option<TypedFunc<P, R>>>,
+}
 
-/// The guest callbacks, looked up once per instance.
+impl<P: WasmParams, R: WasmResults> Lazy<P, R> {
+    fn new(instance: Instance, name: &'static str) -> Self {
+        Lazy {
+            instance,
+            name,
+            func: OnceCell::new(),
+        }
+    }
+
+    fn get(&self, store: &mut Store<HostState>) -> Option<&TypedFunc<P, R>> {
+        self.func
+            .get_or_init(|| {
+                let module = store.data().module.clone();
+                get(&self.instance, store, &module, self.name)
+            })
+            .as_ref()
+    }
+}
+
+/// The guest callbacks of an instance.
 struct Callbacks {
-    context_create: TypedFunc<(i32, i32), ()>,
-    vm_start: F<(i32, i32), i32>,
-    configure: F<(i32, i32), i32>,
+    context_create: Lazy<(i32, i32), ()>,
+    vm_start: Lazy<(i32, i32), i32>,
+    configure: Lazy<(i32, i32), i32>,
     request_headers: HeadersCallback,
-    request_body: F<(i32, i32, i32), i32>,
-    request_trailers: F<(i32, i32), i32>,
+    request_body: Lazy<(i32, i32, i32), i32>,
+    request_trailers: Lazy<(i32, i32), i32>,
     response_headers: HeadersCallback,
-    response_body: F<(i32, i32, i32), i32>,
-    response_trailers: F<(i32, i32), i32>,
-    log: F<i32, ()>,
-    done: F<i32, i32>,
-    delete: F<i32, ()>,
-    tick: F<i32, ()>,
+    response_body: Lazy<(i32, i32, i32), i32>,
+    response_trailers: Lazy<(i32, i32), i32>,
+    log: Lazy<i32, ()>,
+    done: Lazy<i32, i32>,
+    delete: Lazy<i32, ()>,
+    tick: Lazy<i32, ()>,
 }
 
 /// Header callbacks take `end_of_stream` since ABI 0.2.0.
-#[derive(Clone)]
 enum HeadersCallback {
-    Missing,
-    V1(TypedFunc<(i32, i32), i32>),
-    V2(TypedFunc<(i32, i32, i32), i32>),
+    V1(Lazy<(i32, i32), i32>),
+    V2(Lazy<(i32, i32, i32), i32>),
 }
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
@@ -55,6 +78,8 @@ pub struct Vm {
     /// Shared so that a call can hold them while the store is borrowed.
     callbacks: Rc<Callbacks>,
     next_context_id: u32,
+    /// The epoch deadline of every guest call (computed once: it divides).
+    deadline_ticks: u64,
     /// Root context id of each filter started in this instance.
     roots: HashMap<usize, u32>,
     /// Distinguishes this instance from the one that replaces it.
@@ -73,17 +98,17 @@ impl Vm {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         // a start section runs during instantiation
-        store.set_epoch_deadline(module.limits.deadline_ticks());
+        let deadline_ticks = module.limits.deadline_ticks();
+        store.set_epoch_deadline(deadline_ticks);
         let instance = module
             .pre
             .instantiate(&mut store)
             .map_err(|e| format!("cannot instantiate: {}", describe_trap(&e, &module.name)))?;
-        let callbacks = Rc::new(Callbacks::lookup(&instance, &mut store, module)?);
+        let callbacks = Rc::new(Callbacks::new(instance, module));
         let memory = instance.get_memory(&mut store, "memory");
-        let allocator = instance
-            .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
-            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "malloc"))
-            .ok();
+        let allocator = get(&instance, &mut store, module, "proxy_on_memory_allocate")
+            .or_else(|| get(&instance, &mut store, module, "malloc"))
+            .map(Rc::new);
         let state = store.data_mut();
         state.memory = memory;
         state.allocator = allocator;
@@ -92,6 +117,7 @@ impl Vm {
             store,
             callbacks,
             next_context_id: 1,
+            deadline_ticks,
             roots: HashMap::new(),
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             created: Instant::now(),
@@ -105,11 +131,12 @@ impl Vm {
     /// WASI start: `_initialize` (then `main` if exported), else `_start`.
     /// A `_start` that ends with `proc_exit(0)` has finished initializing.
     fn start(&mut self, instance: &Instance) -> Result<(), String> {
-        let func = |store: &mut Store<HostState>, name| instance.get_typed_func::<(), ()>(store, name).ok();
+        let module = self.module.clone();
+        let func = |store: &mut Store<HostState>, name| get::<(), ()>(instance, store, &module, name);
         if let Some(initialize) = func(&mut self.store, "_initialize") {
             self.call(0, Callback::Start, |store| initialize.call(store, ()))
                 .map_err(|_| "_initialize failed".to_string())?;
-            if let Ok(main) = instance.get_typed_func::<(i32, i32), i32>(&mut self.store, "main") {
+            if let Some(main) = get::<(i32, i32), i32>(instance, &mut self.store, &module, "main") {
                 self.call(0, Callback::Start, |store| main.call(store, (0, 0)))
                     .map_err(|_| "main failed".to_string())?;
             }
@@ -145,11 +172,14 @@ impl Vm {
         );
         let callbacks = self.callbacks.clone();
         self.call(id, Callback::ContextCreate, |store| {
-            callbacks.context_create.call(store, (id as i32, 0))
+            match callbacks.context_create.get(store) {
+                Some(f) => f.call(store, (id as i32, 0)),
+                None => Ok(()),
+            }
         })
         .map_err(|_| "on_context_create failed".to_string())?;
         let vm_config_len = self.module.vm_config.len() as i32;
-        if let Some(vm_start) = &callbacks.vm_start {
+        if let Some(vm_start) = callbacks.vm_start.get(&mut self.store) {
             let ok = self
                 .call(id, Callback::VmStart, |store| {
                     vm_start.call(store, (id as i32, vm_config_len))
@@ -159,7 +189,7 @@ impl Vm {
                 return Err("on_vm_start returned false".into());
             }
         }
-        if let Some(configure) = &callbacks.configure {
+        if let Some(configure) = callbacks.configure.get(&mut self.store) {
             let len = filter.config.len() as i32;
             let ok = self
                 .call(id, Callback::Configure, |store| {
@@ -185,7 +215,7 @@ impl Vm {
 
     pub fn on_tick(&mut self, root_id: u32) -> Result<(), Trapped> {
         let callbacks = self.callbacks.clone();
-        match &callbacks.tick {
+        match callbacks.tick.get(&mut self.store) {
             Some(f) => self.call(root_id, Callback::Tick, |store| f.call(store, root_id as i32)),
             None => Ok(()),
         }
@@ -220,7 +250,10 @@ impl Vm {
         self.store.data_mut().contexts.insert(id, context);
         let callbacks = self.callbacks.clone();
         self.call(id, Callback::ContextCreate, |store| {
-            callbacks.context_create.call(store, (id as i32, root_id as i32))
+            match callbacks.context_create.get(store) {
+                Some(f) => f.call(store, (id as i32, root_id as i32)),
+                None => Ok(()),
+            }
         })?;
         Ok(id)
     }
@@ -241,18 +274,24 @@ impl Vm {
         };
         let args = (id as i32, headers as i32, end_of_stream as i32);
         match func {
-            HeadersCallback::Missing => Ok(0),
-            HeadersCallback::V1(f) => self.call(id, callback, |store| f.call(store, (args.0, args.1))),
-            HeadersCallback::V2(f) => self.call(id, callback, |store| f.call(store, args)),
+            HeadersCallback::V1(f) => match f.get(&mut self.store) {
+                Some(f) => self.call(id, callback, |store| f.call(store, (args.0, args.1))),
+                None => Ok(0),
+            },
+            HeadersCallback::V2(f) => match f.get(&mut self.store) {
+                Some(f) => self.call(id, callback, |store| f.call(store, args)),
+                None => Ok(0),
+            },
         }
     }
 
     /// Whether the module has a body callback for this direction.
     pub fn has_body_callback(&self, direction: Direction) -> bool {
-        match direction {
-            Direction::Request => self.callbacks.request_body.is_some(),
-            Direction::Response => self.callbacks.response_body.is_some(),
-        }
+        let name = match direction {
+            Direction::Request => self.callbacks.request_body.name,
+            Direction::Response => self.callbacks.response_body.name,
+        };
+        self.module.export(name).is_some()
     }
 
     /// `proxy_on_{request,response}_body`; 0 (continue) when not exported.
@@ -268,7 +307,7 @@ impl Vm {
             Direction::Request => (&callbacks.request_body, Callback::RequestBody),
             Direction::Response => (&callbacks.response_body, Callback::ResponseBody),
         };
-        match func {
+        match func.get(&mut self.store) {
             Some(f) => self.call(id, callback, |store| {
                 f.call(store, (id as i32, size as i32, end_of_stream as i32))
             }),
@@ -284,7 +323,7 @@ impl Vm {
             Direction::Request => (&callbacks.request_trailers, Callback::RequestTrailers),
             Direction::Response => (&callbacks.response_trailers, Callback::ResponseTrailers),
         };
-        match func {
+        match func.get(&mut self.store) {
             Some(f) => self.call(id, callback, |store| f.call(store, (id as i32, trailers as i32))),
             None => Ok(0),
         }
@@ -292,7 +331,7 @@ impl Vm {
 
     pub fn on_log(&mut self, id: u32) -> Result<(), Trapped> {
         let callbacks = self.callbacks.clone();
-        match &callbacks.log {
+        match callbacks.log.get(&mut self.store) {
             Some(f) => self.call(id, Callback::Log, |store| f.call(store, id as i32)),
             None => Ok(()),
         }
@@ -307,10 +346,10 @@ impl Vm {
 
     fn done_and_delete(&mut self, id: u32) -> Result<(), Trapped> {
         let callbacks = self.callbacks.clone();
-        if let Some(done) = &callbacks.done {
+        if let Some(done) = callbacks.done.get(&mut self.store) {
             self.call(id, Callback::Done, |store| done.call(store, id as i32))?;
         }
-        if let Some(delete) = &callbacks.delete {
+        if let Some(delete) = callbacks.delete.get(&mut self.store) {
             self.call(id, Callback::Delete, |store| delete.call(store, id as i32))?;
         }
         Ok(())
@@ -332,7 +371,7 @@ impl Vm {
             callback,
             ..Frame::IDLE
         };
-        self.store.set_epoch_deadline(self.module.limits.deadline_ticks());
+        self.store.set_epoch_deadline(self.deadline_ticks);
         let result = body(&mut self.store);
         self.store.data_mut().flush_output();
         let refused = self.store.data_mut().limiter.take_refusal();
@@ -372,57 +411,44 @@ impl Vm {
 }
 
 impl Callbacks {
-    fn lookup(
-        instance: &Instance,
-        mut store: impl AsContextMut,
-        module: &WasmModule,
-    ) -> Result<Callbacks, String> {
-        Ok(Callbacks {
-            context_create: get(instance, &mut store, "proxy_on_context_create")
-                .ok_or("no proxy_on_context_create export")?,
-            vm_start: get(instance, &mut store, "proxy_on_vm_start"),
-            configure: get(instance, &mut store, "proxy_on_configure"),
-            request_headers: HeadersCallback::lookup(
-                instance,
-                &mut store,
-                module,
-                "proxy_on_request_headers",
-            ),
-            request_body: get(instance, &mut store, "proxy_on_request_body"),
-            request_trailers: get(instance, &mut store, "proxy_on_request_trailers"),
-            response_headers: HeadersCallback::lookup(
-                instance,
-                &mut store,
-                module,
-                "proxy_on_response_headers",
-            ),
-            response_body: get(instance, &mut store, "proxy_on_response_body"),
-            response_trailers: get(instance, &mut store, "proxy_on_response_trailers"),
-            log: get(instance, &mut store, "proxy_on_log"),
-            done: get(instance, &mut store, "proxy_on_done"),
-            delete: get(instance, &mut store, "proxy_on_delete"),
-            tick: get(instance, &mut store, "proxy_on_tick"),
-        })
-    }
-}
-
-impl HeadersCallback {
-    fn lookup(instance: &Instance, store: &mut impl AsContextMut, module: &WasmModule, name: &str) -> Self {
-        if module.abi.headers_callbacks_have_eos() {
-            get(instance, store, name).map_or(HeadersCallback::Missing, HeadersCallback::V2)
-        } else {
-            get(instance, store, name).map_or(HeadersCallback::Missing, HeadersCallback::V1)
+    fn new(instance: Instance, module: &WasmModule) -> Callbacks {
+        let headers = |name| {
+            if module.abi.headers_callbacks_have_eos() {
+                HeadersCallback::V2(Lazy::new(instance, name))
+            } else {
+                HeadersCallback::V1(Lazy::new(instance, name))
+            }
+        };
+        Callbacks {
+            context_create: Lazy::new(instance, "proxy_on_context_create"),
+            vm_start: Lazy::new(instance, "proxy_on_vm_start"),
+            configure: Lazy::new(instance, "proxy_on_configure"),
+            request_headers: headers("proxy_on_request_headers"),
+            request_body: Lazy::new(instance, "proxy_on_request_body"),
+            request_trailers: Lazy::new(instance, "proxy_on_request_trailers"),
+            response_headers: headers("proxy_on_response_headers"),
+            response_body: Lazy::new(instance, "proxy_on_response_body"),
+            response_trailers: Lazy::new(instance, "proxy_on_response_trailers"),
+            log: Lazy::new(instance, "proxy_on_log"),
+            done: Lazy::new(instance, "proxy_on_done"),
+            delete: Lazy::new(instance, "proxy_on_delete"),
+            tick: Lazy::new(instance, "proxy_on_tick"),
         }
     }
 }
 
-/// An export of the type checked when the module was loaded.
+/// A callback export, of the type checked when the module was loaded.
 fn get<P: WasmParams, R: WasmResults>(
     instance: &Instance,
     store: &mut impl AsContextMut,
+    module: &WasmModule,
     name: &str,
 ) -> Option<TypedFunc<P, R>> {
-    instance.get_typed_func::<P, R>(store.as_context_mut(), name).ok()
+    let export = module.export(name)?;
+    let func = instance
+        .get_module_export(store.as_context_mut(), export)?
+        .into_func()?;
+    func.typed::<P, R>(store.as_context()).ok()
 }
 
 /// Whether a guest call was stopped at its epoch deadline.
