@@ -50,6 +50,7 @@ check:
 
 test-rust: filters
 	NGX_PROXY_WASM_TEST_FILTERS=$(CURDIR)/build/filters $(CARGO) test --release
+	NGX_PROXY_WASM_TEST_FILTERS=$(CURDIR)/build/filters $(CARGO) bench --bench hostcalls -- --check
 
 test-nginx: test-1.28.3 test-1.28.3-static test-debian test-debian-wasm-first
 

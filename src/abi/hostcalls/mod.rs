@@ -118,10 +118,44 @@ fn memory<C: ErrorCode>(caller: &Caller<'_, HostState>) -> Result<wasmtime::Memo
     caller.data().memory.ok_or(Fail::Code(C::fault()))
 }
 
+/// Guest bytes copied out, for a host function that calls the guest
+/// allocator (which may move memory) while it uses them: on the stack when
+/// short, as header names are, to keep the hot paths free of allocations.
+enum GuestBytes {
+    Short([u8; GuestBytes::SHORT], usize),
+    Long(Vec<u8>),
+}
+
+impl GuestBytes {
+    const SHORT: usize = 128;
+}
+
+impl std::ops::Deref for GuestBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            GuestBytes::Short(bytes, len) => &bytes[..*len],
+            GuestBytes::Long(bytes) => bytes,
+        }
+    }
+}
+
 /// Reads `len` bytes at `ptr` into a host buffer.
-fn read_bytes<C: ErrorCode>(caller: &Caller<'_, HostState>, ptr: i32, len: i32) -> Result<Vec<u8>, Fail<C>> {
+fn read_bytes<C: ErrorCode>(
+    caller: &Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> Result<GuestBytes, Fail<C>> {
     let mem = memory(caller)?;
-    Ok(memory::slice(mem.data(caller), ptr as u32, len as u32)?.to_vec())
+    let bytes = memory::slice(mem.data(caller), ptr as u32, len as u32)?;
+    Ok(if bytes.len() <= GuestBytes::SHORT {
+        let mut short = [0; GuestBytes::SHORT];
+        short[..bytes.len()].copy_from_slice(bytes);
+        GuestBytes::Short(short, bytes.len())
+    } else {
+        GuestBytes::Long(bytes.to_vec())
+    })
 }
 
 /// Stores a little-endian `u32` at `ptr`.

@@ -1,0 +1,273 @@
+//! The hot paths of the host, without nginx: the time and the heap
+//! allocations of each host function a filter calls per request, and of a
+//! whole request through one filter and through a chain of ten.
+//!
+//!     cargo bench --bench hostcalls            # measure (a table)
+//!     cargo bench --bench hostcalls -- --check # also enforce the budgets
+//!
+//! Times depend on the machine; allocations do not. `--check` (run by
+//! `make test`) fails when a path allocates more than its budget: an
+//! allocation creeping into a hot path is the regression this guards
+//! against, and it cannot hide in timing noise.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ngx_proxy_wasm::abi::pairs::Pair;
+use ngx_proxy_wasm::abi::state::Direction;
+use ngx_proxy_wasm::abi::{HostResult, LogLevel};
+use ngx_proxy_wasm::chain::Stream;
+use ngx_proxy_wasm::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef};
+use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
+
+/// Counts heap allocations, to tell how many a path makes.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's guarantees, passed on.
+        unsafe { System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// A host as cheap as the benchmark can make it: fixed request headers,
+/// response header changes counted and dropped, logs below its level.
+#[derive(Default)]
+struct BenchHost {
+    header_changes: Cell<u64>,
+}
+
+const REQUEST_HEADERS: &[Pair<'static>] = &[
+    (b":method", b"GET"),
+    (b":path", b"/bench?a=1"),
+    (b":scheme", b"http"),
+    (b":authority", b"localhost"),
+    (b"user-agent", b"wrk"),
+    (b"accept", b"*/*"),
+    (b"x-request-id", b"42"),
+];
+
+const RESPONSE_HEADERS: &[Pair<'static>] = &[
+    (b":status", b"200"),
+    (b"content-type", b"image/gif"),
+    (b"content-length", b"43"),
+];
+
+impl Host for BenchHost {
+    fn log(&self, _: Option<RequestRef>, _: LogLevel, _: &str, _: u32, _: &[u8]) {}
+
+    fn log_level(&self, _: Option<RequestRef>) -> LogLevel {
+        LogLevel::Info
+    }
+
+    fn with_headers(
+        &self,
+        _: RequestRef,
+        map: HeaderMap,
+        visit: &mut dyn FnMut(&[Pair<'_>]) -> HostResult,
+    ) -> HostResult {
+        visit(match map {
+            HeaderMap::Request => REQUEST_HEADERS,
+            HeaderMap::Response => RESPONSE_HEADERS,
+            HeaderMap::ResponseTrailers => &[],
+        })
+    }
+
+    fn set_header(
+        &self,
+        _: RequestRef,
+        _: HeaderMap,
+        _: HeaderOp,
+        _: &[u8],
+        _: &[u8],
+    ) -> Result<(), HeaderError> {
+        self.header_changes.set(self.header_changes.get() + 1);
+        Ok(())
+    }
+
+    fn schedule_resume(&self, _: RequestRef) {}
+
+    fn timer_add(&self, _: Duration, _: u64) -> Option<TimerRef> {
+        None
+    }
+
+    fn timer_cancel(&self, _: TimerRef) {}
+}
+
+/// What one measured path costs.
+struct Measured {
+    what: &'static str,
+    nanos: f64,
+    allocations: f64,
+    /// The most allocations per operation `--check` accepts.
+    budget: f64,
+}
+
+/// Runs `body` (which does `per_run` operations) for about `time`, after
+/// a warm-up; time and allocations per operation.
+fn measure(time: Duration, per_run: u64, mut body: impl FnMut()) -> (f64, f64) {
+    for _ in 0..10 {
+        body();
+    }
+    let mut runs = 0u64;
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+    let started = Instant::now();
+    while started.elapsed() < time || runs < 10 {
+        body();
+        runs += 1;
+    }
+    let elapsed = started.elapsed();
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
+    let ops = (runs * per_run) as f64;
+    (elapsed.as_nanos() as f64 / ops, allocations as f64 / ops)
+}
+
+struct Setup {
+    worker: Rc<Worker>,
+    filters: Vec<u32>,
+    _runtime: Runtime,
+}
+
+fn setup(path: &Path, config: &str, chain: usize) -> Setup {
+    let host: &'static BenchHost = Box::leak(Box::default());
+    let mut runtime = Runtime::new(host, RuntimeConfig::default()).expect("runtime");
+    runtime.load_module("m", path, b"").expect("module loads");
+    let filters = (0..chain)
+        .map(|_| runtime.add_filter("m", config.as_bytes()).expect("filter starts") as u32)
+        .collect();
+    Setup {
+        worker: runtime.worker(),
+        filters,
+        _runtime: runtime,
+    }
+}
+
+/// A whole request: headers both ways, a response body, the log phase,
+/// and the end of the stream.
+fn request(setup: &Setup, body: &[u8]) {
+    let mut stream = Stream::new(
+        setup.worker.clone(),
+        RequestRef(1),
+        &setup.filters,
+        Default::default(),
+    );
+    stream.on_headers(Direction::Request, true);
+    stream.on_headers(Direction::Response, false);
+    stream.on_body(Direction::Response, &[body], true);
+    stream.on_log();
+}
+
+fn host_functions(time: Duration, results: &mut Vec<Measured>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("t/wat/hostcall_loops.wat");
+    // the filter's on_request_headers makes 1000 calls of the host function
+    // its configuration names; each run also creates and ends one stream,
+    // a thousandth of which is counted in each call
+    for (config, what, budget) in [
+        ("v", "get_header_map_value", 0.01),
+        ("p", "get_header_map_pairs (7 headers)", 0.01),
+        ("a", "add_header_map_value", 0.01),
+        ("b: 16 bytes or more", "get_buffer_bytes (16 bytes)", 0.01),
+        ("l", "log, below the level", 0.01),
+    ] {
+        let setup = setup(&path, config, 1);
+        let (nanos, allocations) = measure(time, 1000, || {
+            let mut stream = Stream::new(
+                setup.worker.clone(),
+                RequestRef(1),
+                &setup.filters,
+                Default::default(),
+            );
+            stream.on_headers(Direction::Request, true);
+        });
+        results.push(Measured {
+            what,
+            nanos,
+            allocations,
+            budget,
+        });
+    }
+}
+
+fn requests(time: Duration, results: &mut Vec<Measured>) {
+    let Some(dir) = std::env::var_os("NGX_PROXY_WASM_TEST_FILTERS") else {
+        eprintln!(
+            "NGX_PROXY_WASM_TEST_FILTERS is not set: the request benchmarks need bench.wasm (make filters)"
+        );
+        return;
+    };
+    let path = PathBuf::from(dir).join("bench.wasm");
+    let body = vec![b'a'; 43];
+    for (chain, what, budget) in [
+        // the stream's own (its filter list and state, the body copy):
+        // none per filter
+        (1, "request through the bench filter", 7.0),
+        (10, "request through a chain of 10", 7.0),
+    ] {
+        let setup = setup(&path, "headers", chain);
+        let (nanos, allocations) = measure(time, 1, || request(&setup, &body));
+        results.push(Measured {
+            what,
+            nanos,
+            allocations,
+            budget,
+        });
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let check = args.iter().any(|a| a == "--check");
+    // `cargo test --benches` runs this with no time to spare
+    let quick = check || args.iter().any(|a| a == "--test");
+    let time = if quick {
+        Duration::from_millis(100)
+    } else {
+        Duration::from_secs(2)
+    };
+    let mut results = Vec::new();
+    host_functions(time, &mut results);
+    requests(time, &mut results);
+    println!("| path | ns per call | heap allocations per call | budget |");
+    println!("| --- | ---: | ---: | ---: |");
+    let mut over = false;
+    for m in &results {
+        let ok = m.allocations <= m.budget;
+        over |= !ok;
+        println!(
+            "| {} | {:.0} | {:.2} | {}{} |",
+            m.what,
+            m.nanos,
+            m.allocations,
+            m.budget,
+            if ok { "" } else { " (over)" }
+        );
+    }
+    if check && over {
+        eprintln!("a hot path allocates more than its budget");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
