@@ -33,8 +33,8 @@ PORT = 18765
 
 # how long each measurement runs, and how many times it alternates with its
 # baseline (the median is kept)
-DURATION = 5
-ROUNDS = 3
+DURATION = 3
+ROUNDS = 5
 
 
 def log(*args):
@@ -172,16 +172,14 @@ def median(values):
 
 
 def compare(nginx, baseline, variant):
-    """Alternates baseline and variant runs; the medians of each."""
-    runs = {baseline: [], variant: []}
+    """Alternates baseline and variant runs. The pair whose ratio is the
+    median is kept: the machine's speed drifts between rounds, a pair run
+    back to back sees the same machine."""
+    pairs = []
     for _ in range(ROUNDS):
-        for path in (baseline, variant):
-            runs[path].append(wrk(path))
-    pick = {}
-    for path, results in runs.items():
-        best = sorted(results, key=lambda r: r["rps"])[len(results) // 2]
-        pick[path] = best
-    return pick[baseline], pick[variant]
+        pairs.append((wrk(baseline), wrk(variant)))
+    pairs.sort(key=lambda pair: pair[1]["rps"] / pair[0]["rps"])
+    return pairs[len(pairs) // 2]
 
 
 ROWS = []
