@@ -130,12 +130,6 @@ ngx_http_proxy_wasm_push_list(ngx_http_proxy_wasm_pairs_t *out,
                 continue;
             }
 
-            /* only counting: what header callbacks are given */
-            if (out->pairs == NULL && out->key == NULL) {
-                out->n++;
-                continue;
-            }
-
             ngx_http_proxy_wasm_push(out, h[i].key.data, h[i].key.len,
                                      h[i].value.data, h[i].value.len);
         }

@@ -130,13 +130,38 @@ ngx_http_proxy_wasm_local_body(ngx_http_request_t *r,
 }
 
 
+/* Sends a local response's headers, then its body, through the filters
+ * given: all of them, or those after this module. */
+static ngx_int_t
+ngx_http_proxy_wasm_send_local(ngx_http_request_t *r,
+    ngx_proxy_wasm_local_response_t *lr,
+    ngx_http_output_header_filter_pt send_header,
+    ngx_http_output_body_filter_pt send_body)
+{
+    ngx_int_t     rc;
+    ngx_chain_t  *out;
+
+    rc = send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out = ngx_http_proxy_wasm_local_body(r, lr);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    return send_body(r, out);
+}
+
+
 /* A local response from a request callback, through all the filters. */
 ngx_int_t
 ngx_http_proxy_wasm_send_local_response(ngx_http_request_t *r,
     ngx_http_proxy_wasm_ctx_t *ctx)
 {
     ngx_int_t                        rc;
-    ngx_chain_t                     *out;
     ngx_proxy_wasm_local_response_t  lr;
 
     if (ngx_proxy_wasm_api.stream_local_response(ctx->stream, &lr) != 0) {
@@ -152,18 +177,8 @@ ngx_http_proxy_wasm_send_local_response(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out = ngx_http_proxy_wasm_local_body(r, &lr);
-    if (out == NULL) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_output_filter(r, out);
+    return ngx_http_proxy_wasm_send_local(r, &lr, ngx_http_send_header,
+                                          ngx_http_output_filter);
 }
 
 
@@ -175,8 +190,6 @@ static ngx_int_t
 ngx_http_proxy_wasm_replace_response(ngx_http_request_t *r,
     ngx_http_proxy_wasm_ctx_t *ctx)
 {
-    ngx_int_t                        rc;
-    ngx_chain_t                     *out;
     ngx_proxy_wasm_local_response_t  lr;
 
     ctx->response_replaced = 1;
@@ -202,18 +215,8 @@ ngx_http_proxy_wasm_replace_response(ngx_http_request_t *r,
     ctx->response_sent = 1;
     ngx_proxy_wasm_api.stream_response_sent(ctx->stream);
 
-    rc = ngx_http_next_header_filter(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out = ngx_http_proxy_wasm_local_body(r, &lr);
-    if (out == NULL) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_next_body_filter(r, out);
+    return ngx_http_proxy_wasm_send_local(r, &lr, ngx_http_next_header_filter,
+                                          ngx_http_next_body_filter);
 }
 
 

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::abi::headers::HeaderName;
 use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel};
 
@@ -88,11 +89,12 @@ pub trait Host {
         name: &[u8],
         visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
     ) -> HostResult {
+        let name = HeaderName::lookup(map, name);
         self.with_headers(request, map, &mut |pairs| {
             visit(
                 pairs
                     .iter()
-                    .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                    .find(|(key, _)| name.matches(key))
                     .map(|(_, value)| *value),
             )
         })

@@ -306,9 +306,6 @@ impl HostState {
 
     /// Logs what is left of the guest's output lines.
     pub fn flush_output(&mut self) {
-        if self.output.is_empty() {
-            return;
-        }
         for (level, pending) in std::mem::take(&mut self.output) {
             if !pending.is_empty() {
                 self.log(level, &pending);

@@ -149,19 +149,25 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32], config: StreamConfig) -> Stream {
-        let ids: Vec<usize> = filter_ids.iter().map(|&id| id as usize).collect();
-        let handles = match config.isolation {
-            Isolation::None => ids
+        let run = |id: usize, handle| FilterRun::new(worker.filter_info(id).cloned(), handle);
+        let filters: Vec<FilterRun> = match config.isolation {
+            // the common case, once per request: no list but the chain's
+            Isolation::None => filter_ids
                 .iter()
-                .map(|&id| worker.filter(id, config.failure == FailurePolicy::Reload))
+                .map(|&id| {
+                    let id = id as usize;
+                    run(id, worker.filter(id, config.failure == FailurePolicy::Reload))
+                })
                 .collect(),
-            Isolation::Stream | Isolation::Filter => private_handles(&worker, &ids, config.isolation),
+            Isolation::Stream | Isolation::Filter => {
+                let ids: Vec<usize> = filter_ids.iter().map(|&id| id as usize).collect();
+                let handles = private_handles(&worker, &ids, config.isolation);
+                ids.iter()
+                    .zip(handles)
+                    .map(|(&id, handle)| run(id, handle))
+                    .collect()
+            }
         };
-        let filters: Vec<FilterRun> = ids
-            .iter()
-            .zip(handles)
-            .map(|(&id, handle)| FilterRun::new(worker.filter_info(id).cloned(), handle))
-            .collect();
         let state = StreamState::new(request, filters.len());
         Stream {
             worker,

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::{AsContextMut, Instance, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults};
+use wasmtime::{
+    AsContextMut, Instance, ModuleExport, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults,
+};
 
 use crate::abi::hostcalls::ProcExit;
 use crate::abi::state::{Callback, Context, Direction, FilterInfo, Frame, HostState, StreamState};
@@ -20,29 +22,31 @@ use crate::runtime::module::WasmModule;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trapped;
 
-/// A callback export, resolved on first use: an instance made for one
-/// request calls few of its callbacks, and each lookup costs.
+/// A callback export, made callable on first use: an instance made for
+/// one request calls few of its callbacks, and each costs.
 struct Lazy<P, R> {
     instance: Instance,
-    name: &'static str,
+    export: Option<ModuleExport>,
     func: OnceCell<Option<TypedFunc<P, R>>>,
 }
 
 impl<P: WasmParams, R: WasmResults> Lazy<P, R> {
-    fn new(instance: Instance, name: &'static str) -> Self {
+    fn new(instance: Instance, module: &WasmModule, name: &str) -> Self {
         Lazy {
             instance,
-            name,
+            export: module.export(name).copied(),
             func: OnceCell::new(),
         }
     }
 
+    /// Whether the module exports it.
+    fn exists(&self) -> bool {
+        self.export.is_some()
+    }
+
     fn get(&self, store: &mut Store<HostState>) -> Option<&TypedFunc<P, R>> {
         self.func
-            .get_or_init(|| {
-                let module = store.data().module.clone();
-                get(&self.instance, store, &module, self.name)
-            })
+            .get_or_init(|| resolve(&self.instance, store, self.export.as_ref()?))
             .as_ref()
     }
 }
@@ -287,11 +291,10 @@ impl Vm {
 
     /// Whether the module has a body callback for this direction.
     pub fn has_body_callback(&self, direction: Direction) -> bool {
-        let name = match direction {
-            Direction::Request => self.callbacks.request_body.name,
-            Direction::Response => self.callbacks.response_body.name,
-        };
-        self.module.export(name).is_some()
+        match direction {
+            Direction::Request => self.callbacks.request_body.exists(),
+            Direction::Response => self.callbacks.response_body.exists(),
+        }
     }
 
     /// `proxy_on_{request,response}_body`; 0 (continue) when not exported.
@@ -414,25 +417,25 @@ impl Callbacks {
     fn new(instance: Instance, module: &WasmModule) -> Callbacks {
         let headers = |name| {
             if module.abi.headers_callbacks_have_eos() {
-                HeadersCallback::V2(Lazy::new(instance, name))
+                HeadersCallback::V2(Lazy::new(instance, module, name))
             } else {
-                HeadersCallback::V1(Lazy::new(instance, name))
+                HeadersCallback::V1(Lazy::new(instance, module, name))
             }
         };
         Callbacks {
-            context_create: Lazy::new(instance, "proxy_on_context_create"),
-            vm_start: Lazy::new(instance, "proxy_on_vm_start"),
-            configure: Lazy::new(instance, "proxy_on_configure"),
+            context_create: Lazy::new(instance, module, "proxy_on_context_create"),
+            vm_start: Lazy::new(instance, module, "proxy_on_vm_start"),
+            configure: Lazy::new(instance, module, "proxy_on_configure"),
             request_headers: headers("proxy_on_request_headers"),
-            request_body: Lazy::new(instance, "proxy_on_request_body"),
-            request_trailers: Lazy::new(instance, "proxy_on_request_trailers"),
+            request_body: Lazy::new(instance, module, "proxy_on_request_body"),
+            request_trailers: Lazy::new(instance, module, "proxy_on_request_trailers"),
             response_headers: headers("proxy_on_response_headers"),
-            response_body: Lazy::new(instance, "proxy_on_response_body"),
-            response_trailers: Lazy::new(instance, "proxy_on_response_trailers"),
-            log: Lazy::new(instance, "proxy_on_log"),
-            done: Lazy::new(instance, "proxy_on_done"),
-            delete: Lazy::new(instance, "proxy_on_delete"),
-            tick: Lazy::new(instance, "proxy_on_tick"),
+            response_body: Lazy::new(instance, module, "proxy_on_response_body"),
+            response_trailers: Lazy::new(instance, module, "proxy_on_response_trailers"),
+            log: Lazy::new(instance, module, "proxy_on_log"),
+            done: Lazy::new(instance, module, "proxy_on_done"),
+            delete: Lazy::new(instance, module, "proxy_on_delete"),
+            tick: Lazy::new(instance, module, "proxy_on_tick"),
         }
     }
 }
@@ -444,7 +447,15 @@ fn get<P: WasmParams, R: WasmResults>(
     module: &WasmModule,
     name: &str,
 ) -> Option<TypedFunc<P, R>> {
-    let export = module.export(name)?;
+    resolve(instance, store, module.export(name)?)
+}
+
+/// An export of the instance, as a typed function.
+fn resolve<P: WasmParams, R: WasmResults>(
+    instance: &Instance,
+    store: &mut impl AsContextMut,
+    export: &ModuleExport,
+) -> Option<TypedFunc<P, R>> {
     let func = instance
         .get_module_export(store.as_context_mut(), export)?
         .into_func()?;
