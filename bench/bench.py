@@ -35,6 +35,8 @@ PORT = 18765
 # baseline (the median is kept)
 DURATION = 3
 ROUNDS = 5
+# requests served to see whether the worker's memory grows
+LEAK_REQUESTS = 1_000_000
 
 
 def log(*args):
@@ -190,9 +192,13 @@ def row(scenario, what, base, result, unit="req/s", target=None):
     ratio = result[key] / base[key]
     scale = 1 if unit == "req/s" else 1024 ** 2
     ok = "" if target is None else ("ok" if ratio >= target else f"BELOW {target:.2f}")
-    ROWS.append((scenario, what, f"{base[key] / scale:,.0f}", f"{result[key] / scale:,.0f}", unit if unit == "req/s" else "MB/s",
-                 f"{ratio:.2f}", "/".join(f"{result['latency'][p]:.2f}" for p in ("50", "90", "99")),
-                 result.get("rss", ""), ok))
+    add_row(scenario, what, f"{base[key] / scale:,.0f}", f"{result[key] / scale:,.0f}", unit if unit == "req/s" else "MB/s",
+            f"{ratio:.2f}", "/".join(f"{result['latency'][p]:.2f}" for p in ("50", "90", "99")),
+            result.get("rss", ""), ok)
+
+
+def add_row(scenario, what, baseline, measured, unit="", ratio="", latency="", note="", target=""):
+    ROWS.append((scenario, what, baseline, measured, unit, ratio, latency, note, target))
     log(" | ".join(str(c) for c in ROWS[-1]))
 
 
@@ -237,10 +243,10 @@ def scenario_lua():
 """
     with Nginx("lua", http, main=f"wasm {{ module bench {FILTERS}/bench.wasm; }}", binary=DEBIAN_NGINX,
                modules=DEBIAN_LUA + [DEBIAN_MODULE]) as n:
+        base, lua = compare(n, "/baseline", "/lua")
+        row("3", "Lua handler, same logic (Debian nginx 1.22.1)", base, lua)
         lua, wasm = compare(n, "/lua", "/wasm")
-        base = wrk("/baseline")
-        lua_vs = dict(lua)
-        row("3", "Lua handler, same logic (Debian nginx 1.22.1)", base, lua_vs)
+        wasm["rss"] = n.rss_kib()
         row("3", "Wasm filter, vs the Lua handler", lua, wasm, target=1.0)
 
 
@@ -291,16 +297,23 @@ def distinct_modules(count):
     return paths
 
 
+def with_modules(count):
+    """The wasm{} block's modules and a location for each, for `count`
+    distinct modules."""
+    modules = distinct_modules(count)
+    wasm = "".join(f"module m{i} {p};" for i, p in enumerate(modules))
+    locations = "".join(f'location /m{i} {{ proxy_wasm m{i}; empty_gif; }}\n' for i in range(count))
+    return wasm, locations
+
+
 def scenario_startup():
     for count in (1, 20):
-        modules = distinct_modules(count)
         for cache in (False, True):
             cache_dir = os.path.join(WORK, "cache")
             shutil.rmtree(cache_dir, ignore_errors=True)
-            wasm = "".join(f"module m{i} {p};" for i, p in enumerate(modules))
+            wasm, locations = with_modules(count)
             if cache:
                 wasm += f" cache {cache_dir};"
-            locations = "".join(f'location /m{i} {{ proxy_wasm m{i}; empty_gif; }}\n' for i in range(count))
             n = Nginx("startup", locations + "location /gen { return 200 '1'; }", main=f"wasm {{ {wasm} }}")
             if cache:
                 # a first start fills the cache
@@ -316,15 +329,14 @@ def scenario_startup():
             reload = time.perf_counter() - began
             n.stop()
             label = f"{count} module{'s' if count > 1 else ''}, cache {'warm' if cache else 'off'}"
-            ROWS.append(("6", f"start-up / reload, {label}", f"{start * 1000:.0f} ms", f"{reload * 1000:.0f} ms",
-                         "", "", "", "", "ok" if not cache or count < 20 or reload < 1 else "BELOW 1 s"))
-            log(" | ".join(str(c) for c in ROWS[-1]))
+            add_row("6", f"start-up / reload, {label}", f"{start * 1000:.0f} ms", f"{reload * 1000:.0f} ms",
+                    target="ok" if not cache or count < 20 or reload < 1 else "BELOW 1 s")
 
 
 def scenario_memory():
     """Worker RSS: nginx alone, with 1 and with 20 modules (each with its
     instance); the cost of one more module is the slope between the two,
-    the rest is the fixed cost of the runtime. Then 1M requests: RSS must
+    the rest is the fixed cost of the runtime. Then LEAK_REQUESTS: RSS must
     not grow after warm-up (256 KiB of allocator noise allowed)."""
     plain = Nginx("memory", "location / { empty_gif; }", modules=())
     with plain:
@@ -333,9 +345,7 @@ def scenario_memory():
     rss = {}
     growth = ""
     for count in (1, 20):
-        modules = distinct_modules(count)
-        wasm = "".join(f"module m{i} {p};" for i, p in enumerate(modules))
-        locations = "".join(f'location /m{i} {{ proxy_wasm m{i}; empty_gif; }}\n' for i in range(count))
+        wasm, locations = with_modules(count)
         with Nginx("memory", locations, main=f"wasm {{ {wasm} }}") as n:
             for i in range(count):
                 get(f"/m{i}")
@@ -344,19 +354,16 @@ def scenario_memory():
                 wrk("/m0", duration=3)
                 warm = n.rss_kib()
                 done = 0
-                while done < 1_000_000:
-                    done += wrk("/m0", duration=10)["requests"]
+                while done < LEAK_REQUESTS:
+                    done += wrk("/m0")["requests"]
                 growth = n.rss_kib() - warm
     per_module = (rss[20] - rss[1]) / 19
     fixed = rss[1] - plain_rss - per_module
-    ROWS.append(("7", "worker RSS: nginx alone / runtime (fixed)", f"{plain_rss:,} KiB", f"+{fixed:,.0f} KiB",
-                 "", "", "", "", ""))
-    ROWS.append(("7", "worker RSS per module, with its instance", f"{rss[1]:,} KiB (1)", f"{rss[20]:,} KiB (20)",
-                 "", "", "", f"{per_module:,.0f} KiB per module", "ok" if per_module <= 10 * 1024 else "BELOW 10 MB"))
-    ROWS.append(("7", "worker RSS growth over 1M requests, after warm-up", "", f"{growth:+,} KiB", "", "", "",
-                 f"{done:,} requests", "ok" if growth <= 256 else "GROWS"))
-    for r in ROWS[-3:]:
-        log(" | ".join(str(c) for c in r))
+    add_row("7", "worker RSS: nginx alone / runtime (fixed)", f"{plain_rss:,} KiB", f"+{fixed:,.0f} KiB")
+    add_row("7", "worker RSS per module, with its instance", f"{rss[1]:,} KiB (1)", f"{rss[20]:,} KiB (20)",
+            note=f"{per_module:,.0f} KiB per module", target="ok" if per_module <= 10 * 1024 else "BELOW 10 MB")
+    add_row("7", "worker RSS growth after warm-up", "", f"{growth:+,} KiB", note=f"{done:,} requests",
+            target="ok" if growth <= 256 else "GROWS")
 
 
 def scenario_instructions():
@@ -410,9 +417,8 @@ def scenario_instructions():
     idle = run("/baseline", 1)
     per = {path: (run(path, requests + 1) - idle) / requests for path in ("/baseline", "/filter", "/chain")}
     for path, what in (("/filter", "one filter"), ("/chain", "a chain of 10")):
-        ROWS.append(("8", f"instructions per request, {what}", f"{per['/baseline']:,.0f}", f"{per[path]:,.0f}",
-                     "instr", f"{per['/baseline'] / per[path]:.2f}", "", f"+{per[path] - per['/baseline']:,.0f}", ""))
-        log(" | ".join(str(c) for c in ROWS[-1]))
+        add_row("8", f"instructions per request, {what}", f"{per['/baseline']:,.0f}", f"{per[path]:,.0f}",
+                "instr", f"{per['/baseline'] / per[path]:.2f}", note=f"+{per[path] - per['/baseline']:,.0f}")
 
 
 SCENARIOS = {
@@ -428,13 +434,13 @@ SCENARIOS = {
 
 
 def main():
-    global DURATION, ROUNDS
+    global DURATION, ROUNDS, LEAK_REQUESTS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 s runs, 1 round (a smoke test, not a measurement)")
     parser.add_argument("scenarios", nargs="*", choices=[[]] + list(SCENARIOS), default=[])
     args = parser.parse_args()
     if args.quick:
-        DURATION, ROUNDS = 1, 1
+        DURATION, ROUNDS, LEAK_REQUESTS = 1, 1, 50_000
     os.makedirs(WORK, exist_ok=True)
     for name in args.scenarios or SCENARIOS:
         SCENARIOS[name]()
