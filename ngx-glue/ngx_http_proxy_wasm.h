@@ -56,6 +56,8 @@ typedef struct {
     ngx_uint_t                  failure_status;
     /* how long a filter may hold a request in on_request_headers */
     ngx_msec_t                  hold_timeout;
+    /* proxy_wasm_property: ngx_http_proxy_wasm_property_t, or NULL */
+    ngx_array_t                *properties;
 } ngx_http_proxy_wasm_loc_conf_t;
 
 
@@ -147,6 +149,22 @@ ngx_int_t ngx_http_proxy_wasm_send_local_response(ngx_http_request_t *r,
     ngx_http_proxy_wasm_ctx_t *ctx);
 void ngx_http_proxy_wasm_resume_response(ngx_http_request_t *r,
     ngx_http_proxy_wasm_ctx_t *ctx);
+
+/* properties: ngx_http_proxy_wasm_properties.c */
+char *ngx_http_proxy_wasm_property_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_proxy_wasm_merge_properties(ngx_conf_t *cf,
+    ngx_http_proxy_wasm_loc_conf_t *prev,
+    ngx_http_proxy_wasm_loc_conf_t *conf);
+ngx_int_t ngx_http_proxy_wasm_add_variables(ngx_conf_t *cf);
+uint32_t ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
+    ngx_proxy_wasm_value_t *value);
+uint32_t ngx_http_proxy_wasm_variable_get(void *request,
+    ngx_proxy_wasm_str_t name, ngx_proxy_wasm_str_t *value);
+uint32_t ngx_http_proxy_wasm_variable_set(void *request,
+    ngx_proxy_wasm_str_t name, ngx_proxy_wasm_str_t value);
+uint32_t ngx_http_proxy_wasm_static_property_get(void *request,
+    ngx_proxy_wasm_str_t path, ngx_proxy_wasm_str_t *value);
 
 uint32_t ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
     ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n);

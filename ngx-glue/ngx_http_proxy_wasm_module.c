@@ -128,6 +128,13 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
       offsetof(ngx_http_proxy_wasm_loc_conf_t, failure_status),
       &ngx_http_proxy_wasm_failure_status_post },
 
+    { ngx_string("proxy_wasm_property"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
+      ngx_http_proxy_wasm_property_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("proxy_wasm_hold_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -140,7 +147,7 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_proxy_wasm_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_proxy_wasm_add_variables,     /* preconfiguration */
     ngx_http_proxy_wasm_init,              /* postconfiguration */
 
     ngx_http_proxy_wasm_create_main_conf,  /* create main configuration */
@@ -194,6 +201,7 @@ ngx_http_proxy_wasm_create_loc_conf(ngx_conf_t *cf)
     conf->failure = NGX_CONF_UNSET_UINT;
     conf->failure_status = NGX_CONF_UNSET_UINT;
     conf->hold_timeout = NGX_CONF_UNSET_MSEC;
+    conf->properties = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -235,7 +243,7 @@ ngx_http_proxy_wasm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_INTERNAL_SERVER_ERROR);
     ngx_conf_merge_msec_value(conf->hold_timeout, prev->hold_timeout, 60000);
 
-    return NGX_CONF_OK;
+    return ngx_http_proxy_wasm_merge_properties(cf, prev, conf);
 }
 
 

@@ -40,7 +40,9 @@ typedef enum {
     NGX_PROXY_WASM_HOST_DECLINED = 1,
     /* the output array is too small: *n holds the size needed */
     NGX_PROXY_WASM_HOST_AGAIN = 2,
-    NGX_PROXY_WASM_HOST_ERROR = 3
+    NGX_PROXY_WASM_HOST_ERROR = 3,
+    /* no such thing (e.g. an unknown variable) */
+    NGX_PROXY_WASM_HOST_NOT_FOUND = 4
 } ngx_proxy_wasm_host_rc_e;
 
 
@@ -71,6 +73,59 @@ typedef enum {
     /* remove every entry of that name */
     NGX_PROXY_WASM_HEADER_REMOVE = 2
 } ngx_proxy_wasm_header_op_e;
+
+
+/*
+ * The facts of a request and its connection that only nginx knows, read
+ * by the Envoy attributes (properties) filters ask for. Facts that live in
+ * header maps are read through them.
+ */
+typedef enum {
+    NGX_PROXY_WASM_ATTR_REQUEST_TIME = 0,        /* int: ns since the epoch */
+    NGX_PROXY_WASM_ATTR_REQUEST_DURATION,        /* int: ns so far */
+    NGX_PROXY_WASM_ATTR_REQUEST_PROTOCOL,        /* string: "HTTP/1.1", ... */
+    NGX_PROXY_WASM_ATTR_REQUEST_SIZE,            /* int: body bytes */
+    NGX_PROXY_WASM_ATTR_REQUEST_TOTAL_SIZE,      /* int: with the head */
+    NGX_PROXY_WASM_ATTR_REQUEST_ID,              /* string: $request_id */
+    NGX_PROXY_WASM_ATTR_RESPONSE_CODE,           /* int */
+    NGX_PROXY_WASM_ATTR_RESPONSE_CODE_DETAILS,   /* string */
+    NGX_PROXY_WASM_ATTR_RESPONSE_SIZE,           /* int: body bytes sent */
+    NGX_PROXY_WASM_ATTR_RESPONSE_TOTAL_SIZE,     /* int: all bytes sent */
+    NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS,          /* string: "ip:port" */
+    NGX_PROXY_WASM_ATTR_SOURCE_PORT,             /* int */
+    NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS,     /* string: "ip:port" */
+    NGX_PROXY_WASM_ATTR_DESTINATION_PORT,        /* int */
+    NGX_PROXY_WASM_ATTR_CONNECTION_ID,           /* int */
+    NGX_PROXY_WASM_ATTR_CONNECTION_MTLS,         /* bool */
+    NGX_PROXY_WASM_ATTR_CONNECTION_REQUESTED_SERVER_NAME,  /* string */
+    NGX_PROXY_WASM_ATTR_CONNECTION_TLS_VERSION,  /* string */
+    NGX_PROXY_WASM_ATTR_CONNECTION_SUBJECT_LOCAL_CERTIFICATE,
+    NGX_PROXY_WASM_ATTR_CONNECTION_SUBJECT_PEER_CERTIFICATE,
+    NGX_PROXY_WASM_ATTR_CONNECTION_SHA256_PEER_CERTIFICATE_DIGEST,
+    NGX_PROXY_WASM_ATTR_CONNECTION_DNS_SAN_LOCAL_CERTIFICATE,
+    NGX_PROXY_WASM_ATTR_CONNECTION_DNS_SAN_PEER_CERTIFICATE,
+    NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_LOCAL_CERTIFICATE,
+    NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_PEER_CERTIFICATE,
+    NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS,        /* string: "ip:port" */
+    NGX_PROXY_WASM_ATTR_UPSTREAM_PORT,           /* int */
+    NGX_PROXY_WASM_ATTR_UPSTREAM_TLS_VERSION     /* string */
+} ngx_proxy_wasm_attribute_e;
+
+
+typedef enum {
+    NGX_PROXY_WASM_VALUE_STRING = 0,
+    NGX_PROXY_WASM_VALUE_INT = 1,
+    NGX_PROXY_WASM_VALUE_BOOL = 2
+} ngx_proxy_wasm_value_kind_e;
+
+
+/* An attribute's value: "string" or "integer" (bools: 0 or 1). */
+typedef struct {
+    uint32_t                       kind;        /* ngx_proxy_wasm_value_kind_e */
+    int64_t                        integer;
+    /* valid until the request's pool goes */
+    ngx_proxy_wasm_str_t           string;
+} ngx_proxy_wasm_value_t;
 
 
 typedef enum {
@@ -222,6 +277,35 @@ typedef struct {
                             ngx_proxy_wasm_str_t value);
 
     /*
+     * An attribute of a request (ngx_proxy_wasm_attribute_e). DECLINED: it
+     * has no value now (e.g. no TLS, no upstream yet).
+     */
+    uint32_t  (*attribute_get)(void *request, uint32_t attribute,
+                               ngx_proxy_wasm_value_t *value);
+
+    /*
+     * An nginx variable by name (any case), as $name would give it.
+     * NOT_FOUND: no such variable; DECLINED: it has no value.
+     */
+    uint32_t  (*variable_get)(void *request, ngx_proxy_wasm_str_t name,
+                              ngx_proxy_wasm_str_t *value);
+
+    /*
+     * Sets a changeable nginx variable (set $name, $args, $limit_rate...).
+     * NOT_FOUND: no such variable; DECLINED: it cannot be changed.
+     */
+    uint32_t  (*variable_set)(void *request, ngx_proxy_wasm_str_t name,
+                              ngx_proxy_wasm_str_t value);
+
+    /*
+     * A static property of proxy_wasm_property, by its dotted path: the
+     * request's location's, or without a request those of http{} whose
+     * values have no variables. DECLINED: none.
+     */
+    uint32_t  (*static_property_get)(void *request, ngx_proxy_wasm_str_t path,
+                                     ngx_proxy_wasm_str_t *value);
+
+    /*
      * Come back to the request (stream_resume) once the current guest call
      * has returned: a filter continued, closed or answered it from outside
      * its own callbacks.
@@ -308,6 +392,13 @@ typedef struct {
     int32_t   (*stream_local_response)(ngx_proxy_wasm_stream_t *s,
                                        ngx_proxy_wasm_local_response_t *out);
     void      (*stream_on_log)(ngx_proxy_wasm_stream_t *s);
+    /*
+     * A property filters set on the request (proxy_set_property) by its
+     * dotted path, lent until the next call on the stream. DECLINED: none.
+     */
+    uint32_t  (*stream_property)(ngx_proxy_wasm_stream_t *s,
+                                 ngx_proxy_wasm_str_t path,
+                                 ngx_proxy_wasm_str_t *value);
     /* Ends every context of the stream (on_done, on_delete) and frees it. */
     void      (*stream_free)(ngx_proxy_wasm_stream_t *s);
 } ngx_proxy_wasm_api_t;

@@ -145,6 +145,10 @@ const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
     ngx_http_proxy_wasm_headers_get,
     ngx_http_proxy_wasm_header_get,
     ngx_http_proxy_wasm_header_set,
+    ngx_http_proxy_wasm_attribute_get,
+    ngx_http_proxy_wasm_variable_get,
+    ngx_http_proxy_wasm_variable_set,
+    ngx_http_proxy_wasm_static_property_get,
     ngx_http_proxy_wasm_schedule_resume,
     ngx_proxy_wasm_timer_add,
     ngx_proxy_wasm_timer_cancel

@@ -46,6 +46,59 @@ pub enum HeaderError {
     Failed,
 }
 
+/// A fact of a request or its connection that only the host knows: the
+/// Envoy attributes not read from header maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribute {
+    RequestTime,
+    RequestDuration,
+    RequestProtocol,
+    RequestSize,
+    RequestTotalSize,
+    /// The id the host made up for the request (nginx's `$request_id`).
+    RequestId,
+    ResponseCode,
+    ResponseCodeDetails,
+    ResponseSize,
+    ResponseTotalSize,
+    SourceAddress,
+    SourcePort,
+    DestinationAddress,
+    DestinationPort,
+    ConnectionId,
+    ConnectionMtls,
+    ConnectionRequestedServerName,
+    ConnectionTlsVersion,
+    ConnectionSubjectLocalCertificate,
+    ConnectionSubjectPeerCertificate,
+    ConnectionSha256PeerCertificateDigest,
+    ConnectionDnsSanLocalCertificate,
+    ConnectionDnsSanPeerCertificate,
+    ConnectionUriSanLocalCertificate,
+    ConnectionUriSanPeerCertificate,
+    UpstreamAddress,
+    UpstreamPort,
+    UpstreamTlsVersion,
+}
+
+/// An attribute's value, borrowed from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact<'a> {
+    String(&'a [u8]),
+    Int(i64),
+    Bool(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VariableError {
+    /// No variable has that name.
+    Unknown,
+    /// The variable cannot be set.
+    ReadOnly,
+    /// The host failed (out of memory).
+    Failed,
+}
+
 pub trait Host {
     /// Writes a log line attributed to a filter and one of its contexts
     /// (0 for none), in the request's log when there is one.
@@ -108,6 +161,44 @@ pub trait Host {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), HeaderError>;
+
+    /// Lends an attribute of a request to `visit` (None: it has no value
+    /// now).
+    fn with_attribute(
+        &self,
+        _request: RequestRef,
+        _attribute: Attribute,
+        visit: &mut dyn FnMut(Option<Fact<'_>>) -> HostResult,
+    ) -> HostResult {
+        visit(None)
+    }
+
+    /// Lends the value of a host variable (nginx's `$name`) to `visit`:
+    /// `Err(Unknown)` if there is no such variable, None if it has no
+    /// value.
+    fn with_variable(
+        &self,
+        _request: RequestRef,
+        _name: &[u8],
+        _visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> Result<HostResult, VariableError> {
+        Err(VariableError::Unknown)
+    }
+
+    fn set_variable(&self, _request: RequestRef, _name: &[u8], _value: &[u8]) -> Result<(), VariableError> {
+        Err(VariableError::Unknown)
+    }
+
+    /// Lends a static property configured for the request (or, without
+    /// one, for every request) by its dotted path to `visit`.
+    fn with_static_property(
+        &self,
+        _request: Option<RequestRef>,
+        _path: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult {
+        visit(None)
+    }
 
     /// Asks the host to come back to the request (to continue, close or
     /// answer it) once the current guest call has returned: it must not

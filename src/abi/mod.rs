@@ -5,6 +5,7 @@ pub mod headers;
 pub mod hostcalls;
 pub mod memory;
 pub mod pairs;
+pub mod properties;
 pub mod state;
 
 /// `proxy_status_t`: what every host function returns.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use wasmtime::{Memory, TypedFunc};
 
+use crate::abi::properties::PropertyStore;
 use crate::abi::{LogLevel, Status};
 use crate::host::{Host, RequestRef};
 use crate::runtime::limits::MemoryLimiter;
@@ -67,6 +68,8 @@ pub struct FilterInfo {
 pub enum Context {
     Root {
         filter: Arc<FilterInfo>,
+        /// What the root context stored with `proxy_set_property`.
+        properties: PropertyStore,
     },
     Http {
         filter: Arc<FilterInfo>,
@@ -81,7 +84,7 @@ pub enum Context {
 impl Context {
     pub fn filter(&self) -> &Arc<FilterInfo> {
         match self {
-            Context::Root { filter } | Context::Http { filter, .. } => filter,
+            Context::Root { filter, .. } | Context::Http { filter, .. } => filter,
         }
     }
 }
@@ -159,6 +162,11 @@ pub struct StreamState {
     /// running now.
     pub continue_in_callback: [bool; 2],
     pub close_requested: bool,
+    /// What filters stored with `proxy_set_property`: shared by the
+    /// chain, and shown to nginx as `$proxy_wasm_property_<name>`.
+    pub properties: PropertyStore,
+    /// `response.code_details` of a local response a filter sent.
+    pub response_code_details: Option<Vec<u8>>,
 }
 
 impl StreamState {
@@ -176,6 +184,8 @@ impl StreamState {
             continue_requested: [Vec::new(), Vec::new()],
             continue_in_callback: [false, false],
             close_requested: false,
+            properties: PropertyStore::default(),
+            response_code_details: None,
         }
     }
 
@@ -256,6 +266,8 @@ pub struct HostState {
     /// `proxy_set_tick_period_milliseconds` calls not acted on yet: root
     /// context id and period in milliseconds (0: stop).
     pub tick_requests: Vec<(u32, u32)>,
+    /// Where `proxy_get_property` builds values, kept between calls.
+    pub property_buffer: Vec<u8>,
     /// WASI stdout and stderr text not logged yet: the start of a line.
     output: Vec<(LogLevel, Vec<u8>)>,
 }
@@ -272,6 +284,7 @@ impl HostState {
             frame: Frame::IDLE,
             limiter,
             tick_requests: Vec::new(),
+            property_buffer: Vec::new(),
             output: Vec::new(),
         }
     }
@@ -328,6 +341,22 @@ impl HostState {
 
     pub fn context(&self) -> Option<&Context> {
         self.contexts.get(&self.context_id())
+    }
+
+    /// The store of the current context if it is a root context.
+    pub fn root_properties(&self) -> Option<&PropertyStore> {
+        match self.context()? {
+            Context::Root { properties, .. } => Some(properties),
+            Context::Http { .. } => None,
+        }
+    }
+
+    pub fn root_properties_mut(&mut self) -> Option<&mut PropertyStore> {
+        let id = self.context_id();
+        match self.contexts.get_mut(&id)? {
+            Context::Root { properties, .. } => Some(properties),
+            Context::Http { .. } => None,
+        }
     }
 
     /// The request of the current context; `BAD_ARGUMENT` in a root context.

@@ -308,8 +308,18 @@ impl Stream {
 
     /// The local response a filter asked for, once: nginx sends it.
     pub fn take_local_response(&mut self) -> Option<&LocalResponse> {
-        let pending = self.state.borrow_mut().local_response.take()?;
+        let mut state = self.state.borrow_mut();
+        let pending = state.local_response.take()?;
+        if !pending.details.is_empty() {
+            state.response_code_details = Some(pending.details.clone());
+        }
+        drop(state);
         Some(self.sent_response.insert(pending))
+    }
+
+    /// Lends a property the request's filters stored (by dotted path).
+    pub fn with_property<R>(&self, path: &[u8], visit: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        visit(self.state.borrow().properties.get(path))
     }
 
     /// `on_log` for every context, in chain order.

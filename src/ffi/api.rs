@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use super::bindings::{
     ngx_proxy_wasm_action_e as Action, ngx_proxy_wasm_api_t, ngx_proxy_wasm_compiler_e as CompilerConf,
-    ngx_proxy_wasm_direction_e as Dir, ngx_proxy_wasm_failure_e as Failure, ngx_proxy_wasm_host_t,
-    ngx_proxy_wasm_isolation_e as IsolationConf, ngx_proxy_wasm_local_response_t,
-    ngx_proxy_wasm_output_e as OutputKind, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_runtime_conf_t,
-    ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_stream_conf_t,
-    ngx_proxy_wasm_stream_t,
+    ngx_proxy_wasm_direction_e as Dir, ngx_proxy_wasm_failure_e as Failure,
+    ngx_proxy_wasm_host_rc_e as HostRc, ngx_proxy_wasm_host_t, ngx_proxy_wasm_isolation_e as IsolationConf,
+    ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_output_e as OutputKind, ngx_proxy_wasm_pair_t,
+    ngx_proxy_wasm_runtime_conf_t, ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t,
+    ngx_proxy_wasm_stream_conf_t, ngx_proxy_wasm_stream_t,
 };
 use super::nginx_host::NginxHost;
 use super::{bytes, str_of};
@@ -44,6 +44,7 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     stream_response_sent: Some(stream_response_sent),
     stream_local_response: Some(stream_local_response),
     stream_on_log: Some(stream_on_log),
+    stream_property: Some(stream_property),
     stream_free: Some(stream_free),
 };
 
@@ -58,6 +59,8 @@ struct StreamBox {
     stream: Stream,
     /// The local response's headers in the shim's layout.
     local_headers: Vec<ngx_proxy_wasm_pair_t>,
+    /// The last property `stream_property` lent.
+    property: Vec<u8>,
 }
 
 thread_local! {
@@ -260,6 +263,7 @@ unsafe extern "C" fn stream_new(
         let boxed = Box::new(StreamBox {
             stream,
             local_headers: Vec::new(),
+            property: Vec::new(),
         });
         Box::into_raw(boxed) as *mut ngx_proxy_wasm_stream_t
     })
@@ -430,6 +434,35 @@ unsafe extern "C" fn stream_on_log(s: *mut ngx_proxy_wasm_stream_t) {
     // SAFETY: the shim passes a live stream.
     let s = unsafe { stream(s) };
     guard(None, "on_log", (), || s.stream.on_log())
+}
+
+unsafe extern "C" fn stream_property(
+    s: *mut ngx_proxy_wasm_stream_t,
+    path: ngx_proxy_wasm_str_t,
+    out: *mut ngx_proxy_wasm_str_t,
+) -> u32 {
+    // SAFETY: the shim passes a live stream, a path it owns for the call
+    // and a valid out-pointer.
+    let (s, path, out) = unsafe { (stream(s), bytes(path), &mut *out) };
+    guard(
+        None,
+        "stream_property",
+        HostRc::NGX_PROXY_WASM_HOST_ERROR as u32,
+        || {
+            let found = s.stream.with_property(path, |value| {
+                value.map(|value| {
+                    s.property.clear();
+                    s.property.extend_from_slice(value);
+                })
+            });
+            if found.is_none() {
+                return HostRc::NGX_PROXY_WASM_HOST_DECLINED as u32;
+            }
+            // lent until the next call on the stream
+            *out = str_of(&s.property);
+            HostRc::NGX_PROXY_WASM_HOST_OK as u32
+        },
+    )
 }
 
 unsafe extern "C" fn stream_free(s: *mut ngx_proxy_wasm_stream_t) {

@@ -5,13 +5,16 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::bindings::{
-    ngx_proxy_wasm_header_op_e as Op, ngx_proxy_wasm_headers_e as Map, ngx_proxy_wasm_host_rc_e as Rc,
-    ngx_proxy_wasm_host_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t,
+    ngx_proxy_wasm_attribute_e as Attr, ngx_proxy_wasm_header_op_e as Op, ngx_proxy_wasm_headers_e as Map,
+    ngx_proxy_wasm_host_rc_e as Rc, ngx_proxy_wasm_host_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t,
+    ngx_proxy_wasm_value_kind_e as Kind, ngx_proxy_wasm_value_t,
 };
 use super::{bytes, str_of};
 use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel, Status};
-use crate::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef};
+use crate::host::{
+    Attribute, Fact, HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef, VariableError,
+};
 
 type LogFn = unsafe extern "C" fn(*mut c_void, u32, ngx_proxy_wasm_str_t, u32, ngx_proxy_wasm_str_t);
 type LogLevelFn = unsafe extern "C" fn(*mut c_void) -> u32;
@@ -21,6 +24,10 @@ type HeaderGetFn =
     unsafe extern "C" fn(*mut c_void, u32, ngx_proxy_wasm_str_t, *mut ngx_proxy_wasm_str_t) -> u32;
 type HeaderSetFn =
     unsafe extern "C" fn(*mut c_void, u32, u32, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t) -> u32;
+type AttributeGetFn = unsafe extern "C" fn(*mut c_void, u32, *mut ngx_proxy_wasm_value_t) -> u32;
+type VariableGetFn =
+    unsafe extern "C" fn(*mut c_void, ngx_proxy_wasm_str_t, *mut ngx_proxy_wasm_str_t) -> u32;
+type VariableSetFn = unsafe extern "C" fn(*mut c_void, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t) -> u32;
 type ScheduleResumeFn = unsafe extern "C" fn(*mut c_void);
 type TimerAddFn = unsafe extern "C" fn(u64, u64) -> *mut c_void;
 type TimerCancelFn = unsafe extern "C" fn(*mut c_void);
@@ -31,6 +38,10 @@ pub struct NginxHost {
     headers_get: HeadersGetFn,
     header_get: HeaderGetFn,
     header_set: HeaderSetFn,
+    attribute_get: AttributeGetFn,
+    variable_get: VariableGetFn,
+    variable_set: VariableSetFn,
+    static_property_get: VariableGetFn,
     schedule_resume: ScheduleResumeFn,
     timer_add: TimerAddFn,
     timer_cancel: TimerCancelFn,
@@ -51,6 +62,10 @@ impl NginxHost {
             headers_get: table.headers_get?,
             header_get: table.header_get?,
             header_set: table.header_set?,
+            attribute_get: table.attribute_get?,
+            variable_get: table.variable_get?,
+            variable_set: table.variable_set?,
+            static_property_get: table.static_property_get?,
             schedule_resume: table.schedule_resume?,
             timer_add: table.timer_add?,
             timer_cancel: table.timer_cancel?,
@@ -61,6 +76,68 @@ impl NginxHost {
 
 fn request_ptr(request: Option<RequestRef>) -> *mut c_void {
     request.map_or(std::ptr::null_mut(), |r| r.0 as *mut c_void)
+}
+
+fn attribute_of(attribute: Attribute) -> u32 {
+    (match attribute {
+        Attribute::RequestTime => Attr::NGX_PROXY_WASM_ATTR_REQUEST_TIME,
+        Attribute::RequestDuration => Attr::NGX_PROXY_WASM_ATTR_REQUEST_DURATION,
+        Attribute::RequestProtocol => Attr::NGX_PROXY_WASM_ATTR_REQUEST_PROTOCOL,
+        Attribute::RequestSize => Attr::NGX_PROXY_WASM_ATTR_REQUEST_SIZE,
+        Attribute::RequestTotalSize => Attr::NGX_PROXY_WASM_ATTR_REQUEST_TOTAL_SIZE,
+        Attribute::RequestId => Attr::NGX_PROXY_WASM_ATTR_REQUEST_ID,
+        Attribute::ResponseCode => Attr::NGX_PROXY_WASM_ATTR_RESPONSE_CODE,
+        Attribute::ResponseCodeDetails => Attr::NGX_PROXY_WASM_ATTR_RESPONSE_CODE_DETAILS,
+        Attribute::ResponseSize => Attr::NGX_PROXY_WASM_ATTR_RESPONSE_SIZE,
+        Attribute::ResponseTotalSize => Attr::NGX_PROXY_WASM_ATTR_RESPONSE_TOTAL_SIZE,
+        Attribute::SourceAddress => Attr::NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS,
+        Attribute::SourcePort => Attr::NGX_PROXY_WASM_ATTR_SOURCE_PORT,
+        Attribute::DestinationAddress => Attr::NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS,
+        Attribute::DestinationPort => Attr::NGX_PROXY_WASM_ATTR_DESTINATION_PORT,
+        Attribute::ConnectionId => Attr::NGX_PROXY_WASM_ATTR_CONNECTION_ID,
+        Attribute::ConnectionMtls => Attr::NGX_PROXY_WASM_ATTR_CONNECTION_MTLS,
+        Attribute::ConnectionRequestedServerName => {
+            Attr::NGX_PROXY_WASM_ATTR_CONNECTION_REQUESTED_SERVER_NAME
+        }
+        Attribute::ConnectionTlsVersion => Attr::NGX_PROXY_WASM_ATTR_CONNECTION_TLS_VERSION,
+        Attribute::ConnectionSubjectLocalCertificate => {
+            Attr::NGX_PROXY_WASM_ATTR_CONNECTION_SUBJECT_LOCAL_CERTIFICATE
+        }
+        Attribute::ConnectionSubjectPeerCertificate => {
+            Attr::NGX_PROXY_WASM_ATTR_CONNECTION_SUBJECT_PEER_CERTIFICATE
+        }
+        Attribute::ConnectionSha256PeerCertificateDigest => {
+            Attr::NGX_PROXY_WASM_ATTR_CONNECTION_SHA256_PEER_CERTIFICATE_DIGEST
+        }
+        Attribute::ConnectionDnsSanLocalCertificate => {
+            Attr::NGX_PROXY_WASM_ATTR_CONNECTION_DNS_SAN_LOCAL_CERTIFICATE
+        }
+        Attribute::ConnectionDnsSanPeerCertificate => {
+            Attr::NGX_PROXY_WASM_ATTR_CONNECTION_DNS_SAN_PEER_CERTIFICATE
+        }
+        Attribute::ConnectionUriSanLocalCertificate => {
+            Attr::NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_LOCAL_CERTIFICATE
+        }
+        Attribute::ConnectionUriSanPeerCertificate => {
+            Attr::NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_PEER_CERTIFICATE
+        }
+        Attribute::UpstreamAddress => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS,
+        Attribute::UpstreamPort => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_PORT,
+        Attribute::UpstreamTlsVersion => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_TLS_VERSION,
+    }) as u32
+}
+
+/// What a shim function that lends a string returned, as a lent value.
+///
+/// # Safety
+/// On OK, `value` must point to memory that outlives the returned slice.
+unsafe fn lent<'a>(rc: u32, value: ngx_proxy_wasm_str_t) -> Result<Option<&'a [u8]>, Status> {
+    match rc {
+        // SAFETY: guaranteed by the caller.
+        rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(Some(unsafe { bytes(value) })),
+        rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => Ok(None),
+        _ => Err(Status::InternalFailure),
+    }
 }
 
 fn map_of(map: HeaderMap) -> u32 {
@@ -168,13 +245,9 @@ impl Host for NginxHost {
         // SAFETY: see above; `value` is written on OK only.
         let rc =
             unsafe { (self.header_get)(request_ptr(Some(request)), map_of(map), str_of(name), &mut value) };
-        match rc {
-            // SAFETY: the value points into the request's memory, unchanged
-            // while `visit` runs (as in `with_headers`).
-            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => visit(Some(unsafe { bytes(value) })),
-            rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => visit(None),
-            _ => Err(Status::InternalFailure),
-        }
+        // SAFETY: the value points into the request's memory, unchanged
+        // while `visit` runs (as in `with_headers`).
+        visit(unsafe { lent(rc, value) }?)
     }
 
     fn set_header(
@@ -205,6 +278,76 @@ impl Host for NginxHost {
             rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => Err(HeaderError::ReadOnly),
             _ => Err(HeaderError::Failed),
         }
+    }
+
+    fn with_attribute(
+        &self,
+        request: RequestRef,
+        attribute: Attribute,
+        visit: &mut dyn FnMut(Option<Fact<'_>>) -> HostResult,
+    ) -> HostResult {
+        let mut value = ngx_proxy_wasm_value_t::default();
+        // SAFETY: see above; `value` is a valid out-pointer.
+        let rc =
+            unsafe { (self.attribute_get)(request_ptr(Some(request)), attribute_of(attribute), &mut value) };
+        if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 {
+            return visit(None);
+        }
+        if rc != Rc::NGX_PROXY_WASM_HOST_OK as u32 {
+            return Err(Status::InternalFailure);
+        }
+        let fact = match value.kind {
+            k if k == Kind::NGX_PROXY_WASM_VALUE_INT as u32 => Fact::Int(value.integer),
+            k if k == Kind::NGX_PROXY_WASM_VALUE_BOOL as u32 => Fact::Bool(value.integer != 0),
+            // SAFETY: strings live in the request's pool, which outlives
+            // this call.
+            _ => Fact::String(unsafe { bytes(value.string) }),
+        };
+        visit(Some(fact))
+    }
+
+    fn with_variable(
+        &self,
+        request: RequestRef,
+        name: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> Result<HostResult, VariableError> {
+        let mut value = ngx_proxy_wasm_str_t::default();
+        // SAFETY: see above; `value` is a valid out-pointer.
+        let rc = unsafe { (self.variable_get)(request_ptr(Some(request)), str_of(name), &mut value) };
+        if rc == Rc::NGX_PROXY_WASM_HOST_NOT_FOUND as u32 {
+            return Err(VariableError::Unknown);
+        }
+        // SAFETY: variable values live in the request's memory, unchanged
+        // while `visit` runs (it cannot reach nginx).
+        match unsafe { lent(rc, value) } {
+            Ok(value) => Ok(visit(value)),
+            Err(_) => Err(VariableError::Failed),
+        }
+    }
+
+    fn set_variable(&self, request: RequestRef, name: &[u8], value: &[u8]) -> Result<(), VariableError> {
+        // SAFETY: see above.
+        let rc = unsafe { (self.variable_set)(request_ptr(Some(request)), str_of(name), str_of(value)) };
+        match rc {
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(()),
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_NOT_FOUND as u32 => Err(VariableError::Unknown),
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => Err(VariableError::ReadOnly),
+            _ => Err(VariableError::Failed),
+        }
+    }
+
+    fn with_static_property(
+        &self,
+        request: Option<RequestRef>,
+        path: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult {
+        let mut value = ngx_proxy_wasm_str_t::default();
+        // SAFETY: see above; `value` is a valid out-pointer.
+        let rc = unsafe { (self.static_property_get)(request_ptr(request), str_of(path), &mut value) };
+        // SAFETY: values live in the configuration or the request's pool.
+        visit(unsafe { lent(rc, value) }?)
     }
 
     fn schedule_resume(&self, request: RequestRef) {

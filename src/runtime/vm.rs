@@ -172,6 +172,7 @@ impl Vm {
             id,
             Context::Root {
                 filter: filter.clone(),
+                properties: Default::default(),
             },
         );
         let callbacks = self.callbacks.clone();

@@ -11,6 +11,7 @@ use super::{copy_out, host_fn, memory, read_bytes, store_u32, store_u64, Outcome
 use crate::abi::headers::{self, HeaderName};
 use crate::abi::memory::slice;
 use crate::abi::pairs::{self, Pair};
+use crate::abi::properties::{self, SetError};
 use crate::abi::state::{Callback, Context, Direction, HostState, LocalResponse, StreamState, Trailers};
 use crate::abi::{BufferType, LogLevel, MapType, Status};
 use crate::host::{HeaderError, HeaderMap, HeaderOp, RequestRef};
@@ -47,6 +48,10 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         (map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32));
     host_fn!(linker, "env", "proxy_remove_header_map_value", remove_header_map_value,
         (map: i32, key_ptr: i32, key_len: i32));
+    host_fn!(linker, "env", "proxy_get_property", get_property,
+        (path_ptr: i32, path_len: i32, ret_ptr: i32, ret_size: i32));
+    host_fn!(linker, "env", "proxy_set_property", set_property,
+        (path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32));
     host_fn!(linker, "env", "proxy_send_local_response", send_local_response,
         (status: i32, details_ptr: i32, details_len: i32, body_ptr: i32, body_len: i32,
          headers_ptr: i32, headers_len: i32, grpc_status: i32));
@@ -102,8 +107,6 @@ unimplemented_functions! {
     "proxy_increment_metric"(i32, i64),
     "proxy_record_metric"(i32, i64),
     "proxy_get_metric"(i32, i32),
-    "proxy_get_property"(i32, i32, i32, i32),
-    "proxy_set_property"(i32, i32, i32, i32),
     "proxy_call_foreign_function"(i32, i32, i32, i32, i32, i32),
 }
 
@@ -157,6 +160,68 @@ fn set_tick_period(caller: Call, period: i32) -> Result {
     Ok(())
 }
 
+/// Values built here are at most this large when the buffer is kept for
+/// the next call.
+const PROPERTY_BUFFER_KEPT: usize = 64 * 1024;
+
+fn get_property(caller: Call, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_size: i32) -> Result {
+    let path = read_bytes(caller, path_ptr, path_len)?;
+    // one buffer per instance: most properties are short strings
+    let mut value = std::mem::take(&mut caller.data_mut().property_buffer);
+    value.clear();
+    let outcome = match properties::get(caller.data(), &path, &mut value) {
+        Ok(()) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
+            out.copy_from_slice(&value)
+        }),
+        Err(status) => Err(status.into()),
+    };
+    if value.capacity() <= PROPERTY_BUFFER_KEPT {
+        caller.data_mut().property_buffer = value;
+    }
+    outcome
+}
+
+fn set_property(caller: Call, path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32) -> Result {
+    let path = read_bytes(caller, path_ptr, path_len)?;
+    let value = read_bytes(caller, value_ptr, value_len)?;
+    let state = caller.data_mut();
+    let (status, level, why) = match properties::set(state, &path, &value) {
+        Ok(()) => return Ok(()),
+        Err(SetError::BadPath) => (
+            Status::BadArgument,
+            LogLevel::Error,
+            "invalid property path".to_string(),
+        ),
+        Err(SetError::NoRequest) => return Err(Status::NotFound.into()),
+        Err(SetError::UnknownVariable(name)) => (
+            Status::NotFound,
+            LogLevel::Warn,
+            format!("cannot set {name}: no such variable"),
+        ),
+        Err(SetError::ReadOnly(name)) if name.starts_with("ngx.") => (
+            Status::BadArgument,
+            LogLevel::Error,
+            format!("cannot set {name}: the variable is not changeable"),
+        ),
+        Err(SetError::ReadOnly(name)) => (
+            Status::BadArgument,
+            LogLevel::Error,
+            format!("cannot set {name}: the property is read-only"),
+        ),
+        Err(SetError::Full(name)) => (
+            Status::InternalFailure,
+            LogLevel::Error,
+            format!(
+                "cannot set {name}: properties would exceed {} bytes",
+                properties::STORE_LIMIT
+            ),
+        ),
+        Err(SetError::Failed) => return Err(Status::InternalFailure.into()),
+    };
+    state.log(level, why.as_bytes());
+    Err(status.into())
+}
+
 /// A buffer a filter can reach now.
 enum Buffer {
     Configuration(Arc<[u8]>),
@@ -184,7 +249,7 @@ fn buffer(state: &HostState, kind: BufferType) -> Option<Buffer> {
         BufferType::VmConfiguration => return Some(Buffer::Configuration(state.module.vm_config.clone())),
         BufferType::PluginConfiguration if state.frame.callback == Callback::Configure => {
             return match state.context() {
-                Some(Context::Root { filter }) => Some(Buffer::Configuration(filter.config.clone())),
+                Some(Context::Root { filter, .. }) => Some(Buffer::Configuration(filter.config.clone())),
                 _ => None,
             };
         }

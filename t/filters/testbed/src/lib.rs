@@ -35,6 +35,63 @@ extern "C" {
     ) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+    fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *const u8, size: *mut usize) -> u32;
+    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+}
+
+/// A property path of a step: segments joined by NUL (`%00`).
+fn segments(path: &str) -> Vec<&str> {
+    path.split('\0').collect()
+}
+
+fn shown(path: &str) -> String {
+    path.replace('\0', ".")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{:02x}", b)).collect()
+}
+
+/// Logs a property as the Rust SDK returns it: its bytes, as hex and text,
+/// and as an integer when it has 8 bytes.
+fn log_property(path: &str) {
+    match proxy_wasm::hostcalls::get_property(segments(path)) {
+        Ok(Some(bytes)) => {
+            let int = if bytes.len() == 8 {
+                let mut le = [0u8; 8];
+                le.copy_from_slice(&bytes);
+                format!(" int={}", i64::from_le_bytes(le))
+            } else {
+                String::new()
+            };
+            info!(
+                "property {}: len={} hex={} text=\"{}\"{}",
+                shown(path),
+                bytes.len(),
+                hex(&bytes),
+                String::from_utf8_lossy(&bytes),
+                int
+            );
+        }
+        Ok(None) => info!("property {}: missing", shown(path)),
+        Err(status) => info!("property {}: error {:?}", shown(path), status),
+    }
+}
+
+/// Logs a map property entry by entry (the pairs format).
+fn log_property_map(path: &str) {
+    let bytes = proxy_wasm::hostcalls::get_property(segments(path)).unwrap().unwrap_or_default();
+    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+    let count = if bytes.len() >= 4 { word(0) } else { 0 };
+    info!("property {}: {} entries, {} bytes", shown(path), count, bytes.len());
+    let mut data = 4 + 8 * count;
+    for i in 0..count {
+        let (key_len, value_len) = (word(4 + 8 * i), word(8 + 8 * i));
+        let key = String::from_utf8_lossy(&bytes[data..data + key_len]);
+        let value = String::from_utf8_lossy(&bytes[data + key_len + 1..data + key_len + 1 + value_len]);
+        info!("property {} entry \"{}: {}\"", shown(path), key, value);
+        data += key_len + value_len + 2;
+    }
 }
 
 thread_local! {
@@ -202,6 +259,13 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 let body = args.get(2).filter(|b| b.as_str() != "-").map(String::as_bytes);
                 proxy_wasm::hostcalls::send_http_response(status, headers, body).unwrap();
             }
+            "respond_details" => {
+                let details = arg(2);
+                let status = unsafe {
+                    proxy_send_local_response(arg(1).parse().unwrap_or(0), details.as_ptr(), details.len(), std::ptr::null(), 0, std::ptr::null(), 0, -1)
+                };
+                info!("proxy_send_local_response returned {}", status);
+            }
             "respond_status" => {
                 let status = unsafe {
                     proxy_send_local_response(arg(1).parse().unwrap_or(0), std::ptr::null(), 0, std::ptr::null(), 0, std::ptr::null(), 0, -1)
@@ -328,6 +392,32 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 let mut id = 0u32;
                 info!("proxy_define_metric returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
                 info!("proxy_define_metric again returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
+            },
+            "prop" => log_property(arg(1)),
+            "prop_map" => log_property_map(arg(1)),
+            "prop_status" => unsafe {
+                let mut data: *const u8 = std::ptr::null();
+                let mut size: usize = 0;
+                let path = arg(1);
+                let status = proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size);
+                info!("get_property {} returned {} ({} bytes)", shown(path), status, size);
+            },
+            "set_prop" => unsafe {
+                let (path, value) = (arg(1), arg(2));
+                let (ptr, len) = if value == "-" { (std::ptr::null(), 0) } else { (value.as_ptr(), value.len()) };
+                let status = proxy_set_property(path.as_ptr(), path.len(), ptr, len);
+                info!("set_property {} returned {}", shown(path), status);
+            },
+            "set_prop_sdk" => proxy_wasm::hostcalls::set_property(segments(arg(1)), Some(arg(2).as_bytes())).unwrap(),
+            "bad_property_pointers" => unsafe {
+                let mut data: *const u8 = std::ptr::null();
+                let mut size: usize = 0;
+                let huge = 0xffff_fff0usize;
+                let path = "request\0path";
+                info!("get_property with a bad path: {}", proxy_get_property(huge as *const u8, 64, &mut data, &mut size));
+                info!("get_property with a bad out-pointer: {}", proxy_get_property(path.as_ptr(), path.len(), huge as *mut *const u8, &mut size));
+                info!("set_property with a bad value: {}", proxy_set_property(b"x".as_ptr(), 1, huge as *const u8, 64));
+                info!("get_property with an empty path: {}", proxy_get_property(path.as_ptr(), 0, &mut data, &mut size));
             },
             "count" => {
                 let count = COUNT.with(|c| {

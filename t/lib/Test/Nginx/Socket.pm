@@ -110,12 +110,16 @@ sub section {
     return $values[0];
 }
 
-# A section as a list of patterns: lines of text, or the values of an eval.
+# A section as a list of patterns: lines of text, or the values of an eval
+# (its plain strings with $TEST_NGINX_* expanded, as lines of text are).
 sub patterns {
     my ($block, $name) = @_;
     my @values = $block->$name;
     return () unless @values && defined $values[0];
-    return map { ref $_ eq 'ARRAY' ? @$_ : $_ } @values if ref $values[0];
+    if (ref $values[0]) {
+        return map { ref $_ ? $_ : expand_env($_) }
+               map { ref $_ eq 'ARRAY' ? @$_ : $_ } @values;
+    }
     return grep { length } map { expand_env($_) } split /\n/, $values[0];
 }
 

@@ -1,0 +1,660 @@
+//! Properties (`proxy_get_property`, `proxy_set_property`): Envoy's
+//! attributes with Envoy's encodings, nginx variables under `ngx.`, values
+//! filters store, and static properties from the configuration.
+//!
+//! A path is segments joined by NUL (Rust and Go SDKs) or one dotted name
+//! (`request.path`, as AssemblyScript filters write them). Both designate
+//! the same property; stored and configured properties are keyed by the
+//! dotted form.
+
+use crate::abi::pairs::{self, Pair};
+use crate::abi::state::{HostState, StreamState, Trailers};
+use crate::abi::Status;
+use crate::host::{Attribute, Fact, HeaderMap, Host, RequestRef, VariableError};
+
+/// Envoy's former top-level names of `xds.*` attributes: `node.id` is
+/// `xds.node.id`.
+const LEGACY_XDS: &[&[u8]] = &[
+    b"node",
+    b"cluster_name",
+    b"cluster_metadata",
+    b"listener_direction",
+    b"listener_metadata",
+    b"route_name",
+    b"route_metadata",
+    b"upstream_host_metadata",
+];
+
+/// Bytes a store may hold (keys and values): a filter cannot make the
+/// host's memory grow without bound.
+pub const STORE_LIMIT: usize = 1024 * 1024;
+
+/// A parsed property path.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PropertyPath<'a> {
+    segments: Vec<&'a [u8]>,
+}
+
+impl<'a> PropertyPath<'a> {
+    /// None for an empty path or one with an empty segment.
+    pub fn parse(raw: &'a [u8]) -> Option<PropertyPath<'a>> {
+        let mut segments: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+        if segments.len() == 1 && raw.contains(&b'.') {
+            segments = split_dotted(raw);
+        }
+        if segments.iter().any(|s| s.is_empty()) {
+            return None;
+        }
+        Some(PropertyPath { segments })
+    }
+
+    fn first(&self) -> &'a [u8] {
+        self.segments[0]
+    }
+
+    /// The path without its first segment, or a single segment.
+    fn rest(&self) -> &[&'a [u8]] {
+        &self.segments[1..]
+    }
+
+    /// The dotted name stored and configured properties are keyed by
+    /// (`xds.` added to Envoy's former top-level names).
+    pub fn key(&self) -> Vec<u8> {
+        let mut key = Vec::new();
+        if LEGACY_XDS.contains(&self.first()) {
+            key.extend_from_slice(b"xds.");
+        }
+        for (i, segment) in self.segments.iter().enumerate() {
+            if i > 0 {
+                key.push(b'.');
+            }
+            key.extend_from_slice(segment);
+        }
+        key
+    }
+
+    /// A path that designates an attribute of nginx's (or a variable):
+    /// filters cannot store a value there.
+    fn is_reserved(&self) -> bool {
+        matches!(
+            self.first(),
+            b"request"
+                | b"response"
+                | b"source"
+                | b"destination"
+                | b"connection"
+                | b"upstream"
+                | b"ngx"
+                | b"plugin_name"
+                | b"plugin_root_id"
+                | b"plugin_vm_id"
+        )
+    }
+
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.key()).into_owned()
+    }
+}
+
+/// Splits a dotted name. A header name may hold dots, so what follows
+/// `request.headers.` (and the like) is one segment, and so is a variable's
+/// name after `ngx.`.
+fn split_dotted(raw: &[u8]) -> Vec<&[u8]> {
+    let mut parts = raw.splitn(2, |&b| b == b'.');
+    let first = parts.next().unwrap_or_default();
+    let rest = parts.next().unwrap_or_default();
+    match first {
+        b"ngx" => vec![first, rest],
+        b"request" | b"response" => {
+            let mut inner = rest.splitn(2, |&b| b == b'.');
+            let second = inner.next().unwrap_or_default();
+            match inner.next() {
+                Some(name) if matches!(second, b"headers" | b"trailers") => vec![first, second, name],
+                _ => raw.split(|&b| b == b'.').collect(),
+            }
+        }
+        _ => raw.split(|&b| b == b'.').collect(),
+    }
+}
+
+/// Values filters stored with `proxy_set_property`, by dotted key.
+#[derive(Debug, Default)]
+pub struct PropertyStore {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl PropertyStore {
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Stores a value (an empty one removes the key); false if the store
+    /// would grow past `STORE_LIMIT`.
+    pub fn set(&mut self, key: Vec<u8>, value: &[u8]) -> bool {
+        let old = self.entries.iter().position(|(k, _)| *k == key);
+        let freed = old.map_or(0, |i| self.entries[i].0.len() + self.entries[i].1.len());
+        let needed = if value.is_empty() {
+            0
+        } else {
+            key.len() + value.len()
+        };
+        if self.bytes - freed + needed > STORE_LIMIT {
+            return false;
+        }
+        self.bytes = self.bytes - freed + needed;
+        match (old, value.is_empty()) {
+            (Some(i), true) => {
+                self.entries.swap_remove(i);
+            }
+            (Some(i), false) => self.entries[i].1 = value.to_vec(),
+            (None, true) => {}
+            (None, false) => self.entries.push((key, value.to_vec())),
+        }
+        true
+    }
+}
+
+/// Writes the value of a property into `out` (empty for an empty value);
+/// `NOT_FOUND` if it has none here.
+pub fn get(state: &HostState, raw_path: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
+    let path = PropertyPath::parse(raw_path).ok_or(Status::NotFound)?;
+    let host = state.host;
+    let request = state.request();
+    let in_request = |f: &mut dyn FnMut(RequestRef) -> Result<(), Status>| match request {
+        Some(request) => f(request),
+        None => Err(Status::NotFound),
+    };
+    match (path.first(), path.rest()) {
+        (b"ngx", [name]) => in_request(&mut |r| variable(host, r, name, out)),
+        (b"request", rest) => in_request(&mut |r| request_attribute(state, r, rest, out)),
+        (b"response", rest) => in_request(&mut |r| response_attribute(state, r, rest, out)),
+        (b"source" | b"destination" | b"connection" | b"upstream", [name]) => {
+            let attribute = connection_attribute(path.first(), name).ok_or(Status::NotFound)?;
+            in_request(&mut |r| fact(host, r, attribute, out))
+        }
+        (b"plugin_name" | b"plugin_root_id" | b"plugin_vm_id", []) => {
+            let context = state.context().ok_or(Status::NotFound)?;
+            out.extend_from_slice(context.filter().name.as_bytes());
+            Ok(())
+        }
+        (b"ngx" | b"source" | b"destination" | b"connection" | b"upstream", _)
+        | (b"plugin_name" | b"plugin_root_id" | b"plugin_vm_id", _) => Err(Status::NotFound),
+        _ => stored_or_static(state, request, &path, out),
+    }
+}
+
+/// What filters stored, else what the configuration sets.
+fn stored_or_static(
+    state: &HostState,
+    request: Option<RequestRef>,
+    path: &PropertyPath<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), Status> {
+    let key = path.key();
+    let stored = match state.stream() {
+        Ok(stream) => stream.borrow().properties.get(&key).map(<[u8]>::to_vec),
+        Err(_) => state
+            .root_properties()
+            .and_then(|store| store.get(&key).map(<[u8]>::to_vec)),
+    };
+    if let Some(value) = stored {
+        out.extend_from_slice(&value);
+        return Ok(());
+    }
+    if key == b"xds.node" {
+        return node(state.host, request, out);
+    }
+    static_property(state.host, request, &key, out)
+}
+
+fn static_property(
+    host: &dyn Host,
+    request: Option<RequestRef>,
+    key: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Status> {
+    let mut found = false;
+    host.with_static_property(request, key, &mut |value| {
+        if let Some(value) = value {
+            out.extend_from_slice(value);
+            found = true;
+        }
+        Ok(())
+    })?;
+    found.then_some(()).ok_or(Status::NotFound)
+}
+
+/// `xds.node` as a whole: Envoy's `Node` message, as protobuf bytes, with
+/// the fields the configuration sets (id = 1, cluster = 2).
+fn node(host: &dyn Host, request: Option<RequestRef>, out: &mut Vec<u8>) -> Result<(), Status> {
+    let mut found = false;
+    for (field, key) in [(1u8, &b"xds.node.id"[..]), (2, b"xds.node.cluster")] {
+        let mut value = Vec::new();
+        if static_property(host, request, key, &mut value).is_ok() {
+            out.push(field << 3 | 2); // length-delimited
+            let mut len = value.len();
+            while len >= 0x80 {
+                out.push(len as u8 | 0x80);
+                len >>= 7;
+            }
+            out.push(len as u8);
+            out.extend_from_slice(&value);
+            found = true;
+        }
+    }
+    found.then_some(()).ok_or(Status::NotFound)
+}
+
+fn variable(host: &dyn Host, request: RequestRef, name: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
+    let mut found = false;
+    let result = host.with_variable(request, name, &mut |value| {
+        if let Some(value) = value {
+            out.extend_from_slice(value);
+            found = true;
+        }
+        Ok(())
+    });
+    match result {
+        Ok(outcome) => outcome?,
+        Err(VariableError::Unknown) => return Err(Status::NotFound),
+        Err(_) => return Err(Status::InternalFailure),
+    }
+    found.then_some(()).ok_or(Status::NotFound)
+}
+
+/// Writes an attribute the Envoy way: strings raw, integers as 8 bytes
+/// little-endian, booleans as one byte.
+fn fact(host: &dyn Host, request: RequestRef, attribute: Attribute, out: &mut Vec<u8>) -> Result<(), Status> {
+    let mut found = false;
+    host.with_attribute(request, attribute, &mut |fact| {
+        match fact {
+            Some(Fact::String(s)) => out.extend_from_slice(s),
+            Some(Fact::Int(n)) => out.extend_from_slice(&n.to_le_bytes()),
+            Some(Fact::Bool(b)) => out.push(b as u8),
+            None => return Ok(()),
+        }
+        found = true;
+        Ok(())
+    })?;
+    found.then_some(()).ok_or(Status::NotFound)
+}
+
+fn connection_attribute(namespace: &[u8], name: &[u8]) -> Option<Attribute> {
+    Some(match (namespace, name) {
+        (b"source", b"address") => Attribute::SourceAddress,
+        (b"source", b"port") => Attribute::SourcePort,
+        (b"destination", b"address") => Attribute::DestinationAddress,
+        (b"destination", b"port") => Attribute::DestinationPort,
+        (b"connection", b"id") => Attribute::ConnectionId,
+        (b"connection", b"mtls") => Attribute::ConnectionMtls,
+        (b"connection", b"requested_server_name") => Attribute::ConnectionRequestedServerName,
+        (b"connection", b"tls_version") => Attribute::ConnectionTlsVersion,
+        (b"connection", b"subject_local_certificate") => Attribute::ConnectionSubjectLocalCertificate,
+        (b"connection", b"subject_peer_certificate") => Attribute::ConnectionSubjectPeerCertificate,
+        (b"connection", b"sha256_peer_certificate_digest") => {
+            Attribute::ConnectionSha256PeerCertificateDigest
+        }
+        (b"connection", b"dns_san_local_certificate") => Attribute::ConnectionDnsSanLocalCertificate,
+        (b"connection", b"dns_san_peer_certificate") => Attribute::ConnectionDnsSanPeerCertificate,
+        (b"connection", b"uri_san_local_certificate") => Attribute::ConnectionUriSanLocalCertificate,
+        (b"connection", b"uri_san_peer_certificate") => Attribute::ConnectionUriSanPeerCertificate,
+        (b"upstream", b"address") => Attribute::UpstreamAddress,
+        (b"upstream", b"port") => Attribute::UpstreamPort,
+        (b"upstream", b"tls_version") => Attribute::UpstreamTlsVersion,
+        _ => return None,
+    })
+}
+
+/// The first value of a header, lent to `f` (None if absent).
+fn with_header<R>(
+    host: &dyn Host,
+    request: RequestRef,
+    name: &[u8],
+    f: impl FnOnce(Option<&[u8]>) -> R,
+) -> Result<R, Status> {
+    let mut f = Some(f);
+    let mut result = None;
+    host.with_header_value(request, HeaderMap::Request, name, &mut |value| {
+        if let Some(f) = f.take() {
+            result = Some(f(value));
+        }
+        Ok(())
+    })?;
+    result.ok_or(Status::InternalFailure)
+}
+
+/// A request header's value, raw.
+fn header_value(host: &dyn Host, request: RequestRef, name: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
+    with_header(host, request, name, |value| {
+        value
+            .map(|value| out.extend_from_slice(value))
+            .ok_or(Status::NotFound)
+    })?
+}
+
+/// A part of `:path` (`request.url_path`, `request.query`).
+fn path_part(
+    host: &dyn Host,
+    request: RequestRef,
+    part: fn(&[u8]) -> &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Status> {
+    with_header(host, request, b":path", |path| {
+        path.map(|path| out.extend_from_slice(part(path)))
+            .ok_or(Status::NotFound)
+    })?
+}
+
+fn url_path(path: &[u8]) -> &[u8] {
+    path.iter().position(|&b| b == b'?').map_or(path, |q| &path[..q])
+}
+
+/// The query without `?`, up to a fragment (empty when there is none).
+fn query(path: &[u8]) -> &[u8] {
+    let Some(q) = path.iter().position(|&b| b == b'?') else {
+        return &[];
+    };
+    let query = &path[q + 1..];
+    query
+        .iter()
+        .position(|&b| b == b'#')
+        .map_or(query, |f| &query[..f])
+}
+
+fn request_attribute(
+    state: &HostState,
+    request: RequestRef,
+    rest: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> Result<(), Status> {
+    let host = state.host;
+    let attribute = match rest {
+        [b"path"] => return header_value(host, request, b":path", out),
+        [b"url_path"] => return path_part(host, request, url_path, out),
+        [b"query"] => return path_part(host, request, query, out),
+        [b"host"] => return header_value(host, request, b":authority", out),
+        [b"scheme"] => return header_value(host, request, b":scheme", out),
+        [b"method"] => return header_value(host, request, b":method", out),
+        [b"referer"] => return header_value(host, request, b"referer", out),
+        [b"useragent"] => return header_value(host, request, b"user-agent", out),
+        [b"id"] => {
+            // Envoy's is the x-request-id header; nginx makes one up
+            return header_value(host, request, b"x-request-id", out)
+                .or_else(|_| fact(host, request, Attribute::RequestId, out));
+        }
+        [b"headers"] => return header_map(host, request, HeaderMap::Request, out),
+        [b"headers", name] => return joined_header(host, request, HeaderMap::Request, name, out),
+        [b"time"] => Attribute::RequestTime,
+        [b"duration"] => Attribute::RequestDuration,
+        [b"protocol"] => Attribute::RequestProtocol,
+        [b"size"] => Attribute::RequestSize,
+        [b"total_size"] => Attribute::RequestTotalSize,
+        _ => return Err(Status::NotFound),
+    };
+    fact(host, request, attribute, out)
+}
+
+fn response_attribute(
+    state: &HostState,
+    request: RequestRef,
+    rest: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> Result<(), Status> {
+    let host = state.host;
+    let (headers, trailers, details) = {
+        let stream = state.stream()?.borrow();
+        (
+            stream.response_headers,
+            stream.response_trailers,
+            stream.response_code_details.clone(),
+        )
+    };
+    let map = |map: HeaderMap| match map {
+        HeaderMap::ResponseTrailers => trailers != Trailers::None,
+        _ => headers,
+    };
+    let attribute = match rest {
+        [b"code"] => Attribute::ResponseCode,
+        [b"code_details"] => match details {
+            Some(details) => {
+                out.extend_from_slice(&details);
+                return Ok(());
+            }
+            None => Attribute::ResponseCodeDetails,
+        },
+        [b"size"] => Attribute::ResponseSize,
+        [b"total_size"] => Attribute::ResponseTotalSize,
+        // Envoy: a map that does not exist yet is empty
+        [kind @ (b"headers" | b"trailers")] => {
+            let which = if *kind == b"headers" {
+                HeaderMap::Response
+            } else {
+                HeaderMap::ResponseTrailers
+            };
+            if !map(which) {
+                out.extend_from_slice(&pairs::serialize(&[]));
+                return Ok(());
+            }
+            return header_map(host, request, which, out);
+        }
+        [kind @ (b"headers" | b"trailers"), name] => {
+            let which = if *kind == b"headers" {
+                HeaderMap::Response
+            } else {
+                HeaderMap::ResponseTrailers
+            };
+            if !map(which) {
+                return Err(Status::NotFound);
+            }
+            return joined_header(host, request, which, name, out);
+        }
+        [b"grpc_status"] => {
+            let status = grpc_status(
+                state,
+                request,
+                map(HeaderMap::Response),
+                map(HeaderMap::ResponseTrailers),
+            )?;
+            out.extend_from_slice(&status.to_le_bytes());
+            return Ok(());
+        }
+        _ => return Err(Status::NotFound),
+    };
+    fact(host, request, attribute, out)
+}
+
+/// Envoy's: `grpc-status` of the trailers, else of the headers, else what
+/// the HTTP status means in gRPC terms; -1 for a value that is no status.
+fn grpc_status(state: &HostState, request: RequestRef, headers: bool, trailers: bool) -> Result<i64, Status> {
+    let host = state.host;
+    for (present, map) in [
+        (trailers, HeaderMap::ResponseTrailers),
+        (headers, HeaderMap::Response),
+    ] {
+        if !present {
+            continue;
+        }
+        let mut value = Vec::new();
+        if joined_header(host, request, map, b"grpc-status", &mut value).is_ok() {
+            let parsed = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok());
+            return Ok(match parsed {
+                Some(code) if code <= 16 => code as i64,
+                _ => -1,
+            });
+        }
+    }
+    let mut code = Vec::new();
+    fact(host, request, Attribute::ResponseCode, &mut code)?;
+    let code = i64::from_le_bytes(code.try_into().map_err(|_| Status::InternalFailure)?);
+    Ok(match code {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    })
+}
+
+/// A header map as Envoy presents it as a property: each name once, lower
+/// case, with its values joined by commas.
+fn header_map(host: &dyn Host, request: RequestRef, map: HeaderMap, out: &mut Vec<u8>) -> Result<(), Status> {
+    host.with_headers(request, map, &mut |entries| {
+        let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            match merged.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
+                Some((_, values)) => {
+                    values.push(b',');
+                    values.extend_from_slice(value);
+                }
+                None => merged.push((key.to_ascii_lowercase(), value.to_vec())),
+            }
+        }
+        let pairs: Vec<Pair<'_>> = merged.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        out.extend_from_slice(&pairs::serialize(&pairs));
+        Ok(())
+    })
+}
+
+/// Every value of a header, joined by commas; `NOT_FOUND` if it has none.
+fn joined_header(
+    host: &dyn Host,
+    request: RequestRef,
+    map: HeaderMap,
+    name: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), Status> {
+    if !crate::abi::headers::valid_name(name) {
+        return Err(Status::NotFound);
+    }
+    let name = crate::abi::headers::HeaderName::lookup(map, name);
+    let mut found = false;
+    host.with_headers(request, map, &mut |entries| {
+        for (_, value) in entries.iter().filter(|(key, _)| name.matches(key)) {
+            if found {
+                out.push(b',');
+            }
+            out.extend_from_slice(value);
+            found = true;
+        }
+        Ok(())
+    })?;
+    found.then_some(()).ok_or(Status::NotFound)
+}
+
+/// Why a property cannot be set.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetError {
+    /// The path is no property (empty, or an empty segment).
+    BadPath,
+    /// An attribute of nginx's, or an immutable variable.
+    ReadOnly(String),
+    /// `ngx.<name>` names no variable.
+    UnknownVariable(String),
+    /// No request to set it on (a variable, outside HTTP contexts).
+    NoRequest,
+    /// The store is full.
+    Full(String),
+    Failed,
+}
+
+/// Sets a property: an nginx variable, or a value in the request's store
+/// (a root context's own store outside requests).
+pub fn set(state: &mut HostState, raw_path: &[u8], value: &[u8]) -> Result<(), SetError> {
+    let path = PropertyPath::parse(raw_path).ok_or(SetError::BadPath)?;
+    if let (b"ngx", [name]) = (path.first(), path.rest()) {
+        let request = state.request().ok_or(SetError::NoRequest)?;
+        return state
+            .host
+            .set_variable(request, name, value)
+            .map_err(|e| match e {
+                VariableError::Unknown => SetError::UnknownVariable(path.display()),
+                VariableError::ReadOnly => SetError::ReadOnly(path.display()),
+                VariableError::Failed => SetError::Failed,
+            });
+    }
+    if path.is_reserved() {
+        return Err(SetError::ReadOnly(path.display()));
+    }
+    let key = path.key();
+    let stored = match state.stream() {
+        Ok(stream) => stream.borrow_mut().properties.set(key, value),
+        Err(_) => match state.root_properties_mut() {
+            Some(store) => store.set(key, value),
+            None => return Err(SetError::NoRequest),
+        },
+    };
+    stored.then_some(()).ok_or_else(|| SetError::Full(path.display()))
+}
+
+/// `$proxy_wasm_property_<name>`: what the request's filters stored.
+pub fn stored<'s>(stream: &'s StreamState, name: &[u8]) -> Option<&'s [u8]> {
+    stream.properties.get(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(raw: &[u8]) -> Vec<&[u8]> {
+        PropertyPath::parse(raw).unwrap().segments
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(segments(b"request\0path"), [&b"request"[..], b"path"]);
+        assert_eq!(segments(b"request.path"), [&b"request"[..], b"path"]);
+        assert_eq!(segments(b"plugin_root_id"), [&b"plugin_root_id"[..]]);
+        assert_eq!(
+            segments(b"request.headers.x.y"),
+            [&b"request"[..], b"headers", b"x.y"]
+        );
+        assert_eq!(
+            segments(b"request\0headers\0x.y"),
+            [&b"request"[..], b"headers", b"x.y"]
+        );
+        assert_eq!(segments(b"ngx.arg_a"), [&b"ngx"[..], b"arg_a"]);
+        assert_eq!(segments(b"a.b.c"), [&b"a"[..], b"b", b"c"]);
+        assert!(PropertyPath::parse(b"").is_none());
+        assert!(PropertyPath::parse(b"a\0\0b").is_none());
+        assert!(PropertyPath::parse(b"a..b").is_none());
+    }
+
+    #[test]
+    fn keys() {
+        let key = |raw: &[u8]| PropertyPath::parse(raw).unwrap().key();
+        assert_eq!(key(b"a\0b"), b"a.b");
+        assert_eq!(key(b"a.b"), b"a.b");
+        assert_eq!(key(b"node\0id"), b"xds.node.id");
+        assert_eq!(key(b"xds.node.id"), b"xds.node.id");
+        assert_eq!(key(b"cluster_name"), b"xds.cluster_name");
+    }
+
+    #[test]
+    fn url_parts() {
+        assert_eq!(url_path(b"/a/b?x=1"), b"/a/b");
+        assert_eq!(url_path(b"/a"), b"/a");
+        assert_eq!(query(b"/a?x=1&y#frag"), b"x=1&y");
+        assert_eq!(query(b"/a"), b"");
+    }
+
+    #[test]
+    fn store() {
+        let mut store = PropertyStore::default();
+        assert!(store.set(b"a".to_vec(), b"1"));
+        assert!(store.set(b"a".to_vec(), b"22"));
+        assert_eq!(store.get(b"a"), Some(&b"22"[..]));
+        assert!(store.set(b"a".to_vec(), b""));
+        assert_eq!(store.get(b"a"), None);
+        assert_eq!(store.bytes, 0);
+        assert!(!store.set(b"big".to_vec(), &vec![0; STORE_LIMIT]));
+        assert!(store.set(b"big".to_vec(), &vec![0; STORE_LIMIT - 3]));
+        assert!(!store.set(b"x".to_vec(), b"1"));
+    }
+}
