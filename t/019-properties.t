@@ -400,3 +400,235 @@ property response.code: missing
 property ngx.pid: missing
 get_property request.headers returned 1 (0 bytes)
 set_property ngx.x returned 1
+
+
+
+=== TEST 17: ngx.<variable>: any nginx variable, in any case; unknown ones and ones without a value are NOT_FOUND, without an nginx error
+--- http_config
+    map $http_x_tier $tier_name {
+        default basic;
+        gold    premium;
+    }
+    geo $remote_addr $network {
+        default         outside;
+        127.0.0.0/8     loopback;
+    }
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers prop ngx%00remote_addr; request_headers prop ngx%00REQUEST_METHOD; request_headers prop ngx%00arg_a; request_headers prop ngx%00http_x_tier; request_headers prop ngx%00cookie_c; request_headers prop ngx%00tier_name; request_headers prop ngx%00network; request_headers prop ngx%00arg_nope; request_headers prop ngx%00nope_var; request_headers prop ngx; request_headers prop ngx%00a%00b";
+        empty_gif;
+    }
+--- request
+GET /t?a=1
+--- more_headers
+X-Tier: gold
+Cookie: c=yum
+--- error_log
+property ngx.remote_addr: len=9 hex=3132372e302e302e31 text="127.0.0.1"
+property ngx.REQUEST_METHOD: len=3 hex=474554 text="GET"
+property ngx.arg_a: len=1 hex=31 text="1"
+property ngx.http_x_tier: len=4 hex=676f6c64 text="gold"
+property ngx.cookie_c: len=3 hex=79756d text="yum"
+property ngx.tier_name: len=7 hex=7072656d69756d text="premium"
+property ngx.network: len=8 hex=6c6f6f706261636b text="loopback"
+property ngx.arg_nope: missing
+property ngx.nope_var: missing
+property ngx: missing
+property ngx.a.b: missing
+--- no_error_log
+unknown "nope_var" variable
+
+
+
+=== TEST 18: setting ngx.<variable>: changeable ones change for nginx; immutable and unknown ones return an error status and log why
+--- config
+    location /t {
+        set $x "before";
+        proxy_wasm testbed "request_headers set_prop ngx%00x after; request_headers prop ngx%00x; request_headers set_prop ngx%00args z=9; request_headers set_prop ngx%00remote_addr 10.0.0.1; request_headers set_prop ngx%00nope 1; request_headers set_prop ngx%00arg_a 2; request_headers prop ngx%00remote_addr";
+        add_header X-Var $x always;
+        add_header X-Args $args always;
+        empty_gif;
+    }
+--- request
+GET /t?a=1
+--- response_headers
+X-Var: after
+X-Args: z=9
+--- error_log
+set_property ngx.x returned 0
+property ngx.x: len=5 hex=6166746572 text="after"
+set_property ngx.args returned 0
+set_property ngx.remote_addr returned 2
+cannot set ngx.remote_addr: the variable is not changeable
+set_property ngx.nope returned 1
+cannot set ngx.nope: no such variable
+set_property ngx.arg_a returned 2
+cannot set ngx.arg_a: the variable is not changeable
+property ngx.remote_addr: len=9 hex=3132372e302e302e31 text="127.0.0.1"
+
+
+
+=== TEST 19: stored properties: the request's filters share them (NUL or dotted paths alike), nginx reads them as $proxy_wasm_property_<name>, an empty value removes one
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers set_prop tenant acme; request_headers set_prop_sdk route%00tier gold; request_headers set_prop gone x; request_headers set_prop gone -; response_headers prop tenant";
+        proxy_wasm testbed "request_headers prop tenant; request_headers prop route.tier; request_headers prop route%00tier; request_headers prop gone; log prop tenant";
+        add_header X-Tenant $proxy_wasm_property_tenant always;
+        add_header X-Missing "[$proxy_wasm_property_nope]" always;
+        empty_gif;
+    }
+--- request
+GET /t
+--- response_headers
+X-Tenant: acme
+X-Missing: []
+--- grep_error_log eval
+qr/(set_property|property) (tenant|route\.tier|gone)[^,]*?(?=,| while)/
+--- grep_error_log_out
+set_property tenant returned 0
+set_property gone returned 0
+set_property gone returned 0
+property tenant: len=4 hex=61636d65 text="acme"
+property route.tier: len=4 hex=676f6c64 text="gold"
+property route.tier: len=4 hex=676f6c64 text="gold"
+property gone: missing
+property tenant: len=4 hex=61636d65 text="acme"
+property tenant: len=4 hex=61636d65 text="acme"
+
+
+
+=== TEST 20: stored properties are per request
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers prop seen; request_headers set_prop seen yes";
+        empty_gif;
+    }
+--- request eval
+["GET /t", "GET /t"]
+--- grep_error_log eval
+qr/property seen: [^,]*/
+--- grep_error_log_out
+property seen: missing
+property seen: missing
+
+
+
+=== TEST 21: attributes are read-only: setting one is BAD_ARGUMENT and says why; bad paths too
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers set_prop request%00path /x; request_headers set_prop plugin_name x; request_headers set_prop a%00%00b x; request_headers prop request%00path";
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_log
+set_property request.path returned 2
+cannot set request.path: the property is read-only
+set_property plugin_name returned 2
+cannot set plugin_name: the property is read-only
+set_property a..b returned 2
+invalid property path
+property request.path: len=2 hex=2f74 text="/t"
+
+
+
+=== TEST 22: a root context has its own store, which its requests do not see
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start tick_period 50";
+    }
+--- config
+    location /t {
+        proxy_wasm testbed "configure set_prop boot 1; tick prop boot; request_headers prop boot";
+        empty_gif;
+    }
+--- request
+GET /t
+--- wait: 0.2
+--- error_log
+set_property boot returned 0
+property boot: len=1 hex=31 text="1"
+property boot: missing
+
+
+
+=== TEST 23: proxy_wasm_property: static properties per location, inherited and overridden, with variables; node is xds.node, as a whole a Node message
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start tick_period 50";
+    }
+--- http_config
+    proxy_wasm_property xds.node.id gw-1;
+    proxy_wasm_property node.cluster edge;
+    proxy_wasm_property tenant default;
+--- config
+    proxy_wasm_property tenant "t-$arg_t";
+    location /t {
+        proxy_wasm_property route_name r1;
+        proxy_wasm testbed "request_headers prop node%00id; request_headers prop xds%00node%00cluster; request_headers prop xds%00node; request_headers prop tenant; request_headers prop xds%00route_name; request_headers prop route_name; request_headers prop xds%00cluster_name; request_headers set_prop tenant mine; request_headers prop tenant; tick prop node.id; tick prop tenant";
+        empty_gif;
+    }
+--- request
+GET /t?t=42
+--- wait: 0.2
+--- error_log
+property node.id: len=4 hex=67772d31 text="gw-1"
+property xds.node.cluster: len=4 hex=65646765 text="edge"
+property xds.node: len=12 hex=0a0467772d31120465646765
+property tenant: len=4 hex=742d3432 text="t-42"
+property xds.route_name: len=2 hex=7231 text="r1"
+property route_name: len=2 hex=7231 text="r1"
+property xds.cluster_name: missing
+property tenant: len=4 hex=6d696e65 text="mine"
+property node.id: len=4 hex=67772d31 text="gw-1"
+property tenant: len=7 hex=64656661756c74 text="default"
+
+
+
+=== TEST 24: proxy_wasm_property cannot define nginx's attributes
+--- config
+    location /t {
+        proxy_wasm_property request.path /x;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*property "request\.path" is one of nginx's attributes and cannot be defined in \S+nginx\.conf:\d+$/m
+
+
+
+=== TEST 25: proxy_wasm_property: bad paths and duplicates
+--- config
+    location /t {
+        proxy_wasm_property a..b x;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid property path "a\.\.b": segments are joined by single dots in \S+nginx\.conf:\d+$/m
+
+
+
+=== TEST 26: proxy_wasm_property: a path defined twice at one level
+--- config
+    location /t {
+        proxy_wasm_property tenant a;
+        proxy_wasm_property tenant b;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*property "tenant" is already defined here in \S+nginx\.conf:\d+$/m
+
+
+
+=== TEST 27: bad pointers and sizes: INVALID_MEMORY_ACCESS, never a crash; an empty path is NOT_FOUND
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers bad_property_pointers";
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_log
+get_property with a bad path: 6
+get_property with a bad out-pointer: 6
+set_property with a bad value: 6
+get_property with an empty path: 1
