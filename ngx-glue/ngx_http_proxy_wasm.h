@@ -124,6 +124,12 @@ extern ngx_module_t  ngx_http_proxy_wasm_module;
 
 extern const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host;
 
+/*
+ * The process serves its configuration (init_process ran): root contexts
+ * that run before, while the configuration is checked, see no http{} yet.
+ */
+extern ngx_uint_t  ngx_http_proxy_wasm_process_started;
+
 
 ngx_proxy_wasm_runtime_t *ngx_proxy_wasm_runtime(ngx_cycle_t *cycle);
 char *ngx_proxy_wasm_conf_set_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -45,6 +45,8 @@ static void ngx_http_proxy_wasm_cleanup(void *data);
 
 static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
 
+ngx_uint_t  ngx_http_proxy_wasm_process_started;
+
 
 static ngx_conf_enum_t  ngx_http_proxy_wasm_overflow[] = {
     { ngx_string("fail"), 0 },
@@ -465,6 +467,9 @@ static ngx_int_t
 ngx_http_proxy_wasm_init_process(ngx_cycle_t *cycle)
 {
     ngx_proxy_wasm_runtime_t  *rt;
+
+    /* from now on ngx_cycle holds this configuration */
+    ngx_http_proxy_wasm_process_started = 1;
 
     rt = ngx_proxy_wasm_runtime(cycle);
 

@@ -196,7 +196,7 @@ property request.size: len=8 hex=0800000000000000
 === TEST 8: response attributes: NOT_FOUND (maps empty) before the response, then code, headers, sizes; code_details via_upstream
 --- config
     location /t {
-        proxy_wasm testbed "request_headers prop response%00code; request_headers prop_map response%00headers; response_headers prop response%00code; response_headers prop response%00headers%00content-type; response_headers prop response%00code_details; log prop response%00size; log prop response%00total_size; log prop_map response%00trailers";
+        proxy_wasm testbed "request_headers prop response%00code; request_headers prop_map response%00headers; response_headers prop response%00code; response_headers prop response%00headers%00content-type; response_headers prop response%00code_details; response_headers prop_map response%00headers; log prop response%00size; log prop response%00total_size; log prop_map response%00trailers";
         proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
     }
 --- request
@@ -210,6 +210,10 @@ upstream /t
  qr/int=200\b/,
  'property response.headers.content-type: len=10 hex=746578742f706c61696e text="text/plain"',
  'property response.code_details: len=12 hex=7669615f757073747265616d text="via_upstream"',
+ 'property response.headers: 3 entries, 82 bytes',
+ 'property response.headers entry ":status: 200"',
+ 'property response.headers entry "content-type: text/plain"',
+ 'property response.headers entry "content-length: 12"',
  qr/property response\.size: len=8 hex=0c00000000000000 text=".*" int=12\b/,
  qr/property response\.total_size: len=8 hex=[0-9a-f]{16} text=".*" int=[1-9]\d\d\b/,
  "property response.trailers: 0 entries, 4 bytes"]
@@ -245,7 +249,7 @@ upstream /t
         proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/?grpc=7;
     }
     location /trailer {
-        proxy_wasm testbed "response_body at_end add_trailer grpc-status 5; log prop response%00grpc_status; log prop response%00trailers%00grpc-status";
+        proxy_wasm testbed "response_body at_end add_trailer grpc-status 5; response_body at_end add_trailer x-t t; log prop response%00grpc_status; log prop response%00trailers%00grpc-status; log prop_map response%00trailers";
         proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/?grpc=7;
     }
     location /notfound {
@@ -260,6 +264,10 @@ upstream /t
 ["GET /header", "GET /trailer", "GET /notfound", "GET /bogus"]
 --- error_code eval
 [200, 200, 404, 200]
+--- error_log
+property response.trailers: 2 entries, 40 bytes
+property response.trailers entry "grpc-status: 5"
+property response.trailers entry "x-t: t"
 --- grep_error_log eval
 qr/property response\.(grpc_status|trailers\.grpc-status): len=\d+ hex=\w+/
 --- grep_error_log_out
@@ -303,6 +311,7 @@ GET /t
         ssl_certificate_key $TEST_NGINX_CERTS/server.key;
         ssl_client_certificate $TEST_NGINX_CERTS/ca.crt;
         ssl_verify_client optional;
+        ssl_protocols TLSv1.2 TLSv1.3;
         location / {
             proxy_wasm testbed "request_headers prop connection%00mtls; request_headers prop connection%00requested_server_name; request_headers prop connection%00tls_version; request_headers prop connection%00subject_local_certificate; request_headers prop connection%00subject_peer_certificate; request_headers prop connection%00sha256_peer_certificate_digest; request_headers prop connection%00dns_san_peer_certificate; request_headers prop connection%00uri_san_peer_certificate; request_headers prop connection%00dns_san_local_certificate; request_headers prop connection%00uri_san_local_certificate; request_headers prop request%00scheme";
             empty_gif;
@@ -565,13 +574,14 @@ property boot: missing
     proxy_wasm_property tenant "t-$arg_t";
     location /t {
         proxy_wasm_property route_name r1;
-        proxy_wasm testbed "request_headers prop node%00id; request_headers prop xds%00node%00cluster; request_headers prop xds%00node; request_headers prop tenant; request_headers prop xds%00route_name; request_headers prop route_name; request_headers prop xds%00cluster_name; request_headers set_prop tenant mine; request_headers prop tenant; tick prop node.id; tick prop tenant";
+        proxy_wasm testbed "configure prop xds.node.id; request_headers prop node%00id; request_headers prop xds%00node%00cluster; request_headers prop xds%00node; request_headers prop tenant; request_headers prop xds%00route_name; request_headers prop route_name; request_headers prop xds%00cluster_name; request_headers set_prop tenant mine; request_headers prop tenant; tick prop node.id; tick prop tenant";
         empty_gif;
     }
 --- request
 GET /t?t=42
 --- wait: 0.2
 --- error_log
+property xds.node.id: len=4 hex=67772d31 text="gw-1"
 property node.id: len=4 hex=67772d31 text="gw-1"
 property xds.node.cluster: len=4 hex=65646765 text="edge"
 property xds.node: len=12 hex=0a0467772d31120465646765
