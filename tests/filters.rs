@@ -488,3 +488,44 @@ fn fail_open_skips_the_failed_filter() {
     assert_eq!(s.on_headers(Direction::Response, false).next, Next::Continue);
     assert_eq!(t.host.logged("filter failed: skipped"), Some(LogLevel::Warn));
 }
+
+#[test]
+fn properties_from_header_maps_and_stores() {
+    let t = testbed!(
+        "request_headers prop request%00path; \
+         request_headers prop request.url_path; \
+         request_headers prop request%00query; \
+         request_headers prop request%00headers%00X-MIXED-case; \
+         request_headers prop plugin_name; \
+         request_headers set_prop tenant%00name acme; \
+         request_headers prop tenant.name; \
+         request_headers set_prop request%00path /x; \
+         request_headers prop source%00address; \
+         request_headers prop ngx%00remote_addr; \
+         request_headers prop_map request%00headers"
+    );
+    let (_, mut s) = t.request(REQUEST);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
+    for line in [
+        "property request.path: len=6 hex=2f743f613d31 text=\"/t?a=1\"",
+        "property request.url_path: len=2 hex=2f74 text=\"/t\"",
+        "property request.query: len=3 hex=613d31 text=\"a=1\"",
+        "property request.headers.X-MIXED-case: len=1 hex=76 text=\"v\"",
+        "property plugin_name: len=1 hex=6d text=\"m\"",
+        "set_property tenant.name returned 0",
+        "property tenant.name: len=4 hex=61636d65 text=\"acme\"",
+        "set_property request.path returned 2",
+        "cannot set request.path: the property is read-only",
+        // the mock host knows no connection and no variables
+        "property source.address: missing",
+        "property ngx.remote_addr: missing",
+        "property request.headers: 6 entries",
+        "property request.headers entry \"x-mixed-case: v\"",
+    ] {
+        assert!(t.host.logged(line).is_some(), "{line}\n{}", t.host.dump());
+    }
+    assert_eq!(
+        s.with_property(b"tenant.name", |v| v.map(<[u8]>::to_vec)),
+        Some(b"acme".to_vec())
+    );
+}
