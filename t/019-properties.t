@@ -642,3 +642,28 @@ get_property with a bad path: 6
 get_property with a bad out-pointer: 6
 set_property with a bad value: 6
 get_property with an empty path: 1
+
+
+
+=== TEST 28: an AssemblyScript SDK filter: its root context is chosen by plugin_root_id (the module's name); single-segment dotted names
+--- main_config
+    wasm {
+        module as_properties $TEST_NGINX_FILTERS/as_properties.wasm;
+    }
+--- config
+    location /t {
+        proxy_wasm as_properties "request.path request.headers.x-a plugin_root_id ngx.arg_a tenant=acme tenant source.port";
+        empty_gif;
+    }
+--- request
+GET /t?a=1
+--- more_headers
+X-A: yes
+--- error_log eval
+["as property request.path: len=6 hex=2f743f613d31",
+ "as property request.headers.x-a: len=3 hex=796573",
+ "as property plugin_root_id: len=13 hex=61735f70726f70657274696573",
+ "as property ngx.arg_a: len=1 hex=31",
+ "as set_property tenant returned 0",
+ "as property tenant: len=4 hex=61636d65",
+ qr/as property source\.port: len=8 hex=[0-9a-f]{4}000000000000/]

@@ -3,7 +3,8 @@
 # missing: the C toolchain and nginx's libraries, libclang (bindgen),
 # Debian's nginx 1.22.1 with its Lua module and headers, Debian's Rust 1.63
 # with the wasm32 standard library (test filters), Test::Base (test
-# harness), curl, wrk, Python and valgrind (benchmarks).
+# harness), curl, wrk, Python and valgrind (benchmarks), npm (AssemblyScript
+# test filters).
 set -eu
 
 packages="gcc make libc6-dev libclang-dev libpcre2-dev zlib1g-dev libssl-dev \
@@ -22,6 +23,16 @@ if [ -n "$missing" ]; then
     echo "installing:$missing"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+fi
+
+# npm builds the AssemblyScript test filters: Debian's unless the machine
+# has its own Node.js
+if ! command -v npm >/dev/null 2>&1; then
+    sudo=
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    echo "installing: nodejs npm"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm
 fi
 
 cargo=${NGX_PROXY_WASM_CARGO:-$HOME/.cargo/bin/cargo}
