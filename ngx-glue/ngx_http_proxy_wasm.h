@@ -119,6 +119,13 @@ typedef struct {
 } ngx_http_proxy_wasm_ctx_t;
 
 
+/*
+ * The request is being freed (its pool's cleanups run): nothing can be
+ * allocated for it any more, so host functions treat it as read-only.
+ */
+#define ngx_http_proxy_wasm_request_gone(r)  ((r)->pool == NULL)
+
+
 extern ngx_module_t  ngx_proxy_wasm_module;
 extern ngx_module_t  ngx_http_proxy_wasm_module;
 

@@ -186,6 +186,7 @@ ngx_http_proxy_wasm_response_pairs(ngx_http_request_t *r,
 
         /* as the header filter writes it */
         if (ho->content_type_len == ho->content_type.len && ho->charset.len
+            && !ngx_http_proxy_wasm_request_gone(r)
             && ngx_http_proxy_wasm_wants_literal(out, "content-type"))
         {
             value.len = ho->content_type.len + sizeof("; charset=") - 1
@@ -912,6 +913,10 @@ ngx_http_proxy_wasm_header_set(void *request, uint32_t map, uint32_t op,
     ngx_http_request_t  *r = request;
 
     ngx_str_t  name;
+
+    if (ngx_http_proxy_wasm_request_gone(r)) {
+        return NGX_PROXY_WASM_HOST_DECLINED;
+    }
 
     /* lower-cased, as Envoy names headers */
     name.len = key.len;

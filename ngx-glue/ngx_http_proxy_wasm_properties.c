@@ -229,6 +229,11 @@ ngx_http_proxy_wasm_static_property_get(void *request,
     if (r != NULL) {
         plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
 
+        if (ngx_http_proxy_wasm_request_gone(r)) {
+            /* values with variables cannot be evaluated any more */
+            r = NULL;
+        }
+
     } else {
         /* a root context: the properties of http{} */
         if (!ngx_http_proxy_wasm_process_started
@@ -354,7 +359,7 @@ ngx_http_proxy_wasm_variable_get(void *request, ngx_proxy_wasm_str_t in,
     ngx_uint_t                  key, prefix;
     ngx_http_variable_value_t  *vv;
 
-    if (r == NULL) {
+    if (r == NULL || ngx_http_proxy_wasm_request_gone(r)) {
         return NGX_PROXY_WASM_HOST_DECLINED;
     }
 
@@ -399,7 +404,7 @@ ngx_http_proxy_wasm_variable_set(void *request, ngx_proxy_wasm_str_t in,
     ngx_http_variable_t        *v;
     ngx_http_variable_value_t  *vv;
 
-    if (r == NULL) {
+    if (r == NULL || ngx_http_proxy_wasm_request_gone(r)) {
         return NGX_PROXY_WASM_HOST_DECLINED;
     }
 
@@ -933,7 +938,7 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
     ngx_time_t        *tp;
     ngx_connection_t  *c;
 
-    if (r == NULL) {
+    if (r == NULL || ngx_http_proxy_wasm_request_gone(r)) {
         return NGX_PROXY_WASM_HOST_DECLINED;
     }
 

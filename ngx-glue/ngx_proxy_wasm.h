@@ -391,6 +391,10 @@ typedef struct {
     /* The response to send after ACTION_LOCAL_RESPONSE; 0 on success. */
     int32_t   (*stream_local_response)(ngx_proxy_wasm_stream_t *s,
                                        ngx_proxy_wasm_local_response_t *out);
+    /*
+     * The request is complete (its log phase): on_log, then on_done and
+     * on_delete of every context, while the request can still be read.
+     */
     void      (*stream_on_log)(ngx_proxy_wasm_stream_t *s);
     /*
      * A property filters set on the request (proxy_set_property) by its

@@ -667,3 +667,23 @@ X-A: yes
  "as set_property tenant returned 0",
  "as property tenant: len=4 hex=61636d65",
  qr/as property source\.port: len=8 hex=[0-9a-f]{4}000000000000/]
+
+
+
+=== TEST 29: properties and headers in on_done and on_delete: the request is still there
+--- config
+    location /t {
+        proxy_wasm testbed "done prop source%00address; done prop ngx%00remote_addr; done prop request%00path; done prop response%00code; done set_prop ngx%00x 1; delete prop connection%00mtls; done prop_map response%00headers; done add_header response x-late 1";
+        set $x 0;
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_log eval
+[qr/property source\.address: len=\d+ hex=\w+ text="127\.0\.0\.1:\d+"/,
+ 'property ngx.remote_addr: len=9 hex=3132372e302e302e31 text="127.0.0.1"',
+ 'property request.path: len=2 hex=2f74 text="/t"',
+ qr/property response\.code: len=8 hex=c800000000000000/,
+ 'set_property ngx.x returned 0',
+ 'property connection.mtls: len=1 hex=00',
+ qr/property response\.headers: \d entries/]

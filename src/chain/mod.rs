@@ -145,6 +145,7 @@ pub struct Stream {
     /// The local response being sent; nginx holds pointers into it.
     sent_response: Option<LocalResponse>,
     logged: bool,
+    ended: bool,
 }
 
 impl Stream {
@@ -178,6 +179,7 @@ impl Stream {
             failure: config.failure,
             sent_response: None,
             logged: false,
+            ended: false,
         }
     }
 
@@ -584,11 +586,16 @@ impl Stream {
     }
 }
 
-impl Drop for Stream {
-    /// Ends every context: `on_log` if the log phase did not run, then
-    /// `on_done` and `on_delete`; then the root contexts of the instances
-    /// made for this request.
-    fn drop(&mut self) {
+impl Stream {
+    /// Ends every context, once: `on_log` if the log phase did not run,
+    /// then `on_done` and `on_delete`; then the root contexts of the
+    /// instances made for this request. What filters stored stays readable
+    /// until the stream goes.
+    pub fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
         self.on_log();
         for i in 0..self.filters.len() {
             if self.filters[i].context_id.is_some() {
@@ -607,6 +614,12 @@ impl Drop for Stream {
                 ended.push(slot);
             }
         }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 

@@ -433,7 +433,10 @@ unsafe extern "C" fn stream_local_response(
 unsafe extern "C" fn stream_on_log(s: *mut ngx_proxy_wasm_stream_t) {
     // SAFETY: the shim passes a live stream.
     let s = unsafe { stream(s) };
-    guard(None, "on_log", (), || s.stream.on_log())
+    guard(None, "on_log", (), || {
+        s.stream.on_log();
+        s.stream.end();
+    })
 }
 
 unsafe extern "C" fn stream_property(
