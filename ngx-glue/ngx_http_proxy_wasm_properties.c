@@ -322,13 +322,21 @@ ngx_http_proxy_wasm_find_variable(ngx_http_request_t *r, ngx_str_t *name,
 }
 
 
-/* the name, lower-cased in buf (or the request's pool if it is longer) */
-static ngx_int_t
-ngx_http_proxy_wasm_variable_name(ngx_http_request_t *r,
-    ngx_proxy_wasm_str_t in, u_char *buf, ngx_str_t *name, ngx_uint_t *key)
+/*
+ * A variable by name: lower-cased in buf (or the request's pool if it is
+ * longer), with its hash key. NOT_FOUND: no such variable.
+ */
+static uint32_t
+ngx_http_proxy_wasm_lookup_variable(ngx_http_request_t *r,
+    ngx_proxy_wasm_str_t in, u_char *buf, ngx_str_t *name, ngx_uint_t *key,
+    ngx_http_variable_t **v, ngx_uint_t *prefix)
 {
+    if (r == NULL || ngx_http_proxy_wasm_request_gone(r)) {
+        return NGX_PROXY_WASM_HOST_DECLINED;
+    }
+
     if (in.len == 0) {
-        return NGX_DECLINED;
+        return NGX_PROXY_WASM_HOST_NOT_FOUND;
     }
 
     name->len = in.len;
@@ -337,13 +345,15 @@ ngx_http_proxy_wasm_variable_name(ngx_http_request_t *r,
     if (in.len > NGX_HTTP_PROXY_WASM_NAME_STACK) {
         name->data = ngx_pnalloc(r->pool, in.len);
         if (name->data == NULL) {
-            return NGX_ERROR;
+            return NGX_PROXY_WASM_HOST_ERROR;
         }
     }
 
     *key = ngx_hash_strlow(name->data, (u_char *) in.data, in.len);
 
-    return NGX_OK;
+    *v = ngx_http_proxy_wasm_find_variable(r, name, *key, prefix);
+
+    return *v ? NGX_PROXY_WASM_HOST_OK : NGX_PROXY_WASM_HOST_NOT_FOUND;
 }
 
 
@@ -354,23 +364,16 @@ ngx_http_proxy_wasm_variable_get(void *request, ngx_proxy_wasm_str_t in,
     ngx_http_request_t  *r = request;
 
     u_char                      buf[NGX_HTTP_PROXY_WASM_NAME_STACK];
-    ngx_int_t                   rc;
+    uint32_t                    rc;
     ngx_str_t                   name;
     ngx_uint_t                  key, prefix;
+    ngx_http_variable_t        *v;
     ngx_http_variable_value_t  *vv;
 
-    if (r == NULL || ngx_http_proxy_wasm_request_gone(r)) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
-    }
-
-    rc = ngx_http_proxy_wasm_variable_name(r, in, buf, &name, &key);
-    if (rc != NGX_OK) {
-        return rc == NGX_ERROR ? NGX_PROXY_WASM_HOST_ERROR
-                               : NGX_PROXY_WASM_HOST_NOT_FOUND;
-    }
-
-    if (ngx_http_proxy_wasm_find_variable(r, &name, key, &prefix) == NULL) {
-        return NGX_PROXY_WASM_HOST_NOT_FOUND;
+    rc = ngx_http_proxy_wasm_lookup_variable(r, in, buf, &name, &key, &v,
+                                             &prefix);
+    if (rc != NGX_PROXY_WASM_HOST_OK) {
+        return rc;
     }
 
     vv = ngx_http_get_variable(r, &name, key);
@@ -398,25 +401,16 @@ ngx_http_proxy_wasm_variable_set(void *request, ngx_proxy_wasm_str_t in,
 
     u_char                     *data;
     u_char                      buf[NGX_HTTP_PROXY_WASM_NAME_STACK];
-    ngx_int_t                   rc;
+    uint32_t                    rc;
     ngx_str_t                   name;
     ngx_uint_t                  key, prefix;
     ngx_http_variable_t        *v;
     ngx_http_variable_value_t  *vv;
 
-    if (r == NULL || ngx_http_proxy_wasm_request_gone(r)) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
-    }
-
-    rc = ngx_http_proxy_wasm_variable_name(r, in, buf, &name, &key);
-    if (rc != NGX_OK) {
-        return rc == NGX_ERROR ? NGX_PROXY_WASM_HOST_ERROR
-                               : NGX_PROXY_WASM_HOST_NOT_FOUND;
-    }
-
-    v = ngx_http_proxy_wasm_find_variable(r, &name, key, &prefix);
-    if (v == NULL) {
-        return NGX_PROXY_WASM_HOST_NOT_FOUND;
+    rc = ngx_http_proxy_wasm_lookup_variable(r, in, buf, &name, &key, &v,
+                                             &prefix);
+    if (rc != NGX_PROXY_WASM_HOST_OK) {
+        return rc;
     }
 
     if (prefix || !(v->flags & NGX_HTTP_VAR_CHANGEABLE)) {

@@ -9,7 +9,7 @@
 
 use crate::abi::pairs::{self, Pair};
 use crate::abi::state::{HostState, StreamState, Trailers};
-use crate::abi::Status;
+use crate::abi::{HostResult, Status};
 use crate::host::{Attribute, Fact, HeaderMap, Host, RequestRef, VariableError};
 
 /// Envoy's former top-level names of `xds.*` attributes: `node.id` is
@@ -217,15 +217,29 @@ fn static_property(
     key: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), Status> {
+    copy_lent(out, whole, |visit| host.with_static_property(request, key, visit))
+}
+
+/// Copies what a host function lends (once, to `visit`) into `out`,
+/// through `part`; `NOT_FOUND` if it lent nothing.
+fn copy_lent(
+    out: &mut Vec<u8>,
+    part: fn(&[u8]) -> &[u8],
+    lend: impl FnOnce(&mut dyn FnMut(Option<&[u8]>) -> HostResult) -> HostResult,
+) -> Result<(), Status> {
     let mut found = false;
-    host.with_static_property(request, key, &mut |value| {
+    lend(&mut |value| {
         if let Some(value) = value {
-            out.extend_from_slice(value);
+            out.extend_from_slice(part(value));
             found = true;
         }
         Ok(())
     })?;
     found.then_some(()).ok_or(Status::NotFound)
+}
+
+fn whole(bytes: &[u8]) -> &[u8] {
+    bytes
 }
 
 /// `xds.node` as a whole: Envoy's `Node` message, as protobuf bytes, with
@@ -250,20 +264,13 @@ fn node(host: &dyn Host, request: Option<RequestRef>, out: &mut Vec<u8>) -> Resu
 }
 
 fn variable(host: &dyn Host, request: RequestRef, name: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
-    let mut found = false;
-    let result = host.with_variable(request, name, &mut |value| {
-        if let Some(value) = value {
-            out.extend_from_slice(value);
-            found = true;
+    copy_lent(out, whole, |visit| {
+        match host.with_variable(request, name, visit) {
+            Ok(outcome) => outcome,
+            Err(VariableError::Unknown) => Err(Status::NotFound),
+            Err(_) => Err(Status::InternalFailure),
         }
-        Ok(())
-    });
-    match result {
-        Ok(outcome) => outcome?,
-        Err(VariableError::Unknown) => return Err(Status::NotFound),
-        Err(_) => return Err(Status::InternalFailure),
-    }
-    found.then_some(()).ok_or(Status::NotFound)
+    })
 }
 
 /// Writes an attribute the Envoy way: strings raw, integers as 8 bytes
@@ -309,31 +316,11 @@ fn connection_attribute(namespace: &[u8], name: &[u8]) -> Option<Attribute> {
     })
 }
 
-/// The first value of a header, lent to `f` (None if absent).
-fn with_header<R>(
-    host: &dyn Host,
-    request: RequestRef,
-    name: &[u8],
-    f: impl FnOnce(Option<&[u8]>) -> R,
-) -> Result<R, Status> {
-    let mut f = Some(f);
-    let mut result = None;
-    host.with_header_value(request, HeaderMap::Request, name, &mut |value| {
-        if let Some(f) = f.take() {
-            result = Some(f(value));
-        }
-        Ok(())
-    })?;
-    result.ok_or(Status::InternalFailure)
-}
-
-/// A request header's value, raw.
+/// A request header's first value, raw.
 fn header_value(host: &dyn Host, request: RequestRef, name: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
-    with_header(host, request, name, |value| {
-        value
-            .map(|value| out.extend_from_slice(value))
-            .ok_or(Status::NotFound)
-    })?
+    copy_lent(out, whole, |visit| {
+        host.with_header_value(request, HeaderMap::Request, name, visit)
+    })
 }
 
 /// A part of `:path` (`request.url_path`, `request.query`).
@@ -343,10 +330,9 @@ fn path_part(
     part: fn(&[u8]) -> &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), Status> {
-    with_header(host, request, b":path", |path| {
-        path.map(|path| out.extend_from_slice(part(path)))
-            .ok_or(Status::NotFound)
-    })?
+    copy_lent(out, part, |visit| {
+        host.with_header_value(request, HeaderMap::Request, b":path", visit)
+    })
 }
 
 fn url_path(path: &[u8]) -> &[u8] {
