@@ -890,6 +890,13 @@ ngx_http_proxy_wasm_upstream(ngx_http_request_t *r, uint32_t attribute,
     const char            *s;
     ngx_http_upstream_t   *u;
 
+    if (attribute == NGX_PROXY_WASM_ATTR_UPSTREAM_REQUEST_ATTEMPT_COUNT) {
+        /* one state per upstream server tried */
+        ngx_http_proxy_wasm_value_int(value, r->upstream_states
+                                             ? r->upstream_states->nelts : 0);
+        return NGX_PROXY_WASM_HOST_OK;
+    }
+
     u = r->upstream;
 
     if (u == NULL || u->peer.sockaddr == NULL) {
@@ -1056,6 +1063,7 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
     case NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS:
     case NGX_PROXY_WASM_ATTR_UPSTREAM_PORT:
     case NGX_PROXY_WASM_ATTR_UPSTREAM_TLS_VERSION:
+    case NGX_PROXY_WASM_ATTR_UPSTREAM_REQUEST_ATTEMPT_COUNT:
         return ngx_http_proxy_wasm_upstream(r, attribute, value);
     }
 

@@ -108,7 +108,8 @@ typedef enum {
     NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_PEER_CERTIFICATE,
     NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS,        /* string: "ip:port" */
     NGX_PROXY_WASM_ATTR_UPSTREAM_PORT,           /* int */
-    NGX_PROXY_WASM_ATTR_UPSTREAM_TLS_VERSION     /* string */
+    NGX_PROXY_WASM_ATTR_UPSTREAM_TLS_VERSION,    /* string */
+    NGX_PROXY_WASM_ATTR_UPSTREAM_REQUEST_ATTEMPT_COUNT  /* int: tries */
 } ngx_proxy_wasm_attribute_e;
 
 

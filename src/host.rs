@@ -79,6 +79,7 @@ pub enum Attribute {
     UpstreamAddress,
     UpstreamPort,
     UpstreamTlsVersion,
+    UpstreamRequestAttemptCount,
 }
 
 /// An attribute's value, borrowed from the host.

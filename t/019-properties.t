@@ -120,7 +120,7 @@ GET /t
 === TEST 4: request.headers: the pairs format, names lower-cased, repeated headers joined by commas
 --- config
     location /t {
-        proxy_wasm testbed "request_headers prop_map request%00headers; request_headers prop request%00headers%00X-MULTI; request_headers prop request%00headers%00host; request_headers prop request%00headers%00x-none";
+        proxy_wasm testbed "request_headers prop_map request%00headers; request_headers prop request%00headers_bytes; request_headers prop request%00headers%00X-MULTI; request_headers prop request%00headers%00host; request_headers prop request%00headers%00x-none";
         empty_gif;
     }
 --- request
@@ -130,7 +130,7 @@ X-Multi: a
 X-Other: o
 X-Multi: b
 --- grep_error_log eval
-qr/property request\.headers.*?(?=, client)/
+qr/property request\.headers.*?(?=, client| text=)/
 --- grep_error_log_out
 property request.headers: 7 entries, 154 bytes
 property request.headers entry ":method: GET"
@@ -140,8 +140,9 @@ property request.headers entry ":authority: localhost"
 property request.headers entry "x-multi: a,b"
 property request.headers entry "x-other: o"
 property request.headers entry "connection: close"
-property request.headers.X-MULTI: len=3 hex=612c62 text="a,b"
-property request.headers.host: len=9 hex=6c6f63616c686f7374 text="localhost"
+property request.headers_bytes: len=8 hex=5600000000000000
+property request.headers.X-MULTI: len=3 hex=612c62
+property request.headers.host: len=9 hex=6c6f63616c686f7374
 property request.headers.x-none: missing
 
 
@@ -196,7 +197,7 @@ property request.size: len=8 hex=0800000000000000
 === TEST 8: response attributes: NOT_FOUND (maps empty) before the response, then code, headers, sizes; code_details via_upstream
 --- config
     location /t {
-        proxy_wasm testbed "request_headers prop response%00code; request_headers prop_map response%00headers; response_headers prop response%00code; response_headers prop response%00headers%00content-type; response_headers prop response%00code_details; response_headers prop_map response%00headers; log prop response%00size; log prop response%00total_size; log prop_map response%00trailers";
+        proxy_wasm testbed "request_headers prop response%00code; request_headers prop_map response%00headers; response_headers prop response%00code; response_headers prop response%00headers%00content-type; response_headers prop response%00code_details; response_headers prop_map response%00headers; response_headers prop response%00headers_bytes; log prop response%00size; log prop upstream%00request_attempt_count; log prop response%00total_size; log prop_map response%00trailers";
         proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
     }
 --- request
@@ -214,6 +215,8 @@ upstream /t
  'property response.headers entry ":status: 200"',
  'property response.headers entry "content-type: text/plain"',
  'property response.headers entry "content-length: 12"',
+ 'property response.headers_bytes: len=8 hex=3000000000000000',
+ 'property upstream.request_attempt_count: len=8 hex=0100000000000000',
  qr/property response\.size: len=8 hex=0c00000000000000 text=".*" int=12\b/,
  qr/property response\.total_size: len=8 hex=[0-9a-f]{16} text=".*" int=[1-9]\d\d\b/,
  "property response.trailers: 0 entries, 4 bytes"]
@@ -282,7 +285,7 @@ property response.grpc_status: len=8 hex=ffffffffffffffff
 === TEST 11: source, destination and connection of a plaintext connection
 --- config
     location /t {
-        proxy_wasm testbed "request_headers prop source%00address; request_headers prop source%00port; request_headers prop destination%00address; request_headers prop destination%00port; request_headers prop connection%00id; request_headers prop connection%00mtls; request_headers prop connection%00requested_server_name; request_headers prop connection%00tls_version; request_headers prop connection%00subject_peer_certificate; request_headers prop connection%00sha256_peer_certificate_digest; request_headers prop upstream%00address";
+        proxy_wasm testbed "request_headers prop source%00address; request_headers prop source%00port; request_headers prop destination%00address; request_headers prop destination%00port; request_headers prop connection%00id; request_headers prop connection%00mtls; request_headers prop connection%00requested_server_name; request_headers prop connection%00tls_version; request_headers prop connection%00subject_peer_certificate; request_headers prop connection%00sha256_peer_certificate_digest; request_headers prop upstream%00address; request_headers prop upstream%00request_attempt_count";
         empty_gif;
     }
 --- request
@@ -298,7 +301,8 @@ GET /t
  'property connection.tls_version: missing',
  'property connection.subject_peer_certificate: missing',
  'property connection.sha256_peer_certificate_digest: missing',
- 'property upstream.address: missing']
+ 'property upstream.address: missing',
+ 'property upstream.request_attempt_count: len=8 hex=0000000000000000']
 
 
 

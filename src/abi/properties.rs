@@ -312,6 +312,7 @@ fn connection_attribute(namespace: &[u8], name: &[u8]) -> Option<Attribute> {
         (b"upstream", b"address") => Attribute::UpstreamAddress,
         (b"upstream", b"port") => Attribute::UpstreamPort,
         (b"upstream", b"tls_version") => Attribute::UpstreamTlsVersion,
+        (b"upstream", b"request_attempt_count") => Attribute::UpstreamRequestAttemptCount,
         _ => return None,
     })
 }
@@ -373,6 +374,7 @@ fn request_attribute(
                 .or_else(|_| fact(host, request, Attribute::RequestId, out));
         }
         [b"headers"] => return header_map(host, request, HeaderMap::Request, out),
+        [b"headers_bytes"] => return headers_bytes(host, request, HeaderMap::Request, out),
         [b"headers", name] => return joined_header(host, request, HeaderMap::Request, name, out),
         [b"time"] => Attribute::RequestTime,
         [b"duration"] => Attribute::RequestDuration,
@@ -413,6 +415,11 @@ fn response_attribute(
             None => Attribute::ResponseCodeDetails,
         },
         [b"size"] => Attribute::ResponseSize,
+        [b"headers_bytes"] if !headers => {
+            out.extend_from_slice(&0i64.to_le_bytes());
+            return Ok(());
+        }
+        [b"headers_bytes"] => return headers_bytes(host, request, HeaderMap::Response, out),
         [b"total_size"] => Attribute::ResponseTotalSize,
         // Envoy: a map that does not exist yet is empty
         [kind @ (b"headers" | b"trailers")] => {
@@ -504,6 +511,20 @@ fn header_map(host: &dyn Host, request: RequestRef, map: HeaderMap, out: &mut Ve
         }
         let pairs: Vec<Pair<'_>> = merged.iter().map(|(k, v)| (&k[..], &v[..])).collect();
         out.extend_from_slice(&pairs::serialize(&pairs));
+        Ok(())
+    })
+}
+
+/// Envoy's byte size of a header map: its names and values.
+fn headers_bytes(
+    host: &dyn Host,
+    request: RequestRef,
+    map: HeaderMap,
+    out: &mut Vec<u8>,
+) -> Result<(), Status> {
+    host.with_headers(request, map, &mut |entries| {
+        let size: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        out.extend_from_slice(&(size as i64).to_le_bytes());
         Ok(())
     })
 }

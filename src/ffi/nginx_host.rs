@@ -124,6 +124,7 @@ fn attribute_of(attribute: Attribute) -> u32 {
         Attribute::UpstreamAddress => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS,
         Attribute::UpstreamPort => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_PORT,
         Attribute::UpstreamTlsVersion => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_TLS_VERSION,
+        Attribute::UpstreamRequestAttemptCount => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_REQUEST_ATTEMPT_COUNT,
     }) as u32
 }
 
