@@ -5,11 +5,13 @@
 //!   host functions modules import;
 //! - `runtime`: wasmtime engine, compiled modules, live instances;
 //! - `chain`: a request's run through its filter chain;
+//! - `callout`: HTTP calls filters make (`proxy_http_call`);
 //! - `host`: what the core needs from the proxy (a trait);
 //! - `ffi`: the C boundary: nginx's implementation of `host` and the API
 //!   table the C shim in `ngx-glue/` calls.
 
 pub mod abi;
+pub mod callout;
 pub mod chain;
 pub mod error;
 pub mod host;
