@@ -179,6 +179,12 @@ uint32_t ngx_http_proxy_wasm_variable_set(void *request,
 uint32_t ngx_http_proxy_wasm_static_property_get(void *request,
     ngx_proxy_wasm_str_t path, ngx_proxy_wasm_str_t *value);
 
+/* HTTP calls: ngx_proxy_wasm_callout.c */
+void *ngx_proxy_wasm_call_start(void *request,
+    const ngx_proxy_wasm_call_params_t *params, ngx_proxy_wasm_str_t *err);
+void ngx_proxy_wasm_call_cancel(void *call);
+void ngx_proxy_wasm_calls_exit(void);
+
 uint32_t ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
     ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n);
 uint32_t ngx_http_proxy_wasm_header_get(void *request, uint32_t map,

@@ -491,6 +491,9 @@ ngx_http_proxy_wasm_exit_process(ngx_cycle_t *cycle)
     if (rt != NULL) {
         ngx_proxy_wasm_api.worker_exit(rt);
     }
+
+    /* nginx alerts on sockets left open at exit */
+    ngx_proxy_wasm_calls_exit();
 }
 
 

@@ -226,6 +226,43 @@ typedef struct {
 } ngx_proxy_wasm_stream_conf_t;
 
 
+/* An HTTP call to start (proxy_http_call). */
+typedef struct {
+    /* what the outcome is reported with (call_data, call_end) */
+    uint64_t                       token;
+    /* "ip:port", "host:port" (nginx's resolver), "unix:/path" */
+    ngx_proxy_wasm_str_t           target;
+    /* the request, as it goes on the wire */
+    ngx_proxy_wasm_str_t           data;
+    /* how long the call may take; 0: the default */
+    uint64_t                       timeout_ms;
+} ngx_proxy_wasm_call_params_t;
+
+
+/* Why a call ended without call_data taking a whole response. */
+typedef enum {
+    /* the server closed the connection (a body may end so) */
+    NGX_PROXY_WASM_CALL_CLOSED = 0,
+    /* no connection could be made */
+    NGX_PROXY_WASM_CALL_REFUSED = 1,
+    NGX_PROXY_WASM_CALL_TIMEOUT = 2,
+    /* the host name did not resolve */
+    NGX_PROXY_WASM_CALL_RESOLVE = 3,
+    /* a read or write failed */
+    NGX_PROXY_WASM_CALL_RESET = 4
+} ngx_proxy_wasm_call_end_e;
+
+
+/* What call_data says of the bytes it took. */
+typedef enum {
+    NGX_PROXY_WASM_CALL_MORE = 0,
+    /* the response is whole; the connection may serve another call */
+    NGX_PROXY_WASM_CALL_DONE_KEEPALIVE = 1,
+    /* the response is whole, or broken: close the connection */
+    NGX_PROXY_WASM_CALL_DONE_CLOSE = 2
+} ngx_proxy_wasm_call_rc_e;
+
+
 /* A response produced by a filter with proxy_send_local_response. */
 typedef struct {
     uint32_t                       status;
@@ -321,6 +358,18 @@ typedef struct {
     void     *(*timer_add)(uint64_t token, uint64_t delay_ms);
     /* Stop a timer that has not fired. */
     void      (*timer_cancel)(void *timer);
+
+    /*
+     * Start an HTTP call: connect, send, and hand the response's bytes to
+     * call_data, or its failure to call_end, always from the event loop
+     * (never from within this function). NULL with *err (static text): the
+     * target is not valid. "request" (may be NULL) picks the resolver.
+     */
+    void     *(*call_start)(void *request,
+                            const ngx_proxy_wasm_call_params_t *params,
+                            ngx_proxy_wasm_str_t *err);
+    /* Drop a call that has not ended: nothing more is reported. */
+    void      (*call_cancel)(void *call);
 } ngx_proxy_wasm_host_t;
 
 
@@ -363,6 +412,12 @@ typedef struct {
     void      (*worker_exit)(ngx_proxy_wasm_runtime_t *rt);
     /* A timer of timer_add fired. */
     void      (*timer_fired)(ngx_proxy_wasm_runtime_t *rt, uint64_t token);
+    /* Bytes of a call's response (ngx_proxy_wasm_call_rc_e). */
+    uint32_t  (*call_data)(ngx_proxy_wasm_runtime_t *rt, uint64_t token,
+                           ngx_proxy_wasm_str_t data);
+    /* A call ended without a whole response (ngx_proxy_wasm_call_end_e). */
+    void      (*call_end)(ngx_proxy_wasm_runtime_t *rt, uint64_t token,
+                          uint32_t why, ngx_proxy_wasm_str_t detail);
 
     /* Per request: the chain of filters configured for its location. */
     ngx_proxy_wasm_stream_t *(*stream_new)(ngx_proxy_wasm_runtime_t *rt,

@@ -151,5 +151,7 @@ const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
     ngx_http_proxy_wasm_static_property_get,
     ngx_http_proxy_wasm_schedule_resume,
     ngx_proxy_wasm_timer_add,
-    ngx_proxy_wasm_timer_cancel
+    ngx_proxy_wasm_timer_cancel,
+    ngx_proxy_wasm_call_start,
+    ngx_proxy_wasm_call_cancel
 };

@@ -20,6 +20,24 @@ pub struct RequestRef(pub usize);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimerRef(pub usize);
 
+/// An opaque handle to an HTTP call the host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallRef(pub usize);
+
+/// An HTTP call to start.
+#[derive(Debug, Clone, Copy)]
+pub struct CallParams<'a> {
+    /// What the host reports the outcome with (`Worker::on_call_data`,
+    /// `Worker::on_call_end`).
+    pub token: u32,
+    /// `ip:port`, `host:port`, `unix:/path`.
+    pub target: &'a [u8],
+    /// The request, as it goes on the wire.
+    pub data: &'a [u8],
+    /// None: the host's default.
+    pub timeout: Option<Duration>,
+}
+
 /// The header maps a request has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderMap {
@@ -212,4 +230,13 @@ pub trait Host {
 
     /// Stops a timer that has not fired.
     fn timer_cancel(&self, timer: TimerRef);
+
+    /// Starts an HTTP call; its outcome comes later, from the event loop,
+    /// never from within this function. Why the target is not valid.
+    fn call_start(&self, _request: Option<RequestRef>, _params: &CallParams<'_>) -> Result<CallRef, String> {
+        Err("this host makes no HTTP calls".into())
+    }
+
+    /// Drops a call that has not ended: its outcome is not reported.
+    fn call_cancel(&self, _call: CallRef) {}
 }

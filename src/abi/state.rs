@@ -11,6 +11,7 @@ use wasmtime::{Memory, TypedFunc};
 
 use crate::abi::properties::PropertyStore;
 use crate::abi::{LogLevel, Status};
+use crate::callout::http1::Response;
 use crate::host::{Host, RequestRef};
 use crate::runtime::limits::MemoryLimiter;
 use crate::runtime::module::WasmModule;
@@ -33,6 +34,7 @@ pub enum Callback {
     Done,
     Delete,
     Tick,
+    HttpCallResponse,
 }
 
 impl Callback {
@@ -53,6 +55,7 @@ impl Callback {
             Callback::Done => "proxy_on_done",
             Callback::Delete => "proxy_on_delete",
             Callback::Tick => "proxy_on_tick",
+            Callback::HttpCallResponse => "proxy_on_http_call_response",
         }
     }
 }
@@ -268,6 +271,13 @@ pub struct HostState {
     pub tick_requests: Vec<(u32, u32)>,
     /// Where `proxy_get_property` builds values, kept between calls.
     pub property_buffer: Vec<u8>,
+    /// The instance's generation: calls it makes come back to it.
+    pub generation: u64,
+    /// The response `on_http_call_response` is given (empty for a failed
+    /// call; None outside that callback).
+    pub call_response: Option<Rc<Response>>,
+    /// `proxy_get_status`: the last call's outcome (code, message).
+    pub call_status: (u32, Vec<u8>),
     /// WASI stdout and stderr text not logged yet: the start of a line.
     output: Vec<(LogLevel, Vec<u8>)>,
 }
@@ -285,6 +295,9 @@ impl HostState {
             limiter,
             tick_requests: Vec::new(),
             property_buffer: Vec::new(),
+            generation: 0,
+            call_response: None,
+            call_status: (0, Vec::new()),
             output: Vec::new(),
         }
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::abi::state::{Direction, FilterInfo, Held, LocalResponse, StreamState, Trailers};
 use crate::abi::{Action, LogLevel};
+use crate::callout;
 use crate::host::{HeaderMap, RequestRef};
 use crate::runtime::vm::{Trapped, Vm};
 use crate::runtime::{FailurePolicy, FilterHandle, Isolation, VmSlot, Worker};
@@ -312,6 +313,8 @@ impl Stream {
     pub fn take_local_response(&mut self) -> Option<&LocalResponse> {
         let mut state = self.state.borrow_mut();
         let pending = state.local_response.take()?;
+        // the request is answered: its calls are of no use any more
+        callout::cancel_request(self.worker.host, state.request);
         if !pending.details.is_empty() {
             state.response_code_details = Some(pending.details.clone());
         }
@@ -596,6 +599,9 @@ impl Stream {
             return;
         }
         self.ended = true;
+        // no call may come back to contexts that are ending
+        let request = self.state.borrow().request;
+        callout::cancel_request(self.worker.host, request);
         self.on_log();
         for i in 0..self.filters.len() {
             if self.filters[i].context_id.is_some() {
@@ -610,6 +616,7 @@ impl Stream {
             if !ended.iter().any(|other| Rc::ptr_eq(other, slot)) {
                 if let Some(vm) = slot.borrow_mut().as_mut() {
                     vm.end_roots();
+                    self.worker.forget_instance(vm.generation);
                 }
                 ended.push(slot);
             }

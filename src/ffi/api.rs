@@ -10,7 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::bindings::{
-    ngx_proxy_wasm_action_e as Action, ngx_proxy_wasm_api_t, ngx_proxy_wasm_compiler_e as CompilerConf,
+    ngx_proxy_wasm_action_e as Action, ngx_proxy_wasm_api_t, ngx_proxy_wasm_call_end_e as CallEnd,
+    ngx_proxy_wasm_call_rc_e as CallRc, ngx_proxy_wasm_compiler_e as CompilerConf,
     ngx_proxy_wasm_direction_e as Dir, ngx_proxy_wasm_failure_e as Failure,
     ngx_proxy_wasm_host_rc_e as HostRc, ngx_proxy_wasm_host_t, ngx_proxy_wasm_isolation_e as IsolationConf,
     ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_output_e as OutputKind, ngx_proxy_wasm_pair_t,
@@ -21,10 +22,11 @@ use super::nginx_host::NginxHost;
 use super::{bytes, str_of};
 use crate::abi::state::Direction;
 use crate::abi::LogLevel;
+use crate::callout::CallFailure;
 use crate::chain::{Limits, Next, Output, Step, Stream, StreamConfig};
 use crate::host::{Host, RequestRef};
 use crate::runtime::limits::InstanceLimits;
-use crate::runtime::{Compiler, FailurePolicy, Isolation, Runtime, RuntimeConfig};
+use crate::runtime::{CallProgress, Compiler, FailurePolicy, Isolation, Runtime, RuntimeConfig};
 
 #[no_mangle]
 pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
@@ -35,6 +37,8 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     worker_init: Some(worker_init),
     worker_exit: Some(worker_exit),
     timer_fired: Some(timer_fired),
+    call_data: Some(call_data),
+    call_end: Some(call_end),
     stream_new: Some(stream_new),
     stream_wants_body: Some(stream_wants_body),
     stream_on_headers: Some(stream_on_headers),
@@ -227,6 +231,49 @@ unsafe extern "C" fn timer_fired(rt: *mut ngx_proxy_wasm_runtime_t, token: u64) 
     guard(Some(rt.host), "timer_fired", (), || {
         if let Some(worker) = rt.runtime.running_worker() {
             worker.on_timer(token);
+        }
+    })
+}
+
+unsafe extern "C" fn call_data(
+    rt: *mut ngx_proxy_wasm_runtime_t,
+    token: u64,
+    data: ngx_proxy_wasm_str_t,
+) -> u32 {
+    // SAFETY: the shim passes its runtime and bytes it owns for the call.
+    let (rt, data) = unsafe { (runtime(rt), bytes(data)) };
+    let progress = guard(Some(rt.host), "call_data", CallProgress::Close, || {
+        match rt.runtime.running_worker() {
+            Some(worker) => worker.on_call_data(token as u32, data),
+            None => CallProgress::Close,
+        }
+    });
+    (match progress {
+        CallProgress::More => CallRc::NGX_PROXY_WASM_CALL_MORE,
+        CallProgress::KeepAlive => CallRc::NGX_PROXY_WASM_CALL_DONE_KEEPALIVE,
+        CallProgress::Close => CallRc::NGX_PROXY_WASM_CALL_DONE_CLOSE,
+    }) as u32
+}
+
+unsafe extern "C" fn call_end(
+    rt: *mut ngx_proxy_wasm_runtime_t,
+    token: u64,
+    why: u32,
+    detail: ngx_proxy_wasm_str_t,
+) {
+    // SAFETY: the shim passes its runtime and text it owns for the call.
+    let (rt, detail) = unsafe { (runtime(rt), bytes(detail)) };
+    let failure = match why {
+        w if w == CallEnd::NGX_PROXY_WASM_CALL_CLOSED as u32 => None,
+        w if w == CallEnd::NGX_PROXY_WASM_CALL_REFUSED as u32 => Some(CallFailure::Refused),
+        w if w == CallEnd::NGX_PROXY_WASM_CALL_TIMEOUT as u32 => Some(CallFailure::Timeout),
+        w if w == CallEnd::NGX_PROXY_WASM_CALL_RESOLVE as u32 => Some(CallFailure::Resolve),
+        _ => Some(CallFailure::Reset),
+    };
+    let detail = String::from_utf8_lossy(detail);
+    guard(Some(rt.host), "call_end", (), || {
+        if let Some(worker) = rt.runtime.running_worker() {
+            worker.on_call_end(token as u32, failure, &detail);
         }
     })
 }

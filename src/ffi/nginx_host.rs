@@ -5,15 +5,16 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::bindings::{
-    ngx_proxy_wasm_attribute_e as Attr, ngx_proxy_wasm_header_op_e as Op, ngx_proxy_wasm_headers_e as Map,
-    ngx_proxy_wasm_host_rc_e as Rc, ngx_proxy_wasm_host_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t,
-    ngx_proxy_wasm_value_kind_e as Kind, ngx_proxy_wasm_value_t,
+    ngx_proxy_wasm_attribute_e as Attr, ngx_proxy_wasm_call_params_t, ngx_proxy_wasm_header_op_e as Op,
+    ngx_proxy_wasm_headers_e as Map, ngx_proxy_wasm_host_rc_e as Rc, ngx_proxy_wasm_host_t,
+    ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_value_kind_e as Kind, ngx_proxy_wasm_value_t,
 };
 use super::{bytes, str_of};
 use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel, Status};
 use crate::host::{
-    Attribute, Fact, HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef, VariableError,
+    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef,
+    VariableError,
 };
 
 type LogFn = unsafe extern "C" fn(*mut c_void, u32, ngx_proxy_wasm_str_t, u32, ngx_proxy_wasm_str_t);
@@ -31,6 +32,12 @@ type VariableSetFn = unsafe extern "C" fn(*mut c_void, ngx_proxy_wasm_str_t, ngx
 type ScheduleResumeFn = unsafe extern "C" fn(*mut c_void);
 type TimerAddFn = unsafe extern "C" fn(u64, u64) -> *mut c_void;
 type TimerCancelFn = unsafe extern "C" fn(*mut c_void);
+type CallStartFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const ngx_proxy_wasm_call_params_t,
+    *mut ngx_proxy_wasm_str_t,
+) -> *mut c_void;
+type CallCancelFn = unsafe extern "C" fn(*mut c_void);
 
 pub struct NginxHost {
     log: LogFn,
@@ -45,6 +52,8 @@ pub struct NginxHost {
     schedule_resume: ScheduleResumeFn,
     timer_add: TimerAddFn,
     timer_cancel: TimerCancelFn,
+    call_start: CallStartFn,
+    call_cancel: CallCancelFn,
 }
 
 static HOST: OnceLock<NginxHost> = OnceLock::new();
@@ -69,6 +78,8 @@ impl NginxHost {
             schedule_resume: table.schedule_resume?,
             timer_add: table.timer_add?,
             timer_cancel: table.timer_cancel?,
+            call_start: table.call_start?,
+            call_cancel: table.call_cancel?,
         };
         Some(HOST.get_or_init(|| host))
     }
@@ -367,5 +378,31 @@ impl Host for NginxHost {
         // SAFETY: `timer` came from timer_add and has not fired: the
         // worker forgets a timer once it fired or was cancelled.
         unsafe { (self.timer_cancel)(timer.0 as *mut c_void) }
+    }
+
+    fn call_start(&self, request: Option<RequestRef>, params: &CallParams<'_>) -> Result<CallRef, String> {
+        let raw = ngx_proxy_wasm_call_params_t {
+            token: params.token.into(),
+            target: str_of(params.target),
+            data: str_of(params.data),
+            timeout_ms: params
+                .timeout
+                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
+        };
+        let mut err = ngx_proxy_wasm_str_t::default();
+        // SAFETY: see above; the shim copies what it keeps of the params,
+        // and an error it returns is static text.
+        let call = unsafe { (self.call_start)(request_ptr(request), &raw, &mut err) };
+        if call.is_null() {
+            // SAFETY: static text, per the shim's contract.
+            return Err(String::from_utf8_lossy(unsafe { bytes(err) }).into_owned());
+        }
+        Ok(CallRef(call as usize))
+    }
+
+    fn call_cancel(&self, call: CallRef) {
+        // SAFETY: `call` came from call_start and has not ended: the
+        // worker forgets a call once it ended or was cancelled.
+        unsafe { (self.call_cancel)(call.0 as *mut c_void) }
     }
 }

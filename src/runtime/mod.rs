@@ -26,7 +26,7 @@ use cache::Origin;
 use limits::{EpochTicker, InstanceLimits};
 use module::{ModuleSource, WasmModule};
 use vm::Vm;
-pub use worker::{FilterHandle, VmSlot, Worker};
+pub use worker::{CallProgress, FilterHandle, VmSlot, Worker};
 
 /// Bytes of a pooled memory or table slot reset by copying rather than
 /// unmapped (see `Runtime::new`): more than a typical filter's working set.

@@ -14,7 +14,9 @@ use wasmtime::{
 
 use crate::abi::hostcalls::ProcExit;
 use crate::abi::state::{Callback, Context, Direction, FilterInfo, Frame, HostState, StreamState};
-use crate::abi::LogLevel;
+use crate::abi::{LogLevel, Status};
+use crate::callout::http1::Response;
+use crate::callout::CallFailure;
 use crate::host::Host;
 use crate::runtime::module::WasmModule;
 
@@ -66,6 +68,7 @@ struct Callbacks {
     done: Lazy<i32, i32>,
     delete: Lazy<i32, ()>,
     tick: Lazy<i32, ()>,
+    http_call_response: Lazy<(i32, i32, i32, i32, i32), ()>,
 }
 
 /// Header callbacks take `end_of_stream` since ABI 0.2.0.
@@ -128,6 +131,7 @@ impl Vm {
             failed: false,
             failed_at: None,
         };
+        vm.store.data_mut().generation = vm.generation;
         vm.start(&instance)?;
         Ok(vm)
     }
@@ -224,6 +228,60 @@ impl Vm {
             Some(f) => self.call(root_id, Callback::Tick, |store| f.call(store, root_id as i32)),
             None => Ok(()),
         }
+    }
+
+    /// A call of a root context ended: `on_http_call_response` with the
+    /// response's maps and body in reach, or with none for a failure
+    /// (`proxy_get_status` tells why).
+    pub fn on_http_call_response(
+        &mut self,
+        root_id: u32,
+        token: u32,
+        outcome: Result<Rc<Response>, CallFailure>,
+    ) -> Result<(), Trapped> {
+        let callbacks = self.callbacks.clone();
+        let Some(f) = callbacks.http_call_response.get(&mut self.store) else {
+            return Ok(());
+        };
+        let (args, response, status) = match outcome {
+            Ok(response) => (
+                (
+                    response.headers.len(),
+                    response.body.len(),
+                    response.trailers.len(),
+                ),
+                Some(response),
+                (Status::Ok as u32, Vec::new()),
+            ),
+            // a failed call's maps are empty, not missing: SDKs panic on
+            // an error status when they read them
+            Err(failure) => (
+                (0, 0, 0),
+                Some(Rc::new(Response::default())),
+                (
+                    Status::BrokenConnection as u32,
+                    failure.as_str().as_bytes().to_vec(),
+                ),
+            ),
+        };
+        let state = self.store.data_mut();
+        state.call_response = response;
+        state.call_status = status;
+        let (headers, body, trailers) = args;
+        let result = self.call(root_id, Callback::HttpCallResponse, |store| {
+            f.call(
+                store,
+                (
+                    root_id as i32,
+                    token as i32,
+                    headers as i32,
+                    body as i32,
+                    trailers as i32,
+                ),
+            )
+        });
+        self.store.data_mut().call_response = None;
+        result
     }
 
     /// Ends the root contexts (`on_done`, `on_delete`), before an instance
@@ -437,6 +495,7 @@ impl Callbacks {
             done: Lazy::new(instance, module, "proxy_on_done"),
             delete: Lazy::new(instance, module, "proxy_on_delete"),
             tick: Lazy::new(instance, module, "proxy_on_tick"),
+            http_call_response: Lazy::new(instance, module, "proxy_on_http_call_response"),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use super::vm::Vm;
 use super::Filter;
 use crate::abi::state::FilterInfo;
 use crate::abi::LogLevel;
+use crate::callout::{self, http1::Response, CallFailure, Fed, Origin};
 use crate::host::{Host, TimerRef};
 
 /// An instance slot. A failed shared instance is replaced in place;
@@ -70,6 +71,16 @@ impl Backoff {
     }
 }
 
+/// What became of bytes of a call's response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallProgress {
+    More,
+    /// Whole; the connection may serve another call.
+    KeepAlive,
+    /// Whole or broken; the connection closes.
+    Close,
+}
+
 /// A root context's tick: `on_tick` every `period`, in a shared instance.
 struct Tick {
     module: usize,
@@ -90,6 +101,8 @@ pub struct Worker {
     /// Ticks by the token their timers carry.
     ticks: RefCell<HashMap<u64, Tick>>,
     next_token: RefCell<u64>,
+    /// Every live instance by generation: where calls come back to.
+    instances: RefCell<HashMap<u64, Weak<RefCell<Option<Vm>>>>>,
     _epoch: Option<EpochTicker>,
 }
 
@@ -109,6 +122,7 @@ impl Worker {
                 None
             }
         };
+        callout::enable(true);
         let worker = Worker {
             host,
             modules: modules.to_vec(),
@@ -117,6 +131,7 @@ impl Worker {
             backoff: RefCell::new(modules.iter().map(|_| Backoff::default()).collect()),
             ticks: RefCell::new(HashMap::new()),
             next_token: RefCell::new(1),
+            instances: RefCell::new(HashMap::new()),
             _epoch: epoch,
         };
         for module in 0..modules.len() {
@@ -127,8 +142,10 @@ impl Worker {
         Rc::new(worker)
     }
 
-    /// Stops the ticks (at worker exit).
+    /// Stops the ticks and the calls in flight (at worker exit).
     pub fn shutdown(&self) {
+        callout::enable(false);
+        callout::cancel_all(self.host);
         for (_, tick) in self.ticks.borrow_mut().drain() {
             if let Some(timer) = tick.timer {
                 self.host.timer_cancel(timer);
@@ -155,6 +172,14 @@ impl Worker {
         }
         let mut vm = self.instantiate(module, &ids);
         let started = vm.as_ref().map(|vm| vm.generation);
+        let mut instances = self.instances.borrow_mut();
+        if let Some(old) = old {
+            instances.remove(&old);
+        }
+        if let Some(generation) = started {
+            instances.insert(generation, Rc::downgrade(&self.vms[module]));
+        }
+        drop(instances);
         let requests = vm.as_mut().map(|vm| vm.take_tick_requests()).unwrap_or_default();
         *self.vms[module].borrow_mut() = vm;
         match started {
@@ -254,8 +279,96 @@ impl Worker {
     /// An instance of a module for one request (`proxy_wasm_isolation`),
     /// with the root contexts of the given filters.
     pub fn private_instance(&self, module: usize, filter_ids: &[usize]) -> Option<VmSlot> {
-        self.instantiate(module, filter_ids)
-            .map(|vm| Rc::new(RefCell::new(Some(vm))))
+        let vm = self.instantiate(module, filter_ids)?;
+        let generation = vm.generation;
+        let slot = Rc::new(RefCell::new(Some(vm)));
+        self.instances
+            .borrow_mut()
+            .insert(generation, Rc::downgrade(&slot));
+        Some(slot)
+    }
+
+    /// An instance made for a request goes with it.
+    pub fn forget_instance(&self, generation: u64) {
+        self.instances.borrow_mut().remove(&generation);
+    }
+
+    /// Bytes of a call's response came: whether the response is whole,
+    /// and then whether its connection may serve another call.
+    pub fn on_call_data(&self, token: u32, bytes: &[u8]) -> CallProgress {
+        match callout::feed(token, bytes) {
+            Fed::More => CallProgress::More,
+            Fed::Unknown => CallProgress::Close,
+            Fed::Done(origin, outcome) => {
+                let keep_alive = outcome.as_ref().is_ok_and(|response| response.keep_alive);
+                self.deliver(origin, outcome, "");
+                if keep_alive {
+                    CallProgress::KeepAlive
+                } else {
+                    CallProgress::Close
+                }
+            }
+        }
+    }
+
+    /// A call ended without a whole response: a failure, or a connection
+    /// closed at the end of a body that ends so.
+    pub fn on_call_end(&self, token: u32, failure: Option<CallFailure>, detail: &str) {
+        if let Some((origin, outcome)) = callout::end(token, failure) {
+            self.deliver(origin, outcome, detail);
+        }
+    }
+
+    /// `on_http_call_response` in the instance that made the call, if it
+    /// still lives; a failure is logged first.
+    fn deliver(&self, origin: Origin, outcome: Result<Rc<Response>, CallFailure>, detail: &str) {
+        if let Err(failure) = &outcome {
+            let why = match failure {
+                CallFailure::Malformed(why) => format!("malformed response: {why}"),
+                other if detail.is_empty() => other.as_str().to_string(),
+                other => format!("{} ({detail})", other.as_str()),
+            };
+            let message = format!(
+                "http call #{} to \"{}\" failed: {why}",
+                origin.token, origin.target
+            );
+            let name = self
+                .instances
+                .borrow()
+                .get(&origin.instance)
+                .and_then(Weak::upgrade)
+                .and_then(|slot| slot.borrow().as_ref().map(|vm| vm.module.name.clone()));
+            let name = name.as_deref().unwrap_or("ngx_proxy_wasm");
+            self.host.log(
+                origin.request,
+                LogLevel::Error,
+                name,
+                origin.root_id,
+                message.as_bytes(),
+            );
+        }
+        let slot = self
+            .instances
+            .borrow()
+            .get(&origin.instance)
+            .and_then(Weak::upgrade);
+        let Some(slot) = slot else {
+            return;
+        };
+        let requests = {
+            let mut vm = slot.borrow_mut();
+            let Some(vm) = vm
+                .as_mut()
+                .filter(|vm| vm.generation == origin.instance && !vm.failed)
+            else {
+                return;
+            };
+            let _ = vm.on_http_call_response(origin.root_id, origin.token, outcome);
+            vm.take_tick_requests()
+        };
+        if let Some(module) = self.vms.iter().position(|shared| Rc::ptr_eq(shared, &slot)) {
+            self.apply_ticks(module, origin.instance, requests);
+        }
     }
 
     /// Acts on the tick periods a shared instance's root contexts set.

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Linker};
 
@@ -14,7 +14,9 @@ use crate::abi::pairs::{self, Pair};
 use crate::abi::properties::{self, SetError};
 use crate::abi::state::{Callback, Context, Direction, HostState, LocalResponse, StreamState, Trailers};
 use crate::abi::{BufferType, LogLevel, MapType, Status};
-use crate::host::{HeaderError, HeaderMap, HeaderOp, RequestRef};
+use crate::callout::http1::{self, RequestError, Response};
+use crate::callout::{self, Origin};
+use crate::host::{CallParams, HeaderError, HeaderMap, HeaderOp, RequestRef};
 
 type Result = Outcome<Status>;
 type Call<'a, 'b> = &'a mut Caller<'b, HostState>;
@@ -48,6 +50,13 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         (map: i32, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32));
     host_fn!(linker, "env", "proxy_remove_header_map_value", remove_header_map_value,
         (map: i32, key_ptr: i32, key_len: i32));
+    host_fn!(linker, "env", "proxy_http_call", http_call,
+        (upstream_ptr: i32, upstream_len: i32, headers_ptr: i32, headers_len: i32, body_ptr: i32,
+         body_len: i32, trailers_ptr: i32, trailers_len: i32, timeout_ms: i32, ret_token: i32));
+    host_fn!(linker, "env", "proxy_dispatch_http_call", http_call,
+        (upstream_ptr: i32, upstream_len: i32, headers_ptr: i32, headers_len: i32, body_ptr: i32,
+         body_len: i32, trailers_ptr: i32, trailers_len: i32, timeout_ms: i32, ret_token: i32));
+    host_fn!(linker, "env", "proxy_get_status", get_status, (ret_code: i32, ret_ptr: i32, ret_size: i32));
     host_fn!(linker, "env", "proxy_get_property", get_property,
         (path_ptr: i32, path_len: i32, ret_ptr: i32, ret_size: i32));
     host_fn!(linker, "env", "proxy_set_property", set_property,
@@ -89,9 +98,6 @@ macro_rules! unimplemented_functions {
 unimplemented_functions! {
     "proxy_done"(),
     "proxy_clear_route_cache"(),
-    "proxy_get_status"(i32, i32, i32),
-    "proxy_http_call"(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32),
-    "proxy_dispatch_http_call"(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32),
     "proxy_grpc_call"(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32),
     "proxy_grpc_stream"(i32, i32, i32, i32, i32, i32, i32, i32, i32),
     "proxy_grpc_send"(i32, i32, i32, i32),
@@ -222,9 +228,85 @@ fn set_property(caller: Call, path_ptr: i32, path_len: i32, value_ptr: i32, valu
     Err(status.into())
 }
 
+/// Starts an HTTP call from the current context; its response comes to
+/// the context's root context (`on_http_call_response`), with the token.
+#[allow(clippy::too_many_arguments)]
+fn http_call(
+    caller: Call,
+    upstream_ptr: i32,
+    upstream_len: i32,
+    headers_ptr: i32,
+    headers_len: i32,
+    body_ptr: i32,
+    body_len: i32,
+    trailers_ptr: i32,
+    trailers_len: i32,
+    timeout_ms: i32,
+    ret_token: i32,
+) -> Result {
+    let mem = memory(caller)?;
+    let data = mem.data(&*caller);
+    // the token's slot is checked before anything starts
+    memory::check(data, ret_token as u32, 4)?;
+    let upstream = slice(data, upstream_ptr as u32, upstream_len as u32)?;
+    let headers = slice(data, headers_ptr as u32, headers_len as u32)?;
+    let body = slice(data, body_ptr as u32, body_len as u32)?;
+    let trailers = slice(data, trailers_ptr as u32, trailers_len as u32)?;
+    let state = caller.data();
+    let refuse = |why: String| {
+        state.log(
+            LogLevel::Error,
+            format!("http call to {:?}: {why}", String::from_utf8_lossy(upstream)).as_bytes(),
+        );
+        Status::BadArgument
+    };
+    let headers = pairs::parse(headers).map_err(|e| refuse(format!("bad headers ({e:?})")))?;
+    let trailers = pairs::parse(trailers).map_err(|e| refuse(format!("bad trailers ({e:?})")))?;
+    let request = http1::encode_request(&headers, body, &trailers).map_err(|e| {
+        refuse(match e {
+            RequestError::Missing(name) => format!("{name} is required"),
+            RequestError::Invalid(what) => format!("invalid {what}"),
+        })
+    })?;
+    if !callout::enabled() {
+        state.log(LogLevel::Error, b"http calls can be made once workers run");
+        return Err(Status::InternalFailure.into());
+    }
+    let root_id = state.root_id().ok_or(Status::BadArgument)?;
+    let request_ref = state.request();
+    let token = callout::next_token();
+    let params = CallParams {
+        token,
+        target: upstream,
+        data: &request.bytes,
+        timeout: (timeout_ms as u32 > 0).then(|| Duration::from_millis(timeout_ms as u32 as u64)),
+    };
+    let call = state.host.call_start(request_ref, &params).map_err(refuse)?;
+    let origin = Origin {
+        token,
+        instance: state.generation,
+        root_id,
+        request: request_ref,
+        target: String::from_utf8_lossy(upstream).into_owned(),
+    };
+    callout::register(call, origin, request.head);
+    store_u32(caller, ret_token, token)
+}
+
+/// The outcome of the last call: OK, or BROKEN_CONNECTION with why.
+fn get_status(caller: Call, ret_code: i32, ret_ptr: i32, ret_size: i32) -> Result {
+    let (code, message) = caller.data().call_status.clone();
+    store_u32(caller, ret_code, code)?;
+    copy_out(caller, ret_ptr, ret_size, message.len(), |out| {
+        out.copy_from_slice(&message)
+    })
+}
+
 /// A buffer a filter can reach now.
 enum Buffer {
     Configuration(Arc<[u8]>),
+    /// The body of the response `on_http_call_response` is given.
+    CallBody(Rc<Response>),
     /// The body data in the hands of a filter (by its place in the chain).
     Body(Rc<RefCell<StreamState>>, Direction, usize),
 }
@@ -233,6 +315,7 @@ impl Buffer {
     fn with<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         match self {
             Buffer::Configuration(bytes) => f(bytes),
+            Buffer::CallBody(response) => f(&response.body),
             Buffer::Body(stream, direction, index) => {
                 let stream = stream.borrow();
                 let held = stream.bodies[*direction as usize][*index].as_ref();
@@ -255,6 +338,7 @@ fn buffer(state: &HostState, kind: BufferType) -> Option<Buffer> {
         }
         BufferType::HttpRequestBody => Direction::Request,
         BufferType::HttpResponseBody => Direction::Response,
+        BufferType::HttpCallResponseBody => return state.call_response.clone().map(Buffer::CallBody),
         _ => return None,
     };
     let (stream, index) = state.http().ok()?;
@@ -390,6 +474,16 @@ fn header_map(state: &HostState, map: i32) -> std::result::Result<(RequestRef, H
 /// Lends the entries of a header map to `visit`, which may call the guest
 /// allocator: the host functions that could change the map cannot run then.
 fn with_headers(caller: Call, map: i32, visit: impl FnOnce(Call, &[Pair<'_>]) -> Result) -> Result {
+    if let Some(fields) = call_response_map(caller.data(), map) {
+        let response = fields?;
+        let fields = if MapType::from_raw(map as u32) == Some(MapType::HttpCallResponseHeaders) {
+            &response.headers
+        } else {
+            &response.trailers
+        };
+        let pairs: Vec<Pair<'_>> = fields.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        return visit(caller, &pairs);
+    }
     let (request, map) = header_map(caller.data(), map)?;
     let host = caller.data().host;
     let mut visit = Some(visit);
@@ -401,6 +495,18 @@ fn with_headers(caller: Call, map: i32, visit: impl FnOnce(Call, &[Pair<'_>]) ->
         Ok(())
     })?;
     outcome
+}
+
+/// The response of the call `on_http_call_response` is given, for the
+/// call response maps (None for other maps; `BAD_ARGUMENT` outside the
+/// callback, as in Envoy).
+fn call_response_map(state: &HostState, map: i32) -> Option<std::result::Result<Rc<Response>, Status>> {
+    match MapType::from_raw(map as u32)? {
+        MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers => {
+            Some(state.call_response.clone().ok_or(Status::BadArgument))
+        }
+        _ => None,
+    }
 }
 
 fn get_header_map_size(caller: Call, map: i32, ret_size: i32) -> Result {
@@ -434,6 +540,20 @@ fn get_header_map_value(
     ret_size: i32,
 ) -> Result {
     let key = read_bytes(caller, key_ptr, key_len)?;
+    if call_response_map(caller.data(), map).is_some() {
+        let mut value = None;
+        with_headers(caller, map, |_, pairs| {
+            value = pairs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+                .map(|(_, v)| v.to_vec());
+            Ok(())
+        })?;
+        let value = value.ok_or(Status::NotFound)?;
+        return copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
+            out.copy_from_slice(&value)
+        });
+    }
     let (request, map) = header_map(caller.data(), map)?;
     let key = HeaderName::lookup(map, &key);
     let missing_is_empty = caller.data().module.abi.missing_header_is_empty();

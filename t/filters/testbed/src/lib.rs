@@ -37,6 +37,49 @@ extern "C" {
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
     fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *const u8, size: *mut usize) -> u32;
     fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+    fn proxy_get_status(code: *mut u32, data: *mut *const u8, size: *mut usize) -> u32;
+}
+
+/// `call <target> <method> <path> [<authority> [<timeout ms> [<body> [<header:value>...]]]]`:
+/// dispatches an HTTP call with the SDK and logs the token or the error.
+fn dispatch(args: &[String]) {
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    let authority = if arg(4).is_empty() { "localhost" } else { arg(4) };
+    let mut headers = vec![(":method", arg(2)), (":path", arg(3)), (":authority", authority)];
+    headers.retain(|(_, v)| *v != "-");
+    for extra in args.iter().skip(7) {
+        headers.push(extra.split_once(':').unwrap_or((extra.as_str(), "")));
+    }
+    let timeout = std::time::Duration::from_millis(arg(5).parse().unwrap_or(0));
+    let body = args.get(6).filter(|b| b.as_str() != "-").map(String::as_bytes);
+    match proxy_wasm::hostcalls::dispatch_http_call(arg(1), headers, body, vec![], timeout) {
+        Ok(token) => info!("dispatched call #{} to {}", token, arg(1)),
+        Err(status) => info!("dispatch to {} failed: {:?}", arg(1), status),
+    }
+}
+
+/// Logs what `on_http_call_response` is given, as the SDK reads it.
+fn log_call_response(token: u32, headers: usize, body_size: usize, trailers: usize) {
+    info!("call #{} response: {} headers, {} bytes, {} trailers", token, headers, body_size, trailers);
+    for (name, value) in proxy_wasm::hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap() {
+        if name == ":status" || name.starts_with("x-") {
+            info!("call #{} header \"{}: {}\"", token, name, value);
+        }
+    }
+    if let Some(body) = proxy_wasm::hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap() {
+        info!("call #{} body \"{}\"", token, String::from_utf8_lossy(&body).trim_end());
+    }
+    for (name, value) in proxy_wasm::hostcalls::get_map(MapType::HttpCallResponseTrailers).unwrap() {
+        info!("call #{} trailer \"{}: {}\"", token, name, value);
+    }
+    let mut code = 0u32;
+    let mut data: *const u8 = std::ptr::null();
+    let mut size = 0usize;
+    unsafe { proxy_get_status(&mut code, &mut data, &mut size) };
+    let message = if data.is_null() { String::new() } else {
+        String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(data, size) }).into_owned()
+    };
+    info!("call #{} status {} \"{}\"", token, code, message);
 }
 
 /// A property path of a step: segments joined by NUL (`%00`).
@@ -64,14 +107,13 @@ fn log_property(path: &str) {
             } else {
                 String::new()
             };
-            info!(
-                "property {}: len={} hex={} text=\"{}\"{}",
-                shown(path),
-                bytes.len(),
-                hex(&bytes),
-                String::from_utf8_lossy(&bytes),
-                int
-            );
+            // bytes that are not printable (a newline would break the log
+            // line) show as dots
+            let text: String = bytes
+                .iter()
+                .map(|&b| if b == b' ' || b.is_ascii_graphic() { b as char } else { '.' })
+                .collect();
+            info!("property {}: len={} hex={} text=\"{}\"{}", shown(path), bytes.len(), hex(&bytes), text, int);
         }
         Ok(None) => info!("property {}: missing", shown(path)),
         Err(status) => info!("property {}: error {:?}", shown(path), status),
@@ -419,6 +461,7 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 info!("set_property with a bad value: {}", proxy_set_property(b"x".as_ptr(), 1, huge as *const u8, 64));
                 info!("get_property with an empty path: {}", proxy_get_property(path.as_ptr(), 0, &mut data, &mut size));
             },
+            "call" => dispatch(args),
             "count" => {
                 let count = COUNT.with(|c| {
                     *c.borrow_mut() += 1;
@@ -453,6 +496,12 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                     unsafe { std::ptr::write_volatile(&mut i, std::ptr::read_volatile(&i).wrapping_add(1)) };
                 }
             }
+            "when_count" => {
+                // runs an op when the instance's count is at a value
+                if COUNT.with(|c| c.borrow().to_string()) == arg(1) {
+                    run_op(&args[2..], when, context_id, given, outcome);
+                }
+            }
             "at_end" => {
                 if given.end_of_stream {
                     run_op(&args[1..], when, context_id, given, outcome);
@@ -469,6 +518,11 @@ struct Root {
 }
 
 impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, trailers: usize) {
+        log_call_response(token, headers, body_size, trailers);
+        run(&self.script, "call_response", self.context_id);
+    }
+
     fn on_done(&mut self) -> bool {
         run(&self.script, "root_done", self.context_id);
         true
@@ -536,6 +590,11 @@ impl Http {
 }
 
 impl Context for Http {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, trailers: usize) {
+        log_call_response(token, headers, body_size, trailers);
+        run(&self.script, "call_response", self.context_id);
+    }
+
     fn on_done(&mut self) -> bool {
         self.callback("done", String::new());
         true

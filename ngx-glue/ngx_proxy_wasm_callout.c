@@ -1,0 +1,789 @@
+/*
+ * The transport of HTTP calls (proxy_http_call): a connection on nginx's
+ * event loop to "ip:port", "host:port" (nginx's resolver) or
+ * "unix:/path", the request's bytes out, the response's bytes in to the
+ * Rust library (which speaks HTTP), and idle connections kept for the
+ * next call to the same address.
+ *
+ * Nothing here calls Rust from inside call_start (which runs inside a
+ * guest call): outcomes reach Rust only from event handlers.
+ */
+
+#include "ngx_http_proxy_wasm.h"
+
+
+#define NGX_PROXY_WASM_CALL_READ_SIZE   16384
+/* idle connections kept, in all */
+#define NGX_PROXY_WASM_IDLE_MAX         64
+#define NGX_PROXY_WASM_IDLE_TIMEOUT     60000
+/* connect, send and read timeouts, and a call's own by default */
+#define NGX_PROXY_WASM_CALL_IO_TIMEOUT  60000
+
+
+typedef struct {
+    ngx_queue_t                 queue;
+    ngx_connection_t           *connection;
+    socklen_t                   socklen;
+    u_char                      sockaddr[NGX_SOCKADDRLEN];
+} ngx_proxy_wasm_idle_t;
+
+
+typedef struct {
+    uint64_t                    token;
+    ngx_pool_t                 *pool;
+    ngx_log_t                  *log;
+    ngx_peer_connection_t       peer;
+    ngx_str_t                   target;
+    ngx_url_t                   url;
+    ngx_resolver_ctx_t         *resolving;
+    ngx_msec_t                  resolver_timeout;
+    ngx_resolver_t             *resolver;
+    ngx_str_t                   out;         /* the request */
+    size_t                      sent;
+    /* the call's own timeout */
+    ngx_event_t                 deadline;
+    /* posted to end the call from the event loop */
+    ngx_event_t                 report;
+    uint32_t                    why;         /* ngx_proxy_wasm_call_end_e */
+    ngx_str_t                   detail;
+    ngx_queue_t                 queue;       /* in ngx_proxy_wasm_calls */
+    unsigned                    reused:1;    /* an idle connection */
+    unsigned                    received:1;  /* response bytes came */
+    unsigned                    retried:1;
+} ngx_proxy_wasm_call_t;
+
+
+static void ngx_proxy_wasm_call_resolved(ngx_resolver_ctx_t *ctx);
+static void ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call);
+static void ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call);
+static void ngx_proxy_wasm_call_write_handler(ngx_event_t *wev);
+static void ngx_proxy_wasm_call_read_handler(ngx_event_t *rev);
+static void ngx_proxy_wasm_call_fail(ngx_proxy_wasm_call_t *call,
+    uint32_t why, const char *detail);
+static void ngx_proxy_wasm_call_report(ngx_event_t *ev);
+static void ngx_proxy_wasm_call_timeout(ngx_event_t *ev);
+static void ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, uint32_t why);
+static void ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call,
+    ngx_uint_t keep);
+static ngx_connection_t *ngx_proxy_wasm_idle_take(struct sockaddr *sa,
+    socklen_t socklen);
+static void ngx_proxy_wasm_idle_put(ngx_connection_t *c, struct sockaddr *sa,
+    socklen_t socklen);
+static void ngx_proxy_wasm_idle_handler(ngx_event_t *ev);
+static void ngx_proxy_wasm_idle_close(ngx_proxy_wasm_idle_t *idle);
+
+
+/* this process's calls and idle connections */
+static ngx_queue_t  ngx_proxy_wasm_calls;
+static ngx_queue_t  ngx_proxy_wasm_idle;
+static ngx_uint_t   ngx_proxy_wasm_nidle;
+
+
+static void
+ngx_proxy_wasm_call_queues_init(void)
+{
+    if (ngx_proxy_wasm_calls.next == NULL) {
+        ngx_queue_init(&ngx_proxy_wasm_calls);
+        ngx_queue_init(&ngx_proxy_wasm_idle);
+    }
+}
+
+
+/* nginx's resolver for the request's location, or http{}'s */
+static ngx_http_core_loc_conf_t *
+ngx_proxy_wasm_call_core_conf(ngx_http_request_t *r)
+{
+    ngx_http_conf_ctx_t  *http;
+
+    if (r != NULL && !ngx_http_proxy_wasm_request_gone(r)) {
+        return ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    }
+
+    if (ngx_cycle->conf_ctx == NULL) {
+        return NULL;
+    }
+
+    http = (ngx_http_conf_ctx_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                                ngx_http_module);
+
+    return http ? http->loc_conf[ngx_http_core_module.ctx_index] : NULL;
+}
+
+
+void *
+ngx_proxy_wasm_call_start(void *request,
+    const ngx_proxy_wasm_call_params_t *params, ngx_proxy_wasm_str_t *err)
+{
+    ngx_http_request_t  *r = request;
+
+    ngx_pool_t                *pool;
+    ngx_msec_t                 timeout;
+    ngx_proxy_wasm_call_t     *call;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_proxy_wasm_call_queues_init();
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        goto failed;
+    }
+
+    call = ngx_pcalloc(pool, sizeof(ngx_proxy_wasm_call_t));
+    if (call == NULL) {
+        goto failed;
+    }
+
+    call->pool = pool;
+    call->token = params->token;
+    call->log = (r && !ngx_http_proxy_wasm_request_gone(r))
+                ? r->connection->log : ngx_cycle->log;
+
+    call->target.len = params->target.len;
+    call->target.data = ngx_pnalloc(pool, params->target.len + 1);
+    call->out.len = params->data.len;
+    call->out.data = ngx_pnalloc(pool, params->data.len + 1);
+
+    if (call->target.data == NULL || call->out.data == NULL) {
+        goto failed;
+    }
+
+    ngx_memcpy(call->target.data, params->target.data, params->target.len);
+    ngx_memcpy(call->out.data, params->data.data, params->data.len);
+
+    call->url.url = call->target;
+    call->url.default_port = 80;
+    call->url.no_resolve = 1;
+
+    if (call->target.len == 0
+        || ngx_parse_url(pool, &call->url) != NGX_OK
+        || call->url.uri.len)
+    {
+        err->data = (uint8_t *) (call->url.err ? call->url.err
+                                               : "not host:port or unix:path");
+        err->len = ngx_strlen(err->data);
+        ngx_destroy_pool(pool);
+        return NULL;
+    }
+
+    if (call->url.naddrs == 0) {
+        clcf = ngx_proxy_wasm_call_core_conf(r);
+
+        if (clcf == NULL || clcf->resolver == NULL
+            || clcf->resolver->connections.nelts == 0)
+        {
+            ngx_str_set(err, "a host name, and no resolver is configured");
+            ngx_destroy_pool(pool);
+            return NULL;
+        }
+
+        call->resolver = clcf->resolver;
+        call->resolver_timeout = clcf->resolver_timeout;
+    }
+
+    call->deadline.handler = ngx_proxy_wasm_call_timeout;
+    call->deadline.data = call;
+    call->deadline.log = call->log;
+    call->deadline.cancelable = 1;
+
+    call->report.handler = ngx_proxy_wasm_call_report;
+    call->report.data = call;
+    call->report.log = call->log;
+
+    timeout = params->timeout_ms ? (ngx_msec_t) params->timeout_ms
+                                 : NGX_PROXY_WASM_CALL_IO_TIMEOUT;
+    ngx_add_timer(&call->deadline, ngx_min(timeout, NGX_MAX_INT32_VALUE));
+
+    ngx_queue_insert_tail(&ngx_proxy_wasm_calls, &call->queue);
+
+    if (call->resolver == NULL) {
+        call->peer.sockaddr = call->url.addrs[0].sockaddr;
+        call->peer.socklen = call->url.addrs[0].socklen;
+        call->peer.name = &call->url.addrs[0].name;
+        ngx_proxy_wasm_call_connect(call);
+        return call;
+    }
+
+    call->resolving = ngx_resolve_start(call->resolver, NULL);
+
+    if (call->resolving == NULL || call->resolving == NGX_NO_RESOLVER) {
+        call->resolving = NULL;
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESOLVE,
+                                 "cannot start resolving");
+        return call;
+    }
+
+    call->resolving->name = call->url.host;
+    call->resolving->handler = ngx_proxy_wasm_call_resolved;
+    call->resolving->data = call;
+    call->resolving->timeout = call->resolver_timeout;
+
+    if (ngx_resolve_name(call->resolving) != NGX_OK) {
+        call->resolving = NULL;
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESOLVE,
+                                 "cannot resolve");
+    }
+
+    return call;
+
+failed:
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
+
+    ngx_str_set(err, "out of memory");
+    return NULL;
+}
+
+
+void
+ngx_proxy_wasm_call_cancel(void *call)
+{
+    ngx_proxy_wasm_call_free(call, 0);
+}
+
+
+static void
+ngx_proxy_wasm_call_resolved(ngx_resolver_ctx_t *ctx)
+{
+    ngx_proxy_wasm_call_t  *call = ctx->data;
+
+    size_t            len;
+    u_char           *p;
+    ngx_str_t        *name;
+    struct sockaddr  *sa;
+
+    call->resolving = NULL;
+
+    if (ctx->state || ctx->naddrs == 0) {
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESOLVE,
+                                 ctx->state ? ngx_resolver_strerror(ctx->state)
+                                            : "no address");
+        ngx_resolve_name_done(ctx);
+        return;
+    }
+
+    /* the first address; the context's memory goes with it */
+    sa = ngx_palloc(call->pool, ctx->addrs[0].socklen);
+    name = ngx_palloc(call->pool, sizeof(ngx_str_t));
+    p = ngx_pnalloc(call->pool, NGX_SOCKADDR_STRLEN);
+
+    if (sa == NULL || name == NULL || p == NULL) {
+        ngx_resolve_name_done(ctx);
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_REFUSED,
+                                 "out of memory");
+        return;
+    }
+
+    ngx_memcpy(sa, ctx->addrs[0].sockaddr, ctx->addrs[0].socklen);
+    call->peer.socklen = ctx->addrs[0].socklen;
+    ngx_resolve_name_done(ctx);
+
+    ngx_inet_set_port(sa, call->url.port);
+    len = ngx_sock_ntop(sa, call->peer.socklen, p, NGX_SOCKADDR_STRLEN, 1);
+
+    name->data = p;
+    name->len = len;
+    call->peer.sockaddr = sa;
+    call->peer.name = name;
+
+    ngx_proxy_wasm_call_connect(call);
+}
+
+
+static void
+ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    /* a retry follows a stale idle connection: it takes a fresh one */
+    c = call->retried ? NULL : ngx_proxy_wasm_idle_take(call->peer.sockaddr,
+                                                        call->peer.socklen);
+
+    if (c != NULL) {
+        call->reused = 1;
+
+    } else {
+        call->reused = 0;
+        call->peer.get = ngx_event_get_peer;
+        call->peer.log = call->log;
+        call->peer.log_error = NGX_ERROR_ERR;
+
+        rc = ngx_event_connect_peer(&call->peer);
+
+        if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_REFUSED,
+                                     "cannot connect");
+            return;
+        }
+
+        c = call->peer.connection;
+
+        if (rc == NGX_AGAIN) {
+            c->data = call;
+            c->read->handler = ngx_proxy_wasm_call_read_handler;
+            c->write->handler = ngx_proxy_wasm_call_write_handler;
+            c->log = call->log;
+            c->read->log = call->log;
+            c->write->log = call->log;
+            ngx_add_timer(c->write, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+            return;
+        }
+    }
+
+    call->peer.connection = c;
+    c->data = call;
+    c->idle = 0;
+    c->log = call->log;
+    c->read->log = call->log;
+    c->write->log = call->log;
+    c->read->handler = ngx_proxy_wasm_call_read_handler;
+    c->write->handler = ngx_proxy_wasm_call_write_handler;
+
+    ngx_proxy_wasm_call_send(call);
+}
+
+
+/* whether a connect in progress succeeded */
+static ngx_int_t
+ngx_proxy_wasm_call_test_connect(ngx_connection_t *c)
+{
+    int        err;
+    socklen_t  len;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+        err = ngx_socket_errno;
+    }
+
+    if (err) {
+        (void) ngx_connection_error(c, err, "connect() failed");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
+{
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = call->peer.connection;
+
+    while (call->sent < call->out.len) {
+        n = c->send(c, call->out.data + call->sent,
+                    call->out.len - call->sent);
+
+        if (n == NGX_ERROR) {
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
+                                     "cannot send the request");
+            return;
+        }
+
+        if (n == NGX_AGAIN) {
+            ngx_add_timer(c->write, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
+                                         "cannot send the request");
+            }
+
+            return;
+        }
+
+        call->sent += n;
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    ngx_add_timer(c->read, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
+                                 "cannot read the response");
+        return;
+    }
+
+    /* data already waiting is read from the event loop, not from here */
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_proxy_wasm_call_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t       *c = wev->data;
+    ngx_proxy_wasm_call_t  *call = c->data;
+
+    if (wev->timedout) {
+        ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_TIMEOUT);
+        return;
+    }
+
+    if (call->sent == 0 && !call->reused
+        && ngx_proxy_wasm_call_test_connect(c) != NGX_OK)
+    {
+        ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_REFUSED);
+        return;
+    }
+
+    if (call->sent < call->out.len) {
+        ngx_proxy_wasm_call_send(call);
+    }
+}
+
+
+static void
+ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
+{
+    ngx_connection_t       *c = rev->data;
+    ngx_proxy_wasm_call_t  *call = c->data;
+
+    u_char                     buf[NGX_PROXY_WASM_CALL_READ_SIZE];
+    ssize_t                    n;
+    uint32_t                   rc;
+    ngx_proxy_wasm_str_t       data;
+    ngx_proxy_wasm_runtime_t  *rt;
+
+    if (rev->timedout) {
+        ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_TIMEOUT);
+        return;
+    }
+
+    if (call->sent < call->out.len) {
+        /* a connect failed, or the server answered early */
+        if (!call->reused && ngx_proxy_wasm_call_test_connect(c) != NGX_OK) {
+            ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_REFUSED);
+            return;
+        }
+    }
+
+    rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            ngx_add_timer(rev, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+
+            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+                ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_RESET);
+            }
+
+            return;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            if (call->reused && !call->received && !call->retried) {
+                /* the server had closed the idle connection: once more */
+                call->retried = 1;
+                ngx_close_connection(c);
+                call->peer.connection = NULL;
+                call->sent = 0;
+                ngx_proxy_wasm_call_connect(call);
+                return;
+            }
+
+            ngx_proxy_wasm_call_end(call, n == 0 ? NGX_PROXY_WASM_CALL_CLOSED
+                                                 : NGX_PROXY_WASM_CALL_RESET);
+            return;
+        }
+
+        call->received = 1;
+
+        if (rt == NULL) {
+            ngx_proxy_wasm_call_free(call, 0);
+            return;
+        }
+
+        data.data = buf;
+        data.len = n;
+
+        rc = ngx_proxy_wasm_api.call_data(rt, call->token, data);
+
+        switch (rc) {
+
+        case NGX_PROXY_WASM_CALL_MORE:
+            continue;
+
+        case NGX_PROXY_WASM_CALL_DONE_KEEPALIVE:
+            ngx_proxy_wasm_call_free(call, 1);
+            return;
+
+        default:
+            ngx_proxy_wasm_call_free(call, 0);
+            return;
+        }
+    }
+}
+
+
+/* fails the call from the event loop: its caller may be a guest call */
+static void
+ngx_proxy_wasm_call_fail(ngx_proxy_wasm_call_t *call, uint32_t why,
+    const char *detail)
+{
+    call->why = why;
+    call->detail.data = (u_char *) detail;
+    call->detail.len = ngx_strlen(detail);
+
+    if (!call->report.posted) {
+        ngx_post_event(&call->report, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_proxy_wasm_call_report(ngx_event_t *ev)
+{
+    ngx_proxy_wasm_call_t  *call = ev->data;
+
+    ngx_proxy_wasm_call_end(call, call->why);
+}
+
+
+static void
+ngx_proxy_wasm_call_timeout(ngx_event_t *ev)
+{
+    ngx_proxy_wasm_call_t  *call = ev->data;
+
+    call->detail.len = 0;
+    ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_TIMEOUT);
+}
+
+
+/* tells Rust why the call ended, and frees it */
+static void
+ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, uint32_t why)
+{
+    uint64_t                   token;
+    ngx_proxy_wasm_str_t       detail;
+    ngx_proxy_wasm_runtime_t  *rt;
+
+    token = call->token;
+
+    /* the detail lives in static memory or the call's pool */
+    detail.data = call->detail.data;
+    detail.len = (why == call->why) ? call->detail.len : 0;
+
+    if (detail.len == 0) {
+        detail.data = (uint8_t *) "";
+    }
+
+    /* freed first: the guest's callback may start other calls */
+    ngx_proxy_wasm_call_free(call, 0);
+
+    rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
+
+    if (rt != NULL) {
+        ngx_proxy_wasm_api.call_end(rt, token, why, detail);
+    }
+}
+
+
+static void
+ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call, ngx_uint_t keep)
+{
+    ngx_connection_t  *c;
+
+    if (call->deadline.timer_set) {
+        ngx_del_timer(&call->deadline);
+    }
+
+    if (call->report.posted) {
+        ngx_delete_posted_event(&call->report);
+    }
+
+    if (call->resolving) {
+        ngx_resolve_name_done(call->resolving);
+        call->resolving = NULL;
+    }
+
+    c = call->peer.connection;
+
+    if (c != NULL) {
+        if (c->read->posted) {
+            ngx_delete_posted_event(c->read);
+        }
+
+        if (keep && !c->read->eof && !c->read->error && !c->write->error) {
+            ngx_proxy_wasm_idle_put(c, call->peer.sockaddr,
+                                    call->peer.socklen);
+
+        } else {
+            ngx_close_connection(c);
+        }
+    }
+
+    ngx_queue_remove(&call->queue);
+    ngx_destroy_pool(call->pool);
+}
+
+
+static ngx_connection_t *
+ngx_proxy_wasm_idle_take(struct sockaddr *sa, socklen_t socklen)
+{
+    ngx_queue_t            *q;
+    ngx_connection_t       *c;
+    ngx_proxy_wasm_idle_t  *idle;
+
+    for (q = ngx_queue_head(&ngx_proxy_wasm_idle);
+         q != ngx_queue_sentinel(&ngx_proxy_wasm_idle);
+         q = ngx_queue_next(q))
+    {
+        idle = ngx_queue_data(q, ngx_proxy_wasm_idle_t, queue);
+
+        if (idle->socklen != socklen
+            || ngx_cmp_sockaddr((struct sockaddr *) idle->sockaddr, socklen,
+                                sa, socklen, 1) != NGX_OK)
+        {
+            continue;
+        }
+
+        c = idle->connection;
+        ngx_queue_remove(q);
+        ngx_proxy_wasm_nidle--;
+        ngx_free(idle);
+
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        return c;
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_proxy_wasm_idle_put(ngx_connection_t *c, struct sockaddr *sa,
+    socklen_t socklen)
+{
+    ngx_queue_t            *q;
+    ngx_proxy_wasm_idle_t  *idle;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (ngx_terminate || ngx_exiting || (size_t) socklen > NGX_SOCKADDRLEN) {
+        ngx_close_connection(c);
+        return;
+    }
+
+    if (ngx_proxy_wasm_nidle >= NGX_PROXY_WASM_IDLE_MAX) {
+        q = ngx_queue_head(&ngx_proxy_wasm_idle);
+        ngx_proxy_wasm_idle_close(ngx_queue_data(q, ngx_proxy_wasm_idle_t,
+                                                 queue));
+    }
+
+    idle = ngx_alloc(sizeof(ngx_proxy_wasm_idle_t), ngx_cycle->log);
+    if (idle == NULL) {
+        ngx_close_connection(c);
+        return;
+    }
+
+    idle->connection = c;
+    idle->socklen = socklen;
+    ngx_memcpy(idle->sockaddr, sa, socklen);
+    ngx_queue_insert_tail(&ngx_proxy_wasm_idle, &idle->queue);
+    ngx_proxy_wasm_nidle++;
+
+    c->data = idle;
+    c->idle = 1;
+    c->log = ngx_cycle->log;
+    c->read->log = ngx_cycle->log;
+    c->write->log = ngx_cycle->log;
+    c->read->handler = ngx_proxy_wasm_idle_handler;
+    c->write->handler = ngx_proxy_wasm_idle_handler;
+
+    ngx_add_timer(c->read, NGX_PROXY_WASM_IDLE_TIMEOUT);
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_proxy_wasm_idle_close(idle);
+        return;
+    }
+
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+}
+
+
+/* an idle connection: closed by the server, timed out, or shutting down */
+static void
+ngx_proxy_wasm_idle_handler(ngx_event_t *ev)
+{
+    ngx_connection_t       *c = ev->data;
+    ngx_proxy_wasm_idle_t  *idle = c->data;
+
+    int      n;
+    char     buf[1];
+
+    if (ev->write) {
+        return;
+    }
+
+    if (!c->close && !ev->timedout) {
+        n = recv(c->fd, buf, 1, MSG_PEEK);
+
+        if (n == -1 && ngx_socket_errno == NGX_EAGAIN) {
+            ev->ready = 0;
+
+            if (ngx_handle_read_event(c->read, 0) == NGX_OK) {
+                return;
+            }
+        }
+    }
+
+    ngx_proxy_wasm_idle_close(idle);
+}
+
+
+static void
+ngx_proxy_wasm_idle_close(ngx_proxy_wasm_idle_t *idle)
+{
+    ngx_queue_remove(&idle->queue);
+    ngx_proxy_wasm_nidle--;
+    ngx_close_connection(idle->connection);
+    ngx_free(idle);
+}
+
+
+/* at worker exit, after the runtime cancelled its calls: what is left */
+void
+ngx_proxy_wasm_calls_exit(void)
+{
+    ngx_queue_t  *q;
+
+    if (ngx_proxy_wasm_calls.next == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_proxy_wasm_calls)) {
+        q = ngx_queue_head(&ngx_proxy_wasm_calls);
+        ngx_proxy_wasm_call_free(ngx_queue_data(q, ngx_proxy_wasm_call_t,
+                                                queue), 0);
+    }
+
+    while (!ngx_queue_empty(&ngx_proxy_wasm_idle)) {
+        q = ngx_queue_head(&ngx_proxy_wasm_idle);
+        ngx_proxy_wasm_idle_close(ngx_queue_data(q, ngx_proxy_wasm_idle_t,
+                                                 queue));
+    }
+}
