@@ -1,7 +1,8 @@
 /*
  * The transport of HTTP calls (proxy_http_call): a connection on nginx's
- * event loop to "ip:port", "host:port" (nginx's resolver) or
- * "unix:/path", the request's bytes out, the response's bytes in to the
+ * event loop to a server of an upstream{} block (its round robin, weights,
+ * backup servers and failure marks, shared with proxy_pass), "ip:port",
+ * "host:port" (nginx's resolver) or "unix:/path", the request's bytes out, the response's bytes in to the
  * Rust library (which speaks HTTP), and idle connections kept for the
  * next call to the same address.
  *
@@ -47,6 +48,14 @@ typedef struct {
     uint32_t                    why;         /* ngx_proxy_wasm_call_end_e */
     ngx_str_t                   detail;
     ngx_queue_t                 queue;       /* in ngx_proxy_wasm_calls */
+    /* an upstream{} block's balancer */
+    ngx_event_get_peer_pt       balancer_get;
+    ngx_event_free_peer_pt      balancer_free;
+    void                       *balancer_data;
+    /* the balancer gave a server, not given back yet */
+    unsigned                    peer_chosen:1;
+    /* the server failed the call: the balancer counts it */
+    unsigned                    peer_failed:1;
     unsigned                    reused:1;    /* an idle connection */
     unsigned                    received:1;  /* response bytes came */
     unsigned                    retried:1;
@@ -89,6 +98,74 @@ ngx_proxy_wasm_call_queues_init(void)
 }
 
 
+/* an upstream{} block of that name */
+static ngx_http_upstream_srv_conf_t *
+ngx_proxy_wasm_call_upstream(ngx_str_t *name)
+{
+    ngx_uint_t                       i;
+    ngx_http_conf_ctx_t             *http;
+    ngx_http_upstream_srv_conf_t   **uscfp;
+    ngx_http_upstream_main_conf_t   *umcf;
+
+    if (ngx_cycle->conf_ctx == NULL) {
+        return NULL;
+    }
+
+    http = (ngx_http_conf_ctx_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                                ngx_http_module);
+    if (http == NULL) {
+        return NULL;
+    }
+
+    umcf = http->main_conf[ngx_http_upstream_module.ctx_index];
+    uscfp = umcf->upstreams.elts;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+        /* blocks only: proxy_pass makes implicit ones, without srv_conf */
+        if (uscfp[i]->srv_conf != NULL && uscfp[i]->peer.data != NULL
+            && uscfp[i]->host.len == name->len
+            && ngx_strncasecmp(uscfp[i]->host.data, name->data, name->len)
+               == 0)
+        {
+            return uscfp[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/* the block's round robin, as proxy_pass uses it */
+static ngx_int_t
+ngx_proxy_wasm_call_balancer(ngx_proxy_wasm_call_t *call,
+    ngx_http_upstream_srv_conf_t *uscf)
+{
+    ngx_http_request_t   *r;
+    ngx_http_upstream_t  *u;
+
+    /* what the round robin takes from a request: its pool and upstream */
+    r = ngx_pcalloc(call->pool, sizeof(ngx_http_request_t));
+    u = ngx_pcalloc(call->pool, sizeof(ngx_http_upstream_t));
+    if (r == NULL || u == NULL) {
+        return NGX_ERROR;
+    }
+
+    r->pool = call->pool;
+    r->upstream = u;
+
+    if (ngx_http_upstream_init_round_robin_peer(r, uscf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    call->balancer_get = u->peer.get;
+    call->balancer_free = u->peer.free;
+    call->balancer_data = u->peer.data;
+    call->peer.tries = u->peer.tries;
+
+    return NGX_OK;
+}
+
+
 /* nginx's resolver for the request's location, or http{}'s */
 static ngx_http_core_loc_conf_t *
 ngx_proxy_wasm_call_core_conf(ngx_http_request_t *r)
@@ -116,10 +193,11 @@ ngx_proxy_wasm_call_start(void *request,
 {
     ngx_http_request_t  *r = request;
 
-    ngx_pool_t                *pool;
-    ngx_msec_t                 timeout;
-    ngx_proxy_wasm_call_t     *call;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_pool_t                    *pool;
+    ngx_msec_t                     timeout;
+    ngx_proxy_wasm_call_t         *call;
+    ngx_http_core_loc_conf_t      *clcf;
+    ngx_http_upstream_srv_conf_t  *uscf;
 
     ngx_proxy_wasm_call_queues_init();
 
@@ -137,6 +215,8 @@ ngx_proxy_wasm_call_start(void *request,
     call->token = params->token;
     call->log = (r && !ngx_http_proxy_wasm_request_gone(r))
                 ? r->connection->log : ngx_cycle->log;
+    call->peer.log = call->log;
+    call->peer.log_error = NGX_ERROR_ERR;
 
     call->target.len = params->target.len;
     call->target.data = ngx_pnalloc(pool, params->target.len + 1);
@@ -149,6 +229,16 @@ ngx_proxy_wasm_call_start(void *request,
 
     ngx_memcpy(call->target.data, params->target.data, params->target.len);
     ngx_memcpy(call->out.data, params->data.data, params->data.len);
+
+    uscf = ngx_proxy_wasm_call_upstream(&call->target);
+
+    if (uscf != NULL) {
+        if (ngx_proxy_wasm_call_balancer(call, uscf) != NGX_OK) {
+            goto failed;
+        }
+
+        goto start;
+    }
 
     call->url.url = call->target;
     call->url.default_port = 80;
@@ -180,6 +270,8 @@ ngx_proxy_wasm_call_start(void *request,
         call->resolver_timeout = clcf->resolver_timeout;
     }
 
+start:
+
     call->deadline.handler = ngx_proxy_wasm_call_timeout;
     call->deadline.data = call;
     call->deadline.log = call->log;
@@ -194,6 +286,11 @@ ngx_proxy_wasm_call_start(void *request,
     ngx_add_timer(&call->deadline, ngx_min(timeout, NGX_MAX_INT32_VALUE));
 
     ngx_queue_insert_tail(&ngx_proxy_wasm_calls, &call->queue);
+
+    if (call->balancer_get) {
+        ngx_proxy_wasm_call_connect(call);
+        return call;
+    }
 
     if (call->resolver == NULL) {
         call->peer.sockaddr = call->url.addrs[0].sockaddr;
@@ -291,11 +388,57 @@ ngx_proxy_wasm_call_resolved(ngx_resolver_ctx_t *ctx)
 }
 
 
+/*
+ * The server of a balanced call failed before the request went out: the
+ * balancer notes it, and the call goes to the next server if one is left.
+ */
+static ngx_uint_t
+ngx_proxy_wasm_call_next(ngx_proxy_wasm_call_t *call)
+{
+    if (!call->peer_chosen) {
+        return 0;
+    }
+
+    call->balancer_free(&call->peer, call->balancer_data, NGX_PEER_FAILED);
+    call->peer_chosen = 0;
+
+    if (call->peer.connection) {
+        ngx_close_connection(call->peer.connection);
+        call->peer.connection = NULL;
+    }
+
+    if (call->peer.tries == 0 || call->received) {
+        return 0;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, call->log, 0,
+                  "http call to \"%V\": server %V failed, trying the next one",
+                  &call->target, call->peer.name);
+
+    call->sent = 0;
+    ngx_proxy_wasm_call_connect(call);
+
+    return 1;
+}
+
+
 static void
 ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
 {
     ngx_int_t          rc;
     ngx_connection_t  *c;
+
+    if (call->balancer_get) {
+        rc = call->balancer_get(&call->peer, call->balancer_data);
+
+        if (rc != NGX_OK) {
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_REFUSED,
+                                     "no live upstreams");
+            return;
+        }
+
+        call->peer_chosen = 1;
+    }
 
     /* a retry follows a stale idle connection: it takes a fresh one */
     c = call->retried ? NULL : ngx_proxy_wasm_idle_take(call->peer.sockaddr,
@@ -313,6 +456,10 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
         rc = ngx_event_connect_peer(&call->peer);
 
         if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+            if (ngx_proxy_wasm_call_next(call)) {
+                return;
+            }
+
             ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_REFUSED,
                                      "cannot connect");
             return;
@@ -426,6 +573,10 @@ ngx_proxy_wasm_call_write_handler(ngx_event_t *wev)
     ngx_proxy_wasm_call_t  *call = c->data;
 
     if (wev->timedout) {
+        if (call->sent == 0 && ngx_proxy_wasm_call_next(call)) {
+            return;
+        }
+
         ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_TIMEOUT);
         return;
     }
@@ -433,6 +584,10 @@ ngx_proxy_wasm_call_write_handler(ngx_event_t *wev)
     if (call->sent == 0 && !call->reused
         && ngx_proxy_wasm_call_test_connect(c) != NGX_OK)
     {
+        if (ngx_proxy_wasm_call_next(call)) {
+            return;
+        }
+
         ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_REFUSED);
         return;
     }
@@ -463,6 +618,10 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
     if (call->sent < call->out.len) {
         /* a connect failed, or the server answered early */
         if (!call->reused && ngx_proxy_wasm_call_test_connect(c) != NGX_OK) {
+            if (call->sent == 0 && ngx_proxy_wasm_call_next(call)) {
+                return;
+            }
+
             ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_REFUSED);
             return;
         }
@@ -571,6 +730,7 @@ ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, uint32_t why)
     ngx_proxy_wasm_runtime_t  *rt;
 
     token = call->token;
+    call->peer_failed = (why != NGX_PROXY_WASM_CALL_CLOSED);
 
     /* the detail lives in static memory or the call's pool */
     detail.data = call->detail.data;
@@ -607,6 +767,12 @@ ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call, ngx_uint_t keep)
     if (call->resolving) {
         ngx_resolve_name_done(call->resolving);
         call->resolving = NULL;
+    }
+
+    if (call->peer_chosen) {
+        call->balancer_free(&call->peer, call->balancer_data,
+                            call->peer_failed ? NGX_PEER_FAILED : 0);
+        call->peer_chosen = 0;
     }
 
     c = call->peer.connection;

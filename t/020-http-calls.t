@@ -172,3 +172,33 @@ GET /t
 --- wait: 0.5
 --- no_error_log eval
 [qr/call #\d+ response/, qr/failed: /]
+
+
+
+=== TEST 8: an upstream{} block's name is a cluster: round robin, a failing server skipped (and marked, as for proxy_pass), backup servers
+--- http_config eval
+$::Services . <<'END';
+    upstream backend {
+        server 127.0.0.1:1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    upstream standby {
+        server 127.0.0.1:1;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1 backup;
+    }
+    upstream nothing {
+        server 127.0.0.1:1 down;
+    }
+END
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call backend GET /ok?via=backend; request_headers call standby GET /ok?via=standby; request_headers call nothing GET /ok; request_headers pause; call_response count; call_response when_count 3 continue";
+        empty_gif;
+    }
+--- request eval
+["GET /t", "GET /t"]
+--- error_log eval
+[qr/call #\d+ body "hello from GET \/ok\?via=backend"/,
+ qr/call #\d+ body "hello from GET \/ok\?via=standby"/,
+ qr/http call #\d+ to "nothing" failed: refused \(no live upstreams\)/,
+ qr/http call to "standby": server 127\.0\.0\.1:1 failed, trying the next one/]
