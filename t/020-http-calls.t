@@ -202,3 +202,67 @@ END
  qr/call #\d+ body "hello from GET \/ok\?via=standby"/,
  qr/http call #\d+ to "nothing" failed: refused \(no live upstreams\)/,
  qr/http call to "standby": server 127\.0\.0\.1:1 failed, trying the next one/]
+
+
+
+=== TEST 9: Envoy's http_auth_random, as a Rust SDK filter: an even byte from the httpbin cluster lets the request through
+--- main_config
+    wasm {
+        module auth_random $TEST_NGINX_FILTERS/auth_random.wasm;
+    }
+--- http_config
+    upstream httpbin {
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location = /bytes/1 {
+            return 200 "b";
+        }
+    }
+--- config
+    location /t {
+        proxy_wasm auth_random;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/bytes/1;
+    }
+--- request
+GET /t
+--- error_code: 200
+--- response_headers
+Powered-By: proxy-wasm
+--- response_body chomp
+b
+--- error_log
+Access granted.
+
+
+
+=== TEST 10: http_auth_random: an odd byte answers 403
+--- main_config
+    wasm {
+        module auth_random $TEST_NGINX_FILTERS/auth_random.wasm;
+    }
+--- http_config
+    upstream httpbin {
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location = /bytes/1 {
+            return 200 "a";
+        }
+    }
+--- config
+    location /t {
+        proxy_wasm auth_random;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/bytes/1;
+    }
+--- request
+GET /t
+--- error_code: 403
+--- response_headers
+Powered-By: proxy-wasm
+--- response_body
+Access forbidden.
+--- error_log
+Access forbidden.
