@@ -41,6 +41,13 @@ typedef struct {
     ngx_msec_t                  callback_timeout;
     ngx_str_t                   cache;       /* empty: no cache */
     ngx_uint_t                  instance_pool;   /* 0: off */
+    /* HTTP calls over TLS */
+    ngx_str_t                   tls_trusted_certificate;
+    ngx_flag_t                  tls_verify_cert;
+    ngx_flag_t                  tls_verify_host;
+#if (NGX_SSL)
+    ngx_ssl_t                  *ssl;
+#endif
     unsigned                    block:1;     /* a wasm{} block was seen */
 } ngx_proxy_wasm_conf_t;
 

@@ -236,6 +236,9 @@ typedef struct {
     ngx_proxy_wasm_str_t           data;
     /* how long the call may take; 0: the default */
     uint64_t                       timeout_ms;
+    /* over TLS (:scheme https), with this server name (SNI, checks) */
+    uint32_t                       tls;
+    ngx_proxy_wasm_str_t           server_name;
 } ngx_proxy_wasm_call_params_t;
 
 
@@ -249,7 +252,9 @@ typedef enum {
     /* the host name did not resolve */
     NGX_PROXY_WASM_CALL_RESOLVE = 3,
     /* a read or write failed */
-    NGX_PROXY_WASM_CALL_RESET = 4
+    NGX_PROXY_WASM_CALL_RESET = 4,
+    /* the TLS handshake or the server's certificate failed */
+    NGX_PROXY_WASM_CALL_TLS = 5
 } ngx_proxy_wasm_call_end_e;
 
 

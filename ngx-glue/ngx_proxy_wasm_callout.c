@@ -21,11 +21,19 @@
 #define NGX_PROXY_WASM_CALL_IO_TIMEOUT  60000
 
 
+/* server names longer than this do not keep their connections */
+#define NGX_PROXY_WASM_SNI_MAX          256
+
+
 typedef struct {
     ngx_queue_t                 queue;
     ngx_connection_t           *connection;
     socklen_t                   socklen;
     u_char                      sockaddr[NGX_SOCKADDRLEN];
+    /* a TLS connection, to this server name */
+    size_t                      sni_len;
+    u_char                      sni[NGX_PROXY_WASM_SNI_MAX];
+    unsigned                    tls:1;
 } ngx_proxy_wasm_idle_t;
 
 
@@ -40,6 +48,9 @@ typedef struct {
     ngx_msec_t                  resolver_timeout;
     ngx_resolver_t             *resolver;
     ngx_str_t                   out;         /* the request */
+    /* TLS to this server name (NUL-terminated) */
+    ngx_str_t                   server_name;
+    unsigned                    tls:1;
     size_t                      sent;
     /* the call's own timeout */
     ngx_event_t                 deadline;
@@ -74,10 +85,10 @@ static void ngx_proxy_wasm_call_timeout(ngx_event_t *ev);
 static void ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, uint32_t why);
 static void ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call,
     ngx_uint_t keep);
-static ngx_connection_t *ngx_proxy_wasm_idle_take(struct sockaddr *sa,
-    socklen_t socklen);
-static void ngx_proxy_wasm_idle_put(ngx_connection_t *c, struct sockaddr *sa,
-    socklen_t socklen);
+static void ngx_proxy_wasm_call_ready(ngx_proxy_wasm_call_t *call);
+static ngx_connection_t *ngx_proxy_wasm_idle_take(ngx_proxy_wasm_call_t *call);
+static void ngx_proxy_wasm_idle_put(ngx_proxy_wasm_call_t *call);
+static void ngx_proxy_wasm_close(ngx_connection_t *c);
 static void ngx_proxy_wasm_idle_handler(ngx_event_t *ev);
 static void ngx_proxy_wasm_idle_close(ngx_proxy_wasm_idle_t *idle);
 
@@ -95,6 +106,149 @@ ngx_proxy_wasm_call_queues_init(void)
         ngx_queue_init(&ngx_proxy_wasm_calls);
         ngx_queue_init(&ngx_proxy_wasm_idle);
     }
+}
+
+
+#if (NGX_SSL)
+
+static ngx_proxy_wasm_conf_t *
+ngx_proxy_wasm_tls_conf(void)
+{
+    ngx_proxy_wasm_conf_t  *wcf;
+
+    if (ngx_cycle->conf_ctx == NULL) {
+        return NULL;
+    }
+
+    wcf = (ngx_proxy_wasm_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                                 ngx_proxy_wasm_module);
+
+    return (wcf && wcf->ssl) ? wcf : NULL;
+}
+
+
+static void ngx_proxy_wasm_call_handshaked(ngx_connection_t *c);
+
+
+/* the TLS handshake, with SNI, on a new connection */
+static void
+ngx_proxy_wasm_call_handshake(ngx_proxy_wasm_call_t *call)
+{
+    ngx_int_t               rc;
+    ngx_connection_t       *c;
+    ngx_proxy_wasm_conf_t  *wcf;
+
+    c = call->peer.connection;
+    wcf = ngx_proxy_wasm_tls_conf();
+
+    if (c->pool == NULL) {
+        c->pool = ngx_create_pool(128, call->log);
+    }
+
+    if (wcf == NULL || c->pool == NULL
+        || ngx_ssl_create_connection(wcf->ssl, c,
+                                     NGX_SSL_BUFFER|NGX_SSL_CLIENT)
+           != NGX_OK)
+    {
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+                                 "cannot start TLS");
+        return;
+    }
+
+#ifdef SSL_CTRL_SET_TLSEXT_HOSTNAME
+    /* no SNI for an address */
+    if (ngx_inet_addr(call->server_name.data, call->server_name.len)
+        == INADDR_NONE
+        && call->server_name.data[0] != '['
+        && SSL_set_tlsext_host_name(c->ssl->connection,
+                                    (char *) call->server_name.data)
+           == 0)
+    {
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+                                 "cannot set the server name");
+        return;
+    }
+#endif
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        if (!c->write->timer_set) {
+            ngx_add_timer(c->write, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+        }
+
+        c->ssl->handler = ngx_proxy_wasm_call_handshaked;
+        return;
+    }
+
+    ngx_proxy_wasm_call_handshaked(c);
+}
+
+
+static void
+ngx_proxy_wasm_call_handshaked(ngx_connection_t *c)
+{
+    ngx_proxy_wasm_call_t  *call = c->data;
+
+    long                    rc;
+    ngx_proxy_wasm_conf_t  *wcf;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (!c->ssl->handshaked) {
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+                                 c->write->timedout ? "handshake timed out"
+                                                    : "handshake failed");
+        return;
+    }
+
+    wcf = ngx_proxy_wasm_tls_conf();
+
+    if (wcf && wcf->tls_verify_cert) {
+        rc = SSL_get_verify_result(c->ssl->connection);
+
+        if (rc != X509_V_OK) {
+            ngx_log_error(NGX_LOG_ERR, call->log, 0,
+                          "http call to \"%V\": certificate verify error: "
+                          "(%l:%s)", &call->target, rc,
+                          X509_verify_cert_error_string(rc));
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+                                     "certificate verify failed");
+            return;
+        }
+
+        if (wcf->tls_verify_host
+            && ngx_ssl_check_host(c, &call->server_name) != NGX_OK)
+        {
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+                                     "certificate does not match the host");
+            return;
+        }
+    }
+
+    c->read->handler = ngx_proxy_wasm_call_read_handler;
+    c->write->handler = ngx_proxy_wasm_call_write_handler;
+
+    ngx_proxy_wasm_call_ready(call);
+}
+
+#endif
+
+
+/* the connection is there: TLS first if it has none yet, then the request */
+static void
+ngx_proxy_wasm_call_ready(ngx_proxy_wasm_call_t *call)
+{
+#if (NGX_SSL)
+    if (call->tls && call->peer.connection->ssl == NULL) {
+        ngx_proxy_wasm_call_handshake(call);
+        return;
+    }
+#endif
+
+    ngx_proxy_wasm_call_send(call);
 }
 
 
@@ -229,6 +383,31 @@ ngx_proxy_wasm_call_start(void *request,
 
     ngx_memcpy(call->target.data, params->target.data, params->target.len);
     ngx_memcpy(call->out.data, params->data.data, params->data.len);
+
+    if (params->tls) {
+#if (NGX_SSL)
+        if (ngx_proxy_wasm_tls_conf() == NULL) {
+            ngx_str_set(err, "https: no wasm{} TLS settings");
+            ngx_destroy_pool(pool);
+            return NULL;
+        }
+
+        call->tls = 1;
+        call->server_name.len = params->server_name.len;
+        call->server_name.data = ngx_pnalloc(pool, params->server_name.len + 1);
+        if (call->server_name.data == NULL) {
+            goto failed;
+        }
+
+        ngx_memcpy(call->server_name.data, params->server_name.data,
+                   params->server_name.len);
+        call->server_name.data[call->server_name.len] = '\0';
+#else
+        ngx_str_set(err, "https: nginx is built without OpenSSL");
+        ngx_destroy_pool(pool);
+        return NULL;
+#endif
+    }
 
     uscf = ngx_proxy_wasm_call_upstream(&call->target);
 
@@ -403,7 +582,7 @@ ngx_proxy_wasm_call_next(ngx_proxy_wasm_call_t *call)
     call->peer_chosen = 0;
 
     if (call->peer.connection) {
-        ngx_close_connection(call->peer.connection);
+        ngx_proxy_wasm_close(call->peer.connection);
         call->peer.connection = NULL;
     }
 
@@ -441,8 +620,7 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
     }
 
     /* a retry follows a stale idle connection: it takes a fresh one */
-    c = call->retried ? NULL : ngx_proxy_wasm_idle_take(call->peer.sockaddr,
-                                                        call->peer.socklen);
+    c = call->retried ? NULL : ngx_proxy_wasm_idle_take(call);
 
     if (c != NULL) {
         call->reused = 1;
@@ -593,7 +771,7 @@ ngx_proxy_wasm_call_write_handler(ngx_event_t *wev)
     }
 
     if (call->sent < call->out.len) {
-        ngx_proxy_wasm_call_send(call);
+        ngx_proxy_wasm_call_ready(call);
     }
 }
 
@@ -646,7 +824,7 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
             if (call->reused && !call->received && !call->retried) {
                 /* the server had closed the idle connection: once more */
                 call->retried = 1;
-                ngx_close_connection(c);
+                ngx_proxy_wasm_close(c);
                 call->peer.connection = NULL;
                 call->sent = 0;
                 ngx_proxy_wasm_call_connect(call);
@@ -783,11 +961,10 @@ ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call, ngx_uint_t keep)
         }
 
         if (keep && !c->read->eof && !c->read->error && !c->write->error) {
-            ngx_proxy_wasm_idle_put(c, call->peer.sockaddr,
-                                    call->peer.socklen);
+            ngx_proxy_wasm_idle_put(call);
 
         } else {
-            ngx_close_connection(c);
+            ngx_proxy_wasm_close(c);
         }
     }
 
@@ -797,8 +974,11 @@ ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call, ngx_uint_t keep)
 
 
 static ngx_connection_t *
-ngx_proxy_wasm_idle_take(struct sockaddr *sa, socklen_t socklen)
+ngx_proxy_wasm_idle_take(ngx_proxy_wasm_call_t *call)
 {
+    socklen_t         socklen = call->peer.socklen;
+    struct sockaddr  *sa = call->peer.sockaddr;
+
     ngx_queue_t            *q;
     ngx_connection_t       *c;
     ngx_proxy_wasm_idle_t  *idle;
@@ -811,7 +991,11 @@ ngx_proxy_wasm_idle_take(struct sockaddr *sa, socklen_t socklen)
 
         if (idle->socklen != socklen
             || ngx_cmp_sockaddr((struct sockaddr *) idle->sockaddr, socklen,
-                                sa, socklen, 1) != NGX_OK)
+                                sa, socklen, 1) != NGX_OK
+            || idle->tls != call->tls
+            || idle->sni_len != call->server_name.len
+            || ngx_strncmp(idle->sni, call->server_name.data, idle->sni_len)
+               != 0)
         {
             continue;
         }
@@ -833,9 +1017,10 @@ ngx_proxy_wasm_idle_take(struct sockaddr *sa, socklen_t socklen)
 
 
 static void
-ngx_proxy_wasm_idle_put(ngx_connection_t *c, struct sockaddr *sa,
-    socklen_t socklen)
+ngx_proxy_wasm_idle_put(ngx_proxy_wasm_call_t *call)
 {
+    ngx_connection_t       *c = call->peer.connection;
+    socklen_t               socklen = call->peer.socklen;
     ngx_queue_t            *q;
     ngx_proxy_wasm_idle_t  *idle;
 
@@ -847,8 +1032,10 @@ ngx_proxy_wasm_idle_put(ngx_connection_t *c, struct sockaddr *sa,
         ngx_del_timer(c->write);
     }
 
-    if (ngx_terminate || ngx_exiting || (size_t) socklen > NGX_SOCKADDRLEN) {
-        ngx_close_connection(c);
+    if (ngx_terminate || ngx_exiting || (size_t) socklen > NGX_SOCKADDRLEN
+        || call->server_name.len > NGX_PROXY_WASM_SNI_MAX)
+    {
+        ngx_proxy_wasm_close(c);
         return;
     }
 
@@ -860,13 +1047,16 @@ ngx_proxy_wasm_idle_put(ngx_connection_t *c, struct sockaddr *sa,
 
     idle = ngx_alloc(sizeof(ngx_proxy_wasm_idle_t), ngx_cycle->log);
     if (idle == NULL) {
-        ngx_close_connection(c);
+        ngx_proxy_wasm_close(c);
         return;
     }
 
     idle->connection = c;
     idle->socklen = socklen;
-    ngx_memcpy(idle->sockaddr, sa, socklen);
+    ngx_memcpy(idle->sockaddr, call->peer.sockaddr, socklen);
+    idle->tls = call->tls;
+    idle->sni_len = call->server_name.len;
+    ngx_memcpy(idle->sni, call->server_name.data, call->server_name.len);
     ngx_queue_insert_tail(&ngx_proxy_wasm_idle, &idle->queue);
     ngx_proxy_wasm_nidle++;
 
@@ -926,8 +1116,29 @@ ngx_proxy_wasm_idle_close(ngx_proxy_wasm_idle_t *idle)
 {
     ngx_queue_remove(&idle->queue);
     ngx_proxy_wasm_nidle--;
-    ngx_close_connection(idle->connection);
+    ngx_proxy_wasm_close(idle->connection);
     ngx_free(idle);
+}
+
+
+/* closes a call's connection: TLS without waiting, and its pool */
+static void
+ngx_proxy_wasm_close(ngx_connection_t *c)
+{
+    ngx_pool_t  *pool = c->pool;
+
+#if (NGX_SSL)
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+#endif
+
+    ngx_close_connection(c);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
 }
 
 

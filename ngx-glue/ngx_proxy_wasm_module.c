@@ -23,6 +23,8 @@ static char *ngx_proxy_wasm_instance_pool_directive(ngx_conf_t *cf,
 static char *ngx_proxy_wasm_load_modules(ngx_conf_t *cf,
     ngx_proxy_wasm_conf_t *wcf);
 static void ngx_proxy_wasm_runtime_cleanup(void *data);
+static char *ngx_proxy_wasm_init_tls(ngx_conf_t *cf,
+    ngx_proxy_wasm_conf_t *wcf);
 
 
 static char *ngx_proxy_wasm_check_memory_limit(ngx_conf_t *cf, void *post,
@@ -98,6 +100,27 @@ static ngx_command_t  ngx_proxy_wasm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("tls_trusted_certificate"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, tls_trusted_certificate),
+      NULL },
+
+    { ngx_string("tls_verify_cert"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, tls_verify_cert),
+      NULL },
+
+    { ngx_string("tls_verify_host"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, tls_verify_host),
+      NULL },
+
     { ngx_string("instance_pool"),
       NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
       ngx_proxy_wasm_instance_pool_directive,
@@ -154,6 +177,8 @@ ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
     wcf->memory_limit = NGX_CONF_UNSET_SIZE;
     wcf->callback_timeout = NGX_CONF_UNSET_MSEC;
     wcf->instance_pool = NGX_CONF_UNSET_UINT;
+    wcf->tls_verify_cert = NGX_CONF_UNSET;
+    wcf->tls_verify_host = NGX_CONF_UNSET;
     ngx_str_null(&wcf->cache);
 
     return wcf;
@@ -197,7 +222,66 @@ ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
+    rv = ngx_proxy_wasm_init_tls(cf, wcf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
     return ngx_proxy_wasm_load_modules(cf, wcf);
+}
+
+
+/* the TLS client context of HTTP calls to https:// services */
+static char *
+ngx_proxy_wasm_init_tls(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
+{
+#if (NGX_SSL)
+    ngx_pool_cleanup_t  *cln;
+
+    ngx_conf_init_value(wcf->tls_verify_cert, 1);
+    ngx_conf_init_value(wcf->tls_verify_host, 1);
+
+    wcf->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (wcf->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    wcf->ssl->log = cf->log;
+
+    if (ngx_ssl_create(wcf->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(wcf->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = wcf->ssl;
+
+    if (wcf->tls_trusted_certificate.len) {
+        if (ngx_ssl_trusted_certificate(cf, wcf->ssl,
+                                        &wcf->tls_trusted_certificate, 10)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+    } else if (SSL_CTX_set_default_verify_paths(wcf->ssl->ctx) != 1) {
+        ngx_ssl_error(NGX_LOG_WARN, cf->log, 0,
+                      "no system CA certificates for HTTP calls over TLS");
+    }
+#else
+    if (wcf->tls_trusted_certificate.len) {
+        return "needs nginx built with OpenSSL";
+    }
+#endif
+
+    return NGX_CONF_OK;
 }
 
 

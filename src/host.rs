@@ -36,6 +36,8 @@ pub struct CallParams<'a> {
     pub data: &'a [u8],
     /// None: the host's default.
     pub timeout: Option<Duration>,
+    /// Over TLS, to this server name (SNI, certificate checks).
+    pub tls: Option<&'a [u8]>,
 }
 
 /// The header maps a request has.

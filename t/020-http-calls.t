@@ -3,8 +3,26 @@
 # failures reach the filter.
 use Test::Nginx::Socket 'no_plan';
 use ProxyWasmTest;
+use File::Temp qw(tempdir);
 
 default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
+
+# A test CA and a certificate for svc.test, for calls over TLS.
+my $certs = tempdir(CLEANUP => 1);
+$ENV{TEST_NGINX_CERTS} = $certs;
+sub openssl {
+    my $cmd = shift;
+    system("openssl $cmd >/dev/null 2>&1") == 0 or die "openssl $cmd failed";
+}
+openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        . "-keyout $certs/ca.key -out $certs/ca.crt -days 2 -subj '/CN=Test CA'");
+open my $ext, '>', "$certs/svc.ext" or die;
+print $ext "subjectAltName=DNS:svc.test\n";
+close $ext;
+openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+        . "-keyout $certs/svc.key -out $certs/svc.csr -subj '/CN=svc.test'");
+openssl("x509 -req -in $certs/svc.csr -CA $certs/ca.crt -CAkey $certs/ca.key "
+        . "-CAcreateserial -days 2 -extfile $certs/svc.ext -out $certs/svc.crt");
 
 our $Services = <<'END';
     server {
@@ -90,7 +108,7 @@ count 3
 === TEST 3: a POST with a body, Host from :authority, extra headers; the connection is kept for the next call
 --- config
     location /t {
-        proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 POST /echo svc.test 0 payload x-extra:1; request_headers pause; call_response continue";
+        proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 POST /echo svc.test 0 payload x-extra=1; request_headers pause; call_response continue";
         empty_gif;
     }
 --- request eval
@@ -266,3 +284,87 @@ Powered-By: proxy-wasm
 Access forbidden.
 --- error_log
 Access forbidden.
+
+
+
+=== TEST 11: https calls: TLS with SNI, the certificate checked against tls_trusted_certificate and the host; a kept TLS connection serves the next call
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        tls_trusted_certificate $TEST_NGINX_CERTS/ca.crt;
+    }
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 ssl;
+        server_name svc.test;
+        ssl_certificate $TEST_NGINX_CERTS/svc.crt;
+        ssl_certificate_key $TEST_NGINX_CERTS/svc.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / {
+            add_header X-Tls "$ssl_protocol $ssl_server_name $connection_requests";
+            return 200 "secure\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_2 GET /s svc.test 0 - :scheme=https; request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_2 GET /s other.test 0 - :scheme=https; request_headers pause; call_response count; call_response when_count 2 continue; call_response when_count 4 continue";
+        empty_gif;
+    }
+--- request eval
+["GET /t", "GET /t"]
+--- error_log eval
+[qr/call #\d+ header "x-tls: TLSv1\.3 svc\.test 1"/,
+ qr/call #\d+ header "x-tls: TLSv1\.3 svc\.test 2"/,
+ qr/call #\d+ body "secure"/,
+ qr/http call #\d+ to "127\.0\.0\.1:\d+" failed: tls \(certificate does not match the host\)/,
+ qr/call #\d+ status 11 "tls"/]
+
+
+
+=== TEST 12: https calls: a server the trusted certificates do not vouch for fails, unless tls_verify_cert is off
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        tls_verify_cert off;
+    }
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 ssl;
+        ssl_certificate $TEST_NGINX_CERTS/svc.crt;
+        ssl_certificate_key $TEST_NGINX_CERTS/svc.key;
+        location / {
+            return 200 "unchecked\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_2 GET /s svc.test 0 - :scheme=https; request_headers pause; call_response continue";
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_log eval
+[qr/call #\d+ body "unchecked"/]
+
+
+
+=== TEST 13: https calls: without tls_trusted_certificate, the system's CAs do not know the test CA
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 ssl;
+        ssl_certificate $TEST_NGINX_CERTS/svc.crt;
+        ssl_certificate_key $TEST_NGINX_CERTS/svc.key;
+        location / {
+            return 200 "unchecked\n";
+        }
+    }
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_2 GET /s svc.test 0 - :scheme=https; request_headers pause; call_response continue";
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_log eval
+[qr/certificate verify error: \(\d+:unable to get local issuer certificate\)/,
+ qr/http call #\d+ to "127\.0\.0\.1:\d+" failed: tls \(certificate verify failed\)/]

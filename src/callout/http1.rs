@@ -17,6 +17,24 @@ const HOP_BY_HOP: &[&[u8]] = &[
     b"host",
 ];
 
+impl Encoded {
+    /// The server name of an `https` call (`:authority` without its
+    /// port); None for plain HTTP.
+    pub fn tls_server_name(&self) -> Option<&[u8]> {
+        if !self.scheme.eq_ignore_ascii_case(b"https") {
+            return None;
+        }
+        let authority = &self.authority[..];
+        if let Some(rest) = authority.strip_prefix(b"[") {
+            return Some(rest.split(|&b| b == b']').next().unwrap_or_default());
+        }
+        Some(match authority.iter().rposition(|&b| b == b':') {
+            Some(colon) if authority[colon + 1..].iter().all(u8::is_ascii_digit) => &authority[..colon],
+            _ => authority,
+        })
+    }
+}
+
 /// A response head may not be larger than this.
 const HEAD_LIMIT: usize = 64 * 1024;
 /// Header lines a response may have.
@@ -436,6 +454,26 @@ mod tests {
             request(post, b"hello", &[(b"x-t", b"v")]),
             "POST / HTTP/1.1\r\nHost: svc:81\r\nx-a: 1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: v\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn tls_server_names() {
+        let name = |scheme: &'static [u8], authority: &'static [u8]| {
+            let headers: &[Pair<'_>] = &[
+                (b":method", b"GET"),
+                (b":path", b"/"),
+                (b":authority", authority),
+                (b":scheme", scheme),
+            ];
+            encode_request(headers, b"", &[])
+                .unwrap()
+                .tls_server_name()
+                .map(<[u8]>::to_vec)
+        };
+        assert_eq!(name(b"http", b"a.test"), None);
+        assert_eq!(name(b"https", b"a.test"), Some(b"a.test".to_vec()));
+        assert_eq!(name(b"https", b"a.test:8443"), Some(b"a.test".to_vec()));
+        assert_eq!(name(b"https", b"[::1]:8443"), Some(b"::1".to_vec()));
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum CallFailure {
     Refused,
     Timeout,
     Resolve,
+    /// The TLS handshake or the server's certificate failed.
+    Tls,
     /// The connection broke, or closed before the response ended.
     Reset,
     /// The response was larger than `BODY_LIMIT`.
@@ -39,6 +41,7 @@ impl CallFailure {
             CallFailure::Refused => "refused",
             CallFailure::Timeout => "timeout",
             CallFailure::Resolve => "resolve",
+            CallFailure::Tls => "tls",
             CallFailure::Reset => "reset",
             CallFailure::TooLarge => "oversize",
             CallFailure::Malformed(_) => "malformed",

@@ -268,6 +268,7 @@ unsafe extern "C" fn call_end(
         w if w == CallEnd::NGX_PROXY_WASM_CALL_REFUSED as u32 => Some(CallFailure::Refused),
         w if w == CallEnd::NGX_PROXY_WASM_CALL_TIMEOUT as u32 => Some(CallFailure::Timeout),
         w if w == CallEnd::NGX_PROXY_WASM_CALL_RESOLVE as u32 => Some(CallFailure::Resolve),
+        w if w == CallEnd::NGX_PROXY_WASM_CALL_TLS as u32 => Some(CallFailure::Tls),
         _ => Some(CallFailure::Reset),
     };
     let detail = String::from_utf8_lossy(detail);

@@ -388,6 +388,8 @@ impl Host for NginxHost {
             timeout_ms: params
                 .timeout
                 .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
+            tls: params.tls.is_some().into(),
+            server_name: str_of(params.tls.unwrap_or_default()),
         };
         let mut err = ngx_proxy_wasm_str_t::default();
         // SAFETY: see above; the shim copies what it keeps of the params,

@@ -280,6 +280,7 @@ fn http_call(
         target: upstream,
         data: &request.bytes,
         timeout: (timeout_ms as u32 > 0).then(|| Duration::from_millis(timeout_ms as u32 as u64)),
+        tls: request.tls_server_name(),
     };
     let call = state.host.call_start(request_ref, &params).map_err(refuse)?;
     let origin = Origin {

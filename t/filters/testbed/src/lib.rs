@@ -40,7 +40,7 @@ extern "C" {
     fn proxy_get_status(code: *mut u32, data: *mut *const u8, size: *mut usize) -> u32;
 }
 
-/// `call <target> <method> <path> [<authority> [<timeout ms> [<body> [<header:value>...]]]]`:
+/// `call <target> <method> <path> [<authority> [<timeout ms> [<body> [<header=value>...]]]]`:
 /// dispatches an HTTP call with the SDK and logs the token or the error.
 fn dispatch(args: &[String]) {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
@@ -48,7 +48,7 @@ fn dispatch(args: &[String]) {
     let mut headers = vec![(":method", arg(2)), (":path", arg(3)), (":authority", authority)];
     headers.retain(|(_, v)| *v != "-");
     for extra in args.iter().skip(7) {
-        headers.push(extra.split_once(':').unwrap_or((extra.as_str(), "")));
+        headers.push(extra.split_once('=').unwrap_or((extra.as_str(), "")));
     }
     let timeout = std::time::Duration::from_millis(arg(5).parse().unwrap_or(0));
     let body = args.get(6).filter(|b| b.as_str() != "-").map(String::as_bytes);
