@@ -41,6 +41,10 @@ typedef struct {
     ngx_msec_t                  callback_timeout;
     ngx_str_t                   cache;       /* empty: no cache */
     ngx_uint_t                  instance_pool;   /* 0: off */
+    /* HTTP calls: how long connecting, sending, each read may take */
+    ngx_msec_t                  socket_connect_timeout;
+    ngx_msec_t                  socket_send_timeout;
+    ngx_msec_t                  socket_read_timeout;
     /* HTTP calls over TLS */
     ngx_str_t                   tls_trusted_certificate;
     ngx_flag_t                  tls_verify_cert;

@@ -109,6 +109,39 @@ ngx_proxy_wasm_call_queues_init(void)
 }
 
 
+/* the wasm{} settings of the running configuration */
+static ngx_proxy_wasm_conf_t *
+ngx_proxy_wasm_calls_conf(void)
+{
+    if (ngx_cycle->conf_ctx == NULL) {
+        return NULL;
+    }
+
+    return (ngx_proxy_wasm_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                                  ngx_proxy_wasm_module);
+}
+
+
+/* a timeout of wasm{} (socket_*_timeout), 60 s without a wasm{} block */
+static ngx_msec_t
+ngx_proxy_wasm_call_timeout_conf(size_t offset)
+{
+    ngx_proxy_wasm_conf_t  *wcf;
+
+    wcf = ngx_proxy_wasm_calls_conf();
+
+    if (wcf == NULL || !wcf->block) {
+        return NGX_PROXY_WASM_CALL_IO_TIMEOUT;
+    }
+
+    return *(ngx_msec_t *) ((u_char *) wcf + offset);
+}
+
+
+#define ngx_proxy_wasm_call_timeout_of(field)                                 \
+    ngx_proxy_wasm_call_timeout_conf(offsetof(ngx_proxy_wasm_conf_t, field))
+
+
 #if (NGX_SSL)
 
 static ngx_proxy_wasm_conf_t *
@@ -116,12 +149,7 @@ ngx_proxy_wasm_tls_conf(void)
 {
     ngx_proxy_wasm_conf_t  *wcf;
 
-    if (ngx_cycle->conf_ctx == NULL) {
-        return NULL;
-    }
-
-    wcf = (ngx_proxy_wasm_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
-                                                 ngx_proxy_wasm_module);
+    wcf = ngx_proxy_wasm_calls_conf();
 
     return (wcf && wcf->ssl) ? wcf : NULL;
 }
@@ -174,7 +202,8 @@ ngx_proxy_wasm_call_handshake(ngx_proxy_wasm_call_t *call)
 
     if (rc == NGX_AGAIN) {
         if (!c->write->timer_set) {
-            ngx_add_timer(c->write, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+            ngx_add_timer(c->write,
+                          ngx_proxy_wasm_call_timeout_of(socket_connect_timeout));
         }
 
         c->ssl->handler = ngx_proxy_wasm_call_handshaked;
@@ -652,7 +681,8 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
             c->log = call->log;
             c->read->log = call->log;
             c->write->log = call->log;
-            ngx_add_timer(c->write, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+            ngx_add_timer(c->write,
+                          ngx_proxy_wasm_call_timeout_of(socket_connect_timeout));
             return;
         }
     }
@@ -712,7 +742,8 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
         }
 
         if (n == NGX_AGAIN) {
-            ngx_add_timer(c->write, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+            ngx_add_timer(c->write,
+                          ngx_proxy_wasm_call_timeout_of(socket_send_timeout));
 
             if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
                 ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
@@ -729,7 +760,7 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
         ngx_del_timer(c->write);
     }
 
-    ngx_add_timer(c->read, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+    ngx_add_timer(c->read, ngx_proxy_wasm_call_timeout_of(socket_read_timeout));
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
@@ -811,7 +842,8 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
         n = c->recv(c, buf, sizeof(buf));
 
         if (n == NGX_AGAIN) {
-            ngx_add_timer(rev, NGX_PROXY_WASM_CALL_IO_TIMEOUT);
+            ngx_add_timer(rev,
+                          ngx_proxy_wasm_call_timeout_of(socket_read_timeout));
 
             if (ngx_handle_read_event(rev, 0) != NGX_OK) {
                 ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_RESET);

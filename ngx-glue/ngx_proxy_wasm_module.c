@@ -100,6 +100,27 @@ static ngx_command_t  ngx_proxy_wasm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("socket_connect_timeout"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, socket_connect_timeout),
+      NULL },
+
+    { ngx_string("socket_send_timeout"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, socket_send_timeout),
+      NULL },
+
+    { ngx_string("socket_read_timeout"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, socket_read_timeout),
+      NULL },
+
     { ngx_string("tls_trusted_certificate"),
       NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -177,6 +198,9 @@ ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
     wcf->memory_limit = NGX_CONF_UNSET_SIZE;
     wcf->callback_timeout = NGX_CONF_UNSET_MSEC;
     wcf->instance_pool = NGX_CONF_UNSET_UINT;
+    wcf->socket_connect_timeout = NGX_CONF_UNSET_MSEC;
+    wcf->socket_send_timeout = NGX_CONF_UNSET_MSEC;
+    wcf->socket_read_timeout = NGX_CONF_UNSET_MSEC;
     wcf->tls_verify_cert = NGX_CONF_UNSET;
     wcf->tls_verify_host = NGX_CONF_UNSET;
     ngx_str_null(&wcf->cache);
@@ -221,6 +245,10 @@ ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (rv != NGX_CONF_OK) {
         return rv;
     }
+
+    ngx_conf_init_msec_value(wcf->socket_connect_timeout, 60000);
+    ngx_conf_init_msec_value(wcf->socket_send_timeout, 60000);
+    ngx_conf_init_msec_value(wcf->socket_read_timeout, 60000);
 
     rv = ngx_proxy_wasm_init_tls(cf, wcf);
     if (rv != NGX_CONF_OK) {

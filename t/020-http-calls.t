@@ -368,3 +368,50 @@ GET /t
 --- error_log eval
 [qr/certificate verify error: \(\d+:unable to get local issuer certificate\)/,
  qr/http call #\d+ to "127\.0\.0\.1:\d+" failed: tls \(certificate verify failed\)/]
+
+
+
+=== TEST 14: socket_read_timeout bounds each read of a call
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        socket_read_timeout 300ms;
+    }
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /slow; request_headers pause; call_response continue";
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_code: 200
+--- error_log eval
+[qr/http call #\d+ to "127\.0\.0\.1:\d+" failed: timeout/]
+
+
+
+=== TEST 15: a unix socket; a call made from on_http_call_response; a local response from it cancels the request's other calls
+--- http_config eval
+$::Services . <<'END';
+    server {
+        listen unix:$TEST_NGINX_SERVROOT/calls.sock;
+        location / {
+            return 200 "over unix $request_uri\n";
+        }
+    }
+END
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call unix:$TEST_NGINX_SERVROOT/calls.sock GET /first; request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /slow; request_headers pause; call_response count; call_response when_count 1 call unix:$TEST_NGINX_SERVROOT/calls.sock GET /second; call_response when_count 2 respond 403 chained";
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_code: 403
+--- response_body chomp
+chained
+--- error_log eval
+[qr/call #\d+ body "over unix \/first"/,
+ qr/call #\d+ body "over unix \/second"/]
+--- no_error_log eval
+[qr/failed: /]
