@@ -675,6 +675,8 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
         c = call->peer.connection;
 
         if (rc == NGX_AGAIN) {
+            c->read->cancelable = 1;
+            c->write->cancelable = 1;
             c->data = call;
             c->read->handler = ngx_proxy_wasm_call_read_handler;
             c->write->handler = ngx_proxy_wasm_call_write_handler;
@@ -690,6 +692,9 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
     call->peer.connection = c;
     c->data = call;
     c->idle = 0;
+    /* a worker shutting down does not wait for a call: exit cancels it */
+    c->read->cancelable = 1;
+    c->write->cancelable = 1;
     c->log = call->log;
     c->read->log = call->log;
     c->write->log = call->log;

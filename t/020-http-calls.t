@@ -415,3 +415,65 @@ chained
  qr/call #\d+ body "over unix \/second"/]
 --- no_error_log eval
 [qr/failed: /]
+
+
+
+=== TEST 16: a call from on_response_headers holds the response until the call's response continues it
+--- config
+    location /t {
+        proxy_wasm testbed "response_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok?from=response; response_headers pause; call_response continue response; call_response add_header response x-checked yes";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/ok;
+    }
+--- request
+GET /t
+--- error_code: 200
+--- response_headers
+X-Checked: yes
+--- response_body
+hello from GET /ok
+--- error_log eval
+[qr/call #\d+ body "hello from GET \/ok\?from=response"/]
+
+
+
+=== TEST 17: a root context's call in flight does not hold a worker that shuts down, and leaves no socket open
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start tick_period 50";
+    }
+--- init
+# a service that takes connections and never answers
+use IO::Socket::INET;
+our $Silent = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+    LocalPort => $ENV{TEST_NGINX_RAND_PORT_3}, Listen => 8, ReuseAddr => 1)
+    or die "cannot listen: $!";
+--- config
+    location /t {
+        proxy_wasm testbed "tick call 127.0.0.1:$TEST_NGINX_RAND_PORT_3 GET /never; tick tick_period 0";
+        empty_gif;
+    }
+--- wait: 0.3
+--- error_log eval
+[qr/dispatched call #\d+/]
+--- no_error_log eval
+[qr/open socket/, qr/call #\d+ response/]
+
+
+
+=== TEST 18: a name that does not resolve fails the call with "resolve"
+--- http_config eval
+$::Services . <<'END';
+    resolver 127.0.0.1:1 ipv6=off;
+    resolver_timeout 300ms;
+END
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call nowhere.test:80 GET /; request_headers pause; call_response continue";
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_code: 200
+--- error_log eval
+[qr/http call #\d+ to "nowhere\.test:80" failed: resolve/,
+ qr/call #\d+ status 11 "resolve"/]
