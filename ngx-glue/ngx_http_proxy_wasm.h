@@ -41,6 +41,8 @@ typedef struct {
     ngx_msec_t                  callback_timeout;
     ngx_str_t                   cache;       /* empty: no cache */
     ngx_uint_t                  instance_pool;   /* 0: off */
+    size_t                      http_call_max_body_size;
+    ngx_uint_t                  http_call_failure_log;
     /* HTTP calls: how long connecting, sending, each read may take */
     ngx_msec_t                  socket_connect_timeout;
     ngx_msec_t                  socket_send_timeout;

@@ -192,6 +192,10 @@ typedef struct {
     ngx_proxy_wasm_str_t           cache;
     /* instances a worker may have at once from a pool; 0: no pool */
     uint32_t                       instance_pool;
+    /* the largest body of an HTTP call's response */
+    size_t                         http_call_max_body_size;
+    /* the Proxy-Wasm level failed HTTP calls are logged at */
+    uint32_t                       http_call_failure_log;
 } ngx_proxy_wasm_runtime_conf_t;
 
 

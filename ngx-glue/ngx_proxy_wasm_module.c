@@ -49,6 +49,16 @@ static ngx_conf_enum_t  ngx_proxy_wasm_compilers[] = {
 };
 
 
+static ngx_conf_enum_t  ngx_proxy_wasm_log_levels[] = {
+    { ngx_string("debug"), NGX_PROXY_WASM_LOG_DEBUG },
+    { ngx_string("info"), NGX_PROXY_WASM_LOG_INFO },
+    { ngx_string("warn"), NGX_PROXY_WASM_LOG_WARN },
+    { ngx_string("error"), NGX_PROXY_WASM_LOG_ERROR },
+    { ngx_string("crit"), NGX_PROXY_WASM_LOG_CRITICAL },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_proxy_wasm_commands[] = {
 
     { ngx_string("wasm"),
@@ -99,6 +109,20 @@ static ngx_command_t  ngx_proxy_wasm_commands[] = {
       0,
       0,
       NULL },
+
+    { ngx_string("http_call_max_body_size"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, http_call_max_body_size),
+      NULL },
+
+    { ngx_string("http_call_failure_log"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_proxy_wasm_conf_set_enum_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, http_call_failure_log),
+      &ngx_proxy_wasm_log_levels },
 
     { ngx_string("socket_connect_timeout"),
       NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
@@ -198,6 +222,8 @@ ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
     wcf->memory_limit = NGX_CONF_UNSET_SIZE;
     wcf->callback_timeout = NGX_CONF_UNSET_MSEC;
     wcf->instance_pool = NGX_CONF_UNSET_UINT;
+    wcf->http_call_max_body_size = NGX_CONF_UNSET_SIZE;
+    wcf->http_call_failure_log = NGX_CONF_UNSET_UINT;
     wcf->socket_connect_timeout = NGX_CONF_UNSET_MSEC;
     wcf->socket_send_timeout = NGX_CONF_UNSET_MSEC;
     wcf->socket_read_timeout = NGX_CONF_UNSET_MSEC;
@@ -246,6 +272,9 @@ ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
+    ngx_conf_init_size_value(wcf->http_call_max_body_size, 8 * 1024 * 1024);
+    ngx_conf_init_uint_value(wcf->http_call_failure_log,
+                             NGX_PROXY_WASM_LOG_ERROR);
     ngx_conf_init_msec_value(wcf->socket_connect_timeout, 60000);
     ngx_conf_init_msec_value(wcf->socket_send_timeout, 60000);
     ngx_conf_init_msec_value(wcf->socket_read_timeout, 60000);
@@ -553,6 +582,8 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
     rconf.cache.data = wcf->cache.data;
     rconf.cache.len = wcf->cache.len;
     rconf.instance_pool = (uint32_t) wcf->instance_pool;
+    rconf.http_call_max_body_size = wcf->http_call_max_body_size;
+    rconf.http_call_failure_log = (uint32_t) wcf->http_call_failure_log;
 
     ngx_str_null(&err);
 

@@ -477,3 +477,36 @@ GET /t
 --- error_log eval
 [qr/http call #\d+ to "nowhere\.test:80" failed: resolve/,
  qr/call #\d+ status 11 "resolve"/]
+
+
+
+=== TEST 19: http_call_max_body_size caps a response's body; http_call_failure_log sets the level failures are logged at
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        http_call_max_body_size 10;
+        http_call_failure_log warn;
+    }
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok; request_headers pause; call_response continue";
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_code: 200
+--- error_log eval
+[qr/\[warn\] .*http call #\d+ to "127\.0\.0\.1:\d+" failed: oversize/,
+ qr/call #\d+ status 11 "oversize"/]
+
+
+
+=== TEST 20: on_configure: a call waits for the workers (INTERNAL_FAILURE during the configuration check), then works there
+--- config
+    location /t {
+        proxy_wasm testbed "configure call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok?from=configure";
+        empty_gif;
+    }
+--- wait: 0.3
+--- error_log eval
+[qr/proxy_wasm "testbed" #1: call #\d+ body "hello from GET \/ok\?from=configure"/]

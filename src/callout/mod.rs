@@ -15,8 +15,25 @@ use std::rc::Rc;
 use crate::host::{CallRef, Host, RequestRef};
 use http1::{Response, ResponseError, ResponseParser};
 
-/// The body of a call's response may not be larger than this.
-pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
+use crate::abi::LogLevel;
+
+/// How calls behave (the wasm{} block's `http_call_*` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallSettings {
+    /// The largest body of a response.
+    pub max_body_size: usize,
+    /// The level failed calls are logged at.
+    pub failure_log: LogLevel,
+}
+
+impl Default for CallSettings {
+    fn default() -> CallSettings {
+        CallSettings {
+            max_body_size: 8 * 1024 * 1024,
+            failure_log: LogLevel::Error,
+        }
+    }
+}
 
 /// Why a call failed: its callback gets no headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +45,7 @@ pub enum CallFailure {
     Tls,
     /// The connection broke, or closed before the response ended.
     Reset,
-    /// The response was larger than `BODY_LIMIT`.
+    /// The response was larger than `max_body_size`.
     TooLarge,
     /// The response was not HTTP/1.x.
     Malformed(String),
@@ -88,16 +105,18 @@ thread_local! {
 }
 
 thread_local! {
-    /// Calls can be made: a worker runs (not the configuration check).
-    static ENABLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Calls can be made (a worker runs, not the configuration check),
+    /// with these settings.
+    static ENABLED: std::cell::Cell<Option<CallSettings>> = const { std::cell::Cell::new(None) };
 }
 
-/// Calls can be made from now on (a worker started), or no more.
-pub fn enable(enabled: bool) {
-    ENABLED.with(|e| e.set(enabled));
+/// Calls can be made from now on (a worker started), or no more (None).
+pub fn enable(settings: Option<CallSettings>) {
+    ENABLED.with(|e| e.set(settings));
 }
 
-pub fn enabled() -> bool {
+/// The settings calls are made with, if they can be made.
+pub fn enabled() -> Option<CallSettings> {
     ENABLED.with(std::cell::Cell::get)
 }
 
@@ -117,9 +136,10 @@ pub fn next_token() -> u32 {
 
 /// Records a call nginx started.
 pub fn register(call: CallRef, origin: Origin, head_request: bool) {
+    let limit = enabled().unwrap_or_default().max_body_size;
     let pending = Pending {
         call,
-        parser: ResponseParser::new(head_request, BODY_LIMIT),
+        parser: ResponseParser::new(head_request, limit),
         origin,
     };
     CALLS.with(|calls| calls.borrow_mut().pending.insert(pending.origin.token, pending));

@@ -22,7 +22,7 @@ use super::nginx_host::NginxHost;
 use super::{bytes, str_of};
 use crate::abi::state::Direction;
 use crate::abi::LogLevel;
-use crate::callout::CallFailure;
+use crate::callout::{CallFailure, CallSettings};
 use crate::chain::{Limits, Next, Output, Step, Stream, StreamConfig};
 use crate::host::{Host, RequestRef};
 use crate::runtime::limits::InstanceLimits;
@@ -147,6 +147,10 @@ unsafe extern "C" fn runtime_new(
             },
             cache: (!cache.is_empty()).then(|| Path::new(OsStr::from_bytes(cache)).to_path_buf()),
             instance_pool: (conf.instance_pool != 0).then_some(conf.instance_pool),
+            calls: CallSettings {
+                max_body_size: conf.http_call_max_body_size,
+                failure_log: LogLevel::from_raw(conf.http_call_failure_log).unwrap_or(LogLevel::Error),
+            },
         };
         match Runtime::new(host, config) {
             Ok(runtime) => {

@@ -20,6 +20,7 @@ use wasmtime::{
 use crate::abi::hostcalls;
 use crate::abi::state::{FilterInfo, HostState};
 use crate::abi::LogLevel;
+use crate::callout::CallSettings;
 use crate::error::{one_line, Error};
 use crate::host::Host;
 use cache::Origin;
@@ -50,6 +51,7 @@ pub struct RuntimeConfig {
     /// Instances a worker may have at once from a pool of preallocated
     /// memories and tables; none: allocated on demand.
     pub instance_pool: Option<u32>,
+    pub calls: CallSettings,
 }
 
 /// What a request does when one of its filters fails
@@ -209,7 +211,13 @@ impl Runtime {
     pub fn worker(&mut self) -> Rc<Worker> {
         self.worker
             .get_or_insert_with(|| {
-                Worker::start(self.host, self.linker.engine(), &self.modules, &self.filters)
+                Worker::start(
+                    self.host,
+                    self.linker.engine(),
+                    &self.modules,
+                    &self.filters,
+                    self.config.calls,
+                )
             })
             .clone()
     }

@@ -16,7 +16,7 @@ use super::vm::Vm;
 use super::Filter;
 use crate::abi::state::FilterInfo;
 use crate::abi::LogLevel;
-use crate::callout::{self, http1::Response, CallFailure, Fed, Origin};
+use crate::callout::{self, http1::Response, CallFailure, CallSettings, Fed, Origin};
 use crate::host::{Host, TimerRef};
 
 /// An instance slot. A failed shared instance is replaced in place;
@@ -112,6 +112,7 @@ impl Worker {
         engine: &Engine,
         modules: &[Arc<WasmModule>],
         filters: &[Filter],
+        calls: CallSettings,
     ) -> Rc<Worker> {
         let epoch = match EpochTicker::start(engine) {
             Ok(ticker) => Some(ticker),
@@ -122,7 +123,7 @@ impl Worker {
                 None
             }
         };
-        callout::enable(true);
+        callout::enable(Some(calls));
         let worker = Worker {
             host,
             modules: modules.to_vec(),
@@ -144,7 +145,7 @@ impl Worker {
 
     /// Stops the ticks and the calls in flight (at worker exit).
     pub fn shutdown(&self) {
-        callout::enable(false);
+        callout::enable(None);
         callout::cancel_all(self.host);
         for (_, tick) in self.ticks.borrow_mut().drain() {
             if let Some(timer) = tick.timer {
@@ -341,7 +342,7 @@ impl Worker {
             let name = name.as_deref().unwrap_or("ngx_proxy_wasm");
             self.host.log(
                 origin.request,
-                LogLevel::Error,
+                callout::enabled().unwrap_or_default().failure_log,
                 name,
                 origin.root_id,
                 message.as_bytes(),

@@ -268,7 +268,7 @@ fn http_call(
             RequestError::Invalid(what) => format!("invalid {what}"),
         })
     })?;
-    if !callout::enabled() {
+    if callout::enabled().is_none() {
         state.log(LogLevel::Error, b"http calls can be made once workers run");
         return Err(Status::InternalFailure.into());
     }
