@@ -41,6 +41,9 @@ typedef struct {
     ngx_msec_t                  callback_timeout;
     ngx_str_t                   cache;       /* empty: no cache */
     ngx_uint_t                  instance_pool;   /* 0: off */
+    /* resolves HTTP calls' host names outside requests */
+    ngx_resolver_t             *resolver;
+    ngx_msec_t                  resolver_timeout;
     size_t                      http_call_max_body_size;
     ngx_uint_t                  http_call_failure_log;
     /* HTTP calls: how long connecting, sending, each read may take */

@@ -349,24 +349,46 @@ ngx_proxy_wasm_call_balancer(ngx_proxy_wasm_call_t *call,
 }
 
 
-/* nginx's resolver for the request's location, or http{}'s */
-static ngx_http_core_loc_conf_t *
-ngx_proxy_wasm_call_core_conf(ngx_http_request_t *r)
+/*
+ * The resolver of a call: the request's location's; outside requests the
+ * wasm{} block's, else http{}'s.
+ */
+static ngx_resolver_t *
+ngx_proxy_wasm_call_resolver(ngx_http_request_t *r, ngx_msec_t *timeout)
 {
-    ngx_http_conf_ctx_t  *http;
+    ngx_http_conf_ctx_t       *http;
+    ngx_proxy_wasm_conf_t     *wcf;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = NULL;
 
     if (r != NULL && !ngx_http_proxy_wasm_request_gone(r)) {
-        return ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    } else if (ngx_cycle->conf_ctx != NULL) {
+        wcf = ngx_proxy_wasm_calls_conf();
+
+        if (wcf != NULL && wcf->resolver != NULL) {
+            *timeout = wcf->resolver_timeout;
+            return wcf->resolver;
+        }
+
+        http = (ngx_http_conf_ctx_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                                    ngx_http_module);
+        if (http != NULL) {
+            clcf = http->loc_conf[ngx_http_core_module.ctx_index];
+        }
     }
 
-    if (ngx_cycle->conf_ctx == NULL) {
+    if (clcf == NULL || clcf->resolver == NULL
+        || clcf->resolver->connections.nelts == 0)
+    {
         return NULL;
     }
 
-    http = (ngx_http_conf_ctx_t *) ngx_get_conf(ngx_cycle->conf_ctx,
-                                                ngx_http_module);
+    *timeout = clcf->resolver_timeout;
 
-    return http ? http->loc_conf[ngx_http_core_module.ctx_index] : NULL;
+    return clcf->resolver;
 }
 
 
@@ -379,7 +401,6 @@ ngx_proxy_wasm_call_start(void *request,
     ngx_pool_t                    *pool;
     ngx_msec_t                     timeout;
     ngx_proxy_wasm_call_t         *call;
-    ngx_http_core_loc_conf_t      *clcf;
     ngx_http_upstream_srv_conf_t  *uscf;
 
     ngx_proxy_wasm_call_queues_init();
@@ -464,18 +485,14 @@ ngx_proxy_wasm_call_start(void *request,
     }
 
     if (call->url.naddrs == 0) {
-        clcf = ngx_proxy_wasm_call_core_conf(r);
+        call->resolver = ngx_proxy_wasm_call_resolver(r,
+                                                      &call->resolver_timeout);
 
-        if (clcf == NULL || clcf->resolver == NULL
-            || clcf->resolver->connections.nelts == 0)
-        {
+        if (call->resolver == NULL) {
             ngx_str_set(err, "a host name, and no resolver is configured");
             ngx_destroy_pool(pool);
             return NULL;
         }
-
-        call->resolver = clcf->resolver;
-        call->resolver_timeout = clcf->resolver_timeout;
     }
 
 start:

@@ -20,6 +20,8 @@ static char *ngx_proxy_wasm_cache_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_proxy_wasm_instance_pool_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_proxy_wasm_resolver_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_proxy_wasm_load_modules(ngx_conf_t *cf,
     ngx_proxy_wasm_conf_t *wcf);
 static void ngx_proxy_wasm_runtime_cleanup(void *data);
@@ -108,6 +110,20 @@ static ngx_command_t  ngx_proxy_wasm_commands[] = {
       ngx_proxy_wasm_cache_directive,
       0,
       0,
+      NULL },
+
+    { ngx_string("resolver"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_1MORE,
+      ngx_proxy_wasm_resolver_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("resolver_timeout"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      0,
+      offsetof(ngx_proxy_wasm_conf_t, resolver_timeout),
       NULL },
 
     { ngx_string("http_call_max_body_size"),
@@ -222,6 +238,7 @@ ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
     wcf->memory_limit = NGX_CONF_UNSET_SIZE;
     wcf->callback_timeout = NGX_CONF_UNSET_MSEC;
     wcf->instance_pool = NGX_CONF_UNSET_UINT;
+    wcf->resolver_timeout = NGX_CONF_UNSET_MSEC;
     wcf->http_call_max_body_size = NGX_CONF_UNSET_SIZE;
     wcf->http_call_failure_log = NGX_CONF_UNSET_UINT;
     wcf->socket_connect_timeout = NGX_CONF_UNSET_MSEC;
@@ -272,6 +289,7 @@ ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
+    ngx_conf_init_msec_value(wcf->resolver_timeout, 30000);
     ngx_conf_init_size_value(wcf->http_call_max_body_size, 8 * 1024 * 1024);
     ngx_conf_init_uint_value(wcf->http_call_failure_log,
                              NGX_PROXY_WASM_LOG_ERROR);
@@ -483,6 +501,30 @@ ngx_proxy_wasm_conf_set_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
                        (size_t) (a - allowed), allowed);
 
     return NGX_CONF_ERROR;
+}
+
+
+/* resolver <address> ... [valid=time] [ipv6=on|off]: as http{}'s */
+static char *
+ngx_proxy_wasm_resolver_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_proxy_wasm_conf_t  *wcf = conf;
+
+    ngx_str_t  *value;
+
+    if (wcf->resolver) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    wcf->resolver = ngx_resolver_create(cf, &value[1], cf->args->nelts - 1);
+    if (wcf->resolver == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
 }
 
 

@@ -510,3 +510,46 @@ GET /t
 --- wait: 0.3
 --- error_log eval
 [qr/proxy_wasm "testbed" #1: call #\d+ body "hello from GET \/ok\?from=configure"/]
+
+
+
+=== TEST 21: host names resolve with the location's resolver in requests, with wasm{}'s outside them
+--- init
+# a DNS server that answers every A question with 127.0.0.1
+use IO::Socket::INET;
+use POSIX ();
+my $dns = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+    LocalPort => $ENV{TEST_NGINX_RAND_PORT_4}, Proto => 'udp') or die "udp: $!";
+our $DnsPid = fork() // die "fork: $!";
+if ($DnsPid == 0) {
+    alarm 10;
+    while (my $from = $dns->recv(my $query, 512)) {
+        my ($id) = unpack('n', $query);
+        my $answer = pack('n6', $id, 0x8180, 1, 1, 0, 0) . substr($query, 12)
+            . pack('n3 N n C4', 0xc00c, 1, 1, 60, 4, 127, 0, 0, 1);
+        $dns->send($answer, 0, $from);
+    }
+    POSIX::_exit(0);
+}
+close $dns;
+END { kill 'TERM', $DnsPid if $DnsPid }
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start tick_period 100";
+        resolver 127.0.0.1:$TEST_NGINX_RAND_PORT_4 ipv6=off;
+    }
+--- http_config eval
+$::Services . <<'END';
+    resolver 127.0.0.1:$TEST_NGINX_RAND_PORT_4 ipv6=off;
+END
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call svc.test:$TEST_NGINX_RAND_PORT_1 GET /ok?from=request; request_headers pause; call_response continue; tick call svc.test:$TEST_NGINX_RAND_PORT_1 GET /ok?from=tick; tick tick_period 0";
+        empty_gif;
+    }
+--- request
+GET /t
+--- wait: 0.3
+--- error_log eval
+[qr/call #\d+ body "hello from GET \/ok\?from=request"/,
+ qr/call #\d+ body "hello from GET \/ok\?from=tick"/]

@@ -4,8 +4,10 @@
 //! list of steps separated by `;`, each `<callback> <op> [args...]`, where
 //! callback is one of vm_start, configure, create, request_headers,
 //! request_body, response_headers, response_body, response_trailers, log,
-//! done, delete (HTTP contexts), tick, root_done (root contexts). Arguments are separated by spaces; `%20` and other `%XX`
-//! escapes are decoded. `trace` alone logs every callback.
+//! done, delete, call_response (HTTP contexts), tick, root_done,
+//! root_call_response (root contexts). Arguments are separated by spaces;
+//! `%20` and other `%XX` escapes are decoded. `trace` alone logs every
+//! callback.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -520,7 +522,7 @@ struct Root {
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, trailers: usize) {
         log_call_response(token, headers, body_size, trailers);
-        run(&self.script, "call_response", self.context_id);
+        run(&self.script, "root_call_response", self.context_id);
     }
 
     fn on_done(&mut self) -> bool {
