@@ -4,7 +4,6 @@
 # properties (proxy_wasm_property), and $proxy_wasm_property_<name>.
 use Test::Nginx::Socket 'no_plan';
 use ProxyWasmTest;
-use File::Temp qw(tempdir);
 
 default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
 
@@ -25,26 +24,7 @@ add_block_preprocessor(sub {
 
 # A test CA, a server and a client certificate, each with a DNS and a URI
 # subject alternative name.
-my $certs = tempdir(CLEANUP => 1);
-$ENV{TEST_NGINX_CERTS} = $certs;
-
-sub openssl {
-    my $cmd = shift;
-    system("openssl $cmd >/dev/null 2>&1") == 0 or die "openssl $cmd failed";
-}
-
-openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-        . "-keyout $certs/ca.key -out $certs/ca.crt -days 2 -subj '/CN=Test CA'");
-for my $who (qw(server client)) {
-    open my $ext, '>', "$certs/$who.ext" or die;
-    print $ext "subjectAltName=DNS:$who.test,URI:spiffe://test/$who\n";
-    close $ext;
-    openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-            . "-keyout $certs/$who.key -out $certs/$who.csr "
-            . "-subj '/O=ngx_proxy_wasm/CN=$who.test'");
-    openssl("x509 -req -in $certs/$who.csr -CA $certs/ca.crt -CAkey $certs/ca.key "
-            . "-CAcreateserial -days 2 -extfile $certs/$who.ext -out $certs/$who.crt");
-}
+my $certs = test_certificates(qw(server client));
 
 # Envoy's sha256_peer_certificate_digest: the hex SHA-256 of the DER
 my $fingerprint = `openssl x509 -in $certs/client.crt -noout -fingerprint -sha256`;

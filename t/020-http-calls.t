@@ -3,26 +3,11 @@
 # failures reach the filter.
 use Test::Nginx::Socket 'no_plan';
 use ProxyWasmTest;
-use File::Temp qw(tempdir);
 
 default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
 
 # A test CA and a certificate for svc.test, for calls over TLS.
-my $certs = tempdir(CLEANUP => 1);
-$ENV{TEST_NGINX_CERTS} = $certs;
-sub openssl {
-    my $cmd = shift;
-    system("openssl $cmd >/dev/null 2>&1") == 0 or die "openssl $cmd failed";
-}
-openssl("req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-        . "-keyout $certs/ca.key -out $certs/ca.crt -days 2 -subj '/CN=Test CA'");
-open my $ext, '>', "$certs/svc.ext" or die;
-print $ext "subjectAltName=DNS:svc.test\n";
-close $ext;
-openssl("req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
-        . "-keyout $certs/svc.key -out $certs/svc.csr -subj '/CN=svc.test'");
-openssl("x509 -req -in $certs/svc.csr -CA $certs/ca.crt -CAkey $certs/ca.key "
-        . "-CAcreateserial -days 2 -extfile $certs/svc.ext -out $certs/svc.crt");
+test_certificates('svc');
 
 our $Services = <<'END';
     server {
