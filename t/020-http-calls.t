@@ -37,6 +37,13 @@ our $Services = <<'END';
         location /status {
             return 503 "unavailable\n";
         }
+        location /chunked {
+            # sub_filter drops the length: the body goes chunked, trailers too
+            sub_filter unused used;
+            sub_filter_types *;
+            add_trailer X-Checksum abc123;
+            return 200 "a chunked body\n";
+        }
     }
 END
 
@@ -538,3 +545,23 @@ GET /t
 --- error_log eval
 [qr/call #\d+ body "hello from GET \/ok\?from=request"/,
  qr/call #\d+ body "hello from GET \/ok\?from=tick"/]
+
+
+
+=== TEST 22: a chunked response with trailers; calls from on_request_body and on_response_body
+--- config
+    location /t {
+        proxy_wasm testbed "request_body at_end call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /chunked; request_body pause_until_end; request_body at_end pause; response_body at_end call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok?from=response_body; response_body pause_until_end; response_body at_end pause; call_response count; call_response when_count 1 continue; call_response when_count 2 continue response";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/ok;
+    }
+--- request
+POST /t
+some body
+--- error_code: 200
+--- response_body
+hello from POST /ok
+--- error_log eval
+[qr/call #\d+ body "a chunked body"/,
+ qr/call #\d+ trailer "x-checksum: abc123"/,
+ qr/call #\d+ response: \d+ headers, 15 bytes, 1 trailers/,
+ qr/call #\d+ body "hello from GET \/ok\?from=response_body"/]
