@@ -1063,6 +1063,11 @@ ngx_proxy_wasm_idle_take(ngx_proxy_wasm_call_t *call)
             ngx_del_timer(c->read);
         }
 
+        /* a close noticed meanwhile shows on the call's first read */
+        if (c->read->posted) {
+            ngx_delete_posted_event(c->read);
+        }
+
         return c;
     }
 

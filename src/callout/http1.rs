@@ -212,7 +212,13 @@ impl ResponseParser {
                 State::ChunkData(left) => self.parse_chunk_data(left)?,
                 State::ChunkEnd => self.expect_crlf(State::ChunkSize)?,
                 State::Trailers => self.parse_trailers()?,
-                State::Done => return Ok(Some(std::mem::take(&mut self.response))),
+                State::Done => {
+                    // bytes past the response: the connection is not clean
+                    if !self.buffer.is_empty() {
+                        self.response.keep_alive = false;
+                    }
+                    return Ok(Some(std::mem::take(&mut self.response)));
+                }
             };
             if !progressed {
                 return Ok(None);
@@ -546,6 +552,17 @@ mod tests {
         let closing = b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n";
         let response = parse_in_pieces(closing, 100);
         assert!(response.body.is_empty());
+        assert!(!response.keep_alive);
+    }
+
+    #[test]
+    fn bytes_past_a_response_make_its_connection_unfit() {
+        let mut parser = ResponseParser::new(false, 1024);
+        let response = parser
+            .feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.body, b"ok");
         assert!(!response.keep_alive);
     }
 
