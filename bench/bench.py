@@ -279,6 +279,34 @@ def scenario_isolation():
             row("5", f"isolation stream vs none (instance_pool {pool})", base, result, target=0.75)
 
 
+def scenario_callout():
+    # the same authorization, by nginx's auth_request (a subrequest over a
+    # kept upstream connection) and by a filter's HTTP call (Envoy's
+    # http_auth_random): both ask a local service for one byte
+    service = PORT + 1
+    http = f"""
+        location /native {{ auth_request /auth; empty_gif; }}
+        location = /auth {{
+            internal;
+            proxy_pass http://httpbin/bytes/1;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+        }}
+        location /wasm {{ proxy_wasm auth_random; empty_gif; }}
+    }}
+    upstream httpbin {{ server 127.0.0.1:{service}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{service};
+        location = /bytes/1 {{ return 200 "b"; }}
+"""
+    main = f"wasm {{ module auth_random {FILTERS}/auth_random.wasm; }}"
+    with Nginx("callout", http, main=main) as n:
+        base, result = compare(n, "/native", "/wasm")
+        result["rss"] = n.rss_kib()
+        row("9", "authorization by an HTTP call, vs auth_request", base, result)
+
+
 def distinct_modules(count):
     """Copies of the bench filter that differ by a custom section, so
     that each is compiled (and cached) on its own."""
@@ -435,6 +463,7 @@ SCENARIOS = {
     "startup": scenario_startup,
     "memory": scenario_memory,
     "instructions": scenario_instructions,
+    "callout": scenario_callout,
 }
 
 
