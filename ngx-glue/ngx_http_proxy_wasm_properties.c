@@ -790,6 +790,31 @@ ngx_http_proxy_wasm_sha256(ngx_http_request_t *r, X509 *cert,
 }
 
 
+/* as $ssl_client_escaped_cert (Envoy's URL-encoded PEM) */
+static uint32_t
+ngx_http_proxy_wasm_escaped_certificate(ngx_http_request_t *r,
+    ngx_proxy_wasm_value_t *value)
+{
+    static ngx_proxy_wasm_str_t  name = {
+        (uint8_t *) "ssl_client_escaped_cert",
+        sizeof("ssl_client_escaped_cert") - 1
+    };
+
+    uint32_t              rc;
+    ngx_proxy_wasm_str_t  pem;
+
+    rc = ngx_http_proxy_wasm_variable_get(r, name, &pem);
+    if (rc != NGX_PROXY_WASM_HOST_OK) {
+        return rc == NGX_PROXY_WASM_HOST_ERROR ? rc
+                                               : NGX_PROXY_WASM_HOST_DECLINED;
+    }
+
+    ngx_http_proxy_wasm_value_str(value, (u_char *) pem.data, pem.len);
+
+    return NGX_PROXY_WASM_HOST_OK;
+}
+
+
 static uint32_t
 ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
     ngx_proxy_wasm_value_t *value)
@@ -869,6 +894,11 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
         rc = ngx_http_proxy_wasm_san(r, peer, GEN_URI, value);
         break;
 
+    case NGX_PROXY_WASM_ATTR_CONNECTION_PEER_CERTIFICATE:
+        rc = peer ? ngx_http_proxy_wasm_escaped_certificate(r, value)
+                  : NGX_PROXY_WASM_HOST_DECLINED;
+        break;
+
     default:
         rc = NGX_PROXY_WASM_HOST_DECLINED;
     }
@@ -881,6 +911,34 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
 }
 
 #endif
+
+
+/*
+ * Envoy's time from the first byte to the upstream to its last one back:
+ * $upstream_response_time of the last server tried, once it answered.
+ */
+static uint32_t
+ngx_http_proxy_wasm_backend_latency(ngx_http_request_t *r,
+    ngx_proxy_wasm_value_t *value)
+{
+    ngx_http_upstream_state_t  *state;
+
+    if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
+        return NGX_PROXY_WASM_HOST_DECLINED;
+    }
+
+    state = r->upstream_states->elts;
+    state = &state[r->upstream_states->nelts - 1];
+
+    if (state->response_time == (ngx_msec_t) -1) {
+        return NGX_PROXY_WASM_HOST_DECLINED;
+    }
+
+    ngx_http_proxy_wasm_value_int(value,
+                                  (int64_t) state->response_time * 1000000);
+
+    return NGX_PROXY_WASM_HOST_OK;
+}
 
 
 static uint32_t
@@ -1016,6 +1074,9 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
         ngx_http_proxy_wasm_value_int(value, c->sent);
         return NGX_PROXY_WASM_HOST_OK;
 
+    case NGX_PROXY_WASM_ATTR_RESPONSE_BACKEND_LATENCY:
+        return ngx_http_proxy_wasm_backend_latency(r, value);
+
     case NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS:
         return ngx_http_proxy_wasm_address(r, c->sockaddr, c->socklen, value);
 
@@ -1049,6 +1110,7 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
     case NGX_PROXY_WASM_ATTR_CONNECTION_DNS_SAN_PEER_CERTIFICATE:
     case NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_LOCAL_CERTIFICATE:
     case NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_PEER_CERTIFICATE:
+    case NGX_PROXY_WASM_ATTR_CONNECTION_PEER_CERTIFICATE:
 #if (NGX_HTTP_SSL)
         return ngx_http_proxy_wasm_tls(r, attribute, value);
 #else

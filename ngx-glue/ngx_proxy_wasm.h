@@ -91,6 +91,7 @@ typedef enum {
     NGX_PROXY_WASM_ATTR_RESPONSE_CODE_DETAILS,   /* string */
     NGX_PROXY_WASM_ATTR_RESPONSE_SIZE,           /* int: body bytes sent */
     NGX_PROXY_WASM_ATTR_RESPONSE_TOTAL_SIZE,     /* int: all bytes sent */
+    NGX_PROXY_WASM_ATTR_RESPONSE_BACKEND_LATENCY,  /* int: ns */
     NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS,          /* string: "ip:port" */
     NGX_PROXY_WASM_ATTR_SOURCE_PORT,             /* int */
     NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS,     /* string: "ip:port" */
@@ -106,6 +107,8 @@ typedef enum {
     NGX_PROXY_WASM_ATTR_CONNECTION_DNS_SAN_PEER_CERTIFICATE,
     NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_LOCAL_CERTIFICATE,
     NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_PEER_CERTIFICATE,
+    /* string: the client's certificate, PEM, URL-encoded */
+    NGX_PROXY_WASM_ATTR_CONNECTION_PEER_CERTIFICATE,
     NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS,        /* string: "ip:port" */
     NGX_PROXY_WASM_ATTR_UPSTREAM_PORT,           /* int */
     NGX_PROXY_WASM_ATTR_UPSTREAM_TLS_VERSION,    /* string */

@@ -177,7 +177,7 @@ property request.size: len=8 hex=0800000000000000
 === TEST 8: response attributes: NOT_FOUND (maps empty) before the response, then code, headers, sizes; code_details via_upstream
 --- config
     location /t {
-        proxy_wasm testbed "request_headers prop response%00code; request_headers prop_map response%00headers; response_headers prop response%00code; response_headers prop response%00headers%00content-type; response_headers prop response%00code_details; response_headers prop_map response%00headers; response_headers prop response%00headers_bytes; log prop response%00size; log prop upstream%00request_attempt_count; log prop response%00total_size; log prop_map response%00trailers";
+        proxy_wasm testbed "request_headers prop response%00code; request_headers prop_map response%00headers; response_headers prop response%00code; response_headers prop response%00headers%00content-type; response_headers prop response%00code_details; response_headers prop_map response%00headers; response_headers prop response%00headers_bytes; log prop response%00size; log prop upstream%00request_attempt_count; log prop response%00backend_latency; log prop response%00total_size; log prop_map response%00trailers";
         proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
     }
 --- request
@@ -197,6 +197,7 @@ upstream /t
  'property response.headers entry "content-length: 12"',
  'property response.headers_bytes: len=8 hex=3000000000000000',
  'property upstream.request_attempt_count: len=8 hex=0100000000000000',
+ qr/property response\.backend_latency: len=8 hex=\w+ text="[^"]*" int=(0|\d+000000)\b/,
  qr/property response\.size: len=8 hex=0c00000000000000 text=".*" int=12\b/,
  qr/property response\.total_size: len=8 hex=[0-9a-f]{16} text=".*" int=[1-9]\d\d\b/,
  "property response.trailers: 0 entries, 4 bytes"]
@@ -265,7 +266,7 @@ property response.grpc_status: len=8 hex=ffffffffffffffff
 === TEST 11: source, destination and connection of a plaintext connection
 --- config
     location /t {
-        proxy_wasm testbed "request_headers prop source%00address; request_headers prop source%00port; request_headers prop destination%00address; request_headers prop destination%00port; request_headers prop connection%00id; request_headers prop connection%00mtls; request_headers prop connection%00requested_server_name; request_headers prop connection%00tls_version; request_headers prop connection%00subject_peer_certificate; request_headers prop connection%00sha256_peer_certificate_digest; request_headers prop upstream%00address; request_headers prop upstream%00request_attempt_count";
+        proxy_wasm testbed "request_headers prop source%00address; request_headers prop source%00port; request_headers prop destination%00address; request_headers prop destination%00port; request_headers prop connection%00id; request_headers prop connection%00mtls; request_headers prop connection%00requested_server_name; request_headers prop connection%00tls_version; request_headers prop connection%00subject_peer_certificate; request_headers prop connection%00sha256_peer_certificate_digest; request_headers prop upstream%00address; request_headers prop upstream%00request_attempt_count; request_headers prop response%00backend_latency; request_headers prop connection%00peer_certificate";
         empty_gif;
     }
 --- request
@@ -282,7 +283,9 @@ GET /t
  'property connection.subject_peer_certificate: missing',
  'property connection.sha256_peer_certificate_digest: missing',
  'property upstream.address: missing',
- 'property upstream.request_attempt_count: len=8 hex=0000000000000000']
+ 'property upstream.request_attempt_count: len=8 hex=0000000000000000',
+ 'property response.backend_latency: missing',
+ 'property connection.peer_certificate: missing']
 
 
 
@@ -297,7 +300,7 @@ GET /t
         ssl_verify_client optional;
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {
-            proxy_wasm testbed "request_headers prop connection%00mtls; request_headers prop connection%00requested_server_name; request_headers prop connection%00tls_version; request_headers prop connection%00subject_local_certificate; request_headers prop connection%00subject_peer_certificate; request_headers prop connection%00sha256_peer_certificate_digest; request_headers prop connection%00dns_san_peer_certificate; request_headers prop connection%00uri_san_peer_certificate; request_headers prop connection%00dns_san_local_certificate; request_headers prop connection%00uri_san_local_certificate; request_headers prop request%00scheme";
+            proxy_wasm testbed "request_headers prop connection%00mtls; request_headers prop connection%00requested_server_name; request_headers prop connection%00tls_version; request_headers prop connection%00subject_local_certificate; request_headers prop connection%00subject_peer_certificate; request_headers prop connection%00sha256_peer_certificate_digest; request_headers prop connection%00dns_san_peer_certificate; request_headers prop connection%00uri_san_peer_certificate; request_headers prop connection%00dns_san_local_certificate; request_headers prop connection%00uri_san_local_certificate; request_headers prop request%00scheme; request_headers prop connection%00peer_certificate";
             empty_gif;
         }
     }
@@ -325,6 +328,8 @@ GET /t
  'property connection.dns_san_local_certificate: len=11 hex=7365727665722e74657374 text="server.test"',
  'text="spiffe://test/server"',
  'property request.scheme: len=5 hex=6874747073 text="https"',
+ # "-----BEGIN%20CERTIFICATE-----%0A" (the line is too long for the rest)
+ qr/property connection\.peer_certificate: len=\d{3} hex=2d2d2d2d2d424547494e25323043455254494649434154452d2d2d2d2d253041/,
  'text="127.0.0.1:$TEST_NGINX_RAND_PORT_1"',
  qr/property upstream\.port: len=8 hex=\w+ text=".*" int=\d+\b/,
  'property upstream.tls_version: len=7 hex=544c5376312e33 text="TLSv1.3"',

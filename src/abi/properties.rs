@@ -309,6 +309,7 @@ fn connection_attribute(namespace: &[u8], name: &[u8]) -> Option<Attribute> {
         (b"connection", b"dns_san_peer_certificate") => Attribute::ConnectionDnsSanPeerCertificate,
         (b"connection", b"uri_san_local_certificate") => Attribute::ConnectionUriSanLocalCertificate,
         (b"connection", b"uri_san_peer_certificate") => Attribute::ConnectionUriSanPeerCertificate,
+        (b"connection", b"peer_certificate") => Attribute::ConnectionPeerCertificate,
         (b"upstream", b"address") => Attribute::UpstreamAddress,
         (b"upstream", b"port") => Attribute::UpstreamPort,
         (b"upstream", b"tls_version") => Attribute::UpstreamTlsVersion,
@@ -421,6 +422,7 @@ fn response_attribute(
         }
         [b"headers_bytes"] => return headers_bytes(host, request, HeaderMap::Response, out),
         [b"total_size"] => Attribute::ResponseTotalSize,
+        [b"backend_latency"] => Attribute::ResponseBackendLatency,
         // Envoy: a map that does not exist yet is empty
         [kind @ (b"headers" | b"trailers")] => {
             let which = if *kind == b"headers" {

@@ -101,6 +101,7 @@ fn attribute_of(attribute: Attribute) -> u32 {
         Attribute::ResponseCodeDetails => Attr::NGX_PROXY_WASM_ATTR_RESPONSE_CODE_DETAILS,
         Attribute::ResponseSize => Attr::NGX_PROXY_WASM_ATTR_RESPONSE_SIZE,
         Attribute::ResponseTotalSize => Attr::NGX_PROXY_WASM_ATTR_RESPONSE_TOTAL_SIZE,
+        Attribute::ResponseBackendLatency => Attr::NGX_PROXY_WASM_ATTR_RESPONSE_BACKEND_LATENCY,
         Attribute::SourceAddress => Attr::NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS,
         Attribute::SourcePort => Attr::NGX_PROXY_WASM_ATTR_SOURCE_PORT,
         Attribute::DestinationAddress => Attr::NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS,
@@ -132,6 +133,7 @@ fn attribute_of(attribute: Attribute) -> u32 {
         Attribute::ConnectionUriSanPeerCertificate => {
             Attr::NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_PEER_CERTIFICATE
         }
+        Attribute::ConnectionPeerCertificate => Attr::NGX_PROXY_WASM_ATTR_CONNECTION_PEER_CERTIFICATE,
         Attribute::UpstreamAddress => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS,
         Attribute::UpstreamPort => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_PORT,
         Attribute::UpstreamTlsVersion => Attr::NGX_PROXY_WASM_ATTR_UPSTREAM_TLS_VERSION,
