@@ -631,22 +631,24 @@ ngx_http_proxy_wasm_protocol(ngx_http_request_t *r,
 }
 
 
+/* an attribute that is an nginx variable's value ("request_id", ...) */
 static uint32_t
-ngx_http_proxy_wasm_request_id(ngx_http_request_t *r,
+ngx_http_proxy_wasm_variable_value(ngx_http_request_t *r, const char *name,
     ngx_proxy_wasm_value_t *value)
 {
-    static ngx_proxy_wasm_str_t  name = { (uint8_t *) "request_id", 10 };
-
     uint32_t              rc;
-    ngx_proxy_wasm_str_t  id;
+    ngx_proxy_wasm_str_t  var, v;
 
-    rc = ngx_http_proxy_wasm_variable_get(r, name, &id);
+    var.data = (const uint8_t *) name;
+    var.len = ngx_strlen(name);
+
+    rc = ngx_http_proxy_wasm_variable_get(r, var, &v);
     if (rc != NGX_PROXY_WASM_HOST_OK) {
         return rc == NGX_PROXY_WASM_HOST_ERROR ? rc
                                                : NGX_PROXY_WASM_HOST_DECLINED;
     }
 
-    ngx_http_proxy_wasm_value_str(value, (u_char *) id.data, id.len);
+    ngx_http_proxy_wasm_value_str(value, (u_char *) v.data, v.len);
 
     return NGX_PROXY_WASM_HOST_OK;
 }
@@ -790,31 +792,6 @@ ngx_http_proxy_wasm_sha256(ngx_http_request_t *r, X509 *cert,
 }
 
 
-/* as $ssl_client_escaped_cert (Envoy's URL-encoded PEM) */
-static uint32_t
-ngx_http_proxy_wasm_escaped_certificate(ngx_http_request_t *r,
-    ngx_proxy_wasm_value_t *value)
-{
-    static ngx_proxy_wasm_str_t  name = {
-        (uint8_t *) "ssl_client_escaped_cert",
-        sizeof("ssl_client_escaped_cert") - 1
-    };
-
-    uint32_t              rc;
-    ngx_proxy_wasm_str_t  pem;
-
-    rc = ngx_http_proxy_wasm_variable_get(r, name, &pem);
-    if (rc != NGX_PROXY_WASM_HOST_OK) {
-        return rc == NGX_PROXY_WASM_HOST_ERROR ? rc
-                                               : NGX_PROXY_WASM_HOST_DECLINED;
-    }
-
-    ngx_http_proxy_wasm_value_str(value, (u_char *) pem.data, pem.len);
-
-    return NGX_PROXY_WASM_HOST_OK;
-}
-
-
 static uint32_t
 ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
     ngx_proxy_wasm_value_t *value)
@@ -895,7 +872,10 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
         break;
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_PEER_CERTIFICATE:
-        rc = peer ? ngx_http_proxy_wasm_escaped_certificate(r, value)
+        /* Envoy's URL-encoded PEM */
+        rc = peer ? ngx_http_proxy_wasm_variable_value(r,
+                                                  "ssl_client_escaped_cert",
+                                                  value)
                   : NGX_PROXY_WASM_HOST_DECLINED;
         break;
 
@@ -1039,7 +1019,7 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
         return NGX_PROXY_WASM_HOST_OK;
 
     case NGX_PROXY_WASM_ATTR_REQUEST_ID:
-        return ngx_http_proxy_wasm_request_id(r, value);
+        return ngx_http_proxy_wasm_variable_value(r, "request_id", value);
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_CODE:
         if (r->headers_out.status == 0) {
