@@ -158,6 +158,9 @@ ngx_proxy_wasm_runtime_t *ngx_proxy_wasm_runtime(ngx_cycle_t *cycle);
 char *ngx_proxy_wasm_conf_set_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
+/* http{}'s configuration in the running cycle, or NULL */
+ngx_http_conf_ctx_t *ngx_http_proxy_wasm_http_conf(void);
+
 ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r);
 ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_request_ctx(
     ngx_http_request_t *r, ngx_int_t *rc);

@@ -501,6 +501,18 @@ ngx_http_proxy_wasm_exit_process(ngx_cycle_t *cycle)
  * The request's state. nginx clears module contexts on internal
  * redirects; the state survives in the request pool's cleanup list.
  */
+ngx_http_conf_ctx_t *
+ngx_http_proxy_wasm_http_conf(void)
+{
+    if (ngx_cycle->conf_ctx == NULL) {
+        return NULL;
+    }
+
+    return (ngx_http_conf_ctx_t *) ngx_get_conf(ngx_cycle->conf_ctx,
+                                                ngx_http_module);
+}
+
+
 ngx_http_proxy_wasm_ctx_t *
 ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r)
 {

@@ -236,14 +236,11 @@ ngx_http_proxy_wasm_static_property_get(void *request,
 
     } else {
         /* a root context: the properties of http{} */
-        if (!ngx_http_proxy_wasm_process_started
-            || ngx_cycle->conf_ctx == NULL)
-        {
+        if (!ngx_http_proxy_wasm_process_started) {
             return NGX_PROXY_WASM_HOST_DECLINED;
         }
 
-        http = (ngx_http_conf_ctx_t *) ngx_get_conf(ngx_cycle->conf_ctx,
-                                                    ngx_http_module);
+        http = ngx_http_proxy_wasm_http_conf();
         if (http == NULL) {
             return NGX_PROXY_WASM_HOST_DECLINED;
         }

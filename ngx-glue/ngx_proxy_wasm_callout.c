@@ -48,6 +48,10 @@ typedef struct {
     ngx_msec_t                  resolver_timeout;
     ngx_resolver_t             *resolver;
     ngx_str_t                   out;         /* the request */
+    /* wasm{}'s socket_*_timeout */
+    ngx_msec_t                  connect_timeout;
+    ngx_msec_t                  send_timeout;
+    ngx_msec_t                  read_timeout;
     /* TLS to this server name (NUL-terminated) */
     ngx_str_t                   server_name;
     unsigned                    tls:1;
@@ -122,26 +126,6 @@ ngx_proxy_wasm_calls_conf(void)
 }
 
 
-/* a timeout of wasm{} (socket_*_timeout), 60 s without a wasm{} block */
-static ngx_msec_t
-ngx_proxy_wasm_call_timeout_conf(size_t offset)
-{
-    ngx_proxy_wasm_conf_t  *wcf;
-
-    wcf = ngx_proxy_wasm_calls_conf();
-
-    if (wcf == NULL || !wcf->block) {
-        return NGX_PROXY_WASM_CALL_IO_TIMEOUT;
-    }
-
-    return *(ngx_msec_t *) ((u_char *) wcf + offset);
-}
-
-
-#define ngx_proxy_wasm_call_timeout_of(field)                                 \
-    ngx_proxy_wasm_call_timeout_conf(offsetof(ngx_proxy_wasm_conf_t, field))
-
-
 #if (NGX_SSL)
 
 static ngx_proxy_wasm_conf_t *
@@ -203,7 +187,7 @@ ngx_proxy_wasm_call_handshake(ngx_proxy_wasm_call_t *call)
     if (rc == NGX_AGAIN) {
         if (!c->write->timer_set) {
             ngx_add_timer(c->write,
-                          ngx_proxy_wasm_call_timeout_of(socket_connect_timeout));
+                          call->connect_timeout);
         }
 
         c->ssl->handler = ngx_proxy_wasm_call_handshaked;
@@ -290,12 +274,7 @@ ngx_proxy_wasm_call_upstream(ngx_str_t *name)
     ngx_http_upstream_srv_conf_t   **uscfp;
     ngx_http_upstream_main_conf_t   *umcf;
 
-    if (ngx_cycle->conf_ctx == NULL) {
-        return NULL;
-    }
-
-    http = (ngx_http_conf_ctx_t *) ngx_get_conf(ngx_cycle->conf_ctx,
-                                                ngx_http_module);
+    http = ngx_http_proxy_wasm_http_conf();
     if (http == NULL) {
         return NULL;
     }
@@ -365,7 +344,7 @@ ngx_proxy_wasm_call_resolver(ngx_http_request_t *r, ngx_msec_t *timeout)
     if (r != NULL && !ngx_http_proxy_wasm_request_gone(r)) {
         clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-    } else if (ngx_cycle->conf_ctx != NULL) {
+    } else {
         wcf = ngx_proxy_wasm_calls_conf();
 
         if (wcf != NULL && wcf->resolver != NULL) {
@@ -373,8 +352,7 @@ ngx_proxy_wasm_call_resolver(ngx_http_request_t *r, ngx_msec_t *timeout)
             return wcf->resolver;
         }
 
-        http = (ngx_http_conf_ctx_t *) ngx_get_conf(ngx_cycle->conf_ctx,
-                                                    ngx_http_module);
+        http = ngx_http_proxy_wasm_http_conf();
         if (http != NULL) {
             clcf = http->loc_conf[ngx_http_core_module.ctx_index];
         }
@@ -400,6 +378,7 @@ ngx_proxy_wasm_call_start(void *request,
 
     ngx_pool_t                    *pool;
     ngx_msec_t                     timeout;
+    ngx_proxy_wasm_conf_t         *wcf;
     ngx_proxy_wasm_call_t         *call;
     ngx_http_upstream_srv_conf_t  *uscf;
 
@@ -421,6 +400,19 @@ ngx_proxy_wasm_call_start(void *request,
                 ? r->connection->log : ngx_cycle->log;
     call->peer.log = call->log;
     call->peer.log_error = NGX_ERROR_ERR;
+
+    wcf = ngx_proxy_wasm_calls_conf();
+
+    if (wcf != NULL && wcf->block) {
+        call->connect_timeout = wcf->socket_connect_timeout;
+        call->send_timeout = wcf->socket_send_timeout;
+        call->read_timeout = wcf->socket_read_timeout;
+
+    } else {
+        call->connect_timeout = NGX_PROXY_WASM_CALL_IO_TIMEOUT;
+        call->send_timeout = NGX_PROXY_WASM_CALL_IO_TIMEOUT;
+        call->read_timeout = NGX_PROXY_WASM_CALL_IO_TIMEOUT;
+    }
 
     call->target.len = params->target.len;
     call->target.data = ngx_pnalloc(pool, params->target.len + 1);
@@ -701,7 +693,7 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
             c->read->log = call->log;
             c->write->log = call->log;
             ngx_add_timer(c->write,
-                          ngx_proxy_wasm_call_timeout_of(socket_connect_timeout));
+                          call->connect_timeout);
             return;
         }
     }
@@ -765,7 +757,7 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
 
         if (n == NGX_AGAIN) {
             ngx_add_timer(c->write,
-                          ngx_proxy_wasm_call_timeout_of(socket_send_timeout));
+                          call->send_timeout);
 
             if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
                 ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
@@ -782,7 +774,7 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
         ngx_del_timer(c->write);
     }
 
-    ngx_add_timer(c->read, ngx_proxy_wasm_call_timeout_of(socket_read_timeout));
+    ngx_add_timer(c->read, call->read_timeout);
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
@@ -865,7 +857,7 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
 
         if (n == NGX_AGAIN) {
             ngx_add_timer(rev,
-                          ngx_proxy_wasm_call_timeout_of(socket_read_timeout));
+                          call->read_timeout);
 
             if (ngx_handle_read_event(rev, 0) != NGX_OK) {
                 ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_RESET);

@@ -8,7 +8,7 @@
 //! dotted form.
 
 use crate::abi::pairs::{self, Pair};
-use crate::abi::state::{HostState, StreamState, Trailers};
+use crate::abi::state::{HostState, Trailers};
 use crate::abi::{HostResult, Status};
 use crate::host::{Attribute, Fact, HeaderMap, Host, RequestRef, VariableError};
 
@@ -181,8 +181,8 @@ pub fn get(state: &HostState, raw_path: &[u8], out: &mut Vec<u8>) -> Result<(), 
             out.extend_from_slice(context.filter().name.as_bytes());
             Ok(())
         }
-        (b"ngx" | b"source" | b"destination" | b"connection" | b"upstream", _)
-        | (b"plugin_name" | b"plugin_root_id" | b"plugin_vm_id", _) => Err(Status::NotFound),
+        // other paths under nginx's names are no properties
+        _ if path.is_reserved() => Err(Status::NotFound),
         _ => stored_or_static(state, request, &path, out),
     }
 }
@@ -195,14 +195,17 @@ fn stored_or_static(
     out: &mut Vec<u8>,
 ) -> Result<(), Status> {
     let key = path.key();
-    let stored = match state.stream() {
-        Ok(stream) => stream.borrow().properties.get(&key).map(<[u8]>::to_vec),
-        Err(_) => state
-            .root_properties()
-            .and_then(|store| store.get(&key).map(<[u8]>::to_vec)),
+    let copy = |store: &PropertyStore, out: &mut Vec<u8>| {
+        store
+            .get(&key)
+            .map(|value| out.extend_from_slice(value))
+            .is_some()
     };
-    if let Some(value) = stored {
-        out.extend_from_slice(&value);
+    let stored = match state.stream() {
+        Ok(stream) => copy(&stream.borrow().properties, out),
+        Err(_) => state.root_properties().is_some_and(|store| copy(store, out)),
+    };
+    if stored {
         return Ok(());
     }
     if key == b"xds.node" {
@@ -406,6 +409,13 @@ fn response_attribute(
         HeaderMap::ResponseTrailers => trailers != Trailers::None,
         _ => headers,
     };
+    let which = |kind: &[u8]| {
+        if kind == b"headers" {
+            HeaderMap::Response
+        } else {
+            HeaderMap::ResponseTrailers
+        }
+    };
     let attribute = match rest {
         [b"code"] => Attribute::ResponseCode,
         [b"code_details"] => match details {
@@ -424,28 +434,14 @@ fn response_attribute(
         [b"total_size"] => Attribute::ResponseTotalSize,
         [b"backend_latency"] => Attribute::ResponseBackendLatency,
         // Envoy: a map that does not exist yet is empty
-        [kind @ (b"headers" | b"trailers")] => {
-            let which = if *kind == b"headers" {
-                HeaderMap::Response
-            } else {
-                HeaderMap::ResponseTrailers
-            };
-            if !map(which) {
-                out.extend_from_slice(&pairs::serialize(&[]));
-                return Ok(());
-            }
-            return header_map(host, request, which, out);
+        [kind @ (b"headers" | b"trailers")] if !map(which(kind)) => {
+            out.extend_from_slice(&pairs::serialize(&[]));
+            return Ok(());
         }
+        [kind @ (b"headers" | b"trailers")] => return header_map(host, request, which(kind), out),
+        [kind @ (b"headers" | b"trailers"), _] if !map(which(kind)) => return Err(Status::NotFound),
         [kind @ (b"headers" | b"trailers"), name] => {
-            let which = if *kind == b"headers" {
-                HeaderMap::Response
-            } else {
-                HeaderMap::ResponseTrailers
-            };
-            if !map(which) {
-                return Err(Status::NotFound);
-            }
-            return joined_header(host, request, which, name, out);
+            return joined_header(host, request, which(kind), name, out)
         }
         [b"grpc_status"] => {
             let status = grpc_status(
@@ -600,11 +596,6 @@ pub fn set(state: &mut HostState, raw_path: &[u8], value: &[u8]) -> Result<(), S
         },
     };
     stored.then_some(()).ok_or_else(|| SetError::Full(path.display()))
-}
-
-/// `$proxy_wasm_property_<name>`: what the request's filters stored.
-pub fn stored<'s>(stream: &'s StreamState, name: &[u8]) -> Option<&'s [u8]> {
-    stream.properties.get(name)
 }
 
 #[cfg(test)]

@@ -323,36 +323,14 @@ impl Worker {
     /// `on_http_call_response` in the instance that made the call, if it
     /// still lives; a failure is logged first.
     fn deliver(&self, origin: Origin, outcome: Result<Rc<Response>, CallFailure>, detail: &str) {
-        if let Err(failure) = &outcome {
-            let why = match failure {
-                CallFailure::Malformed(why) => format!("malformed response: {why}"),
-                other if detail.is_empty() => other.as_str().to_string(),
-                other => format!("{} ({detail})", other.as_str()),
-            };
-            let message = format!(
-                "http call #{} to \"{}\" failed: {why}",
-                origin.token, origin.target
-            );
-            let name = self
-                .instances
-                .borrow()
-                .get(&origin.instance)
-                .and_then(Weak::upgrade)
-                .and_then(|slot| slot.borrow().as_ref().map(|vm| vm.module.name.clone()));
-            let name = name.as_deref().unwrap_or("ngx_proxy_wasm");
-            self.host.log(
-                origin.request,
-                callout::enabled().unwrap_or_default().failure_log,
-                name,
-                origin.root_id,
-                message.as_bytes(),
-            );
-        }
         let slot = self
             .instances
             .borrow()
             .get(&origin.instance)
             .and_then(Weak::upgrade);
+        if let Err(failure) = &outcome {
+            self.log_call_failure(&origin, failure, detail, slot.as_ref());
+        }
         let Some(slot) = slot else {
             return;
         };
@@ -370,6 +348,28 @@ impl Worker {
         if let Some(module) = self.vms.iter().position(|shared| Rc::ptr_eq(shared, &slot)) {
             self.apply_ticks(module, origin.instance, requests);
         }
+    }
+
+    /// Logs why a call failed, at `http_call_failure_log`'s level, in the
+    /// name of the module that made it.
+    fn log_call_failure(&self, origin: &Origin, failure: &CallFailure, detail: &str, slot: Option<&VmSlot>) {
+        let why = match failure {
+            CallFailure::Malformed(why) => format!("malformed response: {why}"),
+            other if detail.is_empty() => other.as_str().to_string(),
+            other => format!("{} ({detail})", other.as_str()),
+        };
+        let message = format!(
+            "http call #{} to \"{}\" failed: {why}",
+            origin.token, origin.target
+        );
+        let name = slot.and_then(|slot| slot.borrow().as_ref().map(|vm| vm.module.name.clone()));
+        self.host.log(
+            origin.request,
+            callout::enabled().unwrap_or_default().failure_log,
+            name.as_deref().unwrap_or("ngx_proxy_wasm"),
+            origin.root_id,
+            message.as_bytes(),
+        );
     }
 
     /// Acts on the tick periods a shared instance's root contexts set.
