@@ -31,6 +31,11 @@ our $Services = <<'END';
             limit_rate 1;
             return 200 "0123456789";
         }
+        location /trickle {
+            # about a second: the headers count against the rate
+            limit_rate 200;
+            return 200 "trickled\n";
+        }
         location /reset {
             return 444;
         }
@@ -115,19 +120,23 @@ count 3
 
 
 
-=== TEST 4: a call from on_tick comes back to the root context
+=== TEST 4: a call from on_tick comes back to the root context; requests that start and end meanwhile leave it alone
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start tick_period 100";
     }
 --- config
     location /t {
-        proxy_wasm testbed "tick call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok?from=tick; tick tick_period 0";
+        proxy_wasm testbed "tick call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok?from=tick; tick call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /trickle; tick tick_period 0";
         empty_gif;
     }
---- wait: 0.5
+--- request eval
+["GET /t", "GET /t"]
+--- request_delay: 0.3
+--- wait: 1.5
 --- error_log eval
-[qr/proxy_wasm "testbed" #1: call #\d+ body "hello from GET \/ok\?from=tick"/]
+[qr/proxy_wasm "testbed" #1: call #\d+ body "hello from GET \/ok\?from=tick"/,
+ qr/proxy_wasm "testbed" #1: call #\d+ body "trickled"/]
 
 
 
@@ -180,6 +189,8 @@ GET /t
 --- abort
 --- timeout: 0.3
 --- wait: 0.5
+--- error_log eval
+[qr/client prematurely closed connection.*request: "GET \/slow HTTP\/1\.1"/]
 --- no_error_log eval
 [qr/call #\d+ response/, qr/failed: /]
 
