@@ -57,7 +57,14 @@ typedef struct {
 #if (NGX_SSL)
     ngx_ssl_t                  *ssl;
 #endif
+    /* shared memory: ngx_shm_zone_t * of shm_kv and shm_queue */
+    ngx_array_t                 kv_zones;
+    ngx_array_t                 queue_zones;
+    ngx_shm_zone_t             *metrics_zone;
+    size_t                      metrics_slab_size;
+    size_t                      max_metric_name_length;
     unsigned                    block:1;     /* a wasm{} block was seen */
+    unsigned                    metrics_block:1;
 } ngx_proxy_wasm_conf_t;
 
 
@@ -203,6 +210,38 @@ void *ngx_proxy_wasm_call_start(void *request,
     const ngx_proxy_wasm_call_params_t *params, ngx_proxy_wasm_str_t *err);
 void ngx_proxy_wasm_call_cancel(void *call);
 void ngx_proxy_wasm_calls_exit(void);
+
+/* shared memory: ngx_proxy_wasm_shm.c, ngx_proxy_wasm_metrics.c */
+char *ngx_proxy_wasm_shm_kv_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_proxy_wasm_shm_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_proxy_wasm_metrics_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_proxy_wasm_metrics_init(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf);
+ngx_slab_pool_t *ngx_proxy_wasm_shm_pool(ngx_shm_zone_t *shm_zone,
+    const char *kind, ngx_str_t *name);
+/* the wasm{} configuration shared memory is found in */
+extern ngx_proxy_wasm_conf_t  *ngx_proxy_wasm_shm_conf;
+uint32_t ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t key, uint8_t *buf,
+    size_t size, size_t *len, uint32_t *cas);
+uint32_t ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t key,
+    ngx_proxy_wasm_str_t value, uint32_t cas);
+uint32_t ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
+    ngx_proxy_wasm_str_t name, uint32_t *token);
+uint32_t ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
+    ngx_proxy_wasm_str_t name, uint32_t *token);
+uint32_t ngx_proxy_wasm_queue_enqueue(uint32_t token,
+    ngx_proxy_wasm_str_t value);
+uint32_t ngx_proxy_wasm_queue_dequeue(uint32_t token, uint8_t *buf,
+    size_t size, size_t *len);
+void ngx_proxy_wasm_queues_exit(void);
+uint32_t ngx_proxy_wasm_metric_define(uint32_t type,
+    ngx_proxy_wasm_str_t name, void **metric);
+void ngx_proxy_wasm_metric_update(void *metric, uint32_t op, int64_t value);
+uint64_t ngx_proxy_wasm_metric_get(void *metric);
+char *ngx_http_proxy_wasm_metrics_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 uint32_t ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
     ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n);

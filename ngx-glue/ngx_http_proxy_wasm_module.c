@@ -144,6 +144,13 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
       offsetof(ngx_http_proxy_wasm_loc_conf_t, hold_timeout),
       NULL },
 
+    { ngx_string("proxy_wasm_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_proxy_wasm_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -470,6 +477,8 @@ ngx_http_proxy_wasm_init_process(ngx_cycle_t *cycle)
 
     /* from now on ngx_cycle holds this configuration */
     ngx_http_proxy_wasm_process_started = 1;
+    ngx_proxy_wasm_shm_conf = (ngx_proxy_wasm_conf_t *)
+                   ngx_get_conf(cycle->conf_ctx, ngx_proxy_wasm_module);
 
     rt = ngx_proxy_wasm_runtime(cycle);
 
@@ -494,6 +503,7 @@ ngx_http_proxy_wasm_exit_process(ngx_cycle_t *cycle)
 
     /* nginx alerts on sockets left open at exit */
     ngx_proxy_wasm_calls_exit();
+    ngx_proxy_wasm_queues_exit();
 }
 
 

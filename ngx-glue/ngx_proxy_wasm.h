@@ -42,8 +42,31 @@ typedef enum {
     NGX_PROXY_WASM_HOST_AGAIN = 2,
     NGX_PROXY_WASM_HOST_ERROR = 3,
     /* no such thing (e.g. an unknown variable) */
-    NGX_PROXY_WASM_HOST_NOT_FOUND = 4
+    NGX_PROXY_WASM_HOST_NOT_FOUND = 4,
+    /* a compare-and-swap found another version */
+    NGX_PROXY_WASM_HOST_MISMATCH = 5,
+    /* a shared memory zone has no room left */
+    NGX_PROXY_WASM_HOST_FULL = 6
 } ngx_proxy_wasm_host_rc_e;
+
+
+/* Proxy-Wasm metric types, as in the ABI. */
+typedef enum {
+    NGX_PROXY_WASM_METRIC_COUNTER = 0,
+    NGX_PROXY_WASM_METRIC_GAUGE = 1,
+    NGX_PROXY_WASM_METRIC_HISTOGRAM = 2
+} ngx_proxy_wasm_metric_type_e;
+
+
+/* What metric_update does with its value. */
+typedef enum {
+    /* counters, gauges: add (a negative value subtracts) */
+    NGX_PROXY_WASM_METRIC_ADD = 0,
+    /* gauges: set */
+    NGX_PROXY_WASM_METRIC_SET = 1,
+    /* histograms: count the value in its bucket */
+    NGX_PROXY_WASM_METRIC_OBSERVE = 2
+} ngx_proxy_wasm_metric_op_e;
 
 
 /* Proxy-Wasm log levels, as in the ABI. */
@@ -199,6 +222,8 @@ typedef struct {
     size_t                         http_call_max_body_size;
     /* the Proxy-Wasm level failed HTTP calls are logged at */
     uint32_t                       http_call_failure_log;
+    /* the longest metric name, with its filter's prefix */
+    size_t                         max_metric_name_length;
 } ngx_proxy_wasm_runtime_conf_t;
 
 
@@ -382,6 +407,56 @@ typedef struct {
                             ngx_proxy_wasm_str_t *err);
     /* Drop a call that has not ended: nothing more is reported. */
     void      (*call_cancel)(void *call);
+
+    /*
+     * Shared memory. Outside workers (while the configuration is checked)
+     * the zones are not mapped yet: reads find nothing, writes are dropped,
+     * and names are still checked against the configuration.
+     *
+     * kv_get: the value of a key of an shm_kv zone ("zone/key", or the "*"
+     * zone's) copied into buf, and its CAS. DECLINED: no such key;
+     * AGAIN: buf is too small, *len is the size needed; NOT_FOUND: no zone
+     * holds the key.
+     */
+    uint32_t  (*kv_get)(ngx_proxy_wasm_str_t key, uint8_t *buf, size_t size,
+                        size_t *len, uint32_t *cas);
+    /*
+     * Store a value; a cas other than 0 must match the stored one.
+     * MISMATCH, NOT_FOUND (no zone), FULL (nothing to evict, or
+     * eviction=none).
+     */
+    uint32_t  (*kv_set)(ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value,
+                        uint32_t cas);
+
+    /*
+     * A queue of an shm_queue zone, by name: owned by vm_id from now on,
+     * and this worker is told (queue_ready) of what is enqueued.
+     * NOT_FOUND: no such zone.
+     */
+    uint32_t  (*queue_register)(ngx_proxy_wasm_str_t vm_id,
+                                ngx_proxy_wasm_str_t name, uint32_t *token);
+    /* A registered queue; an empty vm_id matches any owner. NOT_FOUND. */
+    uint32_t  (*queue_resolve)(ngx_proxy_wasm_str_t vm_id,
+                               ngx_proxy_wasm_str_t name, uint32_t *token);
+    /* NOT_FOUND: no such queue; FULL: nothing was enqueued. */
+    uint32_t  (*queue_enqueue)(uint32_t token, ngx_proxy_wasm_str_t value);
+    /*
+     * The oldest item, copied into buf and removed. DECLINED: empty;
+     * AGAIN: buf is too small, *len is the size needed (the item stays).
+     */
+    uint32_t  (*queue_dequeue)(uint32_t token, uint8_t *buf, size_t size,
+                               size_t *len);
+
+    /*
+     * A metric of the metrics zone by its full name, made if new (NULL:
+     * zones not mapped). DECLINED: the name has another type; FULL.
+     */
+    uint32_t  (*metric_define)(uint32_t type, ngx_proxy_wasm_str_t name,
+                               void **metric);
+    /* ngx_proxy_wasm_metric_op_e; lock-free */
+    void      (*metric_update)(void *metric, uint32_t op, int64_t value);
+    /* a counter's or gauge's value */
+    uint64_t  (*metric_get)(void *metric);
 } ngx_proxy_wasm_host_t;
 
 
@@ -430,6 +505,8 @@ typedef struct {
     /* A call ended without a whole response (ngx_proxy_wasm_call_end_e). */
     void      (*call_end)(ngx_proxy_wasm_runtime_t *rt, uint64_t token,
                           uint32_t why, ngx_proxy_wasm_str_t detail);
+    /* An item was enqueued on a queue this worker registered. */
+    void      (*queue_ready)(ngx_proxy_wasm_runtime_t *rt, uint32_t token);
 
     /* Per request: the chain of filters configured for its location. */
     ngx_proxy_wasm_stream_t *(*stream_new)(ngx_proxy_wasm_runtime_t *rt,

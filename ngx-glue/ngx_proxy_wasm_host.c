@@ -153,5 +153,14 @@ const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
     ngx_proxy_wasm_timer_add,
     ngx_proxy_wasm_timer_cancel,
     ngx_proxy_wasm_call_start,
-    ngx_proxy_wasm_call_cancel
+    ngx_proxy_wasm_call_cancel,
+    ngx_proxy_wasm_kv_get,
+    ngx_proxy_wasm_kv_set,
+    ngx_proxy_wasm_queue_register,
+    ngx_proxy_wasm_queue_resolve,
+    ngx_proxy_wasm_queue_enqueue,
+    ngx_proxy_wasm_queue_dequeue,
+    ngx_proxy_wasm_metric_define,
+    ngx_proxy_wasm_metric_update,
+    ngx_proxy_wasm_metric_get
 };

@@ -182,6 +182,27 @@ static ngx_command_t  ngx_proxy_wasm_commands[] = {
       offsetof(ngx_proxy_wasm_conf_t, tls_verify_host),
       NULL },
 
+    { ngx_string("shm_kv"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE23,
+      ngx_proxy_wasm_shm_kv_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("shm_queue"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE2,
+      ngx_proxy_wasm_shm_queue_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("metrics"),
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_BLOCK|NGX_CONF_NOARGS,
+      ngx_proxy_wasm_metrics_block,
+      0,
+      0,
+      NULL },
+
     { ngx_string("instance_pool"),
       NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE1,
       ngx_proxy_wasm_instance_pool_directive,
@@ -246,6 +267,8 @@ ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
     wcf->socket_read_timeout = NGX_CONF_UNSET_MSEC;
     wcf->tls_verify_cert = NGX_CONF_UNSET;
     wcf->tls_verify_host = NGX_CONF_UNSET;
+    wcf->metrics_slab_size = NGX_CONF_UNSET_SIZE;
+    wcf->max_metric_name_length = NGX_CONF_UNSET_SIZE;
     ngx_str_null(&wcf->cache);
 
     return wcf;
@@ -278,6 +301,9 @@ ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     wcf->block = 1;
 
+    /* filters checked while http{} is parsed find its zones here */
+    ngx_proxy_wasm_shm_conf = wcf;
+
     pcf = *cf;
     cf->cmd_type = NGX_PROXY_WASM_CONF;
 
@@ -298,6 +324,11 @@ ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_conf_init_msec_value(wcf->socket_read_timeout, 60000);
 
     rv = ngx_proxy_wasm_init_tls(cf, wcf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    rv = ngx_proxy_wasm_metrics_init(cf, wcf);
     if (rv != NGX_CONF_OK) {
         return rv;
     }
@@ -626,6 +657,7 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
     rconf.instance_pool = (uint32_t) wcf->instance_pool;
     rconf.http_call_max_body_size = wcf->http_call_max_body_size;
     rconf.http_call_failure_log = (uint32_t) wcf->http_call_failure_log;
+    rconf.max_metric_name_length = wcf->max_metric_name_length;
 
     ngx_str_null(&err);
 

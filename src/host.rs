@@ -243,4 +243,96 @@ pub trait Host {
 
     /// Drops a call that has not ended: its outcome is not reported.
     fn call_cancel(&self, _call: CallRef) {}
+
+    /// The value and CAS of a key of the shared key-value store, into
+    /// `value`; None when the key is absent.
+    fn kv_get(&self, _key: &[u8], _value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    /// Stores a value; a `cas` other than 0 must be the stored one's.
+    fn kv_set(&self, _key: &[u8], _value: &[u8], _cas: u32) -> Result<(), SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    /// A shared queue by name, now owned by `vm_id`; the worker is told of
+    /// its items (`Worker::on_queue_ready`).
+    fn queue_register(&self, _vm_id: &[u8], _name: &[u8]) -> Result<u32, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    /// A registered queue; an empty `vm_id` matches any owner.
+    fn queue_resolve(&self, _vm_id: &[u8], _name: &[u8]) -> Result<Option<u32>, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    fn queue_enqueue(&self, _token: u32, _value: &[u8]) -> Result<(), SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    /// The oldest item, into `value`, removed; false when empty.
+    fn queue_dequeue(&self, _token: u32, _value: &mut Vec<u8>) -> Result<bool, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    /// A metric of the worker-shared store by its full name, made if new.
+    fn metric_define(&self, _kind: MetricType, _name: &[u8]) -> Result<MetricRef, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    fn metric_update(&self, _metric: MetricRef, _op: MetricOp, _value: i64) {}
+
+    /// A counter's or gauge's value.
+    fn metric_get(&self, _metric: MetricRef) -> u64 {
+        0
+    }
+}
+
+/// Why an operation on memory shared by the workers failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedError {
+    /// No zone holds the key, or no queue has the name.
+    NoZone,
+    /// The CAS is not the stored one.
+    CasMismatch,
+    /// The zone has no room (and nothing it may evict).
+    Full,
+    /// A metric of that name has another type.
+    TypeConflict,
+    /// The host has no shared memory, or failed.
+    Unavailable,
+}
+
+/// A metric in the host's shared memory; `MetricRef(0)` stands for one
+/// that is not backed (while the configuration is checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricRef(pub usize);
+
+/// Proxy-Wasm's metric types, with their ABI values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Counter = 0,
+    Gauge = 1,
+    Histogram = 2,
+}
+
+impl MetricType {
+    pub fn from_raw(raw: u32) -> Option<MetricType> {
+        match raw {
+            0 => Some(MetricType::Counter),
+            1 => Some(MetricType::Gauge),
+            2 => Some(MetricType::Histogram),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricOp {
+    /// Counters and gauges: add (a gauge may go down).
+    Add,
+    /// Gauges: set.
+    Set,
+    /// Histograms: count a value.
+    Observe,
 }

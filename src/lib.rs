@@ -16,5 +16,6 @@ pub mod chain;
 pub mod error;
 pub mod host;
 pub mod runtime;
+pub mod shared;
 
 mod ffi;

@@ -92,13 +92,13 @@ response headers map: 2
 --- request eval
 ["GET /", "GET /"]
 --- grep_error_log eval
-qr/proxy_define_metric (again )?returned \d+|\[warn\] .*host function proxy_define_metric is not supported yet: returning UNIMPLEMENTED/
+qr/proxy_done (again )?returned \d+|\[warn\] .*host function proxy_done is not supported yet: returning UNIMPLEMENTED/
 --- grep_error_log_out eval
 qr/^\[warn\] .*not supported yet: returning UNIMPLEMENTED
-proxy_define_metric returned 12
-proxy_define_metric again returned 12
-proxy_define_metric returned 12
-proxy_define_metric again returned 12
+proxy_done returned 12
+proxy_done again returned 12
+proxy_done returned 12
+proxy_done again returned 12
 $/
 
 

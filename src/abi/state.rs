@@ -35,6 +35,7 @@ pub enum Callback {
     Delete,
     Tick,
     HttpCallResponse,
+    QueueReady,
 }
 
 impl Callback {
@@ -56,6 +57,7 @@ impl Callback {
             Callback::Delete => "proxy_on_delete",
             Callback::Tick => "proxy_on_tick",
             Callback::HttpCallResponse => "proxy_on_http_call_response",
+            Callback::QueueReady => "proxy_on_queue_ready",
         }
     }
 }
@@ -269,8 +271,9 @@ pub struct HostState {
     /// `proxy_set_tick_period_milliseconds` calls not acted on yet: root
     /// context id and period in milliseconds (0: stop).
     pub tick_requests: Vec<(u32, u32)>,
-    /// Where `proxy_get_property` builds values, kept between calls.
-    pub property_buffer: Vec<u8>,
+    /// Where host values (properties, shared data) are copied before they
+    /// go to the guest, kept between calls.
+    pub scratch: Vec<u8>,
     /// The instance's generation: calls it makes come back to it.
     pub generation: u64,
     /// The response `on_http_call_response` is given (empty for a failed
@@ -294,7 +297,7 @@ impl HostState {
             frame: Frame::IDLE,
             limiter,
             tick_requests: Vec::new(),
-            property_buffer: Vec::new(),
+            scratch: Vec::new(),
             generation: 0,
             call_response: None,
             call_status: (0, Vec::new()),
@@ -390,13 +393,21 @@ impl HostState {
         self.stream().ok().map(|stream| stream.borrow().request)
     }
 
+    /// The name of the current context's filter (else the module's).
+    pub fn filter_name(&self) -> Arc<str> {
+        self.context()
+            .map(|context| context.filter().name.clone())
+            .unwrap_or_else(|| self.module.name.clone())
+    }
+
     /// Logs on behalf of the current context.
     pub fn log(&self, level: LogLevel, message: &[u8]) {
-        let filter = self
-            .context()
-            .map(|context| context.filter().name.clone())
-            .unwrap_or_else(|| self.module.name.clone());
-        self.host
-            .log(self.request(), level, &filter, self.context_id(), message);
+        self.host.log(
+            self.request(),
+            level,
+            &self.filter_name(),
+            self.context_id(),
+            message,
+        );
     }
 }

@@ -39,6 +39,7 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     timer_fired: Some(timer_fired),
     call_data: Some(call_data),
     call_end: Some(call_end),
+    queue_ready: Some(queue_ready),
     stream_new: Some(stream_new),
     stream_wants_body: Some(stream_wants_body),
     stream_on_headers: Some(stream_on_headers),
@@ -152,6 +153,7 @@ unsafe extern "C" fn runtime_new(
                 failure_log: LogLevel::from_raw(conf.http_call_failure_log).unwrap_or(LogLevel::Error),
             },
         };
+        crate::shared::metrics::set_max_name_length(conf.max_metric_name_length);
         match Runtime::new(host, config) {
             Ok(runtime) => {
                 Box::into_raw(Box::new(RuntimeBox { host, runtime })) as *mut ngx_proxy_wasm_runtime_t
@@ -279,6 +281,16 @@ unsafe extern "C" fn call_end(
     guard(Some(rt.host), "call_end", (), || {
         if let Some(worker) = rt.runtime.running_worker() {
             worker.on_call_end(token as u32, failure, &detail);
+        }
+    })
+}
+
+unsafe extern "C" fn queue_ready(rt: *mut ngx_proxy_wasm_runtime_t, token: u32) {
+    // SAFETY: the shim passes its runtime.
+    let rt = unsafe { runtime(rt) };
+    guard(Some(rt.host), "queue_ready", (), || {
+        if let Some(worker) = rt.runtime.running_worker() {
+            worker.on_queue_ready(token);
         }
     })
 }

@@ -7,14 +7,15 @@ use std::time::Duration;
 use super::bindings::{
     ngx_proxy_wasm_attribute_e as Attr, ngx_proxy_wasm_call_params_t, ngx_proxy_wasm_header_op_e as Op,
     ngx_proxy_wasm_headers_e as Map, ngx_proxy_wasm_host_rc_e as Rc, ngx_proxy_wasm_host_t,
-    ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_value_kind_e as Kind, ngx_proxy_wasm_value_t,
+    ngx_proxy_wasm_metric_op_e as MetricOpC, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t,
+    ngx_proxy_wasm_value_kind_e as Kind, ngx_proxy_wasm_value_t,
 };
 use super::{bytes, str_of};
 use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel, Status};
 use crate::host::{
-    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef,
-    VariableError,
+    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, Host, MetricOp, MetricRef,
+    MetricType, RequestRef, SharedError, TimerRef, VariableError,
 };
 
 type LogFn = unsafe extern "C" fn(*mut c_void, u32, ngx_proxy_wasm_str_t, u32, ngx_proxy_wasm_str_t);
@@ -38,6 +39,14 @@ type CallStartFn = unsafe extern "C" fn(
     *mut ngx_proxy_wasm_str_t,
 ) -> *mut c_void;
 type CallCancelFn = unsafe extern "C" fn(*mut c_void);
+type KvGetFn = unsafe extern "C" fn(ngx_proxy_wasm_str_t, *mut u8, usize, *mut usize, *mut u32) -> u32;
+type KvSetFn = unsafe extern "C" fn(ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, u32) -> u32;
+type QueueNameFn = unsafe extern "C" fn(ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, *mut u32) -> u32;
+type QueueEnqueueFn = unsafe extern "C" fn(u32, ngx_proxy_wasm_str_t) -> u32;
+type QueueDequeueFn = unsafe extern "C" fn(u32, *mut u8, usize, *mut usize) -> u32;
+type MetricDefineFn = unsafe extern "C" fn(u32, ngx_proxy_wasm_str_t, *mut *mut c_void) -> u32;
+type MetricUpdateFn = unsafe extern "C" fn(*mut c_void, u32, i64);
+type MetricGetFn = unsafe extern "C" fn(*mut c_void) -> u64;
 
 pub struct NginxHost {
     log: LogFn,
@@ -54,6 +63,15 @@ pub struct NginxHost {
     timer_cancel: TimerCancelFn,
     call_start: CallStartFn,
     call_cancel: CallCancelFn,
+    kv_get: KvGetFn,
+    kv_set: KvSetFn,
+    queue_register: QueueNameFn,
+    queue_resolve: QueueNameFn,
+    queue_enqueue: QueueEnqueueFn,
+    queue_dequeue: QueueDequeueFn,
+    metric_define: MetricDefineFn,
+    metric_update: MetricUpdateFn,
+    metric_get: MetricGetFn,
 }
 
 static HOST: OnceLock<NginxHost> = OnceLock::new();
@@ -80,8 +98,49 @@ impl NginxHost {
             timer_cancel: table.timer_cancel?,
             call_start: table.call_start?,
             call_cancel: table.call_cancel?,
+            kv_get: table.kv_get?,
+            kv_set: table.kv_set?,
+            queue_register: table.queue_register?,
+            queue_resolve: table.queue_resolve?,
+            queue_enqueue: table.queue_enqueue?,
+            queue_dequeue: table.queue_dequeue?,
+            metric_define: table.metric_define?,
+            metric_update: table.metric_update?,
+            metric_get: table.metric_get?,
         };
         Some(HOST.get_or_init(|| host))
+    }
+}
+
+/// The error of a shared-memory function's return code.
+fn shared_error(rc: u32) -> SharedError {
+    match rc {
+        rc if rc == Rc::NGX_PROXY_WASM_HOST_NOT_FOUND as u32 => SharedError::NoZone,
+        rc if rc == Rc::NGX_PROXY_WASM_HOST_MISMATCH as u32 => SharedError::CasMismatch,
+        rc if rc == Rc::NGX_PROXY_WASM_HOST_FULL as u32 => SharedError::Full,
+        rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => SharedError::TypeConflict,
+        _ => SharedError::Unavailable,
+    }
+}
+
+/// Copies a value out of shared memory into `value` with `copy(buf, size,
+/// len)`, growing `value` once the shim said how much it needs (AGAIN); the
+/// code copy returned last.
+fn copy_shared(value: &mut Vec<u8>, mut copy: impl FnMut(*mut u8, usize, &mut usize) -> u32) -> u32 {
+    loop {
+        value.clear();
+        let mut len = 0;
+        let rc = copy(value.as_mut_ptr(), value.capacity(), &mut len);
+        if rc == Rc::NGX_PROXY_WASM_HOST_AGAIN as u32 {
+            // another worker may change the value meanwhile: ask again
+            value.reserve(len);
+            continue;
+        }
+        if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 {
+            // SAFETY: the shim wrote `len` (<= capacity) bytes.
+            unsafe { value.set_len(len) };
+        }
+        return rc;
     }
 }
 
@@ -408,5 +467,91 @@ impl Host for NginxHost {
         // SAFETY: `call` came from call_start and has not ended: the
         // worker forgets a call once it ended or was cancelled.
         unsafe { (self.call_cancel)(call.0 as *mut c_void) }
+    }
+
+    fn kv_get(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
+        let mut cas = 0;
+        let rc = copy_shared(value, |buf, size, len| {
+            // SAFETY: `buf` has room for `size` bytes; the out-pointers are
+            // valid; the shim copies under the zone's lock.
+            unsafe { (self.kv_get)(str_of(key), buf, size, len, &mut cas) }
+        });
+        match rc {
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(Some(cas)),
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => Ok(None),
+            rc => Err(shared_error(rc)),
+        }
+    }
+
+    fn kv_set(&self, key: &[u8], value: &[u8], cas: u32) -> Result<(), SharedError> {
+        // SAFETY: plain byte strings in, copied by the shim.
+        match unsafe { (self.kv_set)(str_of(key), str_of(value), cas) } {
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(()),
+            rc => Err(shared_error(rc)),
+        }
+    }
+
+    fn queue_register(&self, vm_id: &[u8], name: &[u8]) -> Result<u32, SharedError> {
+        let mut token = 0;
+        // SAFETY: see kv_set; `token` is a valid out-pointer.
+        match unsafe { (self.queue_register)(str_of(vm_id), str_of(name), &mut token) } {
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(token),
+            rc => Err(shared_error(rc)),
+        }
+    }
+
+    fn queue_resolve(&self, vm_id: &[u8], name: &[u8]) -> Result<Option<u32>, SharedError> {
+        let mut token = 0;
+        // SAFETY: see queue_register.
+        match unsafe { (self.queue_resolve)(str_of(vm_id), str_of(name), &mut token) } {
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(Some(token)),
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_NOT_FOUND as u32 => Ok(None),
+            rc => Err(shared_error(rc)),
+        }
+    }
+
+    fn queue_enqueue(&self, token: u32, value: &[u8]) -> Result<(), SharedError> {
+        // SAFETY: see kv_set.
+        match unsafe { (self.queue_enqueue)(token, str_of(value)) } {
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(()),
+            rc => Err(shared_error(rc)),
+        }
+    }
+
+    fn queue_dequeue(&self, token: u32, value: &mut Vec<u8>) -> Result<bool, SharedError> {
+        let rc = copy_shared(value, |buf, size, len| {
+            // SAFETY: see kv_get.
+            unsafe { (self.queue_dequeue)(token, buf, size, len) }
+        });
+        match rc {
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(true),
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => Ok(false),
+            rc => Err(shared_error(rc)),
+        }
+    }
+
+    fn metric_define(&self, kind: MetricType, name: &[u8]) -> Result<MetricRef, SharedError> {
+        let mut metric = std::ptr::null_mut();
+        // SAFETY: see kv_set; `metric` is a valid out-pointer.
+        match unsafe { (self.metric_define)(kind as u32, str_of(name), &mut metric) } {
+            rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(MetricRef(metric as usize)),
+            rc => Err(shared_error(rc)),
+        }
+    }
+
+    fn metric_update(&self, metric: MetricRef, op: MetricOp, value: i64) {
+        let op = match op {
+            MetricOp::Add => MetricOpC::NGX_PROXY_WASM_METRIC_ADD,
+            MetricOp::Set => MetricOpC::NGX_PROXY_WASM_METRIC_SET,
+            MetricOp::Observe => MetricOpC::NGX_PROXY_WASM_METRIC_OBSERVE,
+        };
+        // SAFETY: `metric` came from metric_define (or is 0, which the shim
+        // ignores); metrics live as long as their zone.
+        unsafe { (self.metric_update)(metric.0 as *mut c_void, op as u32, value) }
+    }
+
+    fn metric_get(&self, metric: MetricRef) -> u64 {
+        // SAFETY: see metric_update.
+        unsafe { (self.metric_get)(metric.0 as *mut c_void) }
     }
 }

@@ -69,6 +69,7 @@ struct Callbacks {
     delete: Lazy<i32, ()>,
     tick: Lazy<i32, ()>,
     http_call_response: Lazy<(i32, i32, i32, i32, i32), ()>,
+    queue_ready: Lazy<(i32, i32), ()>,
 }
 
 /// Header callbacks take `end_of_stream` since ABI 0.2.0.
@@ -226,6 +227,17 @@ impl Vm {
         let callbacks = self.callbacks.clone();
         match callbacks.tick.get(&mut self.store) {
             Some(f) => self.call(root_id, Callback::Tick, |store| f.call(store, root_id as i32)),
+            None => Ok(()),
+        }
+    }
+
+    /// An item waits in a queue the root context registered.
+    pub fn on_queue_ready(&mut self, root_id: u32, token: u32) -> Result<(), Trapped> {
+        let callbacks = self.callbacks.clone();
+        match callbacks.queue_ready.get(&mut self.store) {
+            Some(f) => self.call(root_id, Callback::QueueReady, |store| {
+                f.call(store, (root_id as i32, token as i32))
+            }),
             None => Ok(()),
         }
     }
@@ -496,6 +508,7 @@ impl Callbacks {
             delete: Lazy::new(instance, module, "proxy_on_delete"),
             tick: Lazy::new(instance, module, "proxy_on_tick"),
             http_call_response: Lazy::new(instance, module, "proxy_on_http_call_response"),
+            queue_ready: Lazy::new(instance, module, "proxy_on_queue_ready"),
         }
     }
 }

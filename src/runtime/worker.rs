@@ -124,6 +124,7 @@ impl Worker {
             }
         };
         callout::enable(Some(calls));
+        crate::shared::reset();
         let worker = Worker {
             host,
             modules: modules.to_vec(),
@@ -331,22 +332,44 @@ impl Worker {
         if let Err(failure) = &outcome {
             self.log_call_failure(&origin, failure, detail, slot.as_ref());
         }
-        let Some(slot) = slot else {
-            return;
-        };
+        if let Some(slot) = slot {
+            self.run_in(&slot, origin.instance, |vm| {
+                let _ = vm.on_http_call_response(origin.root_id, origin.token, outcome);
+            });
+        }
+    }
+
+    /// Runs a callback in an instance if it is still that generation and
+    /// has not failed, then acts on the tick periods it set.
+    fn run_in(&self, slot: &VmSlot, generation: u64, callback: impl FnOnce(&mut Vm)) {
         let requests = {
             let mut vm = slot.borrow_mut();
-            let Some(vm) = vm
-                .as_mut()
-                .filter(|vm| vm.generation == origin.instance && !vm.failed)
-            else {
+            let Some(vm) = vm.as_mut().filter(|vm| vm.generation == generation && !vm.failed) else {
                 return;
             };
-            let _ = vm.on_http_call_response(origin.root_id, origin.token, outcome);
+            callback(vm);
             vm.take_tick_requests()
         };
-        if let Some(module) = self.vms.iter().position(|shared| Rc::ptr_eq(shared, &slot)) {
-            self.apply_ticks(module, origin.instance, requests);
+        if let Some(module) = self.vms.iter().position(|shared| Rc::ptr_eq(shared, slot)) {
+            self.apply_ticks(module, generation, requests);
+        }
+    }
+
+    /// An item waits in a queue: `on_queue_ready` in the root context that
+    /// registered the queue last in this worker, if its instance lives.
+    pub fn on_queue_ready(&self, token: u32) {
+        let Some(subscriber) = crate::shared::queues::subscriber(token) else {
+            return;
+        };
+        let slot = self
+            .instances
+            .borrow()
+            .get(&subscriber.instance)
+            .and_then(Weak::upgrade);
+        if let Some(slot) = slot {
+            self.run_in(&slot, subscriber.instance, |vm| {
+                let _ = vm.on_queue_ready(subscriber.root_id, token);
+            });
         }
     }
 

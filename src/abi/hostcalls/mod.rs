@@ -4,6 +4,7 @@
 //! exact signature, so that SDK-built modules link whatever they import.
 
 mod proxy;
+mod shared;
 mod wasi;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,6 +21,7 @@ pub use wasi::ProcExit;
 /// Registers every host function in `linker`.
 pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     proxy::define(linker)?;
+    shared::define(linker)?;
     for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
         wasi::define(linker, module)?;
     }
@@ -200,6 +202,25 @@ fn copy_out<C: ErrorCode>(
     memory::write_u32(data, ret_ptr as u32, ptr)?;
     memory::write_u32(data, ret_size as u32, len)?;
     Ok(())
+}
+
+/// Scratch buffers larger than this are not kept for the next call.
+const SCRATCH_KEPT: usize = 64 * 1024;
+
+/// Runs `f` with the instance's scratch buffer, emptied: host values are
+/// copied there before the guest allocator runs, without an allocation
+/// per call.
+fn with_scratch<R>(
+    caller: &mut Caller<'_, HostState>,
+    f: impl FnOnce(&mut Caller<'_, HostState>, &mut Vec<u8>) -> R,
+) -> R {
+    let mut scratch = std::mem::take(&mut caller.data_mut().scratch);
+    scratch.clear();
+    let result = f(caller, &mut scratch);
+    if scratch.capacity() <= SCRATCH_KEPT {
+        caller.data_mut().scratch = scratch;
+    }
+    result
 }
 
 /// Calls the guest allocator for `len` bytes. Only allocator-safe host

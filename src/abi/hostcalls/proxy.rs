@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Linker};
 
-use super::{copy_out, host_fn, memory, read_bytes, store_u32, store_u64, Outcome};
+use super::{copy_out, host_fn, memory, read_bytes, store_u32, store_u64, with_scratch, Outcome};
 use crate::abi::headers::{self, HeaderName};
 use crate::abi::memory::slice;
 use crate::abi::pairs::{self, Pair};
@@ -103,16 +103,6 @@ unimplemented_functions! {
     "proxy_grpc_send"(i32, i32, i32, i32),
     "proxy_grpc_cancel"(i32),
     "proxy_grpc_close"(i32),
-    "proxy_get_shared_data"(i32, i32, i32, i32, i32),
-    "proxy_set_shared_data"(i32, i32, i32, i32, i32),
-    "proxy_register_shared_queue"(i32, i32, i32),
-    "proxy_resolve_shared_queue"(i32, i32, i32, i32, i32),
-    "proxy_enqueue_shared_queue"(i32, i32, i32),
-    "proxy_dequeue_shared_queue"(i32, i32, i32),
-    "proxy_define_metric"(i32, i32, i32, i32),
-    "proxy_increment_metric"(i32, i64),
-    "proxy_record_metric"(i32, i64),
-    "proxy_get_metric"(i32, i32),
     "proxy_call_foreign_function"(i32, i32, i32, i32, i32, i32),
 }
 
@@ -166,25 +156,16 @@ fn set_tick_period(caller: Call, period: i32) -> Result {
     Ok(())
 }
 
-/// Values built here are at most this large when the buffer is kept for
-/// the next call.
-const PROPERTY_BUFFER_KEPT: usize = 64 * 1024;
-
 fn get_property(caller: Call, path_ptr: i32, path_len: i32, ret_ptr: i32, ret_size: i32) -> Result {
     let path = read_bytes(caller, path_ptr, path_len)?;
-    // one buffer per instance: most properties are short strings
-    let mut value = std::mem::take(&mut caller.data_mut().property_buffer);
-    value.clear();
-    let outcome = match properties::get(caller.data(), &path, &mut value) {
-        Ok(()) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
-            out.copy_from_slice(&value)
-        }),
-        Err(status) => Err(status.into()),
-    };
-    if value.capacity() <= PROPERTY_BUFFER_KEPT {
-        caller.data_mut().property_buffer = value;
-    }
-    outcome
+    with_scratch(caller, |caller, value| {
+        match properties::get(caller.data(), &path, value) {
+            Ok(()) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
+                out.copy_from_slice(value)
+            }),
+            Err(status) => Err(status.into()),
+        }
+    })
 }
 
 fn set_property(caller: Call, path_ptr: i32, path_len: i32, value_ptr: i32, value_len: i32) -> Result {

@@ -5,7 +5,7 @@
 //! callback is one of vm_start, configure, create, request_headers,
 //! request_body, response_headers, response_body, response_trailers, log,
 //! done, delete, call_response (HTTP contexts), tick, root_done,
-//! root_call_response (root contexts). Arguments are separated by spaces;
+//! root_call_response, queue_ready (root contexts). Arguments are separated by spaces;
 //! `%20` and other `%XX` escapes are decoded. `trace` alone logs every
 //! callback.
 
@@ -40,6 +40,52 @@ extern "C" {
     fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *const u8, size: *mut usize) -> u32;
     fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_get_status(code: *mut u32, data: *mut *const u8, size: *mut usize) -> u32;
+    fn proxy_done() -> u32;
+    fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
+    fn proxy_enqueue_shared_queue(queue_id: u32, value: *const u8, value_size: usize) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: i64) -> u32;
+    fn proxy_get_metric(id: u32, value: *mut u64) -> u32;
+}
+
+fn set_shared(key: &str, value: &[u8], cas: u32) -> u32 {
+    unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) }
+}
+
+fn shared_value(key: &str) -> (Option<Vec<u8>>, u32) {
+    let (value, cas) = proxy_wasm::hostcalls::get_shared_data(key).unwrap();
+    (value, cas.unwrap_or(0))
+}
+
+/// `kv_incr <key>`: adds one to a number in the shared store, retrying
+/// on CAS mismatches, as filters count across workers.
+fn shared_increment(key: &str) {
+    let mut retries = 0;
+    loop {
+        let (value, cas) = shared_value(key);
+        let n: u64 = value.map(|v| String::from_utf8_lossy(&v).parse().unwrap_or(0)).unwrap_or(0);
+        match set_shared(key, (n + 1).to_string().as_bytes(), cas) {
+            0 => {
+                info!("kv_incr {}: {} after {} retries", key, n + 1, retries);
+                return;
+            }
+            8 => retries += 1,
+            status => {
+                info!("kv_incr {} failed: {}", key, status);
+                return;
+            }
+        }
+    }
+}
+
+/// A queue of this VM by name.
+fn own_queue(name: &str) -> Option<u32> {
+    proxy_wasm::hostcalls::resolve_shared_queue("", name).unwrap()
+}
+
+/// The id of a metric defined by `metric`, by its name.
+fn metric_id(name: &str) -> u32 {
+    METRICS.with(|m| m.borrow().get(name).copied()).unwrap_or(0xdead)
 }
 
 /// `call <target> <method> <path> [<authority> [<timeout ms> [<body> [<header=value>...]]]]`:
@@ -148,6 +194,10 @@ thread_local! {
     static TICKS: RefCell<u64> = RefCell::new(0);
     /// Memory kept by `grow`.
     static KEPT: RefCell<Vec<Vec<u8>>> = RefCell::new(Vec::new());
+    /// Metrics defined by `metric`.
+    static METRICS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    /// The queue `on_queue_ready` is running for.
+    static READY_QUEUE: RefCell<u32> = RefCell::new(0);
 }
 
 /// What a body callback was given.
@@ -433,10 +483,139 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 info!("set_effective_context({}) returned {}", arg(1), proxy_set_effective_context(target));
             },
             "unimplemented" => unsafe {
-                let mut id = 0u32;
-                info!("proxy_define_metric returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
-                info!("proxy_define_metric again returned {}", proxy_define_metric(0, b"m".as_ptr(), 1, &mut id));
+                info!("proxy_done returned {}", proxy_done());
+                info!("proxy_done again returned {}", proxy_done());
             },
+            "kv_get" => match proxy_wasm::hostcalls::get_shared_data(arg(1)) {
+                Ok((Some(value), cas)) => {
+                    info!("kv_get {}: \"{}\" cas {}", arg(1), String::from_utf8_lossy(&value), cas.unwrap_or(0))
+                }
+                Ok((None, _)) => info!("kv_get {}: missing", arg(1)),
+                Err(status) => info!("kv_get {}: error {:?}", arg(1), status),
+            },
+            "kv_set" => {
+                let value = if arg(2) == "-" { "" } else { arg(2) };
+                info!("kv_set {} returned {}", arg(1), set_shared(arg(1), value.as_bytes(), arg(3).parse().unwrap_or(0)));
+            }
+            "kv_set_cas" => {
+                // sets with the stored CAS plus a delta (0: the right one)
+                let (_, cas) = shared_value(arg(1));
+                let cas = cas.wrapping_add(arg(3).parse().unwrap_or(0));
+                info!("kv_set_cas {} returned {}", arg(1), set_shared(arg(1), arg(2).as_bytes(), cas));
+            }
+            "kv_incr" => shared_increment(arg(1)),
+            "kv_respond" => {
+                let (value, _) = shared_value(arg(1));
+                let (status, body) = match value {
+                    Some(value) => (200, value),
+                    None => (404, b"missing".to_vec()),
+                };
+                proxy_wasm::hostcalls::send_http_response(status, vec![], Some(&body)).unwrap();
+            }
+            "kv_fill" => {
+                // sets <prefix><i> for i in [from, to] to <size> bytes
+                let (from, to): (u32, u32) = (arg(2).parse().unwrap_or(0), arg(3).parse().unwrap_or(0));
+                let value = vec![b'v'; arg(4).parse().unwrap_or(1)];
+                let mut failed = None;
+                for i in from..=to {
+                    let status = set_shared(&format!("{}{}", arg(1), i), &value, 0);
+                    if status != 0 && failed.is_none() {
+                        failed = Some((i, status));
+                    }
+                }
+                match failed {
+                    None => info!("kv_fill {}{}..{}: all stored", arg(1), from, to),
+                    Some((i, status)) => info!("kv_fill {}{}..{}: {}{} failed with {}", arg(1), from, to, arg(1), i, status),
+                }
+            }
+            "kv_count" => {
+                // how many of <prefix><i> for i in [from, to] are there
+                let (from, to): (u32, u32) = (arg(2).parse().unwrap_or(0), arg(3).parse().unwrap_or(0));
+                let present: Vec<String> = (from..=to)
+                    .filter(|i| shared_value(&format!("{}{}", arg(1), i)).0.is_some())
+                    .map(|i| i.to_string())
+                    .collect();
+                info!("kv_count {}{}..{}: {} present [{}]", arg(1), from, to, present.len(), present.join(" "));
+            }
+            "queue_register" => {
+                let id = proxy_wasm::hostcalls::register_shared_queue(arg(1)).unwrap();
+                info!("registered queue {} as #{}", arg(1), id);
+            }
+            "queue_resolve" => match proxy_wasm::hostcalls::resolve_shared_queue(arg(1), arg(2)) {
+                Ok(Some(id)) => info!("resolved queue {}/{} as #{}", arg(1), arg(2), id),
+                Ok(None) => info!("resolved queue {}/{}: missing", arg(1), arg(2)),
+                Err(status) => info!("resolved queue {}/{}: error {:?}", arg(1), arg(2), status),
+            },
+            "enqueue" => match proxy_wasm::hostcalls::resolve_shared_queue(arg(1), arg(2)).unwrap() {
+                Some(id) => {
+                    let status = unsafe { proxy_enqueue_shared_queue(id, arg(3).as_ptr(), arg(3).len()) };
+                    info!("enqueued \"{}\" on {}: {}", arg(3), arg(2), status);
+                }
+                None => info!("enqueue on {}: no such queue", arg(2)),
+            },
+            "enqueue_fill" => {
+                // enqueues <n> items of <size> bytes; logs the first failure
+                let id = own_queue(arg(1)).unwrap_or(0);
+                let n: u32 = arg(2).parse().unwrap_or(0);
+                let value = vec![b'q'; arg(3).parse().unwrap_or(1)];
+                let mut stored = 0;
+                let mut status = 0;
+                for _ in 0..n {
+                    status = unsafe { proxy_enqueue_shared_queue(id, value.as_ptr(), value.len()) };
+                    if status != 0 {
+                        break;
+                    }
+                    stored += 1;
+                }
+                info!("enqueue_fill {}: {} stored, last status {}", arg(1), stored, status);
+            }
+            "dequeue" => {
+                let id = match arg(1) {
+                    "ready" => READY_QUEUE.with(|q| *q.borrow()),
+                    name => own_queue(name).unwrap_or(0),
+                };
+                match proxy_wasm::hostcalls::dequeue_shared_queue(id) {
+                    Ok(Some(item)) => info!("dequeued \"{}\" ({} bytes)", String::from_utf8_lossy(&item[..item.len().min(32)]), item.len()),
+                    Ok(None) => info!("dequeue: empty"),
+                    Err(status) => info!("dequeue: error {:?}", status),
+                }
+            }
+            "drain" => {
+                let id = READY_QUEUE.with(|q| *q.borrow());
+                while let Ok(Some(item)) = proxy_wasm::hostcalls::dequeue_shared_queue(id) {
+                    info!("dequeued \"{}\" ({} bytes)", String::from_utf8_lossy(&item[..item.len().min(32)]), item.len());
+                }
+            }
+            "metric" => unsafe {
+                // metric <type number> <name>
+                let mut id = 0u32;
+                let status = proxy_define_metric(arg(1).parse().unwrap_or(0), arg(2).as_ptr(), arg(2).len(), &mut id);
+                if status == 0 {
+                    METRICS.with(|m| m.borrow_mut().insert(arg(2).to_string(), id));
+                }
+                info!("define_metric {} returned {} id {}", arg(2), status, id);
+            },
+            "metric_incr" => unsafe {
+                let status = proxy_increment_metric(metric_id(arg(1)), arg(2).parse().unwrap_or(0));
+                if status != 0 || arg(3) == "log" {
+                    info!("increment_metric {} {} returned {}", arg(1), arg(2), status);
+                }
+            },
+            "metric_record" => unsafe {
+                let status = proxy_record_metric(metric_id(arg(1)), arg(2).parse().unwrap_or(0));
+                if status != 0 || arg(3) == "log" {
+                    info!("record_metric {} {} returned {}", arg(1), arg(2), status);
+                }
+            },
+            "metric_get" => unsafe {
+                let mut value = 0u64;
+                let status = proxy_get_metric(metric_id(arg(1)), &mut value);
+                info!("get_metric {} returned {} value {}", arg(1), status, value as i64);
+            },
+            "metric_respond" => {
+                let value = proxy_wasm::hostcalls::get_metric(metric_id(arg(1))).unwrap();
+                proxy_wasm::hostcalls::send_http_response(200, vec![], Some(value.to_string().as_bytes())).unwrap();
+            }
             "prop" => log_property(arg(1)),
             "prop_map" => log_property_map(arg(1)),
             "prop_status" => unsafe {
@@ -531,7 +710,14 @@ impl Context for Root {
     }
 }
 
+
 impl RootContext for Root {
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        info!("#{} on_queue_ready #{}", self.context_id, queue_id);
+        READY_QUEUE.with(|q| *q.borrow_mut() = queue_id);
+        run(&self.script, "queue_ready", self.context_id);
+    }
+
     fn on_tick(&mut self) {
         if self.script.trace {
             info!("#{} on_tick", self.context_id);

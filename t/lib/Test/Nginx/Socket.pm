@@ -604,6 +604,8 @@ sub run_block {
     $timeout =~ s/s$//;
     my $delay = section($block, 'raw_request_middle_delay') // 0.1;
 
+    run_load($block, $name, $port, $timeout) if defined section($block, 'load');
+
     for my $repeat (1 .. $RepeatEach) {
         my $label = sub {
             my $i = shift;
@@ -664,6 +666,43 @@ sub run_block {
     check_log($block, $name, $log);
     check_log($block, $name, $log, 'shutdown_error_log');
     check_health($block, $name, $log);
+
+    # "--- log_eval": Perl code that gets the error log in $_ and returns
+    # true when it is right (for checks across log lines: pids, counts)
+    if (my $code = section($block, 'log_eval')) {
+        local $_ = $log;
+        my $ok = eval $code;
+        die "log_eval of $name: $@" if $@;
+        Test::More::ok($ok, "$name - log_eval");
+    }
+}
+
+# "--- load: <requests> <concurrency> <request line>": before the block's
+# requests, that many requests from that many client processes at once,
+# each on a new connection; every one must get a 200.
+sub run_load {
+    my ($block, $name, $port, $timeout) = @_;
+
+    my ($total, $concurrency, $line) = split ' ', section($block, 'load'), 3;
+    my @pids;
+    for my $client (1 .. $concurrency) {
+        my $pid = fork // die "fork: $!";
+        if ($pid == 0) {
+            my $failed = 0;
+            for (my $i = $client; $i <= $total; $i += $concurrency) {
+                my ($raw) = http_exchange($port, [build_request($line, '')], $timeout, 0);
+                $failed++ unless defined $raw && $raw =~ m{^HTTP/1\.\d 200 };
+            }
+            POSIX::_exit($failed > 255 ? 255 : $failed);
+        }
+        push @pids, $pid;
+    }
+    my $failed = 0;
+    for my $pid (@pids) {
+        waitpid $pid, 0;
+        $failed += $? >> 8;
+    }
+    Test::More::is($failed, 0, "$name - every request of the load got a 200");
 }
 
 # A reload under load. The block's request is sent again and again, each

@@ -1,0 +1,220 @@
+//! `env.proxy_*` of what filters share across workers: the key-value
+//! store, queues and metrics. The host keeps them in shared memory; the
+//! rules of the ABI (and Envoy's answers to bad calls) are applied here.
+
+use wasmtime::{Caller, Linker};
+
+use super::{copy_out, host_fn, read_bytes, store_u32, store_u64, with_scratch, Outcome};
+use crate::abi::state::HostState;
+use crate::abi::{LogLevel, Status};
+use crate::host::{MetricOp, MetricType, SharedError};
+use crate::shared::metrics::{self, DefineError};
+use crate::shared::queues::{self, Subscriber};
+
+type Result = Outcome<Status>;
+type Call<'a, 'b> = &'a mut Caller<'b, HostState>;
+
+pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    host_fn!(linker, "env", "proxy_get_shared_data", get_shared_data,
+        (key_ptr: i32, key_len: i32, ret_ptr: i32, ret_size: i32, ret_cas: i32));
+    host_fn!(linker, "env", "proxy_set_shared_data", set_shared_data,
+        (key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32, cas: i32));
+    host_fn!(linker, "env", "proxy_register_shared_queue", register_shared_queue,
+        (name_ptr: i32, name_len: i32, ret_id: i32));
+    host_fn!(linker, "env", "proxy_resolve_shared_queue", resolve_shared_queue,
+        (vm_id_ptr: i32, vm_id_len: i32, name_ptr: i32, name_len: i32, ret_id: i32));
+    host_fn!(linker, "env", "proxy_enqueue_shared_queue", enqueue_shared_queue,
+        (queue_id: i32, value_ptr: i32, value_len: i32));
+    host_fn!(linker, "env", "proxy_dequeue_shared_queue", dequeue_shared_queue,
+        (queue_id: i32, ret_ptr: i32, ret_size: i32));
+    host_fn!(linker, "env", "proxy_define_metric", define_metric,
+        (kind: i32, name_ptr: i32, name_len: i32, ret_id: i32));
+    host_fn!(linker, "env", "proxy_increment_metric", increment_metric, (id: i32, offset: i64));
+    host_fn!(linker, "env", "proxy_record_metric", record_metric, (id: i32, value: i64));
+    host_fn!(linker, "env", "proxy_get_metric", get_metric, (id: i32, ret_value: i32));
+    Ok(())
+}
+
+/// Logs why a shared-memory operation failed; its status for the guest.
+fn failed(caller: Call, what: &str, subject: &[u8], error: SharedError) -> Status {
+    let subject = String::from_utf8_lossy(subject);
+    let (status, why) = match error {
+        SharedError::NoZone if what.contains("queue") => {
+            (Status::NotFound, "no such shm_queue in wasm{}".to_string())
+        }
+        SharedError::NoZone => (
+            Status::NotFound,
+            "no shm_kv zone holds it: declare \"shm_kv * <size>;\" or a zone for its \"name/\" prefix in wasm{}"
+                .to_string(),
+        ),
+        SharedError::Full => (
+            Status::InternalFailure,
+            "its zone is full".to_string(),
+        ),
+        SharedError::CasMismatch => return Status::CasMismatch,
+        SharedError::TypeConflict => (
+            Status::BadArgument,
+            "the name has another type".to_string(),
+        ),
+        SharedError::Unavailable => (Status::InternalFailure, "no shared memory".to_string()),
+    };
+    let message = format!("{what} \"{subject}\" failed: {why}");
+    caller.data().log(LogLevel::Error, message.as_bytes());
+    status
+}
+
+fn get_shared_data(
+    caller: Call,
+    key_ptr: i32,
+    key_len: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+    ret_cas: i32,
+) -> Result {
+    let key = read_bytes(caller, key_ptr, key_len)?;
+    with_scratch(caller, |caller, value| {
+        let host = caller.data().host;
+        match host.kv_get(&key, value) {
+            Ok(Some(cas)) => {
+                store_u32(caller, ret_cas, cas)?;
+                copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
+                    out.copy_from_slice(value)
+                })
+            }
+            Ok(None) => Err(Status::NotFound.into()),
+            Err(SharedError::NoZone) => Err(Status::NotFound.into()),
+            Err(e) => Err(failed(caller, "get_shared_data", &key, e).into()),
+        }
+    })
+}
+
+fn set_shared_data(
+    caller: Call,
+    key_ptr: i32,
+    key_len: i32,
+    value_ptr: i32,
+    value_len: i32,
+    cas: i32,
+) -> Result {
+    let key = read_bytes(caller, key_ptr, key_len)?;
+    let value = read_bytes(caller, value_ptr, value_len)?;
+    let host = caller.data().host;
+    match host.kv_set(&key, &value, cas as u32) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(failed(caller, "set_shared_data", &key, e).into()),
+    }
+}
+
+fn register_shared_queue(caller: Call, name_ptr: i32, name_len: i32, ret_id: i32) -> Result {
+    let name = read_bytes(caller, name_ptr, name_len)?;
+    let state = caller.data();
+    let root_id = state.root_id().ok_or(Status::BadArgument)?;
+    let token = match state.host.queue_register(state.module.name.as_bytes(), &name) {
+        Ok(token) => token,
+        Err(e) => return Err(failed(caller, "register_shared_queue", &name, e).into()),
+    };
+    queues::subscribe(
+        token,
+        Subscriber {
+            instance: state.generation,
+            root_id,
+        },
+    );
+    store_u32(caller, ret_id, token)
+}
+
+fn resolve_shared_queue(
+    caller: Call,
+    vm_id_ptr: i32,
+    vm_id_len: i32,
+    name_ptr: i32,
+    name_len: i32,
+    ret_id: i32,
+) -> Result {
+    let vm_id = read_bytes(caller, vm_id_ptr, vm_id_len)?;
+    let name = read_bytes(caller, name_ptr, name_len)?;
+    match caller.data().host.queue_resolve(&vm_id, &name) {
+        Ok(Some(token)) => store_u32(caller, ret_id, token),
+        Ok(None) | Err(SharedError::NoZone) => Err(Status::NotFound.into()),
+        Err(e) => Err(failed(caller, "resolve_shared_queue", &name, e).into()),
+    }
+}
+
+fn enqueue_shared_queue(caller: Call, queue_id: i32, value_ptr: i32, value_len: i32) -> Result {
+    let value = read_bytes(caller, value_ptr, value_len)?;
+    match caller.data().host.queue_enqueue(queue_id as u32, &value) {
+        Ok(()) => Ok(()),
+        Err(SharedError::NoZone) => Err(Status::NotFound.into()),
+        Err(e) => {
+            let what = format!("enqueue_shared_queue on queue #{}", queue_id as u32);
+            Err(failed(caller, &what, b"", e).into())
+        }
+    }
+}
+
+fn dequeue_shared_queue(caller: Call, queue_id: i32, ret_ptr: i32, ret_size: i32) -> Result {
+    with_scratch(caller, |caller, value| {
+        match caller.data().host.queue_dequeue(queue_id as u32, value) {
+            Ok(true) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
+                out.copy_from_slice(value)
+            }),
+            Ok(false) => Err(Status::Empty.into()),
+            Err(SharedError::NoZone) => Err(Status::NotFound.into()),
+            Err(e) => Err(failed(caller, "dequeue_shared_queue", b"", e).into()),
+        }
+    })
+}
+
+fn define_metric(caller: Call, kind: i32, name_ptr: i32, name_len: i32, ret_id: i32) -> Result {
+    let kind = MetricType::from_raw(kind as u32).ok_or(Status::BadArgument)?;
+    let name = read_bytes(caller, name_ptr, name_len)?;
+    if name.is_empty() {
+        return Err(Status::BadArgument.into());
+    }
+    let state = caller.data();
+    match metrics::define(state.host, kind, &state.filter_name(), &name) {
+        Ok(id) => store_u32(caller, ret_id, id),
+        Err(DefineError::TooLong(max)) => {
+            let message = format!(
+                "define_metric \"{}\" failed: the name with its prefix is longer than {max} (max_metric_name_length)",
+                String::from_utf8_lossy(&name)
+            );
+            state.log(LogLevel::Error, message.as_bytes());
+            Err(Status::BadArgument.into())
+        }
+        Err(DefineError::Host(e)) => Err(failed(caller, "define_metric", &name, e).into()),
+    }
+}
+
+fn increment_metric(caller: Call, id: i32, offset: i64) -> Result {
+    let (kind, metric) = metrics::lookup(id as u32).ok_or(Status::NotFound)?;
+    match kind {
+        // Envoy: counters only go up; histograms are recorded
+        MetricType::Counter if offset <= 0 => Err(Status::BadArgument.into()),
+        MetricType::Histogram => Err(Status::BadArgument.into()),
+        _ => {
+            caller.data().host.metric_update(metric, MetricOp::Add, offset);
+            Ok(())
+        }
+    }
+}
+
+fn record_metric(caller: Call, id: i32, value: i64) -> Result {
+    let (kind, metric) = metrics::lookup(id as u32).ok_or(Status::NotFound)?;
+    let op = match kind {
+        MetricType::Counter => MetricOp::Add,
+        MetricType::Gauge => MetricOp::Set,
+        MetricType::Histogram => MetricOp::Observe,
+    };
+    caller.data().host.metric_update(metric, op, value);
+    Ok(())
+}
+
+fn get_metric(caller: Call, id: i32, ret_value: i32) -> Result {
+    let (kind, metric) = metrics::lookup(id as u32).ok_or(Status::NotFound)?;
+    if kind == MetricType::Histogram {
+        return Err(Status::BadArgument.into());
+    }
+    let value = caller.data().host.metric_get(metric);
+    store_u64(caller, ret_value, value)
+}

@@ -1,0 +1,105 @@
+//! The metric ids a worker gives out, and the names metrics get: the
+//! filter's name, then the filter's own, in Prometheus's alphabet.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::host::{Host, MetricRef, MetricType, SharedError};
+
+/// `max_metric_name_length` of the running configuration.
+static MAX_NAME_LENGTH: AtomicUsize = AtomicUsize::new(256);
+
+pub fn set_max_name_length(len: usize) {
+    MAX_NAME_LENGTH.store(len, Ordering::Relaxed);
+}
+
+#[derive(Default)]
+struct Registry {
+    ids: HashMap<Vec<u8>, u32>,
+    metrics: Vec<(MetricType, MetricRef)>,
+}
+
+thread_local! {
+    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
+}
+
+pub(super) fn reset() {
+    REGISTRY.with(|registry| *registry.borrow_mut() = Registry::default());
+}
+
+/// Why a metric cannot be defined, for the filter's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefineError {
+    TooLong(usize),
+    Host(SharedError),
+}
+
+/// `<filter>_<name>`, with every byte Prometheus does not allow in a
+/// metric name turned into `_`.
+pub fn full_name(filter: &str, name: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(filter.len() + 1 + name.len() + 1);
+    if filter.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        full.push(b'_');
+    }
+    full.extend(
+        filter
+            .bytes()
+            .chain(std::iter::once(b'_'))
+            .chain(name.iter().copied())
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b == b':' {
+                    b
+                } else {
+                    b'_'
+                }
+            }),
+    );
+    full
+}
+
+/// The id of a metric (the same for the same name and type): its index
+/// and, in the low 2 bits, its type, as Envoy's ids.
+pub fn define(host: &dyn Host, kind: MetricType, filter: &str, name: &[u8]) -> Result<u32, DefineError> {
+    let full = full_name(filter, name);
+    let max = MAX_NAME_LENGTH.load(Ordering::Relaxed);
+    if full.len() > max {
+        return Err(DefineError::TooLong(max));
+    }
+    REGISTRY.with(|registry| {
+        let mut registry = registry.borrow_mut();
+        if let Some(&id) = registry.ids.get(&full) {
+            if id & 3 == kind as u32 {
+                return Ok(id);
+            }
+            return Err(DefineError::Host(SharedError::TypeConflict));
+        }
+        let metric = host.metric_define(kind, &full).map_err(DefineError::Host)?;
+        let id = ((registry.metrics.len() as u32 + 1) << 2) | kind as u32;
+        registry.metrics.push((kind, metric));
+        registry.ids.insert(full, id);
+        Ok(id)
+    })
+}
+
+/// The metric an id stands for.
+pub fn lookup(id: u32) -> Option<(MetricType, MetricRef)> {
+    let index = (id >> 2).checked_sub(1)? as usize;
+    REGISTRY.with(|registry| {
+        let registry = registry.borrow();
+        let &(kind, metric) = registry.metrics.get(index)?;
+        (kind as u32 == id & 3).then_some((kind, metric))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_prefixed_and_made_valid_for_prometheus() {
+        assert_eq!(full_name("auth", b"requests_total"), b"auth_requests_total");
+        assert_eq!(full_name("my-filter.v2", b"a.b c=d"), b"my_filter_v2_a_b_c_d");
+        assert_eq!(full_name("9lives", b"x:y"), b"_9lives_x:y");
+    }
+}

@@ -1,0 +1,14 @@
+//! What filters share across the workers, kept by the host in shared
+//! memory: the key-value store, queues and metrics. This layer holds what
+//! a worker must remember of them: which root context a queue's items go
+//! to, and the metric ids it gave out.
+
+pub mod metrics;
+pub mod queues;
+
+/// Forgets what a previous process image knew (the configuration check in
+/// the master, before workers fork).
+pub fn reset() {
+    metrics::reset();
+    queues::reset();
+}
