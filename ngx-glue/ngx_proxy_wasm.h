@@ -435,7 +435,7 @@ typedef struct {
      */
     uint32_t  (*queue_register)(ngx_proxy_wasm_str_t vm_id,
                                 ngx_proxy_wasm_str_t name, uint32_t *token);
-    /* A registered queue; an empty vm_id matches any owner. NOT_FOUND. */
+    /* A queue vm_id registered. NOT_FOUND: none. */
     uint32_t  (*queue_resolve)(ngx_proxy_wasm_str_t vm_id,
                                ngx_proxy_wasm_str_t name, uint32_t *token);
     /* NOT_FOUND: no such queue; FULL: nothing was enqueued. */

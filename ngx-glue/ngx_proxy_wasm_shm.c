@@ -941,9 +941,8 @@ ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
     ngx_shmtx_lock(&q->shpool->mutex);
 
     if (q->sh->owner_len == 0
-        || (vm_id.len
-            && (vm_id.len != q->sh->owner_len
-                || ngx_memcmp(vm_id.data, q->sh->owner, vm_id.len) != 0)))
+        || vm_id.len != q->sh->owner_len
+        || ngx_memcmp(vm_id.data, q->sh->owner, vm_id.len) != 0)
     {
         rc = NGX_PROXY_WASM_HOST_NOT_FOUND;
 

@@ -261,7 +261,7 @@ pub trait Host {
         Err(SharedError::Unavailable)
     }
 
-    /// A registered queue; an empty `vm_id` matches any owner.
+    /// A queue `vm_id` registered; None if it did not.
     fn queue_resolve(&self, _vm_id: &[u8], _name: &[u8]) -> Result<Option<u32>, SharedError> {
         Err(SharedError::Unavailable)
     }

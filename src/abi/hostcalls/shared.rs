@@ -133,7 +133,14 @@ fn resolve_shared_queue(
 ) -> Result {
     let vm_id = read_bytes(caller, vm_id_ptr, vm_id_len)?;
     let name = read_bytes(caller, name_ptr, name_len)?;
-    match caller.data().host.queue_resolve(&vm_id, &name) {
+    let state = caller.data();
+    // an empty vm id is the caller's own
+    let vm_id = if vm_id.is_empty() {
+        state.module.name.as_bytes()
+    } else {
+        &vm_id
+    };
+    match state.host.queue_resolve(vm_id, &name) {
         Ok(Some(token)) => store_u32(caller, ret_id, token),
         Ok(None) | Err(SharedError::NoZone) => Err(Status::NotFound.into()),
         Err(e) => Err(failed(caller, "resolve_shared_queue", &name, e).into()),

@@ -541,7 +541,7 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 let id = proxy_wasm::hostcalls::register_shared_queue(arg(1)).unwrap();
                 info!("registered queue {} as #{}", arg(1), id);
             }
-            "queue_resolve" => match proxy_wasm::hostcalls::resolve_shared_queue(arg(1), arg(2)) {
+            "queue_resolve" => match proxy_wasm::hostcalls::resolve_shared_queue(if arg(1) == "-" { "" } else { arg(1) }, arg(2)) {
                 Ok(Some(id)) => info!("resolved queue {}/{} as #{}", arg(1), arg(2), id),
                 Ok(None) => info!("resolved queue {}/{}: missing", arg(1), arg(2)),
                 Err(status) => info!("resolved queue {}/{}: error {:?}", arg(1), arg(2), status),
