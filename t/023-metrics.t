@@ -1,0 +1,233 @@
+# Metrics: counters, gauges and histograms shared by the workers, Envoy's
+# answers to bad calls, and proxy_wasm_metrics, the Prometheus endpoint.
+use Test::Nginx::Socket 'no_plan';
+use ProxyWasmTest;
+
+default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
+
+workers(2);
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: define, increment, record, get; Envoy's rules for bad calls
+--- config
+    location / {
+        proxy_wasm testbed "request_headers metric 0 c; request_headers metric 1 g; request_headers metric 2 h; request_headers metric_incr c 5 log; request_headers metric_incr c -1; request_headers metric_incr c 0; request_headers metric_record c 2 log; request_headers metric_get c; request_headers metric_incr g 10; request_headers metric_incr g -3; request_headers metric_get g; request_headers metric_record g -4 log; request_headers metric_get g; request_headers metric_record h 3 log; request_headers metric_get h; request_headers metric_incr h 1; request_headers metric 3 bad; request_headers metric_get unknown; request_headers metric_incr unknown 1; request_headers metric_record unknown 1";
+        empty_gif;
+    }
+--- request
+GET /
+--- grep_error_log eval
+qr/(define|increment|record|get)_metric [^,\n]*/
+--- grep_error_log_out eval
+qr/^define_metric c returned 0 id (\d+)
+define_metric g returned 0 id (\d+)
+define_metric h returned 0 id (\d+)
+increment_metric c 5 returned 0
+increment_metric c -1 returned 2
+increment_metric c 0 returned 2
+record_metric c 2 returned 0
+get_metric c returned 0 value 7
+get_metric g returned 0 value 7
+record_metric g -4 returned 0
+get_metric g returned 0 value -4
+record_metric h 3 returned 0
+get_metric h returned 2 value 0
+increment_metric h 1 returned 2
+define_metric bad returned 2 id 0
+get_metric unknown returned 1 value 0
+increment_metric unknown 1 returned 1
+record_metric unknown 1 returned 1
+$/
+
+
+
+=== TEST 2: the same name gives the same id; the same name with another type is refused, with the reason
+--- config
+    location / {
+        proxy_wasm testbed "request_headers metric 0 m; request_headers metric 0 m; request_headers metric 1 m";
+        empty_gif;
+    }
+--- request
+GET /
+--- grep_error_log eval
+qr/define_metric [^,\n]*/
+--- grep_error_log_out eval
+qr/^define_metric m returned 0 id (\d+)
+define_metric m returned 0 id \1
+define_metric "m" failed: the name has another type
+define_metric m returned 2 id 0
+$/
+
+
+
+=== TEST 3: counters, gauges and histograms updated by many requests on two workers, served to Prometheus
+--- config
+    location /hit {
+        proxy_wasm testbed "configure metric 0 requests; configure metric 1 temperature; configure metric 2 latency; request_headers metric_incr requests 1; request_headers metric_record latency 3; request_headers metric_record latency 700; request_headers metric_record temperature -7";
+        empty_gif;
+    }
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- load: 300 10 GET /hit
+--- request
+GET /metrics
+--- response_headers
+Content-Type: text/plain; version=0.0.4; charset=utf-8
+--- response_body
+# TYPE testbed_latency histogram
+testbed_latency_bucket{le="0.5"} 0
+testbed_latency_bucket{le="1"} 0
+testbed_latency_bucket{le="5"} 300
+testbed_latency_bucket{le="10"} 300
+testbed_latency_bucket{le="25"} 300
+testbed_latency_bucket{le="50"} 300
+testbed_latency_bucket{le="100"} 300
+testbed_latency_bucket{le="250"} 300
+testbed_latency_bucket{le="500"} 300
+testbed_latency_bucket{le="1000"} 600
+testbed_latency_bucket{le="2500"} 600
+testbed_latency_bucket{le="5000"} 600
+testbed_latency_bucket{le="10000"} 600
+testbed_latency_bucket{le="30000"} 600
+testbed_latency_bucket{le="60000"} 600
+testbed_latency_bucket{le="300000"} 600
+testbed_latency_bucket{le="600000"} 600
+testbed_latency_bucket{le="1800000"} 600
+testbed_latency_bucket{le="3600000"} 600
+testbed_latency_bucket{le="+Inf"} 600
+testbed_latency_sum 210900
+testbed_latency_count 600
+# TYPE testbed_requests counter
+testbed_requests 300
+# TYPE testbed_temperature gauge
+testbed_temperature -7
+
+
+
+=== TEST 4: names are prefixed by the filter and made valid for Prometheus; a value read by a filter is the sum of all workers'
+--- config
+    location /hit {
+        proxy_wasm testbed "configure metric 0 a.b-c%3Dd; request_headers metric_incr a.b-c%3Dd 2 log";
+        empty_gif;
+    }
+    location /get {
+        proxy_wasm testbed "request_headers metric_respond a.b-c%3Dd";
+    }
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- load: 50 5 GET /hit
+--- request eval
+["GET /get", "GET /metrics"]
+--- response_body eval
+["100", "# TYPE testbed_a_b_c_d counter\ntestbed_a_b_c_d 100\n"]
+--- log_eval
+# both workers counted
+my %pids = map { $_ => 1 } /(\d+)#\d+: \S+ proxy_wasm "testbed" #\d+: increment_metric/g;
+keys %pids == 2
+
+
+
+=== TEST 5: the endpoint: HEAD, other methods refused, nothing defined yet
+--- config
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- request eval
+["HEAD /metrics", "POST /metrics\nx", "GET /metrics"]
+--- error_code eval
+[200, 405, 200]
+--- response_body eval
+["", qr/405/, ""]
+
+
+
+=== TEST 6: max_metric_name_length bounds the prefixed name
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        metrics {
+            slab_size 64k;
+            max_metric_name_length 16;
+        }
+    }
+--- config
+    location / {
+        proxy_wasm testbed "request_headers metric 0 short; request_headers metric 0 much_too_long_a_name";
+        empty_gif;
+    }
+--- request
+GET /
+--- error_log eval
+[
+    qr/define_metric short returned 0/,
+    qr/\[error\] .*define_metric "much_too_long_a_name" failed: the name with its prefix is longer than 16 \(max_metric_name_length\)/,
+    qr/define_metric much_too_long_a_name returned 2/,
+]
+
+
+
+=== TEST 7: a full metrics zone: the definition fails with the reason
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        metrics {
+            slab_size 32k;
+        }
+    }
+--- config
+    location / {
+        proxy_wasm testbed "request_headers metric 2 h1; request_headers metric 2 h2; request_headers metric 2 h3; request_headers metric 2 h4; request_headers metric 2 h5; request_headers metric 2 h6; request_headers metric 2 h7; request_headers metric 2 h8; request_headers metric 2 h9; request_headers metric 2 h10; request_headers metric 2 h11; request_headers metric 2 h12; request_headers metric 2 h13; request_headers metric 2 h14; request_headers metric 2 h15; request_headers metric 2 h16; request_headers metric 2 h17; request_headers metric 2 h18; request_headers metric 2 h19; request_headers metric 2 h20; request_headers metric 2 h21; request_headers metric 2 h22; request_headers metric 2 h23; request_headers metric 2 h24; request_headers metric 2 h25; request_headers metric 2 h26; request_headers metric 2 h27; request_headers metric 2 h28; request_headers metric 2 h29; request_headers metric 2 h30; request_headers metric 2 h31; request_headers metric 2 h32; request_headers metric 2 h33; request_headers metric 2 h34; request_headers metric 2 h35; request_headers metric 2 h36; request_headers metric 2 h37; request_headers metric 2 h38; request_headers metric 2 h39; request_headers metric 2 h40; request_headers metric 2 h41; request_headers metric 2 h42; request_headers metric 2 h43; request_headers metric 2 h44; request_headers metric 2 h45; request_headers metric 2 h46; request_headers metric 2 h47; request_headers metric 2 h48; request_headers metric 2 h49; request_headers metric 2 h50; request_headers metric 2 h51; request_headers metric 2 h52; request_headers metric 2 h53; request_headers metric 2 h54; request_headers metric 2 h55; request_headers metric 2 h56; request_headers metric 2 h57; request_headers metric 2 h58; request_headers metric 2 h59; request_headers metric 2 h60; request_headers metric 2 h61; request_headers metric 2 h62; request_headers metric 2 h63; request_headers metric 2 h64; request_headers metric 2 h65; request_headers metric 2 h66; request_headers metric 2 h67; request_headers metric 2 h68; request_headers metric 2 h69; request_headers metric 2 h70";
+        empty_gif;
+    }
+--- request
+GET /
+--- error_log eval
+[
+    qr/\[error\] .*define_metric "h\d+" failed: its zone is full/,
+    qr/define_metric h\d+ returned 10/,
+]
+
+
+
+=== TEST 8: configuration errors: metrics slab_size too small
+--- main_config
+    wasm {
+        metrics {
+            slab_size 8k;
+        }
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] metrics slab_size must be at least 32k in .*nginx\.conf:\d+/
+
+
+
+=== TEST 9: configuration errors: an unknown directive in metrics{}
+--- main_config
+    wasm {
+        metrics {
+            slab 8k;
+        }
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] unknown directive "slab" in metrics\{\} in .*nginx\.conf:\d+/
+
+
+
+=== TEST 10: configuration errors: proxy_wasm_metrics needs a wasm{} block
+--- main_config
+--- config
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] "proxy_wasm_metrics" directive needs a wasm\{\} block in .*nginx\.conf:\d+/
