@@ -352,7 +352,8 @@ ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t name,
         }
     }
 
-    ngx_queue_insert_before(q, &e->sorted);
+    /* before q (ngx_queue_insert_before is not in nginx 1.22) */
+    ngx_queue_insert_tail(q, &e->sorted);
 
     ngx_shmtx_unlock(&m->shpool->mutex);
 

@@ -210,4 +210,4 @@ qr/dequeued "before reload"/
 --- config
 --- must_die
 --- error_log eval
-qr/\[emerg\] duplicate queue zone "q" in .*nginx\.conf:\d+/
+qr/\[emerg\] .*duplicate queue zone "q" in .*nginx\.conf:\d+/

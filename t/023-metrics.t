@@ -204,7 +204,7 @@ GET /
 --- config
 --- must_die
 --- error_log eval
-qr/\[emerg\] metrics slab_size must be at least 32k in .*nginx\.conf:\d+/
+qr/\[emerg\] .*metrics slab_size must be at least 32k in .*nginx\.conf:\d+/
 
 
 
@@ -218,7 +218,7 @@ qr/\[emerg\] metrics slab_size must be at least 32k in .*nginx\.conf:\d+/
 --- config
 --- must_die
 --- error_log eval
-qr/\[emerg\] unknown directive "slab" in metrics\{\} in .*nginx\.conf:\d+/
+qr/\[emerg\] .*unknown directive "slab" in metrics\{\} in .*nginx\.conf:\d+/
 
 
 
@@ -230,4 +230,4 @@ qr/\[emerg\] unknown directive "slab" in metrics\{\} in .*nginx\.conf:\d+/
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] "proxy_wasm_metrics" directive needs a wasm\{\} block in .*nginx\.conf:\d+/
+qr/\[emerg\] .*"proxy_wasm_metrics" directive needs a wasm\{\} block in .*nginx\.conf:\d+/

@@ -95,6 +95,82 @@ pub fn lookup(id: u32) -> Option<(MetricType, MetricRef)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::pairs::Pair;
+    use crate::abi::{HostResult, LogLevel};
+    use crate::host::{HeaderError, HeaderMap, HeaderOp, RequestRef, TimerRef};
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    /// A host whose metric store hands out increasing handles.
+    #[derive(Default)]
+    struct Store {
+        defined: Cell<usize>,
+    }
+
+    impl Host for Store {
+        fn log(&self, _: Option<RequestRef>, _: LogLevel, _: &str, _: u32, _: &[u8]) {}
+        fn log_level(&self, _: Option<RequestRef>) -> LogLevel {
+            LogLevel::Trace
+        }
+        fn with_headers(
+            &self,
+            _: RequestRef,
+            _: HeaderMap,
+            _: &mut dyn FnMut(&[Pair<'_>]) -> HostResult,
+        ) -> HostResult {
+            Ok(())
+        }
+        fn set_header(
+            &self,
+            _: RequestRef,
+            _: HeaderMap,
+            _: HeaderOp,
+            _: &[u8],
+            _: &[u8],
+        ) -> Result<(), HeaderError> {
+            Ok(())
+        }
+        fn schedule_resume(&self, _: RequestRef) {}
+        fn timer_add(&self, _: Duration, _: u64) -> Option<TimerRef> {
+            None
+        }
+        fn timer_cancel(&self, _: TimerRef) {}
+        fn metric_define(&self, _: MetricType, _: &[u8]) -> Result<MetricRef, SharedError> {
+            self.defined.set(self.defined.get() + 1);
+            Ok(MetricRef(self.defined.get()))
+        }
+    }
+
+    #[test]
+    fn ids_carry_the_type_and_name_one_metric() {
+        reset();
+        let host = Store::default();
+        let counter = define(&host, MetricType::Counter, "f", b"hits").unwrap();
+        let histogram = define(&host, MetricType::Histogram, "f", b"latency").unwrap();
+        assert_eq!(counter & 3, 0);
+        assert_eq!(histogram & 3, 2);
+        assert_eq!(define(&host, MetricType::Counter, "f", b"hits"), Ok(counter));
+        // "a.b" and "a_b" are one Prometheus name
+        let dotted = define(&host, MetricType::Counter, "f", b"a.b").unwrap();
+        assert_eq!(define(&host, MetricType::Counter, "f", b"a_b"), Ok(dotted));
+        assert_eq!(
+            define(&host, MetricType::Gauge, "f", b"hits"),
+            Err(DefineError::Host(SharedError::TypeConflict))
+        );
+        assert_eq!(host.defined.get(), 3);
+        assert_eq!(lookup(counter), Some((MetricType::Counter, MetricRef(1))));
+        assert_eq!(lookup(histogram), Some((MetricType::Histogram, MetricRef(2))));
+        // a forged id: wrong type bits, unknown index, 0
+        assert_eq!(lookup(counter | 1), None);
+        assert_eq!(lookup(400), None);
+        assert_eq!(lookup(0), None);
+        set_max_name_length(8);
+        assert_eq!(
+            define(&host, MetricType::Counter, "f", b"much_too_long"),
+            Err(DefineError::TooLong(8))
+        );
+        set_max_name_length(256);
+    }
 
     #[test]
     fn names_are_prefixed_and_made_valid_for_prometheus() {
