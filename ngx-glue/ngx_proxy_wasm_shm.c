@@ -590,6 +590,11 @@ ngx_proxy_wasm_kv_alloc(ngx_proxy_wasm_kv_t *kv, size_t size)
     ngx_uint_t                  slot;
     ngx_proxy_wasm_kv_entry_t  *victim;
 
+    /* more than the zone's pages: evicting everything would not help */
+    if (size > (size_t) (kv->shpool->end - kv->shpool->start)) {
+        return NULL;
+    }
+
     slot = ngx_proxy_wasm_kv_slot(kv->shpool, size);
 
     for ( ;; ) {
@@ -1053,6 +1058,8 @@ done:
 /* this worker's wakeup: a socket (Linux) or a poll timer, and a posted
  * event for items this worker enqueued for itself */
 static ngx_connection_t  *ngx_proxy_wasm_wakeup_conn;
+/* what a worker that registered no queue sends wakeups with */
+static ngx_socket_t       ngx_proxy_wasm_wakeup_sender = (ngx_socket_t) -1;
 static ngx_event_t        ngx_proxy_wasm_wakeup_posted;
 static ngx_event_t        ngx_proxy_wasm_wakeup_poll;
 static ngx_uint_t         ngx_proxy_wasm_wakeup_ready;
@@ -1157,6 +1164,7 @@ ngx_proxy_wasm_queue_notify(ngx_proxy_wasm_queue_t *q, ngx_pid_t pid)
     socklen_t           len;
     ngx_err_t           err;
     ngx_uint_t          tries;
+    ngx_socket_t        s;
     struct sockaddr_un  sun;
 
     for (tries = 0; pid && tries < NGX_PROXY_WASM_QUEUE_WORKERS; tries++) {
@@ -1177,35 +1185,27 @@ ngx_proxy_wasm_queue_notify(ngx_proxy_wasm_queue_t *q, ngx_pid_t pid)
         len = ngx_proxy_wasm_wakeup_addr(&sun, pid);
         byte = 1;
 
-        if (ngx_proxy_wasm_wakeup_conn
-            && sendto(ngx_proxy_wasm_wakeup_conn->fd, &byte, 1, 0,
-                      (struct sockaddr *) &sun, len)
-               == 1)
-        {
+        if (ngx_proxy_wasm_wakeup_conn) {
+            s = ngx_proxy_wasm_wakeup_conn->fd;
+
+        } else {
+            if (ngx_proxy_wasm_wakeup_sender == (ngx_socket_t) -1) {
+                ngx_proxy_wasm_wakeup_sender = socket(AF_UNIX,
+                                    SOCK_DGRAM|SOCK_NONBLOCK|SOCK_CLOEXEC, 0);
+            }
+
+            s = ngx_proxy_wasm_wakeup_sender;
+        }
+
+        if (s == (ngx_socket_t) -1) {
             return;
         }
 
-        if (ngx_proxy_wasm_wakeup_conn == NULL) {
-            /* this worker never registered a queue: a socket of its own
-             * is not needed to send */
-            ngx_socket_t  s;
-
-            s = socket(AF_UNIX, SOCK_DGRAM|SOCK_NONBLOCK|SOCK_CLOEXEC, 0);
-            if (s == (ngx_socket_t) -1) {
-                return;
-            }
-
-            if (sendto(s, &byte, 1, 0, (struct sockaddr *) &sun, len) == 1) {
-                ngx_close_socket(s);
-                return;
-            }
-
-            err = ngx_socket_errno;
-            ngx_close_socket(s);
-
-        } else {
-            err = ngx_socket_errno;
+        if (sendto(s, &byte, 1, 0, (struct sockaddr *) &sun, len) == 1) {
+            return;
         }
+
+        err = ngx_socket_errno;
 
         if (err == NGX_EAGAIN) {
             /* its socket holds wakeups it has not read: it will look */
@@ -1319,6 +1319,11 @@ ngx_proxy_wasm_queues_exit(void)
     ngx_uint_t                i;
     ngx_shm_zone_t          **zone;
     ngx_proxy_wasm_queue_t   *q;
+
+    if (ngx_proxy_wasm_wakeup_sender != (ngx_socket_t) -1) {
+        ngx_close_socket(ngx_proxy_wasm_wakeup_sender);
+        ngx_proxy_wasm_wakeup_sender = (ngx_socket_t) -1;
+    }
 
     if (!ngx_proxy_wasm_wakeup_ready) {
         return;
