@@ -307,6 +307,34 @@ def scenario_callout():
         row("9", "authorization by an HTTP call, vs auth_request", base, result)
 
 
+def scenario_shared():
+    # a request counter across workers: in shared memory by a filter (a
+    # CAS loop on the key-value store, and a counter metric), vs Lua's
+    # shared dict (one atomic incr), on Debian's nginx
+    if not os.path.exists(DEBIAN_LUA[1]):
+        log("scenario 10 skipped: no Debian nginx with its Lua module")
+        return
+    http = f"""
+        location /baseline {{ empty_gif; }}
+        location /lua {{
+            access_by_lua_block {{ ngx.shared.counters:incr("requests", 1, 0) }}
+            empty_gif;
+        }}
+        location /wasm {{ {bench_filter("shared")} empty_gif; }}
+    }}
+    lua_shared_dict counters 1m;
+    server {{
+        listen 127.0.0.1:{PORT + 1};
+"""
+    main = f"wasm {{ module bench {FILTERS}/bench.wasm; shm_kv * 1m; }}"
+    with Nginx("shared", http, main=main, binary=DEBIAN_NGINX, modules=DEBIAN_LUA + [DEBIAN_MODULE]) as n:
+        base, wasm = compare(n, "/baseline", "/wasm")
+        wasm["rss"] = n.rss_kib()
+        row("10", "count requests in shared memory (shm_kv CAS + a metric), vs none", base, wasm)
+        lua, wasm = compare(n, "/lua", "/wasm")
+        row("10", "the same, vs Lua's lua_shared_dict incr (Debian nginx 1.22.1)", lua, wasm)
+
+
 def distinct_modules(count):
     """Copies of the bench filter that differ by a custom section, so
     that each is compiled (and cached) on its own."""
@@ -464,6 +492,7 @@ SCENARIOS = {
     "memory": scenario_memory,
     "instructions": scenario_instructions,
     "callout": scenario_callout,
+    "shared": scenario_shared,
 }
 
 
