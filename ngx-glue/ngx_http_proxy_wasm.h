@@ -219,8 +219,19 @@ char *ngx_proxy_wasm_shm_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_proxy_wasm_metrics_block(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_proxy_wasm_metrics_init(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf);
-ngx_slab_pool_t *ngx_proxy_wasm_shm_pool(ngx_shm_zone_t *shm_zone,
-    const char *kind, ngx_str_t *name);
+
+/*
+ * What shm_zone->data of every zone of the module starts with: its name as
+ * declared, its state in shared memory, its slab pool.
+ */
+typedef struct {
+    ngx_str_t                   name;
+    void                       *sh;
+    ngx_slab_pool_t            *shpool;
+} ngx_proxy_wasm_zone_t;
+
+ngx_int_t ngx_proxy_wasm_zone_init(ngx_shm_zone_t *shm_zone, void *data,
+    const char *kind, size_t size, void (*init)(void *sh));
 /* the wasm{} configuration shared memory is found in */
 extern ngx_proxy_wasm_conf_t  *ngx_proxy_wasm_shm_conf;
 uint32_t ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t key, uint8_t *buf,

@@ -55,6 +55,7 @@ typedef struct {
 } ngx_proxy_wasm_metrics_sh_t;
 
 
+/* shm_zone->data of the metrics zone (ngx_proxy_wasm_zone_t first) */
 typedef struct {
     ngx_str_t                    name;
     ngx_proxy_wasm_metrics_sh_t *sh;
@@ -216,45 +217,22 @@ ngx_proxy_wasm_metrics_init(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
 }
 
 
+static void
+ngx_proxy_wasm_metrics_init_sh(void *data)
+{
+    ngx_proxy_wasm_metrics_sh_t  *sh = data;
+
+    ngx_rbtree_init(&sh->rbtree, &sh->sentinel, ngx_str_rbtree_insert_value);
+    ngx_queue_init(&sh->sorted);
+}
+
+
 static ngx_int_t
 ngx_proxy_wasm_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_proxy_wasm_metrics_t  *om = data;
-
-    ngx_slab_pool_t           *shpool;
-    ngx_proxy_wasm_metrics_t  *m;
-
-    m = shm_zone->data;
-
-    if (om) {
-        m->sh = om->sh;
-        m->shpool = om->shpool;
-        return NGX_OK;
-    }
-
-    shpool = ngx_proxy_wasm_shm_pool(shm_zone, "metrics", &m->name);
-    if (shpool == NULL) {
-        return NGX_ERROR;
-    }
-
-    m->shpool = shpool;
-
-    if (shpool->data) {
-        m->sh = shpool->data;
-        return NGX_OK;
-    }
-
-    m->sh = ngx_slab_alloc(shpool, sizeof(ngx_proxy_wasm_metrics_sh_t));
-    if (m->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_rbtree_init(&m->sh->rbtree, &m->sh->sentinel,
-                    ngx_str_rbtree_insert_value);
-    ngx_queue_init(&m->sh->sorted);
-    shpool->data = m->sh;
-
-    return NGX_OK;
+    return ngx_proxy_wasm_zone_init(shm_zone, data, "metrics",
+                                    sizeof(ngx_proxy_wasm_metrics_sh_t),
+                                    ngx_proxy_wasm_metrics_init_sh);
 }
 
 

@@ -58,12 +58,12 @@ typedef struct {
 } ngx_proxy_wasm_kv_sh_t;
 
 
-/* shm_zone->data of a key-value zone */
+/* shm_zone->data of a key-value zone (ngx_proxy_wasm_zone_t first) */
 typedef struct {
     ngx_str_t                    name;        /* as declared: "*" or a name */
-    ngx_uint_t                   eviction;
     ngx_proxy_wasm_kv_sh_t      *sh;
     ngx_slab_pool_t             *shpool;
+    ngx_uint_t                   eviction;
 } ngx_proxy_wasm_kv_t;
 
 
@@ -93,7 +93,7 @@ typedef struct {
 } ngx_proxy_wasm_queue_sh_t;
 
 
-/* shm_zone->data of a queue zone */
+/* shm_zone->data of a queue zone (ngx_proxy_wasm_zone_t first) */
 typedef struct {
     ngx_str_t                    name;
     ngx_proxy_wasm_queue_sh_t   *sh;
@@ -307,125 +307,103 @@ ngx_proxy_wasm_shm_add(ngx_conf_t *cf, ngx_array_t *zones, const char *kind,
 
 
 /*
- * The slab pool of a new zone, or the state a zone of the previous
- * configuration left (a reload keeps zones of the same name and size).
+ * Maps a zone's state (shm_zone->data, an ngx_proxy_wasm_zone_t first):
+ * the state a zone of the previous configuration left (a reload keeps
+ * zones of the same name and size), or size bytes of a new zone's slab
+ * pool, zeroed, then set up by init.
  */
-ngx_slab_pool_t *
-ngx_proxy_wasm_shm_pool(ngx_shm_zone_t *shm_zone, const char *kind,
-    ngx_str_t *name)
+ngx_int_t
+ngx_proxy_wasm_zone_init(ngx_shm_zone_t *shm_zone, void *data,
+    const char *kind, size_t size, void (*init)(void *sh))
 {
-    size_t            len;
-    ngx_slab_pool_t  *shpool;
+    ngx_proxy_wasm_zone_t  *old = data;
+
+    size_t                  len;
+    ngx_slab_pool_t        *shpool;
+    ngx_proxy_wasm_zone_t  *zone;
+
+    zone = shm_zone->data;
+
+    if (old) {
+        zone->sh = old->sh;
+        zone->shpool = old->shpool;
+        return NGX_OK;
+    }
 
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    zone->shpool = shpool;
 
     if (shm_zone->shm.exists || shpool->data != NULL) {
-        return shpool;
+        zone->sh = shpool->data;
+        return NGX_OK;
     }
 
     /* "no room" is reported by the caller, with the zone's name */
     shpool->log_nomem = 0;
 
-    len = sizeof(" in proxy_wasm  zone \"\"") + ngx_strlen(kind) + name->len;
+    len = sizeof(" in proxy_wasm  zone \"\"") + ngx_strlen(kind)
+          + zone->name.len;
 
     shpool->log_ctx = ngx_slab_alloc(shpool, len);
     if (shpool->log_ctx == NULL) {
-        return NULL;
+        return NGX_ERROR;
     }
 
     ngx_sprintf(shpool->log_ctx, " in proxy_wasm %s zone \"%V\"%Z",
-                kind, name);
+                kind, &zone->name);
 
-    return shpool;
+    zone->sh = ngx_slab_calloc(shpool, size);
+    if (zone->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    init(zone->sh);
+    shpool->data = zone->sh;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_proxy_wasm_kv_init_sh(void *data)
+{
+    ngx_proxy_wasm_kv_sh_t  *sh = data;
+
+    ngx_uint_t  i;
+
+    ngx_rbtree_init(&sh->rbtree, &sh->sentinel, ngx_str_rbtree_insert_value);
+    ngx_queue_init(&sh->lru);
+
+    for (i = 0; i < NGX_PROXY_WASM_KV_SLOTS; i++) {
+        ngx_queue_init(&sh->slots[i]);
+    }
 }
 
 
 static ngx_int_t
 ngx_proxy_wasm_kv_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_proxy_wasm_kv_t  *okv = data;
+    return ngx_proxy_wasm_zone_init(shm_zone, data, "kv",
+                                    sizeof(ngx_proxy_wasm_kv_sh_t),
+                                    ngx_proxy_wasm_kv_init_sh);
+}
 
-    ngx_uint_t            i;
-    ngx_slab_pool_t      *shpool;
-    ngx_proxy_wasm_kv_t  *kv;
 
-    kv = shm_zone->data;
+static void
+ngx_proxy_wasm_queue_init_sh(void *data)
+{
+    ngx_proxy_wasm_queue_sh_t  *sh = data;
 
-    if (okv) {
-        kv->sh = okv->sh;
-        kv->shpool = okv->shpool;
-        return NGX_OK;
-    }
-
-    shpool = ngx_proxy_wasm_shm_pool(shm_zone, "kv", &kv->name);
-    if (shpool == NULL) {
-        return NGX_ERROR;
-    }
-
-    kv->shpool = shpool;
-
-    if (shpool->data) {
-        kv->sh = shpool->data;
-        return NGX_OK;
-    }
-
-    kv->sh = ngx_slab_alloc(shpool, sizeof(ngx_proxy_wasm_kv_sh_t));
-    if (kv->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_rbtree_init(&kv->sh->rbtree, &kv->sh->sentinel,
-                    ngx_str_rbtree_insert_value);
-    ngx_queue_init(&kv->sh->lru);
-
-    for (i = 0; i < NGX_PROXY_WASM_KV_SLOTS; i++) {
-        ngx_queue_init(&kv->sh->slots[i]);
-    }
-
-    kv->sh->cas = 0;
-    shpool->data = kv->sh;
-
-    return NGX_OK;
+    ngx_queue_init(&sh->items);
 }
 
 
 static ngx_int_t
 ngx_proxy_wasm_queue_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_proxy_wasm_queue_t  *oq = data;
-
-    ngx_slab_pool_t         *shpool;
-    ngx_proxy_wasm_queue_t  *q;
-
-    q = shm_zone->data;
-
-    if (oq) {
-        q->sh = oq->sh;
-        q->shpool = oq->shpool;
-        return NGX_OK;
-    }
-
-    shpool = ngx_proxy_wasm_shm_pool(shm_zone, "queue", &q->name);
-    if (shpool == NULL) {
-        return NGX_ERROR;
-    }
-
-    q->shpool = shpool;
-
-    if (shpool->data) {
-        q->sh = shpool->data;
-        return NGX_OK;
-    }
-
-    q->sh = ngx_slab_calloc(shpool, sizeof(ngx_proxy_wasm_queue_sh_t));
-    if (q->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_queue_init(&q->sh->items);
-    shpool->data = q->sh;
-
-    return NGX_OK;
+    return ngx_proxy_wasm_zone_init(shm_zone, data, "queue",
+                                    sizeof(ngx_proxy_wasm_queue_sh_t),
+                                    ngx_proxy_wasm_queue_init_sh);
 }
 
 
@@ -1232,23 +1210,19 @@ ngx_proxy_wasm_queue_notify(ngx_proxy_wasm_queue_t *q, ngx_pid_t pid)
 static void
 ngx_proxy_wasm_queues_deliver(void)
 {
-    ngx_uint_t                      i, credits;
-    ngx_shm_zone_t                **zone;
+    uint32_t                        token;
+    ngx_uint_t                      credits;
     ngx_proxy_wasm_queue_t         *q;
     ngx_proxy_wasm_runtime_t       *rt;
     ngx_proxy_wasm_queue_worker_t  *w;
 
     rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
 
-    if (rt == NULL || ngx_proxy_wasm_shm_conf == NULL) {
+    if (rt == NULL) {
         return;
     }
 
-    zone = ngx_proxy_wasm_shm_conf->queue_zones.elts;
-
-    for (i = 0; i < ngx_proxy_wasm_shm_conf->queue_zones.nelts; i++) {
-        q = zone[i]->data;
-
+    for (token = 1; (q = ngx_proxy_wasm_queue_by_token(token)); token++) {
         if (q->sh == NULL) {
             continue;
         }
@@ -1270,7 +1244,7 @@ ngx_proxy_wasm_queues_deliver(void)
                 break;
             }
 
-            ngx_proxy_wasm_api.queue_ready(rt, (uint32_t) i + 1);
+            ngx_proxy_wasm_api.queue_ready(rt, token);
         }
     }
 }
@@ -1315,9 +1289,8 @@ ngx_proxy_wasm_wakeup_handler(ngx_event_t *ev)
 void
 ngx_proxy_wasm_queues_exit(void)
 {
+    uint32_t                  token;
     ngx_pid_t                 heir;
-    ngx_uint_t                i;
-    ngx_shm_zone_t          **zone;
     ngx_proxy_wasm_queue_t   *q;
 
     if (ngx_proxy_wasm_wakeup_sender != (ngx_socket_t) -1) {
@@ -1344,15 +1317,7 @@ ngx_proxy_wasm_queues_exit(void)
         ngx_proxy_wasm_wakeup_conn = NULL;
     }
 
-    if (ngx_proxy_wasm_shm_conf == NULL) {
-        return;
-    }
-
-    zone = ngx_proxy_wasm_shm_conf->queue_zones.elts;
-
-    for (i = 0; i < ngx_proxy_wasm_shm_conf->queue_zones.nelts; i++) {
-        q = zone[i]->data;
-
+    for (token = 1; (q = ngx_proxy_wasm_queue_by_token(token)); token++) {
         if (q->sh == NULL) {
             continue;
         }

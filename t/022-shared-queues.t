@@ -113,7 +113,7 @@ GET /
 --- error_log eval
 [
     qr/enqueue_fill small: \d+ stored, last status 10/,
-    qr/\[error\] .*enqueue_shared_queue on queue #1 "" failed: its zone is full/,
+    qr/\[error\] .*enqueue_shared_queue "#1" failed: its zone is full/,
 ]
 --- log_eval
 # the zone took a few items and refused the rest

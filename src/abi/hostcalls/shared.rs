@@ -35,32 +35,29 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Logs why a shared-memory operation failed; its status for the guest.
-fn failed(caller: Call, what: &str, subject: &[u8], error: SharedError) -> Status {
-    let subject = String::from_utf8_lossy(subject);
+const NO_KV_ZONE: &str =
+    "no shm_kv zone holds it: declare \"shm_kv * <size>;\" or a zone for its \"name/\" prefix in wasm{}";
+const NO_QUEUE_ZONE: &str = "no such shm_queue in wasm{}";
+
+/// Logs why a shared-memory operation failed (`function` on the key,
+/// queue or metric `name`; `no_zone` says why no zone was found, when that
+/// is the error); its status for the guest.
+fn failed(caller: Call, function: &str, name: &[u8], no_zone: &str, error: SharedError) -> Status {
     let (status, why) = match error {
-        SharedError::NoZone if what.contains("queue") => {
-            (Status::NotFound, "no such shm_queue in wasm{}".to_string())
-        }
-        SharedError::NoZone => (
-            Status::NotFound,
-            "no shm_kv zone holds it: declare \"shm_kv * <size>;\" or a zone for its \"name/\" prefix in wasm{}"
-                .to_string(),
-        ),
-        SharedError::Full => (
-            Status::InternalFailure,
-            "its zone is full".to_string(),
-        ),
         SharedError::CasMismatch => return Status::CasMismatch,
-        SharedError::TypeConflict => (
-            Status::BadArgument,
-            "the name has another type".to_string(),
-        ),
-        SharedError::Unavailable => (Status::InternalFailure, "no shared memory".to_string()),
+        SharedError::NoZone => (Status::NotFound, no_zone),
+        SharedError::Full => (Status::InternalFailure, "its zone is full"),
+        SharedError::TypeConflict => (Status::BadArgument, "the name has another type"),
+        SharedError::Unavailable => (Status::InternalFailure, "no shared memory"),
     };
-    let message = format!("{what} \"{subject}\" failed: {why}");
+    let message = format!("{function} \"{}\" failed: {why}", String::from_utf8_lossy(name));
     caller.data().log(LogLevel::Error, message.as_bytes());
     status
+}
+
+/// A queue's name for the log: its id.
+fn queue_name(queue_id: i32) -> Vec<u8> {
+    format!("#{}", queue_id as u32).into_bytes()
 }
 
 fn get_shared_data(
@@ -83,7 +80,7 @@ fn get_shared_data(
             }
             Ok(None) => Err(Status::NotFound.into()),
             Err(SharedError::NoZone) => Err(Status::NotFound.into()),
-            Err(e) => Err(failed(caller, "get_shared_data", &key, e).into()),
+            Err(e) => Err(failed(caller, "get_shared_data", &key, NO_KV_ZONE, e).into()),
         }
     })
 }
@@ -101,7 +98,7 @@ fn set_shared_data(
     let host = caller.data().host;
     match host.kv_set(&key, &value, cas as u32) {
         Ok(()) => Ok(()),
-        Err(e) => Err(failed(caller, "set_shared_data", &key, e).into()),
+        Err(e) => Err(failed(caller, "set_shared_data", &key, NO_KV_ZONE, e).into()),
     }
 }
 
@@ -111,7 +108,7 @@ fn register_shared_queue(caller: Call, name_ptr: i32, name_len: i32, ret_id: i32
     let root_id = state.root_id().ok_or(Status::BadArgument)?;
     let token = match state.host.queue_register(state.module.name.as_bytes(), &name) {
         Ok(token) => token,
-        Err(e) => return Err(failed(caller, "register_shared_queue", &name, e).into()),
+        Err(e) => return Err(failed(caller, "register_shared_queue", &name, NO_QUEUE_ZONE, e).into()),
     };
     queues::subscribe(
         token,
@@ -143,7 +140,7 @@ fn resolve_shared_queue(
     match state.host.queue_resolve(vm_id, &name) {
         Ok(Some(token)) => store_u32(caller, ret_id, token),
         Ok(None) | Err(SharedError::NoZone) => Err(Status::NotFound.into()),
-        Err(e) => Err(failed(caller, "resolve_shared_queue", &name, e).into()),
+        Err(e) => Err(failed(caller, "resolve_shared_queue", &name, NO_QUEUE_ZONE, e).into()),
     }
 }
 
@@ -152,10 +149,14 @@ fn enqueue_shared_queue(caller: Call, queue_id: i32, value_ptr: i32, value_len: 
     match caller.data().host.queue_enqueue(queue_id as u32, &value) {
         Ok(()) => Ok(()),
         Err(SharedError::NoZone) => Err(Status::NotFound.into()),
-        Err(e) => {
-            let what = format!("enqueue_shared_queue on queue #{}", queue_id as u32);
-            Err(failed(caller, &what, b"", e).into())
-        }
+        Err(e) => Err(failed(
+            caller,
+            "enqueue_shared_queue",
+            &queue_name(queue_id),
+            NO_QUEUE_ZONE,
+            e,
+        )
+        .into()),
     }
 }
 
@@ -167,7 +168,14 @@ fn dequeue_shared_queue(caller: Call, queue_id: i32, ret_ptr: i32, ret_size: i32
             }),
             Ok(false) => Err(Status::Empty.into()),
             Err(SharedError::NoZone) => Err(Status::NotFound.into()),
-            Err(e) => Err(failed(caller, "dequeue_shared_queue", b"", e).into()),
+            Err(e) => Err(failed(
+                caller,
+                "dequeue_shared_queue",
+                &queue_name(queue_id),
+                NO_QUEUE_ZONE,
+                e,
+            )
+            .into()),
         }
     })
 }
@@ -189,7 +197,7 @@ fn define_metric(caller: Call, kind: i32, name_ptr: i32, name_len: i32, ret_id: 
             state.log(LogLevel::Error, message.as_bytes());
             Err(Status::BadArgument.into())
         }
-        Err(DefineError::Host(e)) => Err(failed(caller, "define_metric", &name, e).into()),
+        Err(DefineError::Host(e)) => Err(failed(caller, "define_metric", &name, "no metrics zone", e).into()),
     }
 }
 

@@ -580,6 +580,22 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                     Err(status) => info!("dequeue: error {:?}", status),
                 }
             }
+            "enqueue_time" => {
+                // enqueues the host's time, for "drain_latency"
+                let id = proxy_wasm::hostcalls::resolve_shared_queue(arg(1), arg(2)).unwrap().unwrap_or(0);
+                let now = proxy_wasm::hostcalls::get_current_time().unwrap();
+                let ns = now.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+                proxy_wasm::hostcalls::enqueue_shared_queue(id, Some(&ns.to_le_bytes())).unwrap();
+            }
+            "drain_latency" => {
+                let id = READY_QUEUE.with(|q| *q.borrow());
+                while let Ok(Some(item)) = proxy_wasm::hostcalls::dequeue_shared_queue(id) {
+                    let now = proxy_wasm::hostcalls::get_current_time().unwrap();
+                    let ns = now.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+                    let sent = u64::from_le_bytes(item[..8].try_into().unwrap());
+                    info!("queue latency {} us", ns.saturating_sub(sent) / 1000);
+                }
+            }
             "drain" => {
                 let id = READY_QUEUE.with(|q| *q.borrow());
                 while let Ok(Some(item)) = proxy_wasm::hostcalls::dequeue_shared_queue(id) {
