@@ -132,7 +132,31 @@ keys %pids == 2
 
 
 
-=== TEST 5: the endpoint: HEAD, other methods refused, nothing defined yet
+=== TEST 5: metrics keep their values across a reload
+--- config
+    location /hit {
+        proxy_wasm testbed "configure metric 0 requests; request_headers metric_incr requests 1";
+        empty_gif;
+    }
+    location /get {
+        proxy_wasm testbed "configure metric 0 requests; request_headers metric_respond requests";
+    }
+--- load: 20 2 GET /hit
+--- request
+GET /get
+--- response_body: 20
+--- reload_config
+    location /get {
+        proxy_wasm testbed "configure metric 0 requests; configure log info new%20workers; request_headers metric_respond requests";
+    }
+--- reload_response_like eval
+[qr/\| 20$/, qr/\| 20$/]
+--- error_log
+new workers
+
+
+
+=== TEST 6: the endpoint: HEAD, other methods refused, nothing defined yet
 --- config
     location /metrics {
         proxy_wasm_metrics;
@@ -146,7 +170,7 @@ keys %pids == 2
 
 
 
-=== TEST 6: max_metric_name_length bounds the prefixed name
+=== TEST 7: max_metric_name_length bounds the prefixed name
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -171,7 +195,7 @@ GET /
 
 
 
-=== TEST 7: a full metrics zone: the definition fails with the reason
+=== TEST 8: a full metrics zone: the definition fails with the reason
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -194,7 +218,7 @@ GET /
 
 
 
-=== TEST 8: configuration errors: metrics slab_size too small
+=== TEST 9: configuration errors: metrics slab_size too small
 --- main_config
     wasm {
         metrics {
@@ -208,7 +232,7 @@ qr/\[emerg\] .*metrics slab_size must be at least 32k in .*nginx\.conf:\d+/
 
 
 
-=== TEST 9: configuration errors: an unknown directive in metrics{}
+=== TEST 10: configuration errors: an unknown directive in metrics{}
 --- main_config
     wasm {
         metrics {
@@ -222,7 +246,7 @@ qr/\[emerg\] .*unknown directive "slab" in metrics\{\} in .*nginx\.conf:\d+/
 
 
 
-=== TEST 10: configuration errors: proxy_wasm_metrics needs a wasm{} block
+=== TEST 11: configuration errors: proxy_wasm_metrics needs a wasm{} block
 --- main_config
 --- config
     location /metrics {
