@@ -201,7 +201,49 @@ qr/dequeued "before reload"/
 
 
 
-=== TEST 8: configuration errors
+=== TEST 8: a worker killed while it is the queue's receiver: its items wait, and go to the next worker that registers
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_queue q 64k;
+    }
+--- config
+    location /register {
+        proxy_wasm testbed "request_headers queue_register q; queue_ready dequeue ready";
+        empty_gif;
+    }
+    location /put {
+        proxy_wasm testbed "request_headers enqueue testbed q a; request_headers enqueue testbed q b";
+        empty_gif;
+    }
+--- request eval
+[
+    "GET /register",
+    sub {
+        # the worker that registered the queue dies without leaving it
+        my $log = Test::Nginx::Socket::read_file("$ENV{TEST_NGINX_SERVROOT}/logs/error.log");
+        my ($pid) = $log =~ /(\d+)#\d+: .*registered queue q/;
+        kill 'KILL', $pid;
+        select undef, undef, undef, 0.5;
+    },
+    "GET /put",
+    "GET /register",
+    "GET /register",
+]
+--- wait: 0.5
+--- error_log eval
+[
+    qr/\[alert\] .*worker process \d+ exited on signal 9/,
+    qr/worker \d+ of queue "q" is gone/,
+]
+--- log_eval
+# each item was dequeued once, after the kill
+my @items = /dequeued "(\w)"/g;
+join(",", sort @items) eq "a,b"
+
+
+
+=== TEST 9: configuration errors
 --- main_config
     wasm {
         shm_queue q 64k;

@@ -293,8 +293,10 @@ sub build_requests {
     my $request = section($block, 'request');
     return () unless defined $request;
 
+    # a code reference among the requests runs there instead (e.g. to
+    # signal a worker between two requests)
     my $headers = section($block, 'more_headers') // '';
-    return map { [build_request($_, $headers)] } ref $request ? @$request : ($request);
+    return map { ref eq 'CODE' ? $_ : [build_request($_, $headers)] } ref $request ? @$request : ($request);
 }
 
 sub build_request {
@@ -644,6 +646,10 @@ sub run_block {
         my $gap = section($block, 'request_delay') // 0;
         for my $i (0 .. $#requests) {
             sleep $gap if $i > 0 && $gap;
+            if (ref $requests[$i] eq 'CODE') {
+                $requests[$i]->();
+                next;
+            }
             my ($raw, $err) = http_exchange($port, $requests[$i], $timeout, $delay);
             next if defined section($block, 'abort');
             Test::More::diag($label->($i) . " - request failed: $err") if $err;
