@@ -1057,7 +1057,8 @@ ngx_proxy_wasm_wakeup_addr(struct sockaddr_un *sun, ngx_pid_t pid)
     p = ngx_snprintf((u_char *) sun->sun_path + 1,
                      sizeof(sun->sun_path) - 1, "ngx_proxy_wasm %P", pid);
 
-    return offsetof(struct sockaddr_un, sun_path) + (p - (u_char *) sun->sun_path);
+    return offsetof(struct sockaddr_un, sun_path)
+           + (p - (u_char *) sun->sun_path);
 }
 
 #endif
