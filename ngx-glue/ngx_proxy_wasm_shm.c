@@ -847,7 +847,7 @@ uint32_t
 ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t name, uint32_t *token)
 {
-    ngx_uint_t                      i, credited;
+    ngx_uint_t                      i, credited, credits;
     ngx_proxy_wasm_queue_t         *q;
     ngx_proxy_wasm_queue_worker_t  *w;
 
@@ -888,9 +888,11 @@ ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
         }
     }
 
+    credits = w ? w->credits : 0;
+
     ngx_shmtx_unlock(&q->shpool->mutex);
 
-    if (w != NULL && w->credits) {
+    if (credits) {
         ngx_proxy_wasm_queue_notify(q, ngx_pid);
     }
 
@@ -909,6 +911,7 @@ uint32_t
 ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t name, uint32_t *token)
 {
+    size_t                   len;
     uint32_t                 rc;
     ngx_proxy_wasm_queue_t  *q;
 
@@ -921,11 +924,14 @@ ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
         return NGX_PROXY_WASM_HOST_OK;
     }
 
+    /* as register_shared_queue kept it */
+    len = ngx_min(vm_id.len, NGX_PROXY_WASM_VM_ID_MAX);
+
     ngx_shmtx_lock(&q->shpool->mutex);
 
     if (q->sh->owner_len == 0
-        || vm_id.len != q->sh->owner_len
-        || ngx_memcmp(vm_id.data, q->sh->owner, vm_id.len) != 0)
+        || len != q->sh->owner_len
+        || ngx_memcmp(vm_id.data, q->sh->owner, len) != 0)
     {
         rc = NGX_PROXY_WASM_HOST_NOT_FOUND;
 
