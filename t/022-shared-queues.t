@@ -243,7 +243,40 @@ join(",", sort @items) eq "a,b"
 
 
 
-=== TEST 9: configuration errors
+=== TEST 9: bad pointers and unknown ids: the ABI's statuses; an item is not taken for a bad out-pointer
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_kv * 64k;
+        shm_queue q 64k;
+    }
+--- config
+    location / {
+        proxy_wasm testbed "request_headers kv_set k v; request_headers queue_register q; request_headers enqueue testbed q kept; request_headers metric 0 c; request_headers bad_shared_pointers; request_headers dequeue q";
+        empty_gif;
+    }
+--- request
+GET /
+--- grep_error_log eval
+qr/[a-z_]+ (with|on) (a bad|an unknown) [^,\n]*|dequeued [^,\n]*/
+--- grep_error_log_out
+get_shared_data with a bad key: 6
+get_shared_data with a bad out-pointer: 6
+get_shared_data with a bad cas pointer: 6
+set_shared_data with a bad value: 6
+register_shared_queue with a bad name: 6
+register_shared_queue with a bad out-pointer: 6
+enqueue_shared_queue with a bad value: 6
+enqueue_shared_queue on an unknown queue: 1
+dequeue_shared_queue with a bad out-pointer: 6
+dequeue_shared_queue on an unknown queue: 1
+define_metric with a bad name: 6
+get_metric with a bad out-pointer: 6
+dequeued "kept" (4 bytes)
+
+
+
+=== TEST 10: configuration errors
 --- main_config
     wasm {
         shm_queue q 64k;

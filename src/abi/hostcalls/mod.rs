@@ -187,8 +187,7 @@ fn copy_out<C: ErrorCode>(
     let mem = memory(caller)?;
     // Check the out-pointers before allocating, so a bad one cannot leak
     // the block in the guest. Memory only grows: they stay valid.
-    memory::check(mem.data(&*caller), ret_ptr as u32, 4)?;
-    memory::check(mem.data(&*caller), ret_size as u32, 4)?;
+    check_out_pointers(caller, &[ret_ptr, ret_size])?;
     let len = u32::try_from(len).map_err(|_| Fail::Code(C::fault()))?;
     let ptr = if len == 0 {
         0
@@ -221,6 +220,16 @@ fn with_scratch<R>(
         caller.data_mut().scratch = scratch;
     }
     result
+}
+
+/// Fails with the fault code unless each pointer has room for a `u32`:
+/// before a host function takes something it could not give back.
+fn check_out_pointers<C: ErrorCode>(caller: &Caller<'_, HostState>, pointers: &[i32]) -> Outcome<C> {
+    let mem = memory(caller)?;
+    for &ptr in pointers {
+        memory::check(mem.data(caller), ptr as u32, 4)?;
+    }
+    Ok(())
 }
 
 /// Calls the guest allocator for `len` bytes. Only allocator-safe host

@@ -4,7 +4,7 @@
 
 use wasmtime::{Caller, Linker};
 
-use super::{copy_out, host_fn, read_bytes, store_u32, store_u64, with_scratch, Outcome};
+use super::{check_out_pointers, copy_out, host_fn, read_bytes, store_u32, store_u64, with_scratch, Outcome};
 use crate::abi::state::HostState;
 use crate::abi::{LogLevel, Status};
 use crate::host::{MetricOp, MetricType, SharedError};
@@ -161,6 +161,8 @@ fn enqueue_shared_queue(caller: Call, queue_id: i32, value_ptr: i32, value_len: 
 }
 
 fn dequeue_shared_queue(caller: Call, queue_id: i32, ret_ptr: i32, ret_size: i32) -> Result {
+    // an item taken from the queue could not be given back
+    check_out_pointers(caller, &[ret_ptr, ret_size])?;
     with_scratch(caller, |caller, value| {
         match caller.data().host.queue_dequeue(queue_id as u32, value) {
             Ok(true) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {

@@ -43,6 +43,9 @@ extern "C" {
     fn proxy_done() -> u32;
     fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
     fn proxy_enqueue_shared_queue(queue_id: u32, value: *const u8, value_size: usize) -> u32;
+    fn proxy_dequeue_shared_queue(queue_id: u32, data: *mut *const u8, size: *mut usize) -> u32;
+    fn proxy_register_shared_queue(name: *const u8, name_size: usize, id: *mut u32) -> u32;
+    fn proxy_get_shared_data(key: *const u8, key_size: usize, data: *mut *const u8, size: *mut usize, cas: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: i64) -> u32;
     fn proxy_get_metric(id: u32, value: *mut u64) -> u32;
@@ -537,6 +540,26 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                     .collect();
                 info!("kv_count {}{}..{}: {} present [{}]", arg(1), from, to, present.len(), present.join(" "));
             }
+            "bad_shared_pointers" => unsafe {
+                let mut data: *const u8 = std::ptr::null();
+                let mut size: usize = 0;
+                let mut cas = 0u32;
+                let mut id = 0u32;
+                let huge = 0xffff_fff0usize;
+                info!("get_shared_data with a bad key: {}", proxy_get_shared_data(huge as *const u8, 8, &mut data, &mut size, &mut cas));
+                info!("get_shared_data with a bad out-pointer: {}", proxy_get_shared_data(b"k".as_ptr(), 1, huge as *mut *const u8, &mut size, &mut cas));
+                info!("get_shared_data with a bad cas pointer: {}", proxy_get_shared_data(b"k".as_ptr(), 1, &mut data, &mut size, huge as *mut u32));
+                info!("set_shared_data with a bad value: {}", proxy_set_shared_data(b"k".as_ptr(), 1, huge as *const u8, 8, 0));
+                info!("register_shared_queue with a bad name: {}", proxy_register_shared_queue(huge as *const u8, 8, &mut id));
+                info!("register_shared_queue with a bad out-pointer: {}", proxy_register_shared_queue(b"q".as_ptr(), 1, huge as *mut u32));
+                let queue = own_queue("q").unwrap_or(0);
+                info!("enqueue_shared_queue with a bad value: {}", proxy_enqueue_shared_queue(queue, huge as *const u8, 8));
+                info!("enqueue_shared_queue on an unknown queue: {}", proxy_enqueue_shared_queue(999, b"x".as_ptr(), 1));
+                info!("dequeue_shared_queue with a bad out-pointer: {}", proxy_dequeue_shared_queue(queue, huge as *mut *const u8, &mut size));
+                info!("dequeue_shared_queue on an unknown queue: {}", proxy_dequeue_shared_queue(999, &mut data, &mut size));
+                info!("define_metric with a bad name: {}", proxy_define_metric(0, huge as *const u8, 8, &mut id));
+                info!("get_metric with a bad out-pointer: {}", proxy_get_metric(metric_id("c"), huge as *mut u64));
+            },
             "queue_register" => {
                 let id = proxy_wasm::hostcalls::register_shared_queue(arg(1)).unwrap();
                 info!("registered queue {} as #{}", arg(1), id);
