@@ -232,6 +232,8 @@ typedef struct {
 
 ngx_int_t ngx_proxy_wasm_zone_init(ngx_shm_zone_t *shm_zone, void *data,
     const char *kind, size_t size, void (*init)(void *sh));
+size_t ngx_proxy_wasm_shm_stats_size(void);
+u_char *ngx_proxy_wasm_shm_stats(u_char *p);
 /* the wasm{} configuration shared memory is found in */
 extern ngx_proxy_wasm_conf_t  *ngx_proxy_wasm_shm_conf;
 uint32_t ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t key, uint8_t *buf,

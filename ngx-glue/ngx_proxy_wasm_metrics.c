@@ -518,7 +518,7 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
 
     ngx_shmtx_lock(&m->shpool->mutex);
 
-    size = 0;
+    size = ngx_proxy_wasm_shm_stats_size();
 
     for (q = ngx_queue_head(&m->sh->sorted);
          q != ngx_queue_sentinel(&m->sh->sorted);
@@ -543,6 +543,8 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
     }
 
     ngx_shmtx_unlock(&m->shpool->mutex);
+
+    b->last = ngx_proxy_wasm_shm_stats(b->last);
 
     ngx_str_set(&r->headers_out.content_type,
                 "text/plain; version=0.0.4; charset=utf-8");

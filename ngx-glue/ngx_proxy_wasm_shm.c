@@ -55,6 +55,8 @@ typedef struct {
     ngx_queue_t                  slots[NGX_PROXY_WASM_KV_SLOTS];
     /* the last CAS given; never 0 */
     uint32_t                     cas;
+    /* entries evicted to make room, ever */
+    uint64_t                     evictions;
 } ngx_proxy_wasm_kv_sh_t;
 
 
@@ -232,10 +234,14 @@ ngx_proxy_wasm_shm_add(ngx_conf_t *cf, ngx_array_t *zones, const char *kind,
     }
 
     for (p = name->data; p < name->data + name->len; p++) {
-        if (*p <= ' ' || *p == '/' || *p >= 0x7f) {
+        /* nor what a Prometheus label value would have to escape */
+        if (*p <= ' ' || *p == '/' || *p == '"' || *p == '\\'
+            || *p >= 0x7f)
+        {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid zone name \"%V\": it may not hold "
-                               "\"/\", spaces or control characters", name);
+                               "\"/\", quotes, backslashes, spaces or "
+                               "control characters", name);
             return NULL;
         }
     }
@@ -404,6 +410,128 @@ ngx_proxy_wasm_queue_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     return ngx_proxy_wasm_zone_init(shm_zone, data, "queue",
                                     sizeof(ngx_proxy_wasm_queue_sh_t),
                                     ngx_proxy_wasm_queue_init_sh);
+}
+
+
+/* ---- zone statistics, for the metrics endpoint ---- */
+
+
+/* the room ngx_proxy_wasm_shm_stats() needs at most */
+size_t
+ngx_proxy_wasm_shm_stats_size(void)
+{
+    size_t           size;
+    ngx_uint_t       i, n;
+    ngx_shm_zone_t **zone;
+
+    /* the families' TYPE lines, then a line per zone and family */
+    size = 3 * sizeof("# TYPE proxy_wasm_kv_evictions_total counter\n");
+
+    if (ngx_proxy_wasm_shm_conf == NULL) {
+        return size;
+    }
+
+    zone = ngx_proxy_wasm_shm_conf->kv_zones.elts;
+    n = ngx_proxy_wasm_shm_conf->kv_zones.nelts;
+
+    for (i = 0; i < n; i++) {
+        size += 2 * (sizeof("proxy_wasm_kv_evictions_total{kind=\"queue\","
+                            "zone=\"\"} \n")
+                     + ((ngx_proxy_wasm_zone_t *) zone[i]->data)->name.len
+                     + NGX_INT64_LEN);
+    }
+
+    zone = ngx_proxy_wasm_shm_conf->queue_zones.elts;
+    n = ngx_proxy_wasm_shm_conf->queue_zones.nelts;
+
+    for (i = 0; i < n; i++) {
+        size += 2 * (sizeof("proxy_wasm_kv_evictions_total{kind=\"queue\","
+                            "zone=\"\"} \n")
+                     + ((ngx_proxy_wasm_zone_t *) zone[i]->data)->name.len
+                     + NGX_INT64_LEN);
+    }
+
+    return size + sizeof("proxy_wasm_shm_free_bytes{kind=\"metrics\","
+                         "zone=\"metrics\"} \n") + NGX_INT64_LEN;
+}
+
+
+/* one zone's free pages, in bytes; read without the lock: a gauge */
+static u_char *
+ngx_proxy_wasm_shm_free(u_char *p, const char *kind,
+    ngx_proxy_wasm_zone_t *z)
+{
+    if (z->shpool == NULL) {
+        return p;
+    }
+
+    return ngx_sprintf(p, "proxy_wasm_shm_free_bytes{kind=\"%s\","
+                       "zone=\"%V\"} %uL\n", kind, &z->name,
+                       (uint64_t) z->shpool->pfree * ngx_pagesize);
+}
+
+
+/*
+ * The zones' statistics in the Prometheus text format: free pages of
+ * every zone, evictions of key-value zones, items waiting in queues.
+ */
+u_char *
+ngx_proxy_wasm_shm_stats(u_char *p)
+{
+    ngx_uint_t                i;
+    ngx_shm_zone_t          **kv, **queue;
+    ngx_proxy_wasm_kv_t      *k;
+    ngx_proxy_wasm_queue_t   *q;
+
+    if (ngx_proxy_wasm_shm_conf == NULL) {
+        return p;
+    }
+
+    kv = ngx_proxy_wasm_shm_conf->kv_zones.elts;
+    queue = ngx_proxy_wasm_shm_conf->queue_zones.elts;
+
+    p = ngx_sprintf(p, "# TYPE proxy_wasm_shm_free_bytes gauge\n");
+
+    for (i = 0; i < ngx_proxy_wasm_shm_conf->kv_zones.nelts; i++) {
+        p = ngx_proxy_wasm_shm_free(p, "kv", kv[i]->data);
+    }
+
+    for (i = 0; i < ngx_proxy_wasm_shm_conf->queue_zones.nelts; i++) {
+        p = ngx_proxy_wasm_shm_free(p, "queue", queue[i]->data);
+    }
+
+    if (ngx_proxy_wasm_shm_conf->metrics_zone) {
+        p = ngx_proxy_wasm_shm_free(p, "metrics",
+                                ngx_proxy_wasm_shm_conf->metrics_zone->data);
+    }
+
+    if (ngx_proxy_wasm_shm_conf->kv_zones.nelts) {
+        p = ngx_sprintf(p, "# TYPE proxy_wasm_kv_evictions_total counter\n");
+    }
+
+    for (i = 0; i < ngx_proxy_wasm_shm_conf->kv_zones.nelts; i++) {
+        k = kv[i]->data;
+
+        if (k->sh) {
+            p = ngx_sprintf(p, "proxy_wasm_kv_evictions_total{zone=\"%V\"} "
+                            "%uL\n", &k->name, k->sh->evictions);
+        }
+    }
+
+    if (ngx_proxy_wasm_shm_conf->queue_zones.nelts) {
+        p = ngx_sprintf(p, "# TYPE proxy_wasm_queue_items gauge\n");
+    }
+
+    for (i = 0; i < ngx_proxy_wasm_shm_conf->queue_zones.nelts; i++) {
+        q = queue[i]->data;
+
+        if (q->sh) {
+            p = ngx_sprintf(p, "proxy_wasm_queue_items{queue=\"%V\"} %ui\n",
+                            &q->name, q->sh->count);
+        }
+    }
+
+    return p;
 }
 
 
@@ -592,6 +720,7 @@ ngx_proxy_wasm_kv_alloc(ngx_proxy_wasm_kv_t *kv, size_t size)
 
         ngx_proxy_wasm_kv_unlink(kv, victim);
         ngx_slab_free_locked(kv->shpool, victim);
+        kv->sh->evictions++;
     }
 }
 

@@ -303,7 +303,7 @@ qr/\[emerg\] .*duplicate kv zone "a" in .*nginx\.conf:\d+/
 --- config
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*invalid zone name "a\/b": it may not hold "\/", spaces or control characters in .*nginx\.conf:\d+/
+qr/\[emerg\] .*invalid zone name "a\/b": it may not hold "\/", quotes, backslashes, spaces or control characters in .*nginx\.conf:\d+/
 
 
 

@@ -77,8 +77,8 @@ $/
 GET /metrics
 --- response_headers
 Content-Type: text/plain; version=0.0.4; charset=utf-8
---- response_body
-# TYPE testbed_latency histogram
+--- response_body_like eval
+qr/^\Q# TYPE testbed_latency histogram
 testbed_latency_bucket{le="0.5"} 0
 testbed_latency_bucket{le="1"} 0
 testbed_latency_bucket{le="5"} 300
@@ -105,6 +105,7 @@ testbed_latency_count 600
 testbed_requests 300
 # TYPE testbed_temperature gauge
 testbed_temperature -7
+\E# TYPE proxy_wasm_shm_free_bytes gauge\nproxy_wasm_shm_free_bytes\{kind="metrics",zone="metrics"\} \d+\n$/
 
 
 
@@ -123,8 +124,8 @@ testbed_temperature -7
 --- load: 50 5 GET /hit
 --- request eval
 ["GET /get", "GET /metrics"]
---- response_body eval
-["100", "# TYPE testbed_a_b_c_d counter\ntestbed_a_b_c_d 100\n"]
+--- response_body_like eval
+[qr/^100$/, qr/^# TYPE testbed_a_b_c_d counter\ntestbed_a_b_c_d 100\n# TYPE proxy_wasm_shm_free_bytes gauge\n/]
 --- log_eval
 # both workers counted
 my %pids = map { $_ => 1 } /(\d+)#\d+: \S+ proxy_wasm "testbed" #\d+: increment_metric/g;
@@ -156,7 +157,7 @@ new workers
 
 
 
-=== TEST 6: the endpoint: HEAD, other methods refused, nothing defined yet
+=== TEST 6: the endpoint: HEAD, other methods refused; with no metric defined, the zones' statistics alone
 --- config
     location /metrics {
         proxy_wasm_metrics;
@@ -165,12 +166,45 @@ new workers
 ["HEAD /metrics", "POST /metrics\nx", "GET /metrics"]
 --- error_code eval
 [200, 405, 200]
---- response_body eval
-["", qr/405/, ""]
+--- response_body_like eval
+[qr/^$/, qr/405/, qr/^# TYPE proxy_wasm_shm_free_bytes gauge\nproxy_wasm_shm_free_bytes\{kind="metrics",zone="metrics"\} \d+\n$/]
 
 
 
-=== TEST 7: max_metric_name_length bounds the prefixed name
+=== TEST 7: the zones' statistics: free bytes of each zone, evictions of key-value zones, items waiting in queues
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_kv * 64k;
+        shm_kv cache 32k eviction=lru;
+        shm_queue jobs 64k;
+    }
+--- config
+    location /fill {
+        proxy_wasm testbed "request_headers kv_fill cache/k 1 40 1000; request_headers kv_set a 1; request_headers queue_register jobs; request_headers enqueue testbed jobs x; request_headers enqueue testbed jobs y";
+        empty_gif;
+    }
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- request eval
+["GET /fill", "GET /metrics"]
+--- response_body_like eval
+["", qr/^# TYPE proxy_wasm_shm_free_bytes gauge
+proxy_wasm_shm_free_bytes\{kind="kv",zone="\*"\} \d+
+proxy_wasm_shm_free_bytes\{kind="kv",zone="cache"\} [0-4]\d{0,3}
+proxy_wasm_shm_free_bytes\{kind="queue",zone="jobs"\} \d+
+proxy_wasm_shm_free_bytes\{kind="metrics",zone="metrics"\} \d+
+# TYPE proxy_wasm_kv_evictions_total counter
+proxy_wasm_kv_evictions_total\{zone="\*"\} 0
+proxy_wasm_kv_evictions_total\{zone="cache"\} [1-3]\d
+# TYPE proxy_wasm_queue_items gauge
+proxy_wasm_queue_items\{queue="jobs"\} 2
+$/]
+
+
+
+=== TEST 8: max_metric_name_length bounds the prefixed name
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -195,7 +229,7 @@ GET /
 
 
 
-=== TEST 8: a full metrics zone: the definition fails with the reason
+=== TEST 9: a full metrics zone: the definition fails with the reason
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -218,7 +252,7 @@ GET /
 
 
 
-=== TEST 9: configuration errors: metrics slab_size too small
+=== TEST 10: configuration errors: metrics slab_size too small
 --- main_config
     wasm {
         metrics {
@@ -232,7 +266,7 @@ qr/\[emerg\] .*metrics slab_size must be at least 32k in .*nginx\.conf:\d+/
 
 
 
-=== TEST 10: configuration errors: an unknown directive in metrics{}
+=== TEST 11: configuration errors: an unknown directive in metrics{}
 --- main_config
     wasm {
         metrics {
@@ -246,7 +280,7 @@ qr/\[emerg\] .*unknown directive "slab" in metrics\{\} in .*nginx\.conf:\d+/
 
 
 
-=== TEST 11: configuration errors: proxy_wasm_metrics needs a wasm{} block
+=== TEST 12: configuration errors: proxy_wasm_metrics needs a wasm{} block
 --- main_config
 --- config
     location /metrics {
