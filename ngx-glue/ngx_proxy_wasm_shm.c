@@ -1285,11 +1285,14 @@ ngx_proxy_wasm_queue_notify(ngx_proxy_wasm_queue_t *q, ngx_pid_t pid)
 #endif
 
         if (pid == ngx_pid) {
+            /* at the loop's next turn: a filter that enqueues from
+             * on_queue_ready cannot keep the worker from its other
+             * events */
             if (ngx_proxy_wasm_wakeup_ready
                 && !ngx_proxy_wasm_wakeup_posted.posted)
             {
                 ngx_post_event(&ngx_proxy_wasm_wakeup_posted,
-                               &ngx_posted_events);
+                               &ngx_posted_next_events);
             }
 
             return;

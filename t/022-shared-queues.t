@@ -276,7 +276,34 @@ dequeued "kept" (4 bytes)
 
 
 
-=== TEST 10: configuration errors
+=== TEST 10: a filter that enqueues from on_queue_ready for itself, forever, does not keep the worker from its requests
+--- workers: 1
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_queue loop 64k;
+    }
+--- config
+    location /start {
+        proxy_wasm testbed "request_headers queue_register loop; request_headers enqueue testbed loop x; queue_ready dequeue ready; queue_ready enqueue testbed loop x";
+        empty_gif;
+    }
+    location /ping {
+        return 200 pong;
+    }
+--- request eval
+["GET /start", "GET /ping", "GET /ping", "GET /ping"]
+--- response_body_like eval
+["", qr/pong/, qr/pong/, qr/pong/]
+--- timeout: 3
+--- log_eval
+# the loop ran all along
+my @ready = /on_queue_ready/g;
+@ready > 10
+
+
+
+=== TEST 11: configuration errors
 --- main_config
     wasm {
         shm_queue q 64k;
