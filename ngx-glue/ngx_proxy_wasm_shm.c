@@ -25,6 +25,8 @@
 #define NGX_PROXY_WASM_QUEUE_WORKERS     256
 #define NGX_PROXY_WASM_VM_ID_MAX         128
 #define NGX_PROXY_WASM_QUEUE_POLL        50
+/* on_queue_ready calls per queue in a turn of the event loop */
+#define NGX_PROXY_WASM_QUEUE_BATCH       64
 
 
 typedef enum {
@@ -1350,7 +1352,7 @@ static void
 ngx_proxy_wasm_queues_deliver(void)
 {
     uint32_t                        token;
-    ngx_uint_t                      credits;
+    ngx_uint_t                      credits, more;
     ngx_proxy_wasm_queue_t         *q;
     ngx_proxy_wasm_runtime_t       *rt;
     ngx_proxy_wasm_queue_worker_t  *w;
@@ -1361,18 +1363,23 @@ ngx_proxy_wasm_queues_deliver(void)
         return;
     }
 
+    more = 0;
+
     for (token = 1; (q = ngx_proxy_wasm_queue_by_token(token)); token++) {
         if (q->sh == NULL) {
             continue;
         }
 
+        /* a turn delivers a batch: a long queue does not keep the
+         * worker from its other events */
         ngx_shmtx_lock(&q->shpool->mutex);
 
         w = ngx_proxy_wasm_queue_worker(q->sh, ngx_pid);
-        credits = w ? w->credits : 0;
+        credits = w ? ngx_min(w->credits, NGX_PROXY_WASM_QUEUE_BATCH) : 0;
 
         if (w) {
-            w->credits = 0;
+            w->credits -= credits;
+            more = more || w->credits;
         }
 
         ngx_shmtx_unlock(&q->shpool->mutex);
@@ -1385,6 +1392,13 @@ ngx_proxy_wasm_queues_deliver(void)
 
             ngx_proxy_wasm_api.queue_ready(rt, token);
         }
+    }
+
+    if (more && ngx_proxy_wasm_wakeup_ready
+        && !ngx_proxy_wasm_wakeup_posted.posted)
+    {
+        ngx_post_event(&ngx_proxy_wasm_wakeup_posted,
+                       &ngx_posted_next_events);
     }
 }
 

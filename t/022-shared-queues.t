@@ -303,7 +303,34 @@ my @ready = /on_queue_ready/g;
 
 
 
-=== TEST 11: configuration errors
+=== TEST 11: many items at once: on_queue_ready once per item, in batches across turns of the event loop
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_queue q 256k;
+    }
+--- config
+    location /register {
+        proxy_wasm testbed "request_headers queue_register q; queue_ready dequeue ready";
+        empty_gif;
+    }
+    location /put {
+        proxy_wasm testbed "request_headers enqueue_fill q 300 10";
+        empty_gif;
+    }
+--- request eval
+["GET /register", "GET /put"]
+--- wait: 1
+--- error_log
+enqueue_fill q: 300 stored, last status 0
+--- log_eval
+my $dequeued = () = /dequeued "qqqqqqqqqq"/g;
+my $empty = () = /dequeue: empty/g;
+$dequeued == 300 && $empty == 0
+
+
+
+=== TEST 12: configuration errors
 --- main_config
     wasm {
         shm_queue q 64k;
