@@ -111,7 +111,7 @@ static ngx_int_t ngx_proxy_wasm_queue_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_shm_zone_t *ngx_proxy_wasm_shm_add(ngx_conf_t *cf,
     ngx_array_t *zones, const char *kind, ngx_str_t *name, ngx_str_t *size,
-    void *data);
+    void *data, ngx_shm_zone_init_pt init);
 static void ngx_proxy_wasm_queue_notify(ngx_proxy_wasm_queue_t *q,
     ngx_pid_t pid);
 static ngx_int_t ngx_proxy_wasm_wakeup_init(void);
@@ -175,7 +175,7 @@ ngx_proxy_wasm_shm_kv_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     if (ngx_proxy_wasm_shm_add(cf, &wcf->kv_zones, "kv", &value[1], &value[2],
-                               kv)
+                               kv, ngx_proxy_wasm_kv_init_zone)
         == NULL)
     {
         return NGX_CONF_ERROR;
@@ -205,7 +205,7 @@ ngx_proxy_wasm_shm_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     q->name = value[1];
 
     if (ngx_proxy_wasm_shm_add(cf, &wcf->queue_zones, "queue", &value[1],
-                               &value[2], q)
+                               &value[2], q, ngx_proxy_wasm_queue_init_zone)
         == NULL)
     {
         return NGX_CONF_ERROR;
@@ -216,13 +216,13 @@ ngx_proxy_wasm_shm_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 /*
- * Declares a zone of a kind ("kv", "queue") to nginx, after
- * checking its name and size; data is its shm_zone->data, whose first
- * member is its name.
+ * Declares a zone of a kind ("kv", "queue") to nginx, after checking its
+ * name and size; data is its shm_zone->data (an ngx_proxy_wasm_zone_t
+ * first), init maps it.
  */
 static ngx_shm_zone_t *
 ngx_proxy_wasm_shm_add(ngx_conf_t *cf, ngx_array_t *zones, const char *kind,
-    ngx_str_t *name, ngx_str_t *size, void *data)
+    ngx_str_t *name, ngx_str_t *size, void *data, ngx_shm_zone_init_pt init)
 {
     u_char           *p;
     ssize_t           n;
@@ -298,9 +298,7 @@ ngx_proxy_wasm_shm_add(ngx_conf_t *cf, ngx_array_t *zones, const char *kind,
         return NULL;
     }
 
-    shm_zone->init = ngx_strcmp(kind, "kv") == 0
-                     ? ngx_proxy_wasm_kv_init_zone
-                     : ngx_proxy_wasm_queue_init_zone;
+    shm_zone->init = init;
     shm_zone->data = data;
 
     zone = ngx_array_push(zones);
@@ -418,43 +416,47 @@ ngx_proxy_wasm_queue_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 /* ---- zone statistics, for the metrics endpoint ---- */
 
 
+/* the room the two lines of each of these zones need at most */
+static size_t
+ngx_proxy_wasm_zones_stats_size(ngx_array_t *zones)
+{
+    size_t           size;
+    ngx_uint_t       i;
+    ngx_shm_zone_t **zone;
+
+    size = 0;
+    zone = zones->elts;
+
+    for (i = 0; i < zones->nelts; i++) {
+        size += 2 * (sizeof("proxy_wasm_kv_evictions_total{kind=\"queue\","
+                            "zone=\"\"} \n")
+                     + ((ngx_proxy_wasm_zone_t *) zone[i]->data)->name.len
+                     + NGX_INT64_LEN);
+    }
+
+    return size;
+}
+
+
 /* the room ngx_proxy_wasm_shm_stats() needs at most */
 size_t
 ngx_proxy_wasm_shm_stats_size(void)
 {
-    size_t           size;
-    ngx_uint_t       i, n;
-    ngx_shm_zone_t **zone;
+    size_t  size;
 
-    /* the families' TYPE lines, then a line per zone and family */
-    size = 3 * sizeof("# TYPE proxy_wasm_kv_evictions_total counter\n");
+    /* the families' TYPE lines, the metrics zone's line */
+    size = 3 * sizeof("# TYPE proxy_wasm_kv_evictions_total counter\n")
+           + sizeof("proxy_wasm_shm_free_bytes{kind=\"metrics\","
+                    "zone=\"metrics\"} \n") + NGX_INT64_LEN;
 
     if (ngx_proxy_wasm_shm_conf == NULL) {
         return size;
     }
 
-    zone = ngx_proxy_wasm_shm_conf->kv_zones.elts;
-    n = ngx_proxy_wasm_shm_conf->kv_zones.nelts;
-
-    for (i = 0; i < n; i++) {
-        size += 2 * (sizeof("proxy_wasm_kv_evictions_total{kind=\"queue\","
-                            "zone=\"\"} \n")
-                     + ((ngx_proxy_wasm_zone_t *) zone[i]->data)->name.len
-                     + NGX_INT64_LEN);
-    }
-
-    zone = ngx_proxy_wasm_shm_conf->queue_zones.elts;
-    n = ngx_proxy_wasm_shm_conf->queue_zones.nelts;
-
-    for (i = 0; i < n; i++) {
-        size += 2 * (sizeof("proxy_wasm_kv_evictions_total{kind=\"queue\","
-                            "zone=\"\"} \n")
-                     + ((ngx_proxy_wasm_zone_t *) zone[i]->data)->name.len
-                     + NGX_INT64_LEN);
-    }
-
-    return size + sizeof("proxy_wasm_shm_free_bytes{kind=\"metrics\","
-                         "zone=\"metrics\"} \n") + NGX_INT64_LEN;
+    return size
+           + ngx_proxy_wasm_zones_stats_size(&ngx_proxy_wasm_shm_conf->kv_zones)
+           + ngx_proxy_wasm_zones_stats_size(
+                                        &ngx_proxy_wasm_shm_conf->queue_zones);
 }
 
 
@@ -1271,63 +1273,91 @@ ngx_proxy_wasm_wakeup_init(void)
 }
 
 
+/*
+ * Wakes this worker at its event loop's next turn: a filter that enqueues
+ * from on_queue_ready cannot keep it from its other events.
+ */
+static void
+ngx_proxy_wasm_wakeup_post(void)
+{
+    if (ngx_proxy_wasm_wakeup_ready && !ngx_proxy_wasm_wakeup_posted.posted) {
+        ngx_post_event(&ngx_proxy_wasm_wakeup_posted, &ngx_posted_next_events);
+    }
+}
+
+
+#if (NGX_LINUX)
+
+/*
+ * Sends another worker its wakeup: 0, or the error (ECONNREFUSED: no such
+ * socket, the worker is gone).
+ */
+static ngx_err_t
+ngx_proxy_wasm_wakeup_send(ngx_pid_t pid)
+{
+    u_char              byte;
+    socklen_t           len;
+    ngx_err_t           err;
+    ngx_socket_t        s;
+    struct sockaddr_un  sun;
+
+    /* a worker that registered no queue sends from a socket of its own */
+    if (ngx_proxy_wasm_wakeup_conn) {
+        s = ngx_proxy_wasm_wakeup_conn->fd;
+
+    } else {
+        if (ngx_proxy_wasm_wakeup_sender == (ngx_socket_t) -1) {
+            ngx_proxy_wasm_wakeup_sender = socket(AF_UNIX,
+                                    SOCK_DGRAM|SOCK_NONBLOCK|SOCK_CLOEXEC, 0);
+            if (ngx_proxy_wasm_wakeup_sender == (ngx_socket_t) -1) {
+                return ngx_socket_errno;
+            }
+        }
+
+        s = ngx_proxy_wasm_wakeup_sender;
+    }
+
+    len = ngx_proxy_wasm_wakeup_addr(&sun, pid);
+    byte = 1;
+
+    if (sendto(s, &byte, 1, 0, (struct sockaddr *) &sun, len) == 1) {
+        return 0;
+    }
+
+    err = ngx_socket_errno;
+
+    /* a full socket holds wakeups its worker has not read: it will look */
+    return err == NGX_EAGAIN ? 0 : err;
+}
+
+#endif
+
+
 /* tells a worker (maybe this one) that it was credited items */
 static void
 ngx_proxy_wasm_queue_notify(ngx_proxy_wasm_queue_t *q, ngx_pid_t pid)
 {
 #if (NGX_LINUX)
-    u_char              byte;
-    socklen_t           len;
-    ngx_err_t           err;
-    ngx_uint_t          tries;
-    ngx_socket_t        s;
-    struct sockaddr_un  sun;
+    ngx_err_t   err;
+    ngx_uint_t  tries;
 
     for (tries = 0; pid && tries < NGX_PROXY_WASM_QUEUE_WORKERS; tries++) {
-#endif
-
         if (pid == ngx_pid) {
-            /* at the loop's next turn: a filter that enqueues from
-             * on_queue_ready cannot keep the worker from its other
-             * events */
-            if (ngx_proxy_wasm_wakeup_ready
-                && !ngx_proxy_wasm_wakeup_posted.posted)
-            {
-                ngx_post_event(&ngx_proxy_wasm_wakeup_posted,
-                               &ngx_posted_next_events);
-            }
-
+            ngx_proxy_wasm_wakeup_post();
             return;
         }
 
-#if (NGX_LINUX)
-        len = ngx_proxy_wasm_wakeup_addr(&sun, pid);
-        byte = 1;
+        err = ngx_proxy_wasm_wakeup_send(pid);
 
-        if (ngx_proxy_wasm_wakeup_conn) {
-            s = ngx_proxy_wasm_wakeup_conn->fd;
-
-        } else {
-            if (ngx_proxy_wasm_wakeup_sender == (ngx_socket_t) -1) {
-                ngx_proxy_wasm_wakeup_sender = socket(AF_UNIX,
-                                    SOCK_DGRAM|SOCK_NONBLOCK|SOCK_CLOEXEC, 0);
-            }
-
-            s = ngx_proxy_wasm_wakeup_sender;
-        }
-
-        if (s == (ngx_socket_t) -1) {
+        if (err == 0) {
             return;
         }
 
-        if (sendto(s, &byte, 1, 0, (struct sockaddr *) &sun, len) == 1) {
-            return;
-        }
-
-        err = ngx_socket_errno;
-
-        if (err == NGX_EAGAIN) {
-            /* its socket holds wakeups it has not read: it will look */
+        if (err != NGX_ECONNREFUSED && err != NGX_ENOENT) {
+            /* the items wait for the worker's next wakeup */
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, err,
+                          "proxy_wasm: cannot wake worker %P for queue "
+                          "\"%V\"", pid, &q->name);
             return;
         }
 
@@ -1339,6 +1369,11 @@ ngx_proxy_wasm_queue_notify(ngx_proxy_wasm_queue_t *q, ngx_pid_t pid)
         ngx_shmtx_lock(&q->shpool->mutex);
         pid = ngx_proxy_wasm_queue_leave(q->sh, pid);
         ngx_shmtx_unlock(&q->shpool->mutex);
+    }
+#else
+    /* other workers look at their credits on their own */
+    if (pid == ngx_pid) {
+        ngx_proxy_wasm_wakeup_post();
     }
 #endif
 }
@@ -1394,11 +1429,8 @@ ngx_proxy_wasm_queues_deliver(void)
         }
     }
 
-    if (more && ngx_proxy_wasm_wakeup_ready
-        && !ngx_proxy_wasm_wakeup_posted.posted)
-    {
-        ngx_post_event(&ngx_proxy_wasm_wakeup_posted,
-                       &ngx_posted_next_events);
+    if (more) {
+        ngx_proxy_wasm_wakeup_post();
     }
 }
 

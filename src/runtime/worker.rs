@@ -290,6 +290,11 @@ impl Worker {
         Some(slot)
     }
 
+    /// A live instance by generation.
+    fn instance(&self, generation: u64) -> Option<VmSlot> {
+        self.instances.borrow().get(&generation).and_then(Weak::upgrade)
+    }
+
     /// An instance made for a request goes with it.
     pub fn forget_instance(&self, generation: u64) {
         self.instances.borrow_mut().remove(&generation);
@@ -324,11 +329,7 @@ impl Worker {
     /// `on_http_call_response` in the instance that made the call, if it
     /// still lives; a failure is logged first.
     fn deliver(&self, origin: Origin, outcome: Result<Rc<Response>, CallFailure>, detail: &str) {
-        let slot = self
-            .instances
-            .borrow()
-            .get(&origin.instance)
-            .and_then(Weak::upgrade);
+        let slot = self.instance(origin.instance);
         if let Err(failure) = &outcome {
             self.log_call_failure(&origin, failure, detail, slot.as_ref());
         }
@@ -361,12 +362,7 @@ impl Worker {
         let Some(subscriber) = crate::shared::queues::subscriber(token) else {
             return;
         };
-        let slot = self
-            .instances
-            .borrow()
-            .get(&subscriber.instance)
-            .and_then(Weak::upgrade);
-        if let Some(slot) = slot {
+        if let Some(slot) = self.instance(subscriber.instance) {
             self.run_in(&slot, subscriber.instance, |vm| {
                 let _ = vm.on_queue_ready(subscriber.root_id, token);
             });
