@@ -175,7 +175,51 @@ GET /
 
 
 
-=== TEST 7: eviction=none: a full zone refuses new values and keeps the old ones; a value larger than the zone is refused
+=== TEST 7: eviction=slru makes room for an entry of a size from entries of that size: small ones stay when big ones come
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_kv * 64k eviction=slru;
+    }
+--- config
+    location / {
+        proxy_wasm testbed "request_headers kv_fill small 1 100 10; request_headers kv_fill big 1 40 1500; request_headers kv_count small 1 100; request_headers kv_count big 31 40";
+        empty_gif;
+    }
+--- request
+GET /
+--- error_log eval
+[
+    qr/kv_fill big1..40: all stored/,
+    qr/kv_count small1..100: 100 present/,
+    qr/kv_count big31..40: 10 present/,
+]
+
+
+
+=== TEST 8: eviction=lru, the same: the oldest entries go, the small ones, until a page is free
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_kv * 64k eviction=lru;
+    }
+--- config
+    location / {
+        proxy_wasm testbed "request_headers kv_fill small 1 100 10; request_headers kv_fill big 1 40 1500; request_headers kv_count small 1 100; request_headers kv_count big 31 40";
+        empty_gif;
+    }
+--- request
+GET /
+--- error_log eval
+[
+    qr/kv_fill big1..40: all stored/,
+    qr/kv_count small1..100: [1-6]?\d present/,
+    qr/kv_count big31..40: 10 present/,
+]
+
+
+
+=== TEST 9: eviction=none: a full zone refuses new values and keeps the old ones; a value larger than the zone is refused
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -199,7 +243,7 @@ GET /
 
 
 
-=== TEST 8: a counter incremented by many concurrent requests on two workers (CAS retries) ends exactly right
+=== TEST 10: a counter incremented by many concurrent requests on two workers (CAS retries) ends exactly right
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -226,7 +270,7 @@ keys %pids == 2
 
 
 
-=== TEST 9: values are shared by the workers and outlive a reload (same zone name and size)
+=== TEST 11: values are shared by the workers and outlive a reload (same zone name and size)
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -257,7 +301,7 @@ GET /get
 
 
 
-=== TEST 10: configuration errors: one line with the file, the line and the cause
+=== TEST 12: configuration errors: one line with the file, the line and the cause
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -270,7 +314,7 @@ qr/\[emerg\] .*invalid eviction policy "fifo", it must be "slru", "lru" or "none
 
 
 
-=== TEST 11: a zone smaller than 8 pages
+=== TEST 13: a zone smaller than 8 pages
 --- main_config
     wasm {
         shm_kv tiny 4k;
@@ -282,7 +326,7 @@ qr/\[emerg\] .*zone "tiny" is too small: it must be at least 32k in .*nginx\.con
 
 
 
-=== TEST 12: a duplicate zone
+=== TEST 14: a duplicate zone
 --- main_config
     wasm {
         shm_kv a 64k;
@@ -295,7 +339,7 @@ qr/\[emerg\] .*duplicate kv zone "a" in .*nginx\.conf:\d+/
 
 
 
-=== TEST 13: a name with a slash cannot be a key prefix
+=== TEST 15: a name with a slash cannot be a key prefix
 --- main_config
     wasm {
         shm_kv a/b 64k;
@@ -307,7 +351,7 @@ qr/\[emerg\] .*invalid zone name "a\/b": it may not hold "\/", quotes, backslash
 
 
 
-=== TEST 14: shared data while the configuration is checked (on_configure): no failure, nothing stored
+=== TEST 16: shared data while the configuration is checked (on_configure): no failure, nothing stored
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
