@@ -149,7 +149,29 @@ keys %enqueuers == 2 && keys %receivers == 1 && $enqueued >= 6 && $dequeued == $
 
 
 
-=== TEST 6: items enqueued before a worker is told are not lost: each on_queue_ready sees one, the next finds the queue empty
+=== TEST 6: the root context that registered a queue last in a worker receives on_queue_ready, as in Envoy
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_queue q 64k;
+    }
+--- config
+    location / {
+        proxy_wasm testbed "request_headers queue_register q; queue_ready log info first%20filter";
+        proxy_wasm testbed "request_headers queue_register q; request_headers enqueue testbed q x; queue_ready log info second%20filter; queue_ready dequeue ready";
+        empty_gif;
+    }
+--- request
+GET /
+--- wait: 0.5
+--- error_log eval
+[qr/second filter/, qr/dequeued "x"/]
+--- no_error_log
+first filter
+
+
+
+=== TEST 7: items enqueued before a worker is told are not lost: each on_queue_ready sees one, the next finds the queue empty
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -177,7 +199,7 @@ $/
 
 
 
-=== TEST 7: queue items outlive a reload; the new workers are told of them
+=== TEST 8: queue items outlive a reload; the new workers are told of them
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -201,7 +223,7 @@ qr/dequeued "before reload"/
 
 
 
-=== TEST 8: a worker killed while it is the queue's receiver: its items wait, and go to the next worker that registers
+=== TEST 9: a worker killed while it is the queue's receiver: its items wait, and go to the next worker that registers
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -243,7 +265,7 @@ join(",", sort @items) eq "a,b"
 
 
 
-=== TEST 9: bad pointers and unknown ids: the ABI's statuses; an item is not taken for a bad out-pointer
+=== TEST 10: bad pointers and unknown ids: the ABI's statuses; an item is not taken for a bad out-pointer
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -276,7 +298,7 @@ dequeued "kept" (4 bytes)
 
 
 
-=== TEST 10: a filter that enqueues from on_queue_ready for itself, forever, does not keep the worker from its requests
+=== TEST 11: a filter that enqueues from on_queue_ready for itself, forever, does not keep the worker from its requests
 --- workers: 1
 --- main_config
     wasm {
@@ -303,7 +325,7 @@ my @ready = /on_queue_ready/g;
 
 
 
-=== TEST 11: many items at once: on_queue_ready once per item, in batches across turns of the event loop
+=== TEST 12: many items at once: on_queue_ready once per item, in batches across turns of the event loop
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -330,7 +352,7 @@ $dequeued == 300 && $empty == 0
 
 
 
-=== TEST 12: configuration errors
+=== TEST 13: configuration errors
 --- main_config
     wasm {
         shm_queue q 64k;
