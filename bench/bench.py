@@ -7,7 +7,7 @@ ratio, with latency percentiles and the worker's RSS.
     bench/bench.py [--quick] [scenario ...]
 
 Scenarios: headers chain lua body isolation startup memory instructions
-(all by default). Run it with `make bench`, which builds what it needs.
+callout shared containment (all by default). Run it with `make bench`, which builds what it needs.
 """
 
 import argparse
@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -335,6 +336,43 @@ def scenario_shared():
         row("10", "the same, vs Lua's lua_shared_dict incr (Debian nginx 1.22.1)", lua, wasm)
 
 
+def scenario_containment():
+    # bystanders of a module that traps 5 times a second on another
+    # location: the same wrk run with and without the storm
+    http = """
+        location /bystander {
+            proxy_wasm testbed "response_headers add_header response x-bench yes";
+            empty_gif;
+        }
+        location /panic { proxy_wasm testbed "request_headers panic"; empty_gif; }
+"""
+    main = f"wasm {{ module testbed {FILTERS}/testbed.wasm; }}"
+    with Nginx("containment", http, main=main) as n:
+        pairs = []
+        traps = []
+        for _ in range(ROUNDS):
+            calm = wrk("/bystander")
+            stop = threading.Event()
+
+            def storm():
+                while not stop.wait(0.2):
+                    traps.append(get("/panic").split(" ", 2)[1])
+
+            thread = threading.Thread(target=storm)
+            thread.start()
+            # wrk fails the scenario if a single bystander request fails
+            stormy = wrk("/bystander")
+            stop.set()
+            thread.join()
+            pairs.append((calm, stormy))
+        pairs.sort(key=lambda pair: pair[1]["rps"] / pair[0]["rps"])
+        base, result = pairs[len(pairs) // 2]
+        if any(status != "500" for status in traps):
+            raise SystemExit(f"a trap was not a 500: {traps}")
+        result["rss"] = f"{len(traps)} traps"
+        row("11", "bystanders under a trap storm (5/s, same module), vs none", base, result, target=0.80)
+
+
 def distinct_modules(count):
     """Copies of the bench filter that differ by a custom section, so
     that each is compiled (and cached) on its own."""
@@ -493,6 +531,7 @@ SCENARIOS = {
     "instructions": scenario_instructions,
     "callout": scenario_callout,
     "shared": scenario_shared,
+    "containment": scenario_containment,
 }
 
 

@@ -202,7 +202,7 @@ qr/\[error\] .*proxy_wasm "testbed" #1: bad configuration/]
     }
 --- must_die
 --- error_log eval
-[qr/\[emerg\] .*module "m" failed to start: _initialize failed in \S+nginx\.conf:\d+$/m,
+[qr/\[emerg\] .*module "m" failed to start: _initialize failed: wasm trap: wasm `unreachable` instruction executed in \S+nginx\.conf:\d+$/m,
 qr/\[error\] .*proxy_wasm "m": _initialize failed: wasm trap: wasm `unreachable` instruction executed/]
 
 

@@ -151,6 +151,7 @@ qr/#\d+ on_configure|proxy_on_request_headers failed/
 proxy_on_request_headers failed
 #1 on_configure
 proxy_on_request_headers failed
+#1 on_configure
 
 
 

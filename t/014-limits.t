@@ -153,4 +153,4 @@ qr/\[emerg\] .*"callback_timeout" directive must be more than 0 in .*nginx.conf:
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*filter "testbed" failed to start: on_configure failed in .*nginx.conf:\d+/
+qr/\[emerg\] .*filter "testbed" failed to start: on_configure failed: stopped after callback_timeout \(200 ms\) in .*nginx.conf:\d+/

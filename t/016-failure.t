@@ -1,6 +1,8 @@
 # proxy_wasm_failure: what a request does when a filter fails (fail the
 # request, with proxy_wasm_failure_status, or skip the filter), and what
-# becomes of the failed instance (replaced with a backoff, or not).
+# becomes of the failed instance (replaced, or not). The failure model
+# itself (no backoff for bad requests, crash loops, requests taken down
+# with an instance) is t/024-containment.t's.
 use Test::Nginx::Socket 'no_plan';
 use ProxyWasmTest;
 
@@ -37,30 +39,7 @@ count 1
 
 
 
-=== TEST 2: an instance that keeps failing is replaced at most once per backoff period (1 s, doubling)
---- config
-    location / {
-        proxy_wasm testbed "request_headers unreachable";
-        empty_gif;
-    }
---- request eval
-["GET /", "GET /", "GET /", "GET /"]
---- request_delay: 0.4
---- error_code eval
-[500, 500, 500, 500]
---- grep_error_log eval
-qr/proxy_on_request_headers failed|starting a new instance|the next one starts in [\d.]+s/
---- grep_error_log_out eval
-qr/^proxy_on_request_headers failed
-starting a new instance
-proxy_on_request_headers failed
-the next one starts in 0\.[5-6]s
-the next one starts in 0\.[1-2]s
-$/
-
-
-
-=== TEST 3: fail_closed: the request fails, and so do later ones until nginx reloads
+=== TEST 2: fail_closed: the request fails, and so do later ones until nginx reloads
 --- config
     location /trap {
         proxy_wasm_failure fail_closed;
@@ -83,7 +62,7 @@ starting a new instance
 
 
 
-=== TEST 4: fail_open: the failed filter is skipped, the chain goes on; later requests skip it too
+=== TEST 3: fail_open: the failed filter is skipped, the chain goes on; later requests skip it too
 --- config
     location /trap {
         proxy_wasm_failure fail_open;
@@ -116,7 +95,7 @@ count 1
 
 
 
-=== TEST 5: fail_open in response callbacks: the response goes out as it was
+=== TEST 4: fail_open in response callbacks: the response goes out as it was
 --- config
     location / {
         proxy_wasm_failure fail_open;
@@ -137,7 +116,7 @@ count 1
 
 
 
-=== TEST 6: proxy_wasm_failure_status
+=== TEST 5: proxy_wasm_failure_status
 --- config
     location / {
         proxy_wasm_failure_status 503;
@@ -156,7 +135,7 @@ count 1
 
 
 
-=== TEST 7: proxy_wasm_failure_status must be an error status
+=== TEST 6: proxy_wasm_failure_status must be an error status
 --- config
     location / {
         proxy_wasm_failure_status 200;
@@ -168,7 +147,7 @@ qr/\[emerg\] .*"proxy_wasm_failure_status" directive must be between 400 and 599
 
 
 
-=== TEST 8: a filter that fails to start in the worker (not at configuration time): logged; other filters serve
+=== TEST 7: a filter that fails to start in the worker (not at configuration time): logged; other filters serve
 --- main_config
     wasm {
         module second $TEST_NGINX_WAT/second_configure_fails.wat;
@@ -201,7 +180,7 @@ qr/\[emerg\] .*"proxy_wasm_failure_status" directive must be between 400 and 599
 
 
 
-=== TEST 9: an invalid policy
+=== TEST 8: an invalid policy
 --- config
     location / {
         proxy_wasm_failure ignore;

@@ -458,21 +458,137 @@ fn ticks_are_armed_fired_changed_and_stopped() {
 }
 
 #[test]
-fn a_failed_instance_stops_ticking_until_replaced() {
+fn a_failed_instance_is_replaced_from_the_event_loop_and_ticks_again() {
+    use std::time::Duration;
     let t = testbed!("configure tick_period 50; request_headers unreachable");
     let (_, mut s) = t.request(REQUEST);
     assert_eq!(s.on_headers(Direction::Request, true).next, Next::Fail);
     drop(s);
+    assert_eq!(
+        t.host.timer_delays(),
+        [Duration::ZERO],
+        "its ticks stop; its replacement is due at once"
+    );
     for token in t.host.take_timers() {
         t.worker.on_timer(token);
     }
-    assert_eq!(t.host.timer_delays(), [], "no tick re-armed on a failed instance");
-    let (_, _next) = t.request(REQUEST);
+    assert!(
+        t.host.logged("starting a new instance").is_some(),
+        "{}",
+        t.host.dump()
+    );
     assert_eq!(
         t.host.timer_delays(),
-        [std::time::Duration::from_millis(50)],
-        "the replacement ticks"
+        [Duration::from_millis(50)],
+        "the replacement ticks without waiting for a request"
     );
+}
+
+/// Fires the timers due, as nginx's event loop would.
+fn fire_timers(t: &Loaded) {
+    for token in t.host.take_timers() {
+        t.worker.on_timer(token);
+    }
+}
+
+#[test]
+fn bad_requests_never_back_a_module_off() {
+    let t = testbed!("request_headers unreachable");
+    for _ in 0..20 {
+        let (_, mut s) = t.request(REQUEST);
+        assert_eq!(s.on_headers(Direction::Request, true).next, Next::Fail);
+    }
+    assert_eq!(
+        t.host.count("proxy_on_request_headers failed"),
+        20,
+        "{}",
+        t.host.dump()
+    );
+    assert_eq!(t.host.count("starting a new instance"), 19);
+    assert_eq!(t.host.count("the next one starts in"), 0);
+}
+
+#[test]
+fn a_crash_loop_is_backed_off() {
+    let t = testbed!("create unreachable");
+    let (_, mut s) = t.request(REQUEST);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Fail);
+    drop(s);
+    // the first replacement is immediate
+    assert_eq!(t.host.timer_delays(), [std::time::Duration::ZERO]);
+    fire_timers(&t);
+    let (_, mut s) = t.request(REQUEST);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Fail);
+    drop(s);
+    let delays = t.host.timer_delays();
+    assert!(
+        delays.len() == 1 && delays[0] > std::time::Duration::from_millis(900),
+        "the second waits about a second: {delays:?}"
+    );
+    let (_, mut s) = t.request(REQUEST);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Fail);
+    assert!(
+        t.host.logged("the next one starts in").is_some(),
+        "{}",
+        t.host.dump()
+    );
+    assert_eq!(t.host.count("starting a new instance"), 1);
+}
+
+#[test]
+fn a_trap_takes_down_the_requests_with_contexts_in_the_instance() {
+    use ngx_proxy_wasm::chain::{Stream, StreamConfig};
+    use ngx_proxy_wasm::runtime::FailurePolicy;
+    for policy in [FailurePolicy::Reload, FailurePolicy::FailOpen] {
+        // the first two requests are held; the third fails the instance
+        let t = testbed!(
+            "request_headers count; request_headers when_count 3 unreachable; request_headers pause"
+        );
+        let config = StreamConfig {
+            failure: policy,
+            ..Default::default()
+        };
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let request = t.host.request(REQUEST);
+                let mut s = Stream::new(t.worker.clone(), request, &[t.filter], config);
+                assert_eq!(s.on_headers(Direction::Request, true).next, Next::Pause);
+                (request, s)
+            })
+            .collect();
+        let (_, mut failing) = t.request(REQUEST);
+        assert_eq!(failing.on_headers(Direction::Request, true).next, Next::Fail);
+        assert!(
+            t.host
+                .logged("; 2 other requests with contexts in this instance end with it")
+                .is_some(),
+            "{}",
+            t.host.dump()
+        );
+        let mut resumed = t.host.take_resumes();
+        resumed.sort_by_key(|r| r.0);
+        assert_eq!(resumed, held.iter().map(|(r, _)| *r).collect::<Vec<_>>());
+        for (_, mut s) in held {
+            let expected = match policy {
+                FailurePolicy::FailOpen => Next::Continue,
+                _ => Next::Fail,
+            };
+            let step = s.resume(Direction::Request);
+            assert_eq!(step.next, expected, "{policy:?}");
+            if policy == FailurePolicy::FailOpen {
+                assert!(step.headers_done, "the headers go on without the filter");
+            }
+        }
+        assert_eq!(
+            t.host
+                .count("its instance failed while the request had a context in it"),
+            2
+        );
+        // later requests run in the replacement
+        fire_timers(&t);
+        let (_, mut next) = t.request(REQUEST);
+        assert_eq!(next.on_headers(Direction::Request, true).next, Next::Pause);
+    }
 }
 
 #[test]

@@ -118,7 +118,10 @@ fn filters_start_at_configuration_time() {
         "unknown module \"nope\""
     );
     let error = rt.add_filter("start", b"").unwrap_err().to_string();
-    assert_eq!(error, "module \"start\" failed to start: _initialize failed");
+    assert_eq!(
+        error,
+        "module \"start\" failed to start: _initialize failed: wasm trap: wasm `unreachable` instruction executed"
+    );
     assert!(
         host.logged("_initialize failed: wasm trap: wasm `unreachable` instruction executed")
             .is_some(),

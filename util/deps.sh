@@ -2,14 +2,14 @@
 # Installs what building and testing need on Debian 12, if anything is
 # missing: the C toolchain and nginx's libraries, libclang (bindgen),
 # Debian's nginx 1.22.1 with its Lua module and headers, Debian's Rust 1.63
-# with the wasm32 standard library (test filters), Test::Base (test
-# harness), curl, wrk, Python and valgrind (benchmarks), npm (AssemblyScript
-# test filters).
+# with the wasm32 standard library and its linker (test filters),
+# Test::Base (test harness), curl, wrk, Python and valgrind (benchmarks),
+# npm (AssemblyScript test filters).
 set -eu
 
 packages="gcc make libc6-dev libclang-dev libpcre2-dev zlib1g-dev libssl-dev \
     nginx-dev libnginx-mod-http-lua libtest-base-perl rustc cargo \
-    libstd-rust-dev-wasm32 curl wrk python3 valgrind procps util-linux"
+    libstd-rust-dev-wasm32 lld-14 curl wrk python3 valgrind procps util-linux"
 
 missing=
 for p in $packages; do

@@ -187,6 +187,11 @@ pub fn cancel_request(host: &dyn Host, request: RequestRef) {
     cancel_where(host, |origin| origin.request == Some(request));
 }
 
+/// Cancels the calls an instance made (it was replaced).
+pub fn cancel_instance(host: &dyn Host, generation: u64) {
+    cancel_where(host, |origin| origin.instance == generation);
+}
+
 /// Cancels every call (at worker exit).
 pub fn cancel_all(host: &dyn Host) {
     cancel_where(host, |_| true);

@@ -78,8 +78,13 @@ pub struct StreamConfig {
     pub isolation: Isolation,
 }
 
+/// Why a filter whose context lived in a failed instance stops.
+const LOST: &str = "its instance failed while the request had a context in it";
+
 /// One filter of the chain for this request.
 struct FilterRun {
+    /// The worker's id of the filter.
+    id: usize,
     info: Option<Arc<FilterInfo>>,
     /// None when the filter cannot run (see `unavailable`).
     slot: Option<VmSlot>,
@@ -92,12 +97,15 @@ struct FilterRun {
     unavailable: Option<String>,
     /// Failed, with `fail_open`: not called any more.
     skipped: bool,
+    /// One of its callbacks for this request failed its instance.
+    trapped: bool,
     context_id: Option<u32>,
 }
 
 impl FilterRun {
-    fn new(info: Option<Arc<FilterInfo>>, handle: Result<FilterHandle, String>) -> FilterRun {
+    fn new(id: usize, info: Option<Arc<FilterInfo>>, handle: Result<FilterHandle, String>) -> FilterRun {
         let mut run = FilterRun {
+            id,
             info,
             slot: None,
             generation: 0,
@@ -106,19 +114,36 @@ impl FilterRun {
             shared: false,
             unavailable: None,
             skipped: false,
+            trapped: false,
             context_id: None,
         };
+        run.take(handle);
+        run
+    }
+
+    fn take(&mut self, handle: Result<FilterHandle, String>) {
         match handle {
             Ok(handle) => {
-                run.slot = Some(handle.slot);
-                run.generation = handle.generation;
-                run.root_id = handle.root_id;
-                run.module = handle.module;
-                run.shared = handle.shared;
+                self.slot = Some(handle.slot);
+                self.generation = handle.generation;
+                self.root_id = handle.root_id;
+                self.module = handle.module;
+                self.shared = handle.shared;
             }
-            Err(why) => run.unavailable = Some(why),
+            Err(why) => {
+                self.slot = None;
+                self.unavailable = Some(why);
+            }
         }
-        run
+    }
+
+    /// Whether the instance it started in still runs.
+    fn alive(&self) -> bool {
+        self.slot.as_ref().is_some_and(|slot| {
+            slot.borrow()
+                .as_ref()
+                .is_some_and(|vm| vm.generation == self.generation && !vm.failed)
+        })
     }
 }
 
@@ -151,7 +176,7 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32], config: StreamConfig) -> Stream {
-        let run = |id: usize, handle| FilterRun::new(worker.filter_info(id).cloned(), handle);
+        let run = |id: usize, handle| FilterRun::new(id, worker.filter_info(id).cloned(), handle);
         let filters: Vec<FilterRun> = match config.isolation {
             // the common case, once per request: no list but the chain's
             Isolation::None => filter_ids
@@ -258,14 +283,18 @@ impl Stream {
     pub fn resume(&mut self, direction: Direction) -> Step {
         self.flows[direction as usize].output.clear();
         let requested = {
-            let mut state = self.state.borrow_mut();
+            let state = self.state.borrow();
             if state.close_requested {
                 return self.step(direction, Next::Close, Output::Nothing, false);
             }
             if state.local_response.is_some() {
                 return self.step(direction, Next::LocalResponse, Output::Nothing, false);
             }
-            std::mem::take(&mut state.continue_requested[direction as usize])
+            drop(state);
+            if self.drop_lost_filters(direction) == Next::Fail {
+                return self.step(direction, Next::Fail, Output::Nothing, false);
+            }
+            std::mem::take(&mut self.state.borrow_mut().continue_requested[direction as usize])
         };
         let flow = &self.flows[direction as usize];
         if !flow.headers_done {
@@ -296,6 +325,37 @@ impl Stream {
             .any(Option::is_some);
         let next = if holding { Next::Pause } else { Next::Continue };
         self.step(direction, next, Output::Nothing, false)
+    }
+
+    /// The filters whose contexts lived in an instance that failed since
+    /// (another request's callback failed it) end as `proxy_wasm_failure`
+    /// says: `Fail`, or skipped; one skipped while it held the direction
+    /// lets it go on.
+    fn drop_lost_filters(&mut self, direction: Direction) -> Next {
+        for i in 0..self.filters.len() {
+            let run = &mut self.filters[i];
+            if run.skipped || run.trapped || run.context_id.is_none() || run.alive() {
+                continue;
+            }
+            run.unavailable.get_or_insert_with(|| LOST.into());
+            if self.failed(i) == Next::Fail {
+                return Next::Fail;
+            }
+            let flow = &self.flows[direction as usize];
+            let headers_held_here = !flow.headers_done
+                && flow.headers_started
+                && flow.headers_next > 0
+                && self.filter_at(direction, flow.headers_next - 1) == i;
+            let mut state = self.state.borrow_mut();
+            let body_held_here = state.bodies[direction as usize][i].is_some();
+            if headers_held_here || body_held_here {
+                let requested = &mut state.continue_requested[direction as usize];
+                if !requested.contains(&i) {
+                    requested.push(i);
+                }
+            }
+        }
+        Next::Continue
     }
 
     /// The body data of the last step with `Output::Data`.
@@ -550,26 +610,46 @@ impl Stream {
         body: impl FnOnce(&mut Vm, u32) -> Result<R, Trapped>,
     ) -> Result<R, Trapped> {
         let run = &mut self.filters[i];
-        let (Some(slot), Some(info), false) = (&run.slot, &run.info, run.skipped) else {
+        if run.skipped {
+            return Err(Trapped);
+        }
+        // a filter with no context yet may move to the instance that
+        // replaced a failed one
+        if run.shared && run.context_id.is_none() && !run.alive() {
+            run.take(self.worker.filter(run.id, self.failure == FailurePolicy::Reload));
+        }
+        let (Some(slot), Some(info)) = (&run.slot, &run.info) else {
             return Err(Trapped);
         };
         let mut guard = slot.borrow_mut();
-        let vm = guard
+        let Some(vm) = guard
             .as_mut()
             .filter(|vm| vm.generation == run.generation && !vm.failed)
-            .ok_or(Trapped)?;
-        let id = match run.context_id {
-            Some(id) => id,
-            None => {
-                let id = vm.create_http_context(run.root_id, info, &self.state, i)?;
-                run.context_id = Some(id);
-                id
+        else {
+            if run.context_id.is_some() && !run.trapped {
+                run.unavailable.get_or_insert_with(|| LOST.into());
             }
+            return Err(Trapped);
         };
-        let result = body(vm, id);
+        let result = match run.context_id {
+            Some(id) => body(vm, id),
+            None => match vm.create_http_context(run.root_id, info, &self.state, i) {
+                Ok(id) => {
+                    run.context_id = Some(id);
+                    body(vm, id)
+                }
+                Err(trapped) => Err(trapped),
+            },
+        };
+        let failed = vm.failed;
+        run.trapped |= failed;
         // a shared instance's root contexts tick in the worker
         let ticks = vm.take_tick_requests();
-        if run.shared && !ticks.is_empty() {
+        drop(guard);
+        if run.shared && failed {
+            self.worker
+                .instance_failed(run.module, self.failure == FailurePolicy::Reload);
+        } else if run.shared && !ticks.is_empty() {
             self.worker.apply_ticks(run.module, run.generation, ticks);
         }
         result

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use wasmtime::{
     AsContextMut, Instance, ModuleExport, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults,
@@ -92,10 +91,13 @@ pub struct Vm {
     roots: HashMap<usize, u32>,
     /// Distinguishes this instance from the one that replaces it.
     pub generation: u64,
-    pub created: Instant,
     pub failed: bool,
-    /// When it failed.
-    pub failed_at: Option<Instant>,
+    /// Why it failed.
+    failure: Option<String>,
+    /// Guest calls that returned, and how many of them started it: an
+    /// instance that fails before any other returns is in a crash loop.
+    completed: u64,
+    completed_at_start: u64,
 }
 
 impl Vm {
@@ -108,10 +110,10 @@ impl Vm {
         // a start section runs during instantiation
         let deadline_ticks = module.limits.deadline_ticks();
         store.set_epoch_deadline(deadline_ticks);
-        let instance = module
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| format!("cannot instantiate: {}", describe_trap(&e, &module.name)))?;
+        let instance = module.pre.instantiate(&mut store).map_err(|e| {
+            let cause = with_backtrace(cause(&e, module), &e, &module.name);
+            format!("cannot instantiate: {cause}")
+        })?;
         let callbacks = Rc::new(Callbacks::new(instance, module));
         let memory = instance.get_memory(&mut store, "memory");
         let allocator = get(&instance, &mut store, module, "proxy_on_memory_allocate")
@@ -128,9 +130,10 @@ impl Vm {
             deadline_ticks,
             roots: HashMap::new(),
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
-            created: Instant::now(),
             failed: false,
-            failed_at: None,
+            failure: None,
+            completed: 0,
+            completed_at_start: 0,
         };
         vm.store.data_mut().generation = vm.generation;
         vm.start(&instance)?;
@@ -144,17 +147,17 @@ impl Vm {
         let func = |store: &mut Store<HostState>, name| get::<(), ()>(instance, store, &module, name);
         if let Some(initialize) = func(&mut self.store, "_initialize") {
             self.call(0, Callback::Start, |store| initialize.call(store, ()))
-                .map_err(|_| "_initialize failed".to_string())?;
+                .map_err(|_| self.failed_because("_initialize"))?;
             if let Some(main) = get::<(i32, i32), i32>(instance, &mut self.store, &module, "main") {
                 self.call(0, Callback::Start, |store| main.call(store, (0, 0)))
-                    .map_err(|_| "main failed".to_string())?;
+                    .map_err(|_| self.failed_because("main"))?;
             }
         } else if let Some(start) = func(&mut self.store, "_start") {
             self.call(0, Callback::Start, |store| match start.call(&mut *store, ()) {
                 Err(e) if matches!(e.downcast_ref::<ProcExit>(), Some(ProcExit(0))) => Ok(()),
                 other => other,
             })
-            .map_err(|_| "_start failed".to_string())?;
+            .map_err(|_| self.failed_because("_start"))?;
         }
         Ok(())
     }
@@ -187,14 +190,14 @@ impl Vm {
                 None => Ok(()),
             }
         })
-        .map_err(|_| "on_context_create failed".to_string())?;
+        .map_err(|_| self.failed_because("on_context_create"))?;
         let vm_config_len = self.module.vm_config.len() as i32;
         if let Some(vm_start) = callbacks.vm_start.get(&mut self.store) {
             let ok = self
                 .call(id, Callback::VmStart, |store| {
                     vm_start.call(store, (id as i32, vm_config_len))
                 })
-                .map_err(|_| "on_vm_start failed".to_string())?;
+                .map_err(|_| self.failed_because("on_vm_start"))?;
             if ok == 0 {
                 return Err("on_vm_start returned false".into());
             }
@@ -205,13 +208,33 @@ impl Vm {
                 .call(id, Callback::Configure, |store| {
                     configure.call(store, (id as i32, len))
                 })
-                .map_err(|_| "on_configure failed".to_string())?;
+                .map_err(|_| self.failed_because("on_configure"))?;
             if ok == 0 {
                 return Err("on_configure returned false".into());
             }
         }
         self.roots.insert(filter_id, id);
         Ok(id)
+    }
+
+    /// `<callback> failed: <cause>`, after a failed start callback.
+    fn failed_because(&self, callback: &str) -> String {
+        match &self.failure {
+            Some(cause) => format!("{callback} failed: {cause}"),
+            None => format!("{callback} failed"),
+        }
+    }
+
+    /// Its root contexts are started: guest calls from now on are its
+    /// work.
+    pub fn mark_started(&mut self) {
+        self.completed_at_start = self.completed;
+    }
+
+    /// Whether a guest call returned since it started: if it fails now, a
+    /// request or an event failed it, not its start.
+    pub fn served(&self) -> bool {
+        self.completed > self.completed_at_start
     }
 
     pub fn root_context(&self, filter_id: usize) -> Option<u32> {
@@ -456,26 +479,59 @@ impl Vm {
             );
             self.store.data().log(LogLevel::Warn, message.as_bytes());
         }
-        if let Err(error) = &result {
-            self.failed = true;
-            self.failed_at.get_or_insert_with(Instant::now);
-            let cause = if is_interrupt(error) {
-                format!(
-                    "stopped after callback_timeout ({} ms)",
-                    self.module.limits.callback_timeout.as_millis()
-                )
-            } else {
-                error.root_cause().to_string()
-            };
-            let message = format!(
-                "{} failed: {}",
-                callback.export_name(),
-                with_backtrace(cause, error, &self.module.name)
-            );
-            self.store.data().log(LogLevel::Error, message.as_bytes());
+        match &result {
+            Ok(_) => self.completed += 1,
+            Err(error) => self.fail(callback, error),
         }
         self.store.data_mut().frame = Frame::IDLE;
         result.map_err(|_| Trapped)
+    }
+
+    /// A guest call failed: the instance is unusable. The requests with
+    /// other contexts in it cannot go on: each is asked to come back, to
+    /// end as `proxy_wasm_failure` says. The log line counts them.
+    fn fail(&mut self, callback: Callback, error: &wasmtime::Error) {
+        self.failed = true;
+        let cause = cause(error, &self.module);
+        self.failure = Some(cause.clone());
+        let taken_down = self.take_down_other_streams();
+        let mut message = format!("{} failed: {cause}", callback.export_name());
+        if taken_down > 0 {
+            let other = if taken_down == 1 { "request" } else { "requests" };
+            message.push_str(&format!(
+                "; {taken_down} other {other} with contexts in this instance end with it"
+            ));
+        }
+        let message = with_backtrace(message, error, &self.module.name);
+        self.store.data().log(LogLevel::Error, message.as_bytes());
+    }
+
+    /// Asks the host to come back to every request that has a context in
+    /// this instance, except the one whose callback is running (it sees
+    /// the failure when the callback returns). How many there are.
+    fn take_down_other_streams(&self) -> usize {
+        let state = self.store.data();
+        let current = match state.contexts.get(&state.frame.context_id) {
+            Some(Context::Http { stream, .. }) => Some(stream),
+            _ => None,
+        };
+        let mut others: Vec<&Rc<RefCell<StreamState>>> = Vec::new();
+        for context in state.contexts.values() {
+            let Context::Http { stream, .. } = context else {
+                continue;
+            };
+            let is_current = current.is_some_and(|current| Rc::ptr_eq(current, stream));
+            if !is_current && !others.iter().any(|other| Rc::ptr_eq(other, stream)) {
+                others.push(stream);
+            }
+        }
+        for stream in &others {
+            // contexts of ended requests are gone, so each request lives
+            if let Ok(stream) = stream.try_borrow() {
+                state.host.schedule_resume(stream.request);
+            }
+        }
+        others.len()
     }
 
     #[cfg(test)]
@@ -535,6 +591,19 @@ fn resolve<P: WasmParams, R: WasmResults>(
     func.typed::<P, R>(store.as_context()).ok()
 }
 
+/// Why a guest call failed: a trap's cause, or the deadline that stopped
+/// it, named by its setting.
+fn cause(error: &wasmtime::Error, module: &WasmModule) -> String {
+    if is_interrupt(error) {
+        format!(
+            "stopped after callback_timeout ({} ms)",
+            module.limits.callback_timeout.as_millis()
+        )
+    } else {
+        error.root_cause().to_string()
+    }
+}
+
 /// Whether a guest call was stopped at its epoch deadline.
 fn is_interrupt(error: &wasmtime::Error) -> bool {
     error.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
@@ -542,10 +611,6 @@ fn is_interrupt(error: &wasmtime::Error) -> bool {
 
 /// The cause of a failed guest call, and the guest's call stack when
 /// wasmtime captured one.
-pub fn describe_trap(error: &wasmtime::Error, module: &str) -> String {
-    with_backtrace(error.root_cause().to_string(), error, module)
-}
-
 fn with_backtrace(cause: String, error: &wasmtime::Error, module: &str) -> String {
     match error.downcast_ref::<WasmBacktrace>() {
         Some(backtrace) if !backtrace.frames().is_empty() => {

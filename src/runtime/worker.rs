@@ -1,6 +1,7 @@
 //! A worker process's side of the runtime: the shared instance of each
 //! module, instances made for one request (isolation), the replacement of
-//! failed instances (paced by a backoff), and the root contexts' ticks.
+//! failed instances (at once, or paced by a backoff in a crash loop), and
+//! the root contexts' ticks.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,9 +24,8 @@ use crate::host::{Host, TimerRef};
 /// requests still holding the old one notice by its generation.
 pub type VmSlot = Rc<RefCell<Option<Vm>>>;
 
-/// The first replacement of a failed instance is immediate; each further
-/// one waits twice as long, up to `BACKOFF_MAX`. An instance that lived
-/// `BACKOFF_MAX` before failing starts the count again.
+/// A module in a crash loop is replaced at once the first time, then
+/// after waiting twice as long each time, up to `BACKOFF_MAX`.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
@@ -39,9 +39,14 @@ pub struct FilterHandle {
     pub shared: bool,
 }
 
-/// The failures of a module's shared instances, pacing their replacement.
+/// Paces the replacement of a module's shared instance where replacing
+/// cannot help: instances that cannot start, or that fail before any
+/// guest call of theirs returned (a crash loop). An instance that served
+/// and then failed (a bad request, not a bad module) is replaced at once
+/// and ends the loop.
 #[derive(Debug, Default)]
 struct Backoff {
+    /// Crash-loop failures in a row.
     failures: u32,
     /// The generation of the failed instance last counted.
     counted: u64,
@@ -49,19 +54,19 @@ struct Backoff {
 }
 
 impl Backoff {
-    /// Counts a failure that happened `at`, of an instance that had lived
-    /// `lived`.
-    fn note_failure(&mut self, at: Instant, lived: Duration) {
-        self.failures = if lived >= BACKOFF_MAX {
-            1
-        } else {
-            self.failures + 1
-        };
+    /// Counts a failure; `crash_loop`: of an instance that never served.
+    fn note_failure(&mut self, crash_loop: bool) {
+        if !crash_loop {
+            self.failures = 0;
+            self.not_before = None;
+            return;
+        }
+        self.failures += 1;
         let delay = match self.failures {
             0 | 1 => Duration::ZERO,
             n => BACKOFF_BASE.saturating_mul(1 << (n - 2).min(16)).min(BACKOFF_MAX),
         };
-        self.not_before = Some(at + delay);
+        self.not_before = Some(Instant::now() + delay);
     }
 
     /// How long until a replacement may start.
@@ -69,6 +74,12 @@ impl Backoff {
         let left = self.not_before?.saturating_duration_since(Instant::now());
         (!left.is_zero()).then_some(left)
     }
+}
+
+/// The timer that will replace a failed shared instance.
+struct Replacement {
+    token: u64,
+    timer: TimerRef,
 }
 
 /// What became of bytes of a call's response.
@@ -98,6 +109,8 @@ pub struct Worker {
     /// The shared instance of each module.
     vms: Vec<VmSlot>,
     backoff: RefCell<Vec<Backoff>>,
+    /// The pending replacement of each module's shared instance.
+    replacements: RefCell<Vec<Option<Replacement>>>,
     /// Ticks by the token their timers carry.
     ticks: RefCell<HashMap<u64, Tick>>,
     next_token: RefCell<u64>,
@@ -131,6 +144,7 @@ impl Worker {
             filters: filters.to_vec(),
             vms: modules.iter().map(|_| Rc::new(RefCell::new(None))).collect(),
             backoff: RefCell::new(modules.iter().map(|_| Backoff::default()).collect()),
+            replacements: RefCell::new(modules.iter().map(|_| None).collect()),
             ticks: RefCell::new(HashMap::new()),
             next_token: RefCell::new(1),
             instances: RefCell::new(HashMap::new()),
@@ -153,6 +167,11 @@ impl Worker {
                 self.host.timer_cancel(timer);
             }
         }
+        for replacement in self.replacements.borrow_mut().iter_mut() {
+            if let Some(replacement) = replacement.take() {
+                self.host.timer_cancel(replacement.timer);
+            }
+        }
     }
 
     pub fn filter_info(&self, filter_id: usize) -> Option<&Arc<FilterInfo>> {
@@ -163,31 +182,44 @@ impl Worker {
         self.filters.get(filter_id).map(|filter| filter.module)
     }
 
-    /// Puts a new shared instance of a module in its slot.
+    /// Puts a new shared instance of a module in its slot. One that
+    /// cannot start counts as a crash-loop failure and is tried again
+    /// after the backoff.
     fn install(&self, module: usize) {
+        if let Some(replacement) = self.replacements.borrow_mut()[module].take() {
+            self.host.timer_cancel(replacement.timer);
+        }
         let ids: Vec<usize> = (0..self.filters.len())
             .filter(|&id| self.filters[id].module == module)
             .collect();
         let old = self.vms[module].borrow().as_ref().map(|vm| vm.generation);
         if let Some(generation) = old {
-            self.stop_ticks(module, generation);
+            self.forget_generation(module, generation);
         }
         let mut vm = self.instantiate(module, &ids);
         let started = vm.as_ref().map(|vm| vm.generation);
-        let mut instances = self.instances.borrow_mut();
-        if let Some(old) = old {
-            instances.remove(&old);
-        }
         if let Some(generation) = started {
-            instances.insert(generation, Rc::downgrade(&self.vms[module]));
+            self.instances
+                .borrow_mut()
+                .insert(generation, Rc::downgrade(&self.vms[module]));
         }
-        drop(instances);
         let requests = vm.as_mut().map(|vm| vm.take_tick_requests()).unwrap_or_default();
         *self.vms[module].borrow_mut() = vm;
         match started {
             Some(generation) => self.apply_ticks(module, generation, requests),
-            None => self.backoff.borrow_mut()[module].note_failure(Instant::now(), Duration::ZERO),
+            None => {
+                self.backoff.borrow_mut()[module].note_failure(true);
+                self.schedule_replacement(module);
+            }
         }
+    }
+
+    /// What the worker keeps for an instance that goes: its ticks, the
+    /// calls its root contexts made, the way back to it.
+    fn forget_generation(&self, module: usize, generation: u64) {
+        self.stop_ticks(module, generation);
+        callout::cancel_instance(self.host, generation);
+        self.instances.borrow_mut().remove(&generation);
     }
 
     /// A new instance of a module with the root contexts of some of its
@@ -206,6 +238,7 @@ impl Worker {
                 self.log_error(wasm, &format!("filter failed to start: {e}"));
             }
         }
+        vm.mark_started();
         Some(vm)
     }
 
@@ -220,26 +253,11 @@ impl Worker {
     pub fn filter(&self, filter_id: usize, replace: bool) -> Result<FilterHandle, String> {
         let module = self.filter_module(filter_id).ok_or("no such filter")?;
         let slot = &self.vms[module];
-        let state = slot
-            .borrow()
-            .as_ref()
-            .map(|vm| (vm.failed, vm.generation, vm.created, vm.failed_at));
+        let state = slot.borrow().as_ref().map(|vm| vm.failed);
         match state {
-            Some((false, ..)) => {}
-            Some((true, generation, created, failed_at)) => {
-                let first_seen = {
-                    let backoff = &mut self.backoff.borrow_mut()[module];
-                    let first_seen = backoff.counted != generation;
-                    if first_seen {
-                        let at = failed_at.unwrap_or_else(Instant::now);
-                        backoff.counted = generation;
-                        backoff.note_failure(at, at.saturating_duration_since(created));
-                    }
-                    first_seen
-                };
-                if first_seen {
-                    self.stop_ticks(module, generation);
-                }
+            Some(false) => {}
+            Some(true) => {
+                self.count_failure(module);
                 self.replace(module, replace, "its instance failed")?;
             }
             None => self.replace(module, replace, "its instance could not start")?,
@@ -255,6 +273,25 @@ impl Worker {
             module,
             shared: true,
         })
+    }
+
+    /// Counts the failure of a module's failed shared instance, once.
+    fn count_failure(&self, module: usize) {
+        let Some((generation, served)) = self.vms[module]
+            .borrow()
+            .as_ref()
+            .filter(|vm| vm.failed)
+            .map(|vm| (vm.generation, vm.served()))
+        else {
+            return;
+        };
+        let mut backoff = self.backoff.borrow_mut();
+        let backoff = &mut backoff[module];
+        if backoff.counted != generation {
+            backoff.counted = generation;
+            backoff.note_failure(!served);
+            self.stop_ticks(module, generation);
+        }
     }
 
     fn replace(&self, module: usize, replace: bool, why: &str) -> Result<(), String> {
@@ -276,6 +313,55 @@ impl Worker {
         );
         self.install(module);
         Ok(())
+    }
+
+    /// A guest call failed a module's shared instance. With `replace`, a
+    /// new one starts from the event loop (its root contexts must not
+    /// wait for a request): at once, or after the backoff of a crash loop.
+    pub fn instance_failed(&self, module: usize, replace: bool) {
+        self.count_failure(module);
+        if replace {
+            self.schedule_replacement(module);
+        }
+    }
+
+    /// Arms the timer that replaces a module's shared instance, unless
+    /// one is armed.
+    fn schedule_replacement(&self, module: usize) {
+        let mut replacements = self.replacements.borrow_mut();
+        if replacements[module].is_some() {
+            return;
+        }
+        let delay = self.backoff.borrow()[module].wait().unwrap_or(Duration::ZERO);
+        let token = self.new_token();
+        match self.host.timer_add(delay, token) {
+            Some(timer) => replacements[module] = Some(Replacement { token, timer }),
+            None => self.log_error(
+                &self.modules[module],
+                "cannot start a timer to replace the instance",
+            ),
+        }
+    }
+
+    /// A replacement timer fired: the instance is replaced unless a
+    /// request did it meanwhile.
+    fn on_replacement_timer(&self, module: usize) {
+        let healthy = self.vms[module].borrow().as_ref().is_some_and(|vm| !vm.failed);
+        if healthy {
+            return;
+        }
+        self.count_failure(module);
+        if self.backoff.borrow()[module].wait().is_some() {
+            self.schedule_replacement(module);
+            return;
+        }
+        let _ = self.replace(module, true, "");
+    }
+
+    fn new_token(&self) -> u64 {
+        let mut next = self.next_token.borrow_mut();
+        *next += 1;
+        *next
     }
 
     /// An instance of a module for one request (`proxy_wasm_isolation`),
@@ -343,16 +429,22 @@ impl Worker {
     /// Runs a callback in an instance if it is still that generation and
     /// has not failed, then acts on the tick periods it set.
     fn run_in(&self, slot: &VmSlot, generation: u64, callback: impl FnOnce(&mut Vm)) {
-        let requests = {
+        let (requests, failed) = {
             let mut vm = slot.borrow_mut();
             let Some(vm) = vm.as_mut().filter(|vm| vm.generation == generation && !vm.failed) else {
                 return;
             };
             callback(vm);
-            vm.take_tick_requests()
+            (vm.take_tick_requests(), vm.failed)
         };
         if let Some(module) = self.vms.iter().position(|shared| Rc::ptr_eq(shared, slot)) {
-            self.apply_ticks(module, generation, requests);
+            if failed {
+                // root callbacks have no location: their instance is
+                // replaced as with proxy_wasm_failure reload
+                self.instance_failed(module, true);
+            } else {
+                self.apply_ticks(module, generation, requests);
+            }
         }
     }
 
@@ -410,11 +502,7 @@ impl Worker {
                 }
                 continue;
             }
-            let token = token.unwrap_or_else(|| {
-                let mut next = self.next_token.borrow_mut();
-                *next += 1;
-                *next
-            });
+            let token = token.unwrap_or_else(|| self.new_token());
             let tick = ticks.entry(token).or_insert(Tick {
                 module,
                 generation,
@@ -447,6 +535,16 @@ impl Worker {
     /// A tick's timer fired: `on_tick`, then the next timer. A failed
     /// instance's ticks stop.
     pub fn on_timer(&self, token: u64) {
+        let replaced = self
+            .replacements
+            .borrow()
+            .iter()
+            .position(|r| r.as_ref().is_some_and(|r| r.token == token));
+        if let Some(module) = replaced {
+            self.replacements.borrow_mut()[module] = None;
+            self.on_replacement_timer(module);
+            return;
+        }
         let (module, generation, root_id) = {
             let mut ticks = self.ticks.borrow_mut();
             let Some(tick) = ticks.get_mut(&token) else {
@@ -465,9 +563,16 @@ impl Worker {
                 _ => None,
             }
         };
-        let Some((true, requests)) = outcome else {
-            self.stop_ticks(module, generation);
-            return;
+        let requests = match outcome {
+            Some((true, requests)) => requests,
+            Some((false, _)) => {
+                self.instance_failed(module, true);
+                return;
+            }
+            None => {
+                self.stop_ticks(module, generation);
+                return;
+            }
         };
         self.apply_ticks(module, generation, requests);
         let mut ticks = self.ticks.borrow_mut();
@@ -488,18 +593,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_its_maximum_and_starts_over() {
+    fn backoff_doubles_up_to_its_maximum_in_a_crash_loop() {
         let mut backoff = Backoff::default();
         let delays: Vec<u64> = (0..10)
             .map(|_| {
-                backoff.note_failure(Instant::now(), Duration::ZERO);
+                backoff.note_failure(true);
                 backoff
                     .wait()
                     .map_or(0, |wait| (wait.as_millis() as u64).div_ceil(1000))
             })
             .collect();
         assert_eq!(delays, [0, 1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        backoff.note_failure(Instant::now(), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn an_instance_that_served_is_replaced_at_once_and_ends_the_loop() {
+        let mut backoff = Backoff::default();
+        for _ in 0..5 {
+            backoff.note_failure(true);
+        }
+        assert!(backoff.wait().is_some());
+        backoff.note_failure(false);
         assert_eq!(backoff.wait(), None);
+        // any number of bad requests: never a wait
+        for _ in 0..1000 {
+            backoff.note_failure(false);
+            assert_eq!(backoff.wait(), None);
+        }
+        // a crash loop starts over with an immediate replacement
+        backoff.note_failure(true);
+        assert_eq!(backoff.wait(), None);
+        backoff.note_failure(true);
+        assert!(backoff.wait().is_some());
     }
 }

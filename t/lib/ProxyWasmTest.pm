@@ -7,9 +7,12 @@ use strict;
 use warnings;
 
 use Exporter 'import';
-our @EXPORT = qw(default_modules test_certificates);
+our @EXPORT = qw(default_modules test_certificates trap_storm);
 
 use File::Temp qw(tempdir);
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes qw(sleep time);
 
 # default_modules(name => path, ...): the wasm{} block of every block that
 # has no main_config of its own.
@@ -54,6 +57,53 @@ sub test_certificates {
     }
     $ENV{TEST_NGINX_CERTS} = $dir;
     return $dir;
+}
+
+# trap_storm(bystander => '/', trap => '/panic', seconds => 4, rate => 5,
+# connections => 4): wrk drives the bystander location of the nginx under
+# test while a client requests the trap location `rate` times a second.
+# Returns { requests => bystander requests, failed => bystander requests
+# that got no 2xx (or a socket error), traps => [statuses of the trap
+# location's responses] }.
+sub trap_storm {
+    my %a = (bystander => '/', trap => '/panic', seconds => 4, rate => 5,
+             connections => 4, @_);
+    my $port = $ENV{TEST_NGINX_SERVER_PORT};
+    my $dir = tempdir(CLEANUP => 1);
+
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', "$dir/wrk.out" or POSIX::_exit(127);
+        exec('wrk', '-t1', "-c$a{connections}", "-d$a{seconds}s",
+             "http://127.0.0.1:$port$a{bystander}") or POSIX::_exit(127);
+    }
+
+    my @traps;
+    my $end = time + $a{seconds} - 0.3;
+    while (time < $end) {
+        my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                         PeerPort => $port, Timeout => 5);
+        my $status = 0;
+        if ($sock) {
+            print $sock "GET $a{trap} HTTP/1.1\r\nHost: localhost\r\n"
+                        . "Connection: close\r\n\r\n";
+            my $line = <$sock> // '';
+            $status = $1 if $line =~ m{^HTTP/1\.\d (\d+)};
+            close $sock;
+        }
+        push @traps, $status;
+        sleep 1 / $a{rate};
+    }
+    waitpid $pid, 0;
+
+    open my $fh, '<', "$dir/wrk.out" or die "wrk printed nothing: $!";
+    my $out = do { local $/; <$fh> };
+    my ($requests) = $out =~ /(\d+) requests in/;
+    my ($non2xx) = $out =~ /Non-2xx or 3xx responses: (\d+)/;
+    my $errors = 0;
+    $errors += $_ for $out =~ /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/;
+    return { requests => $requests // 0, failed => ($non2xx // 0) + $errors,
+             traps => \@traps, output => $out };
 }
 
 1;
