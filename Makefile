@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR := $(CURDIR)/build/cargo
 
 .PHONY: run stop test bench bench-smoke deps lib filters nginx nginx-static nginx-debian \
         check test-rust test-nginx test-1.28.3 test-1.28.3-static test-debian \
-        test-debian-wasm-first
+        test-debian-wasm-first fuzz
 
 run: deps nginx filters
 	util/run.sh
@@ -30,6 +30,16 @@ bench: deps nginx nginx-debian filters
 # every scenario once, briefly: the suite still runs (its numbers mean little)
 bench-smoke: nginx nginx-debian filters
 	bench/bench.py --quick
+
+# every fuzz target of tests/fuzz.rs for FUZZ_SECONDS (default 60) each,
+# from a new seed (NGX_PROXY_WASM_FUZZ_SEED=... replays one); make test
+# runs each briefly from a fixed seed
+FUZZ_SECONDS ?= 60
+fuzz: deps filters
+	NGX_PROXY_WASM_TEST_FILTERS=$(CURDIR)/build/filters \
+	NGX_PROXY_WASM_FUZZ_SECONDS=$(FUZZ_SECONDS) \
+	NGX_PROXY_WASM_FUZZ_SEED=$${NGX_PROXY_WASM_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	$(CARGO) test --release --test fuzz -- --test-threads=1 --nocapture
 
 deps:
 	util/deps.sh

@@ -178,11 +178,25 @@ enum State {
     Done,
 }
 
+/// Whether bytes hold the empty line that ends a head (CRLF or bare LF
+/// line ends, as httparse takes them).
+fn has_head_end(bytes: &[u8]) -> bool {
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'\n'
+            && i > 0
+            && (bytes[i - 1] == b'\n' || (i > 1 && bytes[i - 1] == b'\r' && bytes[i - 2] == b'\n'))
+    })
+}
+
 /// Parses a response as its bytes arrive.
 pub struct ResponseParser {
     head_request: bool,
     body_limit: usize,
     buffer: Vec<u8>,
+    /// Bytes of `buffer` already searched for the end of the head or of a
+    /// trailer line: a server that drips them byte by byte costs linear
+    /// time, not quadratic.
+    scanned: usize,
     state: State,
     framing: Framing,
     response: Response,
@@ -194,6 +208,7 @@ impl ResponseParser {
             head_request,
             body_limit,
             buffer: Vec::new(),
+            scanned: 0,
             state: State::Head,
             framing: Framing::None,
             response: Response::default(),
@@ -241,6 +256,19 @@ impl ResponseParser {
     }
 
     fn parse_head(&mut self) -> Result<bool, ResponseError> {
+        let from = self.scanned.saturating_sub(2);
+        self.scanned = self.buffer.len();
+        if !has_head_end(&self.buffer[from..]) {
+            // garbage fails at once, not when the head would be too long
+            let start = self.buffer.len().min(5);
+            if self.buffer[..start] != b"HTTP/"[..start] {
+                return Err(ResponseError::Malformed("not an HTTP/1.x response".into()));
+            }
+            if self.buffer.len() > HEAD_LIMIT {
+                return Err(ResponseError::TooLarge);
+            }
+            return Ok(false);
+        }
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
         let size = match parsed.parse(&self.buffer) {
@@ -255,6 +283,7 @@ impl ResponseParser {
         if (100..200).contains(&status) && status != 101 {
             // an interim response: the real one follows
             self.buffer.drain(..size);
+            self.scanned = 0;
             return Ok(true);
         }
         let version = parsed.version.unwrap_or(0);
@@ -307,6 +336,7 @@ impl ResponseParser {
             }
         }
         self.buffer.drain(..size);
+        self.scanned = 0;
         self.response.headers = fields;
         self.response.keep_alive = keep_alive && framing != Framing::Close;
         self.framing = framing;
@@ -398,12 +428,16 @@ impl ResponseParser {
 
     /// The trailer section of a chunked body, up to its empty line.
     fn parse_trailers(&mut self) -> Result<bool, ResponseError> {
-        let Some(end) = self.buffer.windows(2).position(|w| w == b"\r\n") else {
+        let from = self.scanned.saturating_sub(1);
+        let Some(end) = self.buffer[from..].windows(2).position(|w| w == b"\r\n") else {
+            self.scanned = self.buffer.len();
             if self.buffer.len() > HEAD_LIMIT {
                 return Err(ResponseError::TooLarge);
             }
             return Ok(false);
         };
+        let end = from + end;
+        self.scanned = 0;
         let line: Vec<u8> = self.buffer.drain(..end + 2).take(end).collect();
         if line.is_empty() {
             self.state = State::Done;
@@ -610,5 +644,43 @@ mod tests {
             Ok(None)
         );
         assert_eq!(parser.finish(), Err(ResponseError::Truncated));
+    }
+
+    /// Found by fuzzing: a head or trailer line dripped byte by byte was
+    /// parsed again from its start on every byte (quadratic time: seconds
+    /// of a worker's time for one 64 KiB head).
+    #[test]
+    fn dripped_heads_and_trailers_cost_linear_time() {
+        let started = std::time::Instant::now();
+        let mut head = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        head.extend(std::iter::repeat_n(b'v', 60_000));
+        head.extend_from_slice(b"\r\ntransfer-encoding: chunked\r\n\r\n0\r\nx-t: ");
+        head.extend(std::iter::repeat_n(b't', 60_000));
+        head.extend_from_slice(b"\r\n\r\n");
+        let mut parser = ResponseParser::new(false, 1024);
+        let (last, rest) = head.split_last().unwrap();
+        for byte in rest {
+            assert_eq!(parser.feed(std::slice::from_ref(byte)), Ok(None));
+        }
+        let response = parser.feed(&[*last]).unwrap().expect("whole");
+        assert_eq!(response.trailers[0].1.len(), 60_000);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn garbage_fails_before_a_whole_head() {
+        for garbage in [&b"SSH-2.0"[..], b"X", b"HTTQ", b"\x00\x01"] {
+            let mut parser = ResponseParser::new(false, 1024);
+            assert!(
+                matches!(parser.feed(garbage), Err(ResponseError::Malformed(_))),
+                "{garbage:?}"
+            );
+        }
+        let mut parser = ResponseParser::new(false, 1024);
+        assert_eq!(parser.feed(b"HTT"), Ok(None), "a prefix of HTTP/ may go on");
     }
 }
