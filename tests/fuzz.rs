@@ -333,6 +333,8 @@ fn http1_responses() {
         let closes = rng.chance(2);
         if let Ok(Some(response)) = parse_in_pieces(rng, &hostile, head_request, limit, closes) {
             assert!(response.body.len() <= limit);
+            let head: usize = response.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+            assert!(head <= 64 * 1024, "a head of {head} bytes");
             assert!(response
                 .headers
                 .first()

@@ -279,6 +279,9 @@ impl ResponseParser {
             Ok(httparse::Status::Partial) => return Ok(false),
             Err(e) => return Err(ResponseError::Malformed(e.to_string())),
         };
+        if size > HEAD_LIMIT {
+            return Err(ResponseError::TooLarge);
+        }
         let status = parsed.code.unwrap_or(0);
         if (100..200).contains(&status) && status != 101 {
             // an interim response: the real one follows
@@ -628,6 +631,12 @@ mod tests {
             parser.feed(b"HTTP/1.1 200 OK\r\n\r\nabcde"),
             Err(ResponseError::TooLarge)
         );
+        // found by fuzzing: a head over the limit that came whole was taken
+        let mut parser = ResponseParser::new(false, 1024);
+        let mut big = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+        big.extend(std::iter::repeat_n(b'v', HEAD_LIMIT));
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parser.feed(&big), Err(ResponseError::TooLarge));
         let mut parser = ResponseParser::new(false, 1024);
         assert!(matches!(
             parser.feed(b"SSH-2.0-OpenSSH\r\n\r\n"),

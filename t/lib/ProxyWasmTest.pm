@@ -7,10 +7,12 @@ use strict;
 use warnings;
 
 use Exporter 'import';
-our @EXPORT = qw(default_modules test_certificates trap_storm);
+our @EXPORT = qw(default_modules test_certificates trap_storm hostile_upstream
+                 stop_process fuzz_directives request_ends);
 
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
+use Socket qw(SOL_SOCKET SO_LINGER);
 use POSIX ();
 use Time::HiRes qw(sleep time);
 
@@ -104,6 +106,200 @@ sub trap_storm {
     $errors += $_ for $out =~ /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/;
     return { requests => $requests // 0, failed => ($non2xx // 0) + $errors,
              traps => \@traps, output => $out };
+}
+
+# request_ends(raw request, timeout): sends a request to the nginx under
+# test and reads until the connection closes. Returns the status (0 if
+# the connection closed without a response), or undef if it did not end
+# within the timeout.
+sub request_ends {
+    my ($raw, $timeout) = @_;
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                     PeerPort => $ENV{TEST_NGINX_SERVER_PORT},
+                                     Timeout => $timeout) or return undef;
+    print $sock $raw;
+    my $response = '';
+    my $deadline = time + $timeout;
+    while (time < $deadline) {
+        my $bits = '';
+        vec($bits, fileno $sock, 1) = 1;
+        next unless select($bits, undef, undef, $deadline - time);
+        my $n = sysread $sock, my $chunk, 65536;
+        if (!$n) {
+            close $sock;
+            return $response =~ m{^HTTP/1\.\d (\d+)} ? $1 : 0;
+        }
+        $response .= $chunk;
+    }
+    close $sock;
+    return undef;
+}
+
+# The ways hostile_upstream answers, in turn, one per connection.
+our @HostileBehaviours = qw(garbage truncated huge_head bad_chunks drip reset
+                            silent interim_flood huge_body valid);
+
+# hostile_upstream(port): a server on 127.0.0.1:port whose connections get,
+# in turn, each of @HostileBehaviours (garbage, a truncated body, a 70 KiB
+# header, bad chunk sizes, a valid response dripped a byte every 10 ms, a
+# reset, silence, a flood of 100 Continue, a huge Content-Length, a valid
+# response). Returns its pid, for stop_process; it also ends by itself
+# after 120 s.
+sub hostile_upstream {
+    my ($port) = @_;
+    my $listener = IO::Socket::INET->new(LocalAddr => "127.0.0.1:$port",
+                                         Listen => 64, ReuseAddr => 1)
+        or die "cannot listen on 127.0.0.1:$port: $!";
+    my $pid = fork // die "fork: $!";
+    if ($pid) {
+        close $listener;
+        return $pid;
+    }
+    $SIG{CHLD} = 'IGNORE';
+    alarm 120;
+    my $n = 0;
+    while (my $conn = $listener->accept) {
+        my $behaviour = $HostileBehaviours[$n++ % @HostileBehaviours];
+        my $child = fork;
+        if (defined $child && $child == 0) {
+            close $listener;
+            alarm 10;
+            hostile_answer($conn, $behaviour);
+            POSIX::_exit(0);
+        }
+        close $conn;
+    }
+    POSIX::_exit(0);
+}
+
+sub hostile_answer {
+    my ($conn, $behaviour) = @_;
+    $conn->autoflush(1);
+    # the request head
+    while (my $line = <$conn>) {
+        last if $line =~ /^\r?\n$/;
+    }
+    my $valid = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    if ($behaviour eq 'garbage') {
+        print $conn join '', map { chr int rand 256 } 1 .. 512;
+    } elsif ($behaviour eq 'truncated') {
+        print $conn "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort";
+    } elsif ($behaviour eq 'huge_head') {
+        print $conn "HTTP/1.1 200 OK\r\nx-big: " . ('v' x 70000) . "\r\n\r\n";
+    } elsif ($behaviour eq 'bad_chunks') {
+        print $conn "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    . "zz\r\nabc\r\n0\r\n\r\n";
+    } elsif ($behaviour eq 'drip') {
+        for my $byte (split //, $valid) {
+            print $conn $byte;
+            sleep 0.01;
+        }
+    } elsif ($behaviour eq 'reset') {
+        setsockopt($conn, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
+    } elsif ($behaviour eq 'silent') {
+        sleep 3;
+    } elsif ($behaviour eq 'interim_flood') {
+        print $conn "HTTP/1.1 100 Continue\r\n\r\n" x 5000;
+        sleep 3;
+    } elsif ($behaviour eq 'huge_body') {
+        print $conn "HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n"
+                    . ('b' x 65536);
+    } else {
+        print $conn $valid;
+    }
+    close $conn;
+}
+
+# stop_process(pid): ends a process a helper started, and waits for it.
+sub stop_process {
+    my ($pid) = @_;
+    kill 'TERM', $pid;
+    waitpid $pid, 0;
+}
+
+# fuzz_directives(count => 200, seed => N, wat => 'path/to/module.wat'):
+# writes `count` configurations that put the module's directives, in
+# random order, with random arguments (numbers, sizes, times, flags,
+# quotes, long and odd names, paths), in their contexts, and runs
+# `nginx -t` on each. Returns the failures: an nginx that crashed, hung or
+# ended otherwise than 0 or 1, or refused a configuration without exactly
+# one [emerg] line naming the file and line.
+sub fuzz_directives {
+    my %a = (count => 200, seed => 1, @_);
+    srand $a{seed};
+    my $dir = tempdir(CLEANUP => 1);
+    mkdir "$dir/$_" for qw(conf logs);
+    my @modules = map { "load_module $_;\n" }
+                  split ' ', ($ENV{TEST_NGINX_LOAD_MODULES} || '');
+    my $pick = sub { $_[int rand @_] };
+    my $arg = sub {
+        $pick->('0', '-1', '1', '65536', '4294967296', '99999999999999999999',
+                '1k', '64m', '1x', 'k', '1s', '0ms', '-5s', '999999999d',
+                'on', 'off', 'maybe', '*', 'a', 'm', 'auth', '""', "''",
+                '"a b"', '"a;b"', 'a' x 5000, '"\\"q"', "\xc3\xa9",
+                '$request_id', '$bogus', 'eviction=lru', 'eviction=x',
+                'eviction=', 'share=a,b', 'size=', '/nonexistent',
+                '/dev/null', $a{wat}, "$dir/cache", 'none', 'stream',
+                'filter', 'reload', 'fail_open', 'fail_closed', '500',
+                '99', '600', 'request.id', 'x.y', 'ngx.v', '4', '8k',
+                'cranelift', 'winch', 'auto', 'error', 'warn', 'debug',
+                '127.0.0.1', '[::1]', 'valid=1s');
+    };
+    my $args = sub { join ' ', map { $arg->() } 1 .. int rand 4 };
+    my @main = qw(module compiler backtraces memory_limit callback_timeout
+                  instance_pool cache resolver resolver_timeout
+                  http_call_max_body_size http_call_failure_log
+                  socket_connect_timeout socket_send_timeout
+                  socket_read_timeout tls_verify_cert tls_verify_host
+                  tls_trusted_certificate shm_kv shm_queue);
+    my @http = qw(proxy_wasm proxy_wasm_request_headers_in_access
+                  proxy_wasm_isolation proxy_wasm_failure
+                  proxy_wasm_failure_status proxy_wasm_hold_timeout
+                  proxy_wasm_property proxy_wasm_metrics
+                  wasm_response_body_buffers wasm_response_body_overflow);
+    my @failures;
+    for my $i (1 .. $a{count}) {
+        my $wasm = "    module m $a{wat};\n";
+        $wasm .= "    $_ " . $args->() . ";\n" for map { $pick->(@main) } 1 .. 1 + int rand 3;
+        $wasm .= "    metrics { slab_size " . $args->() . "; max_metric_name_length "
+                 . $args->() . "; }\n" if rand() < 0.2;
+        my $location = join '', map { "            $_ " . $args->() . ";\n" }
+                       map { $pick->(@http) } 1 .. 1 + int rand 3;
+        my $conf = join('', @modules) . <<"END";
+error_log stderr;
+pid $dir/logs/nginx.pid;
+wasm {
+$wasm}
+events { }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:1;
+        location / {
+$location            proxy_wasm m;
+        }
+    }
+}
+END
+        open my $fh, '>', "$dir/conf/nginx.conf" or die $!;
+        print $fh $conf;
+        close $fh;
+        my $out = `timeout 30 $ENV{TEST_NGINX_BINARY} -t -p $dir/ -c conf/nginx.conf 2>&1`;
+        my $status = $?;
+        my $emerg = () = $out =~ /\[emerg\]/g;
+        my $why;
+        if ($status & 127) {
+            $why = 'killed by signal ' . ($status & 127);
+        } elsif ($status >> 8 == 124) {
+            $why = 'hung';
+        } elsif ($status >> 8 > 1) {
+            $why = 'exit status ' . ($status >> 8);
+        } elsif ($status && ($emerg != 1 || $out !~ /\[emerg\] .* in \S+nginx\.conf:\d+$/m)) {
+            $why = "no single [emerg] line with the file and line";
+        }
+        push @failures, "configuration $i: $why\n$conf\n$out" if $why;
+    }
+    return @failures;
 }
 
 1;
