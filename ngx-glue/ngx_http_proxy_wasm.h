@@ -81,6 +81,11 @@ typedef struct {
     ngx_msec_t                  hold_timeout;
     /* proxy_wasm_property: ngx_http_proxy_wasm_property_t, or NULL */
     ngx_array_t                *properties;
+    /*
+     * proxy_wasm_metrics: the modules (ngx_str_t) whose metrics it serves;
+     * NULL: every module of the configuration
+     */
+    ngx_array_t                *metrics_modules;
 } ngx_http_proxy_wasm_loc_conf_t;
 
 
@@ -228,6 +233,14 @@ typedef struct {
     ngx_str_t                   name;
     void                       *sh;
     ngx_slab_pool_t            *shpool;
+    /*
+     * share=: the modules (ngx_str_t) that share the zone, "*" for every
+     * one; NULL: each module has its own part of the zone
+     */
+    ngx_array_t                *share;
+    /* where the zone was declared, for errors found later */
+    ngx_str_t                   file;
+    ngx_uint_t                  line;
 } ngx_proxy_wasm_zone_t;
 
 ngx_int_t ngx_proxy_wasm_zone_init(ngx_shm_zone_t *shm_zone, void *data,
@@ -236,21 +249,26 @@ size_t ngx_proxy_wasm_shm_stats_size(void);
 u_char *ngx_proxy_wasm_shm_stats(u_char *p);
 /* the wasm{} configuration shared memory is found in */
 extern ngx_proxy_wasm_conf_t  *ngx_proxy_wasm_shm_conf;
-uint32_t ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t key, uint8_t *buf,
-    size_t size, size_t *len, uint32_t *cas);
-uint32_t ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t key,
-    ngx_proxy_wasm_str_t value, uint32_t cas);
+char *ngx_proxy_wasm_shm_check_shares(ngx_conf_t *cf,
+    ngx_proxy_wasm_conf_t *wcf);
+ngx_uint_t ngx_proxy_wasm_module_declared(ngx_proxy_wasm_conf_t *wcf,
+    u_char *name, size_t len);
+uint32_t ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t vm_id,
+    ngx_proxy_wasm_str_t key, uint8_t *buf, size_t size, size_t *len,
+    uint32_t *cas);
+uint32_t ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t vm_id,
+    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value, uint32_t cas);
 uint32_t ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t name, uint32_t *token);
 uint32_t ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
-    ngx_proxy_wasm_str_t name, uint32_t *token);
-uint32_t ngx_proxy_wasm_queue_enqueue(uint32_t token,
-    ngx_proxy_wasm_str_t value);
-uint32_t ngx_proxy_wasm_queue_dequeue(uint32_t token, uint8_t *buf,
-    size_t size, size_t *len);
+    ngx_proxy_wasm_str_t owner, ngx_proxy_wasm_str_t name, uint32_t *token);
+uint32_t ngx_proxy_wasm_queue_enqueue(ngx_proxy_wasm_str_t vm_id,
+    uint32_t token, ngx_proxy_wasm_str_t value);
+uint32_t ngx_proxy_wasm_queue_dequeue(ngx_proxy_wasm_str_t vm_id,
+    uint32_t token, uint8_t *buf, size_t size, size_t *len);
 void ngx_proxy_wasm_queues_exit(void);
 uint32_t ngx_proxy_wasm_metric_define(uint32_t type,
-    ngx_proxy_wasm_str_t name, void **metric);
+    ngx_proxy_wasm_str_t module, ngx_proxy_wasm_str_t name, void **metric);
 void ngx_proxy_wasm_metric_update(void *metric, uint32_t op, int64_t value);
 uint64_t ngx_proxy_wasm_metric_get(void *metric);
 char *ngx_http_proxy_wasm_metrics_directive(ngx_conf_t *cf,

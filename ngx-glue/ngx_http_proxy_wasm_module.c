@@ -145,7 +145,7 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
       NULL },
 
     { ngx_string("proxy_wasm_metrics"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_proxy_wasm_metrics_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,

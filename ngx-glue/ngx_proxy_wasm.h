@@ -46,7 +46,9 @@ typedef enum {
     /* a compare-and-swap found another version */
     NGX_PROXY_WASM_HOST_MISMATCH = 5,
     /* a shared memory zone has no room left */
-    NGX_PROXY_WASM_HOST_FULL = 6
+    NGX_PROXY_WASM_HOST_FULL = 6,
+    /* the module was not given that zone or queue (share=) */
+    NGX_PROXY_WASM_HOST_DENIED = 7
 } ngx_proxy_wasm_host_rc_e;
 
 
@@ -413,46 +415,55 @@ typedef struct {
      * the zones are not mapped yet: reads find nothing, writes are dropped,
      * and names are still checked against the configuration.
      *
+     * Every operation names the module (vm_id) it is made for: a zone
+     * without share= gives each module its own part (its keys; a queue
+     * is its first registrant's), a zone with share= serves only the
+     * modules it names. DENIED: the module was not given it.
+     *
      * kv_get: the value of a key of an shm_kv zone ("zone/key", or the "*"
      * zone's) copied into buf, and its CAS. DECLINED: no such key;
      * AGAIN: buf is too small, *len is the size needed; NOT_FOUND: no zone
      * holds the key.
      */
-    uint32_t  (*kv_get)(ngx_proxy_wasm_str_t key, uint8_t *buf, size_t size,
-                        size_t *len, uint32_t *cas);
+    uint32_t  (*kv_get)(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
+                        uint8_t *buf, size_t size, size_t *len,
+                        uint32_t *cas);
     /*
      * Store a value; a cas other than 0 must match the stored one.
-     * MISMATCH, NOT_FOUND (no zone), FULL (nothing to evict, or
-     * eviction=none).
+     * MISMATCH, NOT_FOUND (no zone), FULL (nothing the module may evict,
+     * or eviction=none).
      */
-    uint32_t  (*kv_set)(ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value,
-                        uint32_t cas);
+    uint32_t  (*kv_set)(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
+                        ngx_proxy_wasm_str_t value, uint32_t cas);
 
     /*
-     * A queue of an shm_queue zone, by name: owned by vm_id from now on,
-     * and this worker is told (queue_ready) of what is enqueued.
-     * NOT_FOUND: no such zone.
+     * A queue of an shm_queue zone, by name, registered by vm_id, and
+     * this worker is told (queue_ready) of what is enqueued. NOT_FOUND:
+     * no such zone.
      */
     uint32_t  (*queue_register)(ngx_proxy_wasm_str_t vm_id,
                                 ngx_proxy_wasm_str_t name, uint32_t *token);
-    /* A queue vm_id registered. NOT_FOUND: none. */
+    /* A queue owner registered, for vm_id. NOT_FOUND: none. */
     uint32_t  (*queue_resolve)(ngx_proxy_wasm_str_t vm_id,
+                               ngx_proxy_wasm_str_t owner,
                                ngx_proxy_wasm_str_t name, uint32_t *token);
     /* NOT_FOUND: no such queue; FULL: nothing was enqueued. */
-    uint32_t  (*queue_enqueue)(uint32_t token, ngx_proxy_wasm_str_t value);
+    uint32_t  (*queue_enqueue)(ngx_proxy_wasm_str_t vm_id, uint32_t token,
+                               ngx_proxy_wasm_str_t value);
     /*
      * The oldest item, copied into buf and removed. DECLINED: empty;
      * AGAIN: buf is too small, *len is the size needed (the item stays).
      */
-    uint32_t  (*queue_dequeue)(uint32_t token, uint8_t *buf, size_t size,
-                               size_t *len);
+    uint32_t  (*queue_dequeue)(ngx_proxy_wasm_str_t vm_id, uint32_t token,
+                               uint8_t *buf, size_t size, size_t *len);
 
     /*
-     * A metric of the metrics zone by its full name, made if new (NULL:
-     * zones not mapped). DECLINED: the name has another type; FULL.
+     * A metric of the metrics zone by its full name, made if new for the
+     * module (NULL: zones not mapped). DECLINED: the name has another
+     * type; DENIED: another module made it; FULL.
      */
-    uint32_t  (*metric_define)(uint32_t type, ngx_proxy_wasm_str_t name,
-                               void **metric);
+    uint32_t  (*metric_define)(uint32_t type, ngx_proxy_wasm_str_t module,
+                               ngx_proxy_wasm_str_t name, void **metric);
     /* ngx_proxy_wasm_metric_op_e; lock-free */
     void      (*metric_update)(void *metric, uint32_t op, int64_t value);
     /* a counter's or gauge's value */

@@ -38,12 +38,14 @@ static const ngx_proxy_wasm_bucket_t  ngx_proxy_wasm_buckets[] = {
 
 
 /* a metric; its name follows its values */
+/* a metric; its name, then the name of the module that made it, follow */
 typedef struct {
     ngx_str_node_t               sn;          /* sn.str: the name */
     /* every metric, by name: the exposition's order */
     ngx_queue_t                  sorted;
     uint32_t                     type;        /* ngx_proxy_wasm_metric_type_e */
     uint32_t                     nvalues;
+    uint32_t                     module_len;
     uint64_t                     values[1];
 } ngx_proxy_wasm_metric_t;
 
@@ -256,10 +258,24 @@ ngx_proxy_wasm_metric_name(ngx_proxy_wasm_metric_t *metric)
 }
 
 
-uint32_t
-ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t name,
-    void **metric)
+/* the module that made a metric */
+static ngx_str_t
+ngx_proxy_wasm_metric_module(ngx_proxy_wasm_metric_t *metric)
 {
+    ngx_str_t  module;
+
+    module.data = metric->sn.str.data + metric->sn.str.len;
+    module.len = metric->module_len;
+
+    return module;
+}
+
+
+uint32_t
+ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t module,
+    ngx_proxy_wasm_str_t name, void **metric)
+{
+    ngx_str_t                  owner;
     uint32_t                   hash, nvalues;
     ngx_str_t                  n;
     ngx_queue_t               *q;
@@ -287,6 +303,14 @@ ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t name,
         e = (ngx_proxy_wasm_metric_t *) sn;
         ngx_shmtx_unlock(&m->shpool->mutex);
 
+        owner = ngx_proxy_wasm_metric_module(e);
+
+        if (owner.len != module.len
+            || ngx_strncmp(owner.data, module.data, module.len) != 0)
+        {
+            return NGX_PROXY_WASM_HOST_DENIED;
+        }
+
         if (e->type != type) {
             return NGX_PROXY_WASM_HOST_DECLINED;
         }
@@ -300,7 +324,8 @@ ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t name,
 
     e = ngx_slab_calloc_locked(m->shpool,
                                offsetof(ngx_proxy_wasm_metric_t, values)
-                               + nvalues * sizeof(uint64_t) + name.len);
+                               + nvalues * sizeof(uint64_t) + name.len
+                               + module.len);
     if (e == NULL) {
         ngx_shmtx_unlock(&m->shpool->mutex);
         return NGX_PROXY_WASM_HOST_FULL;
@@ -312,6 +337,8 @@ ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t name,
     e->sn.str.data = ngx_proxy_wasm_metric_name(e);
     e->sn.str.len = name.len;
     ngx_memcpy(e->sn.str.data, name.data, name.len);
+    e->module_len = module.len;
+    ngx_memcpy(e->sn.str.data + name.len, module.data, module.len);
 
     ngx_rbtree_insert(&m->sh->rbtree, &e->sn.node);
 
@@ -399,21 +426,88 @@ ngx_proxy_wasm_metric_get(void *metric)
 /* ---- the Prometheus endpoint ---- */
 
 
-/* proxy_wasm_metrics; (location) */
+/* proxy_wasm_metrics [<module> ...]; (location) */
 char *
 ngx_http_proxy_wasm_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
+    ngx_http_proxy_wasm_loc_conf_t  *plcf = conf;
+
+    ngx_str_t                 *value, *module;
+    ngx_uint_t                 i;
+    ngx_proxy_wasm_conf_t     *wcf;
     ngx_http_core_loc_conf_t  *clcf;
 
-    if (ngx_proxy_wasm_runtime(cf->cycle) == NULL) {
+    wcf = (ngx_proxy_wasm_conf_t *) ngx_get_conf(cf->cycle->conf_ctx,
+                                                 ngx_proxy_wasm_module);
+
+    if (wcf == NULL || wcf->runtime == NULL) {
         return "needs a wasm{} block";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        if (!ngx_proxy_wasm_module_declared(wcf, value[i].data,
+                                            value[i].len))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "unknown module \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (plcf->metrics_modules == NULL) {
+            plcf->metrics_modules = ngx_array_create(cf->pool, 2,
+                                                     sizeof(ngx_str_t));
+            if (plcf->metrics_modules == NULL) {
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        module = ngx_array_push(plcf->metrics_modules);
+        if (module == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *module = value[i];
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_proxy_wasm_metrics_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Whether a location serves a metric: one of the modules it names, or of
+ * the configuration's (metrics of modules removed since stay unserved)
+ */
+static ngx_uint_t
+ngx_proxy_wasm_metric_served(ngx_http_proxy_wasm_loc_conf_t *plcf,
+    ngx_proxy_wasm_metric_t *e)
+{
+    ngx_str_t   module, *name;
+    ngx_uint_t  i;
+
+    module = ngx_proxy_wasm_metric_module(e);
+
+    if (plcf->metrics_modules == NULL) {
+        return ngx_proxy_wasm_module_declared(ngx_proxy_wasm_shm_conf,
+                                              module.data, module.len);
+    }
+
+    name = plcf->metrics_modules->elts;
+
+    for (i = 0; i < plcf->metrics_modules->nelts; i++) {
+        if (name[i].len == module.len
+            && ngx_strncmp(name[i].data, module.data, module.len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -501,6 +595,8 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
     ngx_proxy_wasm_metric_t   *e;
     ngx_proxy_wasm_metrics_t  *m;
 
+    ngx_http_proxy_wasm_loc_conf_t  *plcf;
+
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
     }
@@ -516,6 +612,8 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
+
     ngx_shmtx_lock(&m->shpool->mutex);
 
     size = ngx_proxy_wasm_shm_stats_size();
@@ -525,7 +623,10 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
          q = ngx_queue_next(q))
     {
         e = ngx_queue_data(q, ngx_proxy_wasm_metric_t, sorted);
-        size += ngx_proxy_wasm_metric_size(e);
+
+        if (ngx_proxy_wasm_metric_served(plcf, e)) {
+            size += ngx_proxy_wasm_metric_size(e);
+        }
     }
 
     b = ngx_create_temp_buf(r->pool, ngx_max(size, 1));
@@ -539,7 +640,10 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
          q = ngx_queue_next(q))
     {
         e = ngx_queue_data(q, ngx_proxy_wasm_metric_t, sorted);
-        b->last = ngx_proxy_wasm_metric_format(b->last, e);
+
+        if (ngx_proxy_wasm_metric_served(plcf, e)) {
+            b->last = ngx_proxy_wasm_metric_format(b->last, e);
+        }
     }
 
     ngx_shmtx_unlock(&m->shpool->mutex);

@@ -183,14 +183,14 @@ static ngx_command_t  ngx_proxy_wasm_commands[] = {
       NULL },
 
     { ngx_string("shm_kv"),
-      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE23,
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE2|NGX_CONF_TAKE3|NGX_CONF_TAKE4,
       ngx_proxy_wasm_shm_kv_directive,
       0,
       0,
       NULL },
 
     { ngx_string("shm_queue"),
-      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE2,
+      NGX_PROXY_WASM_CONF|NGX_DIRECT_CONF|NGX_CONF_TAKE23,
       ngx_proxy_wasm_shm_queue_directive,
       0,
       0,
@@ -329,6 +329,11 @@ ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     rv = ngx_proxy_wasm_metrics_init(cf, wcf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    rv = ngx_proxy_wasm_shm_check_shares(cf, wcf);
     if (rv != NGX_CONF_OK) {
         return rv;
     }

@@ -6,6 +6,15 @@
  * Zones are nginx slab pools. They keep their contents across a reload
  * when they keep their name and size, as nginx reuses such zones.
  *
+ * Modules are kept apart (filters often come from different vendors): a
+ * zone without share= gives each module its own part. A key-value zone
+ * stores a module's keys behind its name ("<module>\0<key>") and evicts
+ * only that module's entries to make it room; a queue belongs to the
+ * module that registered it first, and others may only resolve it (by
+ * the owner's vm id) and enqueue to it, as Envoy's VMs do. A zone with
+ * share= serves only the modules it names (every one for share=*), with
+ * one key space and queue for them all.
+ *
  * Wakeups: each worker that registered a queue binds a datagram socket
  * named after its pid (Linux abstract namespace). Enqueueing credits one
  * registered worker (in turn) under the zone's lock, then sends it one
@@ -27,6 +36,10 @@
 #define NGX_PROXY_WASM_QUEUE_POLL        50
 /* on_queue_ready calls per queue in a turn of the event loop */
 #define NGX_PROXY_WASM_QUEUE_BATCH       64
+/* entries a module's write looks through for one of its own to evict */
+#define NGX_PROXY_WASM_KV_EVICT_SCAN     1024
+/* namespaced keys up to this size are made on the stack */
+#define NGX_PROXY_WASM_KV_KEY_STACK      512
 
 
 typedef enum {
@@ -67,6 +80,9 @@ typedef struct {
     ngx_str_t                    name;        /* as declared: "*" or a name */
     ngx_proxy_wasm_kv_sh_t      *sh;
     ngx_slab_pool_t             *shpool;
+    ngx_array_t                 *share;
+    ngx_str_t                    file;
+    ngx_uint_t                   line;
     ngx_uint_t                   eviction;
 } ngx_proxy_wasm_kv_t;
 
@@ -102,6 +118,9 @@ typedef struct {
     ngx_str_t                    name;
     ngx_proxy_wasm_queue_sh_t   *sh;
     ngx_slab_pool_t             *shpool;
+    ngx_array_t                 *share;
+    ngx_str_t                    file;
+    ngx_uint_t                   line;
 } ngx_proxy_wasm_queue_t;
 
 
@@ -109,6 +128,8 @@ static ngx_int_t ngx_proxy_wasm_kv_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_proxy_wasm_queue_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_proxy_wasm_shm_share(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_proxy_wasm_zone_t *zone);
 static ngx_shm_zone_t *ngx_proxy_wasm_shm_add(ngx_conf_t *cf,
     ngx_array_t *zones, const char *kind, ngx_str_t *name, ngx_str_t *size,
     void *data, ngx_shm_zone_init_pt init);
@@ -133,6 +154,7 @@ ngx_proxy_wasm_shm_kv_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_proxy_wasm_conf_t  *wcf = conf;
 
     ngx_str_t            *value, s;
+    ngx_uint_t            i;
     ngx_proxy_wasm_kv_t  *kv;
 
     value = cf->args->elts;
@@ -145,17 +167,30 @@ ngx_proxy_wasm_shm_kv_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     kv->name = value[1];
     kv->eviction = NGX_PROXY_WASM_EVICT_SLRU;
 
-    if (cf->args->nelts == 4) {
-        if (ngx_strncmp(value[3].data, "eviction=", 9) != 0) {
+    for (i = 3; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "share=", 6) == 0) {
+            if (ngx_proxy_wasm_shm_share(cf, &value[i],
+                                         (ngx_proxy_wasm_zone_t *) kv)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "eviction=", 9) != 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid parameter \"%V\", it must be "
-                               "\"eviction=slru\", \"eviction=lru\" or "
-                               "\"eviction=none\"", &value[3]);
+                               "\"eviction=slru\", \"eviction=lru\", "
+                               "\"eviction=none\" or \"share=...\"",
+                               &value[i]);
             return NGX_CONF_ERROR;
         }
 
-        s.data = value[3].data + 9;
-        s.len = value[3].len - 9;
+        s.data = value[i].data + 9;
+        s.len = value[i].len - 9;
 
         if (s.len == 4 && ngx_strncmp(s.data, "slru", 4) == 0) {
             kv->eviction = NGX_PROXY_WASM_EVICT_SLRU;
@@ -185,7 +220,7 @@ ngx_proxy_wasm_shm_kv_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* shm_queue <name> <size> */
+/* shm_queue <name> <size> [share=<module>,...|*] */
 char *
 ngx_proxy_wasm_shm_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
@@ -204,6 +239,22 @@ ngx_proxy_wasm_shm_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     q->name = value[1];
 
+    if (cf->args->nelts == 4) {
+        if (ngx_strncmp(value[3].data, "share=", 6) != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\", it must be "
+                               "\"share=...\"", &value[3]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_proxy_wasm_shm_share(cf, &value[3],
+                                     (ngx_proxy_wasm_zone_t *) q)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     if (ngx_proxy_wasm_shm_add(cf, &wcf->queue_zones, "queue", &value[1],
                                &value[2], q, ngx_proxy_wasm_queue_init_zone)
         == NULL)
@@ -212,6 +263,165 @@ ngx_proxy_wasm_shm_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * share=<module>,... or share=*: the modules that share a zone, checked
+ * against the wasm{} block's modules once it is read.
+ */
+static ngx_int_t
+ngx_proxy_wasm_shm_share(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_proxy_wasm_zone_t *zone)
+{
+    u_char     *p, *end, *comma;
+    ngx_str_t  *name;
+
+    if (zone->share != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "duplicate \"share=\"");
+        return NGX_ERROR;
+    }
+
+    zone->share = ngx_array_create(cf->pool, 2, sizeof(ngx_str_t));
+    if (zone->share == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->file = cf->conf_file->file.name;
+    zone->line = cf->conf_file->line;
+
+    p = value->data + 6;
+    end = value->data + value->len;
+
+    for ( ;; ) {
+        comma = ngx_strlchr(p, end, ',');
+        if (comma == NULL) {
+            comma = end;
+        }
+
+        if (comma == p) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid \"%V\": a module name is empty",
+                               value);
+            return NGX_ERROR;
+        }
+
+        name = ngx_array_push(zone->share);
+        if (name == NULL) {
+            return NGX_ERROR;
+        }
+
+        name->data = p;
+        name->len = comma - p;
+
+        if (comma == end) {
+            break;
+        }
+
+        p = comma + 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/* whether a module of that name is one of wasm{} */
+ngx_uint_t
+ngx_proxy_wasm_module_declared(ngx_proxy_wasm_conf_t *wcf, u_char *name,
+    size_t len)
+{
+    ngx_uint_t                     i;
+    ngx_proxy_wasm_module_conf_t  *module;
+
+    module = wcf->modules.elts;
+
+    for (i = 0; i < wcf->modules.nelts; i++) {
+        if (module[i].name.len == len
+            && ngx_strncmp(module[i].name.data, name, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static char *
+ngx_proxy_wasm_zones_check_shares(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf,
+    ngx_array_t *zones, const char *directive)
+{
+    ngx_str_t               *name;
+    ngx_uint_t               i, k;
+    ngx_shm_zone_t         **zone;
+    ngx_proxy_wasm_zone_t   *z;
+
+    zone = zones->elts;
+
+    for (i = 0; i < zones->nelts; i++) {
+        z = zone[i]->data;
+
+        if (z->share == NULL) {
+            continue;
+        }
+
+        name = z->share->elts;
+
+        for (k = 0; k < z->share->nelts; k++) {
+            if ((name[k].len == 1 && name[k].data[0] == '*'
+                 && z->share->nelts == 1)
+                || ngx_proxy_wasm_module_declared(wcf, name[k].data,
+                                                  name[k].len))
+            {
+                continue;
+            }
+
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "%s \"%V\": share= names no module of wasm{}: "
+                          "\"%V\" in %V:%ui", directive, &z->name, &name[k],
+                          &z->file, z->line);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* every module a share= names is one of wasm{} ("*" stands alone) */
+char *
+ngx_proxy_wasm_shm_check_shares(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
+{
+    if (ngx_proxy_wasm_zones_check_shares(cf, wcf, &wcf->kv_zones, "shm_kv")
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_proxy_wasm_zones_check_shares(cf, wcf, &wcf->queue_zones,
+                                             "shm_queue");
+}
+
+
+/* whether a zone with share= serves a module */
+static ngx_uint_t
+ngx_proxy_wasm_shm_shared_with(ngx_array_t *share, ngx_proxy_wasm_str_t vm_id)
+{
+    ngx_str_t   *name;
+    ngx_uint_t   i;
+
+    name = share->elts;
+
+    for (i = 0; i < share->nelts; i++) {
+        if ((name[i].len == 1 && name[i].data[0] == '*')
+            || (name[i].len == vm_id.len
+                && ngx_strncmp(name[i].data, vm_id.data, vm_id.len) == 0))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -226,6 +436,7 @@ ngx_proxy_wasm_shm_add(ngx_conf_t *cf, ngx_array_t *zones, const char *kind,
 {
     u_char           *p;
     ssize_t           n;
+    const char       *mode;
     ngx_str_t         zname, *other;
     ngx_uint_t        i;
     ngx_shm_zone_t  **zone, *shm_zone;
@@ -284,14 +495,21 @@ ngx_proxy_wasm_shm_add(ngx_conf_t *cf, ngx_array_t *zones, const char *kind,
         }
     }
 
-    zname.len = sizeof(NGX_PROXY_WASM_SHM_PREFIX) - 1 + ngx_strlen(kind) + 1
-                + name->len;
+    /*
+     * a shared zone and one split by module are not the same zone: a
+     * reload that adds or removes share= starts it empty
+     */
+    mode = ((ngx_proxy_wasm_zone_t *) data)->share ? "" : "/module";
+
+    zname.len = sizeof(NGX_PROXY_WASM_SHM_PREFIX) - 1 + ngx_strlen(kind)
+                + ngx_strlen(mode) + 1 + name->len;
     zname.data = ngx_pnalloc(cf->pool, zname.len);
     if (zname.data == NULL) {
         return NULL;
     }
 
-    ngx_sprintf(zname.data, NGX_PROXY_WASM_SHM_PREFIX "%s %V", kind, name);
+    ngx_sprintf(zname.data, NGX_PROXY_WASM_SHM_PREFIX "%s%s %V", kind, mode,
+                name);
 
     shm_zone = ngx_shared_memory_add(cf, &zname, n, &ngx_proxy_wasm_module);
     if (shm_zone == NULL) {
@@ -651,50 +869,83 @@ ngx_proxy_wasm_kv_touch(ngx_proxy_wasm_kv_t *kv, ngx_proxy_wasm_kv_entry_t *e)
 
 
 /*
- * The entry to evict to make room for an allocation of a slot: the least
- * recently used of all (lru), or (slru) of the same slot, else of the
- * smallest larger slot, else of the largest smaller one, so that as few
- * entries as possible go before a slab has room.
+ * The oldest entry of an LRU queue (its entries linked at `link`) in a
+ * namespace (none: any), looking at *budget entries at most.
  */
 static ngx_proxy_wasm_kv_entry_t *
-ngx_proxy_wasm_kv_victim(ngx_proxy_wasm_kv_t *kv, ngx_uint_t slot)
+ngx_proxy_wasm_kv_oldest(ngx_queue_t *queue, size_t link, ngx_str_t *ns,
+    ngx_uint_t *budget)
 {
-    ngx_int_t     i;
-    ngx_queue_t  *q;
+    ngx_queue_t                *q;
+    ngx_proxy_wasm_kv_entry_t  *e;
 
-    if (kv->eviction == NGX_PROXY_WASM_EVICT_LRU) {
-        if (ngx_queue_empty(&kv->sh->lru)) {
-            return NULL;
-        }
+    for (q = ngx_queue_last(queue);
+         q != ngx_queue_sentinel(queue) && *budget > 0;
+         q = ngx_queue_prev(q), (*budget)--)
+    {
+        e = (ngx_proxy_wasm_kv_entry_t *) ((u_char *) q - link);
 
-        q = ngx_queue_last(&kv->sh->lru);
-        return ngx_queue_data(q, ngx_proxy_wasm_kv_entry_t, lru);
-    }
-
-    for (i = slot; i < NGX_PROXY_WASM_KV_SLOTS; i++) {
-        if (!ngx_queue_empty(&kv->sh->slots[i])) {
-            goto found;
-        }
-    }
-
-    for (i = (ngx_int_t) slot - 1; i >= 0; i--) {
-        if (!ngx_queue_empty(&kv->sh->slots[i])) {
-            goto found;
+        if (ns->len == 0
+            || (e->sn.str.len >= ns->len
+                && ngx_memcmp(e->sn.str.data, ns->data, ns->len) == 0))
+        {
+            return e;
         }
     }
 
     return NULL;
+}
 
-found:
 
-    q = ngx_queue_last(&kv->sh->slots[i]);
-    return ngx_queue_data(q, ngx_proxy_wasm_kv_entry_t, slot_lru);
+/*
+ * The entry to evict to make room for an allocation of a slot: the least
+ * recently used of all (lru), or (slru) of the same slot, else of the
+ * smallest larger slot, else of the largest smaller one, so that as few
+ * entries as possible go before a slab has room. A module evicts only
+ * entries of its own namespace (ns), found among the oldest
+ * NGX_PROXY_WASM_KV_EVICT_SCAN entries.
+ */
+static ngx_proxy_wasm_kv_entry_t *
+ngx_proxy_wasm_kv_victim(ngx_proxy_wasm_kv_t *kv, ngx_uint_t slot,
+    ngx_str_t *ns)
+{
+    ngx_int_t                   i;
+    ngx_uint_t                  budget;
+    ngx_proxy_wasm_kv_entry_t  *e;
+
+    budget = NGX_PROXY_WASM_KV_EVICT_SCAN;
+
+    if (kv->eviction == NGX_PROXY_WASM_EVICT_LRU) {
+        return ngx_proxy_wasm_kv_oldest(&kv->sh->lru,
+                                    offsetof(ngx_proxy_wasm_kv_entry_t, lru),
+                                    ns, &budget);
+    }
+
+    for (i = slot; i < NGX_PROXY_WASM_KV_SLOTS && budget > 0; i++) {
+        e = ngx_proxy_wasm_kv_oldest(&kv->sh->slots[i],
+                               offsetof(ngx_proxy_wasm_kv_entry_t, slot_lru),
+                               ns, &budget);
+        if (e != NULL) {
+            return e;
+        }
+    }
+
+    for (i = (ngx_int_t) slot - 1; i >= 0 && budget > 0; i--) {
+        e = ngx_proxy_wasm_kv_oldest(&kv->sh->slots[i],
+                               offsetof(ngx_proxy_wasm_kv_entry_t, slot_lru),
+                               ns, &budget);
+        if (e != NULL) {
+            return e;
+        }
+    }
+
+    return NULL;
 }
 
 
 /* an allocation in a locked zone, evicting entries per its policy */
 static void *
-ngx_proxy_wasm_kv_alloc(ngx_proxy_wasm_kv_t *kv, size_t size)
+ngx_proxy_wasm_kv_alloc(ngx_proxy_wasm_kv_t *kv, size_t size, ngx_str_t *ns)
 {
     void                       *p;
     ngx_uint_t                  slot;
@@ -717,7 +968,7 @@ ngx_proxy_wasm_kv_alloc(ngx_proxy_wasm_kv_t *kv, size_t size)
             return NULL;
         }
 
-        victim = ngx_proxy_wasm_kv_victim(kv, slot);
+        victim = ngx_proxy_wasm_kv_victim(kv, slot, ns);
         if (victim == NULL) {
             return NULL;
         }
@@ -729,26 +980,83 @@ ngx_proxy_wasm_kv_alloc(ngx_proxy_wasm_kv_t *kv, size_t size)
 }
 
 
-uint32_t
-ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t key, uint8_t *buf, size_t size,
-    size_t *len, uint32_t *cas)
+/*
+ * The zone a module's key goes to, and the key it is stored under there:
+ * the key itself in a zone with share= (DENIED unless it names the
+ * module), else the key behind the module's name ("<module>\0<key>"),
+ * made in buf (NGX_PROXY_WASM_KV_KEY_STACK bytes) if it fits, else
+ * allocated: the caller frees k->data when it is neither buf nor the key.
+ * ns: the part of the stored key that names the module (empty in a
+ * shared zone).
+ */
+static uint32_t
+ngx_proxy_wasm_kv_key(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
+    u_char *buf, ngx_proxy_wasm_kv_t **zone, ngx_str_t *k, ngx_str_t *ns)
 {
-    uint32_t                    rc;
-    ngx_str_t                   k;
-    ngx_proxy_wasm_kv_t        *kv;
-    ngx_proxy_wasm_kv_entry_t  *e;
+    ngx_proxy_wasm_kv_t  *kv;
 
     kv = ngx_proxy_wasm_kv_zone(key);
     if (kv == NULL) {
         return NGX_PROXY_WASM_HOST_NOT_FOUND;
     }
 
+    *zone = kv;
+
+    if (kv->share) {
+        if (!ngx_proxy_wasm_shm_shared_with(kv->share, vm_id)) {
+            return NGX_PROXY_WASM_HOST_DENIED;
+        }
+
+        k->data = (u_char *) key.data;
+        k->len = key.len;
+        ngx_str_null(ns);
+        return NGX_PROXY_WASM_HOST_OK;
+    }
+
+    if (kv->sh == NULL) {
+        /* not mapped (configuration check): nothing is looked up */
+        k->data = (u_char *) key.data;
+        k->len = key.len;
+        ngx_str_null(ns);
+        return NGX_PROXY_WASM_HOST_OK;
+    }
+
+    k->len = vm_id.len + 1 + key.len;
+    k->data = k->len <= NGX_PROXY_WASM_KV_KEY_STACK
+              ? buf : ngx_alloc(k->len, ngx_cycle->log);
+    if (k->data == NULL) {
+        return NGX_PROXY_WASM_HOST_ERROR;
+    }
+
+    ngx_memcpy(k->data, vm_id.data, vm_id.len);
+    k->data[vm_id.len] = '\0';
+    ngx_memcpy(k->data + vm_id.len + 1, key.data, key.len);
+
+    ns->data = k->data;
+    ns->len = vm_id.len + 1;
+
+    return NGX_PROXY_WASM_HOST_OK;
+}
+
+
+uint32_t
+ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
+    uint8_t *buf, size_t size, size_t *len, uint32_t *cas)
+{
+    u_char                      stack[NGX_PROXY_WASM_KV_KEY_STACK];
+    uint32_t                    rc;
+    ngx_str_t                   k, ns;
+    ngx_proxy_wasm_kv_t        *kv;
+    ngx_proxy_wasm_kv_entry_t  *e;
+
+    rc = ngx_proxy_wasm_kv_key(vm_id, key, stack, &kv, &k, &ns);
+    if (rc != NGX_PROXY_WASM_HOST_OK) {
+        return rc;
+    }
+
     if (kv->sh == NULL) {
         return NGX_PROXY_WASM_HOST_DECLINED;
     }
-
-    k.data = (u_char *) key.data;
-    k.len = key.len;
 
     ngx_shmtx_lock(&kv->shpool->mutex);
 
@@ -771,31 +1079,34 @@ ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t key, uint8_t *buf, size_t size,
 
     ngx_shmtx_unlock(&kv->shpool->mutex);
 
+    if (k.data != stack && k.data != (u_char *) key.data) {
+        ngx_free(k.data);
+    }
+
     return rc;
 }
 
 
 uint32_t
-ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value,
-    uint32_t cas)
+ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
+    ngx_proxy_wasm_str_t value, uint32_t cas)
 {
+    u_char                      stack[NGX_PROXY_WASM_KV_KEY_STACK];
     size_t                      size;
-    uint32_t                    hash;
-    ngx_str_t                   k;
+    uint32_t                    hash, rc;
+    ngx_str_t                   k, ns;
     ngx_proxy_wasm_kv_t        *kv;
     ngx_proxy_wasm_kv_entry_t  *e, *old;
 
-    kv = ngx_proxy_wasm_kv_zone(key);
-    if (kv == NULL) {
-        return NGX_PROXY_WASM_HOST_NOT_FOUND;
+    rc = ngx_proxy_wasm_kv_key(vm_id, key, stack, &kv, &k, &ns);
+    if (rc != NGX_PROXY_WASM_HOST_OK) {
+        return rc;
     }
 
     if (kv->sh == NULL) {
         return NGX_PROXY_WASM_HOST_OK;
     }
 
-    k.data = (u_char *) key.data;
-    k.len = key.len;
     hash = ngx_crc32_short(k.data, k.len);
 
     ngx_shmtx_lock(&kv->shpool->mutex);
@@ -803,8 +1114,8 @@ ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value,
     old = ngx_proxy_wasm_kv_lookup(kv, &k, hash);
 
     if (old && cas != 0 && old->cas != cas) {
-        ngx_shmtx_unlock(&kv->shpool->mutex);
-        return NGX_PROXY_WASM_HOST_MISMATCH;
+        rc = NGX_PROXY_WASM_HOST_MISMATCH;
+        goto done;
     }
 
     if (old && old->value_len == value.len) {
@@ -820,17 +1131,17 @@ ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value,
         ngx_proxy_wasm_kv_unlink(kv, old);
     }
 
-    size = offsetof(ngx_proxy_wasm_kv_entry_t, data) + key.len + value.len;
+    size = offsetof(ngx_proxy_wasm_kv_entry_t, data) + k.len + value.len;
 
-    e = ngx_proxy_wasm_kv_alloc(kv, size);
+    e = ngx_proxy_wasm_kv_alloc(kv, size, &ns);
 
     if (e == NULL) {
         if (old) {
             ngx_proxy_wasm_kv_link(kv, old);
         }
 
-        ngx_shmtx_unlock(&kv->shpool->mutex);
-        return NGX_PROXY_WASM_HOST_FULL;
+        rc = NGX_PROXY_WASM_HOST_FULL;
+        goto done;
     }
 
     if (old) {
@@ -839,11 +1150,11 @@ ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value,
 
     e->sn.node.key = hash;
     e->sn.str.data = e->data;
-    e->sn.str.len = key.len;
+    e->sn.str.len = k.len;
     e->value_len = value.len;
     e->slot = ngx_proxy_wasm_kv_slot(kv->shpool, size);
-    ngx_memcpy(e->data, key.data, key.len);
-    ngx_memcpy(e->data + key.len, value.data, value.len);
+    ngx_memcpy(e->data, k.data, k.len);
+    ngx_memcpy(e->data + k.len, value.data, value.len);
     ngx_proxy_wasm_kv_link(kv, e);
 
 stored:
@@ -855,10 +1166,17 @@ stored:
     }
 
     e->cas = kv->sh->cas;
+    rc = NGX_PROXY_WASM_HOST_OK;
+
+done:
 
     ngx_shmtx_unlock(&kv->shpool->mutex);
 
-    return NGX_PROXY_WASM_HOST_OK;
+    if (k.data != stack && k.data != (u_char *) key.data) {
+        ngx_free(k.data);
+    }
+
+    return rc;
 }
 
 
@@ -976,17 +1294,36 @@ ngx_proxy_wasm_queue_leave(ngx_proxy_wasm_queue_sh_t *sh, ngx_pid_t pid)
 }
 
 
+/* whether a locked queue's owner is that module (as register kept it) */
+static ngx_uint_t
+ngx_proxy_wasm_queue_owned_by(ngx_proxy_wasm_queue_sh_t *sh,
+    ngx_proxy_wasm_str_t vm_id)
+{
+    size_t  len;
+
+    len = ngx_min(vm_id.len, NGX_PROXY_WASM_VM_ID_MAX);
+
+    return sh->owner_len != 0 && len == sh->owner_len
+           && ngx_memcmp(vm_id.data, sh->owner, len) == 0;
+}
+
+
 uint32_t
 ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t name, uint32_t *token)
 {
     ngx_uint_t                      i, credited, credits;
     ngx_proxy_wasm_queue_t         *q;
+    ngx_proxy_wasm_queue_sh_t      *sh;
     ngx_proxy_wasm_queue_worker_t  *w;
 
     q = ngx_proxy_wasm_queue_by_name(name, token);
     if (q == NULL) {
         return NGX_PROXY_WASM_HOST_NOT_FOUND;
+    }
+
+    if (q->share && !ngx_proxy_wasm_shm_shared_with(q->share, vm_id)) {
+        return NGX_PROXY_WASM_HOST_DENIED;
     }
 
     if (q->sh == NULL) {
@@ -997,10 +1334,25 @@ ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
         return NGX_PROXY_WASM_HOST_ERROR;
     }
 
+    sh = q->sh;
+
     ngx_shmtx_lock(&q->shpool->mutex);
 
-    q->sh->owner_len = ngx_min(vm_id.len, NGX_PROXY_WASM_VM_ID_MAX);
-    ngx_memcpy(q->sh->owner, vm_id.data, q->sh->owner_len);
+    /*
+     * without share=, a queue is its first registrant's, for as long as
+     * the configuration has that module
+     */
+    if (q->share == NULL && sh->owner_len != 0
+        && !ngx_proxy_wasm_queue_owned_by(sh, vm_id)
+        && ngx_proxy_wasm_module_declared(ngx_proxy_wasm_shm_conf, sh->owner,
+                                          sh->owner_len))
+    {
+        ngx_shmtx_unlock(&q->shpool->mutex);
+        return NGX_PROXY_WASM_HOST_DENIED;
+    }
+
+    sh->owner_len = ngx_min(vm_id.len, NGX_PROXY_WASM_VM_ID_MAX);
+    ngx_memcpy(sh->owner, vm_id.data, sh->owner_len);
 
     w = ngx_proxy_wasm_queue_worker(q->sh, ngx_pid);
 
@@ -1040,11 +1392,15 @@ ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
 }
 
 
+/*
+ * Without share=, any module may resolve a queue by its owner's vm id, to
+ * enqueue to it (Envoy's VMs send to each other so); with share=, only
+ * the modules it names.
+ */
 uint32_t
 ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
-    ngx_proxy_wasm_str_t name, uint32_t *token)
+    ngx_proxy_wasm_str_t owner, ngx_proxy_wasm_str_t name, uint32_t *token)
 {
-    size_t                   len;
     uint32_t                 rc;
     ngx_proxy_wasm_queue_t  *q;
 
@@ -1053,24 +1409,18 @@ ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
         return NGX_PROXY_WASM_HOST_NOT_FOUND;
     }
 
+    if (q->share && !ngx_proxy_wasm_shm_shared_with(q->share, vm_id)) {
+        return NGX_PROXY_WASM_HOST_DENIED;
+    }
+
     if (q->sh == NULL) {
         return NGX_PROXY_WASM_HOST_OK;
     }
 
-    /* as register_shared_queue kept it */
-    len = ngx_min(vm_id.len, NGX_PROXY_WASM_VM_ID_MAX);
-
     ngx_shmtx_lock(&q->shpool->mutex);
 
-    if (q->sh->owner_len == 0
-        || len != q->sh->owner_len
-        || ngx_memcmp(vm_id.data, q->sh->owner, len) != 0)
-    {
-        rc = NGX_PROXY_WASM_HOST_NOT_FOUND;
-
-    } else {
-        rc = NGX_PROXY_WASM_HOST_OK;
-    }
+    rc = ngx_proxy_wasm_queue_owned_by(q->sh, owner)
+         ? NGX_PROXY_WASM_HOST_OK : NGX_PROXY_WASM_HOST_NOT_FOUND;
 
     ngx_shmtx_unlock(&q->shpool->mutex);
 
@@ -1079,7 +1429,8 @@ ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
 
 
 uint32_t
-ngx_proxy_wasm_queue_enqueue(uint32_t token, ngx_proxy_wasm_str_t value)
+ngx_proxy_wasm_queue_enqueue(ngx_proxy_wasm_str_t vm_id, uint32_t token,
+    ngx_proxy_wasm_str_t value)
 {
     ngx_pid_t                     pid;
     ngx_proxy_wasm_queue_t       *q;
@@ -1088,6 +1439,10 @@ ngx_proxy_wasm_queue_enqueue(uint32_t token, ngx_proxy_wasm_str_t value)
     q = ngx_proxy_wasm_queue_by_token(token);
     if (q == NULL) {
         return NGX_PROXY_WASM_HOST_NOT_FOUND;
+    }
+
+    if (q->share && !ngx_proxy_wasm_shm_shared_with(q->share, vm_id)) {
+        return NGX_PROXY_WASM_HOST_DENIED;
     }
 
     if (q->sh == NULL) {
@@ -1122,8 +1477,8 @@ ngx_proxy_wasm_queue_enqueue(uint32_t token, ngx_proxy_wasm_str_t value)
 
 
 uint32_t
-ngx_proxy_wasm_queue_dequeue(uint32_t token, uint8_t *buf, size_t size,
-    size_t *len)
+ngx_proxy_wasm_queue_dequeue(ngx_proxy_wasm_str_t vm_id, uint32_t token,
+    uint8_t *buf, size_t size, size_t *len)
 {
     uint32_t                      rc;
     ngx_queue_t                  *head;
@@ -1135,11 +1490,20 @@ ngx_proxy_wasm_queue_dequeue(uint32_t token, uint8_t *buf, size_t size,
         return NGX_PROXY_WASM_HOST_NOT_FOUND;
     }
 
+    if (q->share && !ngx_proxy_wasm_shm_shared_with(q->share, vm_id)) {
+        return NGX_PROXY_WASM_HOST_DENIED;
+    }
+
     if (q->sh == NULL) {
         return NGX_PROXY_WASM_HOST_DECLINED;
     }
 
     ngx_shmtx_lock(&q->shpool->mutex);
+
+    if (q->share == NULL && !ngx_proxy_wasm_queue_owned_by(q->sh, vm_id)) {
+        rc = NGX_PROXY_WASM_HOST_DENIED;
+        goto done;
+    }
 
     if (ngx_queue_empty(&q->sh->items)) {
         rc = NGX_PROXY_WASM_HOST_DECLINED;

@@ -244,39 +244,49 @@ pub trait Host {
     /// Drops a call that has not ended: its outcome is not reported.
     fn call_cancel(&self, _call: CallRef) {}
 
-    /// The value and CAS of a key of the shared key-value store, into
-    /// `value`; None when the key is absent.
-    fn kv_get(&self, _key: &[u8], _value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
+    /// The value and CAS of a key of the shared key-value store, for the
+    /// module `vm_id` (a zone without `share=` keeps each module's keys
+    /// apart), into `value`; None when the key is absent.
+    fn kv_get(&self, _vm_id: &[u8], _key: &[u8], _value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
         Err(SharedError::Unavailable)
     }
 
-    /// Stores a value; a `cas` other than 0 must be the stored one's.
-    fn kv_set(&self, _key: &[u8], _value: &[u8], _cas: u32) -> Result<(), SharedError> {
+    /// Stores a value for `vm_id`; a `cas` other than 0 must be the stored
+    /// one's.
+    fn kv_set(&self, _vm_id: &[u8], _key: &[u8], _value: &[u8], _cas: u32) -> Result<(), SharedError> {
         Err(SharedError::Unavailable)
     }
 
-    /// A shared queue by name, now owned by `vm_id`; the worker is told of
-    /// its items (`Worker::on_queue_ready`).
+    /// A shared queue by name, registered by `vm_id` (a queue without
+    /// `share=` is its first registrant's); the worker is told of its
+    /// items (`Worker::on_queue_ready`).
     fn queue_register(&self, _vm_id: &[u8], _name: &[u8]) -> Result<u32, SharedError> {
         Err(SharedError::Unavailable)
     }
 
-    /// A queue `vm_id` registered; None if it did not.
-    fn queue_resolve(&self, _vm_id: &[u8], _name: &[u8]) -> Result<Option<u32>, SharedError> {
+    /// A queue `owner` registered, for `vm_id`; None if `owner` did not.
+    fn queue_resolve(&self, _vm_id: &[u8], _owner: &[u8], _name: &[u8]) -> Result<Option<u32>, SharedError> {
         Err(SharedError::Unavailable)
     }
 
-    fn queue_enqueue(&self, _token: u32, _value: &[u8]) -> Result<(), SharedError> {
+    fn queue_enqueue(&self, _vm_id: &[u8], _token: u32, _value: &[u8]) -> Result<(), SharedError> {
         Err(SharedError::Unavailable)
     }
 
-    /// The oldest item, into `value`, removed; false when empty.
-    fn queue_dequeue(&self, _token: u32, _value: &mut Vec<u8>) -> Result<bool, SharedError> {
+    /// The oldest item, into `value`, removed; false when empty. Only the
+    /// modules given the queue may take items.
+    fn queue_dequeue(&self, _vm_id: &[u8], _token: u32, _value: &mut Vec<u8>) -> Result<bool, SharedError> {
         Err(SharedError::Unavailable)
     }
 
-    /// A metric of the worker-shared store by its full name, made if new.
-    fn metric_define(&self, _kind: MetricType, _name: &[u8]) -> Result<MetricRef, SharedError> {
+    /// A metric of the worker-shared store by its full name, made by
+    /// `filter` if new (`Denied`: another filter's).
+    fn metric_define(
+        &self,
+        _kind: MetricType,
+        _filter: &str,
+        _name: &[u8],
+    ) -> Result<MetricRef, SharedError> {
         Err(SharedError::Unavailable)
     }
 
@@ -299,6 +309,9 @@ pub enum SharedError {
     Full,
     /// A metric of that name has another type.
     TypeConflict,
+    /// The zone or queue is not the module's: its `share=` does not name
+    /// it, or another module owns the queue.
+    Denied,
     /// The host has no shared memory, or failed.
     Unavailable,
 }

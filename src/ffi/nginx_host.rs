@@ -39,12 +39,23 @@ type CallStartFn = unsafe extern "C" fn(
     *mut ngx_proxy_wasm_str_t,
 ) -> *mut c_void;
 type CallCancelFn = unsafe extern "C" fn(*mut c_void);
-type KvGetFn = unsafe extern "C" fn(ngx_proxy_wasm_str_t, *mut u8, usize, *mut usize, *mut u32) -> u32;
-type KvSetFn = unsafe extern "C" fn(ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, u32) -> u32;
-type QueueNameFn = unsafe extern "C" fn(ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, *mut u32) -> u32;
-type QueueEnqueueFn = unsafe extern "C" fn(u32, ngx_proxy_wasm_str_t) -> u32;
-type QueueDequeueFn = unsafe extern "C" fn(u32, *mut u8, usize, *mut usize) -> u32;
-type MetricDefineFn = unsafe extern "C" fn(u32, ngx_proxy_wasm_str_t, *mut *mut c_void) -> u32;
+type KvGetFn = unsafe extern "C" fn(
+    ngx_proxy_wasm_str_t,
+    ngx_proxy_wasm_str_t,
+    *mut u8,
+    usize,
+    *mut usize,
+    *mut u32,
+) -> u32;
+type KvSetFn =
+    unsafe extern "C" fn(ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, u32) -> u32;
+type QueueRegisterFn = unsafe extern "C" fn(ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, *mut u32) -> u32;
+type QueueResolveFn =
+    unsafe extern "C" fn(ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, *mut u32) -> u32;
+type QueueEnqueueFn = unsafe extern "C" fn(ngx_proxy_wasm_str_t, u32, ngx_proxy_wasm_str_t) -> u32;
+type QueueDequeueFn = unsafe extern "C" fn(ngx_proxy_wasm_str_t, u32, *mut u8, usize, *mut usize) -> u32;
+type MetricDefineFn =
+    unsafe extern "C" fn(u32, ngx_proxy_wasm_str_t, ngx_proxy_wasm_str_t, *mut *mut c_void) -> u32;
 type MetricUpdateFn = unsafe extern "C" fn(*mut c_void, u32, i64);
 type MetricGetFn = unsafe extern "C" fn(*mut c_void) -> u64;
 
@@ -65,8 +76,8 @@ pub struct NginxHost {
     call_cancel: CallCancelFn,
     kv_get: KvGetFn,
     kv_set: KvSetFn,
-    queue_register: QueueNameFn,
-    queue_resolve: QueueNameFn,
+    queue_register: QueueRegisterFn,
+    queue_resolve: QueueResolveFn,
     queue_enqueue: QueueEnqueueFn,
     queue_dequeue: QueueDequeueFn,
     metric_define: MetricDefineFn,
@@ -119,6 +130,7 @@ fn shared_error(rc: u32) -> SharedError {
         rc if rc == Rc::NGX_PROXY_WASM_HOST_MISMATCH as u32 => SharedError::CasMismatch,
         rc if rc == Rc::NGX_PROXY_WASM_HOST_FULL as u32 => SharedError::Full,
         rc if rc == Rc::NGX_PROXY_WASM_HOST_DECLINED as u32 => SharedError::TypeConflict,
+        rc if rc == Rc::NGX_PROXY_WASM_HOST_DENIED as u32 => SharedError::Denied,
         _ => SharedError::Unavailable,
     }
 }
@@ -469,12 +481,12 @@ impl Host for NginxHost {
         unsafe { (self.call_cancel)(call.0 as *mut c_void) }
     }
 
-    fn kv_get(&self, key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
+    fn kv_get(&self, vm_id: &[u8], key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
         let mut cas = 0;
         let rc = copy_shared(value, |buf, size, len| {
             // SAFETY: `buf` has room for `size` bytes; the out-pointers are
             // valid; the shim copies under the zone's lock.
-            unsafe { (self.kv_get)(str_of(key), buf, size, len, &mut cas) }
+            unsafe { (self.kv_get)(str_of(vm_id), str_of(key), buf, size, len, &mut cas) }
         });
         match rc {
             rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(Some(cas)),
@@ -483,9 +495,9 @@ impl Host for NginxHost {
         }
     }
 
-    fn kv_set(&self, key: &[u8], value: &[u8], cas: u32) -> Result<(), SharedError> {
+    fn kv_set(&self, vm_id: &[u8], key: &[u8], value: &[u8], cas: u32) -> Result<(), SharedError> {
         // SAFETY: plain byte strings in, copied by the shim.
-        match unsafe { (self.kv_set)(str_of(key), str_of(value), cas) } {
+        match unsafe { (self.kv_set)(str_of(vm_id), str_of(key), str_of(value), cas) } {
             rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(()),
             rc => Err(shared_error(rc)),
         }
@@ -500,28 +512,28 @@ impl Host for NginxHost {
         }
     }
 
-    fn queue_resolve(&self, vm_id: &[u8], name: &[u8]) -> Result<Option<u32>, SharedError> {
+    fn queue_resolve(&self, vm_id: &[u8], owner: &[u8], name: &[u8]) -> Result<Option<u32>, SharedError> {
         let mut token = 0;
         // SAFETY: see queue_register.
-        match unsafe { (self.queue_resolve)(str_of(vm_id), str_of(name), &mut token) } {
+        match unsafe { (self.queue_resolve)(str_of(vm_id), str_of(owner), str_of(name), &mut token) } {
             rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(Some(token)),
             rc if rc == Rc::NGX_PROXY_WASM_HOST_NOT_FOUND as u32 => Ok(None),
             rc => Err(shared_error(rc)),
         }
     }
 
-    fn queue_enqueue(&self, token: u32, value: &[u8]) -> Result<(), SharedError> {
+    fn queue_enqueue(&self, vm_id: &[u8], token: u32, value: &[u8]) -> Result<(), SharedError> {
         // SAFETY: see kv_set.
-        match unsafe { (self.queue_enqueue)(token, str_of(value)) } {
+        match unsafe { (self.queue_enqueue)(str_of(vm_id), token, str_of(value)) } {
             rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(()),
             rc => Err(shared_error(rc)),
         }
     }
 
-    fn queue_dequeue(&self, token: u32, value: &mut Vec<u8>) -> Result<bool, SharedError> {
+    fn queue_dequeue(&self, vm_id: &[u8], token: u32, value: &mut Vec<u8>) -> Result<bool, SharedError> {
         let rc = copy_shared(value, |buf, size, len| {
             // SAFETY: see kv_get.
-            unsafe { (self.queue_dequeue)(token, buf, size, len) }
+            unsafe { (self.queue_dequeue)(str_of(vm_id), token, buf, size, len) }
         });
         match rc {
             rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(true),
@@ -530,10 +542,12 @@ impl Host for NginxHost {
         }
     }
 
-    fn metric_define(&self, kind: MetricType, name: &[u8]) -> Result<MetricRef, SharedError> {
+    fn metric_define(&self, kind: MetricType, filter: &str, name: &[u8]) -> Result<MetricRef, SharedError> {
         let mut metric = std::ptr::null_mut();
         // SAFETY: see kv_set; `metric` is a valid out-pointer.
-        match unsafe { (self.metric_define)(kind as u32, str_of(name), &mut metric) } {
+        match unsafe {
+            (self.metric_define)(kind as u32, str_of(filter.as_bytes()), str_of(name), &mut metric)
+        } {
             rc if rc == Rc::NGX_PROXY_WASM_HOST_OK as u32 => Ok(MetricRef(metric as usize)),
             rc => Err(shared_error(rc)),
         }

@@ -17,7 +17,9 @@ pub fn set_max_name_length(len: usize) {
 #[derive(Default)]
 struct Registry {
     ids: HashMap<Vec<u8>, u32>,
-    metrics: Vec<(MetricType, MetricRef)>,
+    /// By index: the type, the metric, and the filter that defined it
+    /// (ids are small numbers a filter could guess another's by).
+    metrics: Vec<(MetricType, MetricRef, Box<str>)>,
 }
 
 thread_local! {
@@ -69,26 +71,34 @@ pub fn define(host: &dyn Host, kind: MetricType, filter: &str, name: &[u8]) -> R
     REGISTRY.with(|registry| {
         let mut registry = registry.borrow_mut();
         if let Some(&id) = registry.ids.get(&full) {
+            let owner = &registry.metrics[(id >> 2) as usize - 1].2;
+            if **owner != *filter {
+                // "a" + "b_c" and "a_b" + "c": one name, two filters
+                return Err(DefineError::Host(SharedError::Denied));
+            }
             if id & 3 == kind as u32 {
                 return Ok(id);
             }
             return Err(DefineError::Host(SharedError::TypeConflict));
         }
-        let metric = host.metric_define(kind, &full).map_err(DefineError::Host)?;
+        let metric = host
+            .metric_define(kind, filter, &full)
+            .map_err(DefineError::Host)?;
         let id = ((registry.metrics.len() as u32 + 1) << 2) | kind as u32;
-        registry.metrics.push((kind, metric));
+        registry.metrics.push((kind, metric, filter.into()));
         registry.ids.insert(full, id);
         Ok(id)
     })
 }
 
-/// The metric an id stands for.
-pub fn lookup(id: u32) -> Option<(MetricType, MetricRef)> {
+/// The metric an id stands for, if the filter defined it: a filter
+/// cannot reach another's metrics.
+pub fn lookup(filter: &str, id: u32) -> Option<(MetricType, MetricRef)> {
     let index = (id >> 2).checked_sub(1)? as usize;
     REGISTRY.with(|registry| {
         let registry = registry.borrow();
-        let &(kind, metric) = registry.metrics.get(index)?;
-        (kind as u32 == id & 3).then_some((kind, metric))
+        let (kind, metric, owner) = registry.metrics.get(index)?;
+        (*kind as u32 == id & 3 && **owner == *filter).then_some((*kind, *metric))
     })
 }
 
@@ -135,7 +145,7 @@ mod tests {
             None
         }
         fn timer_cancel(&self, _: TimerRef) {}
-        fn metric_define(&self, _: MetricType, _: &[u8]) -> Result<MetricRef, SharedError> {
+        fn metric_define(&self, _: MetricType, _: &str, _: &[u8]) -> Result<MetricRef, SharedError> {
             self.defined.set(self.defined.get() + 1);
             Ok(MetricRef(self.defined.get()))
         }
@@ -158,12 +168,26 @@ mod tests {
             Err(DefineError::Host(SharedError::TypeConflict))
         );
         assert_eq!(host.defined.get(), 3);
-        assert_eq!(lookup(counter), Some((MetricType::Counter, MetricRef(1))));
-        assert_eq!(lookup(histogram), Some((MetricType::Histogram, MetricRef(2))));
+        assert_eq!(lookup("f", counter), Some((MetricType::Counter, MetricRef(1))));
+        assert_eq!(
+            lookup("f", histogram),
+            Some((MetricType::Histogram, MetricRef(2)))
+        );
         // a forged id: wrong type bits, unknown index, 0
-        assert_eq!(lookup(counter | 1), None);
-        assert_eq!(lookup(400), None);
-        assert_eq!(lookup(0), None);
+        assert_eq!(lookup("f", counter | 1), None);
+        assert_eq!(lookup("f", 400), None);
+        assert_eq!(lookup("f", 0), None);
+        // another filter's id, and another filter's name
+        assert_eq!(lookup("g", counter), None);
+        let other = define(&host, MetricType::Counter, "g_x", b"y").unwrap();
+        assert_eq!(
+            lookup("g_x", other).map(|(kind, _)| kind),
+            Some(MetricType::Counter)
+        );
+        assert_eq!(
+            define(&host, MetricType::Counter, "g", b"x_y"),
+            Err(DefineError::Host(SharedError::Denied))
+        );
         set_max_name_length(8);
         assert_eq!(
             define(&host, MetricType::Counter, "f", b"much_too_long"),

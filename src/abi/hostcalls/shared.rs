@@ -38,6 +38,7 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 const NO_KV_ZONE: &str =
     "no shm_kv zone holds it: declare \"shm_kv * <size>;\" or a zone for its \"name/\" prefix in wasm{}";
 const NO_QUEUE_ZONE: &str = "no such shm_queue in wasm{}";
+const DENIED: &str = "not given to this module: its zone has a share= that does not name it, or another module registered the queue";
 
 /// Logs why a shared-memory operation failed (`function` on the key,
 /// queue or metric `name`; `no_zone` says why no zone was found, when that
@@ -46,6 +47,8 @@ fn failed(caller: Call, function: &str, name: &[u8], no_zone: &str, error: Share
     let (status, why) = match error {
         SharedError::CasMismatch => return Status::CasMismatch,
         SharedError::NoZone => (Status::NotFound, no_zone),
+        // as if it did not exist: a module learns nothing of others' data
+        SharedError::Denied => (Status::NotFound, DENIED),
         SharedError::Full => (Status::InternalFailure, "its zone is full"),
         SharedError::TypeConflict => (Status::BadArgument, "the name has another type"),
         SharedError::Unavailable => (Status::InternalFailure, "no shared memory"),
@@ -70,8 +73,8 @@ fn get_shared_data(
 ) -> Result {
     let key = read_bytes(caller, key_ptr, key_len)?;
     with_scratch(caller, |caller, value| {
-        let host = caller.data().host;
-        match host.kv_get(&key, value) {
+        let state = caller.data();
+        match state.host.kv_get(state.module.name.as_bytes(), &key, value) {
             Ok(Some(cas)) => {
                 store_u32(caller, ret_cas, cas)?;
                 copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
@@ -95,8 +98,11 @@ fn set_shared_data(
 ) -> Result {
     let key = read_bytes(caller, key_ptr, key_len)?;
     let value = read_bytes(caller, value_ptr, value_len)?;
-    let host = caller.data().host;
-    match host.kv_set(&key, &value, cas as u32) {
+    let state = caller.data();
+    match state
+        .host
+        .kv_set(state.module.name.as_bytes(), &key, &value, cas as u32)
+    {
         Ok(()) => Ok(()),
         Err(e) => Err(failed(caller, "set_shared_data", &key, NO_KV_ZONE, e).into()),
     }
@@ -132,12 +138,9 @@ fn resolve_shared_queue(
     let name = read_bytes(caller, name_ptr, name_len)?;
     let state = caller.data();
     // an empty vm id is the caller's own
-    let vm_id = if vm_id.is_empty() {
-        state.module.name.as_bytes()
-    } else {
-        &vm_id
-    };
-    match state.host.queue_resolve(vm_id, &name) {
+    let own = state.module.name.as_bytes();
+    let owner = if vm_id.is_empty() { own } else { &vm_id };
+    match state.host.queue_resolve(own, owner, &name) {
         Ok(Some(token)) => store_u32(caller, ret_id, token),
         Ok(None) | Err(SharedError::NoZone) => Err(Status::NotFound.into()),
         Err(e) => Err(failed(caller, "resolve_shared_queue", &name, NO_QUEUE_ZONE, e).into()),
@@ -146,7 +149,11 @@ fn resolve_shared_queue(
 
 fn enqueue_shared_queue(caller: Call, queue_id: i32, value_ptr: i32, value_len: i32) -> Result {
     let value = read_bytes(caller, value_ptr, value_len)?;
-    match caller.data().host.queue_enqueue(queue_id as u32, &value) {
+    let state = caller.data();
+    match state
+        .host
+        .queue_enqueue(state.module.name.as_bytes(), queue_id as u32, &value)
+    {
         Ok(()) => Ok(()),
         Err(SharedError::NoZone) => Err(Status::NotFound.into()),
         Err(e) => Err(failed(
@@ -164,7 +171,11 @@ fn dequeue_shared_queue(caller: Call, queue_id: i32, ret_ptr: i32, ret_size: i32
     // an item taken from the queue could not be given back
     check_out_pointers(caller, &[ret_ptr, ret_size])?;
     with_scratch(caller, |caller, value| {
-        match caller.data().host.queue_dequeue(queue_id as u32, value) {
+        let state = caller.data();
+        match state
+            .host
+            .queue_dequeue(state.module.name.as_bytes(), queue_id as u32, value)
+        {
             Ok(true) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
                 out.copy_from_slice(value)
             }),
@@ -199,12 +210,20 @@ fn define_metric(caller: Call, kind: i32, name_ptr: i32, name_len: i32, ret_id: 
             state.log(LogLevel::Error, message.as_bytes());
             Err(Status::BadArgument.into())
         }
+        Err(DefineError::Host(SharedError::Denied)) => {
+            let message = format!(
+                "define_metric \"{}\" failed: another module has a metric of that name",
+                String::from_utf8_lossy(&name)
+            );
+            state.log(LogLevel::Error, message.as_bytes());
+            Err(Status::BadArgument.into())
+        }
         Err(DefineError::Host(e)) => Err(failed(caller, "define_metric", &name, "no metrics zone", e).into()),
     }
 }
 
 fn increment_metric(caller: Call, id: i32, offset: i64) -> Result {
-    let (kind, metric) = metrics::lookup(id as u32).ok_or(Status::NotFound)?;
+    let (kind, metric) = metrics::lookup(&caller.data().filter_name(), id as u32).ok_or(Status::NotFound)?;
     match kind {
         // Envoy: counters only go up; histograms are recorded
         MetricType::Counter if offset <= 0 => Err(Status::BadArgument.into()),
@@ -217,7 +236,7 @@ fn increment_metric(caller: Call, id: i32, offset: i64) -> Result {
 }
 
 fn record_metric(caller: Call, id: i32, value: i64) -> Result {
-    let (kind, metric) = metrics::lookup(id as u32).ok_or(Status::NotFound)?;
+    let (kind, metric) = metrics::lookup(&caller.data().filter_name(), id as u32).ok_or(Status::NotFound)?;
     let op = match kind {
         MetricType::Counter => MetricOp::Add,
         MetricType::Gauge => MetricOp::Set,
@@ -228,7 +247,7 @@ fn record_metric(caller: Call, id: i32, value: i64) -> Result {
 }
 
 fn get_metric(caller: Call, id: i32, ret_value: i32) -> Result {
-    let (kind, metric) = metrics::lookup(id as u32).ok_or(Status::NotFound)?;
+    let (kind, metric) = metrics::lookup(&caller.data().filter_name(), id as u32).ok_or(Status::NotFound)?;
     if kind == MetricType::Histogram {
         return Err(Status::BadArgument.into());
     }

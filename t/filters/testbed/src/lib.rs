@@ -86,8 +86,12 @@ fn own_queue(name: &str) -> Option<u32> {
     proxy_wasm::hostcalls::resolve_shared_queue("", name).unwrap()
 }
 
-/// The id of a metric defined by `metric`, by its name.
+/// The id of a metric defined by `metric`, by its name, or an id as a
+/// number (`#4`: another filter's, say).
 fn metric_id(name: &str) -> u32 {
+    if let Some(id) = name.strip_prefix('#') {
+        return id.parse().unwrap_or(0xdead);
+    }
     METRICS.with(|m| m.borrow().get(name).copied()).unwrap_or(0xdead)
 }
 
@@ -602,6 +606,23 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                     Ok(None) => info!("dequeue: empty"),
                     Err(status) => info!("dequeue: error {:?}", status),
                 }
+            }
+            "dequeue_of" => {
+                // dequeues from a queue another vm id registered
+                match proxy_wasm::hostcalls::resolve_shared_queue(arg(1), arg(2)) {
+                    Ok(Some(id)) => match proxy_wasm::hostcalls::dequeue_shared_queue(id) {
+                        Ok(Some(item)) => info!("dequeued \"{}\" from {}/{}", String::from_utf8_lossy(&item), arg(1), arg(2)),
+                        Ok(None) => info!("dequeue from {}/{}: empty", arg(1), arg(2)),
+                        Err(status) => info!("dequeue from {}/{}: error {:?}", arg(1), arg(2), status),
+                    },
+                    Ok(None) => info!("dequeue from {}/{}: no such queue", arg(1), arg(2)),
+                    Err(status) => info!("dequeue from {}/{}: resolve error {:?}", arg(1), arg(2), status),
+                }
+            }
+            "register_status" => {
+                let mut id = 0u32;
+                let status = unsafe { proxy_register_shared_queue(arg(1).as_ptr(), arg(1).len(), &mut id) };
+                info!("register_shared_queue {} returned {}", arg(1), status);
             }
             "enqueue_time" => {
                 // enqueues the host's time, for "drain_latency"
