@@ -86,13 +86,25 @@ ngx_proxy_wasm_log_level(void *request)
  * shutting down does not wait for them. Until it exits, they go on, for
  * the requests it still serves may wait for them.
  */
+typedef struct {
+    ngx_event_t                  event;
+    /*
+     * event.data: nginx's debug log reads the "fd" of what an event's
+     * data points to, as in a connection: an ident after three pointers
+     */
+    void                        *pointers[3];
+    ngx_socket_t                 ident;
+    uint64_t                     token;
+} ngx_proxy_wasm_timer_t;
+
+
 static void
 ngx_proxy_wasm_timer_handler(ngx_event_t *ev)
 {
     uint64_t                   token;
     ngx_proxy_wasm_runtime_t  *rt;
 
-    token = *(uint64_t *) ev->data;
+    token = ((ngx_proxy_wasm_timer_t *) ev)->token;
     ngx_free(ev);
 
     rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
@@ -106,16 +118,19 @@ ngx_proxy_wasm_timer_handler(ngx_event_t *ev)
 static void *
 ngx_proxy_wasm_timer_add(uint64_t token, uint64_t delay_ms)
 {
-    ngx_event_t  *ev;
+    ngx_event_t             *ev;
+    ngx_proxy_wasm_timer_t  *timer;
 
-    /* one allocation: the event, then its token */
-    ev = ngx_calloc(sizeof(ngx_event_t) + sizeof(uint64_t), ngx_cycle->log);
-    if (ev == NULL) {
+    timer = ngx_calloc(sizeof(ngx_proxy_wasm_timer_t), ngx_cycle->log);
+    if (timer == NULL) {
         return NULL;
     }
 
-    ev->data = (u_char *) ev + sizeof(ngx_event_t);
-    *(uint64_t *) ev->data = token;
+    timer->ident = (ngx_socket_t) -1;
+    timer->token = token;
+
+    ev = &timer->event;
+    ev->data = timer->pointers;
     ev->handler = ngx_proxy_wasm_timer_handler;
     ev->log = ngx_cycle->log;
     ev->cancelable = 1;

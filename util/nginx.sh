@@ -2,6 +2,9 @@
 # Builds nginx with ngx_proxy_wasm, out of the source trees it uses:
 #   util/nginx.sh 1.28.3          nginx 1.28.3 (nginx-src crate), dynamic module
 #   util/nginx.sh 1.28.3-static   the same, module linked in (--add-module)
+#   util/nginx.sh 1.28.3-asan     the dynamic build, nginx and the C shim with
+#                                 AddressSanitizer and UndefinedBehaviorSanitizer
+#                                 (the Rust library as it is)
 #   util/nginx.sh debian          the module for Debian's nginx 1.22.1
 #                                 (nginx-dev, configured with its conf_flags)
 # into build/nginx-<variant>/. The source is copied first: nothing is written
@@ -44,6 +47,12 @@ case $variant in
         src=$(nginx_src)
         args="$common --add-module=$top"
         ;;
+    1.28.3-asan)
+        src=$(nginx_src)
+        sanitize="-fsanitize=address,undefined -fno-omit-frame-pointer"
+        args="$common --with-cc-opt='$sanitize -O1' --with-ld-opt='$sanitize' \
+              --add-dynamic-module=$top"
+        ;;
     debian)
         src=/usr/share/nginx/src
         # shellcheck disable=SC1091
@@ -51,7 +60,7 @@ case $variant in
         args="$args --with-cc-opt=-fPIC --with-ld-opt=-fPIC --add-dynamic-module=$top"
         ;;
     *)
-        echo "usage: $0 1.28.3|1.28.3-static|debian" >&2
+        echo "usage: $0 1.28.3|1.28.3-static|1.28.3-asan|debian" >&2
         exit 2
         ;;
 esac

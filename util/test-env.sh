@@ -1,9 +1,11 @@
 #!/bin/sh
 # Runs a command (default: prove on the whole suite) against one nginx
 # build of util/nginx.sh:
-#   util/test-env.sh 1.28.3|1.28.3-static|debian|debian-wasm-first [command...]
+#   util/test-env.sh 1.28.3|1.28.3-static|1.28.3-asan|debian|debian-wasm-first [command...]
 # "debian" runs Debian's /usr/sbin/nginx 1.22.1 with the Lua module loaded
 # before this module; "debian-wasm-first" loads this module first.
+# "1.28.3-asan" runs the sanitizers' build: a report of AddressSanitizer or
+# UndefinedBehaviorSanitizer from any nginx process fails the run.
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +23,23 @@ case $variant in
     1.28.3-static)
         TEST_NGINX_BINARY=$top/build/nginx-1.28.3-static/objs/nginx
         TEST_NGINX_LOAD_MODULES=
+        ;;
+    1.28.3-asan)
+        TEST_NGINX_BINARY=$top/build/nginx-1.28.3-asan/objs/nginx
+        TEST_NGINX_LOAD_MODULES=$top/build/nginx-1.28.3-asan/objs/ngx_proxy_wasm_module.so
+        reports=$TEST_NGINX_SERVROOT/sanitizer-reports
+        rm -rf "$reports"
+        mkdir -p "$reports"
+        # workers run as another user when nginx starts as root
+        chmod 1777 "$reports"
+        # wasmtime turns faults in Wasm code into traps with its own SIGSEGV
+        # handler, installed over ASan's; every dynamic module defines
+        # ngx_modules and ngx_module_names (nginx finds them by name), which
+        # ASan takes for an ODR violation; leaks are not looked for (what
+        # lives until exit is reachable, and nginx's pools hide the rest)
+        ASAN_OPTIONS="log_path=$reports/asan:allow_user_segv_handler=1:detect_odr_violation=0:detect_leaks=0"
+        UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1"
+        export ASAN_OPTIONS UBSAN_OPTIONS
         ;;
     debian|debian-wasm-first)
         lua="/usr/lib/nginx/modules/ndk_http_module.so /usr/lib/nginx/modules/ngx_http_lua_module.so"
@@ -43,7 +62,17 @@ export TEST_NGINX_BINARY TEST_NGINX_LOAD_MODULES TEST_NGINX_FILTERS \
        TEST_NGINX_WAT TEST_NGINX_SERVROOT
 
 cd "$top"
-if [ $# -eq 0 ]; then
-    exec prove -It/lib -r t/
+[ $# -eq 0 ] && set -- prove -It/lib -r t/
+if [ -z "${reports:-}" ]; then
+    exec "$@"
 fi
-exec "$@"
+
+status=0
+"$@" || status=$?
+if [ -n "$(ls -A "$reports")" ]; then
+    echo "sanitizer reports ($reports):" >&2
+    cat "$reports"/* >&2
+    exit 1
+fi
+echo "sanitizers: no report"
+exit $status
