@@ -153,8 +153,10 @@ ngx_proxy_wasm_call_handshake(ngx_proxy_wasm_call_t *call)
     c = call->peer.connection;
     wcf = ngx_proxy_wasm_tls_conf();
 
+    /* the pool outlives the call (a kept connection): not the call's log,
+     * which may be its request's */
     if (c->pool == NULL) {
-        c->pool = ngx_create_pool(128, call->log);
+        c->pool = ngx_create_pool(128, ngx_cycle->log);
     }
 
     if (wcf == NULL || c->pool == NULL

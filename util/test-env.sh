@@ -39,7 +39,8 @@ case $variant in
         # lives until exit is reachable, and nginx's pools hide the rest)
         ASAN_OPTIONS="log_path=$reports/asan:allow_user_segv_handler=1:detect_odr_violation=0:detect_leaks=0"
         UBSAN_OPTIONS="log_path=$reports/ubsan:print_stacktrace=1"
-        export ASAN_OPTIONS UBSAN_OPTIONS
+        TEST_NGINX_SANITIZER_REPORTS=$reports
+        export ASAN_OPTIONS UBSAN_OPTIONS TEST_NGINX_SANITIZER_REPORTS
         ;;
     debian|debian-wasm-first)
         lua="/usr/lib/nginx/modules/ndk_http_module.so /usr/lib/nginx/modules/ngx_http_lua_module.so"
@@ -69,9 +70,8 @@ fi
 
 status=0
 "$@" || status=$?
-if [ -n "$(ls -A "$reports")" ]; then
-    echo "sanitizer reports ($reports):" >&2
-    cat "$reports"/* >&2
+if [ -n "$(find "$reports" -type f)" ]; then
+    echo "sanitizer reports ($reports): see the failed tests" >&2
     exit 1
 fi
 echo "sanitizers: no report"
