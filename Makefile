@@ -1,9 +1,10 @@
 # The two commands of the README:
 #   make run    build nginx 1.28.3 with the module and the example filter,
 #               and start it on 127.0.0.1 (make stop stops it)
-#   make test   the whole test suite: cargo tests, then the .t files against
-#               nginx 1.28.3 (dynamic and static module) and Debian's
-#               nginx 1.22.1 with its Lua module
+#   make test   the whole test suite: cargo tests (with brief fuzzing), then
+#               the .t files against nginx 1.28.3 (dynamic and static
+#               module, and with ASan and UBSan) and Debian's nginx 1.22.1
+#               with its Lua module, a short soak and the benchmarks once
 # Both install what they need first (util/deps.sh).
 
 CARGO ?= $(HOME)/.cargo/bin/cargo
@@ -12,7 +13,7 @@ export CARGO_TARGET_DIR := $(CURDIR)/build/cargo
 
 .PHONY: run stop test bench bench-smoke deps lib filters nginx nginx-static nginx-debian \
         check test-rust test-nginx test-1.28.3 test-1.28.3-static test-debian \
-        test-debian-wasm-first fuzz
+        test-debian-wasm-first fuzz nginx-asan test-asan soak soak-smoke
 
 run: deps nginx filters
 	util/run.sh
@@ -20,12 +21,24 @@ run: deps nginx filters
 stop:
 	util/run.sh stop
 
-test: deps check test-rust filters nginx nginx-static nginx-debian test-nginx \
-      bench-smoke
+test: deps check test-rust filters nginx nginx-static nginx-debian nginx-asan \
+      test-nginx test-asan soak-smoke bench-smoke
 
 # the benchmark suite (bench/bench.py): a table on stdout, about 10 minutes
 bench: deps nginx nginx-debian filters
 	bench/bench.py
+
+# requests through a mix of filters on 2 workers for 5 minutes: memory,
+# open files and shared zones must stay flat (bench/soak.py)
+soak: deps nginx filters
+	bench/soak.py --seconds 300
+
+soak-smoke: nginx filters
+	bench/soak.py --seconds 20
+
+# the whole .t suite against nginx and the C shim built with ASan and UBSan
+test-asan: deps filters nginx-asan
+	util/test-env.sh 1.28.3-asan
 
 # every scenario once, briefly: the suite still runs (its numbers mean little)
 bench-smoke: nginx nginx-debian filters
@@ -58,6 +71,9 @@ nginx-static:
 
 nginx-debian:
 	util/nginx.sh debian
+
+nginx-asan:
+	util/nginx.sh 1.28.3-asan
 
 check:
 	$(CARGO) fmt --check

@@ -776,7 +776,8 @@ sub run_reload {
     }
     write_config($block, $port, config => section($block, 'reload_config'));
     kill 'HUP', $NginxPid;
-    sleep(section($block, 'reload_wait') // 1.5);
+    # builds that run slower (sanitizers) take longer to reload
+    sleep((section($block, 'reload_wait') // 1.5) * ($ENV{TEST_NGINX_SLOWDOWN} || 1));
     open my $fh, '>', $stop or die "cannot write $stop: $!";
     close $fh;
     waitpid $loop, 0;
