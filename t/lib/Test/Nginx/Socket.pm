@@ -85,13 +85,18 @@ sub version_at_least {
     return 1;
 }
 
-sub free_port {
-    my $sock = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                     LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "cannot find a free port: $!";
-    my $port = $sock->sockport;
-    close $sock;
-    return $port;
+# n free ports, all different: each is held until all are found (the
+# kernel may hand out a port it just took back)
+sub free_ports {
+    my ($n) = @_;
+    my @socks = map {
+        IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                              LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
+            or die "cannot find a free port: $!";
+    } 1 .. $n;
+    my @ports = map { $_->sockport } @socks;
+    close $_ for @socks;
+    return @ports;
 }
 
 sub expand_env {
@@ -577,9 +582,9 @@ sub run_block {
         }
     }
 
-    my $port = free_port();
+    my ($port, @rand) = free_ports(10);
     $ENV{TEST_NGINX_SERVER_PORT} = $port;
-    $ENV{"TEST_NGINX_RAND_PORT_$_"} = free_port() for 1 .. 9;
+    $ENV{"TEST_NGINX_RAND_PORT_$_"} = $rand[$_ - 1] for 1 .. 9;
 
     remove_tree("$Servroot/logs");
     make_path("$Servroot/$_") for qw(conf logs html tmp);
