@@ -38,8 +38,7 @@ soak-smoke: nginx filters
 	bench/soak.py --seconds 20
 
 # the whole .t suite against nginx and the C shim built with ASan and UBSan
-# (about 8 minutes; not part of make test: under the sanitizers' slowdown
-# two timing-bound blocks of t/020 and t/027 are not yet reliable)
+# (about 9 minutes; not part of make test yet)
 test-asan: deps filters nginx-asan
 	util/test-env.sh 1.28.3-asan
 
