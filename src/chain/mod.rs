@@ -139,11 +139,9 @@ impl FilterRun {
 
     /// Whether the instance it started in still runs.
     fn alive(&self) -> bool {
-        self.slot.as_ref().is_some_and(|slot| {
-            slot.borrow()
-                .as_ref()
-                .is_some_and(|vm| vm.generation == self.generation && !vm.failed)
-        })
+        self.slot
+            .as_ref()
+            .is_some_and(|slot| slot.borrow().as_ref().is_some_and(|vm| vm.runs(self.generation)))
     }
 }
 
@@ -622,10 +620,7 @@ impl Stream {
             return Err(Trapped);
         };
         let mut guard = slot.borrow_mut();
-        let Some(vm) = guard
-            .as_mut()
-            .filter(|vm| vm.generation == run.generation && !vm.failed)
-        else {
+        let Some(vm) = guard.as_mut().filter(|vm| vm.runs(run.generation)) else {
             if run.context_id.is_some() && !run.trapped {
                 run.unavailable.get_or_insert_with(|| LOST.into());
             }
@@ -641,7 +636,7 @@ impl Stream {
                 Err(trapped) => Err(trapped),
             },
         };
-        let failed = vm.failed;
+        let failed = vm.failed();
         run.trapped |= failed;
         // a shared instance's root contexts tick in the worker
         let ticks = vm.take_tick_requests();

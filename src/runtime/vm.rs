@@ -2,7 +2,7 @@
 //! contexts, and the one wrapper every guest call goes through.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -91,8 +91,7 @@ pub struct Vm {
     roots: HashMap<usize, u32>,
     /// Distinguishes this instance from the one that replaces it.
     pub generation: u64,
-    pub failed: bool,
-    /// Why it failed.
+    /// Why a guest call failed it: the instance is unusable.
     failure: Option<String>,
     /// Guest calls that returned, and how many of them started it: an
     /// instance that fails before any other returns is in a crash loop.
@@ -130,7 +129,6 @@ impl Vm {
             deadline_ticks,
             roots: HashMap::new(),
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
-            failed: false,
             failure: None,
             completed: 0,
             completed_at_start: 0,
@@ -223,6 +221,16 @@ impl Vm {
             Some(cause) => format!("{callback} failed: {cause}"),
             None => format!("{callback} failed"),
         }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// Whether it is that generation and has not failed: what a context
+    /// made in it may still run in.
+    pub fn runs(&self, generation: u64) -> bool {
+        self.generation == generation && !self.failed()
     }
 
     /// Its root contexts are started: guest calls from now on are its
@@ -460,7 +468,7 @@ impl Vm {
         callback: Callback,
         body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Trapped> {
-        if self.failed {
+        if self.failed() {
             return Err(Trapped);
         }
         self.store.data_mut().frame = Frame {
@@ -491,7 +499,6 @@ impl Vm {
     /// other contexts in it cannot go on: each is asked to come back, to
     /// end as `proxy_wasm_failure` says. The log line counts them.
     fn fail(&mut self, callback: Callback, error: &wasmtime::Error) {
-        self.failed = true;
         let cause = cause(error, &self.module);
         self.failure = Some(cause.clone());
         let taken_down = self.take_down_other_streams();
@@ -515,20 +522,19 @@ impl Vm {
             Some(Context::Http { stream, .. }) => Some(stream),
             _ => None,
         };
-        let mut others: Vec<&Rc<RefCell<StreamState>>> = Vec::new();
+        // a request has a context per filter of its chain in the instance
+        let mut others = HashSet::new();
         for context in state.contexts.values() {
-            let Context::Http { stream, .. } = context else {
-                continue;
-            };
-            let is_current = current.is_some_and(|current| Rc::ptr_eq(current, stream));
-            if !is_current && !others.iter().any(|other| Rc::ptr_eq(other, stream)) {
-                others.push(stream);
-            }
-        }
-        for stream in &others {
-            // contexts of ended requests are gone, so each request lives
-            if let Ok(stream) = stream.try_borrow() {
-                state.host.schedule_resume(stream.request);
+            if let Context::Http { stream, .. } = context {
+                if !current.is_some_and(|current| Rc::ptr_eq(current, stream))
+                    && others.insert(Rc::as_ptr(stream))
+                {
+                    // contexts of ended requests are gone, so each request
+                    // lives
+                    if let Ok(stream) = stream.try_borrow() {
+                        state.host.schedule_resume(stream.request);
+                    }
+                }
             }
         }
         others.len()

@@ -253,17 +253,17 @@ impl Worker {
     pub fn filter(&self, filter_id: usize, replace: bool) -> Result<FilterHandle, String> {
         let module = self.filter_module(filter_id).ok_or("no such filter")?;
         let slot = &self.vms[module];
-        let state = slot.borrow().as_ref().map(|vm| vm.failed);
+        let state = slot.borrow().as_ref().map(Vm::failed);
         match state {
             Some(false) => {}
-            Some(true) => {
-                self.count_failure(module);
-                self.replace(module, replace, "its instance failed")?;
-            }
+            Some(true) => self.replace(module, replace, "its instance failed")?,
             None => self.replace(module, replace, "its instance could not start")?,
         }
         let vm = slot.borrow();
-        let vm = vm.as_ref().filter(|vm| !vm.failed).ok_or("its instance failed")?;
+        let vm = vm
+            .as_ref()
+            .filter(|vm| !vm.failed())
+            .ok_or("its instance failed")?;
         Ok(FilterHandle {
             slot: slot.clone(),
             generation: vm.generation,
@@ -280,7 +280,7 @@ impl Worker {
         let Some((generation, served)) = self.vms[module]
             .borrow()
             .as_ref()
-            .filter(|vm| vm.failed)
+            .filter(|vm| vm.failed())
             .map(|vm| (vm.generation, vm.served()))
         else {
             return;
@@ -294,7 +294,10 @@ impl Worker {
         }
     }
 
+    /// Replaces a module's failed (or missing) shared instance, after
+    /// counting the failure, if `replace` and the backoff allow; why not.
     fn replace(&self, module: usize, replace: bool, why: &str) -> Result<(), String> {
+        self.count_failure(module);
         if !replace {
             return Err(why.to_string());
         }
@@ -346,16 +349,11 @@ impl Worker {
     /// A replacement timer fired: the instance is replaced unless a
     /// request did it meanwhile.
     fn on_replacement_timer(&self, module: usize) {
-        let healthy = self.vms[module].borrow().as_ref().is_some_and(|vm| !vm.failed);
-        if healthy {
-            return;
-        }
-        self.count_failure(module);
-        if self.backoff.borrow()[module].wait().is_some() {
+        let healthy = self.vms[module].borrow().as_ref().is_some_and(|vm| !vm.failed());
+        // refused only while a crash loop's backoff runs
+        if !healthy && self.replace(module, true, "").is_err() {
             self.schedule_replacement(module);
-            return;
         }
-        let _ = self.replace(module, true, "");
     }
 
     fn new_token(&self) -> u64 {
@@ -431,11 +429,11 @@ impl Worker {
     fn run_in(&self, slot: &VmSlot, generation: u64, callback: impl FnOnce(&mut Vm)) {
         let (requests, failed) = {
             let mut vm = slot.borrow_mut();
-            let Some(vm) = vm.as_mut().filter(|vm| vm.generation == generation && !vm.failed) else {
+            let Some(vm) = vm.as_mut().filter(|vm| vm.runs(generation)) else {
                 return;
             };
             callback(vm);
-            (vm.take_tick_requests(), vm.failed)
+            (vm.take_tick_requests(), vm.failed())
         };
         if let Some(module) = self.vms.iter().position(|shared| Rc::ptr_eq(shared, slot)) {
             if failed {
@@ -556,7 +554,7 @@ impl Worker {
         let outcome = {
             let mut slot = self.vms[module].borrow_mut();
             match slot.as_mut() {
-                Some(vm) if vm.generation == generation && !vm.failed => {
+                Some(vm) if vm.runs(generation) => {
                     let ok = vm.on_tick(root_id).is_ok();
                     Some((ok, vm.take_tick_requests()))
                 }
