@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::host::{Host, MetricRef, MetricType, SharedError};
 
@@ -19,7 +20,7 @@ struct Registry {
     ids: HashMap<Vec<u8>, u32>,
     /// By index: the type, the metric, and the filter that defined it
     /// (ids are small numbers a filter could guess another's by).
-    metrics: Vec<(MetricType, MetricRef, Box<str>)>,
+    metrics: Vec<(MetricType, MetricRef, Arc<str>)>,
 }
 
 thread_local! {
@@ -62,7 +63,7 @@ pub fn full_name(filter: &str, name: &[u8]) -> Vec<u8> {
 
 /// The id of a metric (the same for the same name and type): its index
 /// and, in the low 2 bits, its type, as Envoy's ids.
-pub fn define(host: &dyn Host, kind: MetricType, filter: &str, name: &[u8]) -> Result<u32, DefineError> {
+pub fn define(host: &dyn Host, kind: MetricType, filter: &Arc<str>, name: &[u8]) -> Result<u32, DefineError> {
     let full = full_name(filter, name);
     let max = MAX_NAME_LENGTH.load(Ordering::Relaxed);
     if full.len() > max {
@@ -72,7 +73,7 @@ pub fn define(host: &dyn Host, kind: MetricType, filter: &str, name: &[u8]) -> R
         let mut registry = registry.borrow_mut();
         if let Some(&id) = registry.ids.get(&full) {
             let owner = &registry.metrics[(id >> 2) as usize - 1].2;
-            if **owner != *filter {
+            if !same_filter(owner, filter) {
                 // "a" + "b_c" and "a_b" + "c": one name, two filters
                 return Err(DefineError::Host(SharedError::Denied));
             }
@@ -85,7 +86,7 @@ pub fn define(host: &dyn Host, kind: MetricType, filter: &str, name: &[u8]) -> R
             .metric_define(kind, filter, &full)
             .map_err(DefineError::Host)?;
         let id = ((registry.metrics.len() as u32 + 1) << 2) | kind as u32;
-        registry.metrics.push((kind, metric, filter.into()));
+        registry.metrics.push((kind, metric, filter.clone()));
         registry.ids.insert(full, id);
         Ok(id)
     })
@@ -93,13 +94,19 @@ pub fn define(host: &dyn Host, kind: MetricType, filter: &str, name: &[u8]) -> R
 
 /// The metric an id stands for, if the filter defined it: a filter
 /// cannot reach another's metrics.
-pub fn lookup(filter: &str, id: u32) -> Option<(MetricType, MetricRef)> {
+pub fn lookup(filter: &Arc<str>, id: u32) -> Option<(MetricType, MetricRef)> {
     let index = (id >> 2).checked_sub(1)? as usize;
     REGISTRY.with(|registry| {
         let registry = registry.borrow();
         let (kind, metric, owner) = registry.metrics.get(index)?;
-        (*kind as u32 == id & 3 && **owner == *filter).then_some((*kind, *metric))
+        (*kind as u32 == id & 3 && same_filter(owner, filter)).then_some((*kind, *metric))
     })
+}
+
+/// Filters are named by their module's name, one `Arc` per module: the
+/// pointers match but for a name built elsewhere.
+fn same_filter(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
 }
 
 #[cfg(test)]
@@ -155,42 +162,43 @@ mod tests {
     fn ids_carry_the_type_and_name_one_metric() {
         reset();
         let host = Store::default();
-        let counter = define(&host, MetricType::Counter, "f", b"hits").unwrap();
-        let histogram = define(&host, MetricType::Histogram, "f", b"latency").unwrap();
+        let (f_, g_, g_x_): (Arc<str>, Arc<str>, Arc<str>) = ("f".into(), "g".into(), "g_x".into());
+        let counter = define(&host, MetricType::Counter, &f_, b"hits").unwrap();
+        let histogram = define(&host, MetricType::Histogram, &f_, b"latency").unwrap();
         assert_eq!(counter & 3, 0);
         assert_eq!(histogram & 3, 2);
-        assert_eq!(define(&host, MetricType::Counter, "f", b"hits"), Ok(counter));
+        assert_eq!(define(&host, MetricType::Counter, &f_, b"hits"), Ok(counter));
         // "a.b" and "a_b" are one Prometheus name
-        let dotted = define(&host, MetricType::Counter, "f", b"a.b").unwrap();
-        assert_eq!(define(&host, MetricType::Counter, "f", b"a_b"), Ok(dotted));
+        let dotted = define(&host, MetricType::Counter, &f_, b"a.b").unwrap();
+        assert_eq!(define(&host, MetricType::Counter, &f_, b"a_b"), Ok(dotted));
         assert_eq!(
-            define(&host, MetricType::Gauge, "f", b"hits"),
+            define(&host, MetricType::Gauge, &f_, b"hits"),
             Err(DefineError::Host(SharedError::TypeConflict))
         );
         assert_eq!(host.defined.get(), 3);
-        assert_eq!(lookup("f", counter), Some((MetricType::Counter, MetricRef(1))));
+        assert_eq!(lookup(&f_, counter), Some((MetricType::Counter, MetricRef(1))));
         assert_eq!(
-            lookup("f", histogram),
+            lookup(&f_, histogram),
             Some((MetricType::Histogram, MetricRef(2)))
         );
         // a forged id: wrong type bits, unknown index, 0
-        assert_eq!(lookup("f", counter | 1), None);
-        assert_eq!(lookup("f", 400), None);
-        assert_eq!(lookup("f", 0), None);
+        assert_eq!(lookup(&f_, counter | 1), None);
+        assert_eq!(lookup(&f_, 400), None);
+        assert_eq!(lookup(&f_, 0), None);
         // another filter's id, and another filter's name
-        assert_eq!(lookup("g", counter), None);
-        let other = define(&host, MetricType::Counter, "g_x", b"y").unwrap();
+        assert_eq!(lookup(&g_, counter), None);
+        let other = define(&host, MetricType::Counter, &g_x_, b"y").unwrap();
         assert_eq!(
-            lookup("g_x", other).map(|(kind, _)| kind),
+            lookup(&g_x_, other).map(|(kind, _)| kind),
             Some(MetricType::Counter)
         );
         assert_eq!(
-            define(&host, MetricType::Counter, "g", b"x_y"),
+            define(&host, MetricType::Counter, &g_, b"x_y"),
             Err(DefineError::Host(SharedError::Denied))
         );
         set_max_name_length(8);
         assert_eq!(
-            define(&host, MetricType::Counter, "f", b"much_too_long"),
+            define(&host, MetricType::Counter, &f_, b"much_too_long"),
             Err(DefineError::TooLong(8))
         );
         set_max_name_length(256);

@@ -200,7 +200,7 @@ fn define_metric(caller: Call, kind: i32, name_ptr: i32, name_len: i32, ret_id: 
         return Err(Status::BadArgument.into());
     }
     let state = caller.data();
-    match metrics::define(state.host, kind, &state.filter_name(), &name) {
+    match metrics::define(state.host, kind, &state.module.name, &name) {
         Ok(id) => store_u32(caller, ret_id, id),
         Err(DefineError::TooLong(max)) => {
             let message = format!(
@@ -223,7 +223,7 @@ fn define_metric(caller: Call, kind: i32, name_ptr: i32, name_len: i32, ret_id: 
 }
 
 fn increment_metric(caller: Call, id: i32, offset: i64) -> Result {
-    let (kind, metric) = metrics::lookup(&caller.data().filter_name(), id as u32).ok_or(Status::NotFound)?;
+    let (kind, metric) = metrics::lookup(&caller.data().module.name, id as u32).ok_or(Status::NotFound)?;
     match kind {
         // Envoy: counters only go up; histograms are recorded
         MetricType::Counter if offset <= 0 => Err(Status::BadArgument.into()),
@@ -236,7 +236,7 @@ fn increment_metric(caller: Call, id: i32, offset: i64) -> Result {
 }
 
 fn record_metric(caller: Call, id: i32, value: i64) -> Result {
-    let (kind, metric) = metrics::lookup(&caller.data().filter_name(), id as u32).ok_or(Status::NotFound)?;
+    let (kind, metric) = metrics::lookup(&caller.data().module.name, id as u32).ok_or(Status::NotFound)?;
     let op = match kind {
         MetricType::Counter => MetricOp::Add,
         MetricType::Gauge => MetricOp::Set,
@@ -247,7 +247,7 @@ fn record_metric(caller: Call, id: i32, value: i64) -> Result {
 }
 
 fn get_metric(caller: Call, id: i32, ret_value: i32) -> Result {
-    let (kind, metric) = metrics::lookup(&caller.data().filter_name(), id as u32).ok_or(Status::NotFound)?;
+    let (kind, metric) = metrics::lookup(&caller.data().module.name, id as u32).ok_or(Status::NotFound)?;
     if kind == MetricType::Histogram {
         return Err(Status::BadArgument.into());
     }
