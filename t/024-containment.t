@@ -16,6 +16,14 @@ our $Services = <<'END';
             limit_rate 5;
             return 200 "0123456789";
         }
+        location /echo {
+            # proxy_pass reads the body: $request_body is set
+            proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/sink;
+            add_header X-Body $request_body;
+        }
+        location /sink {
+            return 200 "ok";
+        }
         location /second {
             # the headers come back after about a second
             limit_rate 100;
@@ -229,7 +237,57 @@ call_response
 
 
 
-=== TEST 8: root contexts start again in the new instance by themselves (no request needed)
+=== TEST 8: a request whose body a filter holds ends with the instance
+--- config
+    proxy_wasm_hold_timeout 30s;
+    location /held {
+        proxy_wasm testbed "request_body pause";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/echo;
+    }
+    location /panic {
+        proxy_wasm testbed "request_headers panic";
+        empty_gif;
+    }
+--- request eval
+["POST /held\nthe held body", "GET /panic"]
+--- concurrent
+--- request_delay: 0.3
+--- timeout: 5
+--- error_code eval
+[500, 500]
+--- error_log eval
+[$::Panicked, qr/; 1 other request with contexts in this instance end with it/,
+ qr/filter unavailable: its instance failed while the request had a context in it: failing the request/]
+
+
+
+=== TEST 9: ... with fail_open, the body it held goes on without it
+--- config
+    proxy_wasm_hold_timeout 30s;
+    location /held {
+        proxy_wasm_failure fail_open;
+        proxy_wasm testbed "request_body pause";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/echo;
+    }
+    location /panic {
+        proxy_wasm testbed "request_headers panic";
+        empty_gif;
+    }
+--- request eval
+["POST /held\nthe held body", "GET /panic"]
+--- concurrent
+--- request_delay: 0.3
+--- timeout: 5
+--- error_code eval
+[200, 500]
+--- response_headers eval
+["X-Body: the held body", ""]
+--- error_log eval
+[$::Panicked, qr/filter unavailable \(its instance failed while the request had a context in it\): skipped/]
+
+
+
+=== TEST 10: root contexts start again in the new instance by themselves (no request needed)
 --- config
     location / {
         proxy_wasm testbed "trace; configure tick_period 50; tick count; tick when_count 3 panic";
@@ -259,7 +317,7 @@ the next one starts in
 
 
 
-=== TEST 9: isolated instances: a failure ends only its own request; nothing is replaced
+=== TEST 11: isolated instances: a failure ends only its own request; nothing is replaced
 --- config
     proxy_wasm_isolation stream;
     location /upstream {

@@ -83,17 +83,8 @@ sub trap_storm {
     my @traps;
     my $end = time + $a{seconds} - 0.3;
     while (time < $end) {
-        my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-                                         PeerPort => $port, Timeout => 5);
-        my $status = 0;
-        if ($sock) {
-            print $sock "GET $a{trap} HTTP/1.1\r\nHost: localhost\r\n"
-                        . "Connection: close\r\n\r\n";
-            my $line = <$sock> // '';
-            $status = $1 if $line =~ m{^HTTP/1\.\d (\d+)};
-            close $sock;
-        }
-        push @traps, $status;
+        push @traps, request_ends("GET $a{trap} HTTP/1.1\r\nHost: localhost\r\n"
+                                  . "Connection: close\r\n\r\n", 5) // 0;
         sleep 1 / $a{rate};
     }
     waitpid $pid, 0;

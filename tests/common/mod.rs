@@ -201,10 +201,18 @@ pub fn wat(name: &str) -> PathBuf {
 
 /// Writes a module given as text to a temporary file.
 pub fn wat_text(text: &str) -> PathBuf {
+    temp_file("wat", text.as_bytes())
+}
+
+/// Writes bytes to a new temporary file with that extension.
+pub fn temp_file(extension: &str, bytes: &[u8]) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("ngx_proxy_wasm_test_{}_{n}.wat", std::process::id()));
-    std::fs::write(&path, text).unwrap();
+    let path = std::env::temp_dir().join(format!(
+        "ngx_proxy_wasm_test_{}_{n}.{extension}",
+        std::process::id()
+    ));
+    std::fs::write(&path, bytes).unwrap();
     path
 }
 
