@@ -317,7 +317,40 @@ the next one starts in
 
 
 
-=== TEST 11: isolated instances: a failure ends only its own request; nothing is replaced
+=== TEST 11: ... and a queue registered in on_configure is registered again: its items reach the new instance
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_queue q 64k;
+    }
+--- config
+    location /receiver {
+        proxy_wasm testbed "configure queue_register q; queue_ready dequeue ready";
+        return 204;
+    }
+    location /panic {
+        proxy_wasm testbed "request_headers panic";
+        empty_gif;
+    }
+    location /put {
+        proxy_wasm testbed "request_headers enqueue testbed q after-the-trap";
+        empty_gif;
+    }
+--- request eval
+["GET /panic", sub { select undef, undef, undef, 0.2 }, "GET /put"]
+--- error_code eval
+[500, undef, 200]
+--- wait: 0.3
+--- error_log eval
+[$::Panicked, qr/starting a new instance/, qr/dequeued "after-the-trap"/]
+--- grep_error_log eval
+qr/registered queue q|starting a new instance|dequeued "[^"]*"/
+--- grep_error_log_out eval
+qr/registered queue q\n(registered queue q\n)*starting a new instance\nregistered queue q\ndequeued "after-the-trap"\n$/
+
+
+
+=== TEST 12: isolated instances: a failure ends only its own request; nothing is replaced
 --- config
     proxy_wasm_isolation stream;
     location /upstream {
