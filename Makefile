@@ -2,10 +2,12 @@
 #   make run    build nginx 1.28.3 with the module and the example filter,
 #               and start it on 127.0.0.1 (make stop stops it)
 #   make test   the whole test suite: cargo tests (with brief fuzzing), then
-#               the .t files against nginx 1.28.3 (dynamic and static
-#               module) and Debian's nginx 1.22.1 with its Lua module, a
-#               short soak and the benchmarks once (make test-asan runs the
-#               .t files with ASan and UBSan)
+#               the .t files against nginx 1.28.3 built as nginx.org's
+#               packages are (dynamic and static module) and Debian's nginx
+#               1.22.1 with its Lua module, the build's own checks, the
+#               Debian package installed and removed, a short soak and the
+#               benchmarks once (make test-asan runs the .t files with ASan
+#               and UBSan)
 # Both install what they need first (util/deps.sh).
 
 CARGO ?= $(HOME)/.cargo/bin/cargo
@@ -14,7 +16,8 @@ export CARGO_TARGET_DIR := $(CURDIR)/build/cargo
 
 .PHONY: run stop test bench bench-smoke deps lib filters nginx nginx-static nginx-debian \
         check test-rust test-nginx test-1.28.3 test-1.28.3-static test-debian \
-        test-debian-wasm-first fuzz nginx-asan test-asan soak soak-smoke
+        test-debian-wasm-first fuzz nginx-asan test-asan soak soak-smoke \
+        deb test-deb test-build
 
 run: deps nginx filters
 	util/run.sh
@@ -23,7 +26,20 @@ stop:
 	util/run.sh stop
 
 test: deps check test-rust filters nginx nginx-static nginx-debian \
-      test-nginx soak-smoke bench-smoke
+      test-nginx test-build test-deb soak-smoke bench-smoke
+
+# the Debian package for Debian 12's nginx, and its -dbgsym, in build/deb/
+deb: deps filters
+	util/deb.sh
+
+# installs the package, serves a request with /usr/sbin/nginx, removes it
+# (as root)
+test-deb: deb
+	TEST_NGINX_DEB_DIR=$(CURDIR)/build/deb prove -It/lib t/028-debian-package.t
+
+# ./configure's errors, and the stripped module of the release build
+test-build: nginx
+	TEST_NGINX_BUILD_CHECKS=1 util/test-env.sh 1.28.3 prove -It/lib t/029-build.t
 
 # the benchmark suite (bench/bench.py): a table on stdout, about 10 minutes
 bench: deps nginx nginx-debian filters

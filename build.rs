@@ -5,6 +5,8 @@ use std::env;
 use std::path::PathBuf;
 
 fn main() {
+    wasmtime_version();
+
     let header = "ngx-glue/ngx_proxy_wasm.h";
     println!("cargo:rerun-if-changed={header}");
 
@@ -23,4 +25,20 @@ fn main() {
     bindings
         .write_to_file(out.join("bindings.rs"))
         .expect("cannot write bindings.rs");
+}
+
+/// The wasmtime release the library is built with, from Cargo.lock: named in
+/// the start-up notice and part of the compiled-code cache's key.
+fn wasmtime_version() {
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    let lock = std::fs::read_to_string("Cargo.lock").expect("cannot read Cargo.lock");
+    let version = lock
+        .split("[[package]]")
+        .find_map(|package| {
+            let mut lines = package.lines().map(str::trim);
+            lines.find(|line| *line == "name = \"wasmtime\"")?;
+            lines.find_map(|line| line.strip_prefix("version = \"")?.strip_suffix('"'))
+        })
+        .expect("Cargo.lock has no wasmtime package");
+    println!("cargo:rustc-env=NGX_PROXY_WASM_WASMTIME_VERSION={version}");
 }

@@ -6,7 +6,10 @@ cat << END                                                    >> $NGX_MAKEFILE
 
 $PROXY_WASM_LIB: proxy_wasm_force
 	cd $ngx_addon_dir && CARGO_TARGET_DIR=$PROXY_WASM_TARGET_DIR \\
-		$PROXY_WASM_CARGO build --release --lib
+		$PROXY_WASM_CARGO build --release --lib $PROXY_WASM_CARGO_FEATURES
+	mkdir -p \`dirname $PROXY_WASM_LIB\`
+	cmp -s $PROXY_WASM_CARGO_LIB $PROXY_WASM_LIB \\
+		|| cp $PROXY_WASM_CARGO_LIB $PROXY_WASM_LIB
 
 proxy_wasm_force:
 
@@ -15,3 +18,26 @@ proxy_wasm_force:
 $PROXY_WASM_TARGET: $PROXY_WASM_LIB
 
 END
+
+# The dynamic module is stripped once linked: its debug information (mostly
+# wasmtime's line tables) goes to ngx_proxy_wasm_module.so.debug, which
+# debuggers find through the module's debug link. The .debug file is
+# touched last, so that it is newer than the stripped module and not made
+# again from it.
+if [ "$PROXY_WASM_DYNAMIC" = yes ] \
+   && [ "${NGX_PROXY_WASM_DEBUG_INFO:-split}" = split ]
+then
+
+cat << END                                                    >> $NGX_MAKEFILE
+
+modules: $PROXY_WASM_TARGET.debug
+
+$PROXY_WASM_TARGET.debug: $PROXY_WASM_TARGET
+	objcopy --only-keep-debug $PROXY_WASM_TARGET $PROXY_WASM_TARGET.debug
+	objcopy --strip-unneeded --remove-section=.comment \\
+		--add-gnu-debuglink=$PROXY_WASM_TARGET.debug $PROXY_WASM_TARGET
+	touch $PROXY_WASM_TARGET.debug
+
+END
+
+fi

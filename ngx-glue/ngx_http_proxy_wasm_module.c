@@ -363,12 +363,12 @@ ngx_http_proxy_wasm_init(ngx_conf_t *cf)
 
 /*
  * Moves a handler to the front of its block of the phase engine (the
- * entries that share its checker and next index). Returns the number of
- * handlers it now precedes in that phase.
+ * entries that share its checker and next index), and says in the debug
+ * log what it now precedes.
  */
-static ngx_uint_t
-ngx_http_proxy_wasm_move_first(ngx_http_phase_handler_t *ph,
-    ngx_http_handler_pt handler)
+static void
+ngx_http_proxy_wasm_move_first(ngx_log_t *log, ngx_http_phase_handler_t *ph,
+    ngx_http_handler_pt handler, char *what)
 {
     ngx_uint_t                i, first, last;
     ngx_http_phase_handler_t  entry;
@@ -380,7 +380,7 @@ ngx_http_proxy_wasm_move_first(ngx_http_phase_handler_t *ph,
     }
 
     if (ph[i].checker == NULL) {
-        return 0;
+        return;
     }
 
     first = i;
@@ -404,7 +404,9 @@ ngx_http_proxy_wasm_move_first(ngx_http_phase_handler_t *ph,
                 (i - first) * sizeof(ngx_http_phase_handler_t));
     ph[first] = entry;
 
-    return last - first;
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "proxy_wasm: %s, before %ui other handlers",
+                   what, last - first);
 }
 
 
@@ -417,7 +419,7 @@ ngx_http_proxy_wasm_move_first(ngx_http_phase_handler_t *ph,
 static ngx_int_t
 ngx_http_proxy_wasm_init_module(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                        i, n, after;
+    ngx_uint_t                        i, n;
     ngx_http_handler_pt              *h;
     ngx_http_core_main_conf_t        *cmcf;
     ngx_http_proxy_wasm_main_conf_t  *pmcf;
@@ -434,17 +436,15 @@ ngx_http_proxy_wasm_init_module(ngx_cycle_t *cycle)
 
     cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_core_module);
 
-    after = ngx_http_proxy_wasm_move_first(cmcf->phase_engine.handlers,
-                                        ngx_http_proxy_wasm_preaccess_handler);
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
-                   "proxy_wasm: on_request_headers runs first in preaccess, "
-                   "before %ui other handlers", after);
+    ngx_http_proxy_wasm_move_first(cycle->log, cmcf->phase_engine.handlers,
+                                   ngx_http_proxy_wasm_preaccess_handler,
+                                   "on_request_headers runs first in "
+                                   "preaccess");
 
-    after = ngx_http_proxy_wasm_move_first(cmcf->phase_engine.handlers,
-                                       ngx_http_proxy_wasm_precontent_handler);
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
-                   "proxy_wasm: request bodies are read first in precontent, "
-                   "before %ui other handlers", after);
+    ngx_http_proxy_wasm_move_first(cycle->log, cmcf->phase_engine.handlers,
+                                   ngx_http_proxy_wasm_precontent_handler,
+                                   "request bodies are read first in "
+                                   "precontent");
 
     h = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.elts;
     n = cmcf->phases[NGX_HTTP_LOG_PHASE].handlers.nelts;

@@ -481,6 +481,9 @@ typedef struct ngx_proxy_wasm_stream_s   ngx_proxy_wasm_stream_t;
  * in *err (owned by the runtime, valid until its next call).
  */
 typedef struct {
+    /* "ngx_proxy_wasm <version>, wasmtime <version>", static. */
+    void      (*version)(ngx_proxy_wasm_str_t *out);
+
     /* Runtime: one per configuration cycle, created in the master. */
     ngx_proxy_wasm_runtime_t *(*runtime_new)(const ngx_proxy_wasm_host_t *host,
                                    const ngx_proxy_wasm_runtime_conf_t *conf,

@@ -11,6 +11,7 @@
 #define NGX_PROXY_WASM_CONF  0x02000000
 
 
+static ngx_int_t ngx_proxy_wasm_init_module(ngx_cycle_t *cycle);
 static void *ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle);
 static char *ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -227,7 +228,7 @@ ngx_module_t  ngx_proxy_wasm_module = {
     ngx_proxy_wasm_commands,               /* module directives */
     NGX_CORE_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_proxy_wasm_init_module,            /* init module */
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -235,6 +236,21 @@ ngx_module_t  ngx_proxy_wasm_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+/* Says which module and runtime a (re)started configuration runs. */
+static ngx_int_t
+ngx_proxy_wasm_init_module(ngx_cycle_t *cycle)
+{
+    ngx_proxy_wasm_str_t  version;
+
+    ngx_proxy_wasm_api.version(&version);
+
+    ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0, "%*s",
+                  (size_t) version.len, version.data);
+
+    return NGX_OK;
+}
 
 
 static void *

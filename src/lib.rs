@@ -19,3 +19,12 @@ pub mod runtime;
 pub mod shared;
 
 mod ffi;
+
+/// This library and the runtime it is built on, as the start-up notice and
+/// the compiled-code cache name them.
+pub const VERSION: &str = concat!(
+    "ngx_proxy_wasm ",
+    env!("CARGO_PKG_VERSION"),
+    ", wasmtime ",
+    env!("NGX_PROXY_WASM_WASMTIME_VERSION")
+);

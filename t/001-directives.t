@@ -263,6 +263,7 @@ qr/\[emerg\] .*"module" directive is not allowed here in \S+nginx\.conf:\d+$/m
 
 
 === TEST 20: compiler and backtraces
+--- skip_eval: ($ENV{TEST_NGINX_COMPILERS} // '') !~ /winch/
 --- main_config
     wasm {
         compiler winch;
@@ -282,7 +283,20 @@ qr/proxy_on_request_headers failed: wasm trap: wasm `unreachable` instruction ex
 
 
 
-=== TEST 21: an invalid compiler
+=== TEST 21: a compiler this build does not have
+--- skip_eval: ($ENV{TEST_NGINX_COMPILERS} // 'winch') =~ /winch/
+--- main_config
+    wasm {
+        compiler winch;
+        module hostile $TEST_NGINX_WAT/hostile.wat;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*cannot start the wasm runtime: the compiler "winch" is not in this build of the module \(it has: cranelift\); rebuild the module with NGX_PROXY_WASM_COMPILERS="winch" in \S+nginx\.conf:\d+$/m
+
+
+
+=== TEST 22: an invalid compiler
 --- main_config
     wasm {
         compiler fast;
@@ -293,7 +307,7 @@ qr/\[emerg\] .*invalid value "fast" in "compiler" directive, it must be "auto", 
 
 
 
-=== TEST 22: the wasm{} block after http{}
+=== TEST 23: the wasm{} block after http{}
 --- http_config
     proxy_wasm hello;
 --- main_config
@@ -303,7 +317,7 @@ qr/\[emerg\] .*no wasm\{\} block is defined before http\{\}/
 
 
 
-=== TEST 23: a wasm{} block without modules, and no proxy_wasm
+=== TEST 24: a wasm{} block without modules, and no proxy_wasm
 --- main_config
     wasm {
     }
@@ -320,7 +334,7 @@ plain
 
 
 
-=== TEST 24: the VM configuration reaches on_vm_start
+=== TEST 25: the VM configuration reaches on_vm_start
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start config";
@@ -335,3 +349,26 @@ GET /
 --- error_log
 vm configuration: vm_start config, plugin configuration: (none)
 vm configuration: vm_start config, plugin configuration: configure config
+
+
+
+=== TEST 26: the start-up notice names the module's and the runtime's versions
+--- main_config
+    wasm {
+        module hello $TEST_NGINX_FILTERS/hello.wasm;
+    }
+--- config
+    location / {
+        return 200;
+    }
+--- request
+GET /
+--- error_log eval
+do {
+    local $/;
+    open my $manifest, '<', 'Cargo.toml' or die "Cargo.toml: $!";
+    my ($version) = <$manifest> =~ /^version = "([^"]+)"/m;
+    open my $lock, '<', 'Cargo.lock' or die "Cargo.lock: $!";
+    my ($wasmtime) = <$lock> =~ /^name = "wasmtime"\nversion = "([^"]+)"/m;
+    qr/\[notice\] \d+#\d+: \Qngx_proxy_wasm $version, wasmtime $wasmtime\E$/m
+}

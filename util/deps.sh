@@ -4,12 +4,14 @@
 # Debian's nginx 1.22.1 with its Lua module and headers, Debian's Rust 1.63
 # with the wasm32 standard library and its linker (test filters),
 # Test::Base (test harness), curl, wrk, Python and valgrind (benchmarks),
-# npm (AssemblyScript test filters).
+# npm (AssemblyScript test filters), debhelper (make deb); and with rustup
+# the Rust release of rust-toolchain.toml (the library).
 set -eu
 
 packages="gcc make libc6-dev libclang-dev libpcre2-dev zlib1g-dev libssl-dev \
     nginx-dev libnginx-mod-http-lua libtest-base-perl rustc cargo \
-    libstd-rust-dev-wasm32 lld-14 curl wrk python3 valgrind procps util-linux"
+    libstd-rust-dev-wasm32 lld-14 curl wrk python3 valgrind procps util-linux \
+    debhelper dpkg-dev fakeroot binutils"
 
 missing=
 for p in $packages; do
@@ -35,9 +37,14 @@ if ! command -v npm >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends nodejs npm
 fi
 
+# rustup's cargo runs the release rust-toolchain.toml names: install it
 cargo=${NGX_PROXY_WASM_CARGO:-$HOME/.cargo/bin/cargo}
-if ! "$cargo" --version >/dev/null 2>&1; then
-    echo "error: the Rust library needs rustup's cargo (Rust 1.95 or newer) at $cargo;" >&2
+rustup=$(dirname "$cargo")/rustup
+if [ -x "$rustup" ]; then
+    (cd "$(dirname "$0")/.." && "$rustup" toolchain install >/dev/null)
+fi
+if ! (cd "$(dirname "$0")/.." && "$cargo" --version) >/dev/null 2>&1; then
+    echo "error: the Rust library needs rustup's cargo at $cargo;" >&2
     echo "set NGX_PROXY_WASM_CARGO to another one" >&2
     exit 1
 fi

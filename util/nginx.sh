@@ -1,12 +1,17 @@
 #!/bin/sh
 # Builds nginx with ngx_proxy_wasm, out of the source trees it uses:
-#   util/nginx.sh 1.28.3          nginx 1.28.3 (nginx-src crate), dynamic module
+#   util/nginx.sh 1.28.3          nginx 1.28.3 (nginx-src crate) configured as
+#                                 nginx.org's packages are (no --with-debug,
+#                                 -O2, --with-compat, hardening flags) with
+#                                 warnings as errors; dynamic module
 #   util/nginx.sh 1.28.3-static   the same, module linked in (--add-module)
-#   util/nginx.sh 1.28.3-asan     the dynamic build, nginx and the C shim with
-#                                 AddressSanitizer and UndefinedBehaviorSanitizer
-#                                 (the Rust library as it is)
+#   util/nginx.sh 1.28.3-asan     a debug build (--with-debug), nginx and the
+#                                 C shim with AddressSanitizer and
+#                                 UndefinedBehaviorSanitizer (the Rust library
+#                                 as it is); both compilers
 #   util/nginx.sh debian          the module for Debian's nginx 1.22.1
-#                                 (nginx-dev, configured with its conf_flags)
+#                                 (nginx-dev, configured with its conf_flags,
+#                                 which have --with-debug); both compilers
 # into build/nginx-<variant>/. The source is copied first: nothing is written
 # into the cargo registry or /usr/share/nginx/src. The Rust library is built
 # once into build/cargo and shared by every variant.
@@ -19,11 +24,16 @@ dir=$top/build/nginx-$variant
 export NGX_PROXY_WASM_CARGO=${NGX_PROXY_WASM_CARGO:-$HOME/.cargo/bin/cargo}
 export NGX_PROXY_WASM_CARGO_TARGET_DIR=$top/build/cargo
 
-common="--with-debug --with-threads --with-http_ssl_module \
+modules="--with-threads --with-http_ssl_module \
     --with-http_v2_module --with-http_auth_request_module \
     --with-http_addition_module --with-http_sub_module \
     --with-http_gunzip_module --with-http_realip_module \
-    --with-http_stub_status_module --with-cc-opt=-O2 --with-cc-opt=-g"
+    --with-http_stub_status_module"
+
+# nginx.org's packages' flags (nginx -V there), and -Werror
+release="--with-compat $modules \
+    --with-cc-opt='-g -O2 -fstack-protector-strong -Wformat -Werror=format-security -Wp,-D_FORTIFY_SOURCE=2 -fPIC -Werror' \
+    --with-ld-opt='-Wl,-z,relro -Wl,-z,now -Wl,--as-needed -pie'"
 
 nginx_src() {
     "$NGX_PROXY_WASM_CARGO" metadata --format-version 1 --locked \
@@ -38,14 +48,17 @@ nginx_src() {
         exit 1'
 }
 
+# the default compiler only, as users build it, unless a variant says
+compilers=cranelift
+
 case $variant in
     1.28.3)
         src=$(nginx_src)
-        args="$common --add-dynamic-module=$top"
+        args="$release --add-dynamic-module=$top"
         ;;
     1.28.3-static)
         src=$(nginx_src)
-        args="$common --add-module=$top"
+        args="$release --add-module=$top"
         ;;
     1.28.3-asan)
         src=$(nginx_src)
@@ -54,14 +67,16 @@ case $variant in
         # allows (NGX_HAVE_NONALIGNED): both on purpose, neither this
         # module's
         sanitize="-fsanitize=address,undefined -fno-sanitize=nonnull-attribute,alignment -fno-omit-frame-pointer"
-        args="$common --with-cc-opt='$sanitize -O1' --with-ld-opt='$sanitize' \
-              --add-dynamic-module=$top"
+        args="--with-debug $modules --with-cc-opt='-g $sanitize -O1' \
+              --with-ld-opt='$sanitize' --add-dynamic-module=$top"
+        compilers="cranelift winch"
         ;;
     debian)
         src=/usr/share/nginx/src
         # shellcheck disable=SC1091
         args=$(bash -c ". $src/conf_flags; printf '%q ' \"\${NGX_CONF_FLAGS[@]}\"")
         args="$args --with-cc-opt=-fPIC --with-ld-opt=-fPIC --add-dynamic-module=$top"
+        compilers="cranelift winch"
         ;;
     *)
         echo "usage: $0 1.28.3|1.28.3-static|1.28.3-asan|debian" >&2
@@ -69,8 +84,10 @@ case $variant in
         ;;
 esac
 
+export NGX_PROXY_WASM_COMPILERS="$compilers"
+
 # reconfigure when the arguments or the module's build scripts change
-stamp="$args $(cat "$top/config" "$top/config.make" | cksum)"
+stamp="$args $compilers $(cat "$top/config" "$top/config.make" "$top/util/check-build.sh" | cksum)"
 
 if [ ! -f "$dir/.configured" ] || [ "$(cat "$dir/.configured")" != "$stamp" ]; then
     rm -rf "$dir"
@@ -81,6 +98,8 @@ if [ ! -f "$dir/.configured" ] || [ "$(cat "$dir/.configured")" != "$stamp" ]; t
     [ -x "$dir/configure" ] || configure=./auto/configure
     (cd "$dir" && eval "$configure $args")
     echo "$stamp" > "$dir/.configured"
+    # the tests read what the build has
+    echo "$compilers" > "$dir/.compilers"
 fi
 
 if [ "$variant" = debian ]; then

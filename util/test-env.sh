@@ -62,8 +62,10 @@ case $variant in
         exit 2
         ;;
 esac
+build=$top/build/nginx-${variant%-wasm-first}
+TEST_NGINX_COMPILERS=$(cat "$build/.compilers" 2>/dev/null || echo cranelift)
 export TEST_NGINX_BINARY TEST_NGINX_LOAD_MODULES TEST_NGINX_FILTERS \
-       TEST_NGINX_WAT TEST_NGINX_SERVROOT
+       TEST_NGINX_WAT TEST_NGINX_SERVROOT TEST_NGINX_COMPILERS
 
 cd "$top"
 [ $# -eq 0 ] && set -- prove -It/lib -r t/

@@ -30,6 +30,7 @@ use crate::runtime::{CallProgress, Compiler, FailurePolicy, Isolation, Runtime, 
 
 #[no_mangle]
 pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
+    version: Some(version),
     runtime_new: Some(runtime_new),
     runtime_free: Some(runtime_free),
     module_load: Some(module_load),
@@ -117,6 +118,14 @@ unsafe fn runtime<'a>(rt: *mut ngx_proxy_wasm_runtime_t) -> &'a mut RuntimeBox {
 unsafe fn stream<'a>(s: *mut ngx_proxy_wasm_stream_t) -> &'a mut StreamBox {
     // SAFETY: guaranteed by the caller.
     unsafe { &mut *(s as *mut StreamBox) }
+}
+
+unsafe extern "C" fn version(out: *mut ngx_proxy_wasm_str_t) {
+    // SAFETY: the shim passes a string to fill; the text is static.
+    unsafe {
+        (*out).data = crate::VERSION.as_ptr();
+        (*out).len = crate::VERSION.len();
+    }
 }
 
 unsafe extern "C" fn runtime_new(

@@ -33,12 +33,44 @@ pub use worker::{CallProgress, FilterHandle, VmSlot, Worker};
 /// unmapped (see `Runtime::new`): more than a typical filter's working set.
 const KEEP_RESIDENT: usize = 2 << 20;
 
+#[cfg(not(any(feature = "cranelift", feature = "winch")))]
+compile_error!("ngx_proxy_wasm needs a compiler: build it with the feature \"cranelift\", \"winch\" or both");
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compiler {
+    /// Cranelift where the build has it, else Winch.
     #[default]
     Auto,
     Cranelift,
     Winch,
+}
+
+/// The compilers this build has (the crate's features).
+pub const COMPILERS: &[&str] = &[
+    #[cfg(feature = "cranelift")]
+    "cranelift",
+    #[cfg(feature = "winch")]
+    "winch",
+];
+
+impl Compiler {
+    /// wasmtime's strategy for this compiler, if the build has it.
+    fn strategy(self) -> Result<Strategy, Error> {
+        let (strategy, name) = match self {
+            Compiler::Auto if cfg!(feature = "cranelift") => return Ok(Strategy::Cranelift),
+            Compiler::Auto => return Ok(Strategy::Winch),
+            Compiler::Cranelift => (Strategy::Cranelift, "cranelift"),
+            Compiler::Winch => (Strategy::Winch, "winch"),
+        };
+        if COMPILERS.contains(&name) {
+            return Ok(strategy);
+        }
+        Err(Error::new(format!(
+            "the compiler \"{name}\" is not in this build of the module (it has: {}); \
+             rebuild the module with NGX_PROXY_WASM_COMPILERS=\"{name}\"",
+            COMPILERS.join(", ")
+        )))
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -123,10 +155,7 @@ impl Runtime {
         } else {
             WasmBacktraceDetails::Disable
         });
-        engine_config.strategy(match config.compiler {
-            Compiler::Auto | Compiler::Cranelift => Strategy::Cranelift,
-            Compiler::Winch => Strategy::Winch,
-        });
+        engine_config.strategy(config.compiler.strategy()?);
         let engine = Engine::new(&engine_config)
             .map_err(|e| Error::new(format!("cannot create the wasm engine: {}", one_line(&e))))?;
         let mut linker = Linker::new(&engine);

@@ -1,0 +1,99 @@
+# What a packager meets building the module: ./configure stops with one
+# line that says what to install or set when the build cannot work, and the
+# release build's dynamic module is stripped with its debug information
+# beside it.
+#
+# "make test-build" runs it (TEST_NGINX_BUILD_CHECKS=1), against the
+# release build of util/test-env.sh 1.28.3; prove -r t/ skips it.
+
+use strict;
+use warnings;
+
+use File::Temp qw(tempdir);
+use Test::More;
+
+plan skip_all => 'make test-build runs it (TEST_NGINX_BUILD_CHECKS unset)'
+    unless $ENV{TEST_NGINX_BUILD_CHECKS};
+
+my $top = `pwd`;
+chomp $top;
+
+sub run {
+    my $out = `@_ 2>&1`;
+    return ($? >> 8, $out);
+}
+
+# the release build's module: stripped, its debug information beside it
+my ($so) = grep { /ngx_proxy_wasm_module\.so$/ }
+           split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '';
+ok($so && -f $so, "the release build has a dynamic module")
+    or BAIL_OUT('no module in TEST_NGINX_LOAD_MODULES');
+my (undef, $sections) = run("readelf -S --wide $so");
+unlike($sections, qr/\.debug_info|\.symtab/, "the module is stripped");
+like($sections, qr/\.gnu_debuglink/, "it links to its debug information");
+my (undef, $link) = run("readelf --string-dump=.gnu_debuglink $so");
+like($link, qr/\bngx_proxy_wasm_module\.so\.debug\b/,
+     "by the name of the file beside it");
+my (undef, $debug_sections) = run("readelf -S --wide $so.debug");
+like($debug_sections, qr/\.debug_line/, "which has the line tables");
+my ($id) = (run("readelf -n $so"))[1] =~ /Build ID: (\w+)/;
+my ($debug_id) = (run("readelf -n $so.debug"))[1] =~ /Build ID: (\w+)/;
+is($debug_id, $id, "of the same build");
+my $size = -s $so;
+cmp_ok($size, '<', 40 << 20, "the module is $size bytes");
+
+# ./configure's checks, on a copy of Debian's nginx source
+my $src = '/usr/share/nginx/src';
+my $tmp = tempdir(CLEANUP => 1);
+run("cp -R $src/. $tmp/nginx && chmod -R u+w $tmp/nginx");
+my $configure = -x "$tmp/nginx/configure" ? './configure' : './auto/configure';
+
+my $fake_cargo = "$tmp/old-cargo";
+open my $f, '>', $fake_cargo or die $!;
+print $f "#!/bin/sh\necho 'cargo 1.80.0 (376290515 2024-07-16)'\n";
+close $f;
+chmod 0755, $fake_cargo;
+
+my $cargo = $ENV{NGX_PROXY_WASM_CARGO} // "$ENV{HOME}/.cargo/bin/cargo";
+
+sub configure {
+    my ($env) = @_;
+    $env = "NGX_PROXY_WASM_CARGO=$cargo $env";
+    return run("cd $tmp/nginx && env $env $configure --with-compat "
+               . "--add-dynamic-module=$top");
+}
+
+sub fails_with {
+    my ($what, $env, $expected) = @_;
+    my ($rc, $out) = configure($env);
+    isnt($rc, 0, "$what: ./configure fails");
+    my @errors = grep { /: error: / } split /\n/, $out;
+    is(scalar @errors, 1, "$what: with one line") or diag(join "\n", @errors);
+    like($errors[0] // '', $expected, "$what: that says what to do");
+}
+
+fails_with('no cargo', 'NGX_PROXY_WASM_CARGO=/nonexistent/cargo',
+    qr{^\S*configure: error: ngx_proxy_wasm: cargo not found \("/nonexistent/cargo"\): install Rust with rustup, or set NGX_PROXY_WASM_CARGO to cargo's path$});
+
+fails_with('an old Rust', "NGX_PROXY_WASM_CARGO=$fake_cargo",
+    qr{^\S*configure: error: ngx_proxy_wasm: Rust [\d.]+ or newer is needed, \Q$fake_cargo\E is 1\.80\.0: run "rustup update", or set NGX_PROXY_WASM_CARGO to a newer cargo$});
+
+fails_with('no libclang', 'LIBCLANG_PATH=/nonexistent',
+    qr{^\S*configure: error: ngx_proxy_wasm: no libclang\.so in LIBCLANG_PATH \(/nonexistent\): point it at the directory that has it$});
+
+fails_with('an unknown compiler', 'NGX_PROXY_WASM_COMPILERS="cranelift fast"',
+    qr{^\S*configure: error: ngx_proxy_wasm: unknown compiler "fast" in NGX_PROXY_WASM_COMPILERS \("cranelift fast"\): use "cranelift", "winch" or both$});
+
+# an nginx older than the oldest supported
+run(qq{sed -i 's/^#define NGINX_VERSION .*/#define NGINX_VERSION      "1.20.2"/' }
+    . "$tmp/nginx/src/core/nginx.h");
+fails_with('nginx 1.20.2', '',
+    qr{^\S*configure: error: ngx_proxy_wasm: nginx 1\.20\.2 is not supported \(supported: 1\.22\.1 to 1\.28\.x\); set NGX_PROXY_WASM_NGINX_CHECK=off to build anyway$});
+
+my ($rc, $out) = configure('NGX_PROXY_WASM_NGINX_CHECK=off');
+is($rc, 0, "NGX_PROXY_WASM_NGINX_CHECK=off builds for it anyway")
+    or diag($out);
+like($out, qr/^ \+ ngx_proxy_wasm: nginx 1\.20\.2, Rust [\d.]+, compilers: cranelift$/m,
+     "and ./configure says what the build will have");
+
+done_testing();
