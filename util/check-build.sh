@@ -27,12 +27,12 @@ then
 fi
 
 # cargo, and a Rust as new as Cargo.toml's rust-version
-if ! command -v "$PROXY_WASM_CARGO" >/dev/null 2>&1; then
+if ! (cd "$ngx_addon_dir" && command -v "$PROXY_WASM_CARGO") >/dev/null 2>&1; then
     proxy_wasm_fail "cargo not found (\"$PROXY_WASM_CARGO\"): install Rust with rustup, or set NGX_PROXY_WASM_CARGO to cargo's path"
 fi
 
 proxy_wasm_rust_min=`sed -n 's/^rust-version = "\(.*\)"$/\1/p' "$ngx_addon_dir/Cargo.toml"`
-proxy_wasm_rust=`"$PROXY_WASM_CARGO" --version 2>/dev/null | awk '{ print $2 }'`
+proxy_wasm_rust=`cd "$ngx_addon_dir" && "$PROXY_WASM_CARGO" --version 2>/dev/null | awk '{ print $2 }'`
 
 if [ -z "$proxy_wasm_rust" ]; then
     proxy_wasm_fail "\"$PROXY_WASM_CARGO --version\" failed: check that cargo works, or set NGX_PROXY_WASM_CARGO to another one"
