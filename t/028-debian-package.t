@@ -114,18 +114,15 @@ http {
     server {
         listen 127.0.0.1:$port;
         proxy_wasm hello "Hello from the package";
-        location /lua {
-            content_by_lua_block { ngx.say("lua sees x-hello: ", ngx.var.http_x_hello) }
-        }
         location / {
-            return 200 "x-hello: \$http_x_hello\\n";
+            content_by_lua_block { ngx.say("lua sees x-hello: ", ngx.var.http_x_hello) }
         }
     }
 }
 END
 close $conf;
 
-($rc, $out) = run("/usr/sbin/nginx -p $prefix -c $prefix/nginx.conf");
+($rc, $out) = run("/usr/sbin/nginx -c $prefix/nginx.conf");
 is($rc, 0, "the stock nginx starts with the module") or diag($out);
 
 sub get {
@@ -139,12 +136,10 @@ sub get {
     return $response;
 }
 
-like(get('/hello'), qr{^HTTP/1\.1 200 .*\r\nx-answered-by: hello\.wasm\r\n.*\r\n\r\nHello from the package\n$}s,
+like(get('/hello'), qr{^HTTP/1\.1 200 .*\r\nx-answered-by: hello\.wasm\r\n(?:[^\r]+\r\n)*\r\nHello from the package\n$}s,
      "the filter answers /hello");
-like(get('/'), qr{\r\nx-powered-by: ngx_proxy_wasm\r\n.*\r\n\r\nx-hello: Hello from the package\n$}s,
-     "the filter sets a request header and adds a response header");
-like(get('/lua'), qr{\r\n\r\nlua sees x-hello: Hello from the package\n$}s,
-     "Lua's content handler sees the filter's header");
+like(get('/'), qr{\r\nx-powered-by: ngx_proxy_wasm\r\n(?:[^\r]+\r\n)*\r\nlua sees x-hello: Hello from the package\n$}s,
+     "the filter sets a request header Lua's content handler sees, and adds a response header");
 
 my $pid = do { local (@ARGV, $/) = "$prefix/logs/nginx.pid"; <> };
 chomp $pid if defined $pid;
