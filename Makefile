@@ -37,9 +37,12 @@ deb: deps filters
 test-deb: deb
 	TEST_NGINX_DEB_DIR=$(CURDIR)/build/deb prove -It/lib t/028-debian-package.t
 
-# ./configure's errors, and the stripped module of the release build
-test-build: nginx
-	TEST_NGINX_BUILD_CHECKS=1 util/test-env.sh 1.28.3 prove -It/lib t/029-build.t
+# ./configure's errors, and the stripped module and nginx of the release
+# builds
+test-build: nginx nginx-static
+	TEST_NGINX_BUILD_CHECKS=1 \
+	TEST_NGINX_STATIC_BINARY=$(CURDIR)/build/nginx-1.28.3-static/objs/nginx \
+	util/test-env.sh 1.28.3 prove -It/lib t/029-build.t
 
 # the benchmark suite (bench/bench.py): a table on stdout, about 10 minutes
 bench: deps nginx nginx-debian filters

@@ -19,18 +19,22 @@ $PROXY_WASM_TARGET: $PROXY_WASM_LIB
 
 END
 
-# The dynamic module is stripped once linked: its debug information (mostly
-# wasmtime's line tables) goes to ngx_proxy_wasm_module.so.debug, which
-# debuggers find through the module's debug link. The .debug file is
-# touched last, so that it is newer than the stripped module and not made
-# again from it.
-if [ "$PROXY_WASM_DYNAMIC" = yes ] \
-   && [ "${NGX_PROXY_WASM_DEBUG_INFO:-split}" = split ]
-then
+# What the library is linked into (the dynamic module, or nginx itself
+# with --add-module) is stripped once linked: its debug information (mostly
+# wasmtime's line tables) goes to a .debug file beside it, which debuggers
+# find through its debug link. The .debug file is touched last, so that it
+# is newer than the stripped file and not made again from it.
+if [ "$PROXY_WASM_DYNAMIC" = yes ]; then
+    proxy_wasm_goal=modules
+else
+    proxy_wasm_goal=binary
+fi
+
+if [ "${NGX_PROXY_WASM_DEBUG_INFO:-split}" = split ]; then
 
 cat << END                                                    >> $NGX_MAKEFILE
 
-modules: $PROXY_WASM_TARGET.debug
+$proxy_wasm_goal: $PROXY_WASM_TARGET.debug
 
 $PROXY_WASM_TARGET.debug: $PROXY_WASM_TARGET
 	objcopy --only-keep-debug $PROXY_WASM_TARGET $PROXY_WASM_TARGET.debug

@@ -1,10 +1,11 @@
 # What a packager meets building the module: ./configure stops with one
-# line that says what to install or set when the build cannot work, and the
-# release build's dynamic module is stripped with its debug information
-# beside it.
+# line that says what to install or set when the build cannot work, and
+# what the library is linked into (the dynamic module, or nginx) is
+# stripped, with its debug information beside it.
 #
 # "make test-build" runs it (TEST_NGINX_BUILD_CHECKS=1), against the
-# release build of util/test-env.sh 1.28.3; prove -r t/ skips it.
+# release builds of util/test-env.sh 1.28.3 (TEST_NGINX_STATIC_BINARY: the
+# static one's nginx); prove -r t/ skips it.
 
 use strict;
 use warnings;
@@ -23,24 +24,31 @@ sub run {
     return ($? >> 8, $out);
 }
 
-# the release build's module: stripped, its debug information beside it
+# the release builds' module and static nginx: stripped, their debug
+# information beside them
 my ($so) = grep { /ngx_proxy_wasm_module\.so$/ }
            split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '';
 ok($so && -f $so, "the release build has a dynamic module")
     or BAIL_OUT('no module in TEST_NGINX_LOAD_MODULES');
-my (undef, $sections) = run("readelf -S --wide $so");
-unlike($sections, qr/\.debug_info|\.symtab/, "the module is stripped");
-like($sections, qr/\.gnu_debuglink/, "it links to its debug information");
-my (undef, $link) = run("readelf --string-dump=.gnu_debuglink $so");
-like($link, qr/\bngx_proxy_wasm_module\.so\.debug\b/,
-     "by the name of the file beside it");
-my (undef, $debug_sections) = run("readelf -S --wide $so.debug");
-like($debug_sections, qr/\.debug_line/, "which has the line tables");
-my ($id) = (run("readelf -n $so"))[1] =~ /Build ID: (\w+)/;
-my ($debug_id) = (run("readelf -n $so.debug"))[1] =~ /Build ID: (\w+)/;
-is($debug_id, $id, "of the same build");
-my $size = -s $so;
-cmp_ok($size, '<', 40 << 20, "the module is $size bytes");
+my $static = $ENV{TEST_NGINX_STATIC_BINARY};
+ok($static && -x $static, "the release build has a static nginx")
+    or BAIL_OUT('no TEST_NGINX_STATIC_BINARY');
+
+for my $file ($so, $static) {
+    my $name = (split m{/}, $file)[-1];
+    my (undef, $sections) = run("readelf -S --wide $file");
+    unlike($sections, qr/\.debug_info|\.symtab/, "$name is stripped");
+    like($sections, qr/\.gnu_debuglink/, "$name links to its debug information");
+    my (undef, $link) = run("readelf --string-dump=.gnu_debuglink $file");
+    like($link, qr/\b\Q$name\E\.debug\b/, "by the name of the file beside it");
+    my (undef, $debug_sections) = run("readelf -S --wide $file.debug");
+    like($debug_sections, qr/\.debug_line/, "which has the line tables");
+    my ($id) = (run("readelf -n $file"))[1] =~ /Build ID: (\w+)/;
+    my ($debug_id) = (run("readelf -n $file.debug"))[1] =~ /Build ID: (\w+)/;
+    is($debug_id, $id, "of the same build");
+    my $size = -s $file;
+    cmp_ok($size, '<', 40 << 20, "$name is $size bytes");
+}
 
 # ./configure's checks, on a copy of Debian's nginx source
 my $src = '/usr/share/nginx/src';
