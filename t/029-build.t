@@ -56,11 +56,18 @@ my $tmp = tempdir(CLEANUP => 1);
 run("cp -R $src/. $tmp/nginx && chmod -R u+w $tmp/nginx");
 my $configure = -x "$tmp/nginx/configure" ? './configure' : './auto/configure';
 
-my $fake_cargo = "$tmp/old-cargo";
-open my $f, '>', $fake_cargo or die $!;
-print $f "#!/bin/sh\necho 'cargo 1.80.0 (376290515 2024-07-16)'\n";
-close $f;
-chmod 0755, $fake_cargo;
+# stand-ins for cargo: one too old, one whose toolchain is missing
+sub script {
+    my ($name, $body) = @_;
+    open my $f, '>', "$tmp/$name" or die $!;
+    print $f "#!/bin/sh\n$body\n";
+    close $f;
+    chmod 0755, "$tmp/$name";
+    return "$tmp/$name";
+}
+my $fake_cargo = script('old-cargo', "echo 'cargo 1.80.0 (376290515 2024-07-16)'");
+my $broken_cargo = script('broken-cargo',
+    "echo \"error: toolchain '1.97.0' is not installed\" >&2; exit 1");
 
 my $cargo = $ENV{NGX_PROXY_WASM_CARGO} // "$ENV{HOME}/.cargo/bin/cargo";
 
@@ -85,6 +92,9 @@ fails_with('no cargo', 'NGX_PROXY_WASM_CARGO=/nonexistent/cargo',
 
 fails_with('an old Rust', "NGX_PROXY_WASM_CARGO=$fake_cargo",
     qr{^\S*configure: error: ngx_proxy_wasm: Rust [\d.]+ or newer is needed, \Q$fake_cargo\E is 1\.80\.0: run "rustup update", or set NGX_PROXY_WASM_CARGO to a newer cargo$});
+
+fails_with('a cargo that fails', "NGX_PROXY_WASM_CARGO=$broken_cargo",
+    qr{^\S*configure: error: ngx_proxy_wasm: "\Q$broken_cargo\E --version" failed \(error: toolchain '1\.97\.0' is not installed\): install the Rust release rust-toolchain\.toml names \("rustup toolchain install" in the module's directory\), or set NGX_PROXY_WASM_CARGO to another cargo$});
 
 fails_with('no libclang', 'LIBCLANG_PATH=/nonexistent',
     qr{^\S*configure: error: ngx_proxy_wasm: no libclang\.so in LIBCLANG_PATH \(/nonexistent\): point it at the directory that has it$});

@@ -32,11 +32,11 @@ if ! (cd "$ngx_addon_dir" && command -v "$PROXY_WASM_CARGO") >/dev/null 2>&1; th
 fi
 
 proxy_wasm_rust_min=`sed -n 's/^rust-version = "\(.*\)"$/\1/p' "$ngx_addon_dir/Cargo.toml"`
-proxy_wasm_rust=`cd "$ngx_addon_dir" && "$PROXY_WASM_CARGO" --version 2>/dev/null | awk '{ print $2 }'`
-
-if [ -z "$proxy_wasm_rust" ]; then
-    proxy_wasm_fail "\"$PROXY_WASM_CARGO --version\" failed: check that cargo works, or set NGX_PROXY_WASM_CARGO to another one"
+# (from the module's directory, where rustup applies rust-toolchain.toml)
+if ! proxy_wasm_out=`cd "$ngx_addon_dir" && "$PROXY_WASM_CARGO" --version 2>&1`; then
+    proxy_wasm_fail "\"$PROXY_WASM_CARGO --version\" failed (`echo "$proxy_wasm_out" | grep . | tail -n 1`): install the Rust release rust-toolchain.toml names (\"rustup toolchain install\" in the module's directory), or set NGX_PROXY_WASM_CARGO to another cargo"
 fi
+proxy_wasm_rust=`echo "$proxy_wasm_out" | awk '/^cargo / { print $2; exit }'`
 
 if [ "`proxy_wasm_version_number ${proxy_wasm_rust%%-*}`" -lt \
      "`proxy_wasm_version_number $proxy_wasm_rust_min`" ]
