@@ -22,6 +22,11 @@ mkdir -p "$tree/debian/examples"
 cp "$top/build/filters/hello.wasm" "$tree/debian/examples/"
 cp "$top/t/filters/hello/src/lib.rs" "$tree/debian/examples/hello.rs"
 cp "$top/packaging/nginx-example.conf" "$tree/debian/examples/nginx.conf"
+chmod 644 "$tree/debian/examples/"*
+
+# who builds it: DEBFULLNAME and DEBEMAIL, as Debian's tools take them
+maintainer="${DEBFULLNAME:-ngx_proxy_wasm developers} <${DEBEMAIL:-ngx-proxy-wasm@localhost}>"
+sed -i "s|^Maintainer: .*|Maintainer: $maintainer|" "$tree/debian/control"
 
 # the package's version is the library's
 cat > "$tree/debian/changelog" <<END
@@ -29,7 +34,7 @@ ngx-proxy-wasm ($version-1) bookworm; urgency=medium
 
   * ngx_proxy_wasm $version.
 
- -- ngx_proxy_wasm developers <ngx-proxy-wasm@localhost>  $(date -R)
+ -- $maintainer  $(date -R)
 END
 
 export NGX_PROXY_WASM_CARGO_TARGET_DIR=$top/build/cargo
