@@ -13,6 +13,9 @@ use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use Test::More;
 
+use lib 't/lib';
+use ProxyWasmTest qw(run_command elf_facts);
+
 my $dir = $ENV{TEST_NGINX_DEB_DIR}
     or plan skip_all => 'make test-deb runs it (TEST_NGINX_DEB_DIR unset)';
 plan skip_all => 'installs a package: needs root' if $> != 0;
@@ -28,28 +31,23 @@ my $available = '/usr/share/nginx/modules-available/mod-http-proxy-wasm.conf';
 my $enabled = '/etc/nginx/modules-enabled/60-mod-http-proxy-wasm.conf';
 my $examples = "/usr/share/doc/$package/examples";
 
-sub run {
-    my $out = `@_ 2>&1`;
-    return ($? >> 8, $out);
-}
-
 sub installed {
-    my ($rc, $status) = run("dpkg-query -W -f='\${Status}' $_[0]");
+    my ($rc, $status) = run_command("dpkg-query -W -f='\${Status}' $_[0]");
     return $rc == 0 && $status =~ /ok installed/;
 }
 
 # a run that failed halfway left it behind
-run("dpkg --purge $package-dbgsym $package") if installed($package);
+run_command("dpkg --purge $package-dbgsym $package") if installed($package);
 
 # what the package declares
-my (undef, $provides) = run("dpkg-query -W -f='\${Provides}' nginx");
+my (undef, $provides) = run_command("dpkg-query -W -f='\${Provides}' nginx");
 my ($abi) = $provides =~ /(nginx-abi-[\w.~+-]+)/;
 ok($abi, "the installed nginx provides an ABI ($abi)");
-my (undef, $depends) = run("dpkg-deb -f $deb Depends");
+my (undef, $depends) = run_command("dpkg-deb -f $deb Depends");
 like($depends, qr/(^|[\s,])\Q$abi\E([\s,]|$)/,
      "the package depends on that nginx ABI");
 
-my (undef, $contents) = run("dpkg-deb -c $deb");
+my (undef, $contents) = run_command("dpkg-deb -c $deb");
 like($contents, qr{ \./usr/lib/nginx/modules/ngx_proxy_wasm_module\.so$}m,
      "the module is installed where Debian's modules are");
 like($contents, qr{ \.\Q$available\E$}m, "with its load snippet");
@@ -57,13 +55,12 @@ like($contents, qr{ \.\Q$examples\E/hello\.wasm$}m, "and the example filter");
 
 # stripped, with the debug information in the -dbgsym package
 my $x = tempdir(CLEANUP => 1);
-run("dpkg-deb -x $deb $x/pkg");
-my (undef, $sections) = run("readelf -S --wide $x/pkg$so");
-unlike($sections, qr/\.debug_info|\.symtab/, "the module is stripped");
-my (undef, $notes) = run("readelf -n $x/pkg$so");
-my ($build_id) = $notes =~ /Build ID: ([0-9a-f]+)/;
+run_command("dpkg-deb -x $deb $x/pkg");
+my $elf = elf_facts("$x/pkg$so");
+ok($elf->{stripped}, "the module is stripped");
+my $build_id = $elf->{build_id};
 ok($build_id, "the module has a build id");
-my (undef, $dbg_contents) = run("dpkg-deb -c $dbgsym");
+my (undef, $dbg_contents) = run_command("dpkg-deb -c $dbgsym");
 my $debug_file = defined $build_id
     ? '/usr/lib/debug/.build-id/' . substr($build_id, 0, 2) . '/'
       . substr($build_id, 2) . '.debug'
@@ -74,12 +71,18 @@ my $size = -s "$x/pkg$so";
 cmp_ok($size, '<', 40 << 20, "the module is $size bytes");
 
 # installed: enabled, and the stock configuration still tests fine
-my ($rc, $out) = run("dpkg -i $deb $dbgsym");
+my ($rc, $out) = run_command("dpkg -i $deb $dbgsym");
 is($rc, 0, "dpkg installs it") or diag($out);
 ok(-f $so, "the module is installed");
 is(readlink($enabled), $available, "the module is enabled (modules-enabled)");
+# nginx.conf includes modules-enabled/*.conf in glob order
+my @load_order = map { m{/\d+-mod-(.+)\.conf$} } glob '/etc/nginx/modules-enabled/*.conf';
+my %position = map { $load_order[$_] => $_ } 0 .. $#load_order;
+ok(defined $position{'http-lua'} && defined $position{'http-proxy-wasm'}
+       && $position{'http-lua'} < $position{'http-proxy-wasm'},
+   "the module loads after Lua's (@load_order)");
 ok(-f $debug_file, "the debug information is found by build id");
-($rc, $out) = run('/usr/sbin/nginx -t');
+($rc, $out) = run_command('/usr/sbin/nginx -t');
 is($rc, 0, "nginx -t passes with the stock configuration") or diag($out);
 
 # the stock nginx serves a request through the example filter, with the
@@ -122,7 +125,7 @@ http {
 END
 close $conf;
 
-($rc, $out) = run("/usr/sbin/nginx -c $prefix/nginx.conf");
+($rc, $out) = run_command("/usr/sbin/nginx -c $prefix/nginx.conf");
 is($rc, 0, "the stock nginx starts with the module") or diag($out);
 
 sub get {
@@ -153,15 +156,15 @@ like($log, qr/\[notice\] \d+#\d+: ngx_proxy_wasm [\d.]+, wasmtime [\d.]+$/m,
 unlike($log, qr/\[(alert|crit|emerg)\]/, "no alert in the log");
 
 # removed: disabled, the stock configuration tests fine; purged: gone
-my (undef, $files) = run("dpkg -L $package $package-dbgsym");
+my (undef, $files) = run_command("dpkg -L $package $package-dbgsym");
 my @files = grep { -f $_ } split /\n/, $files;
-($rc, $out) = run("dpkg -r $package-dbgsym $package");
+($rc, $out) = run_command("dpkg -r $package-dbgsym $package");
 is($rc, 0, "dpkg removes it") or diag($out);
 ok(!-e $so, "the module is gone");
 ok(!-e $enabled, "the module is no longer enabled");
-($rc, $out) = run('/usr/sbin/nginx -t');
+($rc, $out) = run_command('/usr/sbin/nginx -t');
 is($rc, 0, "nginx -t passes after the removal") or diag($out);
-($rc, $out) = run("dpkg --purge $package-dbgsym $package");
+($rc, $out) = run_command("dpkg --purge $package-dbgsym $package");
 is($rc, 0, "dpkg purges it") or diag($out);
 ok(!-e "$enabled.removed" && !-l "$enabled.removed", "no link is left");
 is_deeply([grep { -e $_ } @files], [], "none of its files is left");

@@ -13,16 +13,14 @@ use warnings;
 use File::Temp qw(tempdir);
 use Test::More;
 
+use lib 't/lib';
+use ProxyWasmTest qw(run_command elf_facts);
+
 plan skip_all => 'make test-build runs it (TEST_NGINX_BUILD_CHECKS unset)'
     unless $ENV{TEST_NGINX_BUILD_CHECKS};
 
 my $top = `pwd`;
 chomp $top;
-
-sub run {
-    my $out = `@_ 2>&1`;
-    return ($? >> 8, $out);
-}
 
 # the release builds' module and static nginx: stripped, their debug
 # information beside them
@@ -36,16 +34,13 @@ ok($static && -x $static, "the release build has a static nginx")
 
 for my $file ($so, $static) {
     my $name = (split m{/}, $file)[-1];
-    my (undef, $sections) = run("readelf -S --wide $file");
-    unlike($sections, qr/\.debug_info|\.symtab/, "$name is stripped");
-    like($sections, qr/\.gnu_debuglink/, "$name links to its debug information");
-    my (undef, $link) = run("readelf --string-dump=.gnu_debuglink $file");
-    like($link, qr/\b\Q$name\E\.debug\b/, "by the name of the file beside it");
-    my (undef, $debug_sections) = run("readelf -S --wide $file.debug");
-    like($debug_sections, qr/\.debug_line/, "which has the line tables");
-    my ($id) = (run("readelf -n $file"))[1] =~ /Build ID: (\w+)/;
-    my ($debug_id) = (run("readelf -n $file.debug"))[1] =~ /Build ID: (\w+)/;
-    is($debug_id, $id, "of the same build");
+    my ($elf, $debug) = (elf_facts($file), elf_facts("$file.debug"));
+    ok($elf->{stripped}, "$name is stripped");
+    is($elf->{debuglink}, "$name.debug",
+       "$name links to its debug information, the file beside it");
+    ok($debug->{line_tables}, "which has the line tables");
+    ok($elf->{build_id}, "$name has a build id");
+    is($debug->{build_id}, $elf->{build_id}, "the debug information's");
     my $size = -s $file;
     cmp_ok($size, '<', 40 << 20, "$name is $size bytes");
 }
@@ -53,7 +48,7 @@ for my $file ($so, $static) {
 # ./configure's checks, on a copy of Debian's nginx source
 my $src = '/usr/share/nginx/src';
 my $tmp = tempdir(CLEANUP => 1);
-run("cp -R $src/. $tmp/nginx && chmod -R u+w $tmp/nginx");
+run_command("cp -R $src/. $tmp/nginx && chmod -R u+w $tmp/nginx");
 my $configure = -x "$tmp/nginx/configure" ? './configure' : './auto/configure';
 
 # stand-ins for cargo: one too old, one whose toolchain is missing
@@ -74,7 +69,7 @@ my $cargo = $ENV{NGX_PROXY_WASM_CARGO} // "$ENV{HOME}/.cargo/bin/cargo";
 sub configure {
     my ($env) = @_;
     $env = "NGX_PROXY_WASM_CARGO=$cargo $env";
-    return run("cd $tmp/nginx && env $env $configure --with-compat "
+    return run_command("cd $tmp/nginx && env $env $configure --with-compat "
                . "--add-dynamic-module=$top");
 }
 
@@ -102,11 +97,17 @@ fails_with('no libclang', 'LIBCLANG_PATH=/nonexistent',
 fails_with('an unknown compiler', 'NGX_PROXY_WASM_COMPILERS="cranelift fast"',
     qr{^\S*configure: error: ngx_proxy_wasm: unknown compiler "fast" in NGX_PROXY_WASM_COMPILERS \("cranelift fast"\): use "cranelift", "winch" or both$});
 
-# an nginx older than the oldest supported
-run(qq{sed -i 's/^#define NGINX_VERSION .*/#define NGINX_VERSION      "1.20.2"/' }
-    . "$tmp/nginx/src/core/nginx.h");
-fails_with('nginx 1.20.2', '',
-    qr{^\S*configure: error: ngx_proxy_wasm: nginx 1\.20\.2 is not supported \(supported: 1\.22\.1 to 1\.28\.x\); set NGX_PROXY_WASM_NGINX_CHECK=off to build anyway$});
+# an nginx newer than the last line supported, and one older than the
+# oldest supported
+sub nginx_version {
+    run_command(qq{sed -i 's/^#define NGINX_VERSION .*/#define NGINX_VERSION      "$_[0]"/' }
+                . "$tmp/nginx/src/core/nginx.h");
+}
+for my $version ('1.29.0', '1.20.2') {
+    nginx_version($version);
+    fails_with("nginx $version", '',
+        qr{^\S*configure: error: ngx_proxy_wasm: nginx \Q$version\E is not supported \(supported: 1\.22\.1 to 1\.28\.x\); set NGX_PROXY_WASM_NGINX_CHECK=off to build anyway$});
+}
 
 my ($rc, $out) = configure('NGX_PROXY_WASM_NGINX_CHECK=off');
 is($rc, 0, "NGX_PROXY_WASM_NGINX_CHECK=off builds for it anyway")

@@ -12,18 +12,19 @@ proxy_wasm_version_number() {
     echo "$1" | awk -F. '{ printf "%d\n", $1 * 1000000 + $2 * 1000 + $3 }'
 }
 
-# nginx: the versions the module is tested with (README, "Supported nginx")
-PROXY_WASM_NGINX_MIN=1.22.1
-PROXY_WASM_NGINX_BELOW=1.29.0
+# nginx: the versions the module is tested with (README, "Supported nginx"):
+# from the oldest release to the last one of a minor line
+PROXY_WASM_NGINX_OLDEST=1.22.1
+PROXY_WASM_NGINX_LAST_LINE=1.28
 
 proxy_wasm_nginx=`sed -n 's/^#define NGINX_VERSION *"\(.*\)"$/\1/p' src/core/nginx.h 2>/dev/null`
 proxy_wasm_n=`proxy_wasm_version_number "$proxy_wasm_nginx"`
 
 if [ "${NGX_PROXY_WASM_NGINX_CHECK:-on}" != off ] && [ -n "$proxy_wasm_nginx" ] \
-   && { [ "$proxy_wasm_n" -lt "`proxy_wasm_version_number $PROXY_WASM_NGINX_MIN`" ] \
-        || [ "$proxy_wasm_n" -ge "`proxy_wasm_version_number $PROXY_WASM_NGINX_BELOW`" ]; }
+   && { [ "$proxy_wasm_n" -lt "`proxy_wasm_version_number $PROXY_WASM_NGINX_OLDEST`" ] \
+        || [ "$proxy_wasm_n" -gt "`proxy_wasm_version_number $PROXY_WASM_NGINX_LAST_LINE.999`" ]; }
 then
-    proxy_wasm_fail "nginx $proxy_wasm_nginx is not supported (supported: $PROXY_WASM_NGINX_MIN to 1.28.x); set NGX_PROXY_WASM_NGINX_CHECK=off to build anyway"
+    proxy_wasm_fail "nginx $proxy_wasm_nginx is not supported (supported: $PROXY_WASM_NGINX_OLDEST to $PROXY_WASM_NGINX_LAST_LINE.x); set NGX_PROXY_WASM_NGINX_CHECK=off to build anyway"
 fi
 
 # cargo, and a Rust as new as Cargo.toml's rust-version

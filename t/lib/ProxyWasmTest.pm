@@ -8,7 +8,8 @@ use warnings;
 
 use Exporter 'import';
 our @EXPORT = qw(default_modules test_certificates trap_storm hostile_upstream
-                 stop_process fuzz_directives request_ends);
+                 stop_process fuzz_directives request_ends run_command
+                 elf_facts);
 
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
@@ -199,6 +200,32 @@ sub hostile_answer {
         print $conn $valid;
     }
     close $conn;
+}
+
+# run_command("shell command"): (exit code, stdout and stderr together).
+sub run_command {
+    my $out = `$_[0] 2>&1`;
+    return ($? >> 8, $out);
+}
+
+# elf_facts(path): what readelf says of a binary's debug information:
+# stripped (no .symtab, no .debug_info), line_tables (.debug_line),
+# debuglink (the file name its .gnu_debuglink names), build_id.
+sub elf_facts {
+    my ($path) = @_;
+    my (undef, $sections) = run_command("readelf -S --wide $path");
+    my (undef, $notes) = run_command("readelf -n $path");
+    my (undef, $link) = $sections =~ /\.gnu_debuglink/
+        ? run_command("readelf --string-dump=.gnu_debuglink $path")
+        : (0, '');
+    my ($debuglink) = $link =~ /\]\s+(\S+)/;
+    my ($build_id) = $notes =~ /Build ID: ([0-9a-f]+)/;
+    return {
+        stripped => $sections !~ /\.debug_info|\.symtab/,
+        line_tables => $sections =~ /\.debug_line/ ? 1 : 0,
+        debuglink => $debuglink,
+        build_id => $build_id,
+    };
 }
 
 # stop_process(pid): ends a process a helper started, and waits for it.
