@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use ngx_proxy_wasm::abi::pairs::Pair;
 use ngx_proxy_wasm::abi::state::Direction;
 use ngx_proxy_wasm::abi::{HostResult, LogLevel};
-use ngx_proxy_wasm::chain::Stream;
+use ngx_proxy_wasm::chain::Chain;
 use ngx_proxy_wasm::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef};
 use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
 
@@ -163,8 +163,8 @@ struct Setup {
 }
 
 impl Setup {
-    fn stream(&self) -> Stream {
-        Stream::new(
+    fn stream(&self) -> Chain {
+        Chain::new(
             self.worker.clone(),
             RequestRef(1),
             &self.filters,

@@ -97,9 +97,9 @@ typedef struct {
 
 /* a request's state */
 typedef struct {
-    ngx_proxy_wasm_stream_t    *stream;
+    ngx_proxy_wasm_chain_t     *chain;
     ngx_http_request_t         *request;
-    /* the chain the stream runs: the location's */
+    /* the filters the chain runs: the location's */
     ngx_array_t                *filters;
     /* posted when filters ask to come back to the request */
     ngx_event_t                 resume;
@@ -201,14 +201,14 @@ char *ngx_http_proxy_wasm_merge_properties(ngx_conf_t *cf,
     ngx_http_proxy_wasm_loc_conf_t *prev,
     ngx_http_proxy_wasm_loc_conf_t *conf);
 ngx_int_t ngx_http_proxy_wasm_add_variables(ngx_conf_t *cf);
-uint32_t ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
-    ngx_proxy_wasm_value_t *value);
-uint32_t ngx_http_proxy_wasm_variable_get(void *request,
+ngx_proxy_wasm_lookup_e ngx_http_proxy_wasm_attribute_get(void *request,
+    ngx_proxy_wasm_attribute_e attribute, ngx_proxy_wasm_value_t *value);
+ngx_proxy_wasm_variable_e ngx_http_proxy_wasm_variable_get(void *request,
     ngx_proxy_wasm_str_t name, ngx_proxy_wasm_str_t *value);
-uint32_t ngx_http_proxy_wasm_variable_set(void *request,
+ngx_proxy_wasm_change_e ngx_http_proxy_wasm_variable_set(void *request,
     ngx_proxy_wasm_str_t name, ngx_proxy_wasm_str_t value);
-uint32_t ngx_http_proxy_wasm_static_property_get(void *request,
-    ngx_proxy_wasm_str_t path, ngx_proxy_wasm_str_t *value);
+ngx_proxy_wasm_lookup_e ngx_http_proxy_wasm_static_property_get(
+    void *request, ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value);
 
 /* HTTP calls: ngx_proxy_wasm_callout.c */
 void *ngx_proxy_wasm_call_start(void *request,
@@ -253,33 +253,38 @@ char *ngx_proxy_wasm_shm_check_shares(ngx_conf_t *cf,
     ngx_proxy_wasm_conf_t *wcf);
 ngx_uint_t ngx_proxy_wasm_module_declared(ngx_proxy_wasm_conf_t *wcf,
     u_char *name, size_t len);
-uint32_t ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t vm_id,
+ngx_proxy_wasm_shm_e ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t key, uint8_t *buf, size_t size, size_t *len,
     uint32_t *cas);
-uint32_t ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t vm_id,
+ngx_proxy_wasm_shm_e ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value, uint32_t cas);
-uint32_t ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
+ngx_proxy_wasm_shm_e ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t name, uint32_t *token);
-uint32_t ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
+ngx_proxy_wasm_shm_e ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t owner, ngx_proxy_wasm_str_t name, uint32_t *token);
-uint32_t ngx_proxy_wasm_queue_enqueue(ngx_proxy_wasm_str_t vm_id,
+ngx_proxy_wasm_shm_e ngx_proxy_wasm_queue_enqueue(ngx_proxy_wasm_str_t vm_id,
     uint32_t token, ngx_proxy_wasm_str_t value);
-uint32_t ngx_proxy_wasm_queue_dequeue(ngx_proxy_wasm_str_t vm_id,
+ngx_proxy_wasm_shm_e ngx_proxy_wasm_queue_dequeue(ngx_proxy_wasm_str_t vm_id,
     uint32_t token, uint8_t *buf, size_t size, size_t *len);
 void ngx_proxy_wasm_queues_exit(void);
-uint32_t ngx_proxy_wasm_metric_define(uint32_t type,
-    ngx_proxy_wasm_str_t module, ngx_proxy_wasm_str_t name, void **metric);
-void ngx_proxy_wasm_metric_update(void *metric, uint32_t op, int64_t value);
+ngx_proxy_wasm_shm_e ngx_proxy_wasm_metric_define(
+    ngx_proxy_wasm_metric_type_e type, ngx_proxy_wasm_str_t module,
+    ngx_proxy_wasm_str_t name, void **metric);
+void ngx_proxy_wasm_metric_update(void *metric, ngx_proxy_wasm_metric_op_e op,
+    int64_t value);
 uint64_t ngx_proxy_wasm_metric_get(void *metric);
 char *ngx_http_proxy_wasm_metrics_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 
-uint32_t ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
-    ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n);
-uint32_t ngx_http_proxy_wasm_header_get(void *request, uint32_t map,
-    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value);
-uint32_t ngx_http_proxy_wasm_header_set(void *request, uint32_t map,
-    uint32_t op, ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value);
+ngx_proxy_wasm_list_e ngx_http_proxy_wasm_headers_get(void *request,
+    ngx_proxy_wasm_header_map_e map, ngx_proxy_wasm_pair_t *pairs,
+    size_t npairs, size_t *n);
+ngx_proxy_wasm_lookup_e ngx_http_proxy_wasm_header_get(void *request,
+    ngx_proxy_wasm_header_map_e map, ngx_proxy_wasm_str_t key,
+    ngx_proxy_wasm_str_t *value);
+ngx_proxy_wasm_change_e ngx_http_proxy_wasm_header_set(void *request,
+    ngx_proxy_wasm_header_map_e map, ngx_proxy_wasm_header_op_e op,
+    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value);
 
 
 #endif /* _NGX_HTTP_PROXY_WASM_H_INCLUDED_ */

@@ -237,16 +237,17 @@ ngx_http_proxy_wasm_response_pairs(ngx_http_request_t *r,
 }
 
 
-static uint32_t
-ngx_http_proxy_wasm_gather(ngx_http_request_t *r, uint32_t map,
+static ngx_int_t
+ngx_http_proxy_wasm_gather(ngx_http_request_t *r,
+    ngx_proxy_wasm_header_map_e map,
     ngx_http_proxy_wasm_pairs_t *out)
 {
     ngx_http_proxy_wasm_ctx_t  *ctx;
 
-    if (map == NGX_PROXY_WASM_HEADERS_REQUEST) {
+    if (map == NGX_PROXY_WASM_HEADER_MAP_REQUEST) {
         ngx_http_proxy_wasm_request_pairs(r, out);
 
-    } else if (map == NGX_PROXY_WASM_HEADERS_RESPONSE_TRAILERS) {
+    } else if (map == NGX_PROXY_WASM_HEADER_MAP_RESPONSE_TRAILERS) {
         ngx_http_proxy_wasm_push_list(out, &r->headers_out.trailers, NULL);
 
     } else {
@@ -254,16 +255,16 @@ ngx_http_proxy_wasm_gather(ngx_http_request_t *r, uint32_t map,
         if (ctx == NULL
             || ngx_http_proxy_wasm_response_pairs(r, ctx, out) != NGX_OK)
         {
-            return NGX_PROXY_WASM_HOST_ERROR;
+            return NGX_ERROR;
         }
     }
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_OK;
 }
 
 
-uint32_t
-ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
+ngx_proxy_wasm_list_e
+ngx_http_proxy_wasm_headers_get(void *request, ngx_proxy_wasm_header_map_e map,
     ngx_proxy_wasm_pair_t *pairs, size_t npairs, size_t *n)
 {
     ngx_http_proxy_wasm_pairs_t  out;
@@ -273,20 +274,19 @@ ngx_http_proxy_wasm_headers_get(void *request, uint32_t map,
     out.n = 0;
     out.key = NULL;
 
-    if (ngx_http_proxy_wasm_gather(request, map, &out)
-        != NGX_PROXY_WASM_HOST_OK)
-    {
-        return NGX_PROXY_WASM_HOST_ERROR;
+    if (ngx_http_proxy_wasm_gather(request, map, &out) != NGX_OK) {
+        return NGX_PROXY_WASM_LIST_ERROR;
     }
 
     *n = out.n;
 
-    return out.n > npairs ? NGX_PROXY_WASM_HOST_AGAIN : NGX_PROXY_WASM_HOST_OK;
+    return out.n > npairs ? NGX_PROXY_WASM_LIST_TOO_SMALL
+                          : NGX_PROXY_WASM_LIST_DONE;
 }
 
 
-uint32_t
-ngx_http_proxy_wasm_header_get(void *request, uint32_t map,
+ngx_proxy_wasm_lookup_e
+ngx_http_proxy_wasm_header_get(void *request, ngx_proxy_wasm_header_map_e map,
     ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value)
 {
     ngx_proxy_wasm_pair_t        pair;
@@ -297,19 +297,17 @@ ngx_http_proxy_wasm_header_get(void *request, uint32_t map,
     out.n = 0;
     out.key = &key;
 
-    if (ngx_http_proxy_wasm_gather(request, map, &out)
-        != NGX_PROXY_WASM_HOST_OK)
-    {
-        return NGX_PROXY_WASM_HOST_ERROR;
+    if (ngx_http_proxy_wasm_gather(request, map, &out) != NGX_OK) {
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
 
     if (out.n == 0) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     *value = pair.value;
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 
@@ -396,7 +394,7 @@ ngx_http_proxy_wasm_list_set(ngx_http_request_t *r, ngx_list_t *list,
     found = 0;
 
     /* adding leaves the entries of that name as they are */
-    for (part = op == NGX_PROXY_WASM_HEADER_ADD ? NULL : &list->part;
+    for (part = op == NGX_PROXY_WASM_HEADER_OP_ADD ? NULL : &list->part;
          part;
          part = part->next)
     {
@@ -409,7 +407,7 @@ ngx_http_proxy_wasm_list_set(ngx_http_request_t *r, ngx_list_t *list,
                 continue;
             }
 
-            if (op == NGX_PROXY_WASM_HEADER_REPLACE && !found) {
+            if (op == NGX_PROXY_WASM_HEADER_OP_REPLACE && !found) {
                 if (ngx_http_proxy_wasm_copy(r, &h[i].value, value) != NGX_OK) {
                     return NGX_ERROR;
                 }
@@ -431,8 +429,8 @@ ngx_http_proxy_wasm_list_set(ngx_http_request_t *r, ngx_list_t *list,
         }
     }
 
-    if (op == NGX_PROXY_WASM_HEADER_ADD
-        || (op == NGX_PROXY_WASM_HEADER_REPLACE && !found))
+    if (op == NGX_PROXY_WASM_HEADER_OP_ADD
+        || (op == NGX_PROXY_WASM_HEADER_OP_REPLACE && !found))
     {
         if (ngx_http_proxy_wasm_list_add(r, list,
                                          &(ngx_proxy_wasm_str_t)
@@ -711,8 +709,9 @@ ngx_http_proxy_wasm_set_path(ngx_http_request_t *r,
 }
 
 
-static uint32_t
-ngx_http_proxy_wasm_request_set(ngx_http_request_t *r, uint32_t op,
+static ngx_proxy_wasm_change_e
+ngx_http_proxy_wasm_request_set(ngx_http_request_t *r,
+    ngx_proxy_wasm_header_op_e op,
     ngx_str_t *key, ngx_proxy_wasm_str_t *value)
 {
     ngx_int_t  rc;
@@ -720,8 +719,8 @@ ngx_http_proxy_wasm_request_set(ngx_http_request_t *r, uint32_t op,
 
     if (key->len && key->data[0] == ':') {
 
-        if (op == NGX_PROXY_WASM_HEADER_REMOVE) {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+        if (op == NGX_PROXY_WASM_HEADER_OP_REMOVE) {
+            return NGX_PROXY_WASM_CHANGE_READ_ONLY;
         }
 
         if (key->len == 7 && ngx_strncasecmp(key->data, (u_char *) ":method", 7)
@@ -739,7 +738,7 @@ ngx_http_proxy_wasm_request_set(ngx_http_request_t *r, uint32_t op,
                       == 0)
         {
             rc = ngx_http_proxy_wasm_list_set(r, &r->headers_in.headers,
-                                              NGX_PROXY_WASM_HEADER_REPLACE,
+                                              NGX_PROXY_WASM_HEADER_OP_REPLACE,
                                               &host, value, 1);
             if (rc == NGX_OK) {
                 rc = ngx_http_proxy_wasm_request_fields(r);
@@ -747,12 +746,12 @@ ngx_http_proxy_wasm_request_set(ngx_http_request_t *r, uint32_t op,
             }
 
         } else {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_CHANGE_READ_ONLY;
         }
 
         /* an empty method or a path not starting with "/" is refused */
-        return rc == NGX_OK ? NGX_PROXY_WASM_HOST_OK
-                            : NGX_PROXY_WASM_HOST_DECLINED;
+        return rc == NGX_OK ? NGX_PROXY_WASM_CHANGE_DONE
+                            : NGX_PROXY_WASM_CHANGE_READ_ONLY;
     }
 
     rc = ngx_http_proxy_wasm_list_set(r, &r->headers_in.headers, op, key,
@@ -762,7 +761,7 @@ ngx_http_proxy_wasm_request_set(ngx_http_request_t *r, uint32_t op,
         rc = ngx_http_proxy_wasm_request_fields(r);
     }
 
-    return rc == NGX_OK ? NGX_PROXY_WASM_HOST_OK : NGX_PROXY_WASM_HOST_ERROR;
+    return rc == NGX_OK ? NGX_PROXY_WASM_CHANGE_DONE : NGX_PROXY_WASM_CHANGE_ERROR;
 }
 
 
@@ -774,28 +773,30 @@ ngx_http_proxy_wasm_request_set(ngx_http_request_t *r, uint32_t op,
      && ngx_strncmp((key)->data, name, sizeof(name) - 1) == 0)
 
 
-static uint32_t
-ngx_http_proxy_wasm_set_status(ngx_http_request_t *r, uint32_t op,
+static ngx_proxy_wasm_change_e
+ngx_http_proxy_wasm_set_status(ngx_http_request_t *r,
+    ngx_proxy_wasm_header_op_e op,
     ngx_proxy_wasm_str_t *value)
 {
     ngx_int_t  n;
 
     n = ngx_atoi((u_char *) value->data, value->len);
 
-    if (op == NGX_PROXY_WASM_HEADER_REMOVE || n < 100 || n > 999) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+    if (op == NGX_PROXY_WASM_HEADER_OP_REMOVE || n < 100 || n > 999) {
+        return NGX_PROXY_WASM_CHANGE_READ_ONLY;
     }
 
     r->headers_out.status = n;
     ngx_str_null(&r->headers_out.status_line);
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_CHANGE_DONE;
 }
 
 
 /* nginx keeps the type in fields only: a list entry would duplicate it */
-static uint32_t
-ngx_http_proxy_wasm_set_content_type(ngx_http_request_t *r, uint32_t op,
+static ngx_proxy_wasm_change_e
+ngx_http_proxy_wasm_set_content_type(ngx_http_request_t *r,
+    ngx_proxy_wasm_header_op_e op,
     ngx_proxy_wasm_str_t *value)
 {
     ngx_str_t                copy;
@@ -807,54 +808,56 @@ ngx_http_proxy_wasm_set_content_type(ngx_http_request_t *r, uint32_t op,
     ho->content_type_lowcase = NULL;
     ho->content_type_hash = 0;
 
-    if (op == NGX_PROXY_WASM_HEADER_REMOVE) {
-        return NGX_PROXY_WASM_HOST_OK;
+    if (op == NGX_PROXY_WASM_HEADER_OP_REMOVE) {
+        return NGX_PROXY_WASM_CHANGE_DONE;
     }
 
     if (ngx_http_proxy_wasm_copy(r, &copy, value) != NGX_OK) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_CHANGE_ERROR;
     }
 
     ho->content_type = copy;
     ho->content_type_len = copy.len;
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_CHANGE_DONE;
 }
 
 
 /* single-valued; the header filter writes it from content_length_n */
-static uint32_t
-ngx_http_proxy_wasm_set_content_length(ngx_http_request_t *r, uint32_t op,
+static ngx_proxy_wasm_change_e
+ngx_http_proxy_wasm_set_content_length(ngx_http_request_t *r,
+    ngx_proxy_wasm_header_op_e op,
     ngx_str_t *key, ngx_proxy_wasm_str_t *value)
 {
     off_t  n;
 
     n = -1;
 
-    if (op != NGX_PROXY_WASM_HEADER_REMOVE) {
+    if (op != NGX_PROXY_WASM_HEADER_OP_REMOVE) {
         n = ngx_atoof((u_char *) value->data, value->len);
         if (n == NGX_ERROR) {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_CHANGE_READ_ONLY;
         }
     }
 
     if (ngx_http_proxy_wasm_list_set(r, &r->headers_out.headers,
-                                     NGX_PROXY_WASM_HEADER_REMOVE, key, NULL,
+                                     NGX_PROXY_WASM_HEADER_OP_REMOVE, key, NULL,
                                      0)
         != NGX_OK)
     {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_CHANGE_ERROR;
     }
 
     r->headers_out.content_length = NULL;
     r->headers_out.content_length_n = n;
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_CHANGE_DONE;
 }
 
 
-static uint32_t
-ngx_http_proxy_wasm_response_set(ngx_http_request_t *r, uint32_t op,
+static ngx_proxy_wasm_change_e
+ngx_http_proxy_wasm_response_set(ngx_http_request_t *r,
+    ngx_proxy_wasm_header_op_e op,
     ngx_str_t *key, ngx_proxy_wasm_str_t *value)
 {
     ngx_table_elt_t             **field;
@@ -865,7 +868,7 @@ ngx_http_proxy_wasm_response_set(ngx_http_request_t *r, uint32_t op,
     }
 
     if (key->len && key->data[0] == ':') {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_CHANGE_READ_ONLY;
     }
 
     if (ngx_http_proxy_wasm_is(key, "content-type")) {
@@ -880,7 +883,7 @@ ngx_http_proxy_wasm_response_set(ngx_http_request_t *r, uint32_t op,
                                      value, 0)
         != NGX_OK)
     {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_CHANGE_ERROR;
     }
 
     for (f = ngx_http_proxy_wasm_out_fields; f->name.len; f++) {
@@ -902,43 +905,44 @@ ngx_http_proxy_wasm_response_set(ngx_http_request_t *r, uint32_t op,
             : -1;
     }
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_CHANGE_DONE;
 }
 
 
-uint32_t
-ngx_http_proxy_wasm_header_set(void *request, uint32_t map, uint32_t op,
-    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value)
+ngx_proxy_wasm_change_e
+ngx_http_proxy_wasm_header_set(void *request, ngx_proxy_wasm_header_map_e map,
+    ngx_proxy_wasm_header_op_e op, ngx_proxy_wasm_str_t key,
+    ngx_proxy_wasm_str_t value)
 {
     ngx_http_request_t  *r = request;
 
     ngx_str_t  name;
 
     if (ngx_http_proxy_wasm_request_gone(r)) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_CHANGE_READ_ONLY;
     }
 
     /* lower-cased, as Envoy names headers */
     name.len = key.len;
     name.data = ngx_pnalloc(r->pool, key.len);
     if (name.data == NULL) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_CHANGE_ERROR;
     }
 
     ngx_strlow(name.data, (u_char *) key.data, key.len);
 
-    if (map == NGX_PROXY_WASM_HEADERS_REQUEST) {
+    if (map == NGX_PROXY_WASM_HEADER_MAP_REQUEST) {
         return ngx_http_proxy_wasm_request_set(r, op, &name, &value);
     }
 
-    if (map == NGX_PROXY_WASM_HEADERS_RESPONSE_TRAILERS) {
+    if (map == NGX_PROXY_WASM_HEADER_MAP_RESPONSE_TRAILERS) {
         if (name.len && name.data[0] == ':') {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_CHANGE_READ_ONLY;
         }
 
         return ngx_http_proxy_wasm_list_set(r, &r->headers_out.trailers, op,
                                             &name, &value, 0)
-               == NGX_OK ? NGX_PROXY_WASM_HOST_OK : NGX_PROXY_WASM_HOST_ERROR;
+               == NGX_OK ? NGX_PROXY_WASM_CHANGE_DONE : NGX_PROXY_WASM_CHANGE_ERROR;
     }
 
     return ngx_http_proxy_wasm_response_set(r, op, &name, &value);

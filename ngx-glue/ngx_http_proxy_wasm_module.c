@@ -57,7 +57,9 @@ static ngx_conf_enum_t  ngx_http_proxy_wasm_overflow[] = {
 
 static ngx_conf_enum_t  ngx_http_proxy_wasm_isolations[] = {
     { ngx_string("none"), NGX_PROXY_WASM_ISOLATION_NONE },
-    { ngx_string("stream"), NGX_PROXY_WASM_ISOLATION_STREAM },
+    { ngx_string("request"), NGX_PROXY_WASM_ISOLATION_REQUEST },
+    /* the former name of "request" */
+    { ngx_string("stream"), NGX_PROXY_WASM_ISOLATION_REQUEST },
     { ngx_string("filter"), NGX_PROXY_WASM_ISOLATION_FILTER },
     { ngx_null_string, 0 }
 };
@@ -548,17 +550,17 @@ ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r)
 
 
 /*
- * A new stream of the location's chain, in a fresh or ended state. If it
+ * A new run of the location's chain, in a fresh or ended state. If it
  * cannot start, the state stays (failed: the error response passes the
  * filters by) and *rc is set.
  */
 static ngx_http_proxy_wasm_ctx_t *
-ngx_http_proxy_wasm_start_stream(ngx_http_request_t *r,
+ngx_http_proxy_wasm_start_chain(ngx_http_request_t *r,
     ngx_http_proxy_wasm_ctx_t *ctx, ngx_http_proxy_wasm_loc_conf_t *plcf,
     ngx_int_t *rc)
 {
-    ngx_proxy_wasm_runtime_t      *rt;
-    ngx_proxy_wasm_stream_conf_t   conf;
+    ngx_proxy_wasm_runtime_t     *rt;
+    ngx_proxy_wasm_chain_conf_t   conf;
 
     ngx_memzero(ctx, sizeof(ngx_http_proxy_wasm_ctx_t));
 
@@ -579,13 +581,13 @@ ngx_http_proxy_wasm_start_stream(ngx_http_request_t *r,
 
     rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
 
-    ctx->stream = rt ? ngx_proxy_wasm_api.stream_new(rt, r,
+    ctx->chain = rt ? ngx_proxy_wasm_api.chain_new(rt, r,
                                                     plcf->filters->elts,
                                                     plcf->filters->nelts,
                                                     &conf)
                      : NULL;
 
-    if (ctx->stream == NULL) {
+    if (ctx->chain == NULL) {
         ctx->failed = 1;
         *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return NULL;
@@ -596,7 +598,7 @@ ngx_http_proxy_wasm_start_stream(ngx_http_request_t *r,
 
 
 static void
-ngx_http_proxy_wasm_end_stream(ngx_http_proxy_wasm_ctx_t *ctx)
+ngx_http_proxy_wasm_end_chain(ngx_http_proxy_wasm_ctx_t *ctx)
 {
     if (ctx->resume.posted) {
         ngx_delete_posted_event(&ctx->resume);
@@ -606,9 +608,9 @@ ngx_http_proxy_wasm_end_stream(ngx_http_proxy_wasm_ctx_t *ctx)
         ngx_del_timer(&ctx->hold_timer);
     }
 
-    if (ctx->stream) {
-        ngx_proxy_wasm_api.stream_free(ctx->stream);
-        ctx->stream = NULL;
+    if (ctx->chain) {
+        ngx_proxy_wasm_api.chain_free(ctx->chain);
+        ctx->chain = NULL;
     }
 }
 
@@ -616,7 +618,7 @@ ngx_http_proxy_wasm_end_stream(ngx_http_proxy_wasm_ctx_t *ctx)
 static void
 ngx_http_proxy_wasm_cleanup(void *data)
 {
-    ngx_http_proxy_wasm_end_stream(data);
+    ngx_http_proxy_wasm_end_chain(data);
 }
 
 
@@ -655,9 +657,9 @@ ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "proxy_wasm: another chain after a redirect");
 
-        ngx_http_proxy_wasm_end_stream(ctx);
+        ngx_http_proxy_wasm_end_chain(ctx);
 
-        return ngx_http_proxy_wasm_start_stream(r, ctx, plcf, rc);
+        return ngx_http_proxy_wasm_start_chain(r, ctx, plcf, rc);
     }
 
     ctx = ngx_palloc(r->pool, sizeof(ngx_http_proxy_wasm_ctx_t));
@@ -679,7 +681,7 @@ ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
 
     ngx_http_set_ctx(r, ctx, ngx_http_proxy_wasm_module);
 
-    return ngx_http_proxy_wasm_start_stream(r, ctx, plcf, rc);
+    return ngx_http_proxy_wasm_start_chain(r, ctx, plcf, rc);
 }
 
 
@@ -858,13 +860,13 @@ ngx_http_proxy_wasm_request_step(ngx_http_request_t *r,
         ngx_del_timer(&ctx->hold_timer);
     }
 
-    switch (step->action) {
+    switch (step->next) {
 
-    case NGX_PROXY_WASM_ACTION_CONTINUE:
+    case NGX_PROXY_WASM_NEXT_CONTINUE:
         ctx->request_headers_done = step->headers_done;
         return NGX_DECLINED;
 
-    case NGX_PROXY_WASM_ACTION_PAUSE:
+    case NGX_PROXY_WASM_NEXT_PAUSE:
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "proxy_wasm: request held by a filter");
         ctx->request_paused = 1;
@@ -876,16 +878,16 @@ ngx_http_proxy_wasm_request_step(ngx_http_request_t *r,
 
         return NGX_DONE;
 
-    case NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE:
+    case NGX_PROXY_WASM_NEXT_LOCAL_RESPONSE:
         ngx_http_finalize_request(r,
                               ngx_http_proxy_wasm_send_local_response(r, ctx));
         return NGX_DONE;
 
-    case NGX_PROXY_WASM_ACTION_CLOSE:
+    case NGX_PROXY_WASM_NEXT_CLOSE:
         ctx->failed = 1;
         return NGX_HTTP_CLOSE;
 
-    default: /* NGX_PROXY_WASM_ACTION_FAIL */
+    default: /* NGX_PROXY_WASM_NEXT_FAIL */
         return ngx_http_proxy_wasm_failed(r, ctx);
     }
 }
@@ -899,7 +901,7 @@ ngx_http_proxy_wasm_request_headers(ngx_http_request_t *r,
     ngx_proxy_wasm_step_t  step;
 
     if (ctx->request_paused) {
-        ngx_proxy_wasm_api.stream_resume(ctx->stream, NGX_PROXY_WASM_REQUEST,
+        ngx_proxy_wasm_api.chain_resume(ctx->chain, NGX_PROXY_WASM_DIRECTION_REQUEST,
                                          &step);
 
     } else {
@@ -909,8 +911,8 @@ ngx_http_proxy_wasm_request_headers(ngx_http_request_t *r,
                        "proxy_wasm: on_request_headers \"%V\" c:%ud",
                        &r->uri, r->main->count);
 
-        ngx_proxy_wasm_api.stream_on_headers(ctx->stream,
-                                     NGX_PROXY_WASM_REQUEST,
+        ngx_proxy_wasm_api.chain_on_headers(ctx->chain,
+                                     NGX_PROXY_WASM_DIRECTION_REQUEST,
                                      !ngx_http_proxy_wasm_request_has_body(r),
                                      &step);
     }
@@ -1108,8 +1110,8 @@ ngx_http_proxy_wasm_precontent_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (!ngx_proxy_wasm_api.stream_wants_body(ctx->stream,
-                                              NGX_PROXY_WASM_REQUEST))
+    if (!ngx_proxy_wasm_api.chain_wants_body(ctx->chain,
+                                              NGX_PROXY_WASM_DIRECTION_REQUEST))
     {
         return NGX_DECLINED;
     }
@@ -1367,30 +1369,30 @@ ngx_http_proxy_wasm_request_body_filter(ngx_http_request_t *r,
         return ngx_http_next_request_body_filter(r, in);
     }
 
-    ngx_proxy_wasm_api.stream_on_body(ctx->stream, NGX_PROXY_WASM_REQUEST,
+    ngx_proxy_wasm_api.chain_on_body(ctx->chain, NGX_PROXY_WASM_DIRECTION_REQUEST,
                                       parts.elts, parts.nelts, last, &step);
 
-    switch (step.action) {
+    switch (step.next) {
 
-    case NGX_PROXY_WASM_ACTION_CONTINUE:
+    case NGX_PROXY_WASM_NEXT_CONTINUE:
         return ngx_http_proxy_wasm_request_output(r, ctx, &step, in, size);
 
-    case NGX_PROXY_WASM_ACTION_PAUSE:
+    case NGX_PROXY_WASM_NEXT_PAUSE:
         ngx_http_proxy_wasm_consume(in);
         ctx->request_body_held = last;
         ngx_http_proxy_wasm_watch_held_body(r, ctx);
         return NGX_OK;
 
-    case NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE:
+    case NGX_PROXY_WASM_NEXT_LOCAL_RESPONSE:
         ctx->local_response_pending = 1;
         ngx_http_proxy_wasm_consume(in);
         return last ? ngx_http_proxy_wasm_request_body_end(r) : NGX_OK;
 
-    case NGX_PROXY_WASM_ACTION_CLOSE:
+    case NGX_PROXY_WASM_NEXT_CLOSE:
         ctx->failed = 1;
         return NGX_HTTP_CLOSE;
 
-    default: /* NGX_PROXY_WASM_ACTION_FAIL */
+    default: /* NGX_PROXY_WASM_NEXT_FAIL */
         return ngx_http_proxy_wasm_failed(r, ctx);
     }
 }
@@ -1404,13 +1406,13 @@ ngx_http_proxy_wasm_resume_request_body(ngx_http_request_t *r,
     ngx_int_t              rc;
     ngx_proxy_wasm_step_t  step;
 
-    ngx_proxy_wasm_api.stream_resume(ctx->stream, NGX_PROXY_WASM_REQUEST,
+    ngx_proxy_wasm_api.chain_resume(ctx->chain, NGX_PROXY_WASM_DIRECTION_REQUEST,
                                      &step);
 
-    switch (step.action) {
+    switch (step.next) {
 
-    case NGX_PROXY_WASM_ACTION_CONTINUE:
-        if (step.output == NGX_PROXY_WASM_OUTPUT_NONE) {
+    case NGX_PROXY_WASM_NEXT_CONTINUE:
+        if (step.output == NGX_PROXY_WASM_OUTPUT_NOTHING) {
             return;
         }
 
@@ -1418,21 +1420,21 @@ ngx_http_proxy_wasm_resume_request_body(ngx_http_request_t *r,
         rc = ngx_http_proxy_wasm_request_output(r, ctx, &step, NULL, 0);
         break;
 
-    case NGX_PROXY_WASM_ACTION_PAUSE:
+    case NGX_PROXY_WASM_NEXT_PAUSE:
         return;
 
-    case NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE:
+    case NGX_PROXY_WASM_NEXT_LOCAL_RESPONSE:
         ctx->request_body_held = 0;
         ctx->local_response_pending = 1;
         rc = ngx_http_proxy_wasm_request_body_end(r);
         break;
 
-    case NGX_PROXY_WASM_ACTION_CLOSE:
+    case NGX_PROXY_WASM_NEXT_CLOSE:
         ctx->failed = 1;
         ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
         return;
 
-    default: /* NGX_PROXY_WASM_ACTION_FAIL */
+    default: /* NGX_PROXY_WASM_NEXT_FAIL */
         ngx_http_finalize_request(r, ngx_http_proxy_wasm_failed(r, ctx));
         return;
     }
@@ -1488,14 +1490,14 @@ ngx_http_proxy_wasm_resume_handler(ngx_event_t *ev)
 
     } else {
         /* nothing is held: only a close can take effect */
-        ngx_proxy_wasm_api.stream_resume(ctx->stream, NGX_PROXY_WASM_REQUEST,
+        ngx_proxy_wasm_api.chain_resume(ctx->chain, NGX_PROXY_WASM_DIRECTION_REQUEST,
                                          &step);
 
-        if (step.action == NGX_PROXY_WASM_ACTION_CLOSE) {
+        if (step.next == NGX_PROXY_WASM_NEXT_CLOSE) {
             ctx->failed = 1;
             ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
 
-        } else if (step.action == NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE) {
+        } else if (step.next == NGX_PROXY_WASM_NEXT_LOCAL_RESPONSE) {
             ngx_log_error(NGX_LOG_WARN, c->log, 0,
                           "proxy_wasm: local response ignored: no filter "
                           "holds the request");
@@ -1513,8 +1515,8 @@ ngx_http_proxy_wasm_log_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_proxy_wasm_get_ctx(r);
 
-    if (ctx != NULL && ctx->stream != NULL) {
-        ngx_proxy_wasm_api.stream_on_log(ctx->stream);
+    if (ctx != NULL && ctx->chain != NULL) {
+        ngx_proxy_wasm_api.chain_on_log(ctx->chain);
     }
 
     return NGX_OK;

@@ -15,62 +15,10 @@
 
 
 typedef struct {
-    ngx_str_t                   path;        /* dotted, canonical */
+    /* the path's key (property_key): dotted, canonical */
+    ngx_str_t                   key;
     ngx_http_complex_value_t    value;
 } ngx_http_proxy_wasm_property_t;
-
-
-/*
- * Attributes of Envoy's that filters cannot set: properties of these
- * namespaces come from nginx, not from proxy_wasm_property.
- */
-static ngx_str_t  ngx_http_proxy_wasm_reserved[] = {
-    ngx_string("request"),
-    ngx_string("response"),
-    ngx_string("source"),
-    ngx_string("destination"),
-    ngx_string("connection"),
-    ngx_string("upstream"),
-    ngx_string("ngx"),
-    ngx_string("plugin_name"),
-    ngx_string("plugin_root_id"),
-    ngx_string("plugin_vm_id"),
-    ngx_null_string
-};
-
-
-/* Envoy's former top-level names of xds.* attributes */
-static ngx_str_t  ngx_http_proxy_wasm_legacy_xds[] = {
-    ngx_string("node"),
-    ngx_string("cluster_name"),
-    ngx_string("cluster_metadata"),
-    ngx_string("listener_direction"),
-    ngx_string("listener_metadata"),
-    ngx_string("route_name"),
-    ngx_string("route_metadata"),
-    ngx_string("upstream_host_metadata"),
-    ngx_null_string
-};
-
-
-static ngx_int_t
-ngx_http_proxy_wasm_first_segment_in(ngx_str_t *path, ngx_str_t *names)
-{
-    size_t  len;
-
-    for ( /* void */ ; names->len; names++) {
-        len = names->len;
-
-        if (path->len >= len
-            && ngx_strncmp(path->data, names->data, len) == 0
-            && (path->len == len || path->data[len] == '.'))
-        {
-            return 1;
-        }
-    }
-
-    return 0;
-}
 
 
 /* proxy_wasm_property <path> <value> */
@@ -80,46 +28,41 @@ ngx_http_proxy_wasm_property_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_proxy_wasm_loc_conf_t  *plcf = conf;
 
-    u_char                            *p;
-    ngx_str_t                         *value, path;
+    size_t                             len;
+    ngx_str_t                         *value, key;
     ngx_uint_t                         i;
+    ngx_proxy_wasm_str_t               path;
     ngx_http_proxy_wasm_property_t    *prop;
     ngx_http_compile_complex_value_t   ccv;
 
     value = cf->args->elts;
-    path = value[1];
 
-    if (path.len == 0 || path.data[0] == '.' || path.data[path.len - 1] == '.'
-        || ngx_strnstr(path.data, "..", path.len) != NULL)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid property path \"%V\": segments are "
-                           "joined by single dots", &path);
+    path.data = value[1].data;
+    path.len = value[1].len;
+
+    /* the key: "node.id" is "xds.node.id", as in Envoy */
+    key.data = ngx_pnalloc(cf->pool, path.len + 4);
+    if (key.data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_http_proxy_wasm_first_segment_in(&path,
-                                             ngx_http_proxy_wasm_reserved))
-    {
+    switch (ngx_proxy_wasm_api.property_key(path, key.data, &len)) {
+
+    case NGX_PROXY_WASM_PROPERTY_KEY_VALID:
+        key.len = len;
+        break;
+
+    case NGX_PROXY_WASM_PROPERTY_KEY_RESERVED:
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "property \"%V\" is one of nginx's attributes "
-                           "and cannot be defined", &path);
+                           "and cannot be defined", &value[1]);
         return NGX_CONF_ERROR;
-    }
 
-    /* "node.id" is "xds.node.id", as in Envoy */
-    if (ngx_http_proxy_wasm_first_segment_in(&path,
-                                             ngx_http_proxy_wasm_legacy_xds))
-    {
-        p = ngx_pnalloc(cf->pool, path.len + 4);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memcpy(p, "xds.", 4);
-        ngx_memcpy(p + 4, path.data, path.len);
-        path.data = p;
-        path.len += 4;
+    default:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid property path \"%V\": segments are "
+                           "joined by single dots", &value[1]);
+        return NGX_CONF_ERROR;
     }
 
     if (plcf->properties == NGX_CONF_UNSET_PTR) {
@@ -133,8 +76,8 @@ ngx_http_proxy_wasm_property_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     prop = plcf->properties->elts;
 
     for (i = 0; i < plcf->properties->nelts; i++) {
-        if (prop[i].path.len == path.len
-            && ngx_strncmp(prop[i].path.data, path.data, path.len) == 0)
+        if (prop[i].key.len == key.len
+            && ngx_strncmp(prop[i].key.data, key.data, key.len) == 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "property \"%V\" is already defined here",
@@ -148,7 +91,7 @@ ngx_http_proxy_wasm_property_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    prop->path = path;
+    prop->key = key;
 
     ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
     ccv.cf = cf;
@@ -190,9 +133,9 @@ ngx_http_proxy_wasm_merge_properties(ngx_conf_t *cf,
         own = conf->properties->elts;
 
         for (j = 0; j < conf->properties->nelts; j++) {
-            if (own[j].path.len == inherited[i].path.len
-                && ngx_strncmp(own[j].path.data, inherited[i].path.data,
-                               own[j].path.len) == 0)
+            if (own[j].key.len == inherited[i].key.len
+                && ngx_strncmp(own[j].key.data, inherited[i].key.data,
+                               own[j].key.len) == 0)
             {
                 break;
             }
@@ -214,9 +157,9 @@ ngx_http_proxy_wasm_merge_properties(ngx_conf_t *cf,
 }
 
 
-uint32_t
+ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_static_property_get(void *request,
-    ngx_proxy_wasm_str_t path, ngx_proxy_wasm_str_t *value)
+    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value)
 {
     ngx_http_request_t  *r = request;
 
@@ -237,12 +180,12 @@ ngx_http_proxy_wasm_static_property_get(void *request,
     } else {
         /* a root context: the properties of http{} */
         if (!ngx_http_proxy_wasm_process_started) {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
         }
 
         http = ngx_http_proxy_wasm_http_conf();
         if (http == NULL) {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
         }
 
         plcf = http->loc_conf[ngx_http_proxy_wasm_module.ctx_index];
@@ -251,14 +194,14 @@ ngx_http_proxy_wasm_static_property_get(void *request,
     if (plcf == NULL || plcf->properties == NULL
         || plcf->properties == NGX_CONF_UNSET_PTR)
     {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     prop = plcf->properties->elts;
 
     for (i = 0; i < plcf->properties->nelts; i++) {
-        if (prop[i].path.len != path.len
-            || ngx_strncmp(prop[i].path.data, path.data, path.len) != 0)
+        if (prop[i].key.len != key.len
+            || ngx_strncmp(prop[i].key.data, key.data, key.len) != 0)
         {
             continue;
         }
@@ -267,18 +210,18 @@ ngx_http_proxy_wasm_static_property_get(void *request,
             v = prop[i].value.value;
 
         } else if (r == NULL) {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
 
         } else if (ngx_http_complex_value(r, &prop[i].value, &v) != NGX_OK) {
-            return NGX_PROXY_WASM_HOST_ERROR;
+            return NGX_PROXY_WASM_LOOKUP_ERROR;
         }
 
         value->data = v.data;
         value->len = v.len;
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
     }
 
-    return NGX_PROXY_WASM_HOST_DECLINED;
+    return NGX_PROXY_WASM_LOOKUP_ABSENT;
 }
 
 
@@ -321,19 +264,20 @@ ngx_http_proxy_wasm_find_variable(ngx_http_request_t *r, ngx_str_t *name,
 
 /*
  * A variable by name: lower-cased in buf (or the request's pool if it is
- * longer), with its hash key. NOT_FOUND: no such variable.
+ * longer), with its hash key. NGX_DONE: no such variable; NGX_DECLINED:
+ * the request is being freed.
  */
-static uint32_t
+static ngx_int_t
 ngx_http_proxy_wasm_lookup_variable(ngx_http_request_t *r,
     ngx_proxy_wasm_str_t in, u_char *buf, ngx_str_t *name, ngx_uint_t *key,
     ngx_http_variable_t **v, ngx_uint_t *prefix)
 {
     if (r == NULL || ngx_http_proxy_wasm_request_gone(r)) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_DECLINED;
     }
 
     if (in.len == 0) {
-        return NGX_PROXY_WASM_HOST_NOT_FOUND;
+        return NGX_DONE;
     }
 
     name->len = in.len;
@@ -342,7 +286,7 @@ ngx_http_proxy_wasm_lookup_variable(ngx_http_request_t *r,
     if (in.len > NGX_HTTP_PROXY_WASM_NAME_STACK) {
         name->data = ngx_pnalloc(r->pool, in.len);
         if (name->data == NULL) {
-            return NGX_PROXY_WASM_HOST_ERROR;
+            return NGX_ERROR;
         }
     }
 
@@ -350,18 +294,18 @@ ngx_http_proxy_wasm_lookup_variable(ngx_http_request_t *r,
 
     *v = ngx_http_proxy_wasm_find_variable(r, name, *key, prefix);
 
-    return *v ? NGX_PROXY_WASM_HOST_OK : NGX_PROXY_WASM_HOST_NOT_FOUND;
+    return *v ? NGX_OK : NGX_DONE;
 }
 
 
-uint32_t
+ngx_proxy_wasm_variable_e
 ngx_http_proxy_wasm_variable_get(void *request, ngx_proxy_wasm_str_t in,
     ngx_proxy_wasm_str_t *value)
 {
     ngx_http_request_t  *r = request;
 
     u_char                      buf[NGX_HTTP_PROXY_WASM_NAME_STACK];
-    uint32_t                    rc;
+    ngx_int_t                   rc;
     ngx_str_t                   name;
     ngx_uint_t                  key, prefix;
     ngx_http_variable_t        *v;
@@ -369,28 +313,35 @@ ngx_http_proxy_wasm_variable_get(void *request, ngx_proxy_wasm_str_t in,
 
     rc = ngx_http_proxy_wasm_lookup_variable(r, in, buf, &name, &key, &v,
                                              &prefix);
-    if (rc != NGX_PROXY_WASM_HOST_OK) {
-        return rc;
+    switch (rc) {
+    case NGX_OK:
+        break;
+    case NGX_DECLINED:
+        return NGX_PROXY_WASM_VARIABLE_NO_VALUE;
+    case NGX_DONE:
+        return NGX_PROXY_WASM_VARIABLE_UNKNOWN;
+    default:
+        return NGX_PROXY_WASM_VARIABLE_ERROR;
     }
 
     vv = ngx_http_get_variable(r, &name, key);
     if (vv == NULL) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_VARIABLE_ERROR;
     }
 
     if (vv->not_found || !vv->valid) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_VARIABLE_NO_VALUE;
     }
 
     value->data = vv->data;
     value->len = vv->len;
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_VARIABLE_FOUND;
 }
 
 
 /* as ngx.var.<name> = value does in Lua */
-uint32_t
+ngx_proxy_wasm_change_e
 ngx_http_proxy_wasm_variable_set(void *request, ngx_proxy_wasm_str_t in,
     ngx_proxy_wasm_str_t value)
 {
@@ -398,7 +349,7 @@ ngx_http_proxy_wasm_variable_set(void *request, ngx_proxy_wasm_str_t in,
 
     u_char                     *data;
     u_char                      buf[NGX_HTTP_PROXY_WASM_NAME_STACK];
-    uint32_t                    rc;
+    ngx_int_t                   rc;
     ngx_str_t                   name;
     ngx_uint_t                  key, prefix;
     ngx_http_variable_t        *v;
@@ -406,12 +357,19 @@ ngx_http_proxy_wasm_variable_set(void *request, ngx_proxy_wasm_str_t in,
 
     rc = ngx_http_proxy_wasm_lookup_variable(r, in, buf, &name, &key, &v,
                                              &prefix);
-    if (rc != NGX_PROXY_WASM_HOST_OK) {
-        return rc;
+    switch (rc) {
+    case NGX_OK:
+        break;
+    case NGX_DECLINED:
+        return NGX_PROXY_WASM_CHANGE_READ_ONLY;
+    case NGX_DONE:
+        return NGX_PROXY_WASM_CHANGE_UNKNOWN;
+    default:
+        return NGX_PROXY_WASM_CHANGE_ERROR;
     }
 
     if (prefix || !(v->flags & NGX_HTTP_VAR_CHANGEABLE)) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_CHANGE_READ_ONLY;
     }
 
     data = NULL;
@@ -419,7 +377,7 @@ ngx_http_proxy_wasm_variable_set(void *request, ngx_proxy_wasm_str_t in,
     if (value.len) {
         data = ngx_pnalloc(r->pool, value.len);
         if (data == NULL) {
-            return NGX_PROXY_WASM_HOST_ERROR;
+            return NGX_PROXY_WASM_CHANGE_ERROR;
         }
 
         ngx_memcpy(data, value.data, value.len);
@@ -428,14 +386,14 @@ ngx_http_proxy_wasm_variable_set(void *request, ngx_proxy_wasm_str_t in,
     if (v->set_handler) {
         vv = ngx_palloc(r->pool, sizeof(ngx_http_variable_value_t));
         if (vv == NULL) {
-            return NGX_PROXY_WASM_HOST_ERROR;
+            return NGX_PROXY_WASM_CHANGE_ERROR;
         }
 
     } else if (v->flags & NGX_HTTP_VAR_INDEXED) {
         vv = &r->variables[v->index];
 
     } else {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_CHANGE_READ_ONLY;
     }
 
     vv->valid = 1;
@@ -449,7 +407,7 @@ ngx_http_proxy_wasm_variable_set(void *request, ngx_proxy_wasm_str_t in,
         v->set_handler(r, vv, v->data);
     }
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_CHANGE_DONE;
 }
 
 
@@ -466,20 +424,20 @@ ngx_http_proxy_wasm_property_variable(ngx_http_request_t *r,
     v->not_found = 1;
 
     ctx = ngx_http_proxy_wasm_get_ctx(r);
-    if (ctx == NULL || ctx->stream == NULL) {
+    if (ctx == NULL || ctx->chain == NULL) {
         return NGX_OK;
     }
 
     path.data = name->data + sizeof(NGX_HTTP_PROXY_WASM_PROPERTY_VAR) - 1;
     path.len = name->len - (sizeof(NGX_HTTP_PROXY_WASM_PROPERTY_VAR) - 1);
 
-    if (ngx_proxy_wasm_api.stream_property(ctx->stream, path, &value)
-        != NGX_PROXY_WASM_HOST_OK)
+    if (ngx_proxy_wasm_api.chain_property(ctx->chain, path, &value)
+        != NGX_PROXY_WASM_LOOKUP_FOUND)
     {
         return NGX_OK;
     }
 
-    /* the stream lends it until its next call */
+    /* the chain lends it until its next call */
     v->data = ngx_pnalloc(r->pool, value.len + 1);
     if (v->data == NULL) {
         return NGX_ERROR;
@@ -543,7 +501,7 @@ ngx_http_proxy_wasm_value_str(ngx_proxy_wasm_value_t *value, u_char *data,
 
 
 /* "ip:port" ("[ip6]:port"; a unix socket's path) */
-static uint32_t
+static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_address(ngx_http_request_t *r, struct sockaddr *sa,
     socklen_t socklen, ngx_proxy_wasm_value_t *value)
 {
@@ -551,12 +509,12 @@ ngx_http_proxy_wasm_address(ngx_http_request_t *r, struct sockaddr *sa,
     size_t   len;
 
     if (sa == NULL) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     p = ngx_pnalloc(r->pool, NGX_SOCKADDR_STRLEN);
     if (p == NULL) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
 
     len = ngx_sock_ntop(sa, socklen, p, NGX_SOCKADDR_STRLEN, 1);
@@ -571,11 +529,11 @@ ngx_http_proxy_wasm_address(ngx_http_request_t *r, struct sockaddr *sa,
 
     ngx_http_proxy_wasm_value_str(value, p, len);
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 
-static uint32_t
+static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_port(struct sockaddr *sa, ngx_proxy_wasm_value_t *value)
 {
     if (sa == NULL
@@ -585,16 +543,16 @@ ngx_http_proxy_wasm_port(struct sockaddr *sa, ngx_proxy_wasm_value_t *value)
 #endif
         ))
     {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     ngx_http_proxy_wasm_value_int(value, ngx_inet_get_port(sa));
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 
-static uint32_t
+static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_protocol(ngx_http_request_t *r,
     ngx_proxy_wasm_value_t *value)
 {
@@ -619,41 +577,41 @@ ngx_http_proxy_wasm_protocol(ngx_http_request_t *r,
         break;
 #endif
     default:
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     ngx_http_proxy_wasm_value_str(value, s.data, s.len);
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 
 /* an attribute that is an nginx variable's value ("request_id", ...) */
-static uint32_t
+static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_variable_value(ngx_http_request_t *r, const char *name,
     ngx_proxy_wasm_value_t *value)
 {
-    uint32_t              rc;
-    ngx_proxy_wasm_str_t  var, v;
+    ngx_proxy_wasm_str_t       var, v;
+    ngx_proxy_wasm_variable_e  rc;
 
     var.data = (const uint8_t *) name;
     var.len = ngx_strlen(name);
 
     rc = ngx_http_proxy_wasm_variable_get(r, var, &v);
-    if (rc != NGX_PROXY_WASM_HOST_OK) {
-        return rc == NGX_PROXY_WASM_HOST_ERROR ? rc
-                                               : NGX_PROXY_WASM_HOST_DECLINED;
+    if (rc != NGX_PROXY_WASM_VARIABLE_FOUND) {
+        return rc == NGX_PROXY_WASM_VARIABLE_ERROR
+               ? NGX_PROXY_WASM_LOOKUP_ERROR : NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     ngx_http_proxy_wasm_value_str(value, (u_char *) v.data, v.len);
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 
 #if (NGX_HTTP_SSL)
 
-static uint32_t
+static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_copy_bio(ngx_http_request_t *r, BIO *bio,
     ngx_proxy_wasm_value_t *value)
 {
@@ -664,42 +622,42 @@ ngx_http_proxy_wasm_copy_bio(ngx_http_request_t *r, BIO *bio,
 
     p = ngx_pnalloc(r->pool, len + 1);
     if (p == NULL) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
 
     if (len && BIO_read(bio, p, (int) len) != (int) len) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
 
     ngx_http_proxy_wasm_value_str(value, p, len);
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 
 /* the subject in RFC 2253 form, as Envoy gives it; "" without a certificate */
-static uint32_t
+static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_subject(ngx_http_request_t *r, X509 *cert,
     ngx_proxy_wasm_value_t *value)
 {
     BIO       *bio;
-    uint32_t   rc;
+    ngx_proxy_wasm_lookup_e rc;
 
     if (cert == NULL) {
         ngx_http_proxy_wasm_value_str(value, (u_char *) "", 0);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
     }
 
     bio = BIO_new(BIO_s_mem());
     if (bio == NULL) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
 
     if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0,
                            XN_FLAG_RFC2253) < 0)
     {
         BIO_free(bio);
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
 
     rc = ngx_http_proxy_wasm_copy_bio(r, bio, value);
@@ -710,27 +668,27 @@ ngx_http_proxy_wasm_subject(ngx_http_request_t *r, X509 *cert,
 
 
 /* the first subject alternative name of a type (GEN_DNS, GEN_URI) */
-static uint32_t
+static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_san(ngx_http_request_t *r, X509 *cert, int type,
     ngx_proxy_wasm_value_t *value)
 {
     int               i, n;
     u_char           *p;
-    uint32_t          rc;
+    ngx_proxy_wasm_lookup_e rc;
     GENERAL_NAME     *name;
     GENERAL_NAMES    *names;
     ASN1_IA5STRING   *s;
 
     if (cert == NULL) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
     if (names == NULL) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
-    rc = NGX_PROXY_WASM_HOST_DECLINED;
+    rc = NGX_PROXY_WASM_LOOKUP_ABSENT;
     n = sk_GENERAL_NAME_num(names);
 
     for (i = 0; i < n; i++) {
@@ -745,13 +703,13 @@ ngx_http_proxy_wasm_san(ngx_http_request_t *r, X509 *cert, int type,
 
         p = ngx_pnalloc(r->pool, ASN1_STRING_length(s) + 1);
         if (p == NULL) {
-            rc = NGX_PROXY_WASM_HOST_ERROR;
+            rc = NGX_PROXY_WASM_LOOKUP_ERROR;
             break;
         }
 
         ngx_memcpy(p, ASN1_STRING_get0_data(s), ASN1_STRING_length(s));
         ngx_http_proxy_wasm_value_str(value, p, ASN1_STRING_length(s));
-        rc = NGX_PROXY_WASM_HOST_OK;
+        rc = NGX_PROXY_WASM_LOOKUP_FOUND;
         break;
     }
 
@@ -761,7 +719,7 @@ ngx_http_proxy_wasm_san(ngx_http_request_t *r, X509 *cert, int type,
 }
 
 
-static uint32_t
+static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_sha256(ngx_http_request_t *r, X509 *cert,
     ngx_proxy_wasm_value_t *value)
 {
@@ -770,44 +728,44 @@ ngx_http_proxy_wasm_sha256(ngx_http_request_t *r, X509 *cert,
     unsigned int   n;
 
     if (cert == NULL) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     if (X509_digest(cert, EVP_sha256(), md, &n) == 0) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
 
     p = ngx_pnalloc(r->pool, 2 * n);
     if (p == NULL) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
 
     ngx_hex_dump(p, md, n);
     ngx_http_proxy_wasm_value_str(value, p, 2 * n);
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 
-static uint32_t
-ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
+static ngx_proxy_wasm_lookup_e
+ngx_http_proxy_wasm_tls(ngx_http_request_t *r, ngx_proxy_wasm_attribute_e attribute,
     ngx_proxy_wasm_value_t *value)
 {
     SSL         *ssl;
     X509        *peer;
-    uint32_t     rc;
+    ngx_proxy_wasm_lookup_e rc;
     const char  *s;
 
     if (r->connection->ssl == NULL) {
         switch (attribute) {
         case NGX_PROXY_WASM_ATTR_CONNECTION_MTLS:
             ngx_http_proxy_wasm_value_bool(value, 0);
-            return NGX_PROXY_WASM_HOST_OK;
+            return NGX_PROXY_WASM_LOOKUP_FOUND;
         case NGX_PROXY_WASM_ATTR_CONNECTION_REQUESTED_SERVER_NAME:
             ngx_http_proxy_wasm_value_str(value, (u_char *) "", 0);
-            return NGX_PROXY_WASM_HOST_OK;
+            return NGX_PROXY_WASM_LOOKUP_FOUND;
         default:
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
         }
     }
 
@@ -823,12 +781,12 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
 #endif
         s = s ? s : "";
         ngx_http_proxy_wasm_value_str(value, (u_char *) s, ngx_strlen(s));
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_TLS_VERSION:
         s = SSL_get_version(ssl);
         ngx_http_proxy_wasm_value_str(value, (u_char *) s, ngx_strlen(s));
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_SUBJECT_LOCAL_CERTIFICATE:
         return ngx_http_proxy_wasm_subject(r, SSL_get_certificate(ssl), value);
@@ -840,6 +798,10 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
     case NGX_PROXY_WASM_ATTR_CONNECTION_URI_SAN_LOCAL_CERTIFICATE:
         return ngx_http_proxy_wasm_san(r, SSL_get_certificate(ssl), GEN_URI,
                                        value);
+
+    default:
+        /* one of the peer's certificate */
+        break;
     }
 
     /* the peer's certificate: a reference to drop */
@@ -849,7 +811,7 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_MTLS:
         ngx_http_proxy_wasm_value_bool(value, peer != NULL);
-        rc = NGX_PROXY_WASM_HOST_OK;
+        rc = NGX_PROXY_WASM_LOOKUP_FOUND;
         break;
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_SUBJECT_PEER_CERTIFICATE:
@@ -873,11 +835,11 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
         rc = peer ? ngx_http_proxy_wasm_variable_value(r,
                                                   "ssl_client_escaped_cert",
                                                   value)
-                  : NGX_PROXY_WASM_HOST_DECLINED;
+                  : NGX_PROXY_WASM_LOOKUP_ABSENT;
         break;
 
     default:
-        rc = NGX_PROXY_WASM_HOST_DECLINED;
+        rc = NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     if (peer) {
@@ -894,32 +856,32 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, uint32_t attribute,
  * Envoy's time from the first byte to the upstream to its last one back:
  * $upstream_response_time of the last server tried, once it answered.
  */
-static uint32_t
+static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_backend_latency(ngx_http_request_t *r,
     ngx_proxy_wasm_value_t *value)
 {
     ngx_http_upstream_state_t  *state;
 
     if (r->upstream_states == NULL || r->upstream_states->nelts == 0) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     state = r->upstream_states->elts;
     state = &state[r->upstream_states->nelts - 1];
 
     if (state->response_time == (ngx_msec_t) -1) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     ngx_http_proxy_wasm_value_int(value,
                                   (int64_t) state->response_time * 1000000);
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 
-static uint32_t
-ngx_http_proxy_wasm_upstream(ngx_http_request_t *r, uint32_t attribute,
+static ngx_proxy_wasm_lookup_e
+ngx_http_proxy_wasm_upstream(ngx_http_request_t *r, ngx_proxy_wasm_attribute_e attribute,
     ngx_proxy_wasm_value_t *value)
 {
     const char            *s;
@@ -929,13 +891,13 @@ ngx_http_proxy_wasm_upstream(ngx_http_request_t *r, uint32_t attribute,
         /* one state per upstream server tried */
         ngx_http_proxy_wasm_value_int(value, r->upstream_states
                                              ? r->upstream_states->nelts : 0);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
     }
 
     u = r->upstream;
 
     if (u == NULL || u->peer.sockaddr == NULL) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     switch (attribute) {
@@ -952,20 +914,21 @@ ngx_http_proxy_wasm_upstream(ngx_http_request_t *r, uint32_t attribute,
         if (u->peer.connection && u->peer.connection->ssl) {
             s = SSL_get_version(u->peer.connection->ssl->connection);
             ngx_http_proxy_wasm_value_str(value, (u_char *) s, ngx_strlen(s));
-            return NGX_PROXY_WASM_HOST_OK;
+            return NGX_PROXY_WASM_LOOKUP_FOUND;
         }
 #endif
         (void) s;
-        return NGX_PROXY_WASM_HOST_DECLINED;
-    }
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
 
-    return NGX_PROXY_WASM_HOST_DECLINED;
+    default:
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
+    }
 }
 
 
-uint32_t
-ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
-    ngx_proxy_wasm_value_t *value)
+ngx_proxy_wasm_lookup_e
+ngx_http_proxy_wasm_attribute_get(void *request,
+    ngx_proxy_wasm_attribute_e attribute, ngx_proxy_wasm_value_t *value)
 {
     ngx_http_request_t  *r = request;
 
@@ -975,7 +938,7 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
     ngx_connection_t  *c;
 
     if (r == NULL || ngx_http_proxy_wasm_request_gone(r)) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
     c = r->connection;
@@ -986,7 +949,7 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
         ngx_http_proxy_wasm_value_int(value,
                                       (int64_t) r->start_sec * 1000000000
                                       + (int64_t) r->start_msec * 1000000);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_REQUEST_DURATION:
         tp = ngx_timeofday();
@@ -994,7 +957,7 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
                                + (tp->msec - r->start_msec));
         ngx_http_proxy_wasm_value_int(value, (int64_t) ngx_max(ms, 0)
                                              * 1000000);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_REQUEST_PROTOCOL:
         return ngx_http_proxy_wasm_protocol(r, value);
@@ -1009,26 +972,26 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
                                           ? r->request_body->received : 0);
         }
 
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_REQUEST_TOTAL_SIZE:
         ngx_http_proxy_wasm_value_int(value, r->request_length);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_REQUEST_ID:
         return ngx_http_proxy_wasm_variable_value(r, "request_id", value);
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_CODE:
         if (r->headers_out.status == 0) {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
         }
 
         ngx_http_proxy_wasm_value_int(value, r->headers_out.status);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_CODE_DETAILS:
         if (r->headers_out.status == 0) {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
         }
 
         if (r->upstream && r->upstream->headers_in.status_n) {
@@ -1040,16 +1003,16 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
                                           sizeof("direct_response") - 1);
         }
 
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_SIZE:
         sent = c->sent - r->header_size;
         ngx_http_proxy_wasm_value_int(value, ngx_max(sent, 0));
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_TOTAL_SIZE:
         ngx_http_proxy_wasm_value_int(value, c->sent);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_BACKEND_LATENCY:
         return ngx_http_proxy_wasm_backend_latency(r, value);
@@ -1063,7 +1026,7 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
     case NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS:
     case NGX_PROXY_WASM_ATTR_DESTINATION_PORT:
         if (ngx_connection_local_sockaddr(c, NULL, 0) != NGX_OK) {
-            return NGX_PROXY_WASM_HOST_ERROR;
+            return NGX_PROXY_WASM_LOOKUP_ERROR;
         }
 
         if (attribute == NGX_PROXY_WASM_ATTR_DESTINATION_PORT) {
@@ -1075,7 +1038,7 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_ID:
         ngx_http_proxy_wasm_value_int(value, (int64_t) c->number);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_MTLS:
     case NGX_PROXY_WASM_ATTR_CONNECTION_REQUESTED_SERVER_NAME:
@@ -1093,10 +1056,10 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
 #else
         if (attribute == NGX_PROXY_WASM_ATTR_CONNECTION_MTLS) {
             ngx_http_proxy_wasm_value_bool(value, 0);
-            return NGX_PROXY_WASM_HOST_OK;
+            return NGX_PROXY_WASM_LOOKUP_FOUND;
         }
 
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
 #endif
 
     case NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS:
@@ -1106,5 +1069,5 @@ ngx_http_proxy_wasm_attribute_get(void *request, uint32_t attribute,
         return ngx_http_proxy_wasm_upstream(r, attribute, value);
     }
 
-    return NGX_PROXY_WASM_HOST_DECLINED;
+    return NGX_PROXY_WASM_LOOKUP_ABSENT;
 }

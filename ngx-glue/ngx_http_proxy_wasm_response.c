@@ -84,11 +84,11 @@ ngx_http_proxy_wasm_local_headers(ngx_http_request_t *r,
     r->headers_out.content_length_n = (off_t) lr->body.len;
 
     for (i = 0; i < lr->nheaders; i++) {
-        if (ngx_http_proxy_wasm_header_set(r, NGX_PROXY_WASM_HEADERS_RESPONSE,
-                                           NGX_PROXY_WASM_HEADER_ADD,
+        if (ngx_http_proxy_wasm_header_set(r, NGX_PROXY_WASM_HEADER_MAP_RESPONSE,
+                                           NGX_PROXY_WASM_HEADER_OP_ADD,
                                            lr->headers[i].key,
                                            lr->headers[i].value)
-            == NGX_PROXY_WASM_HOST_ERROR)
+            == NGX_PROXY_WASM_CHANGE_ERROR)
         {
             return NGX_ERROR;
         }
@@ -100,10 +100,10 @@ ngx_http_proxy_wasm_local_headers(ngx_http_request_t *r,
         text_plain.data = (u_char *) "text/plain";
         text_plain.len = sizeof("text/plain") - 1;
 
-        if (ngx_http_proxy_wasm_header_set(r, NGX_PROXY_WASM_HEADERS_RESPONSE,
-                                           NGX_PROXY_WASM_HEADER_REPLACE,
+        if (ngx_http_proxy_wasm_header_set(r, NGX_PROXY_WASM_HEADER_MAP_RESPONSE,
+                                           NGX_PROXY_WASM_HEADER_OP_REPLACE,
                                            content_type, text_plain)
-            == NGX_PROXY_WASM_HOST_ERROR)
+            == NGX_PROXY_WASM_CHANGE_ERROR)
         {
             return NGX_ERROR;
         }
@@ -164,7 +164,7 @@ ngx_http_proxy_wasm_send_local_response(ngx_http_request_t *r,
     ngx_int_t                        rc;
     ngx_proxy_wasm_local_response_t  lr;
 
-    if (ngx_proxy_wasm_api.stream_local_response(ctx->stream, &lr) != 0) {
+    if (ngx_proxy_wasm_api.chain_local_response(ctx->chain, &lr) != 0) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -195,7 +195,7 @@ ngx_http_proxy_wasm_replace_response(ngx_http_request_t *r,
     ctx->response_replaced = 1;
     r->buffered &= ~NGX_HTTP_PROXY_WASM_BUFFERED;
 
-    if (ngx_proxy_wasm_api.stream_local_response(ctx->stream, &lr) != 0) {
+    if (ngx_proxy_wasm_api.chain_local_response(ctx->chain, &lr) != 0) {
         return NGX_ERROR;
     }
 
@@ -213,7 +213,7 @@ ngx_http_proxy_wasm_replace_response(ngx_http_request_t *r,
     }
 
     ctx->response_sent = 1;
-    ngx_proxy_wasm_api.stream_response_sent(ctx->stream);
+    ngx_proxy_wasm_api.chain_response_sent(ctx->chain);
 
     return ngx_http_proxy_wasm_send_local(r, &lr, ngx_http_next_header_filter,
                                           ngx_http_next_body_filter);
@@ -252,7 +252,7 @@ ngx_http_proxy_wasm_send_headers(ngx_http_request_t *r,
     }
 
     ctx->response_sent = 1;
-    ngx_proxy_wasm_api.stream_response_sent(ctx->stream);
+    ngx_proxy_wasm_api.chain_response_sent(ctx->chain);
 
     return ngx_http_next_header_filter(r);
 }
@@ -272,27 +272,27 @@ ngx_http_proxy_wasm_response_step(ngx_http_request_t *r,
     ngx_int_t     rc;
     ngx_chain_t  *out;
 
-    switch (step->action) {
+    switch (step->next) {
 
-    case NGX_PROXY_WASM_ACTION_PAUSE:
+    case NGX_PROXY_WASM_NEXT_PAUSE:
         ngx_http_proxy_wasm_consume(in);
         ctx->response_held = 1;
         r->buffered |= NGX_HTTP_PROXY_WASM_BUFFERED;
         return NGX_OK;
 
-    case NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE:
+    case NGX_PROXY_WASM_NEXT_LOCAL_RESPONSE:
         ngx_http_proxy_wasm_consume(in);
         return ngx_http_proxy_wasm_replace_response(r, ctx);
 
-    case NGX_PROXY_WASM_ACTION_CONTINUE:
+    case NGX_PROXY_WASM_NEXT_CONTINUE:
         break;
 
-    default: /* NGX_PROXY_WASM_ACTION_FAIL, NGX_PROXY_WASM_ACTION_CLOSE */
+    default: /* NGX_PROXY_WASM_NEXT_FAIL, NGX_PROXY_WASM_NEXT_CLOSE */
         ngx_http_proxy_wasm_consume(in);
         ctx->failed = 1;
         r->buffered &= ~NGX_HTTP_PROXY_WASM_BUFFERED;
 
-        if (step->action == NGX_PROXY_WASM_ACTION_FAIL && !ctx->response_sent) {
+        if (step->next == NGX_PROXY_WASM_NEXT_FAIL && !ctx->response_sent) {
             ctx->response_replaced = 1;
             return ngx_http_filter_finalize_request(r,
                                           &ngx_http_proxy_wasm_module,
@@ -309,7 +309,7 @@ ngx_http_proxy_wasm_response_step(ngx_http_request_t *r,
     if (!ctx->response_sent) {
 
         /* the headers wait for the first body data through the chain */
-        if (step->output == NGX_PROXY_WASM_OUTPUT_NONE
+        if (step->output == NGX_PROXY_WASM_OUTPUT_NOTHING
             && ctx->response_body_wanted && !r->header_only)
         {
             return NGX_OK;
@@ -324,7 +324,7 @@ ngx_http_proxy_wasm_response_step(ngx_http_request_t *r,
 
     switch (step->output) {
 
-    case NGX_PROXY_WASM_OUTPUT_NONE:
+    case NGX_PROXY_WASM_OUTPUT_NOTHING:
         return NGX_OK;
 
     case NGX_PROXY_WASM_OUTPUT_UNCHANGED:
@@ -389,8 +389,8 @@ ngx_http_proxy_wasm_header_filter(ngx_http_request_t *r)
 
     ctx->response_headers_started = 1;
     ctx->response_body_wanted = !r->header_only
-        && ngx_proxy_wasm_api.stream_wants_body(ctx->stream,
-                                                NGX_PROXY_WASM_RESPONSE);
+        && ngx_proxy_wasm_api.chain_wants_body(ctx->chain,
+                                                NGX_PROXY_WASM_DIRECTION_RESPONSE);
 
     if (ctx->response_body_wanted) {
         /* filters see bodies in memory; byte ranges would cut them */
@@ -402,7 +402,7 @@ ngx_http_proxy_wasm_header_filter(ngx_http_request_t *r)
                    "proxy_wasm: on_response_headers %ui c:%ud",
                    r->headers_out.status, r->main->count);
 
-    ngx_proxy_wasm_api.stream_on_headers(ctx->stream, NGX_PROXY_WASM_RESPONSE,
+    ngx_proxy_wasm_api.chain_on_headers(ctx->chain, NGX_PROXY_WASM_DIRECTION_RESPONSE,
                                          r->header_only, &step);
 
     return ngx_http_proxy_wasm_response_step(r, ctx, &step, NULL, 0, 0);
@@ -457,21 +457,21 @@ ngx_http_proxy_wasm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     trailers = last && ngx_http_proxy_wasm_has_trailers(r);
 
     /* with trailers to come, the body's last data is not its end */
-    ngx_proxy_wasm_api.stream_on_body(ctx->stream, NGX_PROXY_WASM_RESPONSE,
+    ngx_proxy_wasm_api.chain_on_body(ctx->chain, NGX_PROXY_WASM_DIRECTION_RESPONSE,
                                       parts.elts, parts.nelts,
                                       last && !trailers, &step);
 
-    if (trailers && step.action == NGX_PROXY_WASM_ACTION_CONTINUE) {
-        ngx_proxy_wasm_api.stream_on_trailers(ctx->stream,
-                                              NGX_PROXY_WASM_RESPONSE,
+    if (trailers && step.next == NGX_PROXY_WASM_NEXT_CONTINUE) {
+        ngx_proxy_wasm_api.chain_on_trailers(ctx->chain,
+                                              NGX_PROXY_WASM_DIRECTION_RESPONSE,
                                               &trailers_step);
 
-        if (trailers_step.action != NGX_PROXY_WASM_ACTION_CONTINUE) {
-            step.action = trailers_step.action;
+        if (trailers_step.next != NGX_PROXY_WASM_NEXT_CONTINUE) {
+            step.next = trailers_step.next;
         }
     }
 
-    if (last && step.action == NGX_PROXY_WASM_ACTION_CONTINUE
+    if (last && step.next == NGX_PROXY_WASM_NEXT_CONTINUE
         && ngx_http_proxy_wasm_has_trailers(r)
         && ctx->response_sent && !r->chunked
         && r->http_version < NGX_HTTP_VERSION_20)
@@ -498,10 +498,10 @@ ngx_http_proxy_wasm_resume_response(ngx_http_request_t *r,
         return;
     }
 
-    ngx_proxy_wasm_api.stream_resume(ctx->stream, NGX_PROXY_WASM_RESPONSE,
+    ngx_proxy_wasm_api.chain_resume(ctx->chain, NGX_PROXY_WASM_DIRECTION_RESPONSE,
                                      &step);
 
-    if (step.action == NGX_PROXY_WASM_ACTION_PAUSE) {
+    if (step.next == NGX_PROXY_WASM_NEXT_PAUSE) {
         return;
     }
 

@@ -7,9 +7,15 @@
  *   - ngx_proxy_wasm_api_t: implemented in Rust, called by C from directive
  *     handlers, worker start and request phases.
  *
- * build.rs runs bindgen over this file, so both sides are type-checked
- * against the same declarations. It includes no nginx header: the Rust
- * library does not depend on the nginx version it is linked into.
+ * Every fact that crosses is declared here once. build.rs runs bindgen
+ * over this file: Rust gets its structs and function types as generated
+ * code, and a Rust enum for every enum below (named after it: "_e" and
+ * the common prefix of its values dropped) that it decodes exhaustively:
+ * a value it does not know is an error, never a default.
+ *
+ * Enums cross as 32-bit integers (bindgen's view of a C enum); each
+ * function returns the result enum of its kind of operation. It includes no nginx header: the Rust library does
+ * not depend on the nginx version it is linked into.
  */
 
 #ifndef _NGX_PROXY_WASM_H_INCLUDED_
@@ -33,23 +39,65 @@ typedef struct {
 } ngx_proxy_wasm_pair_t;
 
 
-/* Return codes of host (C) functions. */
+/* What a lookup of one value found (header_get, attribute_get, ...). */
 typedef enum {
-    NGX_PROXY_WASM_HOST_OK = 0,
-    /* the operation does not apply (e.g. an unknown or read-only header) */
-    NGX_PROXY_WASM_HOST_DECLINED = 1,
-    /* the output array is too small: *n holds the size needed */
-    NGX_PROXY_WASM_HOST_AGAIN = 2,
-    NGX_PROXY_WASM_HOST_ERROR = 3,
-    /* no such thing (e.g. an unknown variable) */
-    NGX_PROXY_WASM_HOST_NOT_FOUND = 4,
+    NGX_PROXY_WASM_LOOKUP_FOUND = 0,
+    /* no such thing, or it has no value now */
+    NGX_PROXY_WASM_LOOKUP_ABSENT = 1,
+    NGX_PROXY_WASM_LOOKUP_ERROR = 2
+} ngx_proxy_wasm_lookup_e;
+
+
+/* What headers_get did with the array it was given. */
+typedef enum {
+    NGX_PROXY_WASM_LIST_DONE = 0,
+    /* the array is too small: *n holds the count needed */
+    NGX_PROXY_WASM_LIST_TOO_SMALL = 1,
+    NGX_PROXY_WASM_LIST_ERROR = 2
+} ngx_proxy_wasm_list_e;
+
+
+/* What a change of a header or a variable came to. */
+typedef enum {
+    NGX_PROXY_WASM_CHANGE_DONE = 0,
+    /* it cannot be changed (a read-only pseudo-header or variable) */
+    NGX_PROXY_WASM_CHANGE_READ_ONLY = 1,
+    /* no variable has that name */
+    NGX_PROXY_WASM_CHANGE_UNKNOWN = 2,
+    NGX_PROXY_WASM_CHANGE_ERROR = 3
+} ngx_proxy_wasm_change_e;
+
+
+/* What variable_get found. */
+typedef enum {
+    NGX_PROXY_WASM_VARIABLE_FOUND = 0,
+    /* the variable exists and has no value */
+    NGX_PROXY_WASM_VARIABLE_NO_VALUE = 1,
+    /* no variable has that name */
+    NGX_PROXY_WASM_VARIABLE_UNKNOWN = 2,
+    NGX_PROXY_WASM_VARIABLE_ERROR = 3
+} ngx_proxy_wasm_variable_e;
+
+
+/* What an operation on shared memory came to. */
+typedef enum {
+    NGX_PROXY_WASM_SHM_DONE = 0,
+    /* no such key; the queue is empty; no such queue owner */
+    NGX_PROXY_WASM_SHM_ABSENT = 1,
+    /* the buffer is too small: *len holds the size needed */
+    NGX_PROXY_WASM_SHM_TOO_SMALL = 2,
+    /* no zone holds the key, or no queue has the name or id */
+    NGX_PROXY_WASM_SHM_NO_ZONE = 3,
     /* a compare-and-swap found another version */
-    NGX_PROXY_WASM_HOST_MISMATCH = 5,
-    /* a shared memory zone has no room left */
-    NGX_PROXY_WASM_HOST_FULL = 6,
-    /* the module was not given that zone or queue (share=) */
-    NGX_PROXY_WASM_HOST_DENIED = 7
-} ngx_proxy_wasm_host_rc_e;
+    NGX_PROXY_WASM_SHM_CAS_MISMATCH = 4,
+    /* the zone has no room left (nothing the module may evict) */
+    NGX_PROXY_WASM_SHM_FULL = 5,
+    /* the module was not given that zone or queue (share=, owner) */
+    NGX_PROXY_WASM_SHM_DENIED = 6,
+    /* a metric of that name has another type */
+    NGX_PROXY_WASM_SHM_TYPE_CONFLICT = 7,
+    NGX_PROXY_WASM_SHM_ERROR = 8
+} ngx_proxy_wasm_shm_e;
 
 
 /* Proxy-Wasm metric types, as in the ABI. */
@@ -84,19 +132,19 @@ typedef enum {
 
 /* The header maps nginx holds for a request. */
 typedef enum {
-    NGX_PROXY_WASM_HEADERS_REQUEST = 0,
-    NGX_PROXY_WASM_HEADERS_RESPONSE = 1,
-    NGX_PROXY_WASM_HEADERS_RESPONSE_TRAILERS = 2
-} ngx_proxy_wasm_headers_e;
+    NGX_PROXY_WASM_HEADER_MAP_REQUEST = 0,
+    NGX_PROXY_WASM_HEADER_MAP_RESPONSE = 1,
+    NGX_PROXY_WASM_HEADER_MAP_RESPONSE_TRAILERS = 2
+} ngx_proxy_wasm_header_map_e;
 
 
 typedef enum {
     /* append a value, keeping existing ones */
-    NGX_PROXY_WASM_HEADER_ADD = 0,
+    NGX_PROXY_WASM_HEADER_OP_ADD = 0,
     /* set the value: the first entry is updated, the others removed */
-    NGX_PROXY_WASM_HEADER_REPLACE = 1,
+    NGX_PROXY_WASM_HEADER_OP_REPLACE = 1,
     /* remove every entry of that name */
-    NGX_PROXY_WASM_HEADER_REMOVE = 2
+    NGX_PROXY_WASM_HEADER_OP_REMOVE = 2
 } ngx_proxy_wasm_header_op_e;
 
 
@@ -150,7 +198,7 @@ typedef enum {
 
 /* An attribute's value: "string" or "integer" (bools: 0 or 1). */
 typedef struct {
-    uint32_t                       kind;        /* ngx_proxy_wasm_value_kind_e */
+    ngx_proxy_wasm_value_kind_e    kind;
     int64_t                        integer;
     /* valid until the request's pool goes */
     ngx_proxy_wasm_str_t           string;
@@ -158,29 +206,29 @@ typedef struct {
 
 
 typedef enum {
-    NGX_PROXY_WASM_REQUEST = 0,
-    NGX_PROXY_WASM_RESPONSE = 1
+    NGX_PROXY_WASM_DIRECTION_REQUEST = 0,
+    NGX_PROXY_WASM_DIRECTION_RESPONSE = 1
 } ngx_proxy_wasm_direction_e;
 
 
 /* What the C side does after the chain ran. */
 typedef enum {
     /* go on with the next nginx handler or filter */
-    NGX_PROXY_WASM_ACTION_CONTINUE = 0,
+    NGX_PROXY_WASM_NEXT_CONTINUE = 0,
     /* a filter paused: hold the direction until the chain resumes it */
-    NGX_PROXY_WASM_ACTION_PAUSE = 1,
-    /* a filter produced a response: send it (see stream_local_response) */
-    NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE = 2,
+    NGX_PROXY_WASM_NEXT_PAUSE = 1,
+    /* a filter produced a response: send it (see chain_local_response) */
+    NGX_PROXY_WASM_NEXT_LOCAL_RESPONSE = 2,
     /* a filter failed: end the request with the configured error status */
-    NGX_PROXY_WASM_ACTION_FAIL = 3,
-    /* a filter closed the stream: reset it */
-    NGX_PROXY_WASM_ACTION_CLOSE = 4
-} ngx_proxy_wasm_action_e;
+    NGX_PROXY_WASM_NEXT_FAIL = 3,
+    /* a filter closed the request: reset it */
+    NGX_PROXY_WASM_NEXT_CLOSE = 4
+} ngx_proxy_wasm_next_e;
 
 
 /* The body data that left the chain. */
 typedef enum {
-    NGX_PROXY_WASM_OUTPUT_NONE = 0,
+    NGX_PROXY_WASM_OUTPUT_NOTHING = 0,
     /* exactly the data just handed in: pass nginx's own buffers on */
     NGX_PROXY_WASM_OUTPUT_UNCHANGED = 1,
     /* other data, in the step's "data" */
@@ -190,13 +238,13 @@ typedef enum {
 
 /* The outcome of handing headers, body data or trailers to the chain. */
 typedef struct {
-    uint32_t                       action;        /* ngx_proxy_wasm_action_e */
+    ngx_proxy_wasm_next_e          next;
     /* the direction's headers have gone through the whole chain */
     uint32_t                       headers_done;
-    uint32_t                       output;        /* ngx_proxy_wasm_output_e */
+    ngx_proxy_wasm_output_e        output;
     /* the output ends the body */
     uint32_t                       end_of_stream;
-    /* OUTPUT_DATA: valid until the next call on the stream */
+    /* OUTPUT_DATA: valid until the next call on the chain */
     ngx_proxy_wasm_str_t           data;
 } ngx_proxy_wasm_step_t;
 
@@ -210,7 +258,7 @@ typedef enum {
 
 /* Settings of the wasm{} block that shape the runtime. */
 typedef struct {
-    uint32_t                       compiler;    /* ngx_proxy_wasm_compiler_e */
+    ngx_proxy_wasm_compiler_e      compiler;
     uint32_t                       backtraces;  /* 0 or 1 */
     /* bytes of linear memory an instance may have */
     size_t                         memory_limit;
@@ -223,7 +271,7 @@ typedef struct {
     /* the largest body of an HTTP call's response */
     size_t                         http_call_max_body_size;
     /* the Proxy-Wasm level failed HTTP calls are logged at */
-    uint32_t                       http_call_failure_log;
+    ngx_proxy_wasm_log_level_e     http_call_failure_log;
     /* the longest metric name, with its filter's prefix */
     size_t                         max_metric_name_length;
 } ngx_proxy_wasm_runtime_conf_t;
@@ -236,14 +284,14 @@ typedef enum {
     NGX_PROXY_WASM_FAILURE_FAIL_CLOSED = 1,
     /* skip the failed filter */
     NGX_PROXY_WASM_FAILURE_FAIL_OPEN = 2
-} ngx_proxy_wasm_failure_e;
+} ngx_proxy_wasm_failure_policy_e;
 
 
 typedef enum {
     /* the worker's instance of each module */
     NGX_PROXY_WASM_ISOLATION_NONE = 0,
     /* an instance of each module per request */
-    NGX_PROXY_WASM_ISOLATION_STREAM = 1,
+    NGX_PROXY_WASM_ISOLATION_REQUEST = 1,
     /* an instance per filter per request */
     NGX_PROXY_WASM_ISOLATION_FILTER = 2
 } ngx_proxy_wasm_isolation_e;
@@ -255,15 +303,15 @@ typedef struct {
     size_t                         response_body_limit;
     /* beyond it: 0 fails the request, 1 passes the data on */
     uint32_t                       response_body_overflow_pass;
-    uint32_t                       failure;     /* ngx_proxy_wasm_failure_e */
-    uint32_t                       isolation;   /* ngx_proxy_wasm_isolation_e */
-} ngx_proxy_wasm_stream_conf_t;
+    ngx_proxy_wasm_failure_policy_e  failure;
+    ngx_proxy_wasm_isolation_e     isolation;
+} ngx_proxy_wasm_chain_conf_t;
 
 
 /* An HTTP call to start (proxy_http_call). */
 typedef struct {
     /* what the outcome is reported with (call_data, call_end) */
-    uint64_t                       token;
+    uint32_t                       token;
     /* "ip:port", "host:port" (nginx's resolver), "unix:/path" */
     ngx_proxy_wasm_str_t           target;
     /* the request, as it goes on the wire */
@@ -279,27 +327,37 @@ typedef struct {
 /* Why a call ended without call_data taking a whole response. */
 typedef enum {
     /* the server closed the connection (a body may end so) */
-    NGX_PROXY_WASM_CALL_CLOSED = 0,
+    NGX_PROXY_WASM_CALL_END_CLOSED = 0,
     /* no connection could be made */
-    NGX_PROXY_WASM_CALL_REFUSED = 1,
-    NGX_PROXY_WASM_CALL_TIMEOUT = 2,
+    NGX_PROXY_WASM_CALL_END_REFUSED = 1,
+    NGX_PROXY_WASM_CALL_END_TIMEOUT = 2,
     /* the host name did not resolve */
-    NGX_PROXY_WASM_CALL_RESOLVE = 3,
+    NGX_PROXY_WASM_CALL_END_RESOLVE = 3,
     /* a read or write failed */
-    NGX_PROXY_WASM_CALL_RESET = 4,
+    NGX_PROXY_WASM_CALL_END_RESET = 4,
     /* the TLS handshake or the server's certificate failed */
-    NGX_PROXY_WASM_CALL_TLS = 5
+    NGX_PROXY_WASM_CALL_END_TLS = 5
 } ngx_proxy_wasm_call_end_e;
 
 
 /* What call_data says of the bytes it took. */
 typedef enum {
-    NGX_PROXY_WASM_CALL_MORE = 0,
+    NGX_PROXY_WASM_CALL_PROGRESS_MORE = 0,
     /* the response is whole; the connection may serve another call */
-    NGX_PROXY_WASM_CALL_DONE_KEEPALIVE = 1,
+    NGX_PROXY_WASM_CALL_PROGRESS_KEEP_ALIVE = 1,
     /* the response is whole, or broken: close the connection */
-    NGX_PROXY_WASM_CALL_DONE_CLOSE = 2
-} ngx_proxy_wasm_call_rc_e;
+    NGX_PROXY_WASM_CALL_PROGRESS_CLOSE = 2
+} ngx_proxy_wasm_call_progress_e;
+
+
+/* What proxy_wasm_property makes of a path (property_key). */
+typedef enum {
+    NGX_PROXY_WASM_PROPERTY_KEY_VALID = 0,
+    /* empty, or an empty segment */
+    NGX_PROXY_WASM_PROPERTY_KEY_INVALID = 1,
+    /* one of nginx's attributes: it cannot be defined */
+    NGX_PROXY_WASM_PROPERTY_KEY_RESERVED = 2
+} ngx_proxy_wasm_property_key_e;
 
 
 /* A response produced by a filter with proxy_send_local_response. */
@@ -314,7 +372,7 @@ typedef struct {
 
 /*
  * Functions the C shim provides to Rust. "request" is an opaque
- * ngx_http_request_t pointer handed to Rust by stream_new; NULL means "no
+ * ngx_http_request_t pointer handed to Rust by chain_new; NULL means "no
  * request" (e.g. a root context), where it is allowed.
  */
 typedef struct {
@@ -322,68 +380,65 @@ typedef struct {
      * Log a message at a Proxy-Wasm level, attributed to a filter and a
      * context id (0: none). The request's log is used when there is one.
      */
-    void      (*log)(void *request, uint32_t level, ngx_proxy_wasm_str_t filter,
-                     uint32_t context_id, ngx_proxy_wasm_str_t message);
+    void      (*log)(void *request, ngx_proxy_wasm_log_level_e level,
+                     ngx_proxy_wasm_str_t filter, uint32_t context_id,
+                     ngx_proxy_wasm_str_t message);
 
     /* The Proxy-Wasm level at and above which log() writes anything. */
-    uint32_t  (*log_level)(void *request);
+    ngx_proxy_wasm_log_level_e  (*log_level)(void *request);
 
     /*
      * All entries of a header map, pseudo-headers first. The pairs point
      * into nginx memory and stay valid until the map is changed. With a
-     * too small array, returns AGAIN and sets *n to the count needed.
+     * too small array, returns TOO_SMALL and sets *n to the count needed.
      */
-    uint32_t  (*headers_get)(void *request, uint32_t map,
-                             ngx_proxy_wasm_pair_t *pairs, size_t npairs,
-                             size_t *n);
+    ngx_proxy_wasm_list_e  (*headers_get)(void *request,
+                                ngx_proxy_wasm_header_map_e map,
+                                ngx_proxy_wasm_pair_t *pairs, size_t npairs,
+                                size_t *n);
 
     /*
      * The first value of a header (the key is matched case-insensitively),
-     * without gathering the map. DECLINED: no such header.
+     * without gathering the map.
      */
-    uint32_t  (*header_get)(void *request, uint32_t map,
-                            ngx_proxy_wasm_str_t key,
-                            ngx_proxy_wasm_str_t *value);
+    ngx_proxy_wasm_lookup_e  (*header_get)(void *request,
+                                  ngx_proxy_wasm_header_map_e map,
+                                  ngx_proxy_wasm_str_t key,
+                                  ngx_proxy_wasm_str_t *value);
+
+    /* Change a header map; the key is matched case-insensitively. */
+    ngx_proxy_wasm_change_e  (*header_set)(void *request,
+                                  ngx_proxy_wasm_header_map_e map,
+                                  ngx_proxy_wasm_header_op_e op,
+                                  ngx_proxy_wasm_str_t key,
+                                  ngx_proxy_wasm_str_t value);
+
+    /* An attribute of a request. ABSENT: no value now (no TLS, ...). */
+    ngx_proxy_wasm_lookup_e  (*attribute_get)(void *request,
+                                  ngx_proxy_wasm_attribute_e attribute,
+                                  ngx_proxy_wasm_value_t *value);
+
+    /* An nginx variable by name (any case), as $name would give it. */
+    ngx_proxy_wasm_variable_e  (*variable_get)(void *request,
+                                    ngx_proxy_wasm_str_t name,
+                                    ngx_proxy_wasm_str_t *value);
+
+    /* Sets a changeable nginx variable (set $name, $args, $limit_rate...). */
+    ngx_proxy_wasm_change_e  (*variable_set)(void *request,
+                                  ngx_proxy_wasm_str_t name,
+                                  ngx_proxy_wasm_str_t value);
 
     /*
-     * Change a header map (see ngx_proxy_wasm_header_op_e); the key is
-     * matched case-insensitively. DECLINED: the header cannot be changed.
+     * A static property of proxy_wasm_property, by its key (property_key):
+     * the request's location's, or without a request those of http{}
+     * whose values have no variables.
      */
-    uint32_t  (*header_set)(void *request, uint32_t map, uint32_t op,
-                            ngx_proxy_wasm_str_t key,
-                            ngx_proxy_wasm_str_t value);
+    ngx_proxy_wasm_lookup_e  (*static_property_get)(void *request,
+                                  ngx_proxy_wasm_str_t key,
+                                  ngx_proxy_wasm_str_t *value);
 
     /*
-     * An attribute of a request (ngx_proxy_wasm_attribute_e). DECLINED: it
-     * has no value now (e.g. no TLS, no upstream yet).
-     */
-    uint32_t  (*attribute_get)(void *request, uint32_t attribute,
-                               ngx_proxy_wasm_value_t *value);
-
-    /*
-     * An nginx variable by name (any case), as $name would give it.
-     * NOT_FOUND: no such variable; DECLINED: it has no value.
-     */
-    uint32_t  (*variable_get)(void *request, ngx_proxy_wasm_str_t name,
-                              ngx_proxy_wasm_str_t *value);
-
-    /*
-     * Sets a changeable nginx variable (set $name, $args, $limit_rate...).
-     * NOT_FOUND: no such variable; DECLINED: it cannot be changed.
-     */
-    uint32_t  (*variable_set)(void *request, ngx_proxy_wasm_str_t name,
-                              ngx_proxy_wasm_str_t value);
-
-    /*
-     * A static property of proxy_wasm_property, by its dotted path: the
-     * request's location's, or without a request those of http{} whose
-     * values have no variables. DECLINED: none.
-     */
-    uint32_t  (*static_property_get)(void *request, ngx_proxy_wasm_str_t path,
-                                     ngx_proxy_wasm_str_t *value);
-
-    /*
-     * Come back to the request (stream_resume) once the current guest call
+     * Come back to the request (chain_resume) once the current guest call
      * has returned: a filter continued, closed or answered it from outside
      * its own callbacks.
      */
@@ -418,61 +473,58 @@ typedef struct {
      * Every operation names the module (vm_id) it is made for: a zone
      * without share= gives each module its own part (its keys; a queue
      * is its first registrant's), a zone with share= serves only the
-     * modules it names. DENIED: the module was not given it.
+     * modules it names.
      *
      * kv_get: the value of a key of an shm_kv zone ("zone/key", or the "*"
-     * zone's) copied into buf, and its CAS. DECLINED: no such key;
-     * AGAIN: buf is too small, *len is the size needed; NOT_FOUND: no zone
-     * holds the key.
+     * zone's) copied into buf, and its CAS.
      */
-    uint32_t  (*kv_get)(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
-                        uint8_t *buf, size_t size, size_t *len,
-                        uint32_t *cas);
-    /*
-     * Store a value; a cas other than 0 must match the stored one.
-     * MISMATCH, NOT_FOUND (no zone), FULL (nothing the module may evict,
-     * or eviction=none).
-     */
-    uint32_t  (*kv_set)(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
-                        ngx_proxy_wasm_str_t value, uint32_t cas);
+    ngx_proxy_wasm_shm_e  (*kv_get)(ngx_proxy_wasm_str_t vm_id,
+                               ngx_proxy_wasm_str_t key, uint8_t *buf,
+                               size_t size, size_t *len, uint32_t *cas);
+    /* Store a value; a cas other than 0 must match the stored one. */
+    ngx_proxy_wasm_shm_e  (*kv_set)(ngx_proxy_wasm_str_t vm_id,
+                               ngx_proxy_wasm_str_t key,
+                               ngx_proxy_wasm_str_t value, uint32_t cas);
 
     /*
      * A queue of an shm_queue zone, by name, registered by vm_id, and
-     * this worker is told (queue_ready) of what is enqueued. NOT_FOUND:
-     * no such zone.
+     * this worker is told (queue_ready) of what is enqueued.
      */
-    uint32_t  (*queue_register)(ngx_proxy_wasm_str_t vm_id,
-                                ngx_proxy_wasm_str_t name, uint32_t *token);
-    /* A queue owner registered, for vm_id. NOT_FOUND: none. */
-    uint32_t  (*queue_resolve)(ngx_proxy_wasm_str_t vm_id,
-                               ngx_proxy_wasm_str_t owner,
-                               ngx_proxy_wasm_str_t name, uint32_t *token);
-    /* NOT_FOUND: no such queue; FULL: nothing was enqueued. */
-    uint32_t  (*queue_enqueue)(ngx_proxy_wasm_str_t vm_id, uint32_t token,
-                               ngx_proxy_wasm_str_t value);
-    /*
-     * The oldest item, copied into buf and removed. DECLINED: empty;
-     * AGAIN: buf is too small, *len is the size needed (the item stays).
-     */
-    uint32_t  (*queue_dequeue)(ngx_proxy_wasm_str_t vm_id, uint32_t token,
-                               uint8_t *buf, size_t size, size_t *len);
+    ngx_proxy_wasm_shm_e  (*queue_register)(ngx_proxy_wasm_str_t vm_id,
+                                       ngx_proxy_wasm_str_t name,
+                                       uint32_t *token);
+    /* A queue owner registered, for vm_id. */
+    ngx_proxy_wasm_shm_e  (*queue_resolve)(ngx_proxy_wasm_str_t vm_id,
+                                      ngx_proxy_wasm_str_t owner,
+                                      ngx_proxy_wasm_str_t name,
+                                      uint32_t *token);
+    ngx_proxy_wasm_shm_e  (*queue_enqueue)(ngx_proxy_wasm_str_t vm_id,
+                                      uint32_t token,
+                                      ngx_proxy_wasm_str_t value);
+    /* The oldest item, copied into buf and removed (not if TOO_SMALL). */
+    ngx_proxy_wasm_shm_e  (*queue_dequeue)(ngx_proxy_wasm_str_t vm_id,
+                                      uint32_t token, uint8_t *buf,
+                                      size_t size, size_t *len);
 
     /*
      * A metric of the metrics zone by its full name, made if new for the
-     * module (NULL: zones not mapped). DECLINED: the name has another
-     * type; DENIED: another module made it; FULL.
+     * module (NULL: zones not mapped).
      */
-    uint32_t  (*metric_define)(uint32_t type, ngx_proxy_wasm_str_t module,
-                               ngx_proxy_wasm_str_t name, void **metric);
-    /* ngx_proxy_wasm_metric_op_e; lock-free */
-    void      (*metric_update)(void *metric, uint32_t op, int64_t value);
+    ngx_proxy_wasm_shm_e  (*metric_define)(ngx_proxy_wasm_metric_type_e type,
+                                      ngx_proxy_wasm_str_t module,
+                                      ngx_proxy_wasm_str_t name,
+                                      void **metric);
+    /* lock-free */
+    void      (*metric_update)(void *metric, ngx_proxy_wasm_metric_op_e op,
+                               int64_t value);
     /* a counter's or gauge's value */
     uint64_t  (*metric_get)(void *metric);
 } ngx_proxy_wasm_host_t;
 
 
 typedef struct ngx_proxy_wasm_runtime_s  ngx_proxy_wasm_runtime_t;
-typedef struct ngx_proxy_wasm_stream_s   ngx_proxy_wasm_stream_t;
+/* a request's run through the filter chain of its location */
+typedef struct ngx_proxy_wasm_chain_s    ngx_proxy_wasm_chain_t;
 
 
 /*
@@ -484,13 +536,29 @@ typedef struct {
     /* "ngx_proxy_wasm <version>, wasmtime <version>", static. */
     void      (*version)(ngx_proxy_wasm_str_t *out);
 
-    /* Runtime: one per configuration cycle, created in the master. */
-    ngx_proxy_wasm_runtime_t *(*runtime_new)(const ngx_proxy_wasm_host_t *host,
+    /*
+     * The key a proxy_wasm_property path is stored under (its dotted
+     * form; "xds." before Envoy's former top-level names), in buf of
+     * path.len + 4 bytes; needs no runtime.
+     */
+    ngx_proxy_wasm_property_key_e  (*property_key)(ngx_proxy_wasm_str_t path,
+                                        uint8_t *buf, size_t *len);
+
+    /*
+     * Runtime: one per configuration cycle, created in the master. NULL:
+     * the host table lacks a function.
+     */
+    ngx_proxy_wasm_runtime_t *(*runtime_new)(const ngx_proxy_wasm_host_t *host);
+    /* The engine, with the wasm{} block's settings. */
+    int32_t   (*runtime_configure)(ngx_proxy_wasm_runtime_t *rt,
                                    const ngx_proxy_wasm_runtime_conf_t *conf,
                                    ngx_proxy_wasm_str_t *err);
     void      (*runtime_free)(ngx_proxy_wasm_runtime_t *rt);
 
-    /* Compile a module (.wasm, or .wat text) and check its Proxy-Wasm ABI. */
+    /*
+     * Compile a Wasm module (.wasm, or .wat text) and check its
+     * Proxy-Wasm ABI.
+     */
     int32_t   (*module_load)(ngx_proxy_wasm_runtime_t *rt,
                              ngx_proxy_wasm_str_t name,
                              ngx_proxy_wasm_str_t path,
@@ -498,10 +566,10 @@ typedef struct {
                              ngx_proxy_wasm_str_t *err);
 
     /*
-     * A filter: a root context of a module with a plugin configuration.
-     * Identical (module, configuration) pairs share one filter. Runs the
-     * filter once (on_vm_start, on_configure) so a failing one is caught at
-     * configuration time. Returns the filter id, or -1.
+     * A filter: a root context of a Wasm module with a plugin
+     * configuration. Identical (module, configuration) pairs share one
+     * filter. Runs the filter once (on_vm_start, on_configure) so a failing
+     * one is caught at configuration time. Returns the filter id, or -1.
      */
     int32_t   (*filter_add)(ngx_proxy_wasm_runtime_t *rt,
                             ngx_proxy_wasm_str_t module,
@@ -513,57 +581,62 @@ typedef struct {
     void      (*worker_exit)(ngx_proxy_wasm_runtime_t *rt);
     /* A timer of timer_add fired. */
     void      (*timer_fired)(ngx_proxy_wasm_runtime_t *rt, uint64_t token);
-    /* Bytes of a call's response (ngx_proxy_wasm_call_rc_e). */
-    uint32_t  (*call_data)(ngx_proxy_wasm_runtime_t *rt, uint64_t token,
-                           ngx_proxy_wasm_str_t data);
-    /* A call ended without a whole response (ngx_proxy_wasm_call_end_e). */
-    void      (*call_end)(ngx_proxy_wasm_runtime_t *rt, uint64_t token,
-                          uint32_t why, ngx_proxy_wasm_str_t detail);
+    /* Bytes of a call's response. */
+    ngx_proxy_wasm_call_progress_e  (*call_data)(ngx_proxy_wasm_runtime_t *rt,
+                                         uint32_t token,
+                                         ngx_proxy_wasm_str_t data);
+    /* A call ended without a whole response. */
+    void      (*call_end)(ngx_proxy_wasm_runtime_t *rt, uint32_t token,
+                          ngx_proxy_wasm_call_end_e why,
+                          ngx_proxy_wasm_str_t detail);
     /* An item was enqueued on a queue this worker registered. */
     void      (*queue_ready)(ngx_proxy_wasm_runtime_t *rt, uint32_t token);
 
     /* Per request: the chain of filters configured for its location. */
-    ngx_proxy_wasm_stream_t *(*stream_new)(ngx_proxy_wasm_runtime_t *rt,
-                                   void *request, const uint32_t *filters,
-                                   size_t nfilters,
-                                   const ngx_proxy_wasm_stream_conf_t *conf);
+    ngx_proxy_wasm_chain_t *(*chain_new)(ngx_proxy_wasm_runtime_t *rt,
+                                  void *request, const uint32_t *filters,
+                                  size_t nfilters,
+                                  const ngx_proxy_wasm_chain_conf_t *conf);
     /* Whether a filter of the chain looks at bodies of that direction. */
-    uint32_t  (*stream_wants_body)(ngx_proxy_wasm_stream_t *s,
-                                   uint32_t direction);
-    void      (*stream_on_headers)(ngx_proxy_wasm_stream_t *s,
-                                   uint32_t direction, uint32_t end_of_stream,
-                                   ngx_proxy_wasm_step_t *step);
+    uint32_t  (*chain_wants_body)(ngx_proxy_wasm_chain_t *c,
+                                  ngx_proxy_wasm_direction_e direction);
+    void      (*chain_on_headers)(ngx_proxy_wasm_chain_t *c,
+                                  ngx_proxy_wasm_direction_e direction,
+                                  uint32_t end_of_stream,
+                                  ngx_proxy_wasm_step_t *step);
     /* A chunk of body data, in parts; end_of_stream on the last one. */
-    void      (*stream_on_body)(ngx_proxy_wasm_stream_t *s, uint32_t direction,
-                                const ngx_proxy_wasm_str_t *parts,
-                                size_t nparts, uint32_t end_of_stream,
-                                ngx_proxy_wasm_step_t *step);
-    /* The response trailers, after a body that ended without end_of_stream. */
-    void      (*stream_on_trailers)(ngx_proxy_wasm_stream_t *s,
-                                    uint32_t direction,
-                                    ngx_proxy_wasm_step_t *step);
-    /* After schedule_resume: what the filters asked for, for a direction. */
-    void      (*stream_resume)(ngx_proxy_wasm_stream_t *s, uint32_t direction,
+    void      (*chain_on_body)(ngx_proxy_wasm_chain_t *c,
+                               ngx_proxy_wasm_direction_e direction,
+                               const ngx_proxy_wasm_str_t *parts,
+                               size_t nparts, uint32_t end_of_stream,
                                ngx_proxy_wasm_step_t *step);
+    /* The response trailers, after a body that ended without end_of_stream. */
+    void      (*chain_on_trailers)(ngx_proxy_wasm_chain_t *c,
+                                   ngx_proxy_wasm_direction_e direction,
+                                   ngx_proxy_wasm_step_t *step);
+    /* After schedule_resume: what the filters asked for, for a direction. */
+    void      (*chain_resume)(ngx_proxy_wasm_chain_t *c,
+                              ngx_proxy_wasm_direction_e direction,
+                              ngx_proxy_wasm_step_t *step);
     /* The response headers went out: no local response can replace them. */
-    void      (*stream_response_sent)(ngx_proxy_wasm_stream_t *s);
-    /* The response to send after ACTION_LOCAL_RESPONSE; 0 on success. */
-    int32_t   (*stream_local_response)(ngx_proxy_wasm_stream_t *s,
-                                       ngx_proxy_wasm_local_response_t *out);
+    void      (*chain_response_sent)(ngx_proxy_wasm_chain_t *c);
+    /* The response to send after NEXT_LOCAL_RESPONSE; 0 on success. */
+    int32_t   (*chain_local_response)(ngx_proxy_wasm_chain_t *c,
+                                      ngx_proxy_wasm_local_response_t *out);
     /*
      * The request is complete (its log phase): on_log, then on_done and
      * on_delete of every context, while the request can still be read.
      */
-    void      (*stream_on_log)(ngx_proxy_wasm_stream_t *s);
+    void      (*chain_on_log)(ngx_proxy_wasm_chain_t *c);
     /*
      * A property filters set on the request (proxy_set_property) by its
-     * dotted path, lent until the next call on the stream. DECLINED: none.
+     * key, lent until the next call on the chain.
      */
-    uint32_t  (*stream_property)(ngx_proxy_wasm_stream_t *s,
-                                 ngx_proxy_wasm_str_t path,
-                                 ngx_proxy_wasm_str_t *value);
-    /* Ends every context of the stream (on_done, on_delete) and frees it. */
-    void      (*stream_free)(ngx_proxy_wasm_stream_t *s);
+    ngx_proxy_wasm_lookup_e  (*chain_property)(ngx_proxy_wasm_chain_t *c,
+                                  ngx_proxy_wasm_str_t key,
+                                  ngx_proxy_wasm_str_t *value);
+    /* Ends every context of the chain (on_done, on_delete) and frees it. */
+    void      (*chain_free)(ngx_proxy_wasm_chain_t *c);
 } ngx_proxy_wasm_api_t;
 
 

@@ -38,7 +38,7 @@ typedef struct {
 
 
 typedef struct {
-    uint64_t                    token;
+    uint32_t                    token;
     ngx_pool_t                 *pool;
     ngx_log_t                  *log;
     ngx_peer_connection_t       peer;
@@ -83,10 +83,10 @@ static void ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call);
 static void ngx_proxy_wasm_call_write_handler(ngx_event_t *wev);
 static void ngx_proxy_wasm_call_read_handler(ngx_event_t *rev);
 static void ngx_proxy_wasm_call_fail(ngx_proxy_wasm_call_t *call,
-    uint32_t why, const char *detail);
+    ngx_proxy_wasm_call_end_e why, const char *detail);
 static void ngx_proxy_wasm_call_report(ngx_event_t *ev);
 static void ngx_proxy_wasm_call_timeout(ngx_event_t *ev);
-static void ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, uint32_t why);
+static void ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, ngx_proxy_wasm_call_end_e why);
 static void ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call,
     ngx_uint_t keep);
 static void ngx_proxy_wasm_call_ready(ngx_proxy_wasm_call_t *call);
@@ -164,7 +164,7 @@ ngx_proxy_wasm_call_handshake(ngx_proxy_wasm_call_t *call)
                                      NGX_SSL_BUFFER|NGX_SSL_CLIENT)
            != NGX_OK)
     {
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
                                  "cannot start TLS");
         return;
     }
@@ -178,7 +178,7 @@ ngx_proxy_wasm_call_handshake(ngx_proxy_wasm_call_t *call)
                                     (char *) call->server_name.data)
            == 0)
     {
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
                                  "cannot set the server name");
         return;
     }
@@ -213,7 +213,7 @@ ngx_proxy_wasm_call_handshaked(ngx_connection_t *c)
     }
 
     if (!c->ssl->handshaked) {
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
                                  c->write->timedout ? "handshake timed out"
                                                     : "handshake failed");
         return;
@@ -229,7 +229,7 @@ ngx_proxy_wasm_call_handshaked(ngx_connection_t *c)
                           "http call to \"%V\": certificate verify error: "
                           "(%l:%s)", &call->target, rc,
                           X509_verify_cert_error_string(rc));
-            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
                                      "certificate verify failed");
             return;
         }
@@ -237,7 +237,7 @@ ngx_proxy_wasm_call_handshaked(ngx_connection_t *c)
         if (wcf->tls_verify_host
             && ngx_ssl_check_host(c, &call->server_name) != NGX_OK)
         {
-            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_TLS,
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
                                      "certificate does not match the host");
             return;
         }
@@ -523,7 +523,7 @@ start:
 
     if (call->resolving == NULL || call->resolving == NGX_NO_RESOLVER) {
         call->resolving = NULL;
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESOLVE,
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESOLVE,
                                  "cannot start resolving");
         return call;
     }
@@ -535,7 +535,7 @@ start:
 
     if (ngx_resolve_name(call->resolving) != NGX_OK) {
         call->resolving = NULL;
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESOLVE,
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESOLVE,
                                  "cannot resolve");
     }
 
@@ -572,7 +572,7 @@ ngx_proxy_wasm_call_resolved(ngx_resolver_ctx_t *ctx)
     call->resolving = NULL;
 
     if (ctx->state || ctx->naddrs == 0) {
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESOLVE,
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESOLVE,
                                  ctx->state ? ngx_resolver_strerror(ctx->state)
                                             : "no address");
         ngx_resolve_name_done(ctx);
@@ -586,7 +586,7 @@ ngx_proxy_wasm_call_resolved(ngx_resolver_ctx_t *ctx)
 
     if (sa == NULL || name == NULL || p == NULL) {
         ngx_resolve_name_done(ctx);
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_REFUSED,
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_REFUSED,
                                  "out of memory");
         return;
     }
@@ -651,7 +651,7 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
         rc = call->balancer_get(&call->peer, call->balancer_data);
 
         if (rc != NGX_OK) {
-            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_REFUSED,
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_REFUSED,
                                      "no live upstreams");
             return;
         }
@@ -678,7 +678,7 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
                 return;
             }
 
-            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_REFUSED,
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_REFUSED,
                                      "cannot connect");
             return;
         }
@@ -752,7 +752,7 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
                     call->out.len - call->sent);
 
         if (n == NGX_ERROR) {
-            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESET,
                                      "cannot send the request");
             return;
         }
@@ -762,7 +762,7 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
                           call->send_timeout);
 
             if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
-                ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
+                ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESET,
                                          "cannot send the request");
             }
 
@@ -779,7 +779,7 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
     ngx_add_timer(c->read, call->read_timeout);
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_RESET,
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESET,
                                  "cannot read the response");
         return;
     }
@@ -802,7 +802,7 @@ ngx_proxy_wasm_call_write_handler(ngx_event_t *wev)
             return;
         }
 
-        ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_TIMEOUT);
+        ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_END_TIMEOUT);
         return;
     }
 
@@ -813,7 +813,7 @@ ngx_proxy_wasm_call_write_handler(ngx_event_t *wev)
             return;
         }
 
-        ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_REFUSED);
+        ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_END_REFUSED);
         return;
     }
 
@@ -831,12 +831,12 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
 
     u_char                     buf[NGX_PROXY_WASM_CALL_READ_SIZE];
     ssize_t                    n;
-    uint32_t                   rc;
+    ngx_proxy_wasm_call_progress_e  rc;
     ngx_proxy_wasm_str_t       data;
     ngx_proxy_wasm_runtime_t  *rt;
 
     if (rev->timedout) {
-        ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_TIMEOUT);
+        ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_END_TIMEOUT);
         return;
     }
 
@@ -847,7 +847,7 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
                 return;
             }
 
-            ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_REFUSED);
+            ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_END_REFUSED);
             return;
         }
     }
@@ -862,7 +862,7 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
                           call->read_timeout);
 
             if (ngx_handle_read_event(rev, 0) != NGX_OK) {
-                ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_RESET);
+                ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_END_RESET);
             }
 
             return;
@@ -879,8 +879,8 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
                 return;
             }
 
-            ngx_proxy_wasm_call_end(call, n == 0 ? NGX_PROXY_WASM_CALL_CLOSED
-                                                 : NGX_PROXY_WASM_CALL_RESET);
+            ngx_proxy_wasm_call_end(call, n == 0 ? NGX_PROXY_WASM_CALL_END_CLOSED
+                                                 : NGX_PROXY_WASM_CALL_END_RESET);
             return;
         }
 
@@ -898,10 +898,10 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
 
         switch (rc) {
 
-        case NGX_PROXY_WASM_CALL_MORE:
+        case NGX_PROXY_WASM_CALL_PROGRESS_MORE:
             continue;
 
-        case NGX_PROXY_WASM_CALL_DONE_KEEPALIVE:
+        case NGX_PROXY_WASM_CALL_PROGRESS_KEEP_ALIVE:
             ngx_proxy_wasm_call_free(call, 1);
             return;
 
@@ -915,7 +915,7 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
 
 /* fails the call from the event loop: its caller may be a guest call */
 static void
-ngx_proxy_wasm_call_fail(ngx_proxy_wasm_call_t *call, uint32_t why,
+ngx_proxy_wasm_call_fail(ngx_proxy_wasm_call_t *call, ngx_proxy_wasm_call_end_e why,
     const char *detail)
 {
     call->why = why;
@@ -943,20 +943,20 @@ ngx_proxy_wasm_call_timeout(ngx_event_t *ev)
     ngx_proxy_wasm_call_t  *call = ev->data;
 
     call->detail.len = 0;
-    ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_TIMEOUT);
+    ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_END_TIMEOUT);
 }
 
 
 /* tells Rust why the call ended, and frees it */
 static void
-ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, uint32_t why)
+ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, ngx_proxy_wasm_call_end_e why)
 {
-    uint64_t                   token;
+    uint32_t                   token;
     ngx_proxy_wasm_str_t       detail;
     ngx_proxy_wasm_runtime_t  *rt;
 
     token = call->token;
-    call->peer_failed = (why != NGX_PROXY_WASM_CALL_CLOSED);
+    call->peer_failed = (why != NGX_PROXY_WASM_CALL_END_CLOSED);
 
     /* the detail lives in static memory or the call's pool */
     detail.data = call->detail.data;

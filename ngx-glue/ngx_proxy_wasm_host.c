@@ -16,8 +16,9 @@ ngx_proxy_wasm_log_of(void *request)
 
 
 static void
-ngx_proxy_wasm_log(void *request, uint32_t level, ngx_proxy_wasm_str_t filter,
-    uint32_t context_id, ngx_proxy_wasm_str_t message)
+ngx_proxy_wasm_log(void *request, ngx_proxy_wasm_log_level_e level,
+    ngx_proxy_wasm_str_t filter, uint32_t context_id,
+    ngx_proxy_wasm_str_t message)
 {
     ngx_log_t   *log;
     ngx_uint_t   nginx_level;
@@ -54,7 +55,7 @@ ngx_proxy_wasm_log(void *request, uint32_t level, ngx_proxy_wasm_str_t filter,
 }
 
 
-static uint32_t
+static ngx_proxy_wasm_log_level_e
 ngx_proxy_wasm_log_level(void *request)
 {
     ngx_uint_t  level;
@@ -155,27 +156,27 @@ ngx_proxy_wasm_timer_cancel(void *timer)
 
 
 const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
-    ngx_proxy_wasm_log,
-    ngx_proxy_wasm_log_level,
-    ngx_http_proxy_wasm_headers_get,
-    ngx_http_proxy_wasm_header_get,
-    ngx_http_proxy_wasm_header_set,
-    ngx_http_proxy_wasm_attribute_get,
-    ngx_http_proxy_wasm_variable_get,
-    ngx_http_proxy_wasm_variable_set,
-    ngx_http_proxy_wasm_static_property_get,
-    ngx_http_proxy_wasm_schedule_resume,
-    ngx_proxy_wasm_timer_add,
-    ngx_proxy_wasm_timer_cancel,
-    ngx_proxy_wasm_call_start,
-    ngx_proxy_wasm_call_cancel,
-    ngx_proxy_wasm_kv_get,
-    ngx_proxy_wasm_kv_set,
-    ngx_proxy_wasm_queue_register,
-    ngx_proxy_wasm_queue_resolve,
-    ngx_proxy_wasm_queue_enqueue,
-    ngx_proxy_wasm_queue_dequeue,
-    ngx_proxy_wasm_metric_define,
-    ngx_proxy_wasm_metric_update,
-    ngx_proxy_wasm_metric_get
+    .log = ngx_proxy_wasm_log,
+    .log_level = ngx_proxy_wasm_log_level,
+    .headers_get = ngx_http_proxy_wasm_headers_get,
+    .header_get = ngx_http_proxy_wasm_header_get,
+    .header_set = ngx_http_proxy_wasm_header_set,
+    .attribute_get = ngx_http_proxy_wasm_attribute_get,
+    .variable_get = ngx_http_proxy_wasm_variable_get,
+    .variable_set = ngx_http_proxy_wasm_variable_set,
+    .static_property_get = ngx_http_proxy_wasm_static_property_get,
+    .schedule_resume = ngx_http_proxy_wasm_schedule_resume,
+    .timer_add = ngx_proxy_wasm_timer_add,
+    .timer_cancel = ngx_proxy_wasm_timer_cancel,
+    .call_start = ngx_proxy_wasm_call_start,
+    .call_cancel = ngx_proxy_wasm_call_cancel,
+    .kv_get = ngx_proxy_wasm_kv_get,
+    .kv_set = ngx_proxy_wasm_kv_set,
+    .queue_register = ngx_proxy_wasm_queue_register,
+    .queue_resolve = ngx_proxy_wasm_queue_resolve,
+    .queue_enqueue = ngx_proxy_wasm_queue_enqueue,
+    .queue_dequeue = ngx_proxy_wasm_queue_dequeue,
+    .metric_define = ngx_proxy_wasm_metric_define,
+    .metric_update = ngx_proxy_wasm_metric_update,
+    .metric_get = ngx_proxy_wasm_metric_get,
 };

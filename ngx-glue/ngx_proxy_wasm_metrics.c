@@ -271,8 +271,9 @@ ngx_proxy_wasm_metric_module(ngx_proxy_wasm_metric_t *metric)
 }
 
 
-uint32_t
-ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t module,
+ngx_proxy_wasm_shm_e
+ngx_proxy_wasm_metric_define(ngx_proxy_wasm_metric_type_e type,
+    ngx_proxy_wasm_str_t module,
     ngx_proxy_wasm_str_t name, void **metric)
 {
     ngx_str_t                  owner;
@@ -288,7 +289,7 @@ ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t module,
     m = ngx_proxy_wasm_metrics();
 
     if (m == NULL || m->sh == NULL) {
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_SHM_DONE;
     }
 
     n.data = (u_char *) name.data;
@@ -308,15 +309,15 @@ ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t module,
         if (owner.len != module.len
             || ngx_strncmp(owner.data, module.data, module.len) != 0)
         {
-            return NGX_PROXY_WASM_HOST_DENIED;
+            return NGX_PROXY_WASM_SHM_DENIED;
         }
 
         if (e->type != type) {
-            return NGX_PROXY_WASM_HOST_DECLINED;
+            return NGX_PROXY_WASM_SHM_TYPE_CONFLICT;
         }
 
         *metric = e;
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_SHM_DONE;
     }
 
     nvalues = type == NGX_PROXY_WASM_METRIC_HISTOGRAM
@@ -328,7 +329,7 @@ ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t module,
                                + module.len);
     if (e == NULL) {
         ngx_shmtx_unlock(&m->shpool->mutex);
-        return NGX_PROXY_WASM_HOST_FULL;
+        return NGX_PROXY_WASM_SHM_FULL;
     }
 
     e->type = type;
@@ -364,12 +365,13 @@ ngx_proxy_wasm_metric_define(uint32_t type, ngx_proxy_wasm_str_t module,
 
     *metric = e;
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_SHM_DONE;
 }
 
 
 void
-ngx_proxy_wasm_metric_update(void *metric, uint32_t op, int64_t value)
+ngx_proxy_wasm_metric_update(void *metric, ngx_proxy_wasm_metric_op_e op,
+    int64_t value)
 {
     ngx_proxy_wasm_metric_t  *e = metric;
 

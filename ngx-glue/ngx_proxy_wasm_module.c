@@ -669,7 +669,7 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
     ngx_conf_init_msec_value(wcf->callback_timeout, 500);
     ngx_conf_init_uint_value(wcf->instance_pool, 0);
 
-    rconf.compiler = (uint32_t) wcf->compiler;
+    rconf.compiler = (ngx_proxy_wasm_compiler_e) wcf->compiler;
     rconf.backtraces = (uint32_t) wcf->backtraces;
     rconf.memory_limit = wcf->memory_limit;
     rconf.callback_timeout_ms = wcf->callback_timeout;
@@ -677,17 +677,17 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
     rconf.cache.len = wcf->cache.len;
     rconf.instance_pool = (uint32_t) wcf->instance_pool;
     rconf.http_call_max_body_size = wcf->http_call_max_body_size;
-    rconf.http_call_failure_log = (uint32_t) wcf->http_call_failure_log;
+    rconf.http_call_failure_log =
+                      (ngx_proxy_wasm_log_level_e) wcf->http_call_failure_log;
     rconf.max_metric_name_length = wcf->max_metric_name_length;
 
     ngx_str_null(&err);
 
-    wcf->runtime = ngx_proxy_wasm_api.runtime_new(&ngx_proxy_wasm_host,
-                                                  &rconf, &err);
+    wcf->runtime = ngx_proxy_wasm_api.runtime_new(&ngx_proxy_wasm_host);
     if (wcf->runtime == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "cannot start the wasm runtime: %*s",
-                           (size_t) err.len, err.data);
+                           "cannot start the wasm runtime: the library "
+                           "does not match the module");
         return NGX_CONF_ERROR;
     }
 
@@ -700,6 +700,14 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
 
     cln->handler = ngx_proxy_wasm_runtime_cleanup;
     cln->data = wcf->runtime;
+
+    if (ngx_proxy_wasm_api.runtime_configure(wcf->runtime, &rconf, &err) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cannot start the wasm runtime: %*s",
+                           (size_t) err.len, err.data);
+        return NGX_CONF_ERROR;
+    }
 
     module = wcf->modules.elts;
 

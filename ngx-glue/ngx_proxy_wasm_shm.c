@@ -989,7 +989,7 @@ ngx_proxy_wasm_kv_alloc(ngx_proxy_wasm_kv_t *kv, size_t size, ngx_str_t *ns)
  * ns: the part of the stored key that names the module (empty in a
  * shared zone).
  */
-static uint32_t
+static ngx_proxy_wasm_shm_e
 ngx_proxy_wasm_kv_key(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
     u_char *buf, ngx_proxy_wasm_kv_t **zone, ngx_str_t *k, ngx_str_t *ns)
 {
@@ -997,20 +997,20 @@ ngx_proxy_wasm_kv_key(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
 
     kv = ngx_proxy_wasm_kv_zone(key);
     if (kv == NULL) {
-        return NGX_PROXY_WASM_HOST_NOT_FOUND;
+        return NGX_PROXY_WASM_SHM_NO_ZONE;
     }
 
     *zone = kv;
 
     if (kv->share) {
         if (!ngx_proxy_wasm_shm_shared_with(kv->share, vm_id)) {
-            return NGX_PROXY_WASM_HOST_DENIED;
+            return NGX_PROXY_WASM_SHM_DENIED;
         }
 
         k->data = (u_char *) key.data;
         k->len = key.len;
         ngx_str_null(ns);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_SHM_DONE;
     }
 
     if (kv->sh == NULL) {
@@ -1018,14 +1018,14 @@ ngx_proxy_wasm_kv_key(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
         k->data = (u_char *) key.data;
         k->len = key.len;
         ngx_str_null(ns);
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_SHM_DONE;
     }
 
     k->len = vm_id.len + 1 + key.len;
     k->data = k->len <= NGX_PROXY_WASM_KV_KEY_STACK
               ? buf : ngx_alloc(k->len, ngx_cycle->log);
     if (k->data == NULL) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_SHM_ERROR;
     }
 
     ngx_memcpy(k->data, vm_id.data, vm_id.len);
@@ -1035,27 +1035,27 @@ ngx_proxy_wasm_kv_key(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
     ns->data = k->data;
     ns->len = vm_id.len + 1;
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_SHM_DONE;
 }
 
 
-uint32_t
+ngx_proxy_wasm_shm_e
 ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
     uint8_t *buf, size_t size, size_t *len, uint32_t *cas)
 {
     u_char                      stack[NGX_PROXY_WASM_KV_KEY_STACK];
-    uint32_t                    rc;
+    ngx_proxy_wasm_shm_e        rc;
     ngx_str_t                   k, ns;
     ngx_proxy_wasm_kv_t        *kv;
     ngx_proxy_wasm_kv_entry_t  *e;
 
     rc = ngx_proxy_wasm_kv_key(vm_id, key, stack, &kv, &k, &ns);
-    if (rc != NGX_PROXY_WASM_HOST_OK) {
+    if (rc != NGX_PROXY_WASM_SHM_DONE) {
         return rc;
     }
 
     if (kv->sh == NULL) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_SHM_ABSENT;
     }
 
     ngx_shmtx_lock(&kv->shpool->mutex);
@@ -1063,18 +1063,18 @@ ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
     e = ngx_proxy_wasm_kv_lookup(kv, &k, ngx_crc32_short(k.data, k.len));
 
     if (e == NULL) {
-        rc = NGX_PROXY_WASM_HOST_DECLINED;
+        rc = NGX_PROXY_WASM_SHM_ABSENT;
 
     } else if (e->value_len > size) {
         *len = e->value_len;
-        rc = NGX_PROXY_WASM_HOST_AGAIN;
+        rc = NGX_PROXY_WASM_SHM_TOO_SMALL;
 
     } else {
         *len = e->value_len;
         *cas = e->cas;
         ngx_memcpy(buf, e->data + e->sn.str.len, e->value_len);
         ngx_proxy_wasm_kv_touch(kv, e);
-        rc = NGX_PROXY_WASM_HOST_OK;
+        rc = NGX_PROXY_WASM_SHM_DONE;
     }
 
     ngx_shmtx_unlock(&kv->shpool->mutex);
@@ -1087,24 +1087,25 @@ ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
 }
 
 
-uint32_t
+ngx_proxy_wasm_shm_e
 ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
     ngx_proxy_wasm_str_t value, uint32_t cas)
 {
     u_char                      stack[NGX_PROXY_WASM_KV_KEY_STACK];
     size_t                      size;
-    uint32_t                    hash, rc;
+    uint32_t                    hash;
+    ngx_proxy_wasm_shm_e        rc;
     ngx_str_t                   k, ns;
     ngx_proxy_wasm_kv_t        *kv;
     ngx_proxy_wasm_kv_entry_t  *e, *old;
 
     rc = ngx_proxy_wasm_kv_key(vm_id, key, stack, &kv, &k, &ns);
-    if (rc != NGX_PROXY_WASM_HOST_OK) {
+    if (rc != NGX_PROXY_WASM_SHM_DONE) {
         return rc;
     }
 
     if (kv->sh == NULL) {
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_SHM_DONE;
     }
 
     hash = ngx_crc32_short(k.data, k.len);
@@ -1114,7 +1115,7 @@ ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
     old = ngx_proxy_wasm_kv_lookup(kv, &k, hash);
 
     if (old && cas != 0 && old->cas != cas) {
-        rc = NGX_PROXY_WASM_HOST_MISMATCH;
+        rc = NGX_PROXY_WASM_SHM_CAS_MISMATCH;
         goto done;
     }
 
@@ -1140,7 +1141,7 @@ ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t vm_id, ngx_proxy_wasm_str_t key,
             ngx_proxy_wasm_kv_link(kv, old);
         }
 
-        rc = NGX_PROXY_WASM_HOST_FULL;
+        rc = NGX_PROXY_WASM_SHM_FULL;
         goto done;
     }
 
@@ -1166,7 +1167,7 @@ stored:
     }
 
     e->cas = kv->sh->cas;
-    rc = NGX_PROXY_WASM_HOST_OK;
+    rc = NGX_PROXY_WASM_SHM_DONE;
 
 done:
 
@@ -1308,7 +1309,7 @@ ngx_proxy_wasm_queue_owned_by(ngx_proxy_wasm_queue_sh_t *sh,
 }
 
 
-uint32_t
+ngx_proxy_wasm_shm_e
 ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t name, uint32_t *token)
 {
@@ -1319,19 +1320,19 @@ ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
 
     q = ngx_proxy_wasm_queue_by_name(name, token);
     if (q == NULL) {
-        return NGX_PROXY_WASM_HOST_NOT_FOUND;
+        return NGX_PROXY_WASM_SHM_NO_ZONE;
     }
 
     if (q->share && !ngx_proxy_wasm_shm_shared_with(q->share, vm_id)) {
-        return NGX_PROXY_WASM_HOST_DENIED;
+        return NGX_PROXY_WASM_SHM_DENIED;
     }
 
     if (q->sh == NULL) {
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_SHM_DONE;
     }
 
     if (ngx_proxy_wasm_wakeup_init() != NGX_OK) {
-        return NGX_PROXY_WASM_HOST_ERROR;
+        return NGX_PROXY_WASM_SHM_ERROR;
     }
 
     sh = q->sh;
@@ -1348,7 +1349,7 @@ ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
                                           sh->owner_len))
     {
         ngx_shmtx_unlock(&q->shpool->mutex);
-        return NGX_PROXY_WASM_HOST_DENIED;
+        return NGX_PROXY_WASM_SHM_DENIED;
     }
 
     sh->owner_len = ngx_min(vm_id.len, NGX_PROXY_WASM_VM_ID_MAX);
@@ -1388,7 +1389,7 @@ ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
                       NGX_PROXY_WASM_QUEUE_WORKERS, &q->name);
     }
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_SHM_DONE;
 }
 
 
@@ -1397,30 +1398,30 @@ ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
  * enqueue to it (Envoy's VMs send to each other so); with share=, only
  * the modules it names.
  */
-uint32_t
+ngx_proxy_wasm_shm_e
 ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
     ngx_proxy_wasm_str_t owner, ngx_proxy_wasm_str_t name, uint32_t *token)
 {
-    uint32_t                 rc;
+    ngx_proxy_wasm_shm_e     rc;
     ngx_proxy_wasm_queue_t  *q;
 
     q = ngx_proxy_wasm_queue_by_name(name, token);
     if (q == NULL) {
-        return NGX_PROXY_WASM_HOST_NOT_FOUND;
+        return NGX_PROXY_WASM_SHM_NO_ZONE;
     }
 
     if (q->share && !ngx_proxy_wasm_shm_shared_with(q->share, vm_id)) {
-        return NGX_PROXY_WASM_HOST_DENIED;
+        return NGX_PROXY_WASM_SHM_DENIED;
     }
 
     if (q->sh == NULL) {
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_SHM_DONE;
     }
 
     ngx_shmtx_lock(&q->shpool->mutex);
 
     rc = ngx_proxy_wasm_queue_owned_by(q->sh, owner)
-         ? NGX_PROXY_WASM_HOST_OK : NGX_PROXY_WASM_HOST_NOT_FOUND;
+         ? NGX_PROXY_WASM_SHM_DONE : NGX_PROXY_WASM_SHM_ABSENT;
 
     ngx_shmtx_unlock(&q->shpool->mutex);
 
@@ -1428,7 +1429,7 @@ ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
 }
 
 
-uint32_t
+ngx_proxy_wasm_shm_e
 ngx_proxy_wasm_queue_enqueue(ngx_proxy_wasm_str_t vm_id, uint32_t token,
     ngx_proxy_wasm_str_t value)
 {
@@ -1438,15 +1439,15 @@ ngx_proxy_wasm_queue_enqueue(ngx_proxy_wasm_str_t vm_id, uint32_t token,
 
     q = ngx_proxy_wasm_queue_by_token(token);
     if (q == NULL) {
-        return NGX_PROXY_WASM_HOST_NOT_FOUND;
+        return NGX_PROXY_WASM_SHM_NO_ZONE;
     }
 
     if (q->share && !ngx_proxy_wasm_shm_shared_with(q->share, vm_id)) {
-        return NGX_PROXY_WASM_HOST_DENIED;
+        return NGX_PROXY_WASM_SHM_DENIED;
     }
 
     if (q->sh == NULL) {
-        return NGX_PROXY_WASM_HOST_OK;
+        return NGX_PROXY_WASM_SHM_DONE;
     }
 
     ngx_shmtx_lock(&q->shpool->mutex);
@@ -1456,7 +1457,7 @@ ngx_proxy_wasm_queue_enqueue(ngx_proxy_wasm_str_t vm_id, uint32_t token,
                                  + value.len);
     if (item == NULL) {
         ngx_shmtx_unlock(&q->shpool->mutex);
-        return NGX_PROXY_WASM_HOST_FULL;
+        return NGX_PROXY_WASM_SHM_FULL;
     }
 
     item->len = value.len;
@@ -1472,41 +1473,41 @@ ngx_proxy_wasm_queue_enqueue(ngx_proxy_wasm_str_t vm_id, uint32_t token,
         ngx_proxy_wasm_queue_notify(q, pid);
     }
 
-    return NGX_PROXY_WASM_HOST_OK;
+    return NGX_PROXY_WASM_SHM_DONE;
 }
 
 
-uint32_t
+ngx_proxy_wasm_shm_e
 ngx_proxy_wasm_queue_dequeue(ngx_proxy_wasm_str_t vm_id, uint32_t token,
     uint8_t *buf, size_t size, size_t *len)
 {
-    uint32_t                      rc;
+    ngx_proxy_wasm_shm_e          rc;
     ngx_queue_t                  *head;
     ngx_proxy_wasm_queue_t       *q;
     ngx_proxy_wasm_queue_item_t  *item;
 
     q = ngx_proxy_wasm_queue_by_token(token);
     if (q == NULL) {
-        return NGX_PROXY_WASM_HOST_NOT_FOUND;
+        return NGX_PROXY_WASM_SHM_NO_ZONE;
     }
 
     if (q->share && !ngx_proxy_wasm_shm_shared_with(q->share, vm_id)) {
-        return NGX_PROXY_WASM_HOST_DENIED;
+        return NGX_PROXY_WASM_SHM_DENIED;
     }
 
     if (q->sh == NULL) {
-        return NGX_PROXY_WASM_HOST_DECLINED;
+        return NGX_PROXY_WASM_SHM_ABSENT;
     }
 
     ngx_shmtx_lock(&q->shpool->mutex);
 
     if (q->share == NULL && !ngx_proxy_wasm_queue_owned_by(q->sh, vm_id)) {
-        rc = NGX_PROXY_WASM_HOST_DENIED;
+        rc = NGX_PROXY_WASM_SHM_DENIED;
         goto done;
     }
 
     if (ngx_queue_empty(&q->sh->items)) {
-        rc = NGX_PROXY_WASM_HOST_DECLINED;
+        rc = NGX_PROXY_WASM_SHM_ABSENT;
         goto done;
     }
 
@@ -1515,7 +1516,7 @@ ngx_proxy_wasm_queue_dequeue(ngx_proxy_wasm_str_t vm_id, uint32_t token,
     *len = item->len;
 
     if (item->len > size) {
-        rc = NGX_PROXY_WASM_HOST_AGAIN;
+        rc = NGX_PROXY_WASM_SHM_TOO_SMALL;
         goto done;
     }
 
@@ -1523,7 +1524,7 @@ ngx_proxy_wasm_queue_dequeue(ngx_proxy_wasm_str_t vm_id, uint32_t token,
     ngx_queue_remove(head);
     ngx_slab_free_locked(q->shpool, item);
     q->sh->count--;
-    rc = NGX_PROXY_WASM_HOST_OK;
+    rc = NGX_PROXY_WASM_SHM_DONE;
 
 done:
 

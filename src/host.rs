@@ -10,6 +10,11 @@ use std::time::Duration;
 use crate::abi::headers::HeaderName;
 use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel};
+/// Declared by the boundary header: the facts of a request only the host
+/// knows (the Envoy attributes not read from header maps), the header maps
+/// a request has, the ways to change them, and the metric types and
+/// operations of the host's metric store.
+pub use crate::sys::{Attribute, HeaderMap, HeaderOp, MetricOp, MetricType};
 
 /// An opaque handle to a request of the host (an `ngx_http_request_t *`
 /// for nginx). Only the host interprets it.
@@ -40,68 +45,12 @@ pub struct CallParams<'a> {
     pub tls: Option<&'a [u8]>,
 }
 
-/// The header maps a request has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderMap {
-    Request,
-    Response,
-    ResponseTrailers,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderOp {
-    /// Append a value, keeping existing ones.
-    Add,
-    /// Set the value, replacing every existing one.
-    Replace,
-    /// Remove every entry of that name.
-    Remove,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeaderError {
     /// The header cannot be changed (e.g. a read-only pseudo-header).
     ReadOnly,
     /// The host failed (out of memory).
     Failed,
-}
-
-/// A fact of a request or its connection that only the host knows: the
-/// Envoy attributes not read from header maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Attribute {
-    RequestTime,
-    RequestDuration,
-    RequestProtocol,
-    RequestSize,
-    RequestTotalSize,
-    /// The id the host made up for the request (nginx's `$request_id`).
-    RequestId,
-    ResponseCode,
-    ResponseCodeDetails,
-    ResponseSize,
-    ResponseTotalSize,
-    ResponseBackendLatency,
-    SourceAddress,
-    SourcePort,
-    DestinationAddress,
-    DestinationPort,
-    ConnectionId,
-    ConnectionMtls,
-    ConnectionRequestedServerName,
-    ConnectionTlsVersion,
-    ConnectionSubjectLocalCertificate,
-    ConnectionSubjectPeerCertificate,
-    ConnectionSha256PeerCertificateDigest,
-    ConnectionDnsSanLocalCertificate,
-    ConnectionDnsSanPeerCertificate,
-    ConnectionUriSanLocalCertificate,
-    ConnectionUriSanPeerCertificate,
-    ConnectionPeerCertificate,
-    UpstreamAddress,
-    UpstreamPort,
-    UpstreamTlsVersion,
-    UpstreamRequestAttemptCount,
 }
 
 /// An attribute's value, borrowed from the host.
@@ -320,32 +269,3 @@ pub enum SharedError {
 /// that is not backed (while the configuration is checked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricRef(pub usize);
-
-/// Proxy-Wasm's metric types, with their ABI values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricType {
-    Counter = 0,
-    Gauge = 1,
-    Histogram = 2,
-}
-
-impl MetricType {
-    pub fn from_raw(raw: u32) -> Option<MetricType> {
-        match raw {
-            0 => Some(MetricType::Counter),
-            1 => Some(MetricType::Gauge),
-            2 => Some(MetricType::Histogram),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetricOp {
-    /// Counters and gauges: add (a gauge may go down).
-    Add,
-    /// Gauges: set.
-    Set,
-    /// Histograms: count a value.
-    Observe,
-}

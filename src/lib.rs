@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod shared;
 
 mod ffi;
+pub(crate) mod sys;
 
 /// This library and the runtime it is built on, as the start-up notice and
 /// the compiled-code cache name them.

@@ -139,12 +139,32 @@ count 2
 === TEST 7: an invalid value
 --- config
     location / {
-        proxy_wasm_isolation request;
+        proxy_wasm_isolation connection;
         empty_gif;
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*invalid value "request" in "proxy_wasm_isolation" directive, it must be "none", "stream" or "filter" in .*nginx.conf:\d+/
+qr/\[emerg\] .*invalid value "connection" in "proxy_wasm_isolation" directive, it must be "none", "request", "stream" or "filter" in .*nginx.conf:\d+/
+
+
+
+=== TEST 7b: request: the name of stream
+--- config
+    location / {
+        proxy_wasm_isolation request;
+        proxy_wasm testbed "request_headers count";
+        proxy_wasm testbed "request_headers count; request_headers log info second";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /"]
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 2
+count 1
+count 2
 
 
 

@@ -410,14 +410,14 @@ fn response_body_held_over_the_limit() {
     for (pass, next) in [(false, Next::Fail), (true, Next::Continue)] {
         let host = common::MockHost::new();
         let (_rt, worker, id) = common::single_filter(host, &path, "", "response_body pause_until_end");
-        let config = ngx_proxy_wasm::chain::StreamConfig {
+        let config = ngx_proxy_wasm::chain::ChainConfig {
             limits: ngx_proxy_wasm::chain::Limits {
                 response_body: 10,
                 pass_on_overflow: pass,
             },
             ..Default::default()
         };
-        let mut s = ngx_proxy_wasm::chain::Stream::new(worker, host.request(REQUEST), &[id], config);
+        let mut s = ngx_proxy_wasm::chain::Chain::new(worker, host.request(REQUEST), &[id], config);
         s.on_headers(Direction::Request, true);
         s.on_headers(Direction::Response, false);
         assert_eq!(
@@ -537,21 +537,21 @@ fn a_crash_loop_is_backed_off() {
 
 #[test]
 fn a_trap_takes_down_the_requests_with_contexts_in_the_instance() {
-    use ngx_proxy_wasm::chain::{Stream, StreamConfig};
+    use ngx_proxy_wasm::chain::{Chain, ChainConfig};
     use ngx_proxy_wasm::runtime::FailurePolicy;
     for policy in [FailurePolicy::Reload, FailurePolicy::FailOpen] {
         // the first two requests are held; the third fails the instance
         let t = testbed!(
             "request_headers count; request_headers when_count 3 unreachable; request_headers pause"
         );
-        let config = StreamConfig {
+        let config = ChainConfig {
             failure: policy,
             ..Default::default()
         };
         let held: Vec<_> = (0..2)
             .map(|_| {
                 let request = t.host.request(REQUEST);
-                let mut s = Stream::new(t.worker.clone(), request, &[t.filter], config);
+                let mut s = Chain::new(t.worker.clone(), request, &[t.filter], config);
                 assert_eq!(s.on_headers(Direction::Request, true).next, Next::Pause);
                 (request, s)
             })
@@ -594,12 +594,12 @@ fn a_trap_takes_down_the_requests_with_contexts_in_the_instance() {
 #[test]
 fn fail_open_skips_the_failed_filter() {
     let t = testbed!("request_headers unreachable");
-    let config = ngx_proxy_wasm::chain::StreamConfig {
+    let config = ngx_proxy_wasm::chain::ChainConfig {
         failure: ngx_proxy_wasm::runtime::FailurePolicy::FailOpen,
         ..Default::default()
     };
     let mut s =
-        ngx_proxy_wasm::chain::Stream::new(t.worker.clone(), t.host.request(REQUEST), &[t.filter], config);
+        ngx_proxy_wasm::chain::Chain::new(t.worker.clone(), t.host.request(REQUEST), &[t.filter], config);
     assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
     assert_eq!(s.on_headers(Direction::Response, false).next, Next::Continue);
     assert_eq!(t.host.logged("filter failed: skipped"), Some(LogLevel::Warn));

@@ -20,7 +20,7 @@ use ngx_proxy_wasm::abi::pairs;
 use ngx_proxy_wasm::abi::properties::PropertyPath;
 use ngx_proxy_wasm::abi::state::Direction;
 use ngx_proxy_wasm::callout::http1::{Response, ResponseError, ResponseParser};
-use ngx_proxy_wasm::chain::Stream;
+use ngx_proxy_wasm::chain::Chain;
 
 /// SplitMix64: small, fast, and the same on every machine.
 struct Rng(u64);
@@ -475,7 +475,7 @@ fn host_functions_from_a_hostile_guest() {
         let worker = rt.worker();
         for _ in 0..4 {
             let request = host.request(&[(":method", "GET"), (":path", "/"), (":authority", "x")]);
-            let mut stream = Stream::new(worker.clone(), request, &[filter as u32], Default::default());
+            let mut stream = Chain::new(worker.clone(), request, &[filter as u32], Default::default());
             let _ = stream.on_headers(Direction::Request, false);
             let _ = stream.on_body(Direction::Request, &[b"body"], true);
             let _ = stream.resume(Direction::Request);

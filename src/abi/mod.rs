@@ -74,31 +74,9 @@ impl AbiVersion {
     }
 }
 
-/// `proxy_log_level_t`.
-#[repr(u32)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Trace = 0,
-    Debug = 1,
-    Info = 2,
-    Warn = 3,
-    Error = 4,
-    Critical = 5,
-}
-
-impl LogLevel {
-    pub fn from_raw(raw: u32) -> Option<LogLevel> {
-        Some(match raw {
-            0 => LogLevel::Trace,
-            1 => LogLevel::Debug,
-            2 => LogLevel::Info,
-            3 => LogLevel::Warn,
-            4 => LogLevel::Error,
-            5 => LogLevel::Critical,
-            _ => return None,
-        })
-    }
-}
+/// `proxy_log_level_t`, which the boundary header declares with the ABI's
+/// values.
+pub use crate::sys::LogLevel;
 
 /// `proxy_map_type_t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

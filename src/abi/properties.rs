@@ -11,6 +11,7 @@ use crate::abi::pairs::{self, Pair};
 use crate::abi::state::{HostState, Trailers};
 use crate::abi::{HostResult, Status};
 use crate::host::{Attribute, Fact, HeaderMap, Host, RequestRef, VariableError};
+use crate::sys::PropertyKey;
 
 /// Envoy's former top-level names of `xds.*` attributes: `node.id` is
 /// `xds.node.id`.
@@ -94,6 +95,17 @@ impl<'a> PropertyPath<'a> {
     pub fn display(&self) -> String {
         String::from_utf8_lossy(&self.key()).into_owned()
     }
+}
+
+/// The key a configured (static) property is stored under: its dotted
+/// path, checked; `PropertyKey::Invalid` for an empty path or segment,
+/// `PropertyKey::Reserved` for a path of nginx's attributes.
+pub fn configured_key(raw: &[u8]) -> Result<Vec<u8>, PropertyKey> {
+    let path = PropertyPath::parse(raw).ok_or(PropertyKey::Invalid)?;
+    if path.is_reserved() {
+        return Err(PropertyKey::Reserved);
+    }
+    Ok(path.key())
 }
 
 /// Splits a dotted name. A header name may hold dots, so what follows

@@ -1,5 +1,5 @@
 //! The state host functions work on: one `HostState` per instance (the
-//! wasmtime store's data) and one `StreamState` per request, shared by the
+//! wasmtime store's data) and one `RequestState` per request, shared by the
 //! contexts of all filters of that request.
 
 use std::cell::RefCell;
@@ -80,7 +80,7 @@ pub enum Context {
         filter: Arc<FilterInfo>,
         /// The filter's root context.
         root: u32,
-        stream: Rc<RefCell<StreamState>>,
+        stream: Rc<RefCell<RequestState>>,
         /// The filter's place in the request's chain.
         index: usize,
     },
@@ -103,23 +103,16 @@ pub struct LocalResponse {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// A direction of an HTTP stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    Request = 0,
-    Response = 1,
-}
+/// A direction of an HTTP request: its request or its response.
+pub use crate::sys::Direction;
 
-impl Direction {
-    pub const BOTH: [Direction; 2] = [Direction::Request, Direction::Response];
-
-    /// `proxy_stream_type_t`: HTTP_REQUEST (0) and HTTP_RESPONSE (1).
-    pub fn from_stream_type(raw: u32) -> Option<Direction> {
-        match raw {
-            0 => Some(Direction::Request),
-            1 => Some(Direction::Response),
-            _ => None,
-        }
+/// The direction of a `proxy_stream_type_t`: HTTP_REQUEST (0) and
+/// HTTP_RESPONSE (1); the L4 stream types are not HTTP directions.
+pub fn direction_of_stream_type(raw: u32) -> Option<Direction> {
+    match raw {
+        0 => Some(Direction::Request),
+        1 => Some(Direction::Response),
+        _ => None,
     }
 }
 
@@ -144,7 +137,7 @@ pub enum Trailers {
 
 /// One request, as seen by the filters' contexts.
 #[derive(Debug)]
-pub struct StreamState {
+pub struct RequestState {
     pub request: RequestRef,
     /// Body data by direction and filter (its place in the chain).
     pub bodies: [Vec<Option<Held>>; 2],
@@ -174,10 +167,10 @@ pub struct StreamState {
     pub response_code_details: Option<Vec<u8>>,
 }
 
-impl StreamState {
-    pub fn new(request: RequestRef, filters: usize) -> StreamState {
+impl RequestState {
+    pub fn new(request: RequestRef, filters: usize) -> RequestState {
         let none = || (0..filters).map(|_| None).collect();
-        StreamState {
+        RequestState {
             request,
             bodies: [none(), none()],
             body_changed: false,
@@ -376,13 +369,13 @@ impl HostState {
     }
 
     /// The request of the current context; `BAD_ARGUMENT` in a root context.
-    pub fn stream(&self) -> Result<&Rc<RefCell<StreamState>>, Status> {
+    pub fn stream(&self) -> Result<&Rc<RefCell<RequestState>>, Status> {
         self.http().map(|(stream, _)| stream)
     }
 
     /// The request of the current context and the filter's place in its
     /// chain.
-    pub fn http(&self) -> Result<(&Rc<RefCell<StreamState>>, usize), Status> {
+    pub fn http(&self) -> Result<(&Rc<RefCell<RequestState>>, usize), Status> {
         match self.context() {
             Some(Context::Http { stream, index, .. }) => Ok((stream, *index)),
             _ => Err(Status::BadArgument),

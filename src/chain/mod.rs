@@ -12,36 +12,19 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::abi::state::{Direction, FilterInfo, Held, LocalResponse, StreamState, Trailers};
+use crate::abi::state::{Direction, FilterInfo, Held, LocalResponse, RequestState, Trailers};
 use crate::abi::{Action, LogLevel};
 use crate::callout;
 use crate::host::{HeaderMap, RequestRef};
 use crate::runtime::vm::{Trapped, Vm};
 use crate::runtime::{FailurePolicy, FilterHandle, Isolation, VmSlot, Worker};
 
-/// What nginx does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    Continue,
-    /// A filter paused: hold the direction until it is continued.
-    Pause,
-    /// Send the local response a filter asked for (`take_local_response`).
-    LocalResponse,
-    /// A filter failed: fail the request.
-    Fail,
-    /// A filter closed the stream: reset it.
-    Close,
-}
-
-/// The body data that left the chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Nothing,
-    /// Exactly the data just handed in: nginx passes its own buffers on.
-    Unchanged,
-    /// Other data: `output` has it.
-    Data,
-}
+/// What nginx does next (`Continue`, `Pause` until a filter continues,
+/// send the `LocalResponse` a filter asked for, `Fail` the request,
+/// `Close` it), and the body data that left the chain: `Nothing`, exactly
+/// what was handed in (`Unchanged`: nginx passes its own buffers on), or
+/// other `Data` (in `output`).
+pub use crate::sys::{Next, Output};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
@@ -72,7 +55,7 @@ impl Default for Limits {
 
 /// How a location runs its chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StreamConfig {
+pub struct ChainConfig {
     pub limits: Limits,
     pub failure: FailurePolicy,
     pub isolation: Isolation,
@@ -159,9 +142,9 @@ struct Flow {
     output: Vec<u8>,
 }
 
-pub struct Stream {
+pub struct Chain {
     worker: Rc<Worker>,
-    state: Rc<RefCell<StreamState>>,
+    state: Rc<RefCell<RequestState>>,
     filters: Vec<FilterRun>,
     flows: [Flow; 2],
     limits: Limits,
@@ -172,8 +155,8 @@ pub struct Stream {
     ended: bool,
 }
 
-impl Stream {
-    pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32], config: StreamConfig) -> Stream {
+impl Chain {
+    pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32], config: ChainConfig) -> Chain {
         let run = |id: usize, handle| FilterRun::new(id, worker.filter_info(id).cloned(), handle);
         let filters: Vec<FilterRun> = match config.isolation {
             // the common case, once per request: no list but the chain's
@@ -184,7 +167,7 @@ impl Stream {
                     run(id, worker.filter(id, config.failure == FailurePolicy::Reload))
                 })
                 .collect(),
-            Isolation::Stream | Isolation::Filter => {
+            Isolation::Request | Isolation::Filter => {
                 let ids: Vec<usize> = filter_ids.iter().map(|&id| id as usize).collect();
                 let handles = private_handles(&worker, &ids, config.isolation);
                 ids.iter()
@@ -193,8 +176,8 @@ impl Stream {
                     .collect()
             }
         };
-        let state = StreamState::new(request, filters.len());
-        Stream {
+        let state = RequestState::new(request, filters.len());
+        Chain {
             worker,
             state: Rc::new(RefCell::new(state)),
             filters,
@@ -381,8 +364,8 @@ impl Stream {
     }
 
     /// Lends a property the request's filters stored (by dotted path).
-    pub fn with_property<R>(&self, path: &[u8], visit: impl FnOnce(Option<&[u8]>) -> R) -> R {
-        visit(self.state.borrow().properties.get(path))
+    pub fn with_property<R>(&self, key: &[u8], visit: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        visit(self.state.borrow().properties.get(key))
     }
 
     /// `on_log` for every context, in chain order.
@@ -664,7 +647,7 @@ impl Stream {
     }
 }
 
-impl Stream {
+impl Chain {
     /// Ends every context, once: `on_log` if the log phase did not run,
     /// then `on_done` and `on_delete`; then the root contexts of the
     /// instances made for this request. What filters stored stays readable
@@ -699,7 +682,7 @@ impl Stream {
     }
 }
 
-impl Drop for Stream {
+impl Drop for Chain {
     fn drop(&mut self) {
         self.end();
     }
@@ -719,7 +702,7 @@ fn private_handles(
         .map(|(position, &id)| {
             let module = worker.filter_module(id).ok_or("no such filter")?;
             let slot = match isolation {
-                Isolation::Stream => match made.iter().find(|(m, _)| *m == module) {
+                Isolation::Request => match made.iter().find(|(m, _)| *m == module) {
                     Some((_, slot)) => slot.clone(),
                     None => {
                         let mut same: Vec<usize> = ids

@@ -2,36 +2,35 @@
 //! exported symbol). Every entry catches panics: none may unwind into
 //! nginx.
 
-use std::cell::RefCell;
 use std::ffi::{c_void, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::time::Duration;
 
-use super::bindings::{
-    ngx_proxy_wasm_action_e as Action, ngx_proxy_wasm_api_t, ngx_proxy_wasm_call_end_e as CallEnd,
-    ngx_proxy_wasm_call_rc_e as CallRc, ngx_proxy_wasm_compiler_e as CompilerConf,
-    ngx_proxy_wasm_direction_e as Dir, ngx_proxy_wasm_failure_e as Failure,
-    ngx_proxy_wasm_host_rc_e as HostRc, ngx_proxy_wasm_host_t, ngx_proxy_wasm_isolation_e as IsolationConf,
-    ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_output_e as OutputKind, ngx_proxy_wasm_pair_t,
-    ngx_proxy_wasm_runtime_conf_t, ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t,
-    ngx_proxy_wasm_stream_conf_t, ngx_proxy_wasm_stream_t,
-};
-use super::nginx_host::NginxHost;
+use super::nginx::Nginx;
 use super::{bytes, str_of};
+use crate::abi::properties;
 use crate::abi::state::Direction;
 use crate::abi::LogLevel;
 use crate::callout::{CallFailure, CallSettings};
-use crate::chain::{Limits, Next, Output, Step, Stream, StreamConfig};
+use crate::chain::{Chain, ChainConfig, Limits, Next, Output, Step};
 use crate::host::{Host, RequestRef};
 use crate::runtime::limits::InstanceLimits;
-use crate::runtime::{CallProgress, Compiler, FailurePolicy, Isolation, Runtime, RuntimeConfig};
+use crate::runtime::{CallProgress, Runtime, RuntimeConfig};
+use crate::sys::{
+    ngx_proxy_wasm_api_t, ngx_proxy_wasm_chain_conf_t, ngx_proxy_wasm_chain_t, ngx_proxy_wasm_host_t,
+    ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_runtime_conf_t,
+    ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t, CallEnd, Lookup, PropertyKey,
+    UnknownValue,
+};
 
 #[no_mangle]
 pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     version: Some(version),
+    property_key: Some(property_key),
     runtime_new: Some(runtime_new),
+    runtime_configure: Some(runtime_configure),
     runtime_free: Some(runtime_free),
     module_load: Some(module_load),
     filter_add: Some(filter_add),
@@ -41,54 +40,74 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     call_data: Some(call_data),
     call_end: Some(call_end),
     queue_ready: Some(queue_ready),
-    stream_new: Some(stream_new),
-    stream_wants_body: Some(stream_wants_body),
-    stream_on_headers: Some(stream_on_headers),
-    stream_on_body: Some(stream_on_body),
-    stream_on_trailers: Some(stream_on_trailers),
-    stream_resume: Some(stream_resume),
-    stream_response_sent: Some(stream_response_sent),
-    stream_local_response: Some(stream_local_response),
-    stream_on_log: Some(stream_on_log),
-    stream_property: Some(stream_property),
-    stream_free: Some(stream_free),
+    chain_new: Some(chain_new),
+    chain_wants_body: Some(chain_wants_body),
+    chain_on_headers: Some(chain_on_headers),
+    chain_on_body: Some(chain_on_body),
+    chain_on_trailers: Some(chain_on_trailers),
+    chain_resume: Some(chain_resume),
+    chain_response_sent: Some(chain_response_sent),
+    chain_local_response: Some(chain_local_response),
+    chain_on_log: Some(chain_on_log),
+    chain_property: Some(chain_property),
+    chain_free: Some(chain_free),
 };
 
 /// What a runtime handle points to.
 struct RuntimeBox {
-    host: &'static NginxHost,
-    runtime: Runtime,
+    host: &'static Nginx,
+    /// Made by `runtime_configure`.
+    runtime: Option<Runtime>,
+    /// The last configuration error, lent to the shim until the next call.
+    error: Vec<u8>,
 }
 
-/// What a stream handle points to.
-struct StreamBox {
-    stream: Stream,
+impl RuntimeBox {
+    fn fail(&mut self, err: *mut ngx_proxy_wasm_str_t, message: &str) -> i32 {
+        self.error = message.as_bytes().to_vec();
+        if !err.is_null() {
+            // SAFETY: the shim passes a valid out-pointer or null; the
+            // bytes stay in the runtime until its next error.
+            unsafe { *err = str_of(&self.error) };
+        }
+        -1
+    }
+
+    fn configured(&mut self) -> Result<&mut Runtime, &'static str> {
+        self.runtime.as_mut().ok_or("the runtime is not configured")
+    }
+
+    /// A value of a boundary enum the shim passed; one this library does
+    /// not know is logged and refused.
+    fn decode<T: TryFrom<u32, Error = UnknownValue>>(&self, raw: u32) -> Option<T> {
+        decode(self.host, raw)
+    }
+}
+
+/// What a chain handle points to.
+struct ChainBox {
+    host: &'static Nginx,
+    chain: Chain,
     /// The local response's headers in the shim's layout.
     local_headers: Vec<ngx_proxy_wasm_pair_t>,
-    /// The last property `stream_property` lent.
+    /// The last property `chain_property` lent.
     property: Vec<u8>,
 }
 
-thread_local! {
-    /// The last configuration error, lent to the shim until the next call.
-    static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-fn set_error(err: *mut ngx_proxy_wasm_str_t, message: &str) {
-    LAST_ERROR.with(|last| {
-        let mut last = last.borrow_mut();
-        *last = message.as_bytes().to_vec();
-        if !err.is_null() {
-            // SAFETY: the shim passes a valid out-pointer or null; the
-            // bytes stay in LAST_ERROR until the next error.
-            unsafe { *err = str_of(&last) };
+fn decode<T: TryFrom<u32, Error = UnknownValue>>(host: &Nginx, raw: u32) -> Option<T> {
+    match T::try_from(raw) {
+        Ok(value) => Some(value),
+        Err(unknown) => {
+            let message = format!("the nginx module passed an {unknown}: it does not match this library");
+            host.log(None, LogLevel::Critical, "ngx_proxy_wasm", 0, message.as_bytes());
+            None
         }
-    });
+    }
 }
 
 /// Runs an entry point, turning a panic into `fallback` (and a log line
 /// when there is a host to log to).
-fn guard<R>(host: Option<&'static NginxHost>, what: &str, fallback: R, body: impl FnOnce() -> R) -> R {
+fn guard<R>(host: Option<&'static Nginx>, what: &str, fallback: R, body: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(result) => result,
         Err(panic) => {
@@ -114,42 +133,72 @@ unsafe fn runtime<'a>(rt: *mut ngx_proxy_wasm_runtime_t) -> &'a mut RuntimeBox {
 }
 
 /// # Safety
-/// `s` must come from `stream_new` and not be freed.
-unsafe fn stream<'a>(s: *mut ngx_proxy_wasm_stream_t) -> &'a mut StreamBox {
+/// `c` must come from `chain_new` and not be freed.
+unsafe fn chain<'a>(c: *mut ngx_proxy_wasm_chain_t) -> &'a mut ChainBox {
     // SAFETY: guaranteed by the caller.
-    unsafe { &mut *(s as *mut StreamBox) }
+    unsafe { &mut *(c as *mut ChainBox) }
 }
 
 unsafe extern "C" fn version(out: *mut ngx_proxy_wasm_str_t) {
     // SAFETY: the shim passes a string to fill; the text is static.
-    unsafe {
-        (*out).data = crate::VERSION.as_ptr();
-        (*out).len = crate::VERSION.len();
+    unsafe { *out = str_of(crate::VERSION.as_bytes()) };
+}
+
+unsafe extern "C" fn property_key(path: ngx_proxy_wasm_str_t, buf: *mut u8, len: *mut usize) -> u32 {
+    // SAFETY: the shim passes a path it owns for the call.
+    let path = unsafe { bytes(path) };
+    let result = guard(None, "property_key", Err(PropertyKey::Invalid), || {
+        properties::configured_key(path)
+    });
+    match result {
+        Ok(key) if key.len() <= path.len() + 4 => {
+            // SAFETY: the shim passes path.len + 4 writable bytes, and an
+            // out-pointer for the length.
+            unsafe {
+                std::ptr::copy_nonoverlapping(key.as_ptr(), buf, key.len());
+                *len = key.len();
+            }
+            PropertyKey::Valid.into()
+        }
+        Ok(_) => PropertyKey::Invalid.into(),
+        Err(why) => why.into(),
     }
 }
 
-unsafe extern "C" fn runtime_new(
-    host: *const ngx_proxy_wasm_host_t,
-    conf: *const ngx_proxy_wasm_runtime_conf_t,
-    err: *mut ngx_proxy_wasm_str_t,
-) -> *mut ngx_proxy_wasm_runtime_t {
+unsafe extern "C" fn runtime_new(host: *const ngx_proxy_wasm_host_t) -> *mut ngx_proxy_wasm_runtime_t {
     guard(None, "runtime_new", std::ptr::null_mut(), || {
-        // SAFETY: the shim passes valid pointers to its static table and
-        // to the wasm{} block's settings.
-        let (table, conf) = unsafe { (&*host, &*conf) };
-        let Some(host) = NginxHost::install(table) else {
-            set_error(err, "incomplete host function table");
+        // SAFETY: the shim passes its table, a static of the nginx module,
+        // which outlives every runtime (cycles end before modules unload).
+        let table: &'static ngx_proxy_wasm_host_t = unsafe { &*host };
+        let Some(host) = Nginx::of(table) else {
             return std::ptr::null_mut();
         };
-        // SAFETY: the shim's strings are valid for the call; the path is
-        // copied.
-        let cache = unsafe { bytes(conf.cache) };
+        let boxed = Box::new(RuntimeBox {
+            host,
+            runtime: None,
+            error: Vec::new(),
+        });
+        Box::into_raw(boxed) as *mut ngx_proxy_wasm_runtime_t
+    })
+}
+
+unsafe extern "C" fn runtime_configure(
+    rt: *mut ngx_proxy_wasm_runtime_t,
+    conf: *const ngx_proxy_wasm_runtime_conf_t,
+    err: *mut ngx_proxy_wasm_str_t,
+) -> i32 {
+    // SAFETY: the shim passes its runtime and the wasm{} block's settings,
+    // whose strings are valid for the call (the cache path is copied).
+    let (rt, conf) = unsafe { (runtime(rt), &*conf) };
+    let cache = unsafe { bytes(conf.cache) };
+    guard(Some(rt.host), "runtime_configure", -1, || {
+        let (Some(compiler), Some(failure_log)) =
+            (rt.decode(conf.compiler), rt.decode(conf.http_call_failure_log))
+        else {
+            return rt.fail(err, "the nginx module does not match this library");
+        };
         let config = RuntimeConfig {
-            compiler: match conf.compiler {
-                c if c == CompilerConf::NGX_PROXY_WASM_COMPILER_CRANELIFT as u32 => Compiler::Cranelift,
-                c if c == CompilerConf::NGX_PROXY_WASM_COMPILER_WINCH as u32 => Compiler::Winch,
-                _ => Compiler::Auto,
-            },
+            compiler,
             backtraces: conf.backtraces != 0,
             limits: InstanceLimits {
                 memory: conf.memory_limit,
@@ -159,18 +208,16 @@ unsafe extern "C" fn runtime_new(
             instance_pool: (conf.instance_pool != 0).then_some(conf.instance_pool),
             calls: CallSettings {
                 max_body_size: conf.http_call_max_body_size,
-                failure_log: LogLevel::from_raw(conf.http_call_failure_log).unwrap_or(LogLevel::Error),
+                failure_log,
             },
+            max_metric_name_length: conf.max_metric_name_length,
         };
-        crate::shared::metrics::set_max_name_length(conf.max_metric_name_length);
-        match Runtime::new(host, config) {
+        match Runtime::new(rt.host, config) {
             Ok(runtime) => {
-                Box::into_raw(Box::new(RuntimeBox { host, runtime })) as *mut ngx_proxy_wasm_runtime_t
+                rt.runtime = Some(runtime);
+                0
             }
-            Err(e) => {
-                set_error(err, &e.to_string());
-                std::ptr::null_mut()
-            }
+            Err(e) => rt.fail(err, &e.to_string()),
         }
     })
 }
@@ -197,12 +244,15 @@ unsafe extern "C" fn module_load(
     guard(Some(rt.host), "module_load", -1, || {
         let name = String::from_utf8_lossy(name);
         let path = Path::new(OsStr::from_bytes(path));
-        match rt.runtime.load_module(&name, path, vm_config) {
+        let loaded = match rt.configured() {
+            Ok(runtime) => runtime
+                .load_module(&name, path, vm_config)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match loaded {
             Ok(()) => 0,
-            Err(e) => {
-                set_error(err, &e.to_string());
-                -1
-            }
+            Err(e) => rt.fail(err, &e),
         }
     })
 }
@@ -216,12 +266,15 @@ unsafe extern "C" fn filter_add(
     // SAFETY: the shim passes its runtime and strings valid for the call.
     let (rt, module, config) = unsafe { (runtime(rt), bytes(module), bytes(config)) };
     guard(Some(rt.host), "filter_add", -1, || {
-        match rt.runtime.add_filter(&String::from_utf8_lossy(module), config) {
-            Ok(id) => id as i32,
-            Err(e) => {
-                set_error(err, &e.to_string());
-                -1
-            }
+        let added = match rt.configured() {
+            Ok(runtime) => runtime
+                .add_filter(&String::from_utf8_lossy(module), config)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match added {
+            Ok(id) => i32::try_from(id).unwrap_or(-1),
+            Err(e) => rt.fail(err, &e),
         }
     })
 }
@@ -230,21 +283,27 @@ unsafe extern "C" fn worker_init(rt: *mut ngx_proxy_wasm_runtime_t) {
     // SAFETY: the shim passes its runtime.
     let rt = unsafe { runtime(rt) };
     guard(Some(rt.host), "worker_init", (), || {
-        rt.runtime.worker();
+        if let Some(runtime) = rt.runtime.as_mut() {
+            runtime.worker();
+        }
     })
 }
 
 unsafe extern "C" fn worker_exit(rt: *mut ngx_proxy_wasm_runtime_t) {
     // SAFETY: the shim passes its runtime.
     let rt = unsafe { runtime(rt) };
-    guard(Some(rt.host), "worker_exit", (), || rt.runtime.exit_worker())
+    guard(Some(rt.host), "worker_exit", (), || {
+        if let Some(runtime) = rt.runtime.as_mut() {
+            runtime.exit_worker();
+        }
+    })
 }
 
 unsafe extern "C" fn timer_fired(rt: *mut ngx_proxy_wasm_runtime_t, token: u64) {
     // SAFETY: the shim passes its runtime.
     let rt = unsafe { runtime(rt) };
     guard(Some(rt.host), "timer_fired", (), || {
-        if let Some(worker) = rt.runtime.running_worker() {
+        if let Some(worker) = rt.runtime.as_ref().and_then(Runtime::running_worker) {
             worker.on_timer(token);
         }
     })
@@ -252,44 +311,40 @@ unsafe extern "C" fn timer_fired(rt: *mut ngx_proxy_wasm_runtime_t, token: u64) 
 
 unsafe extern "C" fn call_data(
     rt: *mut ngx_proxy_wasm_runtime_t,
-    token: u64,
+    token: u32,
     data: ngx_proxy_wasm_str_t,
 ) -> u32 {
     // SAFETY: the shim passes its runtime and bytes it owns for the call.
     let (rt, data) = unsafe { (runtime(rt), bytes(data)) };
     let progress = guard(Some(rt.host), "call_data", CallProgress::Close, || {
-        match rt.runtime.running_worker() {
-            Some(worker) => worker.on_call_data(token as u32, data),
+        match rt.runtime.as_ref().and_then(Runtime::running_worker) {
+            Some(worker) => worker.on_call_data(token, data),
             None => CallProgress::Close,
         }
     });
-    (match progress {
-        CallProgress::More => CallRc::NGX_PROXY_WASM_CALL_MORE,
-        CallProgress::KeepAlive => CallRc::NGX_PROXY_WASM_CALL_DONE_KEEPALIVE,
-        CallProgress::Close => CallRc::NGX_PROXY_WASM_CALL_DONE_CLOSE,
-    }) as u32
+    progress.into()
 }
 
 unsafe extern "C" fn call_end(
     rt: *mut ngx_proxy_wasm_runtime_t,
-    token: u64,
+    token: u32,
     why: u32,
     detail: ngx_proxy_wasm_str_t,
 ) {
     // SAFETY: the shim passes its runtime and text it owns for the call.
     let (rt, detail) = unsafe { (runtime(rt), bytes(detail)) };
-    let failure = match why {
-        w if w == CallEnd::NGX_PROXY_WASM_CALL_CLOSED as u32 => None,
-        w if w == CallEnd::NGX_PROXY_WASM_CALL_REFUSED as u32 => Some(CallFailure::Refused),
-        w if w == CallEnd::NGX_PROXY_WASM_CALL_TIMEOUT as u32 => Some(CallFailure::Timeout),
-        w if w == CallEnd::NGX_PROXY_WASM_CALL_RESOLVE as u32 => Some(CallFailure::Resolve),
-        w if w == CallEnd::NGX_PROXY_WASM_CALL_TLS as u32 => Some(CallFailure::Tls),
-        _ => Some(CallFailure::Reset),
+    let failure = match rt.decode(why) {
+        Some(CallEnd::Closed) => None,
+        Some(CallEnd::Refused) => Some(CallFailure::Refused),
+        Some(CallEnd::Timeout) => Some(CallFailure::Timeout),
+        Some(CallEnd::Resolve) => Some(CallFailure::Resolve),
+        Some(CallEnd::Tls) => Some(CallFailure::Tls),
+        Some(CallEnd::Reset) | None => Some(CallFailure::Reset),
     };
     let detail = String::from_utf8_lossy(detail);
     guard(Some(rt.host), "call_end", (), || {
-        if let Some(worker) = rt.runtime.running_worker() {
-            worker.on_call_end(token as u32, failure, &detail);
+        if let Some(worker) = rt.runtime.as_ref().and_then(Runtime::running_worker) {
+            worker.on_call_end(token, failure, &detail);
         }
     })
 }
@@ -298,131 +353,116 @@ unsafe extern "C" fn queue_ready(rt: *mut ngx_proxy_wasm_runtime_t, token: u32) 
     // SAFETY: the shim passes its runtime.
     let rt = unsafe { runtime(rt) };
     guard(Some(rt.host), "queue_ready", (), || {
-        if let Some(worker) = rt.runtime.running_worker() {
+        if let Some(worker) = rt.runtime.as_ref().and_then(Runtime::running_worker) {
             worker.on_queue_ready(token);
         }
     })
 }
 
-unsafe extern "C" fn stream_new(
+unsafe extern "C" fn chain_new(
     rt: *mut ngx_proxy_wasm_runtime_t,
     request: *mut c_void,
     filters: *const u32,
     nfilters: usize,
-    conf: *const ngx_proxy_wasm_stream_conf_t,
-) -> *mut ngx_proxy_wasm_stream_t {
+    conf: *const ngx_proxy_wasm_chain_conf_t,
+) -> *mut ngx_proxy_wasm_chain_t {
     // SAFETY: the shim passes its runtime, its location's filter ids and
-    // its location's limits.
+    // its location's settings.
     let (rt, filters, conf) = unsafe { (runtime(rt), std::slice::from_raw_parts(filters, nfilters), &*conf) };
-    guard(Some(rt.host), "stream_new", std::ptr::null_mut(), || {
-        let worker = rt.runtime.worker();
-        let config = StreamConfig {
+    let host = rt.host;
+    guard(Some(host), "chain_new", std::ptr::null_mut(), || {
+        let (Some(failure), Some(isolation)) = (rt.decode(conf.failure), rt.decode(conf.isolation)) else {
+            return std::ptr::null_mut();
+        };
+        let Some(runtime) = rt.runtime.as_mut() else {
+            return std::ptr::null_mut();
+        };
+        let config = ChainConfig {
             limits: Limits {
                 response_body: conf.response_body_limit,
                 pass_on_overflow: conf.response_body_overflow_pass != 0,
             },
-            failure: match conf.failure {
-                f if f == Failure::NGX_PROXY_WASM_FAILURE_FAIL_CLOSED as u32 => FailurePolicy::FailClosed,
-                f if f == Failure::NGX_PROXY_WASM_FAILURE_FAIL_OPEN as u32 => FailurePolicy::FailOpen,
-                _ => FailurePolicy::Reload,
-            },
-            isolation: match conf.isolation {
-                i if i == IsolationConf::NGX_PROXY_WASM_ISOLATION_STREAM as u32 => Isolation::Stream,
-                i if i == IsolationConf::NGX_PROXY_WASM_ISOLATION_FILTER as u32 => Isolation::Filter,
-                _ => Isolation::None,
-            },
+            failure,
+            isolation,
         };
-        let stream = Stream::new(worker, RequestRef(request as usize), filters, config);
-        let boxed = Box::new(StreamBox {
-            stream,
+        let chain = Chain::new(runtime.worker(), RequestRef(request as usize), filters, config);
+        let boxed = Box::new(ChainBox {
+            host,
+            chain,
             local_headers: Vec::new(),
             property: Vec::new(),
         });
-        Box::into_raw(boxed) as *mut ngx_proxy_wasm_stream_t
+        Box::into_raw(boxed) as *mut ngx_proxy_wasm_chain_t
     })
 }
 
-fn direction(raw: u32) -> Direction {
-    if raw == Dir::NGX_PROXY_WASM_RESPONSE as u32 {
-        Direction::Response
-    } else {
-        Direction::Request
-    }
-}
-
-/// Writes a step for the shim; its data points into the stream.
-fn write_step(s: &StreamBox, direction: Direction, step: Step, out: *mut ngx_proxy_wasm_step_t) {
-    let action = match step.next {
-        Next::Continue => Action::NGX_PROXY_WASM_ACTION_CONTINUE,
-        Next::Pause => Action::NGX_PROXY_WASM_ACTION_PAUSE,
-        Next::LocalResponse => Action::NGX_PROXY_WASM_ACTION_LOCAL_RESPONSE,
-        Next::Fail => Action::NGX_PROXY_WASM_ACTION_FAIL,
-        Next::Close => Action::NGX_PROXY_WASM_ACTION_CLOSE,
-    };
-    let output = match step.output {
-        Output::Nothing => OutputKind::NGX_PROXY_WASM_OUTPUT_NONE,
-        Output::Unchanged => OutputKind::NGX_PROXY_WASM_OUTPUT_UNCHANGED,
-        Output::Data => OutputKind::NGX_PROXY_WASM_OUTPUT_DATA,
-    };
+/// Writes a step for the shim; its data points into the chain.
+fn write_step(c: &ChainBox, direction: Direction, step: Step, out: *mut ngx_proxy_wasm_step_t) {
     let step = ngx_proxy_wasm_step_t {
-        action: action as u32,
-        headers_done: step.headers_done as u32,
-        output: output as u32,
-        end_of_stream: step.end_of_stream as u32,
-        data: str_of(s.stream.output(direction)),
+        next: step.next.into(),
+        headers_done: step.headers_done.into(),
+        output: step.output.into(),
+        end_of_stream: step.end_of_stream.into(),
+        data: str_of(c.chain.output(direction)),
     };
     // SAFETY: the shim passes a valid out-pointer.
     unsafe { *out = step };
 }
 
-/// Runs a step of a stream for the shim; a panic fails the request.
+/// Runs a step of a chain for the shim; a panic, or a direction this
+/// library does not know, fails the request.
 ///
 /// # Safety
-/// `s` must be a live stream and `out` a valid pointer.
+/// `c` must be a live chain and `out` a valid pointer.
 unsafe fn run_step(
-    s: *mut ngx_proxy_wasm_stream_t,
+    c: *mut ngx_proxy_wasm_chain_t,
     raw_direction: u32,
     out: *mut ngx_proxy_wasm_step_t,
     what: &str,
-    body: impl FnOnce(&mut Stream, Direction) -> Step,
+    body: impl FnOnce(&mut Chain, Direction) -> Step,
 ) {
     // SAFETY: guaranteed by the caller.
-    let s = unsafe { stream(s) };
-    let direction = direction(raw_direction);
+    let c = unsafe { chain(c) };
     let failed = Step {
         next: Next::Fail,
         headers_done: false,
         output: Output::Nothing,
         end_of_stream: false,
     };
-    let step = guard(None, what, failed, || body(&mut s.stream, direction));
-    write_step(s, direction, step, out);
+    let Some(direction) = decode(c.host, raw_direction) else {
+        return write_step(c, Direction::Request, failed, out);
+    };
+    let step = guard(Some(c.host), what, failed, || body(&mut c.chain, direction));
+    write_step(c, direction, step, out);
 }
 
-unsafe extern "C" fn stream_wants_body(s: *mut ngx_proxy_wasm_stream_t, raw_direction: u32) -> u32 {
-    // SAFETY: the shim passes a live stream.
-    let s = unsafe { stream(s) };
-    guard(None, "wants_body", 0, || {
-        s.stream.wants_body(direction(raw_direction)) as u32
+unsafe extern "C" fn chain_wants_body(c: *mut ngx_proxy_wasm_chain_t, raw_direction: u32) -> u32 {
+    // SAFETY: the shim passes a live chain.
+    let c = unsafe { chain(c) };
+    let Some(direction) = decode(c.host, raw_direction) else {
+        return 0;
+    };
+    guard(Some(c.host), "wants_body", 0, || {
+        c.chain.wants_body(direction).into()
     })
 }
 
-unsafe extern "C" fn stream_on_headers(
-    s: *mut ngx_proxy_wasm_stream_t,
+unsafe extern "C" fn chain_on_headers(
+    c: *mut ngx_proxy_wasm_chain_t,
     direction: u32,
     eos: u32,
     out: *mut ngx_proxy_wasm_step_t,
 ) {
-    // SAFETY: the shim passes a live stream and a valid out-pointer.
+    // SAFETY: the shim passes a live chain and a valid out-pointer.
     unsafe {
-        run_step(s, direction, out, "on_headers", |stream, d| {
-            stream.on_headers(d, eos != 0)
+        run_step(c, direction, out, "on_headers", |chain, d| {
+            chain.on_headers(d, eos != 0)
         })
     }
 }
 
-unsafe extern "C" fn stream_on_body(
-    s: *mut ngx_proxy_wasm_stream_t,
+unsafe extern "C" fn chain_on_body(
+    c: *mut ngx_proxy_wasm_chain_t,
     direction: u32,
     parts: *const ngx_proxy_wasm_str_t,
     nparts: usize,
@@ -436,53 +476,49 @@ unsafe extern "C" fn stream_on_body(
         // SAFETY: as above.
         .map(|part| unsafe { bytes(*part) })
         .collect();
-    // SAFETY: the shim passes a live stream and a valid out-pointer.
+    // SAFETY: the shim passes a live chain and a valid out-pointer.
     unsafe {
-        run_step(s, direction, out, "on_body", |stream, d| {
-            stream.on_body(d, &parts, eos != 0)
+        run_step(c, direction, out, "on_body", |chain, d| {
+            chain.on_body(d, &parts, eos != 0)
         })
     }
 }
 
-unsafe extern "C" fn stream_on_trailers(
-    s: *mut ngx_proxy_wasm_stream_t,
+unsafe extern "C" fn chain_on_trailers(
+    c: *mut ngx_proxy_wasm_chain_t,
     direction: u32,
     out: *mut ngx_proxy_wasm_step_t,
 ) {
-    // SAFETY: the shim passes a live stream and a valid out-pointer.
-    unsafe {
-        run_step(s, direction, out, "on_trailers", |stream, d| {
-            stream.on_trailers(d)
-        })
-    }
+    // SAFETY: the shim passes a live chain and a valid out-pointer.
+    unsafe { run_step(c, direction, out, "on_trailers", |chain, d| chain.on_trailers(d)) }
 }
 
-unsafe extern "C" fn stream_resume(
-    s: *mut ngx_proxy_wasm_stream_t,
+unsafe extern "C" fn chain_resume(
+    c: *mut ngx_proxy_wasm_chain_t,
     direction: u32,
     out: *mut ngx_proxy_wasm_step_t,
 ) {
-    // SAFETY: the shim passes a live stream and a valid out-pointer.
-    unsafe { run_step(s, direction, out, "resume", |stream, d| stream.resume(d)) }
+    // SAFETY: the shim passes a live chain and a valid out-pointer.
+    unsafe { run_step(c, direction, out, "resume", |chain, d| chain.resume(d)) }
 }
 
-unsafe extern "C" fn stream_response_sent(s: *mut ngx_proxy_wasm_stream_t) {
-    // SAFETY: the shim passes a live stream.
-    let s = unsafe { stream(s) };
-    guard(None, "response_sent", (), || s.stream.response_sent())
+unsafe extern "C" fn chain_response_sent(c: *mut ngx_proxy_wasm_chain_t) {
+    // SAFETY: the shim passes a live chain.
+    let c = unsafe { chain(c) };
+    guard(Some(c.host), "response_sent", (), || c.chain.response_sent())
 }
 
-unsafe extern "C" fn stream_local_response(
-    s: *mut ngx_proxy_wasm_stream_t,
+unsafe extern "C" fn chain_local_response(
+    c: *mut ngx_proxy_wasm_chain_t,
     out: *mut ngx_proxy_wasm_local_response_t,
 ) -> i32 {
-    // SAFETY: the shim passes a live stream and a valid out-pointer.
-    let (s, out) = unsafe { (stream(s), &mut *out) };
-    guard(None, "local_response", -1, || {
-        let Some(response) = s.stream.take_local_response() else {
+    // SAFETY: the shim passes a live chain and a valid out-pointer.
+    let (c, out) = unsafe { (chain(c), &mut *out) };
+    guard(Some(c.host), "local_response", -1, || {
+        let Some(response) = c.chain.take_local_response() else {
             return -1;
         };
-        s.local_headers = response
+        c.local_headers = response
             .headers
             .iter()
             .map(|(key, value)| ngx_proxy_wasm_pair_t {
@@ -490,62 +526,62 @@ unsafe extern "C" fn stream_local_response(
                 value: str_of(value),
             })
             .collect();
-        // The pointers stay valid until the stream is freed: the response
+        // The pointers stay valid until the chain is freed: the response
         // is never changed once sent.
         *out = ngx_proxy_wasm_local_response_t {
             status: response.status,
             body: str_of(&response.body),
             details: str_of(&response.details),
-            headers: s.local_headers.as_ptr(),
-            nheaders: s.local_headers.len(),
+            headers: c.local_headers.as_ptr(),
+            nheaders: c.local_headers.len(),
         };
         0
     })
 }
 
-unsafe extern "C" fn stream_on_log(s: *mut ngx_proxy_wasm_stream_t) {
-    // SAFETY: the shim passes a live stream.
-    let s = unsafe { stream(s) };
-    guard(None, "on_log", (), || {
-        s.stream.on_log();
-        s.stream.end();
+unsafe extern "C" fn chain_on_log(c: *mut ngx_proxy_wasm_chain_t) {
+    // SAFETY: the shim passes a live chain.
+    let c = unsafe { chain(c) };
+    guard(Some(c.host), "on_log", (), || {
+        c.chain.on_log();
+        c.chain.end();
     })
 }
 
-unsafe extern "C" fn stream_property(
-    s: *mut ngx_proxy_wasm_stream_t,
-    path: ngx_proxy_wasm_str_t,
+unsafe extern "C" fn chain_property(
+    c: *mut ngx_proxy_wasm_chain_t,
+    key: ngx_proxy_wasm_str_t,
     out: *mut ngx_proxy_wasm_str_t,
 ) -> u32 {
-    // SAFETY: the shim passes a live stream, a path it owns for the call
-    // and a valid out-pointer.
-    let (s, path, out) = unsafe { (stream(s), bytes(path), &mut *out) };
-    guard(
-        None,
-        "stream_property",
-        HostRc::NGX_PROXY_WASM_HOST_ERROR as u32,
-        || {
-            let found = s.stream.with_property(path, |value| {
-                value.map(|value| {
-                    s.property.clear();
-                    s.property.extend_from_slice(value);
-                })
-            });
-            if found.is_none() {
-                return HostRc::NGX_PROXY_WASM_HOST_DECLINED as u32;
-            }
-            // lent until the next call on the stream
-            *out = str_of(&s.property);
-            HostRc::NGX_PROXY_WASM_HOST_OK as u32
-        },
-    )
+    // SAFETY: the shim passes a live chain, a key it owns for the call and
+    // a valid out-pointer.
+    let (c, key, out) = unsafe { (chain(c), bytes(key), &mut *out) };
+    let found = guard(Some(c.host), "chain_property", Lookup::Error, || {
+        let property = &mut c.property;
+        let found = c.chain.with_property(key, |value| {
+            value.map(|value| {
+                property.clear();
+                property.extend_from_slice(value);
+            })
+        });
+        match found {
+            Some(()) => Lookup::Found,
+            None => Lookup::Absent,
+        }
+    });
+    if found == Lookup::Found {
+        // lent until the next call on the chain
+        *out = str_of(&c.property);
+    }
+    found.into()
 }
 
-unsafe extern "C" fn stream_free(s: *mut ngx_proxy_wasm_stream_t) {
-    if s.is_null() {
+unsafe extern "C" fn chain_free(c: *mut ngx_proxy_wasm_chain_t) {
+    if c.is_null() {
         return;
     }
-    // SAFETY: the shim frees each stream once, from the request's cleanup.
-    let boxed = unsafe { Box::from_raw(s as *mut StreamBox) };
-    guard(None, "stream_free", (), move || drop(boxed))
+    // SAFETY: the shim frees each chain once, from the request's cleanup.
+    let boxed = unsafe { Box::from_raw(c as *mut ChainBox) };
+    let host = boxed.host;
+    guard(Some(host), "chain_free", (), move || drop(boxed))
 }

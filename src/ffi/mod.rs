@@ -1,16 +1,12 @@
-//! The boundary with the C shim: the bindings generated from
-//! `ngx-glue/ngx_proxy_wasm.h`, the `Host` the shim provides, and the API
-//! table it calls. All `unsafe` code of the crate lives here.
+//! The boundary with the C shim: the `Host` nginx provides through the
+//! shim's function table, and the API table the shim calls. The types of
+//! both are generated from `ngx-glue/ngx_proxy_wasm.h` (`crate::sys`).
+//! All `unsafe` code of the crate lives here.
 
 mod api;
-mod nginx_host;
+mod nginx;
 
-#[allow(non_camel_case_types, non_upper_case_globals, dead_code, clippy::all)]
-mod bindings {
-    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
-}
-
-use bindings::ngx_proxy_wasm_str_t;
+use crate::sys::ngx_proxy_wasm_str_t;
 
 /// The bytes of a string the shim passed in.
 ///

@@ -36,14 +36,9 @@ const KEEP_RESIDENT: usize = 2 << 20;
 #[cfg(not(any(feature = "cranelift", feature = "winch")))]
 compile_error!("ngx_proxy_wasm needs a compiler: build it with the feature \"cranelift\", \"winch\" or both");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compiler {
-    /// Cranelift where the build has it, else Winch.
-    #[default]
-    Auto,
-    Cranelift,
-    Winch,
-}
+/// The Wasm compiler (`compiler` of wasm{}); `Auto` is Cranelift where
+/// the build has it, else Winch.
+pub use crate::sys::Compiler;
 
 /// The compilers this build has (the crate's features).
 pub const COMPILERS: &[&str] = &[
@@ -73,7 +68,7 @@ impl Compiler {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     pub compiler: Compiler,
     pub backtraces: bool,
@@ -84,33 +79,35 @@ pub struct RuntimeConfig {
     /// memories and tables; none: allocated on demand.
     pub instance_pool: Option<u32>,
     pub calls: CallSettings,
+    /// The longest metric name, with its filter's prefix.
+    pub max_metric_name_length: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> RuntimeConfig {
+        RuntimeConfig {
+            compiler: Compiler::default(),
+            backtraces: false,
+            limits: InstanceLimits::default(),
+            cache: None,
+            instance_pool: None,
+            calls: CallSettings::default(),
+            max_metric_name_length: 256,
+        }
+    }
 }
 
 /// What a request does when one of its filters fails
-/// (`proxy_wasm_failure`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailurePolicy {
-    /// Fail the request; a failed instance is replaced for later requests
-    /// (paced by a backoff).
-    #[default]
-    Reload,
-    /// Fail the request; a failed instance stays failed.
-    FailClosed,
-    /// Skip the failed filter and go on with the chain.
-    FailOpen,
-}
+/// (`proxy_wasm_failure`): `Reload` fails the request and replaces a
+/// failed instance for later requests (paced by a backoff), `FailClosed`
+/// fails it and leaves the instance failed, `FailOpen` skips the filter.
+pub use crate::sys::FailurePolicy;
 
-/// Which instance a request's filters run in (`proxy_wasm_isolation`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Isolation {
-    /// The worker's instance of each module, shared by every request.
-    #[default]
-    None,
-    /// A fresh instance of each module per request.
-    Stream,
-    /// A fresh instance per filter per request.
-    Filter,
-}
+/// Which instance a request's filters run in (`proxy_wasm_isolation`):
+/// the worker's instance of each module (`None`), a fresh instance of
+/// each module per request (`Request`), or per filter per request
+/// (`Filter`).
+pub use crate::sys::Isolation;
 
 /// A filter: a module, and the plugin configuration of its root context.
 #[derive(Clone)]
@@ -130,6 +127,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(host: &'static dyn Host, config: RuntimeConfig) -> Result<Runtime, Error> {
+        crate::shared::metrics::set_max_name_length(config.max_metric_name_length);
         let mut engine_config = Config::new();
         // Guest calls get a CPU deadline through epochs.
         engine_config.epoch_interruption(true);

@@ -12,7 +12,7 @@ use wasmtime::{
 };
 
 use crate::abi::hostcalls::ProcExit;
-use crate::abi::state::{Callback, Context, Direction, FilterInfo, Frame, HostState, StreamState};
+use crate::abi::state::{Callback, Context, Direction, FilterInfo, Frame, HostState, RequestState};
 use crate::abi::{LogLevel, Status};
 use crate::callout::http1::Response;
 use crate::callout::CallFailure;
@@ -343,7 +343,7 @@ impl Vm {
         &mut self,
         root_id: u32,
         filter: &Arc<FilterInfo>,
-        stream: &Rc<RefCell<StreamState>>,
+        stream: &Rc<RefCell<RequestState>>,
         index: usize,
     ) -> Result<u32, Trapped> {
         let id = self.next_context_id();

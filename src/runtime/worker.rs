@@ -82,15 +82,10 @@ struct Replacement {
     timer: TimerRef,
 }
 
-/// What became of bytes of a call's response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallProgress {
-    More,
-    /// Whole; the connection may serve another call.
-    KeepAlive,
-    /// Whole or broken; the connection closes.
-    Close,
-}
+/// What became of bytes of a call's response: `More` to come; `KeepAlive`:
+/// whole, and the connection may serve another call; `Close`: whole or
+/// broken, the connection closes.
+pub use crate::sys::CallProgress;
 
 /// A root context's tick: `on_tick` every `period`, in a shared instance.
 struct Tick {

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use ngx_proxy_wasm::abi::pairs::Pair;
 use ngx_proxy_wasm::abi::{HostResult, LogLevel};
-use ngx_proxy_wasm::chain::Stream;
+use ngx_proxy_wasm::chain::Chain;
 use ngx_proxy_wasm::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef};
 use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
 
@@ -236,8 +236,8 @@ pub fn single_filter(
     (runtime, worker, id)
 }
 
-pub fn stream(worker: &Rc<Worker>, request: RequestRef, filters: &[u32]) -> Stream {
-    Stream::new(worker.clone(), request, filters, Default::default())
+pub fn stream(worker: &Rc<Worker>, request: RequestRef, filters: &[u32]) -> Chain {
+    Chain::new(worker.clone(), request, filters, Default::default())
 }
 
 /// A filter loaded alone, scripted by its configurations, and requests
@@ -267,7 +267,7 @@ impl Loaded {
     }
 
     /// A request with these headers, and its stream through the filter.
-    pub fn request(&self, headers: &[(&str, &str)]) -> (RequestRef, Stream) {
+    pub fn request(&self, headers: &[(&str, &str)]) -> (RequestRef, Chain) {
         let request = self.host.request(headers);
         (request, stream(&self.worker, request, &[self.filter]))
     }

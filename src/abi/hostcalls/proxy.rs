@@ -12,7 +12,9 @@ use crate::abi::headers::{self, HeaderName};
 use crate::abi::memory::slice;
 use crate::abi::pairs::{self, Pair};
 use crate::abi::properties::{self, SetError};
-use crate::abi::state::{Callback, Context, Direction, HostState, LocalResponse, StreamState, Trailers};
+use crate::abi::state::{
+    direction_of_stream_type, Callback, Context, Direction, HostState, LocalResponse, RequestState, Trailers,
+};
 use crate::abi::{BufferType, LogLevel, MapType, Status};
 use crate::callout::http1::{self, RequestError, Response};
 use crate::callout::{self, Origin};
@@ -118,7 +120,7 @@ fn unimplemented(caller: &Caller<'_, HostState>, name: &'static str) -> i32 {
 }
 
 fn log(caller: Call, level: i32, ptr: i32, len: i32) -> Result {
-    let level = LogLevel::from_raw(level as u32).ok_or(Status::BadArgument)?;
+    let level = LogLevel::try_from(level as u32).map_err(|_| Status::BadArgument)?;
     let mem = memory(caller)?;
     let message = slice(mem.data(&*caller), ptr as u32, len as u32)?;
     caller.data().log(level, message);
@@ -290,7 +292,7 @@ enum Buffer {
     /// The body of the response `on_http_call_response` is given.
     CallBody(Rc<Response>),
     /// The body data in the hands of a filter (by its place in the chain).
-    Body(Rc<RefCell<StreamState>>, Direction, usize),
+    Body(Rc<RefCell<RequestState>>, Direction, usize),
 }
 
 impl Buffer {
@@ -413,7 +415,7 @@ fn request_continue(state: &HostState, direction: Direction) -> Result {
 }
 
 fn continue_stream(caller: Call, stream_type: i32) -> Result {
-    let direction = Direction::from_stream_type(stream_type as u32).ok_or(Status::BadArgument)?;
+    let direction = direction_of_stream_type(stream_type as u32).ok_or(Status::BadArgument)?;
     request_continue(caller.data(), direction)
 }
 
@@ -428,7 +430,7 @@ fn continue_response(caller: Call) -> Result {
 /// Ends the stream abruptly (the client sees a reset or a closed
 /// connection) once the running callback has returned.
 fn close_stream(caller: Call, stream_type: i32) -> Result {
-    Direction::from_stream_type(stream_type as u32).ok_or(Status::BadArgument)?;
+    direction_of_stream_type(stream_type as u32).ok_or(Status::BadArgument)?;
     let state = caller.data();
     let mut stream = state.stream()?.borrow_mut();
     stream.close_requested = true;

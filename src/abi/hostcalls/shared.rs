@@ -194,7 +194,7 @@ fn dequeue_shared_queue(caller: Call, queue_id: i32, ret_ptr: i32, ret_size: i32
 }
 
 fn define_metric(caller: Call, kind: i32, name_ptr: i32, name_len: i32, ret_id: i32) -> Result {
-    let kind = MetricType::from_raw(kind as u32).ok_or(Status::BadArgument)?;
+    let kind = MetricType::try_from(kind as u32).map_err(|_| Status::BadArgument)?;
     let name = read_bytes(caller, name_ptr, name_len)?;
     if name.is_empty() {
         return Err(Status::BadArgument.into());

@@ -1,0 +1,477 @@
+//! The `Host` nginx provides: the C shim's function table, behind the
+//! `Host` trait.
+
+use std::ffi::c_void;
+use std::time::Duration;
+
+use super::{bytes, str_of};
+use crate::abi::pairs::Pair;
+use crate::abi::{HostResult, LogLevel, Status};
+use crate::host::{
+    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, Host, MetricOp, MetricRef,
+    MetricType, RequestRef, SharedError, TimerRef, VariableError,
+};
+use crate::sys::{
+    ngx_proxy_wasm_call_params_t, ngx_proxy_wasm_host_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t,
+    ngx_proxy_wasm_value_t, Change, List, Lookup, Shm, UnknownValue, ValueKind, Variable,
+};
+
+/// The shim's table (a static of the nginx module), checked to have every
+/// function.
+#[repr(transparent)]
+pub struct Nginx(ngx_proxy_wasm_host_t);
+
+/// A function of the shim's table.
+macro_rules! shim {
+    ($nginx:expr, $f:ident) => {
+        match $nginx.0.$f {
+            Some(f) => f,
+            None => unreachable!(concat!("Nginx::of checked that the table has ", stringify!($f))),
+        }
+    };
+}
+
+/// Header maps this small are lent from the stack.
+const STACK_PAIRS: usize = 64;
+
+impl Nginx {
+    /// The host of the shim's table; None if the table lacks a function.
+    pub fn of(table: &'static ngx_proxy_wasm_host_t) -> Option<&'static Nginx> {
+        // every field named: a function added to the table must be checked
+        let ngx_proxy_wasm_host_t {
+            log: Some(_),
+            log_level: Some(_),
+            headers_get: Some(_),
+            header_get: Some(_),
+            header_set: Some(_),
+            attribute_get: Some(_),
+            variable_get: Some(_),
+            variable_set: Some(_),
+            static_property_get: Some(_),
+            schedule_resume: Some(_),
+            timer_add: Some(_),
+            timer_cancel: Some(_),
+            call_start: Some(_),
+            call_cancel: Some(_),
+            kv_get: Some(_),
+            kv_set: Some(_),
+            queue_register: Some(_),
+            queue_resolve: Some(_),
+            queue_enqueue: Some(_),
+            queue_dequeue: Some(_),
+            metric_define: Some(_),
+            metric_update: Some(_),
+            metric_get: Some(_),
+        } = table
+        else {
+            return None;
+        };
+        // SAFETY: Nginx is a transparent wrapper of the table.
+        Some(unsafe { &*(table as *const ngx_proxy_wasm_host_t as *const Nginx) })
+    }
+
+    /// A value of a boundary enum the shim returned; one this library does
+    /// not know is logged and taken as a failure.
+    fn decode<T: TryFrom<u32, Error = UnknownValue>>(&self, raw: u32) -> Option<T> {
+        match T::try_from(raw) {
+            Ok(value) => Some(value),
+            Err(unknown) => {
+                let message =
+                    format!("the nginx module returned an {unknown}: it does not match this library");
+                self.log(None, LogLevel::Critical, "ngx_proxy_wasm", 0, message.as_bytes());
+                None
+            }
+        }
+    }
+
+    /// What a shim function that lends a string returned, as a lent value.
+    ///
+    /// # Safety
+    /// On FOUND, `value` must point to memory that outlives the returned
+    /// slice.
+    unsafe fn lent<'a>(&self, rc: u32, value: ngx_proxy_wasm_str_t) -> Result<Option<&'a [u8]>, Status> {
+        match self.decode(rc) {
+            // SAFETY: guaranteed by the caller.
+            Some(Lookup::Found) => Ok(Some(unsafe { bytes(value) })),
+            Some(Lookup::Absent) => Ok(None),
+            Some(Lookup::Error) | None => Err(Status::InternalFailure),
+        }
+    }
+
+    /// The error of a shared-memory function's result.
+    fn shared_error(&self, rc: Option<Shm>) -> SharedError {
+        match rc {
+            Some(Shm::NoZone) => SharedError::NoZone,
+            Some(Shm::CasMismatch) => SharedError::CasMismatch,
+            Some(Shm::Full) => SharedError::Full,
+            Some(Shm::TypeConflict) => SharedError::TypeConflict,
+            Some(Shm::Denied) => SharedError::Denied,
+            Some(Shm::Done | Shm::Absent | Shm::TooSmall | Shm::Error) | None => SharedError::Unavailable,
+        }
+    }
+
+    /// Copies a value out of shared memory into `value` with `copy(buf,
+    /// size, len)`, growing `value` once the shim said how much it needs
+    /// (TOO_SMALL); the result of the last copy.
+    fn copy_shared(
+        &self,
+        value: &mut Vec<u8>,
+        mut copy: impl FnMut(*mut u8, usize, &mut usize) -> u32,
+    ) -> Option<Shm> {
+        loop {
+            value.clear();
+            let mut len = 0;
+            let rc = self.decode(copy(value.as_mut_ptr(), value.capacity(), &mut len));
+            match rc {
+                // another worker may change the value meanwhile: ask again
+                Some(Shm::TooSmall) => value.reserve(len),
+                Some(Shm::Done) => {
+                    // SAFETY: the shim wrote `len` (<= capacity) bytes.
+                    unsafe { value.set_len(len.min(value.capacity())) };
+                    return rc;
+                }
+                rc => return rc,
+            }
+        }
+    }
+}
+
+fn request_ptr(request: Option<RequestRef>) -> *mut c_void {
+    request.map_or(std::ptr::null_mut(), |r| r.0 as *mut c_void)
+}
+
+// SAFETY (for every call below): the shim's functions accept a null
+// request or one handed over by `chain_new`, which stays valid while its
+// chain exists; chains are freed by the request's pool cleanup. Strings
+// passed in are borrowed for the duration of the call only.
+impl Host for Nginx {
+    fn log(
+        &self,
+        request: Option<RequestRef>,
+        level: LogLevel,
+        filter: &str,
+        context_id: u32,
+        message: &[u8],
+    ) {
+        // SAFETY: see above.
+        unsafe {
+            shim!(self, log)(
+                request_ptr(request),
+                level.into(),
+                str_of(filter.as_bytes()),
+                context_id,
+                str_of(message),
+            )
+        }
+    }
+
+    fn log_level(&self, request: Option<RequestRef>) -> LogLevel {
+        // SAFETY: see above.
+        let raw = unsafe { shim!(self, log_level)(request_ptr(request)) };
+        self.decode(raw).unwrap_or(LogLevel::Critical)
+    }
+
+    fn with_headers(
+        &self,
+        request: RequestRef,
+        map: HeaderMap,
+        visit: &mut dyn FnMut(&[Pair<'_>]) -> HostResult,
+    ) -> HostResult {
+        let empty = ngx_proxy_wasm_pair_t::default();
+        let mut stack = [empty; STACK_PAIRS];
+        let mut heap = Vec::new();
+        let mut n = 0;
+        let request = request_ptr(Some(request));
+        let headers_get = shim!(self, headers_get);
+        // SAFETY: see above; the array holds STACK_PAIRS entries.
+        let mut rc =
+            self.decode(unsafe { headers_get(request, map.into(), stack.as_mut_ptr(), STACK_PAIRS, &mut n) });
+        let raw: &[ngx_proxy_wasm_pair_t] = if rc == Some(List::TooSmall) {
+            heap.resize(n, empty);
+            // SAFETY: see above; the vector holds n entries.
+            rc = self.decode(unsafe { headers_get(request, map.into(), heap.as_mut_ptr(), n, &mut n) });
+            &heap[..n.min(heap.len())]
+        } else {
+            &stack[..n.min(STACK_PAIRS)]
+        };
+        if rc != Some(List::Done) {
+            return Err(Status::InternalFailure);
+        }
+        // SAFETY: the shim's pairs point into the request's memory, unchanged
+        // while `visit` runs: host functions that change header maps cannot
+        // run meanwhile (only the guest allocator may be called).
+        let convert = |pair: &ngx_proxy_wasm_pair_t| unsafe { (bytes(pair.key), bytes(pair.value)) };
+        if raw.len() <= STACK_PAIRS {
+            let mut pairs: [Pair<'_>; STACK_PAIRS] = [(&[], &[]); STACK_PAIRS];
+            for (dst, src) in pairs.iter_mut().zip(raw) {
+                *dst = convert(src);
+            }
+            visit(&pairs[..raw.len()])
+        } else {
+            visit(&raw.iter().map(convert).collect::<Vec<_>>())
+        }
+    }
+
+    fn header_count(&self, request: RequestRef, map: HeaderMap) -> usize {
+        let mut n = 0;
+        // SAFETY: see above; with no room for pairs, the shim only counts.
+        unsafe {
+            shim!(self, headers_get)(
+                request_ptr(Some(request)),
+                map.into(),
+                std::ptr::null_mut(),
+                0,
+                &mut n,
+            )
+        };
+        n
+    }
+
+    fn with_header_value(
+        &self,
+        request: RequestRef,
+        map: HeaderMap,
+        name: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult {
+        let mut value = str_of(&[]);
+        // SAFETY: see above; `value` is written on FOUND only.
+        let rc = unsafe {
+            shim!(self, header_get)(request_ptr(Some(request)), map.into(), str_of(name), &mut value)
+        };
+        // SAFETY: the value points into the request's memory, unchanged
+        // while `visit` runs (as in `with_headers`).
+        visit(unsafe { self.lent(rc, value) }?)
+    }
+
+    fn set_header(
+        &self,
+        request: RequestRef,
+        map: HeaderMap,
+        op: HeaderOp,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), HeaderError> {
+        // SAFETY: see above.
+        let rc = unsafe {
+            shim!(self, header_set)(
+                request_ptr(Some(request)),
+                map.into(),
+                op.into(),
+                str_of(key),
+                str_of(value),
+            )
+        };
+        match self.decode(rc) {
+            Some(Change::Done) => Ok(()),
+            Some(Change::ReadOnly) => Err(HeaderError::ReadOnly),
+            Some(Change::Unknown | Change::Error) | None => Err(HeaderError::Failed),
+        }
+    }
+
+    fn with_attribute(
+        &self,
+        request: RequestRef,
+        attribute: Attribute,
+        visit: &mut dyn FnMut(Option<Fact<'_>>) -> HostResult,
+    ) -> HostResult {
+        let mut value = ngx_proxy_wasm_value_t::default();
+        // SAFETY: see above; `value` is a valid out-pointer.
+        let rc =
+            unsafe { shim!(self, attribute_get)(request_ptr(Some(request)), attribute.into(), &mut value) };
+        match self.decode(rc) {
+            Some(Lookup::Found) => {}
+            Some(Lookup::Absent) => return visit(None),
+            Some(Lookup::Error) | None => return Err(Status::InternalFailure),
+        }
+        let fact = match self.decode(value.kind).ok_or(Status::InternalFailure)? {
+            ValueKind::Int => Fact::Int(value.integer),
+            ValueKind::Bool => Fact::Bool(value.integer != 0),
+            // SAFETY: strings live in the request's pool, which outlives
+            // this call.
+            ValueKind::String => Fact::String(unsafe { bytes(value.string) }),
+        };
+        visit(Some(fact))
+    }
+
+    fn with_variable(
+        &self,
+        request: RequestRef,
+        name: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> Result<HostResult, VariableError> {
+        let mut value = ngx_proxy_wasm_str_t::default();
+        // SAFETY: see above; `value` is a valid out-pointer.
+        let rc = unsafe { shim!(self, variable_get)(request_ptr(Some(request)), str_of(name), &mut value) };
+        match self.decode(rc) {
+            // SAFETY: variable values live in the request's memory,
+            // unchanged while `visit` runs (it cannot reach nginx).
+            Some(Variable::Found) => Ok(visit(Some(unsafe { bytes(value) }))),
+            Some(Variable::NoValue) => Ok(visit(None)),
+            Some(Variable::Unknown) => Err(VariableError::Unknown),
+            Some(Variable::Error) | None => Err(VariableError::Failed),
+        }
+    }
+
+    fn set_variable(&self, request: RequestRef, name: &[u8], value: &[u8]) -> Result<(), VariableError> {
+        // SAFETY: see above.
+        let rc =
+            unsafe { shim!(self, variable_set)(request_ptr(Some(request)), str_of(name), str_of(value)) };
+        match self.decode(rc) {
+            Some(Change::Done) => Ok(()),
+            Some(Change::Unknown) => Err(VariableError::Unknown),
+            Some(Change::ReadOnly) => Err(VariableError::ReadOnly),
+            Some(Change::Error) | None => Err(VariableError::Failed),
+        }
+    }
+
+    fn with_static_property(
+        &self,
+        request: Option<RequestRef>,
+        key: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult {
+        let mut value = ngx_proxy_wasm_str_t::default();
+        // SAFETY: see above; `value` is a valid out-pointer.
+        let rc = unsafe { shim!(self, static_property_get)(request_ptr(request), str_of(key), &mut value) };
+        // SAFETY: values live in the configuration or the request's pool.
+        visit(unsafe { self.lent(rc, value) }?)
+    }
+
+    fn schedule_resume(&self, request: RequestRef) {
+        // SAFETY: see above.
+        unsafe { shim!(self, schedule_resume)(request_ptr(Some(request))) }
+    }
+
+    fn timer_add(&self, delay: Duration, token: u64) -> Option<TimerRef> {
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        // SAFETY: plain values in; the shim owns the timer it returns.
+        let timer = unsafe { shim!(self, timer_add)(token, delay_ms) };
+        (!timer.is_null()).then_some(TimerRef(timer as usize))
+    }
+
+    fn timer_cancel(&self, timer: TimerRef) {
+        // SAFETY: `timer` came from timer_add and has not fired: the
+        // worker forgets a timer once it fired or was cancelled.
+        unsafe { shim!(self, timer_cancel)(timer.0 as *mut c_void) }
+    }
+
+    fn call_start(&self, request: Option<RequestRef>, params: &CallParams<'_>) -> Result<CallRef, String> {
+        let raw = ngx_proxy_wasm_call_params_t {
+            token: params.token,
+            target: str_of(params.target),
+            data: str_of(params.data),
+            timeout_ms: params
+                .timeout
+                .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
+            tls: params.tls.is_some().into(),
+            server_name: str_of(params.tls.unwrap_or_default()),
+        };
+        let mut err = ngx_proxy_wasm_str_t::default();
+        // SAFETY: see above; the shim copies what it keeps of the params,
+        // and an error it returns is static text.
+        let call = unsafe { shim!(self, call_start)(request_ptr(request), &raw, &mut err) };
+        if call.is_null() {
+            // SAFETY: static text, per the shim's contract.
+            return Err(String::from_utf8_lossy(unsafe { bytes(err) }).into_owned());
+        }
+        Ok(CallRef(call as usize))
+    }
+
+    fn call_cancel(&self, call: CallRef) {
+        // SAFETY: `call` came from call_start and has not ended: the
+        // worker forgets a call once it ended or was cancelled.
+        unsafe { shim!(self, call_cancel)(call.0 as *mut c_void) }
+    }
+
+    fn kv_get(&self, vm_id: &[u8], key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
+        let mut cas = 0;
+        let kv_get = shim!(self, kv_get);
+        let rc = self.copy_shared(value, |buf, size, len| {
+            // SAFETY: `buf` has room for `size` bytes; the out-pointers are
+            // valid; the shim copies under the zone's lock.
+            unsafe { kv_get(str_of(vm_id), str_of(key), buf, size, len, &mut cas) }
+        });
+        match rc {
+            Some(Shm::Done) => Ok(Some(cas)),
+            Some(Shm::Absent) => Ok(None),
+            rc => Err(self.shared_error(rc)),
+        }
+    }
+
+    fn kv_set(&self, vm_id: &[u8], key: &[u8], value: &[u8], cas: u32) -> Result<(), SharedError> {
+        // SAFETY: plain byte strings in, copied by the shim.
+        let rc = unsafe { shim!(self, kv_set)(str_of(vm_id), str_of(key), str_of(value), cas) };
+        match self.decode(rc) {
+            Some(Shm::Done) => Ok(()),
+            rc => Err(self.shared_error(rc)),
+        }
+    }
+
+    fn queue_register(&self, vm_id: &[u8], name: &[u8]) -> Result<u32, SharedError> {
+        let mut token = 0;
+        // SAFETY: see kv_set; `token` is a valid out-pointer.
+        let rc = unsafe { shim!(self, queue_register)(str_of(vm_id), str_of(name), &mut token) };
+        match self.decode(rc) {
+            Some(Shm::Done) => Ok(token),
+            rc => Err(self.shared_error(rc)),
+        }
+    }
+
+    fn queue_resolve(&self, vm_id: &[u8], owner: &[u8], name: &[u8]) -> Result<Option<u32>, SharedError> {
+        let mut token = 0;
+        // SAFETY: see queue_register.
+        let rc =
+            unsafe { shim!(self, queue_resolve)(str_of(vm_id), str_of(owner), str_of(name), &mut token) };
+        match self.decode(rc) {
+            Some(Shm::Done) => Ok(Some(token)),
+            Some(Shm::Absent) => Ok(None),
+            rc => Err(self.shared_error(rc)),
+        }
+    }
+
+    fn queue_enqueue(&self, vm_id: &[u8], token: u32, value: &[u8]) -> Result<(), SharedError> {
+        // SAFETY: see kv_set.
+        let rc = unsafe { shim!(self, queue_enqueue)(str_of(vm_id), token, str_of(value)) };
+        match self.decode(rc) {
+            Some(Shm::Done) => Ok(()),
+            rc => Err(self.shared_error(rc)),
+        }
+    }
+
+    fn queue_dequeue(&self, vm_id: &[u8], token: u32, value: &mut Vec<u8>) -> Result<bool, SharedError> {
+        let queue_dequeue = shim!(self, queue_dequeue);
+        let rc = self.copy_shared(value, |buf, size, len| {
+            // SAFETY: see kv_get.
+            unsafe { queue_dequeue(str_of(vm_id), token, buf, size, len) }
+        });
+        match rc {
+            Some(Shm::Done) => Ok(true),
+            Some(Shm::Absent) => Ok(false),
+            rc => Err(self.shared_error(rc)),
+        }
+    }
+
+    fn metric_define(&self, kind: MetricType, filter: &str, name: &[u8]) -> Result<MetricRef, SharedError> {
+        let mut metric = std::ptr::null_mut();
+        // SAFETY: see kv_set; `metric` is a valid out-pointer.
+        let rc = unsafe {
+            shim!(self, metric_define)(kind.into(), str_of(filter.as_bytes()), str_of(name), &mut metric)
+        };
+        match self.decode(rc) {
+            Some(Shm::Done) => Ok(MetricRef(metric as usize)),
+            rc => Err(self.shared_error(rc)),
+        }
+    }
+
+    fn metric_update(&self, metric: MetricRef, op: MetricOp, value: i64) {
+        // SAFETY: `metric` came from metric_define (or is 0, which the shim
+        // ignores); metrics live as long as their zone.
+        unsafe { shim!(self, metric_update)(metric.0 as *mut c_void, op.into(), value) }
+    }
+
+    fn metric_get(&self, metric: MetricRef) -> u64 {
+        // SAFETY: see metric_update.
+        unsafe { shim!(self, metric_get)(metric.0 as *mut c_void) }
+    }
+}
