@@ -18,11 +18,19 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::MockHost;
+
 use ngx_proxy_wasm::abi::pairs::Pair;
-use ngx_proxy_wasm::abi::state::Direction;
+use ngx_proxy_wasm::abi::Direction;
 use ngx_proxy_wasm::abi::{HostResult, LogLevel};
 use ngx_proxy_wasm::chain::Chain;
-use ngx_proxy_wasm::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef};
+use ngx_proxy_wasm::host::prelude::*;
+use ngx_proxy_wasm::host::{
+    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, MetricOp, MetricRef, MetricType,
+    RequestRef, SharedError, TimerRef, VariableError,
+};
 use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
 
 /// Counts heap allocations, to tell how many a path makes.
@@ -54,10 +62,11 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// A host as cheap as the benchmark can make it: fixed request headers,
-/// response header changes counted and dropped, logs below its level.
-#[derive(Default)]
+/// response header changes counted and dropped, logs below its level;
+/// what the benchmark does not use is the mock host's.
 struct BenchHost {
     header_changes: Cell<u64>,
+    mock: &'static MockHost,
 }
 
 const REQUEST_HEADERS: &[Pair<'static>] = &[
@@ -76,13 +85,15 @@ const RESPONSE_HEADERS: &[Pair<'static>] = &[
     (b"content-length", b"43"),
 ];
 
-impl Host for BenchHost {
+impl Logging for BenchHost {
     fn log(&self, _: Option<RequestRef>, _: LogLevel, _: &str, _: u32, _: &[u8]) {}
 
     fn log_level(&self, _: Option<RequestRef>) -> LogLevel {
         LogLevel::Info
     }
+}
 
+impl Headers for BenchHost {
     fn with_headers(
         &self,
         _: RequestRef,
@@ -107,14 +118,57 @@ impl Host for BenchHost {
         self.header_changes.set(self.header_changes.get() + 1);
         Ok(())
     }
+}
 
+impl RequestFlow for BenchHost {
     fn schedule_resume(&self, _: RequestRef) {}
+}
 
+impl Timers for BenchHost {
     fn timer_add(&self, _: Duration, _: u64) -> Option<TimerRef> {
         None
     }
 
     fn timer_cancel(&self, _: TimerRef) {}
+}
+
+/// What the benchmark does not measure goes to the mock host.
+macro_rules! delegate_to_mock {
+    ($($trait:ident { $(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)* })*) => {
+        $(impl $trait for BenchHost {
+            $(fn $name(&self $(, $arg: $ty)*) -> $ret {
+                self.mock.$name($($arg),*)
+            })*
+        })*
+    };
+}
+
+delegate_to_mock! {
+    Properties {
+        fn with_attribute(&self, request: RequestRef, attribute: Attribute, visit: &mut dyn FnMut(Option<Fact<'_>>) -> HostResult) -> HostResult;
+        fn with_variable(&self, request: RequestRef, name: &[u8], visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult) -> Result<HostResult, VariableError>;
+        fn set_variable(&self, request: RequestRef, name: &[u8], value: &[u8]) -> Result<(), VariableError>;
+        fn with_static_property(&self, request: Option<RequestRef>, key: &[u8], visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult) -> HostResult;
+    }
+    HttpCalls {
+        fn call_start(&self, request: Option<RequestRef>, params: &CallParams<'_>) -> Result<CallRef, String>;
+        fn call_cancel(&self, call: CallRef) -> ();
+    }
+    SharedData {
+        fn kv_get(&self, vm_id: &[u8], key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError>;
+        fn kv_set(&self, vm_id: &[u8], key: &[u8], value: &[u8], cas: u32) -> Result<(), SharedError>;
+    }
+    SharedQueues {
+        fn queue_register(&self, vm_id: &[u8], name: &[u8]) -> Result<u32, SharedError>;
+        fn queue_resolve(&self, vm_id: &[u8], owner: &[u8], name: &[u8]) -> Result<Option<u32>, SharedError>;
+        fn queue_enqueue(&self, vm_id: &[u8], token: u32, value: &[u8]) -> Result<(), SharedError>;
+        fn queue_dequeue(&self, vm_id: &[u8], token: u32, value: &mut Vec<u8>) -> Result<bool, SharedError>;
+    }
+    Metrics {
+        fn metric_define(&self, kind: MetricType, filter: &str, name: &[u8]) -> Result<MetricRef, SharedError>;
+        fn metric_update(&self, metric: MetricRef, op: MetricOp, value: i64) -> ();
+        fn metric_get(&self, metric: MetricRef) -> u64;
+    }
 }
 
 /// What one measured path costs.
@@ -174,7 +228,10 @@ impl Setup {
 }
 
 fn setup(path: &Path, config: &str, chain: usize) -> Setup {
-    let host: &'static BenchHost = Box::leak(Box::default());
+    let host: &'static BenchHost = Box::leak(Box::new(BenchHost {
+        header_changes: Cell::new(0),
+        mock: MockHost::new(),
+    }));
     let mut runtime = Runtime::new(host, RuntimeConfig::default()).expect("runtime");
     runtime.load_module("m", path, b"").expect("module loads");
     let filters = (0..chain)

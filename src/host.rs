@@ -1,9 +1,13 @@
-//! What the Proxy-Wasm core needs from the proxy around it.
+//! What the Proxy-Wasm core needs from the proxy around it, split by
+//! concern as Envoy's host interface is: logging, headers, properties,
+//! the request's flow, timers, HTTP calls, shared data, shared queues and
+//! metrics. `Host` is all of them.
 //!
-//! The core never calls nginx: it reaches the request through this trait.
-//! `ffi::NginxHost` implements it with the C shim's functions; the tests
-//! implement it with an in-memory mock, so `cargo test` runs real filters
-//! without nginx.
+//! The core never calls nginx: it reaches the request through these
+//! traits. `ffi::Nginx` implements them with the C shim's functions; the
+//! tests implement them with an in-memory mock, so `cargo test` runs real
+//! filters without nginx. No method has a default that stands for "not
+//! supported": each host says what it does.
 
 use std::time::Duration;
 
@@ -71,7 +75,34 @@ pub enum VariableError {
     Failed,
 }
 
-pub trait Host {
+/// The traits a host implements, for `use crate::host::prelude::*`: a
+/// method of `&dyn Host` is called through the trait that declares it.
+pub mod prelude {
+    pub use super::{
+        Headers, Host, HttpCalls, Logging, Metrics, Properties, RequestFlow, SharedData, SharedQueues, Timers,
+    };
+}
+
+/// Everything the core needs from a host.
+pub trait Host:
+    Logging + Headers + Properties + RequestFlow + Timers + HttpCalls + SharedData + SharedQueues + Metrics
+{
+}
+
+impl<T> Host for T where
+    T: Logging
+        + Headers
+        + Properties
+        + RequestFlow
+        + Timers
+        + HttpCalls
+        + SharedData
+        + SharedQueues
+        + Metrics
+{
+}
+
+pub trait Logging {
     /// Writes a log line attributed to a filter and one of its contexts
     /// (0 for none), in the request's log when there is one.
     fn log(
@@ -85,7 +116,9 @@ pub trait Host {
 
     /// The level at and above which `log` writes anything.
     fn log_level(&self, request: Option<RequestRef>) -> LogLevel;
+}
 
+pub trait Headers {
     /// Lends every entry of a header map, pseudo-headers first, to `visit`.
     fn with_headers(
         &self,
@@ -95,7 +128,7 @@ pub trait Host {
     ) -> HostResult;
 
     /// The number of entries of a header map (what header callbacks are
-    /// given), without lending them.
+    /// given); a host may count without lending them.
     fn header_count(&self, request: RequestRef, map: HeaderMap) -> usize {
         let mut count = 0;
         let _ = self.with_headers(request, map, &mut |pairs| {
@@ -106,7 +139,8 @@ pub trait Host {
     }
 
     /// Lends the first value of a header (`name` matched ignoring case;
-    /// None if absent) to `visit`.
+    /// None if absent) to `visit`; a host may find it without gathering
+    /// the map.
     fn with_header_value(
         &self,
         request: RequestRef,
@@ -133,118 +167,101 @@ pub trait Host {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), HeaderError>;
+}
 
+pub trait Properties {
     /// Lends an attribute of a request to `visit` (None: it has no value
     /// now).
     fn with_attribute(
         &self,
-        _request: RequestRef,
-        _attribute: Attribute,
+        request: RequestRef,
+        attribute: Attribute,
         visit: &mut dyn FnMut(Option<Fact<'_>>) -> HostResult,
-    ) -> HostResult {
-        visit(None)
-    }
+    ) -> HostResult;
 
     /// Lends the value of a host variable (nginx's `$name`) to `visit`:
     /// `Err(Unknown)` if there is no such variable, None if it has no
     /// value.
     fn with_variable(
         &self,
-        _request: RequestRef,
-        _name: &[u8],
-        _visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
-    ) -> Result<HostResult, VariableError> {
-        Err(VariableError::Unknown)
-    }
+        request: RequestRef,
+        name: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> Result<HostResult, VariableError>;
 
-    fn set_variable(&self, _request: RequestRef, _name: &[u8], _value: &[u8]) -> Result<(), VariableError> {
-        Err(VariableError::Unknown)
-    }
+    fn set_variable(&self, request: RequestRef, name: &[u8], value: &[u8]) -> Result<(), VariableError>;
 
     /// Lends a static property configured for the request (or, without
-    /// one, for every request) by its dotted path to `visit`.
+    /// one, for every request) by its key to `visit`.
     fn with_static_property(
         &self,
-        _request: Option<RequestRef>,
-        _path: &[u8],
+        request: Option<RequestRef>,
+        key: &[u8],
         visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
-    ) -> HostResult {
-        visit(None)
-    }
+    ) -> HostResult;
+}
 
+pub trait RequestFlow {
     /// Asks the host to come back to the request (to continue, close or
     /// answer it) once the current guest call has returned: it must not
     /// re-enter the request from within.
     fn schedule_resume(&self, request: RequestRef);
+}
 
+pub trait Timers {
     /// Starts a one-shot timer: after `delay`, from its event loop, the
     /// host calls `Worker::on_timer(token)`. None if it cannot.
     fn timer_add(&self, delay: Duration, token: u64) -> Option<TimerRef>;
 
     /// Stops a timer that has not fired.
     fn timer_cancel(&self, timer: TimerRef);
+}
 
+pub trait HttpCalls {
     /// Starts an HTTP call; its outcome comes later, from the event loop,
     /// never from within this function. Why the target is not valid.
-    fn call_start(&self, _request: Option<RequestRef>, _params: &CallParams<'_>) -> Result<CallRef, String> {
-        Err("this host makes no HTTP calls".into())
-    }
+    fn call_start(&self, request: Option<RequestRef>, params: &CallParams<'_>) -> Result<CallRef, String>;
 
     /// Drops a call that has not ended: its outcome is not reported.
-    fn call_cancel(&self, _call: CallRef) {}
+    fn call_cancel(&self, call: CallRef);
+}
 
+pub trait SharedData {
     /// The value and CAS of a key of the shared key-value store, for the
     /// module `vm_id` (a zone without `share=` keeps each module's keys
     /// apart), into `value`; None when the key is absent.
-    fn kv_get(&self, _vm_id: &[u8], _key: &[u8], _value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
-        Err(SharedError::Unavailable)
-    }
+    fn kv_get(&self, vm_id: &[u8], key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError>;
 
     /// Stores a value for `vm_id`; a `cas` other than 0 must be the stored
     /// one's.
-    fn kv_set(&self, _vm_id: &[u8], _key: &[u8], _value: &[u8], _cas: u32) -> Result<(), SharedError> {
-        Err(SharedError::Unavailable)
-    }
+    fn kv_set(&self, vm_id: &[u8], key: &[u8], value: &[u8], cas: u32) -> Result<(), SharedError>;
+}
 
+pub trait SharedQueues {
     /// A shared queue by name, registered by `vm_id` (a queue without
     /// `share=` is its first registrant's); the worker is told of its
     /// items (`Worker::on_queue_ready`).
-    fn queue_register(&self, _vm_id: &[u8], _name: &[u8]) -> Result<u32, SharedError> {
-        Err(SharedError::Unavailable)
-    }
+    fn queue_register(&self, vm_id: &[u8], name: &[u8]) -> Result<u32, SharedError>;
 
     /// A queue `owner` registered, for `vm_id`; None if `owner` did not.
-    fn queue_resolve(&self, _vm_id: &[u8], _owner: &[u8], _name: &[u8]) -> Result<Option<u32>, SharedError> {
-        Err(SharedError::Unavailable)
-    }
+    fn queue_resolve(&self, vm_id: &[u8], owner: &[u8], name: &[u8]) -> Result<Option<u32>, SharedError>;
 
-    fn queue_enqueue(&self, _vm_id: &[u8], _token: u32, _value: &[u8]) -> Result<(), SharedError> {
-        Err(SharedError::Unavailable)
-    }
+    fn queue_enqueue(&self, vm_id: &[u8], token: u32, value: &[u8]) -> Result<(), SharedError>;
 
     /// The oldest item, into `value`, removed; false when empty. Only the
     /// modules given the queue may take items.
-    fn queue_dequeue(&self, _vm_id: &[u8], _token: u32, _value: &mut Vec<u8>) -> Result<bool, SharedError> {
-        Err(SharedError::Unavailable)
-    }
+    fn queue_dequeue(&self, vm_id: &[u8], token: u32, value: &mut Vec<u8>) -> Result<bool, SharedError>;
+}
 
+pub trait Metrics {
     /// A metric of the worker-shared store by its full name, made by
     /// `filter` if new (`Denied`: another filter's).
-    fn metric_define(
-        &self,
-        _kind: MetricType,
-        _filter: &str,
-        _name: &[u8],
-    ) -> Result<MetricRef, SharedError> {
-        Err(SharedError::Unavailable)
-    }
+    fn metric_define(&self, kind: MetricType, filter: &str, name: &[u8]) -> Result<MetricRef, SharedError>;
 
-    fn metric_update(&self, _metric: MetricRef, _op: MetricOp, _value: i64) {}
+    fn metric_update(&self, metric: MetricRef, op: MetricOp, value: i64);
 
     /// A counter's or gauge's value.
-    fn metric_get(&self, _metric: MetricRef) -> u64 {
-        0
-    }
+    fn metric_get(&self, metric: MetricRef) -> u64;
 }
 
 /// Why an operation on memory shared by the workers failed.

@@ -1,6 +1,6 @@
 //! The README's lists stay true to the code.
 
-use ngx_proxy_wasm::abi::hostcalls::UNIMPLEMENTED;
+use ngx_proxy_wasm::runtime::hostcalls::UNIMPLEMENTED;
 
 #[test]
 fn readme_lists_exactly_the_unimplemented_host_functions() {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{filter, stream, wat, Loaded};
-use ngx_proxy_wasm::abi::state::Direction;
+use ngx_proxy_wasm::abi::Direction;
 use ngx_proxy_wasm::abi::LogLevel;
 use ngx_proxy_wasm::chain::Next;
 use ngx_proxy_wasm::host::HeaderMap;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::{runtime, MockHost};
 use ngx_proxy_wasm::abi::pairs;
 use ngx_proxy_wasm::abi::properties::PropertyPath;
-use ngx_proxy_wasm::abi::state::Direction;
+use ngx_proxy_wasm::abi::Direction;
 use ngx_proxy_wasm::callout::http1::{Response, ResponseError, ResponseParser};
 use ngx_proxy_wasm::chain::Chain;
 

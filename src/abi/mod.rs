@@ -1,12 +1,11 @@
 //! The Proxy-Wasm ABI: status codes, enums, wire formats, guest memory
-//! access, and the host functions a module imports.
+//! access, header names and property paths. Pure data: the host functions
+//! that apply it live in `runtime::hostcalls`.
 
 pub mod headers;
-pub mod hostcalls;
 pub mod memory;
 pub mod pairs;
 pub mod properties;
-pub mod state;
 
 /// `proxy_status_t`: what every host function returns.
 #[repr(u32)]
@@ -77,6 +76,19 @@ impl AbiVersion {
 /// `proxy_log_level_t`, which the boundary header declares with the ABI's
 /// values.
 pub use crate::sys::LogLevel;
+
+/// A direction of an HTTP request: its request or its response.
+pub use crate::sys::Direction;
+
+/// The direction of a `proxy_stream_type_t`: HTTP_REQUEST (0) and
+/// HTTP_RESPONSE (1); the L4 stream types are not HTTP directions.
+pub fn direction_of_stream_type(raw: u32) -> Option<Direction> {
+    match raw {
+        0 => Some(Direction::Request),
+        1 => Some(Direction::Response),
+        _ => None,
+    }
+}
 
 /// `proxy_map_type_t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,9 +2,9 @@
 //! the HTTP/1.1 they speak over the connections nginx opens for them, and
 //! how they end.
 //!
-//! A worker process runs on one thread, and so does everything here: the
-//! calls in flight are a thread-local table, which host functions add to
-//! and the worker takes from when nginx reports an outcome.
+//! The calls in flight are a table of the worker's (`Calls`), which host
+//! functions add to and the worker takes from when nginx reports an
+//! outcome.
 
 pub mod http1;
 
@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::host::{CallRef, Host, RequestRef};
+use crate::host::{CallRef, HttpCalls, RequestRef};
 use http1::{Response, ResponseError, ResponseParser};
 
 use crate::abi::LogLevel;
@@ -94,55 +94,105 @@ struct Pending {
     parser: ResponseParser,
 }
 
+/// The calls a worker has in flight, and how calls behave there (None:
+/// no calls can be made, as while the configuration is checked).
 #[derive(Default)]
-struct Table {
+pub struct Calls {
     pending: HashMap<u32, Pending>,
     next_token: u32,
+    settings: Option<CallSettings>,
 }
 
-thread_local! {
-    static CALLS: RefCell<Table> = RefCell::new(Table::default());
-}
+impl Calls {
+    /// A worker's table, whose calls behave per `settings`.
+    pub fn enabled(settings: CallSettings) -> Calls {
+        Calls {
+            settings: Some(settings),
+            ..Calls::default()
+        }
+    }
 
-thread_local! {
-    /// Calls can be made (a worker runs, not the configuration check),
-    /// with these settings.
-    static ENABLED: std::cell::Cell<Option<CallSettings>> = const { std::cell::Cell::new(None) };
-}
+    /// The settings calls are made with, if they can be made.
+    pub fn settings(&self) -> Option<CallSettings> {
+        self.settings
+    }
 
-/// Calls can be made from now on (a worker started), or no more (None).
-pub fn enable(settings: Option<CallSettings>) {
-    ENABLED.with(|e| e.set(settings));
-}
+    /// No more calls can be made (the worker exits).
+    pub fn disable(&mut self) {
+        self.settings = None;
+    }
 
-/// The settings calls are made with, if they can be made.
-pub fn enabled() -> Option<CallSettings> {
-    ENABLED.with(std::cell::Cell::get)
-}
-
-/// A token for a new call (never 0).
-pub fn next_token() -> u32 {
-    CALLS.with(|calls| {
-        let mut calls = calls.borrow_mut();
+    /// A token for a new call (never 0).
+    pub fn next_token(&mut self) -> u32 {
         loop {
-            calls.next_token = calls.next_token.wrapping_add(1);
-            let token = calls.next_token;
-            if token != 0 && !calls.pending.contains_key(&token) {
+            self.next_token = self.next_token.wrapping_add(1);
+            let token = self.next_token;
+            if token != 0 && !self.pending.contains_key(&token) {
                 return token;
             }
         }
-    })
-}
+    }
 
-/// Records a call nginx started.
-pub fn register(call: CallRef, origin: Origin, head_request: bool) {
-    let limit = enabled().unwrap_or_default().max_body_size;
-    let pending = Pending {
-        call,
-        parser: ResponseParser::new(head_request, limit),
-        origin,
-    };
-    CALLS.with(|calls| calls.borrow_mut().pending.insert(pending.origin.token, pending));
+    /// Records a call nginx started.
+    pub fn register(&mut self, call: CallRef, origin: Origin, head_request: bool) {
+        let limit = self.settings.unwrap_or_default().max_body_size;
+        let pending = Pending {
+            call,
+            parser: ResponseParser::new(head_request, limit),
+            origin,
+        };
+        self.pending.insert(pending.origin.token, pending);
+    }
+
+    pub fn feed(&mut self, token: u32, bytes: &[u8]) -> Fed {
+        let Some(pending) = self.pending.get_mut(&token) else {
+            return Fed::Unknown;
+        };
+        let outcome = match pending.parser.feed(bytes) {
+            Ok(None) => return Fed::More,
+            Ok(Some(response)) => Ok(Rc::new(response)),
+            Err(error) => Err(CallFailure::of(error)),
+        };
+        match self.pending.remove(&token) {
+            Some(pending) => Fed::Done(pending.origin, outcome),
+            None => Fed::Unknown,
+        }
+    }
+
+    /// nginx ended a call without a whole response: a connection closed
+    /// at the end of a close-delimited body completes it.
+    pub fn end(
+        &mut self,
+        token: u32,
+        failure: Option<CallFailure>,
+    ) -> Option<(Origin, Result<Rc<Response>, CallFailure>)> {
+        let mut pending = self.pending.remove(&token)?;
+        let outcome = match failure {
+            Some(failure) => Err(failure),
+            None => pending.parser.finish().map(Rc::new).map_err(CallFailure::of),
+        };
+        Some((pending.origin, outcome))
+    }
+
+    /// Takes the calls `select` picks out of the table, for the host to
+    /// cancel (outside the table's borrow: cancelling reaches nginx).
+    pub fn take_where(&mut self, select: impl Fn(&Origin) -> bool) -> Vec<CallRef> {
+        // every request ends here: most have no call to look for
+        if self.pending.is_empty() {
+            return Vec::new();
+        }
+        let tokens: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, pending)| select(&pending.origin))
+            .map(|(token, _)| *token)
+            .collect();
+        tokens
+            .iter()
+            .filter_map(|token| self.pending.remove(token))
+            .map(|pending| pending.call)
+            .collect()
+    }
 }
 
 /// What bytes of a response came to.
@@ -155,67 +205,10 @@ pub enum Fed {
     Unknown,
 }
 
-pub fn feed(token: u32, bytes: &[u8]) -> Fed {
-    CALLS.with(|calls| {
-        let mut calls = calls.borrow_mut();
-        let Some(pending) = calls.pending.get_mut(&token) else {
-            return Fed::Unknown;
-        };
-        let outcome = match pending.parser.feed(bytes) {
-            Ok(None) => return Fed::More,
-            Ok(Some(response)) => Ok(Rc::new(response)),
-            Err(error) => Err(CallFailure::of(error)),
-        };
-        let pending = calls.pending.remove(&token).expect("found above");
-        Fed::Done(pending.origin, outcome)
-    })
-}
-
-/// nginx ended a call without a whole response: a connection closed at
-/// the end of a close-delimited body completes it.
-pub fn end(token: u32, failure: Option<CallFailure>) -> Option<(Origin, Result<Rc<Response>, CallFailure>)> {
-    let mut pending = CALLS.with(|calls| calls.borrow_mut().pending.remove(&token))?;
-    let outcome = match failure {
-        Some(failure) => Err(failure),
-        None => pending.parser.finish().map(Rc::new).map_err(CallFailure::of),
-    };
-    Some((pending.origin, outcome))
-}
-
-/// Cancels the calls of a request (it ended, or answered locally).
-pub fn cancel_request(host: &dyn Host, request: RequestRef) {
-    cancel_where(host, |origin| origin.request == Some(request));
-}
-
-/// Cancels the calls an instance made (it was replaced).
-pub fn cancel_instance(host: &dyn Host, generation: u64) {
-    cancel_where(host, |origin| origin.instance == generation);
-}
-
-/// Cancels every call (at worker exit).
-pub fn cancel_all(host: &dyn Host) {
-    cancel_where(host, |_| true);
-}
-
-fn cancel_where(host: &dyn Host, select: impl Fn(&Origin) -> bool) {
-    let cancelled: Vec<CallRef> = CALLS.with(|calls| {
-        let mut calls = calls.borrow_mut();
-        // every request ends here: most have no call to look for
-        if calls.pending.is_empty() {
-            return Vec::new();
-        }
-        let tokens: Vec<u32> = calls
-            .pending
-            .iter()
-            .filter(|(_, pending)| select(&pending.origin))
-            .map(|(token, _)| *token)
-            .collect();
-        tokens
-            .iter()
-            .filter_map(|token| calls.pending.remove(token))
-            .map(|pending| pending.call)
-            .collect()
-    });
+/// Cancels the calls `select` picks (of a request that ended, an instance
+/// replaced, or all at worker exit).
+pub fn cancel_where(calls: &RefCell<Calls>, host: &dyn HttpCalls, select: impl Fn(&Origin) -> bool) {
+    let cancelled = calls.borrow_mut().take_where(select);
     for call in cancelled {
         host.call_cancel(call);
     }

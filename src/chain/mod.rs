@@ -12,10 +12,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::abi::state::{Direction, FilterInfo, Held, LocalResponse, RequestState, Trailers};
+use crate::abi::Direction;
 use crate::abi::{Action, LogLevel};
-use crate::callout;
 use crate::host::{HeaderMap, RequestRef};
+use crate::runtime::state::{FilterInfo, Held, LocalResponse, RequestState, Trailers};
 use crate::runtime::vm::{Trapped, Vm};
 use crate::runtime::{FailurePolicy, FilterHandle, Isolation, VmSlot, Worker};
 
@@ -355,7 +355,7 @@ impl Chain {
         let mut state = self.state.borrow_mut();
         let pending = state.local_response.take()?;
         // the request is answered: its calls are of no use any more
-        callout::cancel_request(self.worker.host, state.request);
+        self.worker.cancel_calls_of(state.request);
         if !pending.details.is_empty() {
             state.response_code_details = Some(pending.details.clone());
         }
@@ -659,7 +659,7 @@ impl Chain {
         self.ended = true;
         // no call may come back to contexts that are ending
         let request = self.state.borrow().request;
-        callout::cancel_request(self.worker.host, request);
+        self.worker.cancel_calls_of(request);
         self.on_log();
         for i in 0..self.filters.len() {
             if self.filters[i].context_id.is_some() {

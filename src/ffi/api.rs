@@ -11,11 +11,12 @@ use std::time::Duration;
 use super::nginx::Nginx;
 use super::{bytes, str_of};
 use crate::abi::properties;
-use crate::abi::state::Direction;
+use crate::abi::Direction;
 use crate::abi::LogLevel;
 use crate::callout::{CallFailure, CallSettings};
 use crate::chain::{Chain, ChainConfig, Limits, Next, Output, Step};
-use crate::host::{Host, RequestRef};
+use crate::host::prelude::*;
+use crate::host::RequestRef;
 use crate::runtime::limits::InstanceLimits;
 use crate::runtime::{CallProgress, Runtime, RuntimeConfig};
 use crate::sys::{

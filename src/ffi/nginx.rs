@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::{bytes, str_of};
 use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel, Status};
+use crate::host::prelude::*;
 use crate::host::{
-    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, Host, MetricOp, MetricRef,
-    MetricType, RequestRef, SharedError, TimerRef, VariableError,
+    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, MetricOp, MetricRef, MetricType,
+    RequestRef, SharedError, TimerRef, VariableError,
 };
 use crate::sys::{
     ngx_proxy_wasm_call_params_t, ngx_proxy_wasm_host_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t,
@@ -140,11 +141,12 @@ fn request_ptr(request: Option<RequestRef>) -> *mut c_void {
     request.map_or(std::ptr::null_mut(), |r| r.0 as *mut c_void)
 }
 
-// SAFETY (for every call below): the shim's functions accept a null
-// request or one handed over by `chain_new`, which stays valid while its
-// chain exists; chains are freed by the request's pool cleanup. Strings
-// passed in are borrowed for the duration of the call only.
-impl Host for Nginx {
+// SAFETY (for every call of the shim's functions below): they accept a
+// null request or one handed over by `chain_new`, which stays valid while
+// its chain exists; chains are freed by the request's pool cleanup.
+// Strings passed in are borrowed for the duration of the call only.
+
+impl Logging for Nginx {
     fn log(
         &self,
         request: Option<RequestRef>,
@@ -170,7 +172,9 @@ impl Host for Nginx {
         let raw = unsafe { shim!(self, log_level)(request_ptr(request)) };
         self.decode(raw).unwrap_or(LogLevel::Critical)
     }
+}
 
+impl Headers for Nginx {
     fn with_headers(
         &self,
         request: RequestRef,
@@ -268,7 +272,9 @@ impl Host for Nginx {
             Some(Change::Unknown | Change::Error) | None => Err(HeaderError::Failed),
         }
     }
+}
 
+impl Properties for Nginx {
     fn with_attribute(
         &self,
         request: RequestRef,
@@ -337,12 +343,16 @@ impl Host for Nginx {
         // SAFETY: values live in the configuration or the request's pool.
         visit(unsafe { self.lent(rc, value) }?)
     }
+}
 
+impl RequestFlow for Nginx {
     fn schedule_resume(&self, request: RequestRef) {
         // SAFETY: see above.
         unsafe { shim!(self, schedule_resume)(request_ptr(Some(request))) }
     }
+}
 
+impl Timers for Nginx {
     fn timer_add(&self, delay: Duration, token: u64) -> Option<TimerRef> {
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         // SAFETY: plain values in; the shim owns the timer it returns.
@@ -355,7 +365,9 @@ impl Host for Nginx {
         // worker forgets a timer once it fired or was cancelled.
         unsafe { shim!(self, timer_cancel)(timer.0 as *mut c_void) }
     }
+}
 
+impl HttpCalls for Nginx {
     fn call_start(&self, request: Option<RequestRef>, params: &CallParams<'_>) -> Result<CallRef, String> {
         let raw = ngx_proxy_wasm_call_params_t {
             token: params.token,
@@ -383,7 +395,9 @@ impl Host for Nginx {
         // worker forgets a call once it ended or was cancelled.
         unsafe { shim!(self, call_cancel)(call.0 as *mut c_void) }
     }
+}
 
+impl SharedData for Nginx {
     fn kv_get(&self, vm_id: &[u8], key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
         let mut cas = 0;
         let kv_get = shim!(self, kv_get);
@@ -407,7 +421,9 @@ impl Host for Nginx {
             rc => Err(self.shared_error(rc)),
         }
     }
+}
 
+impl SharedQueues for Nginx {
     fn queue_register(&self, vm_id: &[u8], name: &[u8]) -> Result<u32, SharedError> {
         let mut token = 0;
         // SAFETY: see kv_set; `token` is a valid out-pointer.
@@ -451,7 +467,9 @@ impl Host for Nginx {
             rc => Err(self.shared_error(rc)),
         }
     }
+}
 
+impl Metrics for Nginx {
     fn metric_define(&self, kind: MetricType, filter: &str, name: &[u8]) -> Result<MetricRef, SharedError> {
         let mut metric = std::ptr::null_mut();
         // SAFETY: see kv_set; `metric` is a valid out-pointer.

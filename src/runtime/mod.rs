@@ -3,8 +3,11 @@
 //! the live instances.
 
 pub mod cache;
+pub mod hostcalls;
 pub mod limits;
 pub mod module;
+pub mod services;
+pub mod state;
 pub mod vm;
 mod worker;
 
@@ -17,15 +20,15 @@ use wasmtime::{
     WasmBacktraceDetails,
 };
 
-use crate::abi::hostcalls;
-use crate::abi::state::{FilterInfo, HostState};
 use crate::abi::LogLevel;
-use crate::callout::CallSettings;
+use crate::callout::{CallSettings, Calls};
 use crate::error::{one_line, Error};
-use crate::host::Host;
+use crate::host::prelude::*;
+use crate::runtime::state::{FilterInfo, HostState};
 use cache::Origin;
 use limits::{EpochTicker, InstanceLimits};
 use module::{ModuleSource, WasmModule};
+use services::Services;
 use vm::Vm;
 pub use worker::{CallProgress, FilterHandle, VmSlot, Worker};
 
@@ -118,6 +121,8 @@ pub struct Filter {
 
 pub struct Runtime {
     host: &'static dyn Host,
+    /// What instances reach while the configuration is checked: no calls.
+    services: Rc<Services>,
     linker: Linker<HostState>,
     config: RuntimeConfig,
     modules: Vec<Arc<WasmModule>>,
@@ -127,7 +132,6 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(host: &'static dyn Host, config: RuntimeConfig) -> Result<Runtime, Error> {
-        crate::shared::metrics::set_max_name_length(config.max_metric_name_length);
         let mut engine_config = Config::new();
         // Guest calls get a CPU deadline through epochs.
         engine_config.epoch_interruption(true);
@@ -161,6 +165,7 @@ impl Runtime {
             .map_err(|e| Error::new(format!("cannot define host functions: {}", one_line(&e))))?;
         Ok(Runtime {
             host,
+            services: Services::new(host, Calls::default(), config.max_metric_name_length),
             linker,
             config,
             modules: Vec::new(),
@@ -221,7 +226,7 @@ impl Runtime {
         // a thread behind when nginx forks its workers.
         let _ticker = EpochTicker::start(self.linker.engine())
             .map_err(|e| Error::new(format!("cannot start the epoch thread: {e}")))?;
-        let mut vm = Vm::new(&self.modules[module], self.host)
+        let mut vm = Vm::new(&self.modules[module], &self.services)
             .map_err(|e| Error::new(format!("module \"{module_name}\" failed to start: {e}")))?;
         vm.start_filter(id, &filter.info)
             .map_err(|e| Error::new(format!("filter \"{module_name}\" failed to start: {e}")))?;
@@ -244,6 +249,7 @@ impl Runtime {
                     &self.modules,
                     &self.filters,
                     self.config.calls,
+                    self.config.max_metric_name_length,
                 )
             })
             .clone()

@@ -11,9 +11,9 @@ use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport, 
 
 use super::cache::{self, Origin};
 use super::limits::InstanceLimits;
-use crate::abi::state::HostState;
 use crate::abi::AbiVersion;
 use crate::error::{one_line, Error};
+use crate::runtime::state::HostState;
 
 /// What `module` says, and the runtime settings a module is loaded with.
 pub struct ModuleSource<'a> {

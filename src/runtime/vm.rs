@@ -4,20 +4,20 @@
 use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use wasmtime::{
     AsContextMut, Instance, ModuleExport, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults,
 };
 
-use crate::abi::hostcalls::ProcExit;
-use crate::abi::state::{Callback, Context, Direction, FilterInfo, Frame, HostState, RequestState};
+use crate::abi::Direction;
 use crate::abi::{LogLevel, Status};
 use crate::callout::http1::Response;
 use crate::callout::CallFailure;
-use crate::host::Host;
+use crate::runtime::hostcalls::ProcExit;
 use crate::runtime::module::WasmModule;
+use crate::runtime::services::Services;
+use crate::runtime::state::{Callback, Context, FilterInfo, Frame, HostState, RequestState};
 
 /// A guest call that did not complete: the instance is now unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +77,6 @@ enum HeadersCallback {
     V2(Lazy<(i32, i32, i32), i32>),
 }
 
-static GENERATIONS: AtomicU64 = AtomicU64::new(1);
-
 pub struct Vm {
     pub module: Arc<WasmModule>,
     store: Store<HostState>,
@@ -101,9 +99,9 @@ pub struct Vm {
 
 impl Vm {
     /// Instantiates the module and runs its start function.
-    pub fn new(module: &Arc<WasmModule>, host: &'static dyn Host) -> Result<Vm, String> {
+    pub fn new(module: &Arc<WasmModule>, services: &Rc<Services>) -> Result<Vm, String> {
         let engine = module.pre.module().engine();
-        let mut store = Store::new(engine, HostState::new(host, module.clone()));
+        let mut store = Store::new(engine, HostState::new(services, module.clone()));
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         // a start section runs during instantiation
@@ -128,7 +126,7 @@ impl Vm {
             next_context_id: 1,
             deadline_ticks,
             roots: HashMap::new(),
-            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            generation: services.next_generation(),
             failure: None,
             completed: 0,
             completed_at_start: 0,

@@ -13,12 +13,14 @@ use wasmtime::Engine;
 
 use super::limits::EpochTicker;
 use super::module::WasmModule;
+use super::services::Services;
 use super::vm::Vm;
 use super::Filter;
-use crate::abi::state::FilterInfo;
 use crate::abi::LogLevel;
-use crate::callout::{self, http1::Response, CallFailure, CallSettings, Fed, Origin};
-use crate::host::{Host, TimerRef};
+use crate::callout::{self, http1::Response, CallFailure, CallSettings, Calls, Fed, Origin};
+use crate::host::prelude::*;
+use crate::host::{RequestRef, TimerRef};
+use crate::runtime::state::FilterInfo;
 
 /// An instance slot. A failed shared instance is replaced in place;
 /// requests still holding the old one notice by its generation.
@@ -99,6 +101,8 @@ struct Tick {
 
 pub struct Worker {
     pub host: &'static dyn Host,
+    /// What the worker's instances reach beyond themselves.
+    services: Rc<Services>,
     modules: Vec<Arc<WasmModule>>,
     filters: Vec<Filter>,
     /// The shared instance of each module.
@@ -121,6 +125,7 @@ impl Worker {
         modules: &[Arc<WasmModule>],
         filters: &[Filter],
         calls: CallSettings,
+        max_metric_name_length: usize,
     ) -> Rc<Worker> {
         let epoch = match EpochTicker::start(engine) {
             Ok(ticker) => Some(ticker),
@@ -131,10 +136,9 @@ impl Worker {
                 None
             }
         };
-        callout::enable(Some(calls));
-        crate::shared::reset();
         let worker = Worker {
             host,
+            services: Services::new(host, Calls::enabled(calls), max_metric_name_length),
             modules: modules.to_vec(),
             filters: filters.to_vec(),
             vms: modules.iter().map(|_| Rc::new(RefCell::new(None))).collect(),
@@ -155,8 +159,8 @@ impl Worker {
 
     /// Stops the ticks and the calls in flight (at worker exit).
     pub fn shutdown(&self) {
-        callout::enable(None);
-        callout::cancel_all(self.host);
+        self.services.calls.borrow_mut().disable();
+        callout::cancel_where(&self.services.calls, self.host, |_| true);
         for (_, tick) in self.ticks.borrow_mut().drain() {
             if let Some(timer) = tick.timer {
                 self.host.timer_cancel(timer);
@@ -213,7 +217,9 @@ impl Worker {
     /// calls its root contexts made, the way back to it.
     fn forget_generation(&self, module: usize, generation: u64) {
         self.stop_ticks(module, generation);
-        callout::cancel_instance(self.host, generation);
+        callout::cancel_where(&self.services.calls, self.host, |origin| {
+            origin.instance == generation
+        });
         self.instances.borrow_mut().remove(&generation);
     }
 
@@ -221,7 +227,7 @@ impl Worker {
     /// filters. A filter that fails to start is logged and left out.
     fn instantiate(&self, module: usize, filter_ids: &[usize]) -> Option<Vm> {
         let wasm = &self.modules[module];
-        let mut vm = match Vm::new(wasm, self.host) {
+        let mut vm = match Vm::new(wasm, &self.services) {
             Ok(vm) => vm,
             Err(e) => {
                 self.log_error(wasm, &format!("cannot start an instance: {e}"));
@@ -374,6 +380,14 @@ impl Worker {
         self.instances.borrow().get(&generation).and_then(Weak::upgrade)
     }
 
+    /// Cancels the calls a request's contexts made (it ended, or answered
+    /// locally).
+    pub fn cancel_calls_of(&self, request: RequestRef) {
+        callout::cancel_where(&self.services.calls, self.host, |origin| {
+            origin.request == Some(request)
+        });
+    }
+
     /// An instance made for a request goes with it.
     pub fn forget_instance(&self, generation: u64) {
         self.instances.borrow_mut().remove(&generation);
@@ -382,7 +396,8 @@ impl Worker {
     /// Bytes of a call's response came: whether the response is whole,
     /// and then whether its connection may serve another call.
     pub fn on_call_data(&self, token: u32, bytes: &[u8]) -> CallProgress {
-        match callout::feed(token, bytes) {
+        let fed = self.services.calls.borrow_mut().feed(token, bytes);
+        match fed {
             Fed::More => CallProgress::More,
             Fed::Unknown => CallProgress::Close,
             Fed::Done(origin, outcome) => {
@@ -400,7 +415,8 @@ impl Worker {
     /// A call ended without a whole response: a failure, or a connection
     /// closed at the end of a body that ends so.
     pub fn on_call_end(&self, token: u32, failure: Option<CallFailure>, detail: &str) {
-        if let Some((origin, outcome)) = callout::end(token, failure) {
+        let ended = self.services.calls.borrow_mut().end(token, failure);
+        if let Some((origin, outcome)) = ended {
             self.deliver(origin, outcome, detail);
         }
     }
@@ -444,7 +460,7 @@ impl Worker {
     /// An item waits in a queue: `on_queue_ready` in the root context that
     /// registered the queue last in this worker, if its instance lives.
     pub fn on_queue_ready(&self, token: u32) {
-        let Some(subscriber) = crate::shared::queues::subscriber(token) else {
+        let Some(subscriber) = self.services.queues.borrow().subscriber(token) else {
             return;
         };
         if let Some(slot) = self.instance(subscriber.instance) {
@@ -469,7 +485,12 @@ impl Worker {
         let name = slot.and_then(|slot| slot.borrow().as_ref().map(|vm| vm.module.name.clone()));
         self.host.log(
             origin.request,
-            callout::enabled().unwrap_or_default().failure_log,
+            self.services
+                .calls
+                .borrow()
+                .settings()
+                .unwrap_or_default()
+                .failure_log,
             name.as_deref().unwrap_or("ngx_proxy_wasm"),
             origin.root_id,
             message.as_bytes(),

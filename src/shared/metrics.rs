@@ -1,34 +1,21 @@
 //! The metric ids a worker gives out, and the names metrics get: the
 //! filter's name, then the filter's own, in Prometheus's alphabet.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::host::{Host, MetricRef, MetricType, SharedError};
+#[cfg(test)]
+use crate::host::MetricOp;
+use crate::host::{MetricRef, MetricType, Metrics, SharedError};
 
-/// `max_metric_name_length` of the running configuration.
-static MAX_NAME_LENGTH: AtomicUsize = AtomicUsize::new(256);
-
-pub fn set_max_name_length(len: usize) {
-    MAX_NAME_LENGTH.store(len, Ordering::Relaxed);
-}
-
-#[derive(Default)]
-struct Registry {
+/// The metrics a worker's filters defined: the ids it gave out.
+pub struct MetricRegistry {
+    /// `max_metric_name_length` of the configuration.
+    max_name_length: usize,
     ids: HashMap<Vec<u8>, u32>,
     /// By index: the type, the metric, and the filter that defined it
     /// (ids are small numbers a filter could guess another's by).
     metrics: Vec<(MetricType, MetricRef, Arc<str>)>,
-}
-
-thread_local! {
-    static REGISTRY: RefCell<Registry> = RefCell::new(Registry::default());
-}
-
-pub(super) fn reset() {
-    REGISTRY.with(|registry| *registry.borrow_mut() = Registry::default());
 }
 
 /// Why a metric cannot be defined, for the filter's log.
@@ -61,18 +48,30 @@ pub fn full_name(filter: &str, name: &[u8]) -> Vec<u8> {
     full
 }
 
-/// The id of a metric (the same for the same name and type): its index
-/// and, in the low 2 bits, its type, as Envoy's ids.
-pub fn define(host: &dyn Host, kind: MetricType, filter: &Arc<str>, name: &[u8]) -> Result<u32, DefineError> {
-    let full = full_name(filter, name);
-    let max = MAX_NAME_LENGTH.load(Ordering::Relaxed);
-    if full.len() > max {
-        return Err(DefineError::TooLong(max));
+impl MetricRegistry {
+    pub fn new(max_name_length: usize) -> MetricRegistry {
+        MetricRegistry {
+            max_name_length,
+            ids: HashMap::new(),
+            metrics: Vec::new(),
+        }
     }
-    REGISTRY.with(|registry| {
-        let mut registry = registry.borrow_mut();
-        if let Some(&id) = registry.ids.get(&full) {
-            let owner = &registry.metrics[(id >> 2) as usize - 1].2;
+
+    /// The id of a metric (the same for the same name and type): its index
+    /// and, in the low 2 bits, its type, as Envoy's ids.
+    pub fn define(
+        &mut self,
+        host: &dyn Metrics,
+        kind: MetricType,
+        filter: &Arc<str>,
+        name: &[u8],
+    ) -> Result<u32, DefineError> {
+        let full = full_name(filter, name);
+        if full.len() > self.max_name_length {
+            return Err(DefineError::TooLong(self.max_name_length));
+        }
+        if let Some(&id) = self.ids.get(&full) {
+            let owner = &self.metrics[(id >> 2) as usize - 1].2;
             if !same_filter(owner, filter) {
                 // "a" + "b_c" and "a_b" + "c": one name, two filters
                 return Err(DefineError::Host(SharedError::Denied));
@@ -85,22 +84,19 @@ pub fn define(host: &dyn Host, kind: MetricType, filter: &Arc<str>, name: &[u8])
         let metric = host
             .metric_define(kind, filter, &full)
             .map_err(DefineError::Host)?;
-        let id = ((registry.metrics.len() as u32 + 1) << 2) | kind as u32;
-        registry.metrics.push((kind, metric, filter.clone()));
-        registry.ids.insert(full, id);
+        let id = ((self.metrics.len() as u32 + 1) << 2) | kind as u32;
+        self.metrics.push((kind, metric, filter.clone()));
+        self.ids.insert(full, id);
         Ok(id)
-    })
-}
+    }
 
-/// The metric an id stands for, if the filter defined it: a filter
-/// cannot reach another's metrics.
-pub fn lookup(filter: &Arc<str>, id: u32) -> Option<(MetricType, MetricRef)> {
-    let index = (id >> 2).checked_sub(1)? as usize;
-    REGISTRY.with(|registry| {
-        let registry = registry.borrow();
-        let (kind, metric, owner) = registry.metrics.get(index)?;
+    /// The metric an id stands for, if the filter defined it: a filter
+    /// cannot reach another's metrics.
+    pub fn lookup(&self, filter: &Arc<str>, id: u32) -> Option<(MetricType, MetricRef)> {
+        let index = (id >> 2).checked_sub(1)? as usize;
+        let (kind, metric, owner) = self.metrics.get(index)?;
         (*kind as u32 == id & 3 && same_filter(owner, filter)).then_some((*kind, *metric))
-    })
+    }
 }
 
 /// Filters are named by their module's name, one `Arc` per module: the
@@ -112,96 +108,79 @@ fn same_filter(a: &Arc<str>, b: &Arc<str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::pairs::Pair;
-    use crate::abi::{HostResult, LogLevel};
-    use crate::host::{HeaderError, HeaderMap, HeaderOp, RequestRef, TimerRef};
     use std::cell::Cell;
-    use std::time::Duration;
 
-    /// A host whose metric store hands out increasing handles.
+    /// A metric store that hands out increasing handles.
     #[derive(Default)]
     struct Store {
         defined: Cell<usize>,
     }
 
-    impl Host for Store {
-        fn log(&self, _: Option<RequestRef>, _: LogLevel, _: &str, _: u32, _: &[u8]) {}
-        fn log_level(&self, _: Option<RequestRef>) -> LogLevel {
-            LogLevel::Trace
-        }
-        fn with_headers(
-            &self,
-            _: RequestRef,
-            _: HeaderMap,
-            _: &mut dyn FnMut(&[Pair<'_>]) -> HostResult,
-        ) -> HostResult {
-            Ok(())
-        }
-        fn set_header(
-            &self,
-            _: RequestRef,
-            _: HeaderMap,
-            _: HeaderOp,
-            _: &[u8],
-            _: &[u8],
-        ) -> Result<(), HeaderError> {
-            Ok(())
-        }
-        fn schedule_resume(&self, _: RequestRef) {}
-        fn timer_add(&self, _: Duration, _: u64) -> Option<TimerRef> {
-            None
-        }
-        fn timer_cancel(&self, _: TimerRef) {}
+    impl Metrics for Store {
         fn metric_define(&self, _: MetricType, _: &str, _: &[u8]) -> Result<MetricRef, SharedError> {
             self.defined.set(self.defined.get() + 1);
             Ok(MetricRef(self.defined.get()))
+        }
+        fn metric_update(&self, _: MetricRef, _: MetricOp, _: i64) {}
+        fn metric_get(&self, _: MetricRef) -> u64 {
+            0
         }
     }
 
     #[test]
     fn ids_carry_the_type_and_name_one_metric() {
-        reset();
+        let mut registry = MetricRegistry::new(256);
         let host = Store::default();
         let (f_, g_, g_x_): (Arc<str>, Arc<str>, Arc<str>) = ("f".into(), "g".into(), "g_x".into());
-        let counter = define(&host, MetricType::Counter, &f_, b"hits").unwrap();
-        let histogram = define(&host, MetricType::Histogram, &f_, b"latency").unwrap();
+        let counter = registry.define(&host, MetricType::Counter, &f_, b"hits").unwrap();
+        let histogram = registry
+            .define(&host, MetricType::Histogram, &f_, b"latency")
+            .unwrap();
         assert_eq!(counter & 3, 0);
         assert_eq!(histogram & 3, 2);
-        assert_eq!(define(&host, MetricType::Counter, &f_, b"hits"), Ok(counter));
-        // "a.b" and "a_b" are one Prometheus name
-        let dotted = define(&host, MetricType::Counter, &f_, b"a.b").unwrap();
-        assert_eq!(define(&host, MetricType::Counter, &f_, b"a_b"), Ok(dotted));
         assert_eq!(
-            define(&host, MetricType::Gauge, &f_, b"hits"),
+            registry.define(&host, MetricType::Counter, &f_, b"hits"),
+            Ok(counter)
+        );
+        // "a.b" and "a_b" are one Prometheus name
+        let dotted = registry.define(&host, MetricType::Counter, &f_, b"a.b").unwrap();
+        assert_eq!(
+            registry.define(&host, MetricType::Counter, &f_, b"a_b"),
+            Ok(dotted)
+        );
+        assert_eq!(
+            registry.define(&host, MetricType::Gauge, &f_, b"hits"),
             Err(DefineError::Host(SharedError::TypeConflict))
         );
         assert_eq!(host.defined.get(), 3);
-        assert_eq!(lookup(&f_, counter), Some((MetricType::Counter, MetricRef(1))));
         assert_eq!(
-            lookup(&f_, histogram),
+            registry.lookup(&f_, counter),
+            Some((MetricType::Counter, MetricRef(1)))
+        );
+        assert_eq!(
+            registry.lookup(&f_, histogram),
             Some((MetricType::Histogram, MetricRef(2)))
         );
         // a forged id: wrong type bits, unknown index, 0
-        assert_eq!(lookup(&f_, counter | 1), None);
-        assert_eq!(lookup(&f_, 400), None);
-        assert_eq!(lookup(&f_, 0), None);
+        assert_eq!(registry.lookup(&f_, counter | 1), None);
+        assert_eq!(registry.lookup(&f_, 400), None);
+        assert_eq!(registry.lookup(&f_, 0), None);
         // another filter's id, and another filter's name
-        assert_eq!(lookup(&g_, counter), None);
-        let other = define(&host, MetricType::Counter, &g_x_, b"y").unwrap();
+        assert_eq!(registry.lookup(&g_, counter), None);
+        let other = registry.define(&host, MetricType::Counter, &g_x_, b"y").unwrap();
         assert_eq!(
-            lookup(&g_x_, other).map(|(kind, _)| kind),
+            registry.lookup(&g_x_, other).map(|(kind, _)| kind),
             Some(MetricType::Counter)
         );
         assert_eq!(
-            define(&host, MetricType::Counter, &g_, b"x_y"),
+            registry.define(&host, MetricType::Counter, &g_, b"x_y"),
             Err(DefineError::Host(SharedError::Denied))
         );
-        set_max_name_length(8);
+        let mut short = MetricRegistry::new(8);
         assert_eq!(
-            define(&host, MetricType::Counter, &f_, b"much_too_long"),
+            short.define(&host, MetricType::Counter, &f_, b"much_too_long"),
             Err(DefineError::TooLong(8))
         );
-        set_max_name_length(256);
     }
 
     #[test]

@@ -5,10 +5,3 @@
 
 pub mod metrics;
 pub mod queues;
-
-/// Forgets what a previous process image knew (the configuration check in
-/// the master, before workers fork).
-pub fn reset() {
-    metrics::reset();
-    queues::reset();
-}

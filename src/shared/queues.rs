@@ -1,7 +1,6 @@
 //! Which root context a queue's items are told to in this worker: the one
 //! that registered it last, as in Envoy.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,18 +10,16 @@ pub struct Subscriber {
     pub root_id: u32,
 }
 
-thread_local! {
-    static SUBSCRIBERS: RefCell<HashMap<u32, Subscriber>> = RefCell::new(HashMap::new());
-}
+/// The root context each queue this worker registered goes to, by token.
+#[derive(Debug, Default)]
+pub struct QueueSubscribers(HashMap<u32, Subscriber>);
 
-pub fn subscribe(token: u32, subscriber: Subscriber) {
-    SUBSCRIBERS.with(|subscribers| subscribers.borrow_mut().insert(token, subscriber));
-}
+impl QueueSubscribers {
+    pub fn subscribe(&mut self, token: u32, subscriber: Subscriber) {
+        self.0.insert(token, subscriber);
+    }
 
-pub fn subscriber(token: u32) -> Option<Subscriber> {
-    SUBSCRIBERS.with(|subscribers| subscribers.borrow().get(&token).copied())
-}
-
-pub(super) fn reset() {
-    SUBSCRIBERS.with(|subscribers| subscribers.borrow_mut().clear());
+    pub fn subscriber(&self, token: u32) -> Option<Subscriber> {
+        self.0.get(&token).copied()
+    }
 }

@@ -11,14 +11,18 @@ use std::rc::Rc;
 use ngx_proxy_wasm::abi::pairs::Pair;
 use ngx_proxy_wasm::abi::{HostResult, LogLevel};
 use ngx_proxy_wasm::chain::Chain;
-use ngx_proxy_wasm::host::{HeaderError, HeaderMap, HeaderOp, Host, RequestRef, TimerRef};
+use ngx_proxy_wasm::host::prelude::*;
+use ngx_proxy_wasm::host::{
+    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, MetricOp, MetricRef, MetricType,
+    RequestRef, SharedError, TimerRef, VariableError,
+};
 use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
 
-type Headers = Vec<(String, String)>;
+type HeaderList = Vec<(String, String)>;
 
 /// The request headers, response headers and response trailers of a
 /// request.
-type Maps = [Headers; 3];
+type Maps = [HeaderList; 3];
 
 #[derive(Default)]
 pub struct MockHost {
@@ -51,7 +55,7 @@ impl MockHost {
         RequestRef(id)
     }
 
-    pub fn headers(&self, request: RequestRef, map: HeaderMap) -> Headers {
+    pub fn headers(&self, request: RequestRef, map: HeaderMap) -> HeaderList {
         self.requests.borrow()[&request.0][map_index(map)].clone()
     }
 
@@ -111,7 +115,7 @@ impl MockHost {
     }
 }
 
-impl Host for MockHost {
+impl Logging for MockHost {
     fn log(&self, _: Option<RequestRef>, level: LogLevel, filter: &str, context_id: u32, message: &[u8]) {
         let line = format!("{filter} #{context_id}: {}", String::from_utf8_lossy(message));
         self.logs.borrow_mut().push((level, line));
@@ -120,7 +124,9 @@ impl Host for MockHost {
     fn log_level(&self, _: Option<RequestRef>) -> LogLevel {
         LogLevel::Info
     }
+}
 
+impl Headers for MockHost {
     fn with_headers(
         &self,
         request: RequestRef,
@@ -157,11 +163,15 @@ impl Host for MockHost {
         }
         Ok(())
     }
+}
 
+impl RequestFlow for MockHost {
     fn schedule_resume(&self, request: RequestRef) {
         self.resumes.borrow_mut().push(request);
     }
+}
 
+impl Timers for MockHost {
     fn timer_add(&self, delay: std::time::Duration, token: u64) -> Option<TimerRef> {
         let id = self.next_timer.get() + 1;
         self.next_timer.set(id);
@@ -171,6 +181,87 @@ impl Host for MockHost {
 
     fn timer_cancel(&self, timer: TimerRef) {
         self.timers.borrow_mut().retain(|(id, _, _)| *id != timer.0);
+    }
+}
+
+impl Properties for MockHost {
+    fn with_attribute(
+        &self,
+        _: RequestRef,
+        _: Attribute,
+        visit: &mut dyn FnMut(Option<Fact<'_>>) -> HostResult,
+    ) -> HostResult {
+        visit(None)
+    }
+
+    fn with_variable(
+        &self,
+        _: RequestRef,
+        _: &[u8],
+        _: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> Result<HostResult, VariableError> {
+        Err(VariableError::Unknown)
+    }
+
+    fn set_variable(&self, _: RequestRef, _: &[u8], _: &[u8]) -> Result<(), VariableError> {
+        Err(VariableError::Unknown)
+    }
+
+    fn with_static_property(
+        &self,
+        _: Option<RequestRef>,
+        _: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult {
+        visit(None)
+    }
+}
+
+impl HttpCalls for MockHost {
+    fn call_start(&self, _: Option<RequestRef>, _: &CallParams<'_>) -> Result<CallRef, String> {
+        Err("the mock host makes no HTTP calls".into())
+    }
+
+    fn call_cancel(&self, _: CallRef) {}
+}
+
+impl SharedData for MockHost {
+    fn kv_get(&self, _: &[u8], _: &[u8], _: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    fn kv_set(&self, _: &[u8], _: &[u8], _: &[u8], _: u32) -> Result<(), SharedError> {
+        Err(SharedError::Unavailable)
+    }
+}
+
+impl SharedQueues for MockHost {
+    fn queue_register(&self, _: &[u8], _: &[u8]) -> Result<u32, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    fn queue_resolve(&self, _: &[u8], _: &[u8], _: &[u8]) -> Result<Option<u32>, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    fn queue_enqueue(&self, _: &[u8], _: u32, _: &[u8]) -> Result<(), SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    fn queue_dequeue(&self, _: &[u8], _: u32, _: &mut Vec<u8>) -> Result<bool, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+}
+
+impl Metrics for MockHost {
+    fn metric_define(&self, _: MetricType, _: &str, _: &[u8]) -> Result<MetricRef, SharedError> {
+        Err(SharedError::Unavailable)
+    }
+
+    fn metric_update(&self, _: MetricRef, _: MetricOp, _: i64) {}
+
+    fn metric_get(&self, _: MetricRef) -> u64 {
+        0
     }
 }
 

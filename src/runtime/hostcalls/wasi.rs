@@ -2,15 +2,14 @@
 //! sockets; stdout and stderr go to the error log; args and environment
 //! are empty; clocks and randomness work; nothing ever blocks the worker.
 
-use std::sync::OnceLock;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Linker};
 
 use super::{host_fn, memory, store_u32, store_u64, ErrorCode, Fail, Outcome};
 use crate::abi::memory::{read_u32, slice, slice_mut, write_u32};
-use crate::abi::state::HostState;
 use crate::abi::LogLevel;
+use crate::runtime::state::HostState;
 
 /// The WASI errno values this host returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,11 +200,6 @@ fn two_zeros(caller: Call, first: i32, second: i32) -> Result {
     store_u32(caller, second, 0)
 }
 
-fn monotonic_nanos() -> u64 {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
-}
-
 fn clock_res_get(caller: Call, id: i32, ret: i32) -> Result {
     match id {
         0 | 1 => store_u64(caller, ret, 1),
@@ -218,7 +212,7 @@ fn clock_time_get(caller: Call, id: i32, _precision: i64, ret: i32) -> Result {
         0 => SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos() as u64),
-        1 => monotonic_nanos(),
+        1 => caller.data().services.clock_origin.elapsed().as_nanos() as u64,
         _ => return Err(Errno::Notsup.into()),
     };
     store_u64(caller, ret, now)

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use wasmtime::{Memory, TypedFunc};
 
 use crate::abi::properties::PropertyStore;
-use crate::abi::{LogLevel, Status};
+use crate::abi::{Direction, LogLevel, Status};
 use crate::callout::http1::Response;
-use crate::host::{Host, RequestRef};
+use crate::host::prelude::*;
+use crate::host::RequestRef;
 use crate::runtime::limits::MemoryLimiter;
 use crate::runtime::module::WasmModule;
+use crate::runtime::services::Services;
 
 /// The guest callback being run; decides which buffers and maps exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,19 +103,6 @@ pub struct LocalResponse {
     pub details: Vec<u8>,
     pub body: Vec<u8>,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// A direction of an HTTP request: its request or its response.
-pub use crate::sys::Direction;
-
-/// The direction of a `proxy_stream_type_t`: HTTP_REQUEST (0) and
-/// HTTP_RESPONSE (1); the L4 stream types are not HTTP directions.
-pub fn direction_of_stream_type(raw: u32) -> Option<Direction> {
-    match raw {
-        0 => Some(Direction::Request),
-        1 => Some(Direction::Response),
-        _ => None,
-    }
 }
 
 /// Body data in a filter's hands: what it sees in its body callback, and
@@ -253,6 +242,8 @@ pub type ContextMap = HashMap<u32, Context, std::hash::BuildHasherDefault<Contex
 
 pub struct HostState {
     pub host: &'static dyn Host,
+    /// What host functions reach beyond the instance.
+    pub services: Rc<Services>,
     pub module: Arc<WasmModule>,
     pub memory: Option<Memory>,
     /// Shared so that a host function can call it while the store is
@@ -279,10 +270,11 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(host: &'static dyn Host, module: Arc<WasmModule>) -> HostState {
+    pub fn new(services: &Rc<Services>, module: Arc<WasmModule>) -> HostState {
         let limiter = MemoryLimiter::new(module.limits.memory);
         HostState {
-            host,
+            host: services.host,
+            services: services.clone(),
             module,
             memory: None,
             allocator: None,

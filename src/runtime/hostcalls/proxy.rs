@@ -7,18 +7,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wasmtime::{Caller, Linker};
 
+use super::properties::{self, SetError};
 use super::{copy_out, host_fn, memory, read_bytes, store_u32, store_u64, with_scratch, Outcome};
 use crate::abi::headers::{self, HeaderName};
 use crate::abi::memory::slice;
 use crate::abi::pairs::{self, Pair};
-use crate::abi::properties::{self, SetError};
-use crate::abi::state::{
-    direction_of_stream_type, Callback, Context, Direction, HostState, LocalResponse, RequestState, Trailers,
-};
-use crate::abi::{BufferType, LogLevel, MapType, Status};
+use crate::abi::properties::STORE_LIMIT;
+use crate::abi::{direction_of_stream_type, BufferType, Direction, LogLevel, MapType, Status};
 use crate::callout::http1::{self, RequestError, Response};
-use crate::callout::{self, Origin};
+use crate::callout::Origin;
 use crate::host::{CallParams, HeaderError, HeaderMap, HeaderOp, RequestRef};
+use crate::runtime::state::{Callback, Context, HostState, LocalResponse, RequestState, Trailers};
 
 type Result = Outcome<Status>;
 type Call<'a, 'b> = &'a mut Caller<'b, HostState>;
@@ -200,10 +199,7 @@ fn set_property(caller: Call, path_ptr: i32, path_len: i32, value_ptr: i32, valu
         Err(SetError::Full(name)) => (
             Status::InternalFailure,
             LogLevel::Error,
-            format!(
-                "cannot set {name}: properties would exceed {} bytes",
-                properties::STORE_LIMIT
-            ),
+            format!("cannot set {name}: properties would exceed {} bytes", STORE_LIMIT),
         ),
         Err(SetError::Failed) => return Err(Status::InternalFailure.into()),
     };
@@ -251,13 +247,13 @@ fn http_call(
             RequestError::Invalid(what) => format!("invalid {what}"),
         })
     })?;
-    if callout::enabled().is_none() {
+    if state.services.calls.borrow().settings().is_none() {
         state.log(LogLevel::Error, b"http calls can be made once workers run");
         return Err(Status::InternalFailure.into());
     }
     let root_id = state.root_id().ok_or(Status::BadArgument)?;
     let request_ref = state.request();
-    let token = callout::next_token();
+    let token = state.services.calls.borrow_mut().next_token();
     let params = CallParams {
         token,
         target: upstream,
@@ -273,7 +269,11 @@ fn http_call(
         request: request_ref,
         target: String::from_utf8_lossy(upstream).into_owned(),
     };
-    callout::register(call, origin, request.head);
+    state
+        .services
+        .calls
+        .borrow_mut()
+        .register(call, origin, request.head);
     store_u32(caller, ret_token, token)
 }
 

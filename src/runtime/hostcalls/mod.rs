@@ -3,6 +3,7 @@
 //! `wasi_snapshot_preview1` and the legacy `wasi_unstable`), each with its
 //! exact signature, so that SDK-built modules link whatever they import.
 
+mod properties;
 mod proxy;
 mod shared;
 mod wasi;
@@ -12,8 +13,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use wasmtime::{Caller, Linker};
 
 use crate::abi::memory::{self, OutOfBounds};
-use crate::abi::state::HostState;
 use crate::abi::{LogLevel, Status};
+use crate::runtime::state::HostState;
 
 pub use proxy::UNIMPLEMENTED;
 pub use wasi::ProcExit;
@@ -106,9 +107,9 @@ macro_rules! host_fn {
         $linker.func_wrap(
             $module,
             $name,
-            |mut caller: wasmtime::Caller<'_, $crate::abi::state::HostState>, $($arg: $ty),*|
+            |mut caller: wasmtime::Caller<'_, $crate::runtime::state::HostState>, $($arg: $ty),*|
                 -> wasmtime::Result<i32> {
-                $crate::abi::hostcalls::run(&mut caller, $name, $safe, |caller| $func(caller, $($arg),*))
+                $crate::runtime::hostcalls::run(&mut caller, $name, $safe, |caller| $func(caller, $($arg),*))
             },
         )?;
     };

@@ -5,11 +5,12 @@
 use wasmtime::{Caller, Linker};
 
 use super::{check_out_pointers, copy_out, host_fn, read_bytes, store_u32, store_u64, with_scratch, Outcome};
-use crate::abi::state::HostState;
 use crate::abi::{LogLevel, Status};
+use crate::host::MetricRef;
 use crate::host::{MetricOp, MetricType, SharedError};
-use crate::shared::metrics::{self, DefineError};
-use crate::shared::queues::{self, Subscriber};
+use crate::runtime::state::HostState;
+use crate::shared::metrics::DefineError;
+use crate::shared::queues::Subscriber;
 
 type Result = Outcome<Status>;
 type Call<'a, 'b> = &'a mut Caller<'b, HostState>;
@@ -116,7 +117,7 @@ fn register_shared_queue(caller: Call, name_ptr: i32, name_len: i32, ret_id: i32
         Ok(token) => token,
         Err(e) => return Err(failed(caller, "register_shared_queue", &name, NO_QUEUE_ZONE, e).into()),
     };
-    queues::subscribe(
+    state.services.queues.borrow_mut().subscribe(
         token,
         Subscriber {
             instance: state.generation,
@@ -200,7 +201,12 @@ fn define_metric(caller: Call, kind: i32, name_ptr: i32, name_len: i32, ret_id: 
         return Err(Status::BadArgument.into());
     }
     let state = caller.data();
-    match metrics::define(state.host, kind, &state.module.name, &name) {
+    let defined = state
+        .services
+        .metrics
+        .borrow_mut()
+        .define(state.host, kind, &state.module.name, &name);
+    match defined {
         Ok(id) => store_u32(caller, ret_id, id),
         Err(DefineError::TooLong(max)) => {
             let message = format!(
@@ -222,8 +228,18 @@ fn define_metric(caller: Call, kind: i32, name_ptr: i32, name_len: i32, ret_id: 
     }
 }
 
+/// The metric an id stands for, if the caller's filter defined it.
+fn lookup_metric(caller: Call, id: i32) -> Option<(MetricType, MetricRef)> {
+    let state = caller.data();
+    state
+        .services
+        .metrics
+        .borrow()
+        .lookup(&state.module.name, id as u32)
+}
+
 fn increment_metric(caller: Call, id: i32, offset: i64) -> Result {
-    let (kind, metric) = metrics::lookup(&caller.data().module.name, id as u32).ok_or(Status::NotFound)?;
+    let (kind, metric) = lookup_metric(caller, id).ok_or(Status::NotFound)?;
     match kind {
         // Envoy: counters only go up; histograms are recorded
         MetricType::Counter if offset <= 0 => Err(Status::BadArgument.into()),
@@ -236,7 +252,7 @@ fn increment_metric(caller: Call, id: i32, offset: i64) -> Result {
 }
 
 fn record_metric(caller: Call, id: i32, value: i64) -> Result {
-    let (kind, metric) = metrics::lookup(&caller.data().module.name, id as u32).ok_or(Status::NotFound)?;
+    let (kind, metric) = lookup_metric(caller, id).ok_or(Status::NotFound)?;
     let op = match kind {
         MetricType::Counter => MetricOp::Add,
         MetricType::Gauge => MetricOp::Set,
@@ -247,7 +263,7 @@ fn record_metric(caller: Call, id: i32, value: i64) -> Result {
 }
 
 fn get_metric(caller: Call, id: i32, ret_value: i32) -> Result {
-    let (kind, metric) = metrics::lookup(&caller.data().module.name, id as u32).ok_or(Status::NotFound)?;
+    let (kind, metric) = lookup_metric(caller, id).ok_or(Status::NotFound)?;
     if kind == MetricType::Histogram {
         return Err(Status::BadArgument.into());
     }

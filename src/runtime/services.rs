@@ -1,0 +1,44 @@
+//! What host functions reach beyond their own instance: the host, the
+//! HTTP calls in flight, the queues this worker registered, the metric ids
+//! it gave out, the generations of instances. A worker has its own; the
+//! runtime has one for the instances that run while the configuration is
+//! checked, which make no calls.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Instant;
+
+use crate::callout::Calls;
+use crate::host::Host;
+use crate::shared::metrics::MetricRegistry;
+use crate::shared::queues::QueueSubscribers;
+
+pub struct Services {
+    pub host: &'static dyn Host,
+    pub calls: RefCell<Calls>,
+    pub queues: RefCell<QueueSubscribers>,
+    pub metrics: RefCell<MetricRegistry>,
+    /// What WASI's monotonic clock counts from.
+    pub clock_origin: Instant,
+    next_generation: Cell<u64>,
+}
+
+impl Services {
+    pub fn new(host: &'static dyn Host, calls: Calls, max_metric_name_length: usize) -> Rc<Services> {
+        Rc::new(Services {
+            host,
+            calls: RefCell::new(calls),
+            queues: RefCell::new(QueueSubscribers::default()),
+            metrics: RefCell::new(MetricRegistry::new(max_metric_name_length)),
+            clock_origin: Instant::now(),
+            next_generation: Cell::new(1),
+        })
+    }
+
+    /// A generation for a new instance: what calls and queues find it by.
+    pub fn next_generation(&self) -> u64 {
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation + 1);
+        generation
+    }
+}
