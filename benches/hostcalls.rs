@@ -28,8 +28,8 @@ use ngx_proxy_wasm::abi::{HostResult, LogLevel};
 use ngx_proxy_wasm::chain::Chain;
 use ngx_proxy_wasm::host::prelude::*;
 use ngx_proxy_wasm::host::{
-    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, MetricOp, MetricRef, MetricType,
-    RequestRef, SharedError, TimerRef, VariableError,
+    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, MetricRef, MetricType, NoRoom,
+    RequestRef, StoredMetric, TimerRef, VariableError, Wake, ZoneRef,
 };
 use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
 
@@ -154,20 +154,17 @@ delegate_to_mock! {
         fn call_start(&self, request: Option<RequestRef>, params: &CallParams<'_>) -> Result<CallRef, String>;
         fn call_cancel(&self, call: CallRef) -> ();
     }
-    SharedData {
-        fn kv_get(&self, vm_id: &[u8], key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError>;
-        fn kv_set(&self, vm_id: &[u8], key: &[u8], value: &[u8], cas: u32) -> Result<(), SharedError>;
-    }
-    SharedQueues {
-        fn queue_register(&self, vm_id: &[u8], name: &[u8]) -> Result<u32, SharedError>;
-        fn queue_resolve(&self, vm_id: &[u8], owner: &[u8], name: &[u8]) -> Result<Option<u32>, SharedError>;
-        fn queue_enqueue(&self, vm_id: &[u8], token: u32, value: &[u8]) -> Result<(), SharedError>;
-        fn queue_dequeue(&self, vm_id: &[u8], token: u32, value: &mut Vec<u8>) -> Result<bool, SharedError>;
+    SharedMemory {
+        fn with_zone(&self, zone: ZoneRef, f: &mut dyn FnMut(&mut dyn LockedZone)) -> bool;
+        fn worker_pid(&self) -> i64;
+        fn wakeup_listen(&self) -> bool;
+        fn wake(&self, pid: i64, queue: &[u8]) -> Wake;
     }
     Metrics {
-        fn metric_define(&self, kind: MetricType, filter: &str, name: &[u8]) -> Result<MetricRef, SharedError>;
-        fn metric_update(&self, metric: MetricRef, op: MetricOp, value: i64) -> ();
-        fn metric_get(&self, metric: MetricRef) -> u64;
+        fn metric_find_or_add(&self, name: &[u8], kind: MetricType, owner: &str, slots: usize) -> Result<Option<StoredMetric>, NoRoom>;
+        fn metric_add(&self, metric: MetricRef, slot: usize, delta: u64) -> ();
+        fn metric_store(&self, metric: MetricRef, slot: usize, value: u64) -> ();
+        fn metric_load(&self, metric: MetricRef, slot: usize) -> u64;
     }
 }
 

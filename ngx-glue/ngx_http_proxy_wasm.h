@@ -29,12 +29,12 @@ typedef struct {
     ngx_str_t                   vm_config;
     ngx_str_t                   file;        /* where the directive is */
     ngx_uint_t                  line;
-} ngx_proxy_wasm_module_conf_t;
+} ngx_proxy_wasm_wasm_module_t;
 
 
 typedef struct {
     ngx_proxy_wasm_runtime_t   *runtime;
-    ngx_array_t                 modules;     /* ngx_proxy_wasm_module_conf_t */
+    ngx_array_t                 modules;     /* ngx_proxy_wasm_wasm_module_t */
     ngx_uint_t                  compiler;
     ngx_flag_t                  backtraces;
     size_t                      memory_limit;
@@ -216,20 +216,12 @@ void *ngx_proxy_wasm_call_start(void *request,
 void ngx_proxy_wasm_call_cancel(void *call);
 void ngx_proxy_wasm_calls_exit(void);
 
-/* shared memory: ngx_proxy_wasm_shm.c, ngx_proxy_wasm_metrics.c */
-char *ngx_proxy_wasm_shm_kv_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_proxy_wasm_shm_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_proxy_wasm_metrics_block(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_proxy_wasm_metrics_init(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf);
-
 /*
  * What shm_zone->data of every zone of the module starts with: its name as
  * declared, its state in shared memory, its slab pool.
  */
 typedef struct {
+    ngx_proxy_wasm_zone_kind_e  kind;
     ngx_str_t                   name;
     void                       *sh;
     ngx_slab_pool_t            *shpool;
@@ -243,36 +235,70 @@ typedef struct {
     ngx_uint_t                  line;
 } ngx_proxy_wasm_zone_t;
 
-ngx_int_t ngx_proxy_wasm_zone_init(ngx_shm_zone_t *shm_zone, void *data,
-    const char *kind, size_t size, void (*init)(void *sh));
-size_t ngx_proxy_wasm_shm_stats_size(void);
-u_char *ngx_proxy_wasm_shm_stats(u_char *p);
+/* zones: ngx_proxy_wasm_zone.c */
 /* the wasm{} configuration shared memory is found in */
 extern ngx_proxy_wasm_conf_t  *ngx_proxy_wasm_shm_conf;
-char *ngx_proxy_wasm_shm_check_shares(ngx_conf_t *cf,
+ngx_int_t ngx_proxy_wasm_zone_share(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_proxy_wasm_zone_t *zone);
+ngx_shm_zone_t *ngx_proxy_wasm_zone_add(ngx_conf_t *cf,
+    ngx_proxy_wasm_zone_t *zone, ngx_str_t *size, ngx_shm_zone_init_pt init);
+ngx_array_t *ngx_proxy_wasm_zones_of(ngx_proxy_wasm_conf_t *wcf,
+    ngx_proxy_wasm_zone_kind_e kind);
+ngx_int_t ngx_proxy_wasm_zone_init(ngx_shm_zone_t *shm_zone, void *data,
+    const char *kind, size_t size, void (*init)(void *sh));
+char *ngx_proxy_wasm_zones_register(ngx_conf_t *cf,
     ngx_proxy_wasm_conf_t *wcf);
-ngx_uint_t ngx_proxy_wasm_module_declared(ngx_proxy_wasm_conf_t *wcf,
+const ngx_proxy_wasm_str_t *ngx_proxy_wasm_zone_share_names(ngx_pool_t *pool,
+    ngx_array_t *share);
+ngx_uint_t ngx_proxy_wasm_has_wasm_module(ngx_proxy_wasm_conf_t *wcf,
     u_char *name, size_t len);
-ngx_proxy_wasm_shm_e ngx_proxy_wasm_kv_get(ngx_proxy_wasm_str_t vm_id,
-    ngx_proxy_wasm_str_t key, uint8_t *buf, size_t size, size_t *len,
-    uint32_t *cas);
-ngx_proxy_wasm_shm_e ngx_proxy_wasm_kv_set(ngx_proxy_wasm_str_t vm_id,
-    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value, uint32_t cas);
-ngx_proxy_wasm_shm_e ngx_proxy_wasm_queue_register(ngx_proxy_wasm_str_t vm_id,
-    ngx_proxy_wasm_str_t name, uint32_t *token);
-ngx_proxy_wasm_shm_e ngx_proxy_wasm_queue_resolve(ngx_proxy_wasm_str_t vm_id,
-    ngx_proxy_wasm_str_t owner, ngx_proxy_wasm_str_t name, uint32_t *token);
-ngx_proxy_wasm_shm_e ngx_proxy_wasm_queue_enqueue(ngx_proxy_wasm_str_t vm_id,
-    uint32_t token, ngx_proxy_wasm_str_t value);
-ngx_proxy_wasm_shm_e ngx_proxy_wasm_queue_dequeue(ngx_proxy_wasm_str_t vm_id,
-    uint32_t token, uint8_t *buf, size_t size, size_t *len);
+void *ngx_proxy_wasm_zone_lock(ngx_proxy_wasm_zone_kind_e kind,
+    uint32_t index);
+void ngx_proxy_wasm_zone_unlock(void *zone);
+size_t ngx_proxy_wasm_shm_stats_size(void);
+u_char *ngx_proxy_wasm_shm_stats(u_char *p);
+
+/* key-value zones: ngx_proxy_wasm_kv.c */
+char *ngx_proxy_wasm_shm_kv_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+uint64_t ngx_proxy_wasm_kv_evictions(ngx_proxy_wasm_zone_t *zone);
+ngx_proxy_wasm_kv_state_t *ngx_proxy_wasm_kv_state(void *zone);
+ngx_proxy_wasm_lookup_e ngx_proxy_wasm_kv_read(void *zone,
+    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value, uint32_t *cas);
+ngx_proxy_wasm_lookup_e ngx_proxy_wasm_kv_cas(void *zone,
+    ngx_proxy_wasm_str_t key, uint32_t *cas);
+ngx_proxy_wasm_store_e ngx_proxy_wasm_kv_write(void *zone,
+    ngx_proxy_wasm_str_t key, size_t namespace_len,
+    ngx_proxy_wasm_str_t value, uint32_t cas);
+
+/* queue zones and wakeups: ngx_proxy_wasm_queue.c */
+char *ngx_proxy_wasm_shm_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+size_t ngx_proxy_wasm_queue_items(ngx_proxy_wasm_zone_t *zone);
+ngx_proxy_wasm_queue_state_t *ngx_proxy_wasm_queue_state(void *zone);
+ngx_proxy_wasm_store_e ngx_proxy_wasm_queue_push(void *zone,
+    ngx_proxy_wasm_str_t value);
+ngx_proxy_wasm_lookup_e ngx_proxy_wasm_queue_peek(void *zone,
+    ngx_proxy_wasm_str_t *value);
+void ngx_proxy_wasm_queue_drop(void *zone);
+size_t ngx_proxy_wasm_queue_len(void *zone);
+int64_t ngx_proxy_wasm_worker_pid(void);
+int32_t ngx_proxy_wasm_wakeup_listen(void);
+ngx_proxy_wasm_wake_e ngx_proxy_wasm_wake(int64_t pid,
+    ngx_proxy_wasm_str_t queue);
 void ngx_proxy_wasm_queues_exit(void);
-ngx_proxy_wasm_shm_e ngx_proxy_wasm_metric_define(
-    ngx_proxy_wasm_metric_type_e type, ngx_proxy_wasm_str_t module,
-    ngx_proxy_wasm_str_t name, void **metric);
-void ngx_proxy_wasm_metric_update(void *metric, ngx_proxy_wasm_metric_op_e op,
-    int64_t value);
-uint64_t ngx_proxy_wasm_metric_get(void *metric);
+
+/* metrics: ngx_proxy_wasm_metrics.c */
+char *ngx_proxy_wasm_metrics_block(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_proxy_wasm_metrics_init(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf);
+ngx_proxy_wasm_store_e ngx_proxy_wasm_metric_find_or_add(
+    ngx_proxy_wasm_str_t name, ngx_proxy_wasm_metric_type_e type,
+    ngx_proxy_wasm_str_t owner, size_t slots,
+    ngx_proxy_wasm_metric_found_t *found);
+void ngx_proxy_wasm_metric_add(void *metric, size_t slot, uint64_t delta);
+void ngx_proxy_wasm_metric_store(void *metric, size_t slot, uint64_t value);
+uint64_t ngx_proxy_wasm_metric_load(void *metric, size_t slot);
 char *ngx_http_proxy_wasm_metrics_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 

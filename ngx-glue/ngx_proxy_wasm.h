@@ -79,25 +79,14 @@ typedef enum {
 } ngx_proxy_wasm_variable_e;
 
 
-/* What an operation on shared memory came to. */
+/* What storing into shared memory came to. */
 typedef enum {
-    NGX_PROXY_WASM_SHM_DONE = 0,
-    /* no such key; the queue is empty; no such queue owner */
-    NGX_PROXY_WASM_SHM_ABSENT = 1,
-    /* the buffer is too small: *len holds the size needed */
-    NGX_PROXY_WASM_SHM_TOO_SMALL = 2,
-    /* no zone holds the key, or no queue has the name or id */
-    NGX_PROXY_WASM_SHM_NO_ZONE = 3,
-    /* a compare-and-swap found another version */
-    NGX_PROXY_WASM_SHM_CAS_MISMATCH = 4,
-    /* the zone has no room left (nothing the module may evict) */
-    NGX_PROXY_WASM_SHM_FULL = 5,
-    /* the module was not given that zone or queue (share=, owner) */
-    NGX_PROXY_WASM_SHM_DENIED = 6,
-    /* a metric of that name has another type */
-    NGX_PROXY_WASM_SHM_TYPE_CONFLICT = 7,
-    NGX_PROXY_WASM_SHM_ERROR = 8
-} ngx_proxy_wasm_shm_e;
+    NGX_PROXY_WASM_STORE_DONE = 0,
+    /* the zone has no room left (and nothing it may evict) */
+    NGX_PROXY_WASM_STORE_FULL = 1,
+    /* the zone is not mapped yet (the configuration is being checked) */
+    NGX_PROXY_WASM_STORE_UNMAPPED = 2
+} ngx_proxy_wasm_store_e;
 
 
 /* Proxy-Wasm metric types, as in the ABI. */
@@ -106,17 +95,6 @@ typedef enum {
     NGX_PROXY_WASM_METRIC_GAUGE = 1,
     NGX_PROXY_WASM_METRIC_HISTOGRAM = 2
 } ngx_proxy_wasm_metric_type_e;
-
-
-/* What metric_update does with its value. */
-typedef enum {
-    /* counters, gauges: add (a negative value subtracts) */
-    NGX_PROXY_WASM_METRIC_ADD = 0,
-    /* gauges: set */
-    NGX_PROXY_WASM_METRIC_SET = 1,
-    /* histograms: count the value in its bucket */
-    NGX_PROXY_WASM_METRIC_OBSERVE = 2
-} ngx_proxy_wasm_metric_op_e;
 
 
 /* Proxy-Wasm log levels, as in the ABI. */
@@ -371,6 +349,80 @@ typedef struct {
 
 
 /*
+ * Shared memory. nginx keeps the zones of wasm{} (slab pools, their locks,
+ * trees and LRU lists, queue items, wakeups between workers); Rust keeps
+ * the rules: which zone a key goes to and whose it is, CAS, who owns a
+ * queue and which worker is told of its items, metric names and types.
+ */
+
+typedef enum {
+    NGX_PROXY_WASM_ZONE_KV = 0,
+    NGX_PROXY_WASM_ZONE_QUEUE = 1
+} ngx_proxy_wasm_zone_kind_e;
+
+
+/* A zone of wasm{} (shm_kv, shm_queue), as zone_add tells Rust of it. */
+typedef struct {
+    ngx_proxy_wasm_zone_kind_e     kind;
+    /* its place among the zones of its kind: what zone_lock takes */
+    uint32_t                       index;
+    ngx_proxy_wasm_str_t           name;
+    /*
+     * share=: the modules that share the zone ("*": every one); without
+     * it (shared 0) each module has its own part of the zone
+     */
+    uint32_t                       shared;
+    const ngx_proxy_wasm_str_t    *share;
+    size_t                         nshare;
+} ngx_proxy_wasm_zone_conf_t;
+
+
+/* What Rust keeps in a key-value zone, under its lock. */
+typedef struct {
+    /* the last CAS given; 0: none yet */
+    uint32_t                       last_cas;
+} ngx_proxy_wasm_kv_state_t;
+
+
+/* A worker that registered a queue, and the items credited to it. */
+typedef struct {
+    /* 0: a free entry */
+    int64_t                        pid;
+    uint64_t                       credits;
+} ngx_proxy_wasm_queue_worker_t;
+
+
+/* What Rust keeps in a queue zone, under its lock. */
+typedef struct {
+    /* the vm id that registered the queue; none: owner_len 0 */
+    uint8_t                        owner[128];
+    uint32_t                       owner_len;
+    /* the entry of workers the next item is credited to */
+    uint32_t                       next;
+    ngx_proxy_wasm_queue_worker_t  workers[256];
+} ngx_proxy_wasm_queue_state_t;
+
+
+/* What wake did. */
+typedef enum {
+    NGX_PROXY_WASM_WAKE_SENT = 0,
+    /* the worker is gone (it exited without leaving its queues) */
+    NGX_PROXY_WASM_WAKE_GONE = 1,
+    /* it could not be told (logged): it finds the items when next woken */
+    NGX_PROXY_WASM_WAKE_FAILED = 2
+} ngx_proxy_wasm_wake_e;
+
+
+/* A metric of the metrics zone, as metric_find_or_add found it. */
+typedef struct {
+    void                          *metric;
+    /* the type and module it was made with */
+    ngx_proxy_wasm_metric_type_e   type;
+    ngx_proxy_wasm_str_t           owner;
+} ngx_proxy_wasm_metric_found_t;
+
+
+/*
  * Functions the C shim provides to Rust. "request" is an opaque
  * ngx_http_request_t pointer handed to Rust by chain_new; NULL means "no
  * request" (e.g. a root context), where it is allowed.
@@ -466,59 +518,70 @@ typedef struct {
     void      (*call_cancel)(void *call);
 
     /*
-     * Shared memory. Outside workers (while the configuration is checked)
-     * the zones are not mapped yet: reads find nothing, writes are dropped,
-     * and names are still checked against the configuration.
-     *
-     * Every operation names the module (vm_id) it is made for: a zone
-     * without share= gives each module its own part (its keys; a queue
-     * is its first registrant's), a zone with share= serves only the
-     * modules it names.
-     *
-     * kv_get: the value of a key of an shm_kv zone ("zone/key", or the "*"
-     * zone's) copied into buf, and its CAS.
+     * A zone of wasm{}, locked: the functions below that take a zone work
+     * on it until zone_unlock. NULL: the zone is not mapped (while the
+     * configuration is checked).
      */
-    ngx_proxy_wasm_shm_e  (*kv_get)(ngx_proxy_wasm_str_t vm_id,
-                               ngx_proxy_wasm_str_t key, uint8_t *buf,
-                               size_t size, size_t *len, uint32_t *cas);
-    /* Store a value; a cas other than 0 must match the stored one. */
-    ngx_proxy_wasm_shm_e  (*kv_set)(ngx_proxy_wasm_str_t vm_id,
-                               ngx_proxy_wasm_str_t key,
-                               ngx_proxy_wasm_str_t value, uint32_t cas);
+    void     *(*zone_lock)(ngx_proxy_wasm_zone_kind_e kind, uint32_t index);
+    void      (*zone_unlock)(void *zone);
+
+    /* Key-value zones. */
+    ngx_proxy_wasm_kv_state_t  *(*kv_state)(void *zone);
+    /*
+     * A key's value, lent until the zone is unlocked, and its CAS; counts
+     * as a use of the entry (eviction=lru, slru).
+     */
+    ngx_proxy_wasm_lookup_e  (*kv_read)(void *zone, ngx_proxy_wasm_str_t key,
+                                  ngx_proxy_wasm_str_t *value,
+                                  uint32_t *cas);
+    /* A key's CAS, without counting a use. */
+    ngx_proxy_wasm_lookup_e  (*kv_cas)(void *zone, ngx_proxy_wasm_str_t key,
+                                  uint32_t *cas);
+    /*
+     * Stores a key's value with its CAS. To make room it evicts, per the
+     * zone's eviction=, only entries whose keys start with the key's first
+     * namespace_len bytes (0: any entry).
+     */
+    ngx_proxy_wasm_store_e  (*kv_write)(void *zone, ngx_proxy_wasm_str_t key,
+                                 size_t namespace_len,
+                                 ngx_proxy_wasm_str_t value, uint32_t cas);
+
+    /* Queue zones. */
+    ngx_proxy_wasm_queue_state_t  *(*queue_state)(void *zone);
+    ngx_proxy_wasm_store_e  (*queue_push)(void *zone,
+                                 ngx_proxy_wasm_str_t item);
+    /* The oldest item, lent until the zone is unlocked. */
+    ngx_proxy_wasm_lookup_e  (*queue_peek)(void *zone,
+                                  ngx_proxy_wasm_str_t *item);
+    /* Removes the oldest item. */
+    void      (*queue_drop)(void *zone);
+    size_t    (*queue_len)(void *zone);
+
+    /* This worker process. */
+    int64_t   (*worker_pid)(void);
+    /*
+     * This worker starts listening for wakeups (once; it registered a
+     * queue); 0 on success.
+     */
+    int32_t   (*wakeup_listen)(void);
+    /*
+     * Tells a worker (maybe this one) that it was credited items of a
+     * queue: the shim calls queues_wakeup in that worker.
+     */
+    ngx_proxy_wasm_wake_e  (*wake)(int64_t pid, ngx_proxy_wasm_str_t queue);
 
     /*
-     * A queue of an shm_queue zone, by name, registered by vm_id, and
-     * this worker is told (queue_ready) of what is enqueued.
+     * The metric of that name in the metrics zone; made, its slots zeroed,
+     * of that type for that module if it is new.
      */
-    ngx_proxy_wasm_shm_e  (*queue_register)(ngx_proxy_wasm_str_t vm_id,
-                                       ngx_proxy_wasm_str_t name,
-                                       uint32_t *token);
-    /* A queue owner registered, for vm_id. */
-    ngx_proxy_wasm_shm_e  (*queue_resolve)(ngx_proxy_wasm_str_t vm_id,
-                                      ngx_proxy_wasm_str_t owner,
-                                      ngx_proxy_wasm_str_t name,
-                                      uint32_t *token);
-    ngx_proxy_wasm_shm_e  (*queue_enqueue)(ngx_proxy_wasm_str_t vm_id,
-                                      uint32_t token,
-                                      ngx_proxy_wasm_str_t value);
-    /* The oldest item, copied into buf and removed (not if TOO_SMALL). */
-    ngx_proxy_wasm_shm_e  (*queue_dequeue)(ngx_proxy_wasm_str_t vm_id,
-                                      uint32_t token, uint8_t *buf,
-                                      size_t size, size_t *len);
-
-    /*
-     * A metric of the metrics zone by its full name, made if new for the
-     * module (NULL: zones not mapped).
-     */
-    ngx_proxy_wasm_shm_e  (*metric_define)(ngx_proxy_wasm_metric_type_e type,
-                                      ngx_proxy_wasm_str_t module,
-                                      ngx_proxy_wasm_str_t name,
-                                      void **metric);
-    /* lock-free */
-    void      (*metric_update)(void *metric, ngx_proxy_wasm_metric_op_e op,
-                               int64_t value);
-    /* a counter's or gauge's value */
-    uint64_t  (*metric_get)(void *metric);
+    ngx_proxy_wasm_store_e  (*metric_find_or_add)(ngx_proxy_wasm_str_t name,
+                                 ngx_proxy_wasm_metric_type_e type,
+                                 ngx_proxy_wasm_str_t owner, size_t slots,
+                                 ngx_proxy_wasm_metric_found_t *found);
+    /* Lock-free operations on a slot of a metric (others are ignored). */
+    void      (*metric_add)(void *metric, size_t slot, uint64_t delta);
+    void      (*metric_store)(void *metric, size_t slot, uint64_t value);
+    uint64_t  (*metric_load)(void *metric, size_t slot);
 } ngx_proxy_wasm_host_t;
 
 
@@ -589,8 +652,31 @@ typedef struct {
     void      (*call_end)(ngx_proxy_wasm_runtime_t *rt, uint32_t token,
                           ngx_proxy_wasm_call_end_e why,
                           ngx_proxy_wasm_str_t detail);
-    /* An item was enqueued on a queue this worker registered. */
-    void      (*queue_ready)(ngx_proxy_wasm_runtime_t *rt, uint32_t token);
+    /*
+     * A zone of wasm{}, after the modules are loaded: -1 with *err when its
+     * share= names no module.
+     */
+    int32_t   (*zone_add)(ngx_proxy_wasm_runtime_t *rt,
+                          const ngx_proxy_wasm_zone_conf_t *zone,
+                          ngx_proxy_wasm_str_t *err);
+    /*
+     * This worker was woken (wake): on_queue_ready for the items it was
+     * credited, a batch per queue. 1: more are left, wake it again.
+     */
+    uint32_t  (*queues_wakeup)(ngx_proxy_wasm_runtime_t *rt);
+    /*
+     * This worker leaves its queues (it exits, or starts shutting down):
+     * the items credited to it go to other workers.
+     */
+    void      (*queues_leave)(ngx_proxy_wasm_runtime_t *rt);
+    /*
+     * A metric's lines in the Prometheus text format, from its slots (read
+     * by the caller); the length they take. With a too small buf (or
+     * NULL) nothing is written.
+     */
+    size_t    (*metric_text)(ngx_proxy_wasm_metric_type_e type,
+                             ngx_proxy_wasm_str_t name, const uint64_t *slots,
+                             size_t nslots, uint8_t *buf, size_t size);
 
     /* Per request: the chain of filters configured for its location. */
     ngx_proxy_wasm_chain_t *(*chain_new)(ngx_proxy_wasm_runtime_t *rt,

@@ -1,49 +1,27 @@
 /*
- * Filters' metrics: counters, gauges and histograms in one shared memory
- * zone (wasm{ metrics { slab_size ...; } }), so every worker updates and
- * reads the same values; and proxy_wasm_metrics, a content handler that
- * serves them in the Prometheus text format.
+ * Filters' metrics: named slots of values in one shared memory zone
+ * (wasm{ metrics { slab_size ...; } }), so every worker updates and reads
+ * the same values; and proxy_wasm_metrics, a content handler that serves
+ * them in the Prometheus text format. What a metric's slots mean (types,
+ * histogram buckets), its name and its text are Rust's.
  *
  * A metric is made under the zone's lock; updates are lock-free atomic
- * operations on its values.
+ * operations on its slots.
  */
 
 #include "ngx_http_proxy_wasm.h"
 
 
-/*
- * Histogram buckets: Envoy's default bounds, as in its Prometheus output.
- * Values are integers, so "le 0.5" counts zeros: bounds are kept doubled.
- */
-typedef struct {
-    uint64_t                     twice;
-    const char                  *le;
-} ngx_proxy_wasm_bucket_t;
+/* the most slots a metric has (a histogram's) */
+#define NGX_PROXY_WASM_METRIC_SLOTS_MAX  64
 
 
-static const ngx_proxy_wasm_bucket_t  ngx_proxy_wasm_buckets[] = {
-    { 1, "0.5" }, { 2, "1" }, { 10, "5" }, { 20, "10" }, { 50, "25" },
-    { 100, "50" }, { 200, "100" }, { 500, "250" }, { 1000, "500" },
-    { 2000, "1000" }, { 5000, "2500" }, { 10000, "5000" },
-    { 20000, "10000" }, { 60000, "30000" }, { 120000, "60000" },
-    { 600000, "300000" }, { 1200000, "600000" }, { 3600000, "1800000" },
-    { 7200000, "3600000" }
-};
-
-#define NGX_PROXY_WASM_BUCKETS                                                \
-    (sizeof(ngx_proxy_wasm_buckets) / sizeof(ngx_proxy_wasm_bucket_t))
-
-/* a histogram's values: each bucket's count, +Inf's, the sum, the count */
-#define NGX_PROXY_WASM_HISTOGRAM_VALUES  (NGX_PROXY_WASM_BUCKETS + 3)
-
-
-/* a metric; its name follows its values */
 /* a metric; its name, then the name of the module that made it, follow */
 typedef struct {
     ngx_str_node_t               sn;          /* sn.str: the name */
     /* every metric, by name: the exposition's order */
     ngx_queue_t                  sorted;
-    uint32_t                     type;        /* ngx_proxy_wasm_metric_type_e */
+    ngx_proxy_wasm_metric_type_e  type;
     uint32_t                     nvalues;
     uint32_t                     module_len;
     uint64_t                     values[1];
@@ -57,12 +35,10 @@ typedef struct {
 } ngx_proxy_wasm_metrics_sh_t;
 
 
-/* shm_zone->data of the metrics zone (ngx_proxy_wasm_zone_t first) */
-typedef struct {
-    ngx_str_t                    name;
-    ngx_proxy_wasm_metrics_sh_t *sh;
-    ngx_slab_pool_t             *shpool;
-} ngx_proxy_wasm_metrics_t;
+/* shm_zone->data of the metrics zone: sh is ngx_proxy_wasm_metrics_sh_t */
+typedef ngx_proxy_wasm_zone_t  ngx_proxy_wasm_metrics_t;
+
+#define ngx_proxy_wasm_metrics_sh(m)  ((ngx_proxy_wasm_metrics_sh_t *) (m)->sh)
 
 
 static char *ngx_proxy_wasm_check_metric_name_length(ngx_conf_t *cf,
@@ -271,25 +247,22 @@ ngx_proxy_wasm_metric_module(ngx_proxy_wasm_metric_t *metric)
 }
 
 
-ngx_proxy_wasm_shm_e
-ngx_proxy_wasm_metric_define(ngx_proxy_wasm_metric_type_e type,
-    ngx_proxy_wasm_str_t module,
-    ngx_proxy_wasm_str_t name, void **metric)
+ngx_proxy_wasm_store_e
+ngx_proxy_wasm_metric_find_or_add(ngx_proxy_wasm_str_t name,
+    ngx_proxy_wasm_metric_type_e type, ngx_proxy_wasm_str_t owner,
+    size_t slots, ngx_proxy_wasm_metric_found_t *found)
 {
-    ngx_str_t                  owner;
-    uint32_t                   hash, nvalues;
-    ngx_str_t                  n;
+    uint32_t                   hash;
+    ngx_str_t                  n, module;
     ngx_queue_t               *q;
     ngx_str_node_t            *sn;
     ngx_proxy_wasm_metric_t   *e, *other;
     ngx_proxy_wasm_metrics_t  *m;
 
-    *metric = NULL;
-
     m = ngx_proxy_wasm_metrics();
 
     if (m == NULL || m->sh == NULL) {
-        return NGX_PROXY_WASM_SHM_DONE;
+        return NGX_PROXY_WASM_STORE_UNMAPPED;
     }
 
     n.data = (u_char *) name.data;
@@ -298,54 +271,36 @@ ngx_proxy_wasm_metric_define(ngx_proxy_wasm_metric_type_e type,
 
     ngx_shmtx_lock(&m->shpool->mutex);
 
-    sn = ngx_str_rbtree_lookup(&m->sh->rbtree, &n, hash);
+    sn = ngx_str_rbtree_lookup(&ngx_proxy_wasm_metrics_sh(m)->rbtree, &n, hash);
 
     if (sn != NULL) {
         e = (ngx_proxy_wasm_metric_t *) sn;
-        ngx_shmtx_unlock(&m->shpool->mutex);
-
-        owner = ngx_proxy_wasm_metric_module(e);
-
-        if (owner.len != module.len
-            || ngx_strncmp(owner.data, module.data, module.len) != 0)
-        {
-            return NGX_PROXY_WASM_SHM_DENIED;
-        }
-
-        if (e->type != type) {
-            return NGX_PROXY_WASM_SHM_TYPE_CONFLICT;
-        }
-
-        *metric = e;
-        return NGX_PROXY_WASM_SHM_DONE;
+        goto found;
     }
-
-    nvalues = type == NGX_PROXY_WASM_METRIC_HISTOGRAM
-              ? NGX_PROXY_WASM_HISTOGRAM_VALUES : 1;
 
     e = ngx_slab_calloc_locked(m->shpool,
                                offsetof(ngx_proxy_wasm_metric_t, values)
-                               + nvalues * sizeof(uint64_t) + name.len
-                               + module.len);
+                               + slots * sizeof(uint64_t) + name.len
+                               + owner.len);
     if (e == NULL) {
         ngx_shmtx_unlock(&m->shpool->mutex);
-        return NGX_PROXY_WASM_SHM_FULL;
+        return NGX_PROXY_WASM_STORE_FULL;
     }
 
     e->type = type;
-    e->nvalues = nvalues;
+    e->nvalues = slots;
     e->sn.node.key = hash;
     e->sn.str.data = ngx_proxy_wasm_metric_name(e);
     e->sn.str.len = name.len;
     ngx_memcpy(e->sn.str.data, name.data, name.len);
-    e->module_len = module.len;
-    ngx_memcpy(e->sn.str.data + name.len, module.data, module.len);
+    e->module_len = owner.len;
+    ngx_memcpy(e->sn.str.data + name.len, owner.data, owner.len);
 
-    ngx_rbtree_insert(&m->sh->rbtree, &e->sn.node);
+    ngx_rbtree_insert(&ngx_proxy_wasm_metrics_sh(m)->rbtree, &e->sn.node);
 
     /* kept sorted by name: metrics are made rarely, served often */
-    for (q = ngx_queue_head(&m->sh->sorted);
-         q != ngx_queue_sentinel(&m->sh->sorted);
+    for (q = ngx_queue_head(&ngx_proxy_wasm_metrics_sh(m)->sorted);
+         q != ngx_queue_sentinel(&ngx_proxy_wasm_metrics_sh(m)->sorted);
          q = ngx_queue_next(q))
     {
         other = ngx_queue_data(q, ngx_proxy_wasm_metric_t, sorted);
@@ -361,67 +316,51 @@ ngx_proxy_wasm_metric_define(ngx_proxy_wasm_metric_type_e type,
     /* before q (ngx_queue_insert_before is not in nginx 1.22) */
     ngx_queue_insert_tail(q, &e->sorted);
 
+found:
+
     ngx_shmtx_unlock(&m->shpool->mutex);
 
-    *metric = e;
+    /* a metric's type and module never change: read without the lock */
+    module = ngx_proxy_wasm_metric_module(e);
 
-    return NGX_PROXY_WASM_SHM_DONE;
+    found->metric = e;
+    found->type = e->type;
+    found->owner.data = module.data;
+    found->owner.len = module.len;
+
+    return NGX_PROXY_WASM_STORE_DONE;
 }
 
 
 void
-ngx_proxy_wasm_metric_update(void *metric, ngx_proxy_wasm_metric_op_e op,
-    int64_t value)
+ngx_proxy_wasm_metric_add(void *metric, size_t slot, uint64_t delta)
 {
     ngx_proxy_wasm_metric_t  *e = metric;
 
-    ngx_uint_t  i;
-    uint64_t    v;
-
-    if (e == NULL) {
-        return;
+    if (slot < e->nvalues) {
+        __atomic_fetch_add(&e->values[slot], delta, __ATOMIC_RELAXED);
     }
+}
 
-    switch (op) {
 
-    case NGX_PROXY_WASM_METRIC_ADD:
-        __atomic_fetch_add(&e->values[0], (uint64_t) value, __ATOMIC_RELAXED);
-        return;
+void
+ngx_proxy_wasm_metric_store(void *metric, size_t slot, uint64_t value)
+{
+    ngx_proxy_wasm_metric_t  *e = metric;
 
-    case NGX_PROXY_WASM_METRIC_SET:
-        __atomic_store_n(&e->values[0], (uint64_t) value, __ATOMIC_RELAXED);
-        return;
-
-    default: /* NGX_PROXY_WASM_METRIC_OBSERVE */
-        if (e->nvalues != NGX_PROXY_WASM_HISTOGRAM_VALUES) {
-            return;
-        }
-
-        v = (uint64_t) value;
-
-        for (i = 0; i < NGX_PROXY_WASM_BUCKETS; i++) {
-            /* the one odd bound is 1 (0.5): v <= 0 */
-            if (v <= ngx_proxy_wasm_buckets[i].twice / 2) {
-                break;
-            }
-        }
-
-        __atomic_fetch_add(&e->values[i], 1, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&e->values[NGX_PROXY_WASM_BUCKETS + 1], v,
-                           __ATOMIC_RELAXED);
-        __atomic_fetch_add(&e->values[NGX_PROXY_WASM_BUCKETS + 2], 1,
-                           __ATOMIC_RELAXED);
-        return;
+    if (slot < e->nvalues) {
+        __atomic_store_n(&e->values[slot], value, __ATOMIC_RELAXED);
     }
 }
 
 
 uint64_t
-ngx_proxy_wasm_metric_get(void *metric)
+ngx_proxy_wasm_metric_load(void *metric, size_t slot)
 {
     ngx_proxy_wasm_metric_t  *e = metric;
 
-    return e ? __atomic_load_n(&e->values[0], __ATOMIC_RELAXED) : 0;
+    return slot < e->nvalues
+           ? __atomic_load_n(&e->values[slot], __ATOMIC_RELAXED) : 0;
 }
 
 
@@ -450,7 +389,7 @@ ngx_http_proxy_wasm_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     value = cf->args->elts;
 
     for (i = 1; i < cf->args->nelts; i++) {
-        if (!ngx_proxy_wasm_module_declared(wcf, value[i].data,
+        if (!ngx_proxy_wasm_has_wasm_module(wcf, value[i].data,
                                             value[i].len))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -495,7 +434,7 @@ ngx_proxy_wasm_metric_served(ngx_http_proxy_wasm_loc_conf_t *plcf,
     module = ngx_proxy_wasm_metric_module(e);
 
     if (plcf->metrics_modules == NULL) {
-        return ngx_proxy_wasm_module_declared(ngx_proxy_wasm_shm_conf,
+        return ngx_proxy_wasm_has_wasm_module(ngx_proxy_wasm_shm_conf,
                                               module.data, module.len);
     }
 
@@ -513,83 +452,32 @@ ngx_proxy_wasm_metric_served(ngx_http_proxy_wasm_loc_conf_t *plcf,
 }
 
 
-static const char *
-ngx_proxy_wasm_metric_type_name(uint32_t type)
-{
-    switch (type) {
-    case NGX_PROXY_WASM_METRIC_COUNTER:
-        return "counter";
-    case NGX_PROXY_WASM_METRIC_GAUGE:
-        return "gauge";
-    default:
-        return "histogram";
-    }
-}
-
-
-/* the room a metric's lines take at most */
+/* a metric's lines (Rust writes them), from its slots read now */
 static size_t
-ngx_proxy_wasm_metric_size(ngx_proxy_wasm_metric_t *e)
+ngx_proxy_wasm_metric_text(ngx_proxy_wasm_metric_t *e, u_char *buf,
+    size_t size)
 {
-    size_t  line;
+    uint64_t              slots[NGX_PROXY_WASM_METRIC_SLOTS_MAX];
+    ngx_uint_t            i, n;
+    ngx_proxy_wasm_str_t  name;
 
-    /* name, suffix, labels, value, newline */
-    line = e->sn.str.len + sizeof("_bucket{le=\"3600000\"} ") - 1
-           + NGX_INT64_LEN + 1;
+    n = ngx_min(e->nvalues, NGX_PROXY_WASM_METRIC_SLOTS_MAX);
 
-    return sizeof("# TYPE  histogram\n") - 1 + e->sn.str.len
-           + line * (e->type == NGX_PROXY_WASM_METRIC_HISTOGRAM
-                     ? NGX_PROXY_WASM_BUCKETS + 3 : 1);
-}
-
-
-static u_char *
-ngx_proxy_wasm_metric_format(u_char *p, ngx_proxy_wasm_metric_t *e)
-{
-    uint64_t    cumulative;
-    ngx_str_t  *name;
-    ngx_uint_t  i;
-
-    name = &e->sn.str;
-
-    p = ngx_sprintf(p, "# TYPE %V %s\n", name,
-                    ngx_proxy_wasm_metric_type_name(e->type));
-
-    switch (e->type) {
-
-    case NGX_PROXY_WASM_METRIC_COUNTER:
-        return ngx_sprintf(p, "%V %uL\n", name,
-                           __atomic_load_n(&e->values[0], __ATOMIC_RELAXED));
-
-    case NGX_PROXY_WASM_METRIC_GAUGE:
-        return ngx_sprintf(p, "%V %L\n", name, (int64_t)
-                           __atomic_load_n(&e->values[0], __ATOMIC_RELAXED));
+    for (i = 0; i < n; i++) {
+        slots[i] = __atomic_load_n(&e->values[i], __ATOMIC_RELAXED);
     }
 
-    cumulative = 0;
+    name.data = e->sn.str.data;
+    name.len = e->sn.str.len;
 
-    for (i = 0; i <= NGX_PROXY_WASM_BUCKETS; i++) {
-        cumulative += __atomic_load_n(&e->values[i], __ATOMIC_RELAXED);
-
-        p = ngx_sprintf(p, "%V_bucket{le=\"%s\"} %uL\n", name,
-                        i < NGX_PROXY_WASM_BUCKETS
-                        ? ngx_proxy_wasm_buckets[i].le : "+Inf",
-                        cumulative);
-    }
-
-    p = ngx_sprintf(p, "%V_sum %uL\n", name,
-                    __atomic_load_n(&e->values[NGX_PROXY_WASM_BUCKETS + 1],
-                                    __ATOMIC_RELAXED));
-
-    /* _count matches the +Inf bucket, read once above */
-    return ngx_sprintf(p, "%V_count %uL\n", name, cumulative);
+    return ngx_proxy_wasm_api.metric_text(e->type, name, slots, n, buf, size);
 }
 
 
 static ngx_int_t
 ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
 {
-    size_t                     size;
+    size_t                     size, len;
     ngx_buf_t                 *b;
     ngx_int_t                  rc;
     ngx_chain_t                out;
@@ -620,14 +508,16 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
 
     size = ngx_proxy_wasm_shm_stats_size();
 
-    for (q = ngx_queue_head(&m->sh->sorted);
-         q != ngx_queue_sentinel(&m->sh->sorted);
+    for (q = ngx_queue_head(&ngx_proxy_wasm_metrics_sh(m)->sorted);
+         q != ngx_queue_sentinel(&ngx_proxy_wasm_metrics_sh(m)->sorted);
          q = ngx_queue_next(q))
     {
         e = ngx_queue_data(q, ngx_proxy_wasm_metric_t, sorted);
 
         if (ngx_proxy_wasm_metric_served(plcf, e)) {
-            size += ngx_proxy_wasm_metric_size(e);
+            /* room for its values to grow to any length meanwhile */
+            size += ngx_proxy_wasm_metric_text(e, NULL, 0)
+                    + e->nvalues * NGX_INT64_LEN;
         }
     }
 
@@ -637,14 +527,18 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (q = ngx_queue_head(&m->sh->sorted);
-         q != ngx_queue_sentinel(&m->sh->sorted);
+    for (q = ngx_queue_head(&ngx_proxy_wasm_metrics_sh(m)->sorted);
+         q != ngx_queue_sentinel(&ngx_proxy_wasm_metrics_sh(m)->sorted);
          q = ngx_queue_next(q))
     {
         e = ngx_queue_data(q, ngx_proxy_wasm_metric_t, sorted);
 
         if (ngx_proxy_wasm_metric_served(plcf, e)) {
-            b->last = ngx_proxy_wasm_metric_format(b->last, e);
+            len = ngx_proxy_wasm_metric_text(e, b->last, b->end - b->last);
+
+            if (len <= (size_t) (b->end - b->last)) {
+                b->last += len;
+            }
         }
     }
 

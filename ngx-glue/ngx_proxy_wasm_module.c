@@ -264,7 +264,7 @@ ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
     }
 
     if (ngx_array_init(&wcf->modules, cycle->pool, 4,
-                       sizeof(ngx_proxy_wasm_module_conf_t))
+                       sizeof(ngx_proxy_wasm_wasm_module_t))
         != NGX_OK)
     {
         return NULL;
@@ -349,12 +349,12 @@ ngx_proxy_wasm_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return rv;
     }
 
-    rv = ngx_proxy_wasm_shm_check_shares(cf, wcf);
+    rv = ngx_proxy_wasm_load_modules(cf, wcf);
     if (rv != NGX_CONF_OK) {
         return rv;
     }
 
-    return ngx_proxy_wasm_load_modules(cf, wcf);
+    return ngx_proxy_wasm_zones_register(cf, wcf);
 }
 
 
@@ -421,7 +421,7 @@ ngx_proxy_wasm_module_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     u_char                        *p;
     ngx_str_t                     *value;
     ngx_uint_t                     i;
-    ngx_proxy_wasm_module_conf_t  *module;
+    ngx_proxy_wasm_wasm_module_t  *module;
 
     value = cf->args->elts;
 
@@ -645,7 +645,7 @@ ngx_proxy_wasm_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 /* Reports an error of a directive seen earlier, as ngx_conf_log_error. */
 static void
 ngx_proxy_wasm_module_error(ngx_conf_t *cf,
-    ngx_proxy_wasm_module_conf_t *module, ngx_proxy_wasm_str_t *err)
+    ngx_proxy_wasm_wasm_module_t *module, ngx_proxy_wasm_str_t *err)
 {
     ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                   "wasm module \"%V\": %*s in %V:%ui",
@@ -661,7 +661,7 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
     ngx_pool_cleanup_t             *cln;
     ngx_proxy_wasm_str_t            err, name, path, vm_config;
     ngx_proxy_wasm_runtime_conf_t   rconf;
-    ngx_proxy_wasm_module_conf_t   *module;
+    ngx_proxy_wasm_wasm_module_t   *module;
 
     ngx_conf_init_uint_value(wcf->compiler, NGX_PROXY_WASM_COMPILER_AUTO);
     ngx_conf_init_value(wcf->backtraces, 0);

@@ -1,25 +1,10 @@
-//! Errors reported to the nginx configuration: one line, with the cause.
+//! What errors of every domain share: a wasmtime error on one line, for
+//! `nginx -t` output. The errors themselves are each domain's
+//! (`runtime::RuntimeError`, `runtime::module::ModuleError`,
+//! `shared::SharedError`, `shared::zones::ZoneError`,
+//! `sys::UnknownValue`).
 
-use std::fmt;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error(String);
-
-impl Error {
-    pub fn new(message: String) -> Error {
-        Error(message)
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-/// A wasmtime error and its causes on one line, for `nginx -t` output.
+/// A wasmtime error and its causes on one line.
 pub fn one_line(error: &wasmtime::Error) -> String {
     let chain = error
         .chain()

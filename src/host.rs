@@ -14,11 +14,14 @@ use std::time::Duration;
 use crate::abi::headers::HeaderName;
 use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel};
+/// What the rules of `crate::shared` keep in a key-value zone and in a
+/// queue zone, laid out by the boundary header.
+pub use crate::sys::{ngx_proxy_wasm_kv_state_t as KvState, ngx_proxy_wasm_queue_state_t as QueueState};
 /// Declared by the boundary header: the facts of a request only the host
 /// knows (the Envoy attributes not read from header maps), the header maps
 /// a request has, the ways to change them, and the metric types and
 /// operations of the host's metric store.
-pub use crate::sys::{Attribute, HeaderMap, HeaderOp, MetricOp, MetricType};
+pub use crate::sys::{Attribute, HeaderMap, HeaderOp, MetricType, Wake, ZoneKind};
 
 /// An opaque handle to a request of the host (an `ngx_http_request_t *`
 /// for nginx). Only the host interprets it.
@@ -76,29 +79,22 @@ pub enum VariableError {
 }
 
 /// The traits a host implements, for `use crate::host::prelude::*`: a
-/// method of `&dyn Host` is called through the trait that declares it.
+/// method of a host of a concrete type is called through the trait that
+/// declares it.
 pub mod prelude {
     pub use super::{
-        Headers, Host, HttpCalls, Logging, Metrics, Properties, RequestFlow, SharedData, SharedQueues, Timers,
+        Headers, Host, HttpCalls, LockedZone, Logging, Metrics, Properties, RequestFlow, SharedMemory, Timers,
     };
 }
 
 /// Everything the core needs from a host.
 pub trait Host:
-    Logging + Headers + Properties + RequestFlow + Timers + HttpCalls + SharedData + SharedQueues + Metrics
+    Logging + Headers + Properties + RequestFlow + Timers + HttpCalls + SharedMemory + Metrics
 {
 }
 
 impl<T> Host for T where
-    T: Logging
-        + Headers
-        + Properties
-        + RequestFlow
-        + Timers
-        + HttpCalls
-        + SharedData
-        + SharedQueues
-        + Metrics
+    T: Logging + Headers + Properties + RequestFlow + Timers + HttpCalls + SharedMemory + Metrics
 {
 }
 
@@ -226,63 +222,94 @@ pub trait HttpCalls {
     fn call_cancel(&self, call: CallRef);
 }
 
-pub trait SharedData {
-    /// The value and CAS of a key of the shared key-value store, for the
-    /// module `vm_id` (a zone without `share=` keeps each module's keys
-    /// apart), into `value`; None when the key is absent.
-    fn kv_get(&self, vm_id: &[u8], key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError>;
-
-    /// Stores a value for `vm_id`; a `cas` other than 0 must be the stored
-    /// one's.
-    fn kv_set(&self, vm_id: &[u8], key: &[u8], value: &[u8], cas: u32) -> Result<(), SharedError>;
+/// A zone of wasm{} by its kind and its place among the zones of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ZoneRef {
+    pub kind: ZoneKind,
+    pub index: u32,
 }
 
-pub trait SharedQueues {
-    /// A shared queue by name, registered by `vm_id` (a queue without
-    /// `share=` is its first registrant's); the worker is told of its
-    /// items (`Worker::on_queue_ready`).
-    fn queue_register(&self, vm_id: &[u8], name: &[u8]) -> Result<u32, SharedError>;
+/// The memory shared by the workers: zones, each with a lock. The host
+/// keeps bytes; `crate::shared` keeps the rules.
+pub trait SharedMemory {
+    /// Runs `f` with the zone locked; false (without running it) if the
+    /// zone is not mapped yet (while the configuration is checked).
+    fn with_zone(&self, zone: ZoneRef, f: &mut dyn FnMut(&mut dyn LockedZone)) -> bool;
 
-    /// A queue `owner` registered, for `vm_id`; None if `owner` did not.
-    fn queue_resolve(&self, vm_id: &[u8], owner: &[u8], name: &[u8]) -> Result<Option<u32>, SharedError>;
+    /// This worker process, as queue credits name it.
+    fn worker_pid(&self) -> i64;
 
-    fn queue_enqueue(&self, vm_id: &[u8], token: u32, value: &[u8]) -> Result<(), SharedError>;
+    /// This worker starts listening for wakeups (it registered a queue);
+    /// false if it cannot.
+    fn wakeup_listen(&self) -> bool;
 
-    /// The oldest item, into `value`, removed; false when empty. Only the
-    /// modules given the queue may take items.
-    fn queue_dequeue(&self, vm_id: &[u8], token: u32, value: &mut Vec<u8>) -> Result<bool, SharedError>;
+    /// Tells a worker (maybe this one) that it was credited items of a
+    /// queue: the host then runs `Worker::on_queues_wakeup` in it.
+    fn wake(&self, pid: i64, queue: &[u8]) -> Wake;
 }
 
+/// A zone's contents while its lock is held.
+pub trait LockedZone {
+    /// What the rules keep in a key-value zone.
+    fn kv_state(&mut self) -> &mut KvState;
+
+    /// A key's value, into `out`, and its CAS; counts as a use of the
+    /// entry (for eviction).
+    fn kv_read(&mut self, key: &[u8], out: &mut Vec<u8>) -> Option<u32>;
+
+    /// A key's CAS, without counting a use.
+    fn kv_cas(&mut self, key: &[u8]) -> Option<u32>;
+
+    /// Stores a key's value with its CAS; false if there is no room. To
+    /// make room it evicts only entries whose keys start with the key's
+    /// first `namespace` bytes (0: any entry).
+    fn kv_write(&mut self, key: &[u8], namespace: usize, value: &[u8], cas: u32) -> bool;
+
+    /// What the rules keep in a queue zone.
+    fn queue_state(&mut self) -> &mut QueueState;
+
+    /// Appends an item; false if there is no room.
+    fn queue_push(&mut self, item: &[u8]) -> bool;
+
+    /// Takes the oldest item into `out`; false if the queue is empty.
+    fn queue_pop(&mut self, out: &mut Vec<u8>) -> bool;
+
+    fn queue_len(&mut self) -> usize;
+}
+
+/// The host's store of metrics, shared by the workers: named values in
+/// slots, updated without a lock.
 pub trait Metrics {
-    /// A metric of the worker-shared store by its full name, made by
-    /// `filter` if new (`Denied`: another filter's).
-    fn metric_define(&self, kind: MetricType, filter: &str, name: &[u8]) -> Result<MetricRef, SharedError>;
+    /// The metric of that name; made, its `slots` zeroed, of that type for
+    /// `owner` if it is new. None: the store is not mapped yet.
+    fn metric_find_or_add(
+        &self,
+        name: &[u8],
+        kind: MetricType,
+        owner: &str,
+        slots: usize,
+    ) -> Result<Option<StoredMetric>, NoRoom>;
 
-    fn metric_update(&self, metric: MetricRef, op: MetricOp, value: i64);
+    fn metric_add(&self, metric: MetricRef, slot: usize, delta: u64);
 
-    /// A counter's or gauge's value.
-    fn metric_get(&self, metric: MetricRef) -> u64;
+    fn metric_store(&self, metric: MetricRef, slot: usize, value: u64);
+
+    fn metric_load(&self, metric: MetricRef, slot: usize) -> u64;
 }
 
-/// Why an operation on memory shared by the workers failed.
+/// The host's store has no room left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SharedError {
-    /// No zone holds the key, or no queue has the name.
-    NoZone,
-    /// The CAS is not the stored one.
-    CasMismatch,
-    /// The zone has no room (and nothing it may evict).
-    Full,
-    /// A metric of that name has another type.
-    TypeConflict,
-    /// The zone or queue is not the module's: its `share=` does not name
-    /// it, or another module owns the queue.
-    Denied,
-    /// The host has no shared memory, or failed.
-    Unavailable,
+pub struct NoRoom;
+
+/// A metric as the store has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMetric {
+    pub metric: MetricRef,
+    /// The type and module it was made with.
+    pub kind: MetricType,
+    pub owner: Vec<u8>,
 }
 
-/// A metric in the host's shared memory; `MetricRef(0)` stands for one
-/// that is not backed (while the configuration is checked).
+/// A metric in the host's store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MetricRef(pub usize);

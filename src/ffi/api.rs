@@ -16,14 +16,15 @@ use crate::abi::LogLevel;
 use crate::callout::{CallFailure, CallSettings};
 use crate::chain::{Chain, ChainConfig, Limits, Next, Output, Step};
 use crate::host::prelude::*;
-use crate::host::RequestRef;
+use crate::host::{MetricType, RequestRef, ZoneRef};
 use crate::runtime::limits::InstanceLimits;
 use crate::runtime::{CallProgress, Runtime, RuntimeConfig};
+use crate::shared::metrics;
 use crate::sys::{
     ngx_proxy_wasm_api_t, ngx_proxy_wasm_chain_conf_t, ngx_proxy_wasm_chain_t, ngx_proxy_wasm_host_t,
     ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_runtime_conf_t,
-    ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t, CallEnd, Lookup, PropertyKey,
-    UnknownValue,
+    ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_zone_conf_t,
+    CallEnd, Lookup, PropertyKey, UnknownValue,
 };
 
 #[no_mangle]
@@ -40,7 +41,10 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     timer_fired: Some(timer_fired),
     call_data: Some(call_data),
     call_end: Some(call_end),
-    queue_ready: Some(queue_ready),
+    zone_add: Some(zone_add),
+    queues_wakeup: Some(queues_wakeup),
+    queues_leave: Some(queues_leave),
+    metric_text: Some(metric_text),
     chain_new: Some(chain_new),
     chain_wants_body: Some(chain_wants_body),
     chain_on_headers: Some(chain_on_headers),
@@ -350,14 +354,94 @@ unsafe extern "C" fn call_end(
     })
 }
 
-unsafe extern "C" fn queue_ready(rt: *mut ngx_proxy_wasm_runtime_t, token: u32) {
-    // SAFETY: the shim passes its runtime.
-    let rt = unsafe { runtime(rt) };
-    guard(Some(rt.host), "queue_ready", (), || {
-        if let Some(worker) = rt.runtime.as_ref().and_then(Runtime::running_worker) {
-            worker.on_queue_ready(token);
+unsafe extern "C" fn zone_add(
+    rt: *mut ngx_proxy_wasm_runtime_t,
+    zone: *const ngx_proxy_wasm_zone_conf_t,
+    err: *mut ngx_proxy_wasm_str_t,
+) -> i32 {
+    // SAFETY: the shim passes its runtime and a zone whose strings are
+    // valid for the call (they are copied).
+    let (rt, zone) = unsafe { (runtime(rt), &*zone) };
+    let (name, share) = unsafe {
+        let share = (zone.shared != 0).then(|| {
+            let names = if zone.nshare == 0 {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(zone.share, zone.nshare)
+            };
+            names.iter().map(|name| bytes(*name).to_vec()).collect::<Vec<_>>()
+        });
+        (bytes(zone.name), share)
+    };
+    guard(Some(rt.host), "zone_add", -1, || {
+        let Some(kind) = rt.decode(zone.kind) else {
+            return rt.fail(err, "the nginx module does not match this library");
+        };
+        let zone_ref = ZoneRef {
+            kind,
+            index: zone.index,
+        };
+        let added = match rt.configured() {
+            Ok(runtime) => runtime.add_zone(zone_ref, name, share).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match added {
+            Ok(()) => 0,
+            Err(e) => rt.fail(err, &e),
         }
     })
+}
+
+unsafe extern "C" fn queues_wakeup(rt: *mut ngx_proxy_wasm_runtime_t) -> u32 {
+    // SAFETY: the shim passes its runtime.
+    let rt = unsafe { runtime(rt) };
+    guard(Some(rt.host), "queues_wakeup", 0, || {
+        match rt.runtime.as_ref().and_then(Runtime::running_worker) {
+            Some(worker) => worker.on_queues_wakeup().into(),
+            None => 0,
+        }
+    })
+}
+
+unsafe extern "C" fn queues_leave(rt: *mut ngx_proxy_wasm_runtime_t) {
+    // SAFETY: the shim passes its runtime.
+    let rt = unsafe { runtime(rt) };
+    guard(Some(rt.host), "queues_leave", (), || {
+        if let Some(worker) = rt.runtime.as_ref().and_then(Runtime::running_worker) {
+            worker.leave_queues();
+        }
+    })
+}
+
+unsafe extern "C" fn metric_text(
+    kind: u32,
+    name: ngx_proxy_wasm_str_t,
+    slots: *const u64,
+    nslots: usize,
+    buf: *mut u8,
+    size: usize,
+) -> usize {
+    // SAFETY: the shim passes a name and the slots it read, valid for the
+    // call.
+    let (name, slots) = unsafe {
+        let slots = if nslots == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(slots, nslots)
+        };
+        (bytes(name), slots)
+    };
+    let text = guard(None, "metric_text", Vec::new(), || {
+        match MetricType::try_from(kind) {
+            Ok(kind) => metrics::text(kind, name, slots),
+            Err(_) => Vec::new(),
+        }
+    });
+    if !buf.is_null() && text.len() <= size {
+        // SAFETY: the shim passes `size` writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len()) };
+    }
+    text.len()
 }
 
 unsafe extern "C" fn chain_new(

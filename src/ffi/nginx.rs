@@ -9,12 +9,13 @@ use crate::abi::pairs::Pair;
 use crate::abi::{HostResult, LogLevel, Status};
 use crate::host::prelude::*;
 use crate::host::{
-    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, MetricOp, MetricRef, MetricType,
-    RequestRef, SharedError, TimerRef, VariableError,
+    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, KvState, MetricRef, MetricType,
+    NoRoom, QueueState, RequestRef, StoredMetric, TimerRef, VariableError, Wake, ZoneRef,
 };
 use crate::sys::{
-    ngx_proxy_wasm_call_params_t, ngx_proxy_wasm_host_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t,
-    ngx_proxy_wasm_value_t, Change, List, Lookup, Shm, UnknownValue, ValueKind, Variable,
+    ngx_proxy_wasm_call_params_t, ngx_proxy_wasm_host_t, ngx_proxy_wasm_metric_found_t,
+    ngx_proxy_wasm_pair_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_value_t, Change, List, Lookup, Store,
+    UnknownValue, ValueKind, Variable,
 };
 
 /// The shim's table (a static of the nginx module), checked to have every
@@ -54,15 +55,24 @@ impl Nginx {
             timer_cancel: Some(_),
             call_start: Some(_),
             call_cancel: Some(_),
-            kv_get: Some(_),
-            kv_set: Some(_),
-            queue_register: Some(_),
-            queue_resolve: Some(_),
-            queue_enqueue: Some(_),
-            queue_dequeue: Some(_),
-            metric_define: Some(_),
-            metric_update: Some(_),
-            metric_get: Some(_),
+            zone_lock: Some(_),
+            zone_unlock: Some(_),
+            kv_state: Some(_),
+            kv_read: Some(_),
+            kv_cas: Some(_),
+            kv_write: Some(_),
+            queue_state: Some(_),
+            queue_push: Some(_),
+            queue_peek: Some(_),
+            queue_drop: Some(_),
+            queue_len: Some(_),
+            worker_pid: Some(_),
+            wakeup_listen: Some(_),
+            wake: Some(_),
+            metric_find_or_add: Some(_),
+            metric_add: Some(_),
+            metric_store: Some(_),
+            metric_load: Some(_),
         } = table
         else {
             return None;
@@ -96,43 +106,6 @@ impl Nginx {
             Some(Lookup::Found) => Ok(Some(unsafe { bytes(value) })),
             Some(Lookup::Absent) => Ok(None),
             Some(Lookup::Error) | None => Err(Status::InternalFailure),
-        }
-    }
-
-    /// The error of a shared-memory function's result.
-    fn shared_error(&self, rc: Option<Shm>) -> SharedError {
-        match rc {
-            Some(Shm::NoZone) => SharedError::NoZone,
-            Some(Shm::CasMismatch) => SharedError::CasMismatch,
-            Some(Shm::Full) => SharedError::Full,
-            Some(Shm::TypeConflict) => SharedError::TypeConflict,
-            Some(Shm::Denied) => SharedError::Denied,
-            Some(Shm::Done | Shm::Absent | Shm::TooSmall | Shm::Error) | None => SharedError::Unavailable,
-        }
-    }
-
-    /// Copies a value out of shared memory into `value` with `copy(buf,
-    /// size, len)`, growing `value` once the shim said how much it needs
-    /// (TOO_SMALL); the result of the last copy.
-    fn copy_shared(
-        &self,
-        value: &mut Vec<u8>,
-        mut copy: impl FnMut(*mut u8, usize, &mut usize) -> u32,
-    ) -> Option<Shm> {
-        loop {
-            value.clear();
-            let mut len = 0;
-            let rc = self.decode(copy(value.as_mut_ptr(), value.capacity(), &mut len));
-            match rc {
-                // another worker may change the value meanwhile: ask again
-                Some(Shm::TooSmall) => value.reserve(len),
-                Some(Shm::Done) => {
-                    // SAFETY: the shim wrote `len` (<= capacity) bytes.
-                    unsafe { value.set_len(len.min(value.capacity())) };
-                    return rc;
-                }
-                rc => return rc,
-            }
         }
     }
 }
@@ -397,99 +370,168 @@ impl HttpCalls for Nginx {
     }
 }
 
-impl SharedData for Nginx {
-    fn kv_get(&self, vm_id: &[u8], key: &[u8], value: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
-        let mut cas = 0;
-        let kv_get = shim!(self, kv_get);
-        let rc = self.copy_shared(value, |buf, size, len| {
-            // SAFETY: `buf` has room for `size` bytes; the out-pointers are
-            // valid; the shim copies under the zone's lock.
-            unsafe { kv_get(str_of(vm_id), str_of(key), buf, size, len, &mut cas) }
-        });
-        match rc {
-            Some(Shm::Done) => Ok(Some(cas)),
-            Some(Shm::Absent) => Ok(None),
-            rc => Err(self.shared_error(rc)),
+impl SharedMemory for Nginx {
+    fn with_zone(&self, zone: ZoneRef, f: &mut dyn FnMut(&mut dyn LockedZone)) -> bool {
+        // SAFETY: plain values in; the shim returns the zone locked, or
+        // NULL.
+        let handle = unsafe { shim!(self, zone_lock)(zone.kind.into(), zone.index) };
+        if handle.is_null() {
+            return false;
         }
+        let mut locked = Locked {
+            nginx: self,
+            zone: handle,
+        };
+        f(&mut locked);
+        // `locked` unlocks when dropped, a panic of `f` included
+        true
     }
 
-    fn kv_set(&self, vm_id: &[u8], key: &[u8], value: &[u8], cas: u32) -> Result<(), SharedError> {
-        // SAFETY: plain byte strings in, copied by the shim.
-        let rc = unsafe { shim!(self, kv_set)(str_of(vm_id), str_of(key), str_of(value), cas) };
-        match self.decode(rc) {
-            Some(Shm::Done) => Ok(()),
-            rc => Err(self.shared_error(rc)),
-        }
+    fn worker_pid(&self) -> i64 {
+        // SAFETY: no arguments.
+        unsafe { shim!(self, worker_pid)() }
+    }
+
+    fn wakeup_listen(&self) -> bool {
+        // SAFETY: no arguments.
+        unsafe { shim!(self, wakeup_listen)() == 0 }
+    }
+
+    fn wake(&self, pid: i64, queue: &[u8]) -> Wake {
+        // SAFETY: plain values in; the name is borrowed for the call.
+        let rc = unsafe { shim!(self, wake)(pid, str_of(queue)) };
+        self.decode(rc).unwrap_or(Wake::Failed)
     }
 }
 
-impl SharedQueues for Nginx {
-    fn queue_register(&self, vm_id: &[u8], name: &[u8]) -> Result<u32, SharedError> {
-        let mut token = 0;
-        // SAFETY: see kv_set; `token` is a valid out-pointer.
-        let rc = unsafe { shim!(self, queue_register)(str_of(vm_id), str_of(name), &mut token) };
-        match self.decode(rc) {
-            Some(Shm::Done) => Ok(token),
-            rc => Err(self.shared_error(rc)),
-        }
+/// A zone the shim locked; unlocked when dropped.
+struct Locked<'a> {
+    nginx: &'a Nginx,
+    zone: *mut c_void,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the zone was locked by zone_lock, once.
+        unsafe { shim!(self.nginx, zone_unlock)(self.zone) }
+    }
+}
+
+// SAFETY (for every call below): `self.zone` is locked until `self` is
+// dropped; what the shim lends points into the zone and is copied before
+// the lock is released; the states it returns live in the zone (as long as
+// the configuration), and the borrow of `self` keeps them to the lock.
+impl LockedZone for Locked<'_> {
+    fn kv_state(&mut self) -> &mut KvState {
+        // SAFETY: see above; a key-value zone always has its state.
+        unsafe { &mut *shim!(self.nginx, kv_state)(self.zone) }
     }
 
-    fn queue_resolve(&self, vm_id: &[u8], owner: &[u8], name: &[u8]) -> Result<Option<u32>, SharedError> {
-        let mut token = 0;
-        // SAFETY: see queue_register.
+    fn kv_read(&mut self, key: &[u8], out: &mut Vec<u8>) -> Option<u32> {
+        let mut value = ngx_proxy_wasm_str_t::default();
+        let mut cas = 0;
+        // SAFETY: see above.
+        let rc = unsafe { shim!(self.nginx, kv_read)(self.zone, str_of(key), &mut value, &mut cas) };
+        // SAFETY: see above.
+        let value = unsafe { self.nginx.lent(rc, value) }.ok()??;
+        out.clear();
+        out.extend_from_slice(value);
+        Some(cas)
+    }
+
+    fn kv_cas(&mut self, key: &[u8]) -> Option<u32> {
+        let mut cas = 0;
+        // SAFETY: see above.
+        let rc = unsafe { shim!(self.nginx, kv_cas)(self.zone, str_of(key), &mut cas) };
+        (self.nginx.decode(rc) == Some(Lookup::Found)).then_some(cas)
+    }
+
+    fn kv_write(&mut self, key: &[u8], namespace: usize, value: &[u8], cas: u32) -> bool {
+        // SAFETY: see above; the shim copies the key and the value.
         let rc =
-            unsafe { shim!(self, queue_resolve)(str_of(vm_id), str_of(owner), str_of(name), &mut token) };
-        match self.decode(rc) {
-            Some(Shm::Done) => Ok(Some(token)),
-            Some(Shm::Absent) => Ok(None),
-            rc => Err(self.shared_error(rc)),
-        }
+            unsafe { shim!(self.nginx, kv_write)(self.zone, str_of(key), namespace, str_of(value), cas) };
+        self.nginx.decode(rc) == Some(Store::Done)
     }
 
-    fn queue_enqueue(&self, vm_id: &[u8], token: u32, value: &[u8]) -> Result<(), SharedError> {
-        // SAFETY: see kv_set.
-        let rc = unsafe { shim!(self, queue_enqueue)(str_of(vm_id), token, str_of(value)) };
-        match self.decode(rc) {
-            Some(Shm::Done) => Ok(()),
-            rc => Err(self.shared_error(rc)),
-        }
+    fn queue_state(&mut self) -> &mut QueueState {
+        // SAFETY: see above; a queue zone always has its state.
+        unsafe { &mut *shim!(self.nginx, queue_state)(self.zone) }
     }
 
-    fn queue_dequeue(&self, vm_id: &[u8], token: u32, value: &mut Vec<u8>) -> Result<bool, SharedError> {
-        let queue_dequeue = shim!(self, queue_dequeue);
-        let rc = self.copy_shared(value, |buf, size, len| {
-            // SAFETY: see kv_get.
-            unsafe { queue_dequeue(str_of(vm_id), token, buf, size, len) }
-        });
-        match rc {
-            Some(Shm::Done) => Ok(true),
-            Some(Shm::Absent) => Ok(false),
-            rc => Err(self.shared_error(rc)),
-        }
+    fn queue_push(&mut self, item: &[u8]) -> bool {
+        // SAFETY: see above; the shim copies the item.
+        let rc = unsafe { shim!(self.nginx, queue_push)(self.zone, str_of(item)) };
+        self.nginx.decode(rc) == Some(Store::Done)
+    }
+
+    fn queue_pop(&mut self, out: &mut Vec<u8>) -> bool {
+        let mut item = ngx_proxy_wasm_str_t::default();
+        // SAFETY: see above.
+        let rc = unsafe { shim!(self.nginx, queue_peek)(self.zone, &mut item) };
+        // SAFETY: see above.
+        let Ok(Some(item)) = (unsafe { self.nginx.lent(rc, item) }) else {
+            return false;
+        };
+        out.clear();
+        out.extend_from_slice(item);
+        // SAFETY: see above; the item was copied.
+        unsafe { shim!(self.nginx, queue_drop)(self.zone) };
+        true
+    }
+
+    fn queue_len(&mut self) -> usize {
+        // SAFETY: see above.
+        unsafe { shim!(self.nginx, queue_len)(self.zone) }
     }
 }
 
 impl Metrics for Nginx {
-    fn metric_define(&self, kind: MetricType, filter: &str, name: &[u8]) -> Result<MetricRef, SharedError> {
-        let mut metric = std::ptr::null_mut();
-        // SAFETY: see kv_set; `metric` is a valid out-pointer.
+    fn metric_find_or_add(
+        &self,
+        name: &[u8],
+        kind: MetricType,
+        owner: &str,
+        slots: usize,
+    ) -> Result<Option<StoredMetric>, NoRoom> {
+        let mut found = ngx_proxy_wasm_metric_found_t::default();
+        // SAFETY: byte strings in, copied by the shim; `found` is a valid
+        // out-pointer; the owner it lends lives in the metrics zone.
         let rc = unsafe {
-            shim!(self, metric_define)(kind.into(), str_of(filter.as_bytes()), str_of(name), &mut metric)
+            shim!(self, metric_find_or_add)(
+                str_of(name),
+                kind.into(),
+                str_of(owner.as_bytes()),
+                slots,
+                &mut found,
+            )
         };
         match self.decode(rc) {
-            Some(Shm::Done) => Ok(MetricRef(metric as usize)),
-            rc => Err(self.shared_error(rc)),
+            Some(Store::Done) => {}
+            Some(Store::Unmapped) => return Ok(None),
+            Some(Store::Full) | None => return Err(NoRoom),
         }
+        let kind = self.decode(found.type_).ok_or(NoRoom)?;
+        Ok(Some(StoredMetric {
+            metric: MetricRef(found.metric as usize),
+            kind,
+            // SAFETY: see above.
+            owner: unsafe { bytes(found.owner) }.to_vec(),
+        }))
     }
 
-    fn metric_update(&self, metric: MetricRef, op: MetricOp, value: i64) {
-        // SAFETY: `metric` came from metric_define (or is 0, which the shim
-        // ignores); metrics live as long as their zone.
-        unsafe { shim!(self, metric_update)(metric.0 as *mut c_void, op.into(), value) }
+    fn metric_add(&self, metric: MetricRef, slot: usize, delta: u64) {
+        // SAFETY: `metric` came from metric_find_or_add; metrics live as
+        // long as their zone; the shim checks the slot.
+        unsafe { shim!(self, metric_add)(metric.0 as *mut c_void, slot, delta) }
     }
 
-    fn metric_get(&self, metric: MetricRef) -> u64 {
-        // SAFETY: see metric_update.
-        unsafe { shim!(self, metric_get)(metric.0 as *mut c_void) }
+    fn metric_store(&self, metric: MetricRef, slot: usize, value: u64) {
+        // SAFETY: see metric_add.
+        unsafe { shim!(self, metric_store)(metric.0 as *mut c_void, slot, value) }
+    }
+
+    fn metric_load(&self, metric: MetricRef, slot: usize) -> u64 {
+        // SAFETY: see metric_add.
+        unsafe { shim!(self, metric_load)(metric.0 as *mut c_void, slot) }
     }
 }

@@ -22,12 +22,14 @@ use wasmtime::{
 
 use crate::abi::LogLevel;
 use crate::callout::{CallSettings, Calls};
-use crate::error::{one_line, Error};
+use crate::error::one_line;
 use crate::host::prelude::*;
+use crate::host::ZoneRef;
 use crate::runtime::state::{FilterInfo, HostState};
+use crate::shared::zones::{ZoneError, Zones};
 use cache::Origin;
 use limits::{EpochTicker, InstanceLimits};
-use module::{ModuleSource, WasmModule};
+use module::{ModuleError, ModuleSource, WasmModule};
 use services::Services;
 use vm::Vm;
 pub use worker::{CallProgress, FilterHandle, VmSlot, Worker};
@@ -43,6 +45,33 @@ compile_error!("ngx_proxy_wasm needs a compiler: build it with the feature \"cra
 /// the build has it, else Winch.
 pub use crate::sys::Compiler;
 
+/// Why the runtime cannot be made, a module loaded or a filter added: one
+/// line for `nginx -t`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "the compiler \"{name}\" is not in this build of the module (it has: {built}); \
+         rebuild the module with NGX_PROXY_WASM_COMPILERS=\"{name}\""
+    )]
+    CompilerNotBuilt { name: &'static str, built: String },
+    #[error("cannot create the wasm engine: {0}")]
+    Engine(String),
+    #[error("cannot define host functions: {0}")]
+    HostFunctions(String),
+    #[error("module \"{0}\" is already defined")]
+    DuplicateModule(String),
+    #[error(transparent)]
+    Module(#[from] ModuleError),
+    #[error("unknown module \"{0}\"")]
+    UnknownModule(String),
+    #[error("cannot start the epoch thread: {0}")]
+    EpochThread(String),
+    #[error("module \"{module}\" failed to start: {why}")]
+    ModuleStart { module: String, why: String },
+    #[error("filter \"{module}\" failed to start: {why}")]
+    FilterStart { module: String, why: String },
+}
+
 /// The compilers this build has (the crate's features).
 pub const COMPILERS: &[&str] = &[
     #[cfg(feature = "cranelift")]
@@ -53,7 +82,7 @@ pub const COMPILERS: &[&str] = &[
 
 impl Compiler {
     /// wasmtime's strategy for this compiler, if the build has it.
-    fn strategy(self) -> Result<Strategy, Error> {
+    fn strategy(self) -> Result<Strategy, RuntimeError> {
         let (strategy, name) = match self {
             Compiler::Auto if cfg!(feature = "cranelift") => return Ok(Strategy::Cranelift),
             Compiler::Auto => return Ok(Strategy::Winch),
@@ -63,11 +92,10 @@ impl Compiler {
         if COMPILERS.contains(&name) {
             return Ok(strategy);
         }
-        Err(Error::new(format!(
-            "the compiler \"{name}\" is not in this build of the module (it has: {}); \
-             rebuild the module with NGX_PROXY_WASM_COMPILERS=\"{name}\"",
-            COMPILERS.join(", ")
-        )))
+        Err(RuntimeError::CompilerNotBuilt {
+            name,
+            built: COMPILERS.join(", "),
+        })
     }
 }
 
@@ -121,8 +149,11 @@ pub struct Filter {
 
 pub struct Runtime {
     host: &'static dyn Host,
-    /// What instances reach while the configuration is checked: no calls.
-    services: Rc<Services>,
+    /// The zones of wasm{}, complete before the first filter starts.
+    zones: Rc<Zones>,
+    /// What instances reach while the configuration is checked (made with
+    /// the first filter): no calls.
+    services: Option<Rc<Services>>,
     linker: Linker<HostState>,
     config: RuntimeConfig,
     modules: Vec<Arc<WasmModule>>,
@@ -131,7 +162,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(host: &'static dyn Host, config: RuntimeConfig) -> Result<Runtime, Error> {
+    pub fn new(host: &'static dyn Host, config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         let mut engine_config = Config::new();
         // Guest calls get a CPU deadline through epochs.
         engine_config.epoch_interruption(true);
@@ -159,13 +190,14 @@ impl Runtime {
         });
         engine_config.strategy(config.compiler.strategy()?);
         let engine = Engine::new(&engine_config)
-            .map_err(|e| Error::new(format!("cannot create the wasm engine: {}", one_line(&e))))?;
+            .map_err(|e| RuntimeError::Engine(one_line(&e)))?;
         let mut linker = Linker::new(&engine);
         hostcalls::define(&mut linker)
-            .map_err(|e| Error::new(format!("cannot define host functions: {}", one_line(&e))))?;
+            .map_err(|e| RuntimeError::HostFunctions(one_line(&e)))?;
         Ok(Runtime {
             host,
-            services: Services::new(host, Calls::default(), config.max_metric_name_length),
+            zones: Rc::new(Zones::default()),
+            services: None,
             linker,
             config,
             modules: Vec::new(),
@@ -174,9 +206,9 @@ impl Runtime {
         })
     }
 
-    pub fn load_module(&mut self, name: &str, path: &Path, vm_config: &[u8]) -> Result<(), Error> {
+    pub fn load_module(&mut self, name: &str, path: &Path, vm_config: &[u8]) -> Result<(), RuntimeError> {
         if self.modules.iter().any(|module| &*module.name == name) {
-            return Err(Error::new(format!("module \"{name}\" is already defined")));
+            return Err(RuntimeError::DuplicateModule(name.to_string()));
         }
         let source = ModuleSource {
             name,
@@ -201,12 +233,12 @@ impl Runtime {
     /// Adds a filter, or finds the identical one. A new filter is started
     /// once in a throwaway instance, so that a module that fails to start
     /// or rejects its configuration is an error of the configuration.
-    pub fn add_filter(&mut self, module_name: &str, config: &[u8]) -> Result<usize, Error> {
+    pub fn add_filter(&mut self, module_name: &str, config: &[u8]) -> Result<usize, RuntimeError> {
         let module = self
             .modules
             .iter()
             .position(|module| &*module.name == module_name)
-            .ok_or_else(|| Error::new(format!("unknown module \"{module_name}\"")))?;
+            .ok_or_else(|| RuntimeError::UnknownModule(module_name.to_string()))?;
         if let Some(id) = self
             .filters
             .iter()
@@ -225,13 +257,41 @@ impl Runtime {
         // Guest code runs here too: give it its deadline, without leaving
         // a thread behind when nginx forks its workers.
         let _ticker = EpochTicker::start(self.linker.engine())
-            .map_err(|e| Error::new(format!("cannot start the epoch thread: {e}")))?;
-        let mut vm = Vm::new(&self.modules[module], &self.services)
-            .map_err(|e| Error::new(format!("module \"{module_name}\" failed to start: {e}")))?;
+            .map_err(|e| RuntimeError::EpochThread(e.to_string()))?;
+        let services = self.services.get_or_insert_with(|| {
+            Services::new(
+                self.host,
+                self.zones.clone(),
+                Calls::default(),
+                self.config.max_metric_name_length,
+            )
+        });
+        let mut vm = Vm::new(&self.modules[module], services)
+            .map_err(|why| RuntimeError::ModuleStart {
+                module: module_name.to_string(),
+                why,
+            })?;
         vm.start_filter(id, &filter.info)
-            .map_err(|e| Error::new(format!("filter \"{module_name}\" failed to start: {e}")))?;
+            .map_err(|why| RuntimeError::FilterStart {
+                module: module_name.to_string(),
+                why,
+            })?;
         self.filters.push(filter);
         Ok(id)
+    }
+
+    /// A zone of wasm{}, once the modules are loaded (its `share=` names
+    /// them), before any filter starts.
+    pub fn add_zone(
+        &mut self,
+        zone: ZoneRef,
+        name: &[u8],
+        share: Option<Vec<Vec<u8>>>,
+    ) -> Result<(), ZoneError> {
+        let modules: Vec<&str> = self.modules.iter().map(|module| &*module.name).collect();
+        Rc::get_mut(&mut self.zones)
+            .ok_or(ZoneError::TooLate)?
+            .add(zone, name, share, &modules)
     }
 
     pub fn filters(&self) -> usize {
@@ -245,6 +305,7 @@ impl Runtime {
             .get_or_insert_with(|| {
                 Worker::start(
                     self.host,
+                    self.zones.clone(),
                     self.linker.engine(),
                     &self.modules,
                     &self.filters,
@@ -262,6 +323,7 @@ impl Runtime {
 
     pub fn exit_worker(&mut self) {
         if let Some(worker) = self.worker.take() {
+            worker.leave_queues();
             worker.shutdown();
         }
     }

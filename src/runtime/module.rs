@@ -12,7 +12,7 @@ use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport, 
 use super::cache::{self, Origin};
 use super::limits::InstanceLimits;
 use crate::abi::AbiVersion;
-use crate::error::{one_line, Error};
+use crate::error::one_line;
 use crate::runtime::state::HostState;
 
 /// What `module` says, and the runtime settings a module is loaded with.
@@ -68,18 +68,52 @@ const CALLBACKS: &[(&str, &[ValType], &[ValType])] = {
     ]
 };
 
+/// Why a module cannot be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleError {
+    #[error("cannot read \"{path}\": {why}")]
+    Read { path: String, why: String },
+    #[error("invalid module \"{path}\": {why}")]
+    Invalid { path: String, why: String },
+    #[error("cannot link module \"{path}\": {why}")]
+    Link { path: String, why: String },
+    #[error(
+        "not a Proxy-Wasm module: no proxy_abi_version_0_2_1, proxy_abi_version_0_2_0 \
+         or proxy_abi_version_0_1_0 export"
+    )]
+    NotProxyWasm,
+    #[error("export \"{name}\" is {found}, expected {expected} for Proxy-Wasm ABI {abi}")]
+    ExportType {
+        name: &'static str,
+        found: String,
+        expected: String,
+        abi: &'static str,
+    },
+    #[error("no \"{name}\" export: {why}")]
+    MissingExport { name: &'static str, why: &'static str },
+    #[error("no \"proxy_on_memory_allocate\" or \"malloc\" export: the host cannot pass data to it")]
+    NoAllocator,
+}
+
 const HEADER_CALLBACKS: [&str; 2] = ["proxy_on_request_headers", "proxy_on_response_headers"];
 
 impl WasmModule {
     /// Reads and compiles a `.wasm` or `.wat` file (or loads its code from
     /// the cache).
-    pub fn load(linker: &Linker<HostState>, source: &ModuleSource) -> Result<WasmModule, Error> {
-        let path = source.path;
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::new(format!("cannot read \"{}\": {e}", path.display())))?;
+    pub fn load(linker: &Linker<HostState>, source: &ModuleSource) -> Result<WasmModule, ModuleError> {
+        let path = source.path.display().to_string();
+        let bytes = std::fs::read(source.path).map_err(|e| ModuleError::Read {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
         let mut cache_warning = None;
-        let (module, origin) = cache::compile(linker.engine(), &bytes, source.cache, &mut cache_warning)
-            .map_err(|e| Error::new(format!("invalid module \"{}\": {}", path.display(), one_line(&e))))?;
+        let (module, origin) =
+            cache::compile(linker.engine(), &bytes, source.cache, &mut cache_warning).map_err(|e| {
+                ModuleError::Invalid {
+                    path: path.clone(),
+                    why: one_line(&e),
+                }
+            })?;
         let abi = abi_version(&module)?;
         check_exports(&module, abi)?;
         let exports = CALLBACKS
@@ -88,12 +122,9 @@ impl WasmModule {
             .chain(HEADER_CALLBACKS)
             .filter_map(|name| Some((name, module.get_export_index(name)?)))
             .collect();
-        let pre = linker.instantiate_pre(&module).map_err(|e| {
-            Error::new(format!(
-                "cannot link module \"{}\": {}",
-                path.display(),
-                one_line(&e)
-            ))
+        let pre = linker.instantiate_pre(&module).map_err(|e| ModuleError::Link {
+            path,
+            why: one_line(&e),
         })?;
         Ok(WasmModule {
             name: source.name.into(),
@@ -127,20 +158,14 @@ impl WasmModule {
 }
 
 /// The newest ABI version the module declares.
-fn abi_version(module: &Module) -> Result<AbiVersion, Error> {
+fn abi_version(module: &Module) -> Result<AbiVersion, ModuleError> {
     AbiVersion::ALL
         .into_iter()
         .find(|abi| matches!(module.get_export(abi.marker_export()), Some(ExternType::Func(_))))
-        .ok_or_else(|| {
-            Error::new(
-                "not a Proxy-Wasm module: no proxy_abi_version_0_2_1, proxy_abi_version_0_2_0 \
-                 or proxy_abi_version_0_1_0 export"
-                    .to_string(),
-            )
-        })
+        .ok_or(ModuleError::NotProxyWasm)
 }
 
-fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), Error> {
+fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), ModuleError> {
     let header_params: &[ValType] = if abi.headers_callbacks_have_eos() {
         &[ValType::I32, ValType::I32, ValType::I32]
     } else {
@@ -160,12 +185,12 @@ fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), Error> {
             _ => false,
         };
         if !ok {
-            return Err(Error::new(format!(
-                "export \"{name}\" is {}, expected {} for Proxy-Wasm ABI {}",
-                describe(&export),
-                describe_func(params, results),
-                abi.as_str()
-            )));
+            return Err(ModuleError::ExportType {
+                name,
+                found: describe(&export),
+                expected: describe_func(params, results),
+                abi: abi.as_str(),
+            });
         }
     }
     for (required, why) in [
@@ -173,14 +198,11 @@ fn check_exports(module: &Module, abi: AbiVersion) -> Result<(), Error> {
         ("memory", "the host cannot exchange data with it"),
     ] {
         if module.get_export(required).is_none() {
-            return Err(Error::new(format!("no \"{required}\" export: {why}")));
+            return Err(ModuleError::MissingExport { name: required, why });
         }
     }
     if module.get_export("proxy_on_memory_allocate").is_none() && module.get_export("malloc").is_none() {
-        return Err(Error::new(
-            "no \"proxy_on_memory_allocate\" or \"malloc\" export: the host cannot pass data to it"
-                .to_string(),
-        ));
+        return Err(ModuleError::NoAllocator);
     }
     Ok(())
 }

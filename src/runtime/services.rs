@@ -12,9 +12,12 @@ use crate::callout::Calls;
 use crate::host::Host;
 use crate::shared::metrics::MetricRegistry;
 use crate::shared::queues::QueueSubscribers;
+use crate::shared::Zones;
 
 pub struct Services {
     pub host: &'static dyn Host,
+    /// The zones of wasm{}.
+    pub zones: Rc<Zones>,
     pub calls: RefCell<Calls>,
     pub queues: RefCell<QueueSubscribers>,
     pub metrics: RefCell<MetricRegistry>,
@@ -24,9 +27,15 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(host: &'static dyn Host, calls: Calls, max_metric_name_length: usize) -> Rc<Services> {
+    pub fn new(
+        host: &'static dyn Host,
+        zones: Rc<Zones>,
+        calls: Calls,
+        max_metric_name_length: usize,
+    ) -> Rc<Services> {
         Rc::new(Services {
             host,
+            zones,
             calls: RefCell::new(calls),
             queues: RefCell::new(QueueSubscribers::default()),
             metrics: RefCell::new(MetricRegistry::new(max_metric_name_length)),

@@ -21,6 +21,8 @@ use crate::callout::{self, http1::Response, CallFailure, CallSettings, Calls, Fe
 use crate::host::prelude::*;
 use crate::host::{RequestRef, TimerRef};
 use crate::runtime::state::FilterInfo;
+use crate::shared::queues;
+use crate::shared::Zones;
 
 /// An instance slot. A failed shared instance is replaced in place;
 /// requests still holding the old one notice by its generation.
@@ -121,6 +123,7 @@ pub struct Worker {
 impl Worker {
     pub fn start(
         host: &'static dyn Host,
+        zones: Rc<Zones>,
         engine: &Engine,
         modules: &[Arc<WasmModule>],
         filters: &[Filter],
@@ -138,7 +141,7 @@ impl Worker {
         };
         let worker = Worker {
             host,
-            services: Services::new(host, Calls::enabled(calls), max_metric_name_length),
+            services: Services::new(host, zones, Calls::enabled(calls), max_metric_name_length),
             modules: modules.to_vec(),
             filters: filters.to_vec(),
             vms: modules.iter().map(|_| Rc::new(RefCell::new(None))).collect(),
@@ -457,9 +460,22 @@ impl Worker {
         }
     }
 
+    /// The host woke the worker for queue items: `on_queue_ready` for the
+    /// items it was credited, a batch per queue; whether more are left.
+    pub fn on_queues_wakeup(&self) -> bool {
+        queues::wakeup(self.host, &self.services.zones, &mut |token| {
+            self.on_queue_ready(token)
+        })
+    }
+
+    /// The worker leaves its queues (it exits, or starts shutting down).
+    pub fn leave_queues(&self) {
+        queues::leave_all(self.host, &self.services.zones);
+    }
+
     /// An item waits in a queue: `on_queue_ready` in the root context that
     /// registered the queue last in this worker, if its instance lives.
-    pub fn on_queue_ready(&self, token: u32) {
+    fn on_queue_ready(&self, token: u32) {
         let Some(subscriber) = self.services.queues.borrow().subscriber(token) else {
             return;
         };

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -13,8 +13,8 @@ use ngx_proxy_wasm::abi::{HostResult, LogLevel};
 use ngx_proxy_wasm::chain::Chain;
 use ngx_proxy_wasm::host::prelude::*;
 use ngx_proxy_wasm::host::{
-    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, MetricOp, MetricRef, MetricType,
-    RequestRef, SharedError, TimerRef, VariableError,
+    Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, KvState, MetricRef, MetricType,
+    NoRoom, QueueState, RequestRef, StoredMetric, TimerRef, VariableError, Wake, ZoneRef,
 };
 use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
 
@@ -33,12 +33,23 @@ pub struct MockHost {
     /// Timers started and not cancelled: id, token and delay.
     timers: RefCell<Vec<(usize, u64, std::time::Duration)>>,
     next_timer: Cell<usize>,
+    /// Shared memory: zones, metrics, and the worker it stands for.
+    zones: RefCell<HashMap<ZoneRef, MockZone>>,
+    metrics: RefCell<Vec<MockMetric>>,
+    /// Zones and metrics are not mapped (the configuration check).
+    unmapped: Cell<bool>,
+    pid: Cell<i64>,
+    /// Workers woken, with the queue; workers that are gone.
+    wakes: RefCell<Vec<(i64, Vec<u8>)>>,
+    gone: RefCell<Vec<i64>>,
 }
 
 impl MockHost {
     /// A host that lives for the rest of the test process, as nginx's.
     pub fn new() -> &'static MockHost {
-        Box::leak(Box::default())
+        let host: &'static MockHost = Box::leak(Box::default());
+        host.pid.set(1);
+        host
     }
 
     pub fn request(&self, headers: &[(&str, &str)]) -> RequestRef {
@@ -82,6 +93,43 @@ impl MockHost {
             .into_iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
+    }
+
+    /// The worker the host stands for (its shared memory is every
+    /// worker's).
+    pub fn as_worker(&self, pid: i64) {
+        self.pid.set(pid);
+    }
+
+    /// Zones and metrics are not mapped yet, as while nginx checks the
+    /// configuration (or they are again).
+    pub fn set_unmapped(&self, unmapped: bool) {
+        self.unmapped.set(unmapped);
+    }
+
+    /// A worker that exited without leaving its queues.
+    pub fn worker_gone(&self, pid: i64) {
+        self.gone.borrow_mut().push(pid);
+    }
+
+    /// The workers woken so far, with the queue.
+    pub fn take_wakes(&self) -> Vec<(i64, Vec<u8>)> {
+        std::mem::take(&mut self.wakes.borrow_mut())
+    }
+
+    /// The bytes a zone holds at most.
+    pub fn set_capacity(&self, zone: ZoneRef, bytes: usize) {
+        let mut zones = self.zones.borrow_mut();
+        zones.entry(zone).or_default().capacity = bytes;
+    }
+
+    /// The slots of a metric, by name.
+    pub fn metric(&self, name: &str) -> Option<Vec<u64>> {
+        let metrics = self.metrics.borrow();
+        metrics
+            .iter()
+            .find(|m| m.name == name.as_bytes())
+            .map(|m| m.slots.clone())
     }
 
     pub fn logs(&self) -> Vec<(LogLevel, String)> {
@@ -225,44 +273,190 @@ impl HttpCalls for MockHost {
     fn call_cancel(&self, _: CallRef) {}
 }
 
-impl SharedData for MockHost {
-    fn kv_get(&self, _: &[u8], _: &[u8], _: &mut Vec<u8>) -> Result<Option<u32>, SharedError> {
-        Err(SharedError::Unavailable)
-    }
+/// A zone of the mock host's shared memory.
+#[derive(Default)]
+struct MockZone {
+    /// Key, value, CAS; the most recently used last.
+    kv: Vec<(Vec<u8>, Vec<u8>, u32)>,
+    kv_state: KvState,
+    items: VecDeque<Vec<u8>>,
+    queue_state: Box<QueueState>,
+    /// Bytes of keys, values and items the zone holds at most.
+    capacity: usize,
+}
 
-    fn kv_set(&self, _: &[u8], _: &[u8], _: &[u8], _: u32) -> Result<(), SharedError> {
-        Err(SharedError::Unavailable)
+impl MockZone {
+    fn used(&self) -> usize {
+        self.kv.iter().map(|(k, v, _)| k.len() + v.len()).sum::<usize>()
+            + self.items.iter().map(Vec::len).sum::<usize>()
     }
 }
 
-impl SharedQueues for MockHost {
-    fn queue_register(&self, _: &[u8], _: &[u8]) -> Result<u32, SharedError> {
-        Err(SharedError::Unavailable)
+struct MockLocked<'a>(&'a mut MockZone);
+
+impl LockedZone for MockLocked<'_> {
+    fn kv_state(&mut self) -> &mut KvState {
+        &mut self.0.kv_state
     }
 
-    fn queue_resolve(&self, _: &[u8], _: &[u8], _: &[u8]) -> Result<Option<u32>, SharedError> {
-        Err(SharedError::Unavailable)
+    fn kv_read(&mut self, key: &[u8], out: &mut Vec<u8>) -> Option<u32> {
+        let i = self.0.kv.iter().position(|(k, _, _)| k == key)?;
+        let entry = self.0.kv.remove(i);
+        out.clear();
+        out.extend_from_slice(&entry.1);
+        let cas = entry.2;
+        self.0.kv.push(entry);
+        Some(cas)
     }
 
-    fn queue_enqueue(&self, _: &[u8], _: u32, _: &[u8]) -> Result<(), SharedError> {
-        Err(SharedError::Unavailable)
+    fn kv_cas(&mut self, key: &[u8]) -> Option<u32> {
+        self.0
+            .kv
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, _, cas)| *cas)
     }
 
-    fn queue_dequeue(&self, _: &[u8], _: u32, _: &mut Vec<u8>) -> Result<bool, SharedError> {
-        Err(SharedError::Unavailable)
+    fn kv_write(&mut self, key: &[u8], namespace: usize, value: &[u8], cas: u32) -> bool {
+        let old = self
+            .0
+            .kv
+            .iter()
+            .position(|(k, _, _)| k == key)
+            .map(|i| self.0.kv.remove(i));
+        // the least recently used entries of the namespace go first
+        while self.0.used() + key.len() + value.len() > self.0.capacity {
+            let prefix = &key[..namespace];
+            match self.0.kv.iter().position(|(k, _, _)| k.starts_with(prefix)) {
+                Some(victim) => {
+                    self.0.kv.remove(victim);
+                }
+                None => {
+                    self.0.kv.extend(old);
+                    return false;
+                }
+            }
+        }
+        self.0.kv.push((key.to_vec(), value.to_vec(), cas));
+        true
+    }
+
+    fn queue_state(&mut self) -> &mut QueueState {
+        &mut self.0.queue_state
+    }
+
+    fn queue_push(&mut self, item: &[u8]) -> bool {
+        if self.0.used() + item.len() > self.0.capacity {
+            return false;
+        }
+        self.0.items.push_back(item.to_vec());
+        true
+    }
+
+    fn queue_pop(&mut self, out: &mut Vec<u8>) -> bool {
+        let Some(item) = self.0.items.pop_front() else {
+            return false;
+        };
+        *out = item;
+        true
+    }
+
+    fn queue_len(&mut self) -> usize {
+        self.0.items.len()
+    }
+}
+
+impl SharedMemory for MockHost {
+    fn with_zone(&self, zone: ZoneRef, f: &mut dyn FnMut(&mut dyn LockedZone)) -> bool {
+        if self.unmapped.get() {
+            return false;
+        }
+        let mut zones = self.zones.borrow_mut();
+        let zone = zones.entry(zone).or_insert_with(|| MockZone {
+            capacity: 1 << 20,
+            ..MockZone::default()
+        });
+        f(&mut MockLocked(zone));
+        true
+    }
+
+    fn worker_pid(&self) -> i64 {
+        self.pid.get()
+    }
+
+    fn wakeup_listen(&self) -> bool {
+        true
+    }
+
+    fn wake(&self, pid: i64, queue: &[u8]) -> Wake {
+        self.wakes.borrow_mut().push((pid, queue.to_vec()));
+        if self.gone.borrow().contains(&pid) {
+            Wake::Gone
+        } else {
+            Wake::Sent
+        }
     }
 }
 
 impl Metrics for MockHost {
-    fn metric_define(&self, _: MetricType, _: &str, _: &[u8]) -> Result<MetricRef, SharedError> {
-        Err(SharedError::Unavailable)
+    fn metric_find_or_add(
+        &self,
+        name: &[u8],
+        kind: MetricType,
+        owner: &str,
+        slots: usize,
+    ) -> Result<Option<StoredMetric>, NoRoom> {
+        if self.unmapped.get() {
+            return Ok(None);
+        }
+        let mut metrics = self.metrics.borrow_mut();
+        let index = match metrics.iter().position(|m| m.name == name) {
+            Some(index) => index,
+            None => {
+                metrics.push(MockMetric {
+                    name: name.to_vec(),
+                    kind,
+                    owner: owner.as_bytes().to_vec(),
+                    slots: vec![0; slots],
+                });
+                metrics.len() - 1
+            }
+        };
+        let metric = &metrics[index];
+        Ok(Some(StoredMetric {
+            metric: MetricRef(index + 1),
+            kind: metric.kind,
+            owner: metric.owner.clone(),
+        }))
     }
 
-    fn metric_update(&self, _: MetricRef, _: MetricOp, _: i64) {}
-
-    fn metric_get(&self, _: MetricRef) -> u64 {
-        0
+    fn metric_add(&self, metric: MetricRef, slot: usize, delta: u64) {
+        if let Some(value) = self.metrics.borrow_mut()[metric.0 - 1].slots.get_mut(slot) {
+            *value = value.wrapping_add(delta);
+        }
     }
+
+    fn metric_store(&self, metric: MetricRef, slot: usize, value: u64) {
+        if let Some(slot) = self.metrics.borrow_mut()[metric.0 - 1].slots.get_mut(slot) {
+            *slot = value;
+        }
+    }
+
+    fn metric_load(&self, metric: MetricRef, slot: usize) -> u64 {
+        self.metrics.borrow()[metric.0 - 1]
+            .slots
+            .get(slot)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A metric of the mock host's store.
+pub struct MockMetric {
+    pub name: Vec<u8>,
+    pub kind: MetricType,
+    pub owner: Vec<u8>,
+    pub slots: Vec<u64>,
 }
 
 fn map_index(map: HeaderMap) -> usize {

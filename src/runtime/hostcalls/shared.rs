@@ -6,11 +6,11 @@ use wasmtime::{Caller, Linker};
 
 use super::{check_out_pointers, copy_out, host_fn, read_bytes, store_u32, store_u64, with_scratch, Outcome};
 use crate::abi::{LogLevel, Status};
-use crate::host::MetricRef;
-use crate::host::{MetricOp, MetricType, SharedError};
+use crate::host::MetricType;
 use crate::runtime::state::HostState;
-use crate::shared::metrics::DefineError;
-use crate::shared::queues::Subscriber;
+use crate::shared::metrics::{DefineError, Metric};
+use crate::shared::queues::{self, Subscriber};
+use crate::shared::{kv, SharedError};
 
 type Result = Outcome<Status>;
 type Call<'a, 'b> = &'a mut Caller<'b, HostState>;
@@ -75,7 +75,13 @@ fn get_shared_data(
     let key = read_bytes(caller, key_ptr, key_len)?;
     with_scratch(caller, |caller, value| {
         let state = caller.data();
-        match state.host.kv_get(state.module.name.as_bytes(), &key, value) {
+        match kv::get(
+            state.host,
+            &state.services.zones,
+            state.module.name.as_bytes(),
+            &key,
+            value,
+        ) {
             Ok(Some(cas)) => {
                 store_u32(caller, ret_cas, cas)?;
                 copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
@@ -100,10 +106,14 @@ fn set_shared_data(
     let key = read_bytes(caller, key_ptr, key_len)?;
     let value = read_bytes(caller, value_ptr, value_len)?;
     let state = caller.data();
-    match state
-        .host
-        .kv_set(state.module.name.as_bytes(), &key, &value, cas as u32)
-    {
+    match kv::set(
+        state.host,
+        &state.services.zones,
+        state.module.name.as_bytes(),
+        &key,
+        &value,
+        cas as u32,
+    ) {
         Ok(()) => Ok(()),
         Err(e) => Err(failed(caller, "set_shared_data", &key, NO_KV_ZONE, e).into()),
     }
@@ -113,7 +123,12 @@ fn register_shared_queue(caller: Call, name_ptr: i32, name_len: i32, ret_id: i32
     let name = read_bytes(caller, name_ptr, name_len)?;
     let state = caller.data();
     let root_id = state.root_id().ok_or(Status::BadArgument)?;
-    let token = match state.host.queue_register(state.module.name.as_bytes(), &name) {
+    let token = match queues::register(
+        state.host,
+        &state.services.zones,
+        state.module.name.as_bytes(),
+        &name,
+    ) {
         Ok(token) => token,
         Err(e) => return Err(failed(caller, "register_shared_queue", &name, NO_QUEUE_ZONE, e).into()),
     };
@@ -141,7 +156,7 @@ fn resolve_shared_queue(
     // an empty vm id is the caller's own
     let own = state.module.name.as_bytes();
     let owner = if vm_id.is_empty() { own } else { &vm_id };
-    match state.host.queue_resolve(own, owner, &name) {
+    match queues::resolve(state.host, &state.services.zones, own, owner, &name) {
         Ok(Some(token)) => store_u32(caller, ret_id, token),
         Ok(None) | Err(SharedError::NoZone) => Err(Status::NotFound.into()),
         Err(e) => Err(failed(caller, "resolve_shared_queue", &name, NO_QUEUE_ZONE, e).into()),
@@ -151,10 +166,13 @@ fn resolve_shared_queue(
 fn enqueue_shared_queue(caller: Call, queue_id: i32, value_ptr: i32, value_len: i32) -> Result {
     let value = read_bytes(caller, value_ptr, value_len)?;
     let state = caller.data();
-    match state
-        .host
-        .queue_enqueue(state.module.name.as_bytes(), queue_id as u32, &value)
-    {
+    match queues::enqueue(
+        state.host,
+        &state.services.zones,
+        state.module.name.as_bytes(),
+        queue_id as u32,
+        &value,
+    ) {
         Ok(()) => Ok(()),
         Err(SharedError::NoZone) => Err(Status::NotFound.into()),
         Err(e) => Err(failed(
@@ -173,10 +191,13 @@ fn dequeue_shared_queue(caller: Call, queue_id: i32, ret_ptr: i32, ret_size: i32
     check_out_pointers(caller, &[ret_ptr, ret_size])?;
     with_scratch(caller, |caller, value| {
         let state = caller.data();
-        match state
-            .host
-            .queue_dequeue(state.module.name.as_bytes(), queue_id as u32, value)
-        {
+        match queues::dequeue(
+            state.host,
+            &state.services.zones,
+            state.module.name.as_bytes(),
+            queue_id as u32,
+            value,
+        ) {
             Ok(true) => copy_out(caller, ret_ptr, ret_size, value.len(), |out| {
                 out.copy_from_slice(value)
             }),
@@ -229,44 +250,31 @@ fn define_metric(caller: Call, kind: i32, name_ptr: i32, name_len: i32, ret_id: 
 }
 
 /// The metric an id stands for, if the caller's filter defined it.
-fn lookup_metric(caller: Call, id: i32) -> Option<(MetricType, MetricRef)> {
+fn lookup_metric(caller: Call, id: i32) -> std::result::Result<Metric, Status> {
     let state = caller.data();
-    state
+    let metric = state
         .services
         .metrics
         .borrow()
-        .lookup(&state.module.name, id as u32)
+        .lookup(&state.module.name, id as u32);
+    metric.ok_or(Status::NotFound)
 }
 
 fn increment_metric(caller: Call, id: i32, offset: i64) -> Result {
-    let (kind, metric) = lookup_metric(caller, id).ok_or(Status::NotFound)?;
-    match kind {
-        // Envoy: counters only go up; histograms are recorded
-        MetricType::Counter if offset <= 0 => Err(Status::BadArgument.into()),
-        MetricType::Histogram => Err(Status::BadArgument.into()),
-        _ => {
-            caller.data().host.metric_update(metric, MetricOp::Add, offset);
-            Ok(())
-        }
-    }
+    let metric = lookup_metric(caller, id)?;
+    metric
+        .increment(caller.data().host, offset)
+        .map_err(|_| Status::BadArgument.into())
 }
 
 fn record_metric(caller: Call, id: i32, value: i64) -> Result {
-    let (kind, metric) = lookup_metric(caller, id).ok_or(Status::NotFound)?;
-    let op = match kind {
-        MetricType::Counter => MetricOp::Add,
-        MetricType::Gauge => MetricOp::Set,
-        MetricType::Histogram => MetricOp::Observe,
-    };
-    caller.data().host.metric_update(metric, op, value);
+    lookup_metric(caller, id)?.record(caller.data().host, value);
     Ok(())
 }
 
 fn get_metric(caller: Call, id: i32, ret_value: i32) -> Result {
-    let (kind, metric) = lookup_metric(caller, id).ok_or(Status::NotFound)?;
-    if kind == MetricType::Histogram {
-        return Err(Status::BadArgument.into());
-    }
-    let value = caller.data().host.metric_get(metric);
+    let value = lookup_metric(caller, id)?
+        .get(caller.data().host)
+        .map_err(|_| Status::BadArgument)?;
     store_u64(caller, ret_value, value)
 }
