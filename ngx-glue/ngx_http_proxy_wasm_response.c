@@ -11,7 +11,7 @@
  * a filter, or never sent) is never added.
  */
 
-#include "ngx_http_proxy_wasm.h"
+#include "ngx_proxy_wasm_shim.h"
 
 
 /*

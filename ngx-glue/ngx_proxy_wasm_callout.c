@@ -2,105 +2,37 @@
  * The transport of HTTP calls (proxy_http_call): a connection on nginx's
  * event loop to a server of an upstream{} block (its round robin, weights,
  * backup servers and failure marks, shared with proxy_pass), "ip:port",
- * "host:port" (nginx's resolver) or "unix:/path", the request's bytes out, the response's bytes in to the
- * Rust library (which speaks HTTP), and idle connections kept for the
- * next call to the same address.
+ * "host:port" (nginx's resolver) or "unix:/path", the request's bytes
+ * out, the response's bytes in to the Rust library (which speaks HTTP).
+ * Connections are kept for the next call to the same address in
+ * ngx_proxy_wasm_callout_idle.c.
  *
  * Nothing here calls Rust from inside call_start (which runs inside a
  * guest call): outcomes reach Rust only from event handlers.
  */
 
-#include "ngx_http_proxy_wasm.h"
+#include "ngx_proxy_wasm_shim.h"
 
 
 #define NGX_PROXY_WASM_CALL_READ_SIZE   16384
-/* idle connections kept, in all */
-#define NGX_PROXY_WASM_IDLE_MAX         64
-#define NGX_PROXY_WASM_IDLE_TIMEOUT     60000
 /* connect, send and read timeouts, and a call's own by default */
 #define NGX_PROXY_WASM_CALL_IO_TIMEOUT  60000
 
 
-/* server names longer than this do not keep their connections */
-#define NGX_PROXY_WASM_SNI_MAX          256
-
-
-typedef struct {
-    ngx_queue_t                 queue;
-    ngx_connection_t           *connection;
-    socklen_t                   socklen;
-    u_char                      sockaddr[NGX_SOCKADDRLEN];
-    /* a TLS connection, to this server name */
-    size_t                      sni_len;
-    u_char                      sni[NGX_PROXY_WASM_SNI_MAX];
-    unsigned                    tls:1;
-} ngx_proxy_wasm_idle_t;
-
-
-typedef struct {
-    uint32_t                    token;
-    ngx_pool_t                 *pool;
-    ngx_log_t                  *log;
-    ngx_peer_connection_t       peer;
-    ngx_str_t                   target;
-    ngx_url_t                   url;
-    ngx_resolver_ctx_t         *resolving;
-    ngx_msec_t                  resolver_timeout;
-    ngx_resolver_t             *resolver;
-    ngx_str_t                   out;         /* the request */
-    /* wasm{}'s socket_*_timeout */
-    ngx_msec_t                  connect_timeout;
-    ngx_msec_t                  send_timeout;
-    ngx_msec_t                  read_timeout;
-    /* TLS to this server name (NUL-terminated) */
-    ngx_str_t                   server_name;
-    unsigned                    tls:1;
-    size_t                      sent;
-    /* the call's own timeout */
-    ngx_event_t                 deadline;
-    /* posted to end the call from the event loop */
-    ngx_event_t                 report;
-    uint32_t                    why;         /* ngx_proxy_wasm_call_end_e */
-    ngx_str_t                   detail;
-    ngx_queue_t                 queue;       /* in ngx_proxy_wasm_calls */
-    /* an upstream{} block's balancer */
-    ngx_event_get_peer_pt       balancer_get;
-    ngx_event_free_peer_pt      balancer_free;
-    void                       *balancer_data;
-    /* the balancer gave a server, not given back yet */
-    unsigned                    peer_chosen:1;
-    /* the server failed the call: the balancer counts it */
-    unsigned                    peer_failed:1;
-    unsigned                    reused:1;    /* an idle connection */
-    unsigned                    received:1;  /* response bytes came */
-    unsigned                    retried:1;
-} ngx_proxy_wasm_call_t;
 
 
 static void ngx_proxy_wasm_call_resolved(ngx_resolver_ctx_t *ctx);
 static void ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call);
 static void ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call);
-static void ngx_proxy_wasm_call_write_handler(ngx_event_t *wev);
-static void ngx_proxy_wasm_call_read_handler(ngx_event_t *rev);
-static void ngx_proxy_wasm_call_fail(ngx_proxy_wasm_call_t *call,
-    ngx_proxy_wasm_call_end_e why, const char *detail);
 static void ngx_proxy_wasm_call_report(ngx_event_t *ev);
 static void ngx_proxy_wasm_call_timeout(ngx_event_t *ev);
 static void ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, ngx_proxy_wasm_call_end_e why);
 static void ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call,
     ngx_uint_t keep);
-static void ngx_proxy_wasm_call_ready(ngx_proxy_wasm_call_t *call);
-static ngx_connection_t *ngx_proxy_wasm_idle_take(ngx_proxy_wasm_call_t *call);
-static void ngx_proxy_wasm_idle_put(ngx_proxy_wasm_call_t *call);
-static void ngx_proxy_wasm_close(ngx_connection_t *c);
-static void ngx_proxy_wasm_idle_handler(ngx_event_t *ev);
-static void ngx_proxy_wasm_idle_close(ngx_proxy_wasm_idle_t *idle);
 
 
-/* this process's calls and idle connections */
+/* this process's calls */
 static ngx_queue_t  ngx_proxy_wasm_calls;
-static ngx_queue_t  ngx_proxy_wasm_idle;
-static ngx_uint_t   ngx_proxy_wasm_nidle;
 
 
 static void
@@ -108,13 +40,12 @@ ngx_proxy_wasm_call_queues_init(void)
 {
     if (ngx_proxy_wasm_calls.next == NULL) {
         ngx_queue_init(&ngx_proxy_wasm_calls);
-        ngx_queue_init(&ngx_proxy_wasm_idle);
     }
 }
 
 
 /* the wasm{} settings of the running configuration */
-static ngx_proxy_wasm_conf_t *
+ngx_proxy_wasm_conf_t *
 ngx_proxy_wasm_calls_conf(void)
 {
     if (ngx_cycle->conf_ctx == NULL) {
@@ -126,134 +57,9 @@ ngx_proxy_wasm_calls_conf(void)
 }
 
 
-#if (NGX_SSL)
-
-static ngx_proxy_wasm_conf_t *
-ngx_proxy_wasm_tls_conf(void)
-{
-    ngx_proxy_wasm_conf_t  *wcf;
-
-    wcf = ngx_proxy_wasm_calls_conf();
-
-    return (wcf && wcf->ssl) ? wcf : NULL;
-}
-
-
-static void ngx_proxy_wasm_call_handshaked(ngx_connection_t *c);
-
-
-/* the TLS handshake, with SNI, on a new connection */
-static void
-ngx_proxy_wasm_call_handshake(ngx_proxy_wasm_call_t *call)
-{
-    ngx_int_t               rc;
-    ngx_connection_t       *c;
-    ngx_proxy_wasm_conf_t  *wcf;
-
-    c = call->peer.connection;
-    wcf = ngx_proxy_wasm_tls_conf();
-
-    /* the pool outlives the call (a kept connection): not the call's log,
-     * which may be its request's */
-    if (c->pool == NULL) {
-        c->pool = ngx_create_pool(128, ngx_cycle->log);
-    }
-
-    if (wcf == NULL || c->pool == NULL
-        || ngx_ssl_create_connection(wcf->ssl, c,
-                                     NGX_SSL_BUFFER|NGX_SSL_CLIENT)
-           != NGX_OK)
-    {
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
-                                 "cannot start TLS");
-        return;
-    }
-
-#ifdef SSL_CTRL_SET_TLSEXT_HOSTNAME
-    /* no SNI for an address */
-    if (ngx_inet_addr(call->server_name.data, call->server_name.len)
-        == INADDR_NONE
-        && call->server_name.data[0] != '['
-        && SSL_set_tlsext_host_name(c->ssl->connection,
-                                    (char *) call->server_name.data)
-           == 0)
-    {
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
-                                 "cannot set the server name");
-        return;
-    }
-#endif
-
-    rc = ngx_ssl_handshake(c);
-
-    if (rc == NGX_AGAIN) {
-        if (!c->write->timer_set) {
-            ngx_add_timer(c->write,
-                          call->connect_timeout);
-        }
-
-        c->ssl->handler = ngx_proxy_wasm_call_handshaked;
-        return;
-    }
-
-    ngx_proxy_wasm_call_handshaked(c);
-}
-
-
-static void
-ngx_proxy_wasm_call_handshaked(ngx_connection_t *c)
-{
-    ngx_proxy_wasm_call_t  *call = c->data;
-
-    long                    rc;
-    ngx_proxy_wasm_conf_t  *wcf;
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (!c->ssl->handshaked) {
-        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
-                                 c->write->timedout ? "handshake timed out"
-                                                    : "handshake failed");
-        return;
-    }
-
-    wcf = ngx_proxy_wasm_tls_conf();
-
-    if (wcf && wcf->tls_verify_cert) {
-        rc = SSL_get_verify_result(c->ssl->connection);
-
-        if (rc != X509_V_OK) {
-            ngx_log_error(NGX_LOG_ERR, call->log, 0,
-                          "http call to \"%V\": certificate verify error: "
-                          "(%l:%s)", &call->target, rc,
-                          X509_verify_cert_error_string(rc));
-            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
-                                     "certificate verify failed");
-            return;
-        }
-
-        if (wcf->tls_verify_host
-            && ngx_ssl_check_host(c, &call->server_name) != NGX_OK)
-        {
-            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
-                                     "certificate does not match the host");
-            return;
-        }
-    }
-
-    c->read->handler = ngx_proxy_wasm_call_read_handler;
-    c->write->handler = ngx_proxy_wasm_call_write_handler;
-
-    ngx_proxy_wasm_call_ready(call);
-}
-
-#endif
-
 
 /* the connection is there: TLS first if it has none yet, then the request */
-static void
+void
 ngx_proxy_wasm_call_ready(ngx_proxy_wasm_call_t *call)
 {
 #if (NGX_SSL)
@@ -264,111 +70,6 @@ ngx_proxy_wasm_call_ready(ngx_proxy_wasm_call_t *call)
 #endif
 
     ngx_proxy_wasm_call_send(call);
-}
-
-
-/* an upstream{} block of that name */
-static ngx_http_upstream_srv_conf_t *
-ngx_proxy_wasm_call_upstream(ngx_str_t *name)
-{
-    ngx_uint_t                       i;
-    ngx_http_conf_ctx_t             *http;
-    ngx_http_upstream_srv_conf_t   **uscfp;
-    ngx_http_upstream_main_conf_t   *umcf;
-
-    http = ngx_http_proxy_wasm_http_conf();
-    if (http == NULL) {
-        return NULL;
-    }
-
-    umcf = http->main_conf[ngx_http_upstream_module.ctx_index];
-    uscfp = umcf->upstreams.elts;
-
-    for (i = 0; i < umcf->upstreams.nelts; i++) {
-        /* blocks only: proxy_pass makes implicit ones, without srv_conf */
-        if (uscfp[i]->srv_conf != NULL && uscfp[i]->peer.data != NULL
-            && uscfp[i]->host.len == name->len
-            && ngx_strncasecmp(uscfp[i]->host.data, name->data, name->len)
-               == 0)
-        {
-            return uscfp[i];
-        }
-    }
-
-    return NULL;
-}
-
-
-/* the block's round robin, as proxy_pass uses it */
-static ngx_int_t
-ngx_proxy_wasm_call_balancer(ngx_proxy_wasm_call_t *call,
-    ngx_http_upstream_srv_conf_t *uscf)
-{
-    ngx_http_request_t   *r;
-    ngx_http_upstream_t  *u;
-
-    /* what the round robin takes from a request: its pool and upstream */
-    r = ngx_pcalloc(call->pool, sizeof(ngx_http_request_t));
-    u = ngx_pcalloc(call->pool, sizeof(ngx_http_upstream_t));
-    if (r == NULL || u == NULL) {
-        return NGX_ERROR;
-    }
-
-    r->pool = call->pool;
-    r->upstream = u;
-
-    if (ngx_http_upstream_init_round_robin_peer(r, uscf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    call->balancer_get = u->peer.get;
-    call->balancer_free = u->peer.free;
-    call->balancer_data = u->peer.data;
-    call->peer.tries = u->peer.tries;
-
-    return NGX_OK;
-}
-
-
-/*
- * The resolver of a call: the request's location's; outside requests the
- * wasm{} block's, else http{}'s.
- */
-static ngx_resolver_t *
-ngx_proxy_wasm_call_resolver(ngx_http_request_t *r, ngx_msec_t *timeout)
-{
-    ngx_http_conf_ctx_t       *http;
-    ngx_proxy_wasm_conf_t     *wcf;
-    ngx_http_core_loc_conf_t  *clcf;
-
-    clcf = NULL;
-
-    if (r != NULL && !ngx_http_proxy_wasm_request_gone(r)) {
-        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    } else {
-        wcf = ngx_proxy_wasm_calls_conf();
-
-        if (wcf != NULL && wcf->resolver != NULL) {
-            *timeout = wcf->resolver_timeout;
-            return wcf->resolver;
-        }
-
-        http = ngx_http_proxy_wasm_http_conf();
-        if (http != NULL) {
-            clcf = http->loc_conf[ngx_http_core_module.ctx_index];
-        }
-    }
-
-    if (clcf == NULL || clcf->resolver == NULL
-        || clcf->resolver->connections.nelts == 0)
-    {
-        return NULL;
-    }
-
-    *timeout = clcf->resolver_timeout;
-
-    return clcf->resolver;
 }
 
 
@@ -622,7 +323,7 @@ ngx_proxy_wasm_call_next(ngx_proxy_wasm_call_t *call)
     call->peer_chosen = 0;
 
     if (call->peer.connection) {
-        ngx_proxy_wasm_close(call->peer.connection);
+        ngx_proxy_wasm_call_close(call->peer.connection);
         call->peer.connection = NULL;
     }
 
@@ -660,7 +361,10 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
     }
 
     /* a retry follows a stale idle connection: it takes a fresh one */
-    c = call->retried ? NULL : ngx_proxy_wasm_idle_take(call);
+    c = call->retried ? NULL : ngx_proxy_wasm_idle_take(call->peer.sockaddr,
+                                                      call->peer.socklen,
+                                                      call->tls,
+                                                      &call->server_name);
 
     if (c != NULL) {
         call->reused = 1;
@@ -791,7 +495,7 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
 }
 
 
-static void
+void
 ngx_proxy_wasm_call_write_handler(ngx_event_t *wev)
 {
     ngx_connection_t       *c = wev->data;
@@ -823,7 +527,7 @@ ngx_proxy_wasm_call_write_handler(ngx_event_t *wev)
 }
 
 
-static void
+void
 ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
 {
     ngx_connection_t       *c = rev->data;
@@ -872,7 +576,7 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
             if (call->reused && !call->received && !call->retried) {
                 /* the server had closed the idle connection: once more */
                 call->retried = 1;
-                ngx_proxy_wasm_close(c);
+                ngx_proxy_wasm_call_close(c);
                 call->peer.connection = NULL;
                 call->sent = 0;
                 ngx_proxy_wasm_call_connect(call);
@@ -914,7 +618,7 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
 
 
 /* fails the call from the event loop: its caller may be a guest call */
-static void
+void
 ngx_proxy_wasm_call_fail(ngx_proxy_wasm_call_t *call, ngx_proxy_wasm_call_end_e why,
     const char *detail)
 {
@@ -1009,189 +713,16 @@ ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call, ngx_uint_t keep)
         }
 
         if (keep && !c->read->eof && !c->read->error && !c->write->error) {
-            ngx_proxy_wasm_idle_put(call);
+            ngx_proxy_wasm_idle_put(c, call->peer.sockaddr, call->peer.socklen,
+                                    call->tls, &call->server_name);
 
         } else {
-            ngx_proxy_wasm_close(c);
+            ngx_proxy_wasm_call_close(c);
         }
     }
 
     ngx_queue_remove(&call->queue);
     ngx_destroy_pool(call->pool);
-}
-
-
-static ngx_connection_t *
-ngx_proxy_wasm_idle_take(ngx_proxy_wasm_call_t *call)
-{
-    socklen_t         socklen = call->peer.socklen;
-    struct sockaddr  *sa = call->peer.sockaddr;
-
-    ngx_queue_t            *q;
-    ngx_connection_t       *c;
-    ngx_proxy_wasm_idle_t  *idle;
-
-    for (q = ngx_queue_head(&ngx_proxy_wasm_idle);
-         q != ngx_queue_sentinel(&ngx_proxy_wasm_idle);
-         q = ngx_queue_next(q))
-    {
-        idle = ngx_queue_data(q, ngx_proxy_wasm_idle_t, queue);
-
-        if (idle->socklen != socklen
-            || ngx_cmp_sockaddr((struct sockaddr *) idle->sockaddr, socklen,
-                                sa, socklen, 1) != NGX_OK
-            || idle->tls != call->tls
-            || idle->sni_len != call->server_name.len
-            || ngx_strncmp(idle->sni, call->server_name.data, idle->sni_len)
-               != 0)
-        {
-            continue;
-        }
-
-        c = idle->connection;
-        ngx_queue_remove(q);
-        ngx_proxy_wasm_nidle--;
-        ngx_free(idle);
-
-        if (c->read->timer_set) {
-            ngx_del_timer(c->read);
-        }
-
-        /* a close noticed meanwhile shows on the call's first read */
-        if (c->read->posted) {
-            ngx_delete_posted_event(c->read);
-        }
-
-        return c;
-    }
-
-    return NULL;
-}
-
-
-static void
-ngx_proxy_wasm_idle_put(ngx_proxy_wasm_call_t *call)
-{
-    ngx_connection_t       *c = call->peer.connection;
-    socklen_t               socklen = call->peer.socklen;
-    ngx_queue_t            *q;
-    ngx_proxy_wasm_idle_t  *idle;
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (ngx_terminate || ngx_exiting || (size_t) socklen > NGX_SOCKADDRLEN
-        || call->server_name.len > NGX_PROXY_WASM_SNI_MAX)
-    {
-        ngx_proxy_wasm_close(c);
-        return;
-    }
-
-    if (ngx_proxy_wasm_nidle >= NGX_PROXY_WASM_IDLE_MAX) {
-        q = ngx_queue_head(&ngx_proxy_wasm_idle);
-        ngx_proxy_wasm_idle_close(ngx_queue_data(q, ngx_proxy_wasm_idle_t,
-                                                 queue));
-    }
-
-    idle = ngx_alloc(sizeof(ngx_proxy_wasm_idle_t), ngx_cycle->log);
-    if (idle == NULL) {
-        ngx_proxy_wasm_close(c);
-        return;
-    }
-
-    idle->connection = c;
-    idle->socklen = socklen;
-    ngx_memcpy(idle->sockaddr, call->peer.sockaddr, socklen);
-    idle->tls = call->tls;
-    idle->sni_len = call->server_name.len;
-    ngx_memcpy(idle->sni, call->server_name.data, call->server_name.len);
-    ngx_queue_insert_tail(&ngx_proxy_wasm_idle, &idle->queue);
-    ngx_proxy_wasm_nidle++;
-
-    c->data = idle;
-    c->idle = 1;
-    c->log = ngx_cycle->log;
-    c->read->log = ngx_cycle->log;
-    c->write->log = ngx_cycle->log;
-    c->read->handler = ngx_proxy_wasm_idle_handler;
-    c->write->handler = ngx_proxy_wasm_idle_handler;
-
-    ngx_add_timer(c->read, NGX_PROXY_WASM_IDLE_TIMEOUT);
-
-    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_proxy_wasm_idle_close(idle);
-        return;
-    }
-
-    if (c->read->ready) {
-        ngx_post_event(c->read, &ngx_posted_events);
-    }
-}
-
-
-/* an idle connection: closed by the server, timed out, or shutting down */
-static void
-ngx_proxy_wasm_idle_handler(ngx_event_t *ev)
-{
-    ngx_connection_t       *c = ev->data;
-    ngx_proxy_wasm_idle_t  *idle = c->data;
-
-    int      n;
-    char     buf[1];
-
-    if (ev->write) {
-        return;
-    }
-
-    if (!c->close && !ev->timedout) {
-        n = recv(c->fd, buf, 1, MSG_PEEK);
-
-        if (n == -1 && ngx_socket_errno == NGX_EAGAIN) {
-            ev->ready = 0;
-
-            if (ngx_handle_read_event(c->read, 0) == NGX_OK) {
-                return;
-            }
-        }
-    }
-
-    ngx_proxy_wasm_idle_close(idle);
-}
-
-
-static void
-ngx_proxy_wasm_idle_close(ngx_proxy_wasm_idle_t *idle)
-{
-    ngx_queue_remove(&idle->queue);
-    ngx_proxy_wasm_nidle--;
-    ngx_proxy_wasm_close(idle->connection);
-    ngx_free(idle);
-}
-
-
-/* closes a call's connection: TLS without waiting, and its pool */
-static void
-ngx_proxy_wasm_close(ngx_connection_t *c)
-{
-    ngx_pool_t  *pool = c->pool;
-
-#if (NGX_SSL)
-    if (c->ssl) {
-        c->ssl->no_wait_shutdown = 1;
-        (void) ngx_ssl_shutdown(c);
-    }
-#endif
-
-    ngx_close_connection(c);
-
-    if (pool) {
-        ngx_destroy_pool(pool);
-    }
 }
 
 
@@ -1211,9 +742,5 @@ ngx_proxy_wasm_calls_exit(void)
                                                 queue), 0);
     }
 
-    while (!ngx_queue_empty(&ngx_proxy_wasm_idle)) {
-        q = ngx_queue_head(&ngx_proxy_wasm_idle);
-        ngx_proxy_wasm_idle_close(ngx_queue_data(q, ngx_proxy_wasm_idle_t,
-                                                 queue));
-    }
+    ngx_proxy_wasm_idle_exit();
 }

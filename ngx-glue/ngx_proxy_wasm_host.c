@@ -3,7 +3,7 @@
  * ngx_proxy_wasm_host_t).
  */
 
-#include "ngx_http_proxy_wasm.h"
+#include "ngx_proxy_wasm_shim.h"
 
 
 static ngx_log_t *

@@ -6,7 +6,7 @@
  * given is kept in the zone's state.
  */
 
-#include "ngx_http_proxy_wasm.h"
+#include "ngx_proxy_wasm_shim.h"
 
 
 #define NGX_PROXY_WASM_KV_SLOTS          24

@@ -9,7 +9,7 @@
  * operations on its slots.
  */
 
-#include "ngx_http_proxy_wasm.h"
+#include "ngx_proxy_wasm_shim.h"
 
 
 /* the most slots a metric has (a histogram's) */

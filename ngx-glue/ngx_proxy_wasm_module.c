@@ -4,7 +4,7 @@
  * instantiate them when they start.
  */
 
-#include "ngx_http_proxy_wasm.h"
+#include "ngx_proxy_wasm_shim.h"
 
 
 /* directives allowed inside wasm{} */

@@ -11,7 +11,7 @@
  * NGX_PROXY_WASM_QUEUE_POLL ms instead.
  */
 
-#include "ngx_http_proxy_wasm.h"
+#include "ngx_proxy_wasm_shim.h"
 
 #if (NGX_LINUX)
 #include <sys/un.h>

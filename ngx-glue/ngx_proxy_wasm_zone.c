@@ -10,7 +10,7 @@
  * ngx_proxy_wasm_queue.c and ngx_proxy_wasm_metrics.c.
  */
 
-#include "ngx_http_proxy_wasm.h"
+#include "ngx_proxy_wasm_shim.h"
 
 
 /* zone names nginx knows: by kind, so a kv and a queue may share a name */

@@ -3,8 +3,8 @@
  * ngx_proxy_wasm.h.
  */
 
-#ifndef _NGX_HTTP_PROXY_WASM_H_INCLUDED_
-#define _NGX_HTTP_PROXY_WASM_H_INCLUDED_
+#ifndef _NGX_PROXY_WASM_SHIM_H_INCLUDED_
+#define _NGX_PROXY_WASM_SHIM_H_INCLUDED_
 
 
 #include <ngx_config.h>
@@ -180,7 +180,14 @@ void ngx_http_proxy_wasm_schedule_resume(void *request);
 ngx_int_t ngx_http_proxy_wasm_failed(ngx_http_request_t *r,
     ngx_http_proxy_wasm_ctx_t *ctx);
 
-/* body data of a chain: its memory parts, for stream_on_body */
+/* the request's side: ngx_http_proxy_wasm_request.c */
+ngx_int_t ngx_http_proxy_wasm_request_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_proxy_wasm_preaccess_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_proxy_wasm_precontent_handler(ngx_http_request_t *r);
+void ngx_http_proxy_wasm_hold_expired(ngx_event_t *ev);
+void ngx_http_proxy_wasm_resume_handler(ngx_event_t *ev);
+
+/* body data of a chain of buffers: ngx_http_proxy_wasm_body.c */
 ngx_int_t ngx_http_proxy_wasm_body_parts(ngx_http_request_t *r,
     ngx_chain_t *in, ngx_array_t *parts, off_t *size, ngx_uint_t *last);
 void ngx_http_proxy_wasm_consume(ngx_chain_t *in);
@@ -211,10 +218,74 @@ ngx_proxy_wasm_lookup_e ngx_http_proxy_wasm_static_property_get(
     void *request, ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value);
 
 /* HTTP calls: ngx_proxy_wasm_callout.c */
+typedef struct {
+    uint32_t                    token;
+    ngx_pool_t                 *pool;
+    ngx_log_t                  *log;
+    ngx_peer_connection_t       peer;
+    ngx_str_t                   target;
+    ngx_url_t                   url;
+    ngx_resolver_ctx_t         *resolving;
+    ngx_msec_t                  resolver_timeout;
+    ngx_resolver_t             *resolver;
+    ngx_str_t                   out;         /* the request */
+    /* wasm{}'s socket_*_timeout */
+    ngx_msec_t                  connect_timeout;
+    ngx_msec_t                  send_timeout;
+    ngx_msec_t                  read_timeout;
+    /* TLS to this server name (NUL-terminated) */
+    ngx_str_t                   server_name;
+    unsigned                    tls:1;
+    size_t                      sent;
+    /* the call's own timeout */
+    ngx_event_t                 deadline;
+    /* posted to end the call from the event loop */
+    ngx_event_t                 report;
+    uint32_t                    why;         /* ngx_proxy_wasm_call_end_e */
+    ngx_str_t                   detail;
+    ngx_queue_t                 queue;       /* in ngx_proxy_wasm_calls */
+    /* an upstream{} block's balancer */
+    ngx_event_get_peer_pt       balancer_get;
+    ngx_event_free_peer_pt      balancer_free;
+    void                       *balancer_data;
+    /* the balancer gave a server, not given back yet */
+    unsigned                    peer_chosen:1;
+    /* the server failed the call: the balancer counts it */
+    unsigned                    peer_failed:1;
+    unsigned                    reused:1;    /* an idle connection */
+    unsigned                    received:1;  /* response bytes came */
+    unsigned                    retried:1;
+} ngx_proxy_wasm_call_t;
+
+ngx_proxy_wasm_conf_t *ngx_proxy_wasm_calls_conf(void);
+void ngx_proxy_wasm_call_ready(ngx_proxy_wasm_call_t *call);
+void ngx_proxy_wasm_call_read_handler(ngx_event_t *rev);
+void ngx_proxy_wasm_call_write_handler(ngx_event_t *wev);
+void ngx_proxy_wasm_call_fail(ngx_proxy_wasm_call_t *call,
+    ngx_proxy_wasm_call_end_e why, const char *detail);
+/* ngx_proxy_wasm_callout_tls.c */
+#if (NGX_SSL)
+ngx_proxy_wasm_conf_t *ngx_proxy_wasm_tls_conf(void);
+void ngx_proxy_wasm_call_handshake(ngx_proxy_wasm_call_t *call);
+#endif
+/* ngx_proxy_wasm_callout_target.c */
+ngx_http_upstream_srv_conf_t *ngx_proxy_wasm_call_upstream(ngx_str_t *name);
+ngx_int_t ngx_proxy_wasm_call_balancer(ngx_proxy_wasm_call_t *call,
+    ngx_http_upstream_srv_conf_t *uscf);
+ngx_resolver_t *ngx_proxy_wasm_call_resolver(ngx_http_request_t *r,
+    ngx_msec_t *timeout);
 void *ngx_proxy_wasm_call_start(void *request,
     const ngx_proxy_wasm_call_params_t *params, ngx_proxy_wasm_str_t *err);
 void ngx_proxy_wasm_call_cancel(void *call);
 void ngx_proxy_wasm_calls_exit(void);
+
+/* idle connections of HTTP calls: ngx_proxy_wasm_callout_idle.c */
+ngx_connection_t *ngx_proxy_wasm_idle_take(struct sockaddr *sa,
+    socklen_t socklen, ngx_uint_t tls, ngx_str_t *server_name);
+void ngx_proxy_wasm_idle_put(ngx_connection_t *c, struct sockaddr *sa,
+    socklen_t socklen, ngx_uint_t tls, ngx_str_t *server_name);
+void ngx_proxy_wasm_idle_exit(void);
+void ngx_proxy_wasm_call_close(ngx_connection_t *c);
 
 /*
  * What shm_zone->data of every zone of the module starts with: its name as
@@ -313,4 +384,4 @@ ngx_proxy_wasm_change_e ngx_http_proxy_wasm_header_set(void *request,
     ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t value);
 
 
-#endif /* _NGX_HTTP_PROXY_WASM_H_INCLUDED_ */
+#endif /* _NGX_PROXY_WASM_SHIM_H_INCLUDED_ */
