@@ -189,11 +189,9 @@ impl Runtime {
             WasmBacktraceDetails::Disable
         });
         engine_config.strategy(config.compiler.strategy()?);
-        let engine = Engine::new(&engine_config)
-            .map_err(|e| RuntimeError::Engine(one_line(&e)))?;
+        let engine = Engine::new(&engine_config).map_err(|e| RuntimeError::Engine(one_line(&e)))?;
         let mut linker = Linker::new(&engine);
-        hostcalls::define(&mut linker)
-            .map_err(|e| RuntimeError::HostFunctions(one_line(&e)))?;
+        hostcalls::define(&mut linker).map_err(|e| RuntimeError::HostFunctions(one_line(&e)))?;
         Ok(Runtime {
             host,
             zones: Rc::new(Zones::default()),
@@ -256,8 +254,8 @@ impl Runtime {
         let id = self.filters.len();
         // Guest code runs here too: give it its deadline, without leaving
         // a thread behind when nginx forks its workers.
-        let _ticker = EpochTicker::start(self.linker.engine())
-            .map_err(|e| RuntimeError::EpochThread(e.to_string()))?;
+        let _ticker =
+            EpochTicker::start(self.linker.engine()).map_err(|e| RuntimeError::EpochThread(e.to_string()))?;
         let services = self.services.get_or_insert_with(|| {
             Services::new(
                 self.host,
@@ -266,11 +264,10 @@ impl Runtime {
                 self.config.max_metric_name_length,
             )
         });
-        let mut vm = Vm::new(&self.modules[module], services)
-            .map_err(|why| RuntimeError::ModuleStart {
-                module: module_name.to_string(),
-                why,
-            })?;
+        let mut vm = Vm::new(&self.modules[module], services).map_err(|why| RuntimeError::ModuleStart {
+            module: module_name.to_string(),
+            why,
+        })?;
         vm.start_filter(id, &filter.info)
             .map_err(|why| RuntimeError::FilterStart {
                 module: module_name.to_string(),

@@ -107,12 +107,10 @@ impl WasmModule {
             why: e.to_string(),
         })?;
         let mut cache_warning = None;
-        let (module, origin) =
-            cache::compile(linker.engine(), &bytes, source.cache, &mut cache_warning).map_err(|e| {
-                ModuleError::Invalid {
-                    path: path.clone(),
-                    why: one_line(&e),
-                }
+        let (module, origin) = cache::compile(linker.engine(), &bytes, source.cache, &mut cache_warning)
+            .map_err(|e| ModuleError::Invalid {
+                path: path.clone(),
+                why: one_line(&e),
             })?;
         let abi = abi_version(&module)?;
         check_exports(&module, abi)?;

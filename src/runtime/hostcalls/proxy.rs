@@ -440,35 +440,63 @@ fn close_stream(caller: Call, stream_type: i32) -> Result {
     Ok(())
 }
 
-/// The request and header map a map type designates in this callback.
-/// Maps that do not exist here are a `BAD_ARGUMENT`, as in Envoy.
-fn header_map(state: &HostState, map: i32) -> std::result::Result<(RequestRef, HeaderMap), Status> {
-    let map = MapType::from_raw(map as u32).ok_or(Status::BadArgument)?;
+/// A header map, as a `proxy_map_type_t` designates it in the current
+/// callback.
+enum Map {
+    /// One of the request's, kept by the host.
+    Host(RequestRef, HeaderMap),
+    /// The headers (false) or trailers (true) of the response
+    /// `on_http_call_response` is given.
+    CallResponse(Rc<Response>, bool),
+}
+
+/// The map a map type designates here, decoded once. Maps that do not
+/// exist here are a `BAD_ARGUMENT`, as in Envoy (the call response maps
+/// outside `on_http_call_response` included).
+fn resolve_map(state: &HostState, raw: i32) -> std::result::Result<Map, Status> {
+    let map = MapType::from_raw(raw as u32).ok_or(Status::BadArgument)?;
+    if let MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers = map {
+        let response = state.call_response.clone().ok_or(Status::BadArgument)?;
+        return Ok(Map::CallResponse(
+            response,
+            map == MapType::HttpCallResponseTrailers,
+        ));
+    }
     let stream = state.stream()?.borrow();
-    match map {
-        MapType::HttpRequestHeaders => Ok((stream.request, HeaderMap::Request)),
-        MapType::HttpResponseHeaders if stream.response_headers => Ok((stream.request, HeaderMap::Response)),
+    let host_map = match map {
+        MapType::HttpRequestHeaders => HeaderMap::Request,
+        MapType::HttpResponseHeaders if stream.response_headers => HeaderMap::Response,
         MapType::HttpResponseTrailers if stream.response_trailers != Trailers::None => {
-            Ok((stream.request, HeaderMap::ResponseTrailers))
+            HeaderMap::ResponseTrailers
         }
-        _ => Err(Status::BadArgument),
+        _ => return Err(Status::BadArgument),
+    };
+    Ok(Map::Host(stream.request, host_map))
+}
+
+/// A map filters may change: the request's (call responses are read-only).
+fn host_map(state: &HostState, raw: i32) -> std::result::Result<(RequestRef, HeaderMap), Status> {
+    match resolve_map(state, raw)? {
+        Map::Host(request, map) => Ok((request, map)),
+        Map::CallResponse(..) => Err(Status::BadArgument),
     }
 }
 
 /// Lends the entries of a header map to `visit`, which may call the guest
 /// allocator: the host functions that could change the map cannot run then.
-fn with_headers(caller: Call, map: i32, visit: impl FnOnce(Call, &[Pair<'_>]) -> Result) -> Result {
-    if let Some(fields) = call_response_map(caller.data(), map) {
-        let response = fields?;
-        let fields = if MapType::from_raw(map as u32) == Some(MapType::HttpCallResponseHeaders) {
-            &response.headers
-        } else {
-            &response.trailers
-        };
-        let pairs: Vec<Pair<'_>> = fields.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-        return visit(caller, &pairs);
-    }
-    let (request, map) = header_map(caller.data(), map)?;
+fn with_headers(caller: Call, map: &Map, visit: impl FnOnce(Call, &[Pair<'_>]) -> Result) -> Result {
+    let (request, map) = match map {
+        Map::CallResponse(response, trailers) => {
+            let fields = if *trailers {
+                &response.trailers
+            } else {
+                &response.headers
+            };
+            let pairs: Vec<Pair<'_>> = fields.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+            return visit(caller, &pairs);
+        }
+        Map::Host(request, map) => (*request, *map),
+    };
     let host = caller.data().host;
     let mut visit = Some(visit);
     let mut outcome = Ok(());
@@ -481,21 +509,10 @@ fn with_headers(caller: Call, map: i32, visit: impl FnOnce(Call, &[Pair<'_>]) ->
     outcome
 }
 
-/// The response of the call `on_http_call_response` is given, for the
-/// call response maps (None for other maps; `BAD_ARGUMENT` outside the
-/// callback, as in Envoy).
-fn call_response_map(state: &HostState, map: i32) -> Option<std::result::Result<Rc<Response>, Status>> {
-    match MapType::from_raw(map as u32)? {
-        MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers => {
-            Some(state.call_response.clone().ok_or(Status::BadArgument))
-        }
-        _ => None,
-    }
-}
-
 fn get_header_map_size(caller: Call, map: i32, ret_size: i32) -> Result {
+    let map = resolve_map(caller.data(), map)?;
     let mut size = 0;
-    with_headers(caller, map, |_, pairs| {
+    with_headers(caller, &map, |_, pairs| {
         size = pairs::serialized_size(pairs);
         Ok(())
     })?;
@@ -503,7 +520,8 @@ fn get_header_map_size(caller: Call, map: i32, ret_size: i32) -> Result {
 }
 
 fn get_header_map_pairs(caller: Call, map: i32, ret_ptr: i32, ret_size: i32) -> Result {
-    with_headers(caller, map, |caller, pairs| {
+    let map = resolve_map(caller.data(), map)?;
+    with_headers(caller, &map, |caller, pairs| {
         let size = if pairs.is_empty() {
             0
         } else {
@@ -524,9 +542,10 @@ fn get_header_map_value(
     ret_size: i32,
 ) -> Result {
     let key = read_bytes(caller, key_ptr, key_len)?;
-    if call_response_map(caller.data(), map).is_some() {
+    let map = resolve_map(caller.data(), map)?;
+    if let Map::CallResponse(..) = map {
         let mut value = None;
-        with_headers(caller, map, |_, pairs| {
+        with_headers(caller, &map, |_, pairs| {
             value = pairs
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(&key))
@@ -538,7 +557,9 @@ fn get_header_map_value(
             out.copy_from_slice(&value)
         });
     }
-    let (request, map) = header_map(caller.data(), map)?;
+    let Map::Host(request, map) = map else {
+        return Err(Status::BadArgument.into());
+    };
     let key = HeaderName::lookup(map, &key);
     let missing_is_empty = caller.data().module.abi.missing_header_is_empty();
     let host = caller.data().host;
@@ -566,7 +587,7 @@ fn set_header(
     value_ptr: i32,
     value_len: i32,
 ) -> Result {
-    let (request, map) = header_map(caller.data(), map)?;
+    let (request, map) = host_map(caller.data(), map)?;
     let mem = memory(caller)?;
     let data = mem.data(&*caller);
     let key = slice(data, key_ptr as u32, key_len as u32)?;
@@ -653,11 +674,11 @@ fn remove_header_map_value(caller: Call, map: i32, key_ptr: i32, key_len: i32) -
 /// new ones are added. Pseudo-headers cannot be removed in nginx: those in
 /// the new map replace the current values, the others are left as they are.
 fn set_header_map_pairs(caller: Call, map: i32, ptr: i32, size: i32) -> Result {
-    let (request, map) = header_map(caller.data(), map)?;
+    let (request, map) = host_map(caller.data(), map)?;
     let bytes = read_bytes(caller, ptr, size)?;
     let new = pairs::parse(&bytes).map_err(|_| Status::BadArgument)?;
     let mut old: Vec<Vec<u8>> = Vec::new();
-    with_headers(caller, map_type(map), |_, pairs| {
+    with_headers(caller, &Map::Host(request, map), |_, pairs| {
         for (name, _) in pairs {
             if !name.starts_with(b":") && !old.iter().any(|seen| seen.eq_ignore_ascii_case(name)) {
                 old.push(name.to_vec());
@@ -678,14 +699,6 @@ fn set_header_map_pairs(caller: Call, map: i32, ptr: i32, size: i32) -> Result {
         apply_header(state, request, map, op, name, value)?;
     }
     Ok(())
-}
-
-fn map_type(map: HeaderMap) -> i32 {
-    match map {
-        HeaderMap::Request => 0,
-        HeaderMap::Response => 2,
-        HeaderMap::ResponseTrailers => 3,
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
