@@ -7,14 +7,25 @@
 #include "ngx_proxy_wasm_shim.h"
 
 
-/* The memory parts of a chain, its size and whether it ends the body. */
+/*
+ * The memory parts of a chain, its size and whether it ends the body:
+ * parts starts on the caller's stack (NGX_HTTP_PROXY_WASM_STACK_PARTS),
+ * and grows in the request's pool for longer chains.
+ */
 ngx_int_t
 ngx_http_proxy_wasm_body_parts(ngx_http_request_t *r, ngx_chain_t *in,
-    ngx_array_t *parts, off_t *size, ngx_uint_t *last)
+    ngx_array_t *parts, ngx_proxy_wasm_str_t *stack, off_t *size,
+    ngx_uint_t *last)
 {
     ngx_buf_t             *b;
     ngx_chain_t           *cl;
     ngx_proxy_wasm_str_t  *part;
+
+    parts->elts = stack;
+    parts->nelts = 0;
+    parts->size = sizeof(ngx_proxy_wasm_str_t);
+    parts->nalloc = NGX_HTTP_PROXY_WASM_STACK_PARTS;
+    parts->pool = r->pool;
 
     *size = 0;
     *last = 0;

@@ -541,7 +541,7 @@ ngx_http_proxy_wasm_request_body_filter(ngx_http_request_t *r,
     ngx_array_t                 parts;
     ngx_proxy_wasm_step_t       step;
     ngx_http_proxy_wasm_ctx_t  *ctx;
-    ngx_proxy_wasm_str_t        buf[8];
+    ngx_proxy_wasm_str_t        buf[NGX_HTTP_PROXY_WASM_STACK_PARTS];
 
     ctx = (r == r->main) ? ngx_http_proxy_wasm_get_ctx(r) : NULL;
 
@@ -551,13 +551,7 @@ ngx_http_proxy_wasm_request_body_filter(ngx_http_request_t *r,
 
     r->request_body->filter_need_buffering = 1;
 
-    parts.elts = buf;
-    parts.nelts = 0;
-    parts.size = sizeof(ngx_proxy_wasm_str_t);
-    parts.nalloc = sizeof(buf) / sizeof(buf[0]);
-    parts.pool = r->pool;
-
-    if (ngx_http_proxy_wasm_body_parts(r, in, &parts, &size, &last)
+    if (ngx_http_proxy_wasm_body_parts(r, in, &parts, buf, &size, &last)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

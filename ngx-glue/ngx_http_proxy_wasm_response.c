@@ -416,7 +416,7 @@ ngx_http_proxy_wasm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_uint_t                  last, trailers;
     ngx_array_t                 parts;
     ngx_proxy_wasm_step_t       step, trailers_step;
-    ngx_proxy_wasm_str_t        buf[8];
+    ngx_proxy_wasm_str_t        buf[NGX_HTTP_PROXY_WASM_STACK_PARTS];
     ngx_http_proxy_wasm_ctx_t  *ctx;
 
     ctx = (r == r->main) ? ngx_http_proxy_wasm_get_ctx(r) : NULL;
@@ -441,13 +441,7 @@ ngx_http_proxy_wasm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
                ? ngx_http_next_body_filter(r, in) : NGX_OK;
     }
 
-    parts.elts = buf;
-    parts.nelts = 0;
-    parts.size = sizeof(ngx_proxy_wasm_str_t);
-    parts.nalloc = sizeof(buf) / sizeof(buf[0]);
-    parts.pool = r->pool;
-
-    if (ngx_http_proxy_wasm_body_parts(r, in, &parts, &size, &last)
+    if (ngx_http_proxy_wasm_body_parts(r, in, &parts, buf, &size, &last)
         != NGX_OK)
     {
         return NGX_ERROR;

@@ -188,8 +188,11 @@ void ngx_http_proxy_wasm_hold_expired(ngx_event_t *ev);
 void ngx_http_proxy_wasm_resume_handler(ngx_event_t *ev);
 
 /* body data of a chain of buffers: ngx_http_proxy_wasm_body.c */
+/* body parts a chain of buffers has before they go to the pool */
+#define NGX_HTTP_PROXY_WASM_STACK_PARTS  8
 ngx_int_t ngx_http_proxy_wasm_body_parts(ngx_http_request_t *r,
-    ngx_chain_t *in, ngx_array_t *parts, off_t *size, ngx_uint_t *last);
+    ngx_chain_t *in, ngx_array_t *parts, ngx_proxy_wasm_str_t *stack,
+    off_t *size, ngx_uint_t *last);
 void ngx_http_proxy_wasm_consume(ngx_chain_t *in);
 ngx_chain_t *ngx_http_proxy_wasm_output(ngx_http_request_t *r,
     ngx_proxy_wasm_step_t *step, ngx_uint_t last);
