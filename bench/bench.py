@@ -270,14 +270,14 @@ def scenario_body():
 def scenario_isolation():
     http = f"""
         location /none {{ {bench_filter()} empty_gif; }}
-        location /stream {{ proxy_wasm_isolation stream; {bench_filter()} empty_gif; }}
+        location /request {{ proxy_wasm_isolation request; {bench_filter()} empty_gif; }}
 """
     for pool in ("off", "1000"):
         main = f"wasm {{ module bench {FILTERS}/bench.wasm; instance_pool {pool}; }}"
         with Nginx("isolation", http, main=main) as n:
-            base, result = compare(n, "/none", "/stream")
+            base, result = compare(n, "/none", "/request")
             result["rss"] = n.rss_kib()
-            row("5", f"isolation stream vs none (instance_pool {pool})", base, result, target=0.75)
+            row("5", f"isolation request vs none (instance_pool {pool})", base, result, target=0.75)
 
 
 def scenario_callout():

@@ -3,11 +3,12 @@
 
 mod common;
 
+use common::MockFact;
 use common::{filter, stream, wat, Loaded};
 use ngx_proxy_wasm::abi::Direction;
 use ngx_proxy_wasm::abi::LogLevel;
 use ngx_proxy_wasm::chain::Next;
-use ngx_proxy_wasm::host::HeaderMap;
+use ngx_proxy_wasm::host::{Attribute, HeaderMap};
 
 const REQUEST: &[(&str, &str)] = &[
     (":method", "GET"),
@@ -644,4 +645,58 @@ fn properties_from_header_maps_and_stores() {
         s.with_property(b"tenant.name", |v| v.map(<[u8]>::to_vec)),
         Some(b"acme".to_vec())
     );
+}
+
+#[test]
+fn attributes_variables_and_static_properties_in_envoys_encodings() {
+    let t = testbed!(
+        "request_headers prop source%00address; \
+         request_headers prop source%00port; \
+         request_headers prop connection%00mtls; \
+         request_headers prop connection%00tls_version; \
+         request_headers prop ngx%00remote_addr; \
+         request_headers prop ngx%00unset; \
+         request_headers set_prop ngx%00limit 5; \
+         request_headers prop ngx.limit; \
+         request_headers set_prop ngx%00remote_addr x; \
+         request_headers set_prop ngx%00nope x; \
+         request_headers prop node%00id; \
+         request_headers prop xds%00node; \
+         request_headers prop team.owner"
+    );
+    t.host.fact(
+        Attribute::SourceAddress,
+        MockFact::String(b"10.0.0.1:5000".to_vec()),
+    );
+    t.host.fact(Attribute::SourcePort, MockFact::Int(5000));
+    t.host.fact(Attribute::ConnectionMtls, MockFact::Bool(true));
+    t.host.variable("remote_addr", Some("10.0.0.1"), false);
+    t.host.variable("unset", None, false);
+    t.host.variable("limit", Some("1"), true);
+    t.host.static_property("xds.node.id", "n1");
+    t.host.static_property("xds.node.cluster", "c");
+    t.host.static_property("team.owner", "ops");
+    let (_, mut s) = t.request(REQUEST);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
+    for line in [
+        "property source.address: len=13 hex=31302e302e302e313a35303030",
+        // integers as 8 bytes, little-endian; booleans as one byte
+        "property source.port: len=8 hex=8813000000000000",
+        "property connection.mtls: len=1 hex=01",
+        // no TLS: no value
+        "property connection.tls_version: missing",
+        "property ngx.remote_addr: len=8 hex=31302e302e302e31",
+        "property ngx.unset: missing",
+        "set_property ngx.limit returned 0",
+        "property ngx.limit: len=1 hex=35",
+        "set_property ngx.remote_addr returned 2",
+        "set_property ngx.nope returned 1",
+        // Envoy's former top-level names are xds.*'s
+        "property node.id: len=2 hex=6e31",
+        // xds.node whole: its fields as protobuf (id = 1, cluster = 2)
+        "property xds.node: len=7 hex=0a026e31120163",
+        "property team.owner: len=3 hex=6f7073",
+    ] {
+        assert!(t.host.logged(line).is_some(), "{line}\n{}", t.host.dump());
+    }
 }

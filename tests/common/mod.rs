@@ -42,6 +42,11 @@ pub struct MockHost {
     /// Workers woken, with the queue; workers that are gone.
     wakes: RefCell<Vec<(i64, Vec<u8>)>>,
     gone: RefCell<Vec<i64>>,
+    /// What every request's connection is (no attribute: none).
+    facts: RefCell<Vec<(Attribute, MockFact)>>,
+    variables: RefCell<HashMap<Vec<u8>, MockVariable>>,
+    /// proxy_wasm_property values, by key.
+    static_properties: RefCell<HashMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl MockHost {
@@ -93,6 +98,26 @@ impl MockHost {
             .into_iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
+    }
+
+    /// An attribute every request has.
+    pub fn fact(&self, attribute: Attribute, fact: MockFact) {
+        self.facts.borrow_mut().push((attribute, fact));
+    }
+
+    /// A variable (None: it has no value), changeable or not.
+    pub fn variable(&self, name: &str, value: Option<&str>, changeable: bool) {
+        let value = value.map(|v| v.as_bytes().to_vec());
+        self.variables
+            .borrow_mut()
+            .insert(name.as_bytes().to_vec(), (value, changeable));
+    }
+
+    /// A `proxy_wasm_property`, by its key.
+    pub fn static_property(&self, key: &str, value: &str) {
+        self.static_properties
+            .borrow_mut()
+            .insert(key.as_bytes().to_vec(), value.as_bytes().to_vec());
     }
 
     /// The worker the host stands for (its shared memory is every
@@ -236,33 +261,62 @@ impl Properties for MockHost {
     fn with_attribute(
         &self,
         _: RequestRef,
-        _: Attribute,
+        attribute: Attribute,
         visit: &mut dyn FnMut(Option<Fact<'_>>) -> HostResult,
     ) -> HostResult {
-        visit(None)
+        let facts = self.facts.borrow();
+        let fact = facts
+            .iter()
+            .find(|(a, _)| *a == attribute)
+            .map(|(_, fact)| match fact {
+                MockFact::String(s) => Fact::String(s),
+                MockFact::Int(n) => Fact::Int(*n),
+                MockFact::Bool(b) => Fact::Bool(*b),
+            });
+        visit(fact)
     }
 
     fn with_variable(
         &self,
         _: RequestRef,
-        _: &[u8],
-        _: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+        name: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
     ) -> Result<HostResult, VariableError> {
-        Err(VariableError::Unknown)
+        let variables = self.variables.borrow();
+        let (value, _) = variables.get(name).ok_or(VariableError::Unknown)?;
+        Ok(visit(value.as_deref()))
     }
 
-    fn set_variable(&self, _: RequestRef, _: &[u8], _: &[u8]) -> Result<(), VariableError> {
-        Err(VariableError::Unknown)
+    fn set_variable(&self, _: RequestRef, name: &[u8], value: &[u8]) -> Result<(), VariableError> {
+        let mut variables = self.variables.borrow_mut();
+        match variables.get_mut(name) {
+            None => Err(VariableError::Unknown),
+            Some((_, false)) => Err(VariableError::ReadOnly),
+            Some((old, true)) => {
+                *old = Some(value.to_vec());
+                Ok(())
+            }
+        }
     }
 
     fn with_static_property(
         &self,
         _: Option<RequestRef>,
-        _: &[u8],
+        key: &[u8],
         visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
     ) -> HostResult {
-        visit(None)
+        visit(self.static_properties.borrow().get(key).map(Vec::as_slice))
     }
+}
+
+/// A variable's value (None: no value) and whether it can be set.
+type MockVariable = (Option<Vec<u8>>, bool);
+
+/// An attribute's value the mock host knows.
+pub enum MockFact {
+    String(Vec<u8>),
+    Int(i64),
+    Bool(bool),
 }
 
 impl HttpCalls for MockHost {
