@@ -1,12 +1,18 @@
 //! ngx_proxy_wasm: a Proxy-Wasm host for nginx, on wasmtime.
 //!
-//! Layers, from the guest outwards:
-//! - `abi`: the Proxy-Wasm ABI: enums, wire formats, guest memory and the
-//!   host functions modules import;
-//! - `runtime`: wasmtime engine, compiled modules, live instances;
-//! - `chain`: a request's run through its filter chain;
+//! Layers, from the bottom up; each imports only from those below it:
+//! - `sys`: the boundary with the C shim as generated from
+//!   `ngx-glue/ngx_proxy_wasm.h` (its types, and its enums as Rust enums);
+//!   `error`: what errors of every domain share;
+//! - `abi`: the Proxy-Wasm ABI: status codes, enums, wire formats, guest
+//!   memory, header names, property paths;
+//! - `host`: what the core needs from the proxy, by concern (traits);
+//! - `shared`: the rules of what filters share across workers (key-value
+//!   store, queues, metrics), on the host's shared memory;
 //! - `callout`: HTTP calls filters make (`proxy_http_call`);
-//! - `host`: what the core needs from the proxy (a trait);
+//! - `runtime`: wasmtime engine, compiled modules, live instances, their
+//!   state and host functions, and what a worker's instances reach;
+//! - `chain`: a request's run through its filter chain;
 //! - `ffi`: the C boundary: nginx's implementation of `host` and the API
 //!   table the C shim in `ngx-glue/` calls.
 

@@ -1,7 +1,7 @@
 //! Header names and values as filters may set them, and how Envoy's names
 //! map onto nginx's maps.
 
-use crate::host::HeaderMap;
+use crate::sys::HeaderMap;
 
 /// A header name as the host knows it. In request maps Envoy calls the
 /// `Host` header `:authority`; both names reach the same header.
