@@ -225,7 +225,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn stream(&self) -> Chain {
+    fn chain(&self) -> Chain {
         Chain::new(
             self.worker.clone(),
             RequestRef(1),
@@ -253,13 +253,13 @@ fn setup(path: &Path, config: &str, chain: usize) -> Setup {
 }
 
 /// A whole request: headers both ways, a response body, the log phase,
-/// and the end of the stream.
+/// and the end of the chain.
 fn request(setup: &Setup, body: &[u8]) {
-    let mut stream = setup.stream();
-    stream.on_headers(Direction::Request, true);
-    stream.on_headers(Direction::Response, false);
-    stream.on_body(Direction::Response, &[body], true);
-    stream.on_log();
+    let mut chain = setup.chain();
+    chain.on_headers(Direction::Request, true);
+    chain.on_headers(Direction::Response, false);
+    chain.on_body(Direction::Response, &[body], true);
+    chain.on_log();
 }
 
 fn host_functions(time: Duration, results: &mut Vec<Measured>) {
@@ -276,7 +276,7 @@ fn host_functions(time: Duration, results: &mut Vec<Measured>) {
     ] {
         let setup = setup(&path, config, 1);
         results.push(measure(what, budget, time, 1000, || {
-            setup.stream().on_headers(Direction::Request, true);
+            setup.chain().on_headers(Direction::Request, true);
         }));
     }
 }

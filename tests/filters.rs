@@ -4,7 +4,7 @@
 mod common;
 
 use common::MockFact;
-use common::{filter, stream, wat, Loaded};
+use common::{chain, filter, wat, Loaded};
 use ngx_proxy_wasm::abi::Direction;
 use ngx_proxy_wasm::abi::LogLevel;
 use ngx_proxy_wasm::chain::Next;
@@ -136,7 +136,7 @@ fn local_response_stops_the_chain() {
         .unwrap() as u32;
     let second = rt.add_filter("m", b"trace").unwrap() as u32;
     let worker = rt.worker();
-    let mut s = stream(&worker, host.request(REQUEST), &[first, second]);
+    let mut s = chain(&worker, host.request(REQUEST), &[first, second]);
     assert_eq!(s.on_headers(Direction::Request, true).next, Next::LocalResponse);
     {
         let response = s.take_local_response().expect("a local response");

@@ -82,7 +82,7 @@ pub enum Context {
         filter: Arc<FilterInfo>,
         /// The filter's root context.
         root: u32,
-        stream: Rc<RefCell<RequestState>>,
+        request_state: Rc<RefCell<RequestState>>,
         /// The filter's place in the request's chain.
         index: usize,
     },
@@ -138,12 +138,12 @@ pub struct RequestState {
     /// No response can be produced any more: its headers went out.
     pub response_started: bool,
     pub local_response: Option<LocalResponse>,
-    /// A callback of this stream, for this direction, is running: what
+    /// A callback of this request, for this direction, is running: what
     /// filters ask for takes effect when it returns, without asking the
     /// host to come back.
     pub in_callback: Option<Direction>,
     /// Filters (by place in the chain) that asked to continue a direction
-    /// from outside the stream's own callbacks.
+    /// from outside the request's own callbacks.
     pub continue_requested: [Vec<usize>; 2],
     /// Filters that asked to continue a direction during the callback
     /// running now.
@@ -177,7 +177,7 @@ impl RequestState {
     }
 
     /// Records a filter's request to continue a direction; false when the
-    /// host must be asked to come back to the stream for it.
+    /// host must be asked to come back to the request for it.
     pub fn request_continue(&mut self, direction: Direction, filter: usize) -> bool {
         if self.in_callback == Some(direction) {
             self.continue_in_callback[direction as usize] = true;
@@ -361,7 +361,7 @@ impl HostState {
     }
 
     /// The request of the current context; `BAD_ARGUMENT` in a root context.
-    pub fn stream(&self) -> Result<&Rc<RefCell<RequestState>>, Status> {
+    pub fn request_state(&self) -> Result<&Rc<RefCell<RequestState>>, Status> {
         self.http().map(|(stream, _)| stream)
     }
 
@@ -369,13 +369,15 @@ impl HostState {
     /// chain.
     pub fn http(&self) -> Result<(&Rc<RefCell<RequestState>>, usize), Status> {
         match self.context() {
-            Some(Context::Http { stream, index, .. }) => Ok((stream, *index)),
+            Some(Context::Http {
+                request_state, index, ..
+            }) => Ok((request_state, *index)),
             _ => Err(Status::BadArgument),
         }
     }
 
     pub fn request(&self) -> Option<RequestRef> {
-        self.stream().ok().map(|stream| stream.borrow().request)
+        self.request_state().ok().map(|stream| stream.borrow().request)
     }
 
     /// The name of the current context's filter (else the module's).

@@ -348,7 +348,7 @@ impl Vm {
         let context = Context::Http {
             filter: filter.clone(),
             root: root_id,
-            stream: stream.clone(),
+            request_state: stream.clone(),
             index,
         };
         self.store.data_mut().contexts.insert(id, context);
@@ -499,7 +499,7 @@ impl Vm {
     fn fail(&mut self, callback: Callback, error: &wasmtime::Error) {
         let cause = cause(error, &self.module);
         self.failure = Some(cause.clone());
-        let taken_down = self.take_down_other_streams();
+        let taken_down = self.take_down_other_requests();
         let mut message = format!("{} failed: {cause}", callback.export_name());
         if taken_down > 0 {
             let other = if taken_down == 1 { "request" } else { "requests" };
@@ -514,16 +514,20 @@ impl Vm {
     /// Asks the host to come back to every request that has a context in
     /// this instance, except the one whose callback is running (it sees
     /// the failure when the callback returns). How many there are.
-    fn take_down_other_streams(&self) -> usize {
+    fn take_down_other_requests(&self) -> usize {
         let state = self.store.data();
         let current = match state.contexts.get(&state.frame.context_id) {
-            Some(Context::Http { stream, .. }) => Some(stream),
+            Some(Context::Http { request_state, .. }) => Some(request_state),
             _ => None,
         };
         // a request has a context per filter of its chain in the instance
         let mut others = HashSet::new();
         for context in state.contexts.values() {
-            if let Context::Http { stream, .. } = context {
+            if let Context::Http {
+                request_state: stream,
+                ..
+            } = context
+            {
                 if !current.is_some_and(|current| Rc::ptr_eq(current, stream))
                     && others.insert(Rc::as_ptr(stream))
                 {

@@ -575,7 +575,7 @@ pub fn single_filter(
     (runtime, worker, id)
 }
 
-pub fn stream(worker: &Rc<Worker>, request: RequestRef, filters: &[u32]) -> Chain {
+pub fn chain(worker: &Rc<Worker>, request: RequestRef, filters: &[u32]) -> Chain {
     Chain::new(worker.clone(), request, filters, Default::default())
 }
 
@@ -608,6 +608,6 @@ impl Loaded {
     /// A request with these headers, and its stream through the filter.
     pub fn request(&self, headers: &[(&str, &str)]) -> (RequestRef, Chain) {
         let request = self.host.request(headers);
-        (request, stream(&self.worker, request, &[self.filter]))
+        (request, chain(&self.worker, request, &[self.filter]))
     }
 }

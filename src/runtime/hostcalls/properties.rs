@@ -53,7 +53,7 @@ fn stored_or_static(
             .map(|value| out.extend_from_slice(value))
             .is_some()
     };
-    let stored = match state.stream() {
+    let stored = match state.request_state() {
         Ok(stream) => copy(&stream.borrow().properties, out),
         Err(_) => state.root_properties().is_some_and(|store| copy(store, out)),
     };
@@ -250,7 +250,7 @@ fn response_attribute(
 ) -> Result<(), Status> {
     let host = state.host;
     let (headers, trailers, details) = {
-        let stream = state.stream()?.borrow();
+        let stream = state.request_state()?.borrow();
         (
             stream.response_headers,
             stream.response_trailers,
@@ -440,7 +440,7 @@ pub fn set(state: &mut HostState, raw_path: &[u8], value: &[u8]) -> Result<(), S
         return Err(SetError::ReadOnly(path.display()));
     }
     let key = path.key();
-    let stored = match state.stream() {
+    let stored = match state.request_state() {
         Ok(stream) => stream.borrow_mut().properties.set(key, value),
         Err(_) => match state.root_properties_mut() {
             Some(store) => store.set(key, value),

@@ -432,7 +432,7 @@ fn continue_response(caller: Call) -> Result {
 fn close_stream(caller: Call, stream_type: i32) -> Result {
     direction_of_stream_type(stream_type as u32).ok_or(Status::BadArgument)?;
     let state = caller.data();
-    let mut stream = state.stream()?.borrow_mut();
+    let mut stream = state.request_state()?.borrow_mut();
     stream.close_requested = true;
     if stream.in_callback.is_none() {
         state.host.schedule_resume(stream.request);
@@ -462,7 +462,7 @@ fn resolve_map(state: &HostState, raw: i32) -> std::result::Result<Map, Status> 
             map == MapType::HttpCallResponseTrailers,
         ));
     }
-    let stream = state.stream()?.borrow();
+    let stream = state.request_state()?.borrow();
     let host_map = match map {
         MapType::HttpRequestHeaders => HeaderMap::Request,
         MapType::HttpResponseHeaders if stream.response_headers => HeaderMap::Response,
@@ -719,7 +719,7 @@ fn send_local_response(
     let body = slice(data, body_ptr as u32, body_len as u32)?;
     let header_bytes = slice(data, headers_ptr as u32, headers_len as u32)?;
     let state = caller.data();
-    let stream = state.stream()?;
+    let stream = state.request_state()?;
     if stream.borrow().local_response.is_some() || stream.borrow().response_started {
         state.log(
             LogLevel::Error,
