@@ -23,6 +23,7 @@ fn main() {
         .header(HEADER)
         .allowlist_type("ngx_proxy_wasm_.*")
         .allowlist_var("ngx_proxy_wasm_api")
+        .allowlist_var("NGX_PROXY_WASM_.*_MAX")
         // enums stay plain integers in signatures and structs: a value the
         // other side sends is decoded, never trusted to be in range
         .constified_enum("ngx_proxy_wasm_.*_e")

@@ -413,6 +413,13 @@ typedef enum {
 } ngx_proxy_wasm_wake_e;
 
 
+/*
+ * The most slots a metric may have (Rust's histograms have fewer): what
+ * the metrics endpoint reads of a metric at once.
+ */
+#define NGX_PROXY_WASM_METRIC_SLOTS_MAX  64
+
+
 /* A metric of the metrics zone, as metric_find_or_add found it. */
 typedef struct {
     void                          *metric;

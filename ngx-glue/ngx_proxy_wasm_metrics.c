@@ -12,10 +12,6 @@
 #include "ngx_proxy_wasm_shim.h"
 
 
-/* the most slots a metric has (a histogram's) */
-#define NGX_PROXY_WASM_METRIC_SLOTS_MAX  64
-
-
 /* a metric; its name, then the name of the module that made it, follow */
 typedef struct {
     ngx_str_node_t               sn;          /* sn.str: the name */

@@ -22,3 +22,27 @@ pub struct UnknownValue {
     pub kind: &'static str,
     pub value: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_decode_their_values_and_refuse_others() {
+        for map in HeaderMap::ALL {
+            assert_eq!(HeaderMap::try_from(u32::from(*map)), Ok(*map));
+        }
+        assert_eq!(
+            HeaderMap::try_from(NGX_PROXY_WASM_HEADER_MAP_RESPONSE_TRAILERS),
+            Ok(HeaderMap::ResponseTrailers)
+        );
+        assert_eq!(
+            Attribute::try_from(Attribute::ALL.len() as u32),
+            Err(UnknownValue {
+                kind: "ngx_proxy_wasm_attribute_e",
+                value: Attribute::ALL.len() as u32,
+            })
+        );
+        assert_eq!(Isolation::default(), Isolation::None);
+    }
+}

@@ -134,3 +134,27 @@ fn filters_start_at_configuration_time() {
     assert_ne!(rt.add_filter("hostile", b"y").unwrap(), a);
     assert_eq!(rt.filters(), 2);
 }
+
+#[test]
+fn zones_come_with_the_modules_before_any_filter() {
+    use ngx_proxy_wasm::host::{ZoneKind, ZoneRef};
+    use ngx_proxy_wasm::shared::zones::ZoneError;
+
+    let host = MockHost::new();
+    let mut rt = runtime(host);
+    rt.load_module("m", &wat("abi_0_2_0.wat"), b"").unwrap();
+    let kv = |index| ZoneRef {
+        kind: ZoneKind::Kv,
+        index,
+    };
+    rt.add_zone(kv(0), b"*", None).unwrap();
+    // share= names the loaded modules only
+    assert_eq!(
+        rt.add_zone(kv(1), b"z", Some(vec![b"other".to_vec()])),
+        Err(ZoneError::UnknownModule("other".into()))
+    );
+    rt.add_zone(kv(1), b"z", Some(vec![b"m".to_vec()])).unwrap();
+    rt.add_filter("m", b"").unwrap();
+    // the filters' instances hold the zones: the set is closed
+    assert_eq!(rt.add_zone(kv(2), b"late", None), Err(ZoneError::TooLate));
+}

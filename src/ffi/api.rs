@@ -24,7 +24,7 @@ use crate::sys::{
     ngx_proxy_wasm_api_t, ngx_proxy_wasm_chain_conf_t, ngx_proxy_wasm_chain_t, ngx_proxy_wasm_host_t,
     ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_runtime_conf_t,
     ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_zone_conf_t,
-    CallEnd, Lookup, PropertyKey, UnknownValue,
+    CallEnd, Lookup, PropertyKey,
 };
 
 #[no_mangle]
@@ -81,12 +81,6 @@ impl RuntimeBox {
     fn configured(&mut self) -> Result<&mut Runtime, &'static str> {
         self.runtime.as_mut().ok_or("the runtime is not configured")
     }
-
-    /// A value of a boundary enum the shim passed; one this library does
-    /// not know is logged and refused.
-    fn decode<T: TryFrom<u32, Error = UnknownValue>>(&self, raw: u32) -> Option<T> {
-        decode(self.host, raw)
-    }
 }
 
 /// What a chain handle points to.
@@ -97,17 +91,6 @@ struct ChainBox {
     local_headers: Vec<ngx_proxy_wasm_pair_t>,
     /// The last property `chain_property` lent.
     property: Vec<u8>,
-}
-
-fn decode<T: TryFrom<u32, Error = UnknownValue>>(host: &Nginx, raw: u32) -> Option<T> {
-    match T::try_from(raw) {
-        Ok(value) => Some(value),
-        Err(unknown) => {
-            let message = format!("the nginx module passed an {unknown}: it does not match this library");
-            host.log(None, LogLevel::Critical, "ngx_proxy_wasm", 0, message.as_bytes());
-            None
-        }
-    }
 }
 
 /// Runs an entry point, turning a panic into `fallback` (and a log line
@@ -197,9 +180,10 @@ unsafe extern "C" fn runtime_configure(
     let (rt, conf) = unsafe { (runtime(rt), &*conf) };
     let cache = unsafe { bytes(conf.cache) };
     guard(Some(rt.host), "runtime_configure", -1, || {
-        let (Some(compiler), Some(failure_log)) =
-            (rt.decode(conf.compiler), rt.decode(conf.http_call_failure_log))
-        else {
+        let (Some(compiler), Some(failure_log)) = (
+            rt.host.decode(conf.compiler),
+            rt.host.decode(conf.http_call_failure_log),
+        ) else {
             return rt.fail(err, "the nginx module does not match this library");
         };
         let config = RuntimeConfig {
@@ -338,7 +322,7 @@ unsafe extern "C" fn call_end(
 ) {
     // SAFETY: the shim passes its runtime and text it owns for the call.
     let (rt, detail) = unsafe { (runtime(rt), bytes(detail)) };
-    let failure = match rt.decode(why) {
+    let failure = match rt.host.decode(why) {
         Some(CallEnd::Closed) => None,
         Some(CallEnd::Refused) => Some(CallFailure::Refused),
         Some(CallEnd::Timeout) => Some(CallFailure::Timeout),
@@ -374,7 +358,7 @@ unsafe extern "C" fn zone_add(
         (bytes(zone.name), share)
     };
     guard(Some(rt.host), "zone_add", -1, || {
-        let Some(kind) = rt.decode(zone.kind) else {
+        let Some(kind) = rt.host.decode(zone.kind) else {
             return rt.fail(err, "the nginx module does not match this library");
         };
         let zone_ref = ZoneRef {
@@ -456,7 +440,8 @@ unsafe extern "C" fn chain_new(
     let (rt, filters, conf) = unsafe { (runtime(rt), std::slice::from_raw_parts(filters, nfilters), &*conf) };
     let host = rt.host;
     guard(Some(host), "chain_new", std::ptr::null_mut(), || {
-        let (Some(failure), Some(isolation)) = (rt.decode(conf.failure), rt.decode(conf.isolation)) else {
+        let (Some(failure), Some(isolation)) = (rt.host.decode(conf.failure), rt.host.decode(conf.isolation))
+        else {
             return std::ptr::null_mut();
         };
         let Some(runtime) = rt.runtime.as_mut() else {
@@ -514,7 +499,7 @@ unsafe fn run_step(
         output: Output::Nothing,
         end_of_stream: false,
     };
-    let Some(direction) = decode(c.host, raw_direction) else {
+    let Some(direction) = c.host.decode(raw_direction) else {
         return write_step(c, Direction::Request, failed, out);
     };
     let step = guard(Some(c.host), what, failed, || body(&mut c.chain, direction));
@@ -524,7 +509,7 @@ unsafe fn run_step(
 unsafe extern "C" fn chain_wants_body(c: *mut ngx_proxy_wasm_chain_t, raw_direction: u32) -> u32 {
     // SAFETY: the shim passes a live chain.
     let c = unsafe { chain(c) };
-    let Some(direction) = decode(c.host, raw_direction) else {
+    let Some(direction) = c.host.decode(raw_direction) else {
         return 0;
     };
     guard(Some(c.host), "wants_body", 0, || {

@@ -81,14 +81,13 @@ impl Nginx {
         Some(unsafe { &*(table as *const ngx_proxy_wasm_host_t as *const Nginx) })
     }
 
-    /// A value of a boundary enum the shim returned; one this library does
-    /// not know is logged and taken as a failure.
-    fn decode<T: TryFrom<u32, Error = UnknownValue>>(&self, raw: u32) -> Option<T> {
+    /// A value of a boundary enum the shim passed or returned; one this
+    /// library does not know is logged and taken as a failure.
+    pub(super) fn decode<T: TryFrom<u32, Error = UnknownValue>>(&self, raw: u32) -> Option<T> {
         match T::try_from(raw) {
             Ok(value) => Some(value),
             Err(unknown) => {
-                let message =
-                    format!("the nginx module returned an {unknown}: it does not match this library");
+                let message = format!("the nginx module sent an {unknown}: it does not match this library");
                 self.log(None, LogLevel::Critical, "ngx_proxy_wasm", 0, message.as_bytes());
                 None
             }
@@ -533,5 +532,25 @@ impl Metrics for Nginx {
     fn metric_load(&self, metric: MetricRef, slot: usize) -> u64 {
         // SAFETY: see metric_add.
         unsafe { shim!(self, metric_load)(metric.0 as *mut c_void, slot) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    unsafe extern "C" fn no_pid() -> i64 {
+        0
+    }
+
+    #[test]
+    fn a_table_without_every_function_is_refused() {
+        let empty: &'static ngx_proxy_wasm_host_t = Box::leak(Box::default());
+        assert!(Nginx::of(empty).is_none());
+        let one: &'static ngx_proxy_wasm_host_t = Box::leak(Box::new(ngx_proxy_wasm_host_t {
+            worker_pid: Some(no_pid),
+            ..Default::default()
+        }));
+        assert!(Nginx::of(one).is_none());
     }
 }

@@ -40,6 +40,9 @@ const BUCKETS: [(u64, &str); 19] = [
 const SUM: usize = BUCKETS.len() + 1;
 const COUNT: usize = BUCKETS.len() + 2;
 
+// the host reads at most that many slots of a metric
+const _: () = assert!(BUCKETS.len() + 3 <= crate::sys::NGX_PROXY_WASM_METRIC_SLOTS_MAX as usize);
+
 /// The slots a metric of a type has in the host's store.
 pub fn slots(kind: MetricType) -> usize {
     match kind {
