@@ -406,8 +406,7 @@ def scenario_startup():
             cache_dir = os.path.join(WORK, "cache")
             shutil.rmtree(cache_dir, ignore_errors=True)
             wasm, locations = with_modules(count)
-            if cache:
-                wasm += f" cache {cache_dir};"
+            wasm += f" cache {cache_dir};" if cache else " cache off;"
             n = Nginx("startup", locations + "location /gen { return 200 '1'; }", main=f"wasm {{ {wasm} }}")
             if cache:
                 # a first start fills the cache

@@ -255,6 +255,14 @@ typedef struct {
 } ngx_proxy_wasm_runtime_conf_t;
 
 
+/* A module line of the wasm{} block. */
+typedef struct {
+    ngx_proxy_wasm_str_t           name;
+    ngx_proxy_wasm_str_t           path;
+    ngx_proxy_wasm_str_t           vm_config;
+} ngx_proxy_wasm_module_source_t;
+
+
 typedef enum {
     /* fail the request; replace a failed instance (with a backoff) */
     NGX_PROXY_WASM_FAILURE_RELOAD = 0,
@@ -626,14 +634,14 @@ typedef struct {
     void      (*runtime_free)(ngx_proxy_wasm_runtime_t *rt);
 
     /*
-     * Compile a Wasm module (.wasm, or .wat text) and check its
-     * Proxy-Wasm ABI.
+     * Compile the Wasm modules (.wasm, or .wat text), in parallel on
+     * threads joined before it returns, and check their Proxy-Wasm ABI.
+     * On failure, *failed is the index of the module the error is about.
      */
-    int32_t   (*module_load)(ngx_proxy_wasm_runtime_t *rt,
-                             ngx_proxy_wasm_str_t name,
-                             ngx_proxy_wasm_str_t path,
-                             ngx_proxy_wasm_str_t vm_config,
-                             ngx_proxy_wasm_str_t *err);
+    int32_t   (*modules_load)(ngx_proxy_wasm_runtime_t *rt,
+                              const ngx_proxy_wasm_module_source_t *modules,
+                              size_t n, ngx_proxy_wasm_str_t *err,
+                              size_t *failed);
 
     /*
      * A filter: a root context of a Wasm module with a plugin

@@ -657,11 +657,13 @@ ngx_proxy_wasm_module_error(ngx_conf_t *cf,
 static char *
 ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
 {
-    ngx_uint_t                      i;
-    ngx_pool_cleanup_t             *cln;
-    ngx_proxy_wasm_str_t            err, name, path, vm_config;
-    ngx_proxy_wasm_runtime_conf_t   rconf;
-    ngx_proxy_wasm_wasm_module_t   *module;
+    size_t                           failed;
+    ngx_uint_t                       i;
+    ngx_pool_cleanup_t              *cln;
+    ngx_proxy_wasm_str_t             err;
+    ngx_proxy_wasm_runtime_conf_t    rconf;
+    ngx_proxy_wasm_wasm_module_t    *module;
+    ngx_proxy_wasm_module_source_t  *sources;
 
     ngx_conf_init_uint_value(wcf->compiler, NGX_PROXY_WASM_COMPILER_AUTO);
     ngx_conf_init_value(wcf->backtraces, 0);
@@ -673,6 +675,15 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
     rconf.backtraces = (uint32_t) wcf->backtraces;
     rconf.memory_limit = wcf->memory_limit;
     rconf.callback_timeout_ms = wcf->callback_timeout;
+    if (wcf->cache.data == NULL) {
+        /* on by default, under the prefix unless the build says otherwise */
+        ngx_str_set(&wcf->cache, NGX_PROXY_WASM_CACHE_PATH);
+
+        if (ngx_conf_full_name(cf->cycle, &wcf->cache, 0) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
     rconf.cache.data = wcf->cache.data;
     rconf.cache.len = wcf->cache.len;
     rconf.instance_pool = (uint32_t) wcf->instance_pool;
@@ -711,25 +722,36 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
 
     module = wcf->modules.elts;
 
+    if (wcf->modules.nelts == 0) {
+        return NGX_CONF_OK;
+    }
+
+    sources = ngx_pcalloc(cf->temp_pool,
+                          wcf->modules.nelts * sizeof(*sources));
+    if (sources == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
     for (i = 0; i < wcf->modules.nelts; i++) {
-        name.data = module[i].name.data;
-        name.len = module[i].name.len;
-        path.data = module[i].path.data;
-        path.len = module[i].path.len;
-        vm_config.data = module[i].vm_config.data;
-        vm_config.len = module[i].vm_config.len;
+        sources[i].name.data = module[i].name.data;
+        sources[i].name.len = module[i].name.len;
+        sources[i].path.data = module[i].path.data;
+        sources[i].path.len = module[i].path.len;
+        sources[i].vm_config.data = module[i].vm_config.data;
+        sources[i].vm_config.len = module[i].vm_config.len;
+    }
 
-        if (ngx_proxy_wasm_api.module_load(wcf->runtime, name, path,
-                                           vm_config, &err)
-            != 0)
-        {
-            ngx_proxy_wasm_module_error(cf, &module[i], &err);
-            return NGX_CONF_ERROR;
-        }
+    failed = 0;
 
-        ngx_log_debug2(NGX_LOG_DEBUG_CORE, cf->log, 0,
-                       "proxy_wasm: loaded module \"%V\" from \"%V\"",
-                       &module[i].name, &module[i].path);
+    if (ngx_proxy_wasm_api.modules_load(wcf->runtime, sources,
+                                        wcf->modules.nelts, &err, &failed)
+        != 0)
+    {
+        ngx_proxy_wasm_module_error(cf,
+                                    &module[ngx_min(failed,
+                                                    wcf->modules.nelts - 1)],
+                                    &err);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;

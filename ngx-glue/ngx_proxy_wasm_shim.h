@@ -22,6 +22,12 @@
 #endif
 
 
+/* the compiled-code cache when wasm{} names none (./configure sets it) */
+#ifndef NGX_PROXY_WASM_CACHE_PATH
+#define NGX_PROXY_WASM_CACHE_PATH  "proxy_wasm_cache"
+#endif
+
+
 /* the wasm{} block */
 typedef struct {
     ngx_str_t                   name;

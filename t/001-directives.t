@@ -149,7 +149,24 @@ qr/\[emerg\] .*wasm module "m": cannot link module "\S+unknown_import\.wat": .*p
 
 
 
-=== TEST 11: a module without proxy_on_context_create
+=== TEST 11: of modules compiled together, the first that fails is named with its line
+--- main_config
+    wasm {
+        module a $TEST_NGINX_FILTERS/hello.wasm;
+        module b $TEST_NGINX_FILTERS/testbed.wasm;
+        module c $TEST_NGINX_WAT/bad_signature.wat;
+        module d $TEST_NGINX_WAT/unknown_import.wat;
+        module e $TEST_NGINX_FILTERS/hello.wasm;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*wasm module "c": export "proxy_on_request_headers" is a function .* in \S+nginx\.conf:\d+$/m
+--- no_error_log
+wasm module "d"
+
+
+
+=== TEST 12: a module without proxy_on_context_create
 --- main_config
     wasm {
         module m $TEST_NGINX_WAT/no_context_create.wat;
@@ -160,7 +177,7 @@ qr/\[emerg\] .*wasm module "m": no "proxy_on_context_create" export: contexts ca
 
 
 
-=== TEST 12: on_vm_start returns false
+=== TEST 13: on_vm_start returns false
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start fail";
@@ -175,7 +192,7 @@ qr/\[emerg\] .*filter "testbed" failed to start: on_vm_start returned false in \
 
 
 
-=== TEST 13: on_configure returns false
+=== TEST 14: on_configure returns false
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -191,7 +208,7 @@ qr/\[error\] .*proxy_wasm "testbed" #1: bad configuration/]
 
 
 
-=== TEST 14: the module's start function traps
+=== TEST 15: the module's start function traps
 --- main_config
     wasm {
         module m $TEST_NGINX_WAT/start_traps.wat;
@@ -207,7 +224,7 @@ qr/\[error\] .*proxy_wasm "m": _initialize failed: wasm trap: wasm `unreachable`
 
 
 
-=== TEST 15: duplicate module names
+=== TEST 16: duplicate module names
 --- main_config
     wasm {
         module m $TEST_NGINX_WAT/abi_0_2_0.wat;
@@ -219,7 +236,7 @@ qr/\[emerg\] .*duplicate module name "m" in \S+nginx\.conf:\d+$/m
 
 
 
-=== TEST 16: invalid module names
+=== TEST 17: invalid module names
 --- main_config
     wasm {
         module "a b" $TEST_NGINX_WAT/abi_0_2_0.wat;
@@ -230,7 +247,7 @@ qr/\[emerg\] .*invalid module name "a b": use letters, digits, "_", "-" and "\."
 
 
 
-=== TEST 17: two wasm{} blocks
+=== TEST 18: two wasm{} blocks
 --- main_config
     wasm {
     }
@@ -242,7 +259,7 @@ qr/\[emerg\] .*"wasm" directive is duplicate in \S+nginx\.conf:\d+$/m
 
 
 
-=== TEST 18: unknown directive in wasm{}
+=== TEST 19: unknown directive in wasm{}
 --- main_config
     wasm {
         frobnicate on;
@@ -253,7 +270,7 @@ qr/\[emerg\] .*unknown directive "frobnicate" in \S+nginx\.conf:\d+$/m
 
 
 
-=== TEST 19: module outside wasm{}
+=== TEST 20: module outside wasm{}
 --- main_config
     module m $TEST_NGINX_WAT/abi_0_2_0.wat;
 --- must_die
@@ -262,7 +279,7 @@ qr/\[emerg\] .*"module" directive is not allowed here in \S+nginx\.conf:\d+$/m
 
 
 
-=== TEST 20: compiler and backtraces
+=== TEST 21: compiler and backtraces
 --- skip_eval: ($ENV{TEST_NGINX_COMPILERS} // '') !~ /winch/
 --- main_config
     wasm {
@@ -283,7 +300,7 @@ qr/proxy_on_request_headers failed: wasm trap: wasm `unreachable` instruction ex
 
 
 
-=== TEST 21: a compiler this build does not have
+=== TEST 22: a compiler this build does not have
 --- skip_eval: ($ENV{TEST_NGINX_COMPILERS} // 'winch') =~ /winch/
 --- main_config
     wasm {
@@ -296,7 +313,7 @@ qr/\[emerg\] .*cannot start the wasm runtime: the compiler "winch" is not in thi
 
 
 
-=== TEST 22: an invalid compiler
+=== TEST 23: an invalid compiler
 --- main_config
     wasm {
         compiler fast;
@@ -307,7 +324,7 @@ qr/\[emerg\] .*invalid value "fast" in "compiler" directive, it must be "auto", 
 
 
 
-=== TEST 23: the wasm{} block after http{}
+=== TEST 24: the wasm{} block after http{}
 --- http_config
     proxy_wasm hello;
 --- main_config
@@ -317,7 +334,7 @@ qr/\[emerg\] .*no wasm\{\} block is defined before http\{\}/
 
 
 
-=== TEST 24: a wasm{} block without modules, and no proxy_wasm
+=== TEST 25: a wasm{} block without modules, and no proxy_wasm
 --- main_config
     wasm {
     }
@@ -334,7 +351,7 @@ plain
 
 
 
-=== TEST 25: the VM configuration reaches on_vm_start
+=== TEST 26: the VM configuration reaches on_vm_start
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start config";
@@ -352,7 +369,7 @@ vm configuration: vm_start config, plugin configuration: configure config
 
 
 
-=== TEST 26: the start-up notice names the module's and the runtime's versions
+=== TEST 27: the start-up notice names the module's and the runtime's versions
 --- main_config
     wasm {
         module hello $TEST_NGINX_FILTERS/hello.wasm;

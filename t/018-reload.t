@@ -130,7 +130,12 @@ qr/\[debug\] .*proxy_wasm "testbed": compiled/
 
 
 
-=== TEST 6: without it, the reload compiles
+=== TEST 6: with "cache off", the reload compiles
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        cache off;
+    }
 --- config
     location / {
         proxy_wasm testbed "response_headers add_header response x-version 1";
@@ -147,6 +152,8 @@ GET /
 [qr/x-version: 1/, qr/x-version: 2/]
 --- error_log eval
 qr/\[debug\] .*proxy_wasm "testbed": compiled/
+--- no_error_log eval
+qr/\[debug\] .*proxy_wasm "testbed": loaded from the cache/
 
 
 
@@ -170,7 +177,68 @@ qr/\[warn\] .*proxy_wasm "testbed": cannot write to the cache "\/proc\/version\/
 
 
 
-=== TEST 8: traps in the new workers are caught as in the first ones
+=== TEST 8: the cache is on by default, in proxy_wasm_cache under the prefix, readable by its owner only
+--- init
+File::Path::remove_tree("$ENV{TEST_NGINX_SERVROOT}/proxy_wasm_cache");
+--- reload_init
+my $dir = "$ENV{TEST_NGINX_SERVROOT}/proxy_wasm_cache";
+my $mode = (stat $dir)[2] & 07777;
+die sprintf("the cache directory's mode is %o", $mode) unless $mode == 0700;
+my @files = glob("$dir/*.cwasm");
+die "the cache holds @files" unless @files == 1;
+--- config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- reload_config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 2";
+        empty_gif;
+    }
+--- request
+GET /
+--- reload_response_like eval
+[qr/x-version: 1/, qr/x-version: 2/]
+--- error_log eval
+qr/\[debug\] .*proxy_wasm "testbed": loaded from the cache/
+
+
+
+=== TEST 9: cached code damaged on disk is never run: it is compiled again, and the file replaced
+--- init
+File::Path::remove_tree("$ENV{TEST_NGINX_SERVROOT}/proxy_wasm_cache");
+--- reload_init
+for my $file (glob("$ENV{TEST_NGINX_SERVROOT}/proxy_wasm_cache/*.cwasm")) {
+    open(my $fh, '+<', $file) or die "$file: $!";
+    binmode $fh;
+    my $middle = int((-s $file) / 2);
+    seek($fh, $middle, 0);
+    read($fh, my $byte, 1);
+    seek($fh, $middle, 0);
+    print $fh chr(ord($byte) ^ 0x10);
+    close $fh;
+}
+--- config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 1";
+        empty_gif;
+    }
+--- reload_config
+    location / {
+        proxy_wasm testbed "response_headers add_header response x-version 2";
+        empty_gif;
+    }
+--- request
+GET /
+--- reload_response_like eval
+[qr/x-version: 1/, qr/x-version: 2/]
+--- error_log eval
+qr/\[warn\] .*proxy_wasm "testbed": cannot use the cached code "\S+proxy_wasm_cache\/[0-9a-f]{64}\.cwasm" \(damaged: its checksum does not match\): compiling/
+
+
+
+=== TEST 10: traps in the new workers are caught as in the first ones
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;

@@ -107,6 +107,49 @@ fn duplicate_module_names() {
     assert_eq!(error.to_string(), "module \"m\" is already defined");
 }
 
+/// Modules compile in parallel; a failure names the first module (in the
+/// configuration's order) that failed, and keeps none of them.
+#[test]
+fn modules_load_together() {
+    use ngx_proxy_wasm::runtime::ModuleSpec;
+    let good = wat("abi_0_2_0.wat");
+    let bad_type = wat("bad_signature.wat");
+    let unlinkable = wat("unknown_import.wat");
+    let spec = |name, path| ModuleSpec {
+        name,
+        path,
+        vm_config: b"",
+    };
+    let mut rt = runtime(MockHost::new());
+    let specs = [
+        spec("a", &good),
+        spec("b", &good),
+        spec("c", &bad_type),
+        spec("d", &unlinkable),
+        spec("e", &good),
+    ];
+    let (failed, error) = rt.load_modules(&specs).unwrap_err();
+    assert_eq!(failed, 2, "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("export \"proxy_on_request_headers\""),
+        "{error}"
+    );
+    // nothing was kept: the same names load afterwards
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let many: Vec<_> = names.iter().map(|name| spec(name, &good)).collect();
+    rt.load_modules(&many).unwrap();
+    let again = [spec("x", &good), spec("h", &good)];
+    let (failed, error) = rt.load_modules(&again).unwrap_err();
+    assert_eq!(
+        (failed, error.to_string()),
+        (1, "module \"h\" is already defined".into())
+    );
+    let twice = [spec("y", &good), spec("y", &good)];
+    assert_eq!(rt.load_modules(&twice).unwrap_err().0, 1);
+}
+
 #[test]
 fn filters_start_at_configuration_time() {
     let host = MockHost::new();

@@ -18,13 +18,13 @@ use crate::chain::{Chain, ChainConfig, Limits, Next, Output, Step};
 use crate::host::prelude::*;
 use crate::host::{MetricType, RequestRef, ZoneRef};
 use crate::runtime::limits::InstanceLimits;
-use crate::runtime::{CallProgress, Runtime, RuntimeConfig};
+use crate::runtime::{CallProgress, ModuleSpec, Runtime, RuntimeConfig};
 use crate::shared::metrics;
 use crate::sys::{
     ngx_proxy_wasm_api_t, ngx_proxy_wasm_chain_conf_t, ngx_proxy_wasm_chain_t, ngx_proxy_wasm_host_t,
-    ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_pair_t, ngx_proxy_wasm_runtime_conf_t,
-    ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t, ngx_proxy_wasm_zone_conf_t,
-    CallEnd, Lookup, PropertyKey,
+    ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_module_source_t, ngx_proxy_wasm_pair_t,
+    ngx_proxy_wasm_runtime_conf_t, ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t,
+    ngx_proxy_wasm_zone_conf_t, CallEnd, Lookup, PropertyKey,
 };
 
 #[no_mangle]
@@ -34,7 +34,7 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     runtime_new: Some(runtime_new),
     runtime_configure: Some(runtime_configure),
     runtime_free: Some(runtime_free),
-    module_load: Some(module_load),
+    modules_load: Some(modules_load),
     filter_add: Some(filter_add),
     worker_init: Some(worker_init),
     worker_exit: Some(worker_exit),
@@ -221,27 +221,45 @@ unsafe extern "C" fn runtime_free(rt: *mut ngx_proxy_wasm_runtime_t) {
     guard(Some(host), "runtime_free", (), move || drop(boxed));
 }
 
-unsafe extern "C" fn module_load(
+unsafe extern "C" fn modules_load(
     rt: *mut ngx_proxy_wasm_runtime_t,
-    name: ngx_proxy_wasm_str_t,
-    path: ngx_proxy_wasm_str_t,
-    vm_config: ngx_proxy_wasm_str_t,
+    modules: *const ngx_proxy_wasm_module_source_t,
+    n: usize,
     err: *mut ngx_proxy_wasm_str_t,
+    failed: *mut usize,
 ) -> i32 {
-    // SAFETY: the shim passes its runtime and strings valid for the call.
-    let (rt, name, path, vm_config) = unsafe { (runtime(rt), bytes(name), bytes(path), bytes(vm_config)) };
-    guard(Some(rt.host), "module_load", -1, || {
-        let name = String::from_utf8_lossy(name);
-        let path = Path::new(OsStr::from_bytes(path));
+    // SAFETY: the shim passes its runtime and n module lines whose
+    // strings are valid for the call.
+    let (rt, modules) = unsafe { (runtime(rt), std::slice::from_raw_parts(modules, n)) };
+    guard(Some(rt.host), "modules_load", -1, || {
+        let names: Vec<_> = modules
+            .iter()
+            // SAFETY: see above.
+            .map(|m| unsafe { String::from_utf8_lossy(bytes(m.name)).into_owned() })
+            .collect();
+        let specs: Vec<ModuleSpec> = modules
+            .iter()
+            .zip(&names)
+            // SAFETY: see above.
+            .map(|(m, name)| unsafe {
+                ModuleSpec {
+                    name,
+                    path: Path::new(OsStr::from_bytes(bytes(m.path))),
+                    vm_config: bytes(m.vm_config),
+                }
+            })
+            .collect();
         let loaded = match rt.configured() {
-            Ok(runtime) => runtime
-                .load_module(&name, path, vm_config)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Ok(runtime) => runtime.load_modules(&specs).map_err(|(i, e)| (i, e.to_string())),
+            Err(e) => Err((0, e.to_string())),
         };
         match loaded {
             Ok(()) => 0,
-            Err(e) => rt.fail(err, &e),
+            Err((i, e)) => {
+                // SAFETY: the shim passes a place for the index.
+                unsafe { *failed = i };
+                rt.fail(err, &e)
+            }
         }
     })
 }

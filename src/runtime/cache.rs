@@ -1,9 +1,15 @@
-//! The compiled-code cache (`wasm { cache <dir>; }`): modules compiled
-//! once are kept as wasmtime's serialized code, named by a SHA-256 of the
-//! engine's settings and the module's bytes, so that a restart or reload
-//! with unchanged modules skips compilation.
+//! The compiled-code cache (`wasm { cache <dir>; }`, on by default):
+//! modules compiled once are kept as wasmtime's serialized code, named by
+//! a SHA-256 of the engine's settings and the module's bytes, so that a
+//! restart or reload with unchanged modules skips compilation.
+//!
+//! A file is the code behind a header (a magic and the SHA-256 of the
+//! code): wasmtime checks the format and the engine settings of what it
+//! deserializes, not the machine code itself, so a file damaged on disk
+//! is found by its checksum and compiled again rather than run.
 
 use std::hash::{Hash, Hasher};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -29,21 +35,14 @@ pub fn compile(
         return Ok((Module::new(engine, bytes)?, Origin::Compiled));
     };
     let path = dir.join(format!("{}.cwasm", key(engine, bytes)));
-    if path.exists() {
-        // SAFETY: deserializing runs the file's machine code later. Files
-        // in the cache directory are written by `store` below from code
-        // wasmtime compiled, and the directory must be writable only by
-        // the user nginx's master runs as (see the README); wasmtime
-        // checks the format and that the engine settings match.
-        match unsafe { Module::deserialize_file(engine, &path) } {
-            Ok(module) => return Ok((module, Origin::Cache)),
-            Err(e) => {
-                *warning = Some(format!(
-                    "cannot use the cached code \"{}\" ({}): compiling",
-                    path.display(),
-                    e.root_cause()
-                ))
-            }
+    match load(engine, &path) {
+        Ok(Some(module)) => return Ok((module, Origin::Cache)),
+        Ok(None) => {}
+        Err(why) => {
+            *warning = Some(format!(
+                "cannot use the cached code \"{}\" ({why}): compiling",
+                path.display(),
+            ))
         }
     }
     let module = Module::new(engine, bytes)?;
@@ -53,13 +52,55 @@ pub fn compile(
     Ok((module, Origin::Compiled))
 }
 
+/// What a cache file starts with, then the SHA-256 of the code after it.
+const MAGIC: &[u8; 8] = b"NGXPWC\x00\x01";
+const HEADER: usize = MAGIC.len() + 32;
+
+/// The cached code at `path`: None if there is none, why if it cannot be
+/// used.
+fn load(engine: &Engine, path: &Path) -> Result<Option<Module>, String> {
+    let file = match std::fs::read(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if file.len() < HEADER || &file[..MAGIC.len()] != MAGIC {
+        return Err("not a file of this cache".into());
+    }
+    let (checksum, code) = file[MAGIC.len()..].split_at(32);
+    if Sha256::digest(code).as_slice() != checksum {
+        return Err("damaged: its checksum does not match".into());
+    }
+    // SAFETY: deserializing runs the code later. Files in the cache
+    // directory are written by `store` below from code wasmtime compiled,
+    // their checksum matched, and the directory must be writable only by
+    // the user nginx's master runs as (see the README); wasmtime checks
+    // the format and that the engine settings match.
+    match unsafe { Module::deserialize(engine, code) } {
+        Ok(module) => Ok(Some(module)),
+        Err(e) => Err(e.root_cause().to_string()),
+    }
+}
+
 /// Writes the compiled code under a temporary name, then renames it, so
-/// that a reader never sees half a file.
+/// that a reader never sees half a file. The directory is made readable
+/// and writable by its owner only.
 fn store(module: &Module, dir: &Path, path: &Path) -> std::io::Result<()> {
     let code = module.serialize().map_err(std::io::Error::other)?;
-    std::fs::create_dir_all(dir)?;
-    let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&temporary, code)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut file = Vec::with_capacity(HEADER + code.len());
+    file.extend_from_slice(MAGIC);
+    file.extend_from_slice(&Sha256::digest(&code));
+    file.extend_from_slice(&code);
+    let temporary = path.with_extension(format!(
+        "tmp.{}.{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::write(&temporary, file)?;
     std::fs::rename(&temporary, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&temporary);
     })
@@ -120,6 +161,33 @@ mod tests {
         assert!(warning.take().unwrap().contains("cannot use the cached code"));
         let (_, fourth) = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
         assert_eq!(fourth, Origin::Cache);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file whose code changed on disk (one bit, or cut short) is
+    /// recompiled, never deserialized.
+    #[test]
+    fn damaged_code_is_never_trusted() {
+        let dir = std::env::temp_dir().join(format!("ngx_proxy_wasm_cache_damaged_{}", std::process::id()));
+        let engine = Engine::default();
+        let mut warning = None;
+        compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
+        let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        let good = std::fs::read(&file).unwrap();
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[HEADER + (last - HEADER) / 2] ^= 0x10;
+        for (damaged, why) in [
+            (flipped, "checksum does not match"),
+            (good[..good.len() - 1].to_vec(), "checksum does not match"),
+            (good[HEADER..].to_vec(), "not a file of this cache"),
+        ] {
+            std::fs::write(&file, damaged).unwrap();
+            let (_, origin) = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
+            assert_eq!(origin, Origin::Compiled);
+            assert!(warning.take().unwrap().contains(why));
+            assert_eq!(std::fs::read(&file).unwrap(), good, "the file is written anew");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -140,6 +140,74 @@ pub use crate::sys::FailurePolicy;
 /// (`Filter`).
 pub use crate::sys::Isolation;
 
+/// A `module` line of wasm{}.
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleSpec<'a> {
+    pub name: &'a str,
+    pub path: &'a Path,
+    pub vm_config: &'a [u8],
+}
+
+/// Loads each module on a pool of threads (at most one per core), in the
+/// order of `sources`. The threads block every signal: nginx's master
+/// expects them in its own thread, and they are joined before this
+/// returns.
+fn compile_in_parallel(
+    linker: &Linker<HostState>,
+    sources: &[ModuleSource],
+) -> Vec<Result<WasmModule, ModuleError>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(sources.len());
+    if threads <= 1 {
+        return sources
+            .iter()
+            .map(|source| WasmModule::load(linker, source))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<WasmModule, ModuleError>>>> =
+        sources.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                block_signals();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(source) = sources.get(i) else { break };
+                    let result = WasmModule::load(linker, source);
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .zip(sources)
+        .map(|(slot, source)| {
+            slot.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| {
+                    Err(ModuleError::Invalid {
+                        path: source.path.display().to_string(),
+                        why: "its compilation did not finish".into(),
+                    })
+                })
+        })
+        .collect()
+}
+
+/// Blocks every signal in the calling thread.
+fn block_signals() {
+    // SAFETY: sigfillset fills the set it is given; pthread_sigmask only
+    // changes the calling thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// A filter: a module, and the plugin configuration of its root context.
 #[derive(Clone)]
 pub struct Filter {
@@ -205,26 +273,58 @@ impl Runtime {
     }
 
     pub fn load_module(&mut self, name: &str, path: &Path, vm_config: &[u8]) -> Result<(), RuntimeError> {
-        if self.modules.iter().any(|module| &*module.name == name) {
-            return Err(RuntimeError::DuplicateModule(name.to_string()));
-        }
-        let source = ModuleSource {
+        self.load_modules(&[ModuleSpec {
             name,
             path,
             vm_config,
-            limits: self.config.limits,
-            cache: self.config.cache.as_deref(),
-        };
-        let module = WasmModule::load(&self.linker, &source)?;
-        if let Some(warning) = &module.cache_warning {
-            self.host.log(None, LogLevel::Warn, name, 0, warning.as_bytes());
+        }])
+        .map_err(|(_, e)| e)
+    }
+
+    /// Loads the modules of wasm{}, compiling them in parallel (one thread
+    /// per core, joined before returning, so before nginx forks). On
+    /// failure, the position of the first module in `specs` that failed
+    /// and why; none of them is kept then.
+    pub fn load_modules(&mut self, specs: &[ModuleSpec]) -> Result<(), (usize, RuntimeError)> {
+        for (i, spec) in specs.iter().enumerate() {
+            let earlier = self
+                .modules
+                .iter()
+                .map(|m| &*m.name)
+                .chain(specs[..i].iter().map(|s| s.name));
+            if earlier.into_iter().any(|name| name == spec.name) {
+                return Err((i, RuntimeError::DuplicateModule(spec.name.to_string())));
+            }
         }
-        let origin = match module.origin {
-            Origin::Compiled => "compiled",
-            Origin::Cache => "loaded from the cache",
-        };
-        self.host.log(None, LogLevel::Debug, name, 0, origin.as_bytes());
-        self.modules.push(Arc::new(module));
+        let sources: Vec<ModuleSource> = specs
+            .iter()
+            .map(|spec| ModuleSource {
+                name: spec.name,
+                path: spec.path,
+                vm_config: spec.vm_config,
+                limits: self.config.limits,
+                cache: self.config.cache.as_deref(),
+            })
+            .collect();
+        let mut loaded = Vec::with_capacity(specs.len());
+        for (i, result) in compile_in_parallel(&self.linker, &sources)
+            .into_iter()
+            .enumerate()
+        {
+            loaded.push(result.map_err(|e| (i, e.into()))?);
+        }
+        for module in loaded {
+            let name = &module.name;
+            if let Some(warning) = &module.cache_warning {
+                self.host.log(None, LogLevel::Warn, name, 0, warning.as_bytes());
+            }
+            let origin = match module.origin {
+                Origin::Compiled => "compiled",
+                Origin::Cache => "loaded from the cache",
+            };
+            self.host.log(None, LogLevel::Debug, name, 0, origin.as_bytes());
+            self.modules.push(Arc::new(module));
+        }
         Ok(())
     }
 
