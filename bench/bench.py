@@ -6,7 +6,7 @@ ratio, with latency percentiles and the worker's RSS.
 
     bench/bench.py [--quick] [scenario ...]
 
-Scenarios: headers chain lua body isolation startup memory instructions
+Scenarios: headers raw chain lua body isolation startup memory instructions
 callout shared containment (all by default). Run it with `make bench`, which builds what it needs.
 """
 
@@ -30,6 +30,7 @@ MODULE = os.path.join(BUILD, "nginx-1.28.3", "objs", "ngx_proxy_wasm_module.so")
 DEBIAN_NGINX = "/usr/sbin/nginx"
 DEBIAN_MODULE = os.path.join(BUILD, "nginx-debian", "objs", "ngx_proxy_wasm_module.so")
 DEBIAN_LUA = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"]
+RAW_FILTER = os.path.join(TOP, "t", "wat", "bench_raw.wat")
 PORT = 18765
 
 # how long each measurement runs, and how many times it alternates with its
@@ -216,6 +217,21 @@ def scenario_headers():
         base, result = compare(n, "/baseline", "/filter")
         result["rss"] = n.rss_kib()
         row("1", "one filter: read a request header, add a response header", base, result, target=0.90)
+
+
+def scenario_raw():
+    """The same work as scenario 1's filter, by a filter written against
+    the ABI in text format (t/wat/bench_raw.wat): the host's own floor."""
+    http = f"""
+        location /baseline {{ empty_gif; }}
+        location /raw {{ proxy_wasm raw; empty_gif; }}
+"""
+    with Nginx("raw", http, main=f"wasm {{ module raw {RAW_FILTER}; }}") as n:
+        if get("/raw", ["x-request-id: 42"]).find("x-bench: 42") < 0:
+            raise SystemExit("the raw filter does not add x-bench")
+        base, result = compare(n, "/baseline", "/raw")
+        result["rss"] = n.rss_kib()
+        row("12", "one filter without an SDK (raw ABI, .wat), same work as 1", base, result, target=0.88)
 
 
 def scenario_chain():
@@ -473,9 +489,12 @@ def scenario_instructions():
         location /baseline {{ empty_gif; }}
         location /filter {{ {bench_filter()} empty_gif; }}
         location /chain {{ {chain} empty_gif; }}
+        location /raw {{ proxy_wasm raw; empty_gif; }}
+        location /request {{ proxy_wasm_isolation request; {bench_filter()} empty_gif; }}
 """
     cache = os.path.join(WORK, "instructions-cache")
-    n = Nginx("instructions", http, main=f"wasm {{ module bench {FILTERS}/bench.wasm; cache {cache}; }}")
+    n = Nginx("instructions", http,
+              main=f"wasm {{ module bench {FILTERS}/bench.wasm; module raw {RAW_FILTER}; cache {cache}; }}")
     conf = os.path.join(n.prefix, "conf", "nginx.conf")
     with open(conf) as f:
         text = f.read().replace("master_process on;", "master_process off;")
@@ -511,16 +530,18 @@ def scenario_instructions():
             return int(re.search(r"^summary: (\d+)", f.read(), re.M).group(1))
 
     idle = run("/baseline", 1)
-    per = {path: (run(path, requests + 1) - idle) / requests for path in ("/baseline", "/filter", "/chain")}
+    per = {path: (run(path, requests + 1) - idle) / requests for path in ("/baseline", "/filter", "/chain", "/raw", "/request")}
     if not 0 < per["/baseline"] < per["/filter"] < per["/chain"]:
         raise SystemExit(f"instruction counts make no sense (something compiled while counted?): {per}")
-    for path, what in (("/filter", "one filter"), ("/chain", "a chain of 10")):
+    for path, what in (("/filter", "one filter"), ("/chain", "a chain of 10"), ("/raw", "one raw-ABI filter"),
+                       ("/request", "one filter, isolation request (no pool)")):
         add_row("8", f"instructions per request, {what}", f"{per['/baseline']:,.0f}", f"{per[path]:,.0f}",
                 "instr", f"{per['/baseline'] / per[path]:.2f}", note=f"+{per[path] - per['/baseline']:,.0f}")
 
 
 SCENARIOS = {
     "headers": scenario_headers,
+    "raw": scenario_raw,
     "chain": scenario_chain,
     "lua": scenario_lua,
     "body": scenario_body,

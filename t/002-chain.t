@@ -320,3 +320,27 @@ qr/#\d+ on_(request|response)_headers/
 #2 on_response_headers
 #3 on_request_headers
 #3 on_response_headers
+
+
+
+=== TEST 15: each filter is told how many headers there are after the filters before it changed them
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+    }
+--- config
+    location / {
+        proxy_wasm testbed "trace";
+        proxy_wasm testbed "request_headers add_header request x-a 1; response_headers add_header response x-r 1";
+        proxy_wasm testbed "trace; response_headers add_header response x-s 1";
+        empty_gif;
+    }
+--- request
+GET /
+--- grep_error_log eval
+qr/on_(request|response)_headers \d+ headers/
+--- grep_error_log_out
+on_request_headers 5 headers
+on_request_headers 6 headers
+on_response_headers 4 headers
+on_response_headers 6 headers

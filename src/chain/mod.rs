@@ -405,13 +405,23 @@ impl Chain {
             Direction::Request => HeaderMap::Request,
             Direction::Response => HeaderMap::Response,
         };
+        // counted once, and again only after a filter changed headers
+        let mut counted: Option<(u64, usize)> = None;
         while self.flows[direction as usize].headers_next < self.filters.len() {
             let flow = &mut self.flows[direction as usize];
             let position = flow.headers_next;
             let end_of_stream = flow.headers_end_of_stream;
             flow.headers_next += 1;
             let i = self.filter_at(direction, position);
-            let headers = self.header_count(map);
+            let changes = self.worker.header_changes();
+            let headers = match counted {
+                Some((seen, count)) if seen == changes => count,
+                _ => {
+                    let count = self.header_count(map);
+                    counted = Some((changes, count));
+                    count
+                }
+            };
             let result = self.callback(i, direction, |vm, id| {
                 vm.on_headers(direction, id, headers, end_of_stream)
             });

@@ -24,6 +24,9 @@ pub struct Services {
     /// What WASI's monotonic clock counts from.
     pub clock_origin: Instant,
     next_generation: Cell<u64>,
+    /// Header changes made by filters so far: a header count read before
+    /// is still right while this has not moved.
+    header_changes: Cell<u64>,
 }
 
 impl Services {
@@ -41,7 +44,17 @@ impl Services {
             metrics: RefCell::new(MetricRegistry::new(max_metric_name_length)),
             clock_origin: Instant::now(),
             next_generation: Cell::new(1),
+            header_changes: Cell::new(0),
         })
+    }
+
+    /// A filter changed a header map (any request's).
+    pub fn header_changed(&self) {
+        self.header_changes.set(self.header_changes.get().wrapping_add(1));
+    }
+
+    pub fn header_changes(&self) -> u64 {
+        self.header_changes.get()
     }
 
     /// A generation for a new instance: what calls and queues find it by.

@@ -215,13 +215,13 @@ impl Frame {
     };
 }
 
-/// Hashes context ids: small sequential integers chosen by the host, so
-/// SipHash's protection against chosen keys buys nothing, at a cost paid
-/// several times per request.
+/// Hashes ids the host chooses (context ids, filter ids): small integers,
+/// so SipHash's protection against chosen keys buys nothing, at a cost
+/// paid several times per request.
 #[derive(Default)]
-pub struct ContextIdHasher(u64);
+pub struct IdHasher(u64);
 
-impl std::hash::Hasher for ContextIdHasher {
+impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -233,12 +233,23 @@ impl std::hash::Hasher for ContextIdHasher {
     }
 
     fn write_u32(&mut self, id: u32) {
+        self.write_u64(id as u64);
+    }
+
+    fn write_usize(&mut self, id: usize) {
+        self.write_u64(id as u64);
+    }
+
+    fn write_u64(&mut self, id: u64) {
         // Fibonacci hashing: spreads consecutive ids over the high bits
-        self.0 = (self.0 ^ id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = (self.0 ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
-pub type ContextMap = HashMap<u32, Context, std::hash::BuildHasherDefault<ContextIdHasher>>;
+/// A map keyed by ids the host chooses.
+pub type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+pub type ContextMap = IdMap<u32, Context>;
 
 pub struct HostState {
     pub host: &'static dyn Host,

@@ -2,7 +2,7 @@
 //! contexts, and the one wrapper every guest call goes through.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use crate::callout::CallFailure;
 use crate::runtime::hostcalls::ProcExit;
 use crate::runtime::module::WasmModule;
 use crate::runtime::services::Services;
-use crate::runtime::state::{Callback, Context, FilterInfo, Frame, HostState, RequestState};
+use crate::runtime::state::{Callback, Context, FilterInfo, Frame, HostState, IdMap, RequestState};
 
 /// A guest call that did not complete: the instance is now unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub struct Vm {
     /// The epoch deadline of every guest call (computed once: it divides).
     deadline_ticks: u64,
     /// Root context id of each filter started in this instance.
-    roots: HashMap<usize, u32>,
+    roots: IdMap<usize, u32>,
     /// Distinguishes this instance from the one that replaces it.
     pub generation: u64,
     /// Why a guest call failed it: the instance is unusable.
@@ -125,7 +125,7 @@ impl Vm {
             callbacks,
             next_context_id: 1,
             deadline_ticks,
-            roots: HashMap::new(),
+            roots: IdMap::default(),
             generation: services.next_generation(),
             failure: None,
             completed: 0,

@@ -251,6 +251,12 @@ impl Worker {
             .log(None, LogLevel::Error, &module.name, 0, message.as_bytes());
     }
 
+    /// How many header changes filters made in this worker: see
+    /// `Services::header_changes`.
+    pub fn header_changes(&self) -> u64 {
+        self.services.header_changes()
+    }
+
     /// Where a filter runs in the worker's shared instance. A failed
     /// instance is replaced first when `replace` is set and its backoff
     /// allows. Why the filter cannot run otherwise.

@@ -619,7 +619,10 @@ fn apply_header(
         );
         return Err(Status::BadArgument.into());
     }
-    match state.host.set_header(request, map, op, name.as_bytes(), value) {
+    let result = state.host.set_header(request, map, op, name.as_bytes(), value);
+    // even a failed change may have changed something
+    state.services.header_changed();
+    match result {
         Ok(()) => Ok(()),
         Err(HeaderError::ReadOnly) => {
             state.log(
