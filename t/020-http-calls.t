@@ -120,7 +120,24 @@ count 3
 
 
 
-=== TEST 4: a call from on_tick comes back to the root context; requests that start and end meanwhile leave it alone
+=== TEST 4: an empty :authority is accepted, as Envoy does: Host names the target
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /echo '' 0; request_headers pause; call_response continue";
+        empty_gif;
+    }
+--- request
+GET /t
+--- error_code: 200
+--- error_log eval
+[qr/call #\d+ header ":status: 200"/,
+ qr/call #\d+ header "x-host: 127\.0\.0\.1:\d+"/]
+--- no_error_log
+is required
+
+
+
+=== TEST 5: a call from on_tick comes back to the root context; requests that start and end meanwhile leave it alone
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start tick_period 100";
@@ -140,7 +157,7 @@ count 3
 
 
 
-=== TEST 5: failures call back with no headers and are logged with why: refused, timeout, reset
+=== TEST 6: failures call back with no headers and are logged with why: refused, timeout, reset
 --- config
     location /t {
         proxy_wasm testbed "request_headers call 127.0.0.1:1 GET /; request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /slow localhost 200; request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /reset; request_headers pause; call_response count; call_response when_count 3 continue";
@@ -161,7 +178,7 @@ GET /t
 
 
 
-=== TEST 6: bad calls are BAD_ARGUMENT: :authority missing, a target that is no address
+=== TEST 7: bad calls are BAD_ARGUMENT: :authority missing, a target that is no address
 --- config
     location /t {
         proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok -; request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 - /ok; request_headers call no-such-cluster GET /; request_headers call 127.0.0.1:99999 GET /";
@@ -178,7 +195,7 @@ GET /t
 
 
 
-=== TEST 7: a client that goes away cancels the request's calls
+=== TEST 8: a client that goes away cancels the request's calls
 --- config
     location /t {
         proxy_wasm testbed "request_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /slow; request_headers pause";
@@ -196,7 +213,7 @@ GET /t
 
 
 
-=== TEST 8: an upstream{} block's name is a cluster: round robin, a failing server skipped (and marked, as for proxy_pass), backup servers
+=== TEST 9: an upstream{} block's name is a cluster: round robin, a failing server skipped (and marked, as for proxy_pass), backup servers
 --- http_config eval
 $::Services . <<'END';
     upstream backend {
@@ -226,7 +243,7 @@ END
 
 
 
-=== TEST 9: Envoy's http_auth_random, as a Rust SDK filter: an even byte from the httpbin cluster lets the request through
+=== TEST 10: Envoy's http_auth_random, as a Rust SDK filter: an even byte from the httpbin cluster lets the request through
 --- main_config
     wasm {
         module auth_random $TEST_NGINX_FILTERS/auth_random.wasm;
@@ -258,7 +275,7 @@ Access granted.
 
 
 
-=== TEST 10: http_auth_random: an odd byte answers 403
+=== TEST 11: http_auth_random: an odd byte answers 403
 --- main_config
     wasm {
         module auth_random $TEST_NGINX_FILTERS/auth_random.wasm;
@@ -290,7 +307,7 @@ Access forbidden.
 
 
 
-=== TEST 11: https calls: TLS with SNI, the certificate checked against tls_trusted_certificate and the host; a kept TLS connection serves the next call
+=== TEST 12: https calls: TLS with SNI, the certificate checked against tls_trusted_certificate and the host; a kept TLS connection serves the next call
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -324,7 +341,7 @@ Access forbidden.
 
 
 
-=== TEST 12: https calls: a server the trusted certificates do not vouch for fails, unless tls_verify_cert is off
+=== TEST 13: https calls: a server the trusted certificates do not vouch for fails, unless tls_verify_cert is off
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -351,7 +368,7 @@ GET /t
 
 
 
-=== TEST 13: https calls: without tls_trusted_certificate, the system's CAs do not know the test CA
+=== TEST 14: https calls: without tls_trusted_certificate, the system's CAs do not know the test CA
 --- http_config
     server {
         listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 ssl;
@@ -374,7 +391,7 @@ GET /t
 
 
 
-=== TEST 14: socket_read_timeout bounds each read of a call
+=== TEST 15: socket_read_timeout bounds each read of a call
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -393,7 +410,7 @@ GET /t
 
 
 
-=== TEST 15: a unix socket; a call made from on_http_call_response; a local response from it cancels the request's other calls
+=== TEST 16: a unix socket; a call made from on_http_call_response; a local response from it cancels the request's other calls
 --- http_config eval
 $::Services . <<'END';
     server {
@@ -421,7 +438,7 @@ chained
 
 
 
-=== TEST 16: a call from on_response_headers holds the response until the call's response continues it
+=== TEST 17: a call from on_response_headers holds the response until the call's response continues it
 --- config
     location /t {
         proxy_wasm testbed "response_headers call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok?from=response; response_headers pause; call_response continue response; call_response add_header response x-checked yes";
@@ -439,7 +456,7 @@ hello from GET /ok
 
 
 
-=== TEST 17: a root context's call in flight does not hold a worker that shuts down, and leaves no socket open
+=== TEST 18: a root context's call in flight does not hold a worker that shuts down, and leaves no socket open
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm "vm_start tick_period 50";
@@ -463,7 +480,7 @@ our $Silent = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
 
 
 
-=== TEST 18: a name that does not resolve fails the call with "resolve"
+=== TEST 19: a name that does not resolve fails the call with "resolve"
 --- http_config eval
 $::Services . <<'END';
     resolver 127.0.0.1:1 ipv6=off;
@@ -483,7 +500,7 @@ GET /t
 
 
 
-=== TEST 19: http_call_max_body_size caps a response's body; http_call_failure_log sets the level failures are logged at
+=== TEST 20: http_call_max_body_size caps a response's body; http_call_failure_log sets the level failures are logged at
 --- main_config
     wasm {
         module testbed $TEST_NGINX_FILTERS/testbed.wasm;
@@ -504,7 +521,7 @@ GET /t
 
 
 
-=== TEST 20: on_configure: a call waits for the workers (INTERNAL_FAILURE during the configuration check), then works there
+=== TEST 21: on_configure: a call waits for the workers (INTERNAL_FAILURE during the configuration check), then works there
 --- config
     location /t {
         proxy_wasm testbed "configure call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok?from=configure";
@@ -516,7 +533,7 @@ GET /t
 
 
 
-=== TEST 21: host names resolve with the location's resolver in requests, with wasm{}'s outside them
+=== TEST 22: host names resolve with the location's resolver in requests, with wasm{}'s outside them
 --- init
 # a DNS server that answers every A question with 127.0.0.1
 use IO::Socket::INET;
@@ -559,7 +576,7 @@ GET /t
 
 
 
-=== TEST 22: a chunked response with trailers; calls from on_request_body and on_response_body
+=== TEST 23: a chunked response with trailers; calls from on_request_body and on_response_body
 --- config
     location /t {
         proxy_wasm testbed "request_body at_end call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /chunked; request_body pause_until_end; request_body at_end pause; response_body at_end call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok?from=response_body; response_body pause_until_end; response_body at_end pause; call_response count; call_response when_count 1 continue; call_response when_count 2 continue response";

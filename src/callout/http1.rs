@@ -59,23 +59,28 @@ pub struct Encoded {
 }
 
 /// Writes a call's request: `:method`, `:path` and `:authority` are
-/// required (Envoy's rule), `:authority` becomes `Host`, a body gets a
-/// Content-Length, trailers make the body chunked.
+/// required (Envoy's rule), `:authority` becomes `Host` (the call's
+/// `target` when it is present but empty, as Envoy's cluster name does),
+/// a body gets a Content-Length, trailers make the body chunked.
 pub fn encode_request(
     headers: &[Pair<'_>],
     body: &[u8],
     trailers: &[Pair<'_>],
+    target: &[u8],
 ) -> Result<Encoded, RequestError> {
-    let pseudo = |name: &[u8]| {
+    let field = |name: &[u8]| {
         headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| *v)
-            .filter(|v| !v.is_empty())
     };
+    let pseudo = |name: &[u8]| field(name).filter(|v| !v.is_empty());
     let method = pseudo(b":method").ok_or(RequestError::Missing(":method"))?;
     let path = pseudo(b":path").ok_or(RequestError::Missing(":path"))?;
-    let authority = pseudo(b":authority").ok_or(RequestError::Missing(":authority"))?;
+    let authority = match field(b":authority").ok_or(RequestError::Missing(":authority"))? {
+        b"" => target,
+        authority => authority,
+    };
     let scheme = pseudo(b":scheme").unwrap_or(b"http");
     let token = |s: &[u8]| !s.is_empty() && s.iter().all(|c| c.is_ascii_graphic());
     if !token(method) || !token(path) || !token(authority) {
@@ -465,7 +470,7 @@ mod tests {
     use super::*;
 
     fn request(headers: &[Pair<'_>], body: &[u8], trailers: &[Pair<'_>]) -> String {
-        String::from_utf8(encode_request(headers, body, trailers).unwrap().bytes).unwrap()
+        String::from_utf8(encode_request(headers, body, trailers, b"target").unwrap().bytes).unwrap()
     }
 
     const GET: &[Pair<'static>] = &[
@@ -508,7 +513,7 @@ mod tests {
                 (b":authority", authority),
                 (b":scheme", scheme),
             ];
-            encode_request(headers, b"", &[])
+            encode_request(headers, b"", &[], b"target")
                 .unwrap()
                 .tls_server_name()
                 .map(<[u8]>::to_vec)
@@ -519,16 +524,29 @@ mod tests {
         assert_eq!(name(b"https", b"[::1]:8443"), Some(b"::1".to_vec()));
     }
 
+    /// Envoy accepts an empty `:authority` (the Go SDK's
+    /// `multiple_dispatches` sends one): Host then names the target.
+    #[test]
+    fn an_empty_authority_names_the_target() {
+        let headers: &[Pair<'_>] = &[(b":method", b"GET"), (b":path", b"/"), (b":authority", b"")];
+        let encoded = encode_request(headers, b"", &[], b"127.0.0.1:8080").unwrap();
+        assert_eq!(
+            encoded.bytes,
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n".to_vec()
+        );
+        assert_eq!(encoded.authority, b"127.0.0.1:8080".to_vec());
+    }
+
     #[test]
     fn required_and_invalid_request_fields() {
         let missing: &[Pair<'_>] = &[(b":method", b"GET"), (b":path", b"/")];
         assert_eq!(
-            encode_request(missing, b"", &[]).unwrap_err(),
+            encode_request(missing, b"", &[], b"target").unwrap_err(),
             RequestError::Missing(":authority")
         );
         let empty: &[Pair<'_>] = &[(b":method", b""), (b":path", b"/"), (b":authority", b"a")];
         assert_eq!(
-            encode_request(empty, b"", &[]).unwrap_err(),
+            encode_request(empty, b"", &[], b"target").unwrap_err(),
             RequestError::Missing(":method")
         );
         let bad: &[Pair<'_>] = &[
@@ -538,12 +556,12 @@ mod tests {
             (b"x", b"a\r\nb"),
         ];
         assert!(matches!(
-            encode_request(bad, b"", &[]),
+            encode_request(bad, b"", &[], b"target"),
             Err(RequestError::Invalid(_))
         ));
         let spaced: &[Pair<'_>] = &[(b":method", b"GET"), (b":path", b"/a b"), (b":authority", b"a")];
         assert!(matches!(
-            encode_request(spaced, b"", &[]),
+            encode_request(spaced, b"", &[], b"target"),
             Err(RequestError::Invalid(_))
         ));
     }

@@ -22,21 +22,48 @@ pub enum Origin {
     Cache,
 }
 
-/// Compiles a module (binary or text), or loads its code from the cache.
-/// The cache is best effort: a file that cannot be used or written is
-/// reported in `warning` and the module compiled.
+/// A module's compiled code, serialized: what a compiling thread hands to
+/// the thread that loads it (`Code::load`).
+pub struct Code {
+    bytes: Vec<u8>,
+    pub origin: Origin,
+}
+
+impl Code {
+    /// The module, from code this process compiled or checked.
+    pub fn load(&self, engine: &Engine) -> wasmtime::Result<Module> {
+        // SAFETY: deserializing runs the code later. `bytes` is code that
+        // wasmtime compiled in this process, or read from the cache and
+        // checked by `read` (see there); wasmtime checks the format and
+        // that the engine settings match.
+        unsafe { Module::deserialize(engine, &self.bytes) }
+    }
+}
+
+/// Compiles a module (binary or text) to its code, or reads the code from
+/// the cache. The cache is best effort: a file that cannot be used or
+/// written is reported in `warning` and the module compiled.
 pub fn compile(
     engine: &Engine,
     bytes: &[u8],
     cache: Option<&Path>,
     warning: &mut Option<String>,
-) -> wasmtime::Result<(Module, Origin)> {
+) -> wasmtime::Result<Code> {
+    let compiled = |bytes: Vec<u8>| Code {
+        bytes,
+        origin: Origin::Compiled,
+    };
     let Some(dir) = cache else {
-        return Ok((Module::new(engine, bytes)?, Origin::Compiled));
+        return Ok(compiled(engine.precompile_module(bytes)?));
     };
     let path = dir.join(format!("{}.cwasm", key(engine, bytes)));
-    match load(engine, &path) {
-        Ok(Some(module)) => return Ok((module, Origin::Cache)),
+    match read(&path) {
+        Ok(Some(bytes)) => {
+            return Ok(Code {
+                bytes,
+                origin: Origin::Cache,
+            })
+        }
         Ok(None) => {}
         Err(why) => {
             *warning = Some(format!(
@@ -45,11 +72,11 @@ pub fn compile(
             ))
         }
     }
-    let module = Module::new(engine, bytes)?;
-    if let Err(e) = store(&module, dir, &path) {
+    let code = engine.precompile_module(bytes)?;
+    if let Err(e) = store(&code, dir, &path) {
         *warning = Some(format!("cannot write to the cache \"{}\": {e}", dir.display()));
     }
-    Ok((module, Origin::Compiled))
+    Ok(compiled(code))
 }
 
 /// What a cache file starts with, then the SHA-256 of the code after it.
@@ -58,8 +85,8 @@ const HEADER: usize = MAGIC.len() + 32;
 
 /// The cached code at `path`: None if there is none, why if it cannot be
 /// used.
-fn load(engine: &Engine, path: &Path) -> Result<Option<Module>, String> {
-    let file = match std::fs::read(path) {
+fn read(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    let mut file = match std::fs::read(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
@@ -71,30 +98,26 @@ fn load(engine: &Engine, path: &Path) -> Result<Option<Module>, String> {
     if Sha256::digest(code).as_slice() != checksum {
         return Err("damaged: its checksum does not match".into());
     }
-    // SAFETY: deserializing runs the code later. Files in the cache
-    // directory are written by `store` below from code wasmtime compiled,
-    // their checksum matched, and the directory must be writable only by
-    // the user nginx's master runs as (see the README); wasmtime checks
-    // the format and that the engine settings match.
-    match unsafe { Module::deserialize(engine, code) } {
-        Ok(module) => Ok(Some(module)),
-        Err(e) => Err(e.root_cause().to_string()),
+    // wasmtime's own checks of the format and the engine's settings
+    if Engine::detect_precompiled(code) != Some(wasmtime::Precompiled::Module) {
+        return Err("not wasmtime's code".into());
     }
+    file.drain(..HEADER);
+    Ok(Some(file))
 }
 
 /// Writes the compiled code under a temporary name, then renames it, so
 /// that a reader never sees half a file. The directory is made readable
 /// and writable by its owner only.
-fn store(module: &Module, dir: &Path, path: &Path) -> std::io::Result<()> {
-    let code = module.serialize().map_err(std::io::Error::other)?;
+fn store(code: &[u8], dir: &Path, path: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
     let mut file = Vec::with_capacity(HEADER + code.len());
     file.extend_from_slice(MAGIC);
-    file.extend_from_slice(&Sha256::digest(&code));
-    file.extend_from_slice(&code);
+    file.extend_from_slice(&Sha256::digest(code));
+    file.extend_from_slice(code);
     let temporary = path.with_extension(format!(
         "tmp.{}.{:?}",
         std::process::id(),
@@ -147,20 +170,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ngx_proxy_wasm_cache_{}", std::process::id()));
         let engine = Engine::default();
         let mut warning = None;
-        let (_, first) = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
-        let (_, second) = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
-        assert_eq!((first, second), (Origin::Compiled, Origin::Cache));
+        let first = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
+        let second = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
+        assert_eq!((first.origin, second.origin), (Origin::Compiled, Origin::Cache));
+        assert!(second.load(&engine).unwrap().get_export("f").is_some());
         assert_eq!(warning, None);
 
         // a damaged file is compiled again, and replaced
         for entry in std::fs::read_dir(&dir).unwrap() {
             std::fs::write(entry.unwrap().path(), b"damaged").unwrap();
         }
-        let (_, third) = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
-        assert_eq!(third, Origin::Compiled);
+        let third = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
+        assert_eq!(third.origin, Origin::Compiled);
         assert!(warning.take().unwrap().contains("cannot use the cached code"));
-        let (_, fourth) = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
-        assert_eq!(fourth, Origin::Cache);
+        let fourth = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
+        assert_eq!(fourth.origin, Origin::Cache);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -181,10 +205,14 @@ mod tests {
             (flipped, "checksum does not match"),
             (good[..good.len() - 1].to_vec(), "checksum does not match"),
             (good[HEADER..].to_vec(), "not a file of this cache"),
+            (
+                [&MAGIC[..], &Sha256::digest(b"not code"), b"not code"].concat(),
+                "not wasmtime's code",
+            ),
         ] {
             std::fs::write(&file, damaged).unwrap();
-            let (_, origin) = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
-            assert_eq!(origin, Origin::Compiled);
+            let code = compile(&engine, MODULE, Some(&dir), &mut warning).unwrap();
+            assert_eq!(code.origin, Origin::Compiled);
             assert!(warning.take().unwrap().contains(why));
             assert_eq!(std::fs::read(&file).unwrap(), good, "the file is written anew");
         }

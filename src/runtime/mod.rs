@@ -29,7 +29,7 @@ use crate::runtime::state::{FilterInfo, HostState};
 use crate::shared::zones::{ZoneError, Zones};
 use cache::Origin;
 use limits::{EpochTicker, InstanceLimits};
-use module::{ModuleError, ModuleSource, WasmModule};
+use module::{Compiled, ModuleError, ModuleSource, WasmModule};
 use services::Services;
 use vm::Vm;
 pub use worker::{CallProgress, FilterHandle, VmSlot, Worker};
@@ -148,25 +148,22 @@ pub struct ModuleSpec<'a> {
     pub vm_config: &'a [u8],
 }
 
-/// Loads each module on a pool of threads (at most one per core), in the
-/// order of `sources`. The threads block every signal: nginx's master
+/// Compiles each module on a pool of threads (at most one per core), in
+/// the order of `sources`. The threads block every signal: nginx's master
 /// expects them in its own thread, and they are joined before this
 /// returns.
-fn compile_in_parallel(
-    linker: &Linker<HostState>,
-    sources: &[ModuleSource],
-) -> Vec<Result<WasmModule, ModuleError>> {
+fn compile_in_parallel(engine: &Engine, sources: &[ModuleSource]) -> Vec<Result<Compiled, ModuleError>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(sources.len());
     if threads <= 1 {
         return sources
             .iter()
-            .map(|source| WasmModule::load(linker, source))
+            .map(|source| WasmModule::compile(engine, source))
             .collect();
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<WasmModule, ModuleError>>>> =
+    let results: Vec<std::sync::Mutex<Option<Result<Compiled, ModuleError>>>> =
         sources.iter().map(|_| Default::default()).collect();
     std::thread::scope(|scope| {
         for _ in 0..threads {
@@ -175,7 +172,7 @@ fn compile_in_parallel(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(source) = sources.get(i) else { break };
-                    let result = WasmModule::load(linker, source);
+                    let result = WasmModule::compile(engine, source);
                     *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
                 }
             });
@@ -195,6 +192,17 @@ fn compile_in_parallel(
                 })
         })
         .collect()
+}
+
+/// Gives the memory compilers freed back to the system: what the
+/// compiling threads' malloc arenas keep would otherwise stay resident in
+/// the master, and in every worker it forks.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Blocks every signal in the calling thread.
@@ -306,12 +314,25 @@ impl Runtime {
                 cache: self.config.cache.as_deref(),
             })
             .collect();
+        // compiled on threads, then made into modules here: what lives as
+        // long as the configuration is allocated by this thread, and what
+        // the threads allocated is freed and given back
+        let compiled = compile_in_parallel(self.linker.engine(), &sources);
         let mut loaded = Vec::with_capacity(specs.len());
-        for (i, result) in compile_in_parallel(&self.linker, &sources)
-            .into_iter()
-            .enumerate()
-        {
-            loaded.push(result.map_err(|e| (i, e.into()))?);
+        let mut failure = None;
+        for (i, (result, source)) in compiled.into_iter().zip(&sources).enumerate() {
+            let linked = result.and_then(|compiled| WasmModule::link(&self.linker, source, compiled));
+            match linked {
+                Ok(module) => loaded.push(module),
+                Err(e) => {
+                    failure = Some((i, e.into()));
+                    break;
+                }
+            }
+        }
+        release_free_memory();
+        if let Some(failure) = failure {
+            return Err(failure);
         }
         for module in loaded {
             let name = &module.name;

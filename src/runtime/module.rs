@@ -7,13 +7,19 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ModuleExport, ValType};
+use wasmtime::{Engine, ExternType, FuncType, InstancePre, Linker, Module, ModuleExport, ValType};
 
 use super::cache::{self, Origin};
 use super::limits::InstanceLimits;
 use crate::abi::AbiVersion;
 use crate::error::one_line;
 use crate::runtime::state::HostState;
+
+/// A module compiled, not linked yet.
+pub struct Compiled {
+    code: cache::Code,
+    cache_warning: Option<String>,
+}
 
 /// What `module` says, and the runtime settings a module is loaded with.
 pub struct ModuleSource<'a> {
@@ -99,15 +105,41 @@ const HEADER_CALLBACKS: [&str; 2] = ["proxy_on_request_headers", "proxy_on_respo
 
 impl WasmModule {
     /// Reads and compiles a `.wasm` or `.wat` file (or loads its code from
-    /// the cache).
+    /// the cache), and links it.
     pub fn load(linker: &Linker<HostState>, source: &ModuleSource) -> Result<WasmModule, ModuleError> {
+        let compiled = Self::compile(linker.engine(), source)?;
+        Self::link(linker, source, compiled)
+    }
+
+    /// The part of loading that can run on any thread: reading the file
+    /// and compiling it (or reading its code from the cache).
+    pub fn compile(engine: &Engine, source: &ModuleSource) -> Result<Compiled, ModuleError> {
         let path = source.path.display().to_string();
         let bytes = std::fs::read(source.path).map_err(|e| ModuleError::Read {
             path: path.clone(),
             why: e.to_string(),
         })?;
         let mut cache_warning = None;
-        let (module, origin) = cache::compile(linker.engine(), &bytes, source.cache, &mut cache_warning)
+        let code = cache::compile(engine, &bytes, source.cache, &mut cache_warning).map_err(|e| {
+            ModuleError::Invalid {
+                path,
+                why: one_line(&e),
+            }
+        })?;
+        Ok(Compiled { code, cache_warning })
+    }
+
+    /// The rest, on the thread that keeps the module: what it allocates
+    /// lives as long as the configuration.
+    pub fn link(
+        linker: &Linker<HostState>,
+        source: &ModuleSource,
+        compiled: Compiled,
+    ) -> Result<WasmModule, ModuleError> {
+        let path = source.path.display().to_string();
+        let module = compiled
+            .code
+            .load(linker.engine())
             .map_err(|e| ModuleError::Invalid {
                 path: path.clone(),
                 why: one_line(&e),
@@ -130,8 +162,8 @@ impl WasmModule {
             vm_config: source.vm_config.into(),
             limits: source.limits,
             pre,
-            origin,
-            cache_warning,
+            origin: compiled.code.origin,
+            cache_warning: compiled.cache_warning,
             warned: Mutex::new(HashSet::new()),
             exports,
         })

@@ -241,7 +241,7 @@ fn http_call(
     };
     let headers = pairs::parse(headers).map_err(|e| refuse(format!("bad headers ({e:?})")))?;
     let trailers = pairs::parse(trailers).map_err(|e| refuse(format!("bad trailers ({e:?})")))?;
-    let request = http1::encode_request(&headers, body, &trailers).map_err(|e| {
+    let request = http1::encode_request(&headers, body, &trailers, upstream).map_err(|e| {
         refuse(match e {
             RequestError::Missing(name) => format!("{name} is required"),
             RequestError::Invalid(what) => format!("invalid {what}"),

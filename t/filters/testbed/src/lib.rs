@@ -99,7 +99,12 @@ fn metric_id(name: &str) -> u32 {
 /// dispatches an HTTP call with the SDK and logs the token or the error.
 fn dispatch(args: &[String]) {
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
-    let authority = if arg(4).is_empty() { "localhost" } else { arg(4) };
+    // '' sends :authority empty, "-" leaves it out
+    let authority = match arg(4) {
+        "" => "localhost",
+        "''" => "",
+        authority => authority,
+    };
     let mut headers = vec![(":method", arg(2)), (":path", arg(3)), (":authority", authority)];
     headers.retain(|(_, v)| *v != "-");
     for extra in args.iter().skip(7) {
