@@ -41,7 +41,7 @@ pub struct WasmModule {
     /// Why the cache could not be used, if it could not.
     pub cache_warning: Option<String>,
     /// Host functions already reported as unimplemented, to warn once.
-    warned: Mutex<HashSet<&'static str>>,
+    warned: Mutex<HashSet<String>>,
     /// The callbacks the module exports (of the checked types), resolved
     /// once: looking up a missing export by name builds an error each time.
     exports: Vec<(&'static str, ModuleExport)>,
@@ -179,10 +179,10 @@ impl WasmModule {
     }
 
     /// True the first time it is called with `what`.
-    pub fn warn_once(&self, what: &'static str) -> bool {
+    pub fn warn_once(&self, what: &str) -> bool {
         self.warned
             .lock()
-            .map(|mut warned| warned.insert(what))
+            .map(|mut warned| !warned.contains(what) && warned.insert(what.to_string()))
             .unwrap_or(false)
     }
 }

@@ -331,6 +331,10 @@ impl HostState {
 
     /// Logs what is left of the guest's output lines.
     pub fn flush_output(&mut self) {
+        // after every guest call: most write nothing
+        if self.output.is_empty() {
+            return;
+        }
         for (level, pending) in std::mem::take(&mut self.output) {
             if !pending.is_empty() {
                 self.log(level, &pending);

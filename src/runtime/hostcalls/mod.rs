@@ -3,6 +3,7 @@
 //! `wasi_snapshot_preview1` and the legacy `wasi_unstable`), each with its
 //! exact signature, so that SDK-built modules link whatever they import.
 
+mod foreign;
 mod properties;
 mod proxy;
 mod shared;
@@ -22,6 +23,7 @@ pub use wasi::ProcExit;
 /// Registers every host function in `linker`.
 pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     proxy::define(linker)?;
+    foreign::define(linker)?;
     shared::define(linker)?;
     for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
         wasi::define(linker, module)?;

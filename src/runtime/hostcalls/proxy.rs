@@ -104,7 +104,6 @@ unimplemented_functions! {
     "proxy_grpc_send"(i32, i32, i32, i32),
     "proxy_grpc_cancel"(i32),
     "proxy_grpc_close"(i32),
-    "proxy_call_foreign_function"(i32, i32, i32, i32, i32, i32),
 }
 
 fn unimplemented(caller: &Caller<'_, HostState>, name: &'static str) -> i32 {

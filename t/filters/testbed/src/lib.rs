@@ -715,6 +715,28 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 });
                 info!("count {}", count);
             }
+            "foreign" => {
+                // foreign <name> [text]: the call's outcome, and what came back
+                let args = args.get(2).map(|text| text.as_bytes());
+                match proxy_wasm::hostcalls::call_foreign_function(arg(1), args) {
+                    Ok(result) => {
+                        let result = result.unwrap_or_default();
+                        let head: String = result.iter().take(4).map(|b| format!("{:02x}", b)).collect();
+                        info!("foreign {}: {} bytes, starting {}", arg(1), result.len(), head);
+                    }
+                    Err(status) => info!("foreign {} failed: {:?}", arg(1), status),
+                }
+            }
+            "foreign_roundtrip" => {
+                // compress, then uncompress what came back
+                let compressed = proxy_wasm::hostcalls::call_foreign_function("compress", Some(arg(1).as_bytes()))
+                    .unwrap()
+                    .unwrap_or_default();
+                let back = proxy_wasm::hostcalls::call_foreign_function("uncompress", Some(&compressed))
+                    .unwrap()
+                    .unwrap_or_default();
+                info!("roundtrip {} bytes -> {} -> {:?}", arg(1).len(), compressed.len(), String::from_utf8_lossy(&back));
+            }
             "tick_period" => proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(arg(1).parse().unwrap_or(0))).unwrap(),
             "tick_count" => {
                 // logs the tick; at the n-th one, sets the period given

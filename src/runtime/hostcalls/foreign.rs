@@ -1,0 +1,130 @@
+//! Foreign functions (`proxy_call_foreign_function`): the functions Envoy
+//! registers that mean something in nginx, called by name with bytes and
+//! answering with bytes, synchronously as in Envoy.
+//!
+//! - `compress`: the arguments, zlib-compressed (zlib's format and default
+//!   level, as Envoy's `compress2`);
+//! - `uncompress`: the reverse; data that is not zlib's is
+//!   `SERIALIZATION_FAILURE`, as in Envoy, and so is a result larger than
+//!   the instance's `memory_limit` (it could not be handed over).
+//!
+//! Any other name is `NOT_FOUND`, logged once per module and name.
+
+use std::io::{Read, Write};
+
+use flate2::read::ZlibDecoder;
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+use wasmtime::{Caller, Linker};
+
+use super::{copy_out, host_fn, read_bytes, Outcome};
+use crate::abi::{LogLevel, Status};
+use crate::runtime::state::HostState;
+
+type Result = Outcome<Status>;
+type Call<'a, 'b> = &'a mut Caller<'b, HostState>;
+
+pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    host_fn!(linker, "env", "proxy_call_foreign_function", call_foreign_function,
+        (name_ptr: i32, name_len: i32, args_ptr: i32, args_len: i32, ret_ptr: i32, ret_size: i32));
+    Ok(())
+}
+
+/// The functions this host has, by the name filters call them by.
+pub const FUNCTIONS: &[&str] = &["compress", "uncompress"];
+
+fn call_foreign_function(
+    caller: Call,
+    name_ptr: i32,
+    name_len: i32,
+    args_ptr: i32,
+    args_len: i32,
+    ret_ptr: i32,
+    ret_size: i32,
+) -> Result {
+    let name = read_bytes(caller, name_ptr, name_len)?;
+    let args = read_bytes(caller, args_ptr, args_len)?;
+    let limit = caller.data().module.limits.memory;
+    let result = match &name[..] {
+        b"compress" => compress(&args[..]),
+        b"uncompress" => uncompress(&args[..], limit),
+        other => {
+            let state = caller.data();
+            let name = String::from_utf8_lossy(other).into_owned();
+            if state.module.warn_once(&name) {
+                state.log(
+                    LogLevel::Warn,
+                    format!(
+                        "foreign function {name:?} is not provided by this host (it has: {}): \
+                         returning NOT_FOUND",
+                        FUNCTIONS.join(", ")
+                    )
+                    .as_bytes(),
+                );
+            }
+            return Err(Status::NotFound.into());
+        }
+    };
+    let result = result.map_err(|why| {
+        let name = String::from_utf8_lossy(&name[..]).into_owned();
+        caller.data().log(
+            LogLevel::Warn,
+            format!("foreign function {name}: {why}").as_bytes(),
+        );
+        Status::SerializationFailure
+    })?;
+    copy_out(caller, ret_ptr, ret_size, result.len(), |out| {
+        out.copy_from_slice(&result)
+    })
+}
+
+/// zlib's format at its default level, as Envoy's `compress`.
+pub fn compress(data: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut encoder = ZlibEncoder::new(Vec::with_capacity(data.len() / 2 + 64), Compression::default());
+    encoder.write_all(data).map_err(|e| e.to_string())?;
+    encoder.finish().map_err(|e| e.to_string())
+}
+
+/// zlib data back to bytes, up to `limit` of them.
+pub fn uncompress(data: &[u8], limit: usize) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut decoder = ZlibDecoder::new(data).take(limit as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| format!("not zlib data ({e})"))?;
+    if out.len() > limit {
+        return Err(format!("the result is larger than memory_limit ({limit} bytes)"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compress_and_uncompress_are_zlibs() {
+        let data = b"hello hello hello hello hello".repeat(10);
+        let compressed = compress(&data).unwrap();
+        // zlib's header (deflate, 32 KiB window) and the default level
+        assert_eq!(&compressed[..2], &[0x78, 0x9c]);
+        assert!(compressed.len() < data.len());
+        assert_eq!(uncompress(&compressed, 1 << 20).unwrap(), data);
+        assert_eq!(uncompress(&compress(b"").unwrap(), 0).unwrap(), b"");
+    }
+
+    #[test]
+    fn uncompress_refuses_what_is_not_zlib_and_what_is_too_large() {
+        assert!(uncompress(b"not zlib", 1 << 20)
+            .unwrap_err()
+            .starts_with("not zlib data"));
+        let mut cut = compress(b"some data to cut short").unwrap();
+        cut.truncate(cut.len() - 3);
+        assert!(uncompress(&cut, 1 << 20).is_err());
+        let bomb = compress(&vec![0u8; 1 << 20]).unwrap();
+        assert_eq!(
+            uncompress(&bomb, 4096).unwrap_err(),
+            "the result is larger than memory_limit (4096 bytes)"
+        );
+    }
+}
