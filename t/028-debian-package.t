@@ -154,6 +154,10 @@ my $log = do { local (@ARGV, $/) = "$prefix/logs/error.log"; <> } // '';
 like($log, qr/\[notice\] \d+#\d+: ngx_proxy_wasm [\d.]+, wasmtime [\d.]+$/m,
      "the start-up notice names the versions");
 unlike($log, qr/\[(alert|crit|emerg)\]/, "no alert in the log");
+my $cache = '/var/cache/nginx/proxy_wasm';
+my @cached = glob("$cache/*.cwasm");
+is(scalar @cached, 1, "the compiled code is cached where Debian keeps caches");
+is((stat $cache)[2] & 07777, 0700, "in a directory only its owner reads");
 
 # removed: disabled, the stock configuration tests fine; purged: gone
 my (undef, $files) = run_command("dpkg -L $package $package-dbgsym");
@@ -167,6 +171,7 @@ is($rc, 0, "nginx -t passes after the removal") or diag($out);
 ($rc, $out) = run_command("dpkg --purge $package-dbgsym $package");
 is($rc, 0, "dpkg purges it") or diag($out);
 ok(!-e "$enabled.removed" && !-l "$enabled.removed", "no link is left");
+ok(!-e $cache, "the cache is gone");
 is_deeply([grep { -e $_ } @files], [], "none of its files is left");
 ok(!installed($package), "the package is not installed");
 
