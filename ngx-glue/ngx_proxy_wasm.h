@@ -252,6 +252,9 @@ typedef struct {
     ngx_proxy_wasm_log_level_e     http_call_failure_log;
     /* the longest metric name, with its filter's prefix */
     size_t                         max_metric_name_length;
+    /* metrics { tag <name> <regex>; }: key the name, value the regex */
+    const ngx_proxy_wasm_pair_t   *metric_tags;
+    size_t                         nmetric_tags;
 } ngx_proxy_wasm_runtime_conf_t;
 
 
@@ -426,6 +429,16 @@ typedef enum {
  * the metrics endpoint reads of a metric at once.
  */
 #define NGX_PROXY_WASM_METRIC_SLOTS_MAX  64
+
+
+/* A metric of the metrics zone as the endpoint read it: its stored name
+ * and its slots. */
+typedef struct {
+    ngx_proxy_wasm_metric_type_e   type;
+    ngx_proxy_wasm_str_t           name;
+    const uint64_t                *slots;
+    size_t                         nslots;
+} ngx_proxy_wasm_metric_view_t;
 
 
 /* A metric of the metrics zone, as metric_find_or_add found it. */
@@ -685,13 +698,19 @@ typedef struct {
      */
     void      (*queues_leave)(ngx_proxy_wasm_runtime_t *rt);
     /*
-     * A metric's lines in the Prometheus text format, from its slots (read
-     * by the caller); the length they take. With a too small buf (or
-     * NULL) nothing is written.
+     * The metrics in the Prometheus text format, from their slots (read by
+     * the caller), in the zone's order; the length it takes. With a too
+     * small buf (or NULL) nothing is written.
      */
-    size_t    (*metric_text)(ngx_proxy_wasm_metric_type_e type,
-                             ngx_proxy_wasm_str_t name, const uint64_t *slots,
-                             size_t nslots, uint8_t *buf, size_t size);
+    size_t    (*metrics_text)(const ngx_proxy_wasm_metric_view_t *metrics,
+                              size_t n, uint8_t *buf, size_t size);
+    /*
+     * Checks a metrics tag rule (a name and a regular expression): 0 if it
+     * is one, else the length of why not, written into buf (cut at size).
+     */
+    size_t    (*metric_tag_check)(ngx_proxy_wasm_str_t name,
+                                  ngx_proxy_wasm_str_t regex, uint8_t *buf,
+                                  size_t size);
 
     /* Per request: the chain of filters configured for its location. */
     ngx_proxy_wasm_chain_t *(*chain_new)(ngx_proxy_wasm_runtime_t *rt,

@@ -42,6 +42,8 @@ static char *ngx_proxy_wasm_check_metric_name_length(ngx_conf_t *cf,
 static ngx_int_t ngx_proxy_wasm_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r);
+static char *ngx_proxy_wasm_metric_tag(ngx_conf_t *cf,
+    ngx_proxy_wasm_conf_t *wcf);
 
 
 static ngx_conf_post_t  ngx_proxy_wasm_metric_name_length_post = {
@@ -80,6 +82,12 @@ ngx_proxy_wasm_metrics_directive(ngx_conf_t *cf, ngx_command_t *dummy,
 
     value = cf->args->elts;
 
+    if (value[0].len == sizeof("tag") - 1
+        && ngx_strcmp(value[0].data, "tag") == 0)
+    {
+        return ngx_proxy_wasm_metric_tag(cf, conf);
+    }
+
     for (cmd = ngx_proxy_wasm_metrics_commands; cmd->name.len; cmd++) {
         if (cmd->name.len != value[0].len
             || ngx_strcmp(cmd->name.data, value[0].data) != 0)
@@ -111,7 +119,54 @@ ngx_proxy_wasm_metrics_directive(ngx_conf_t *cf, ngx_command_t *dummy,
 }
 
 
-/* metrics { slab_size <size>; max_metric_name_length <n>; } */
+/* tag <name> <regex>: checked by Rust now, used when the runtime starts */
+static char *
+ngx_proxy_wasm_metric_tag(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
+{
+    u_char                  why[256];
+    size_t                  len;
+    ngx_str_t              *value;
+    ngx_proxy_wasm_pair_t  *tag;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts != 3) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of arguments in \"tag\" "
+                           "directive: tag <name> <regular expression>");
+        return NGX_CONF_ERROR;
+    }
+
+    if (wcf->metric_tags == NULL) {
+        wcf->metric_tags = ngx_array_create(cf->pool, 4,
+                                            sizeof(ngx_proxy_wasm_pair_t));
+        if (wcf->metric_tags == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    tag = ngx_array_push(wcf->metric_tags);
+    if (tag == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    tag->key.data = value[1].data;
+    tag->key.len = value[1].len;
+    tag->value.data = value[2].data;
+    tag->value.len = value[2].len;
+
+    len = ngx_proxy_wasm_api.metric_tag_check(tag->key, tag->value, why,
+                                              sizeof(why));
+    if (len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%*s", len, why);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* metrics { slab_size <size>; max_metric_name_length <n>; tag ...; } */
 char *
 ngx_proxy_wasm_metrics_block(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -448,38 +503,19 @@ ngx_proxy_wasm_metric_served(ngx_http_proxy_wasm_loc_conf_t *plcf,
 }
 
 
-/* a metric's lines (Rust writes them), from its slots read now */
-static size_t
-ngx_proxy_wasm_metric_text(ngx_proxy_wasm_metric_t *e, u_char *buf,
-    size_t size)
-{
-    uint64_t              slots[NGX_PROXY_WASM_METRIC_SLOTS_MAX];
-    ngx_uint_t            i, n;
-    ngx_proxy_wasm_str_t  name;
-
-    n = ngx_min(e->nvalues, NGX_PROXY_WASM_METRIC_SLOTS_MAX);
-
-    for (i = 0; i < n; i++) {
-        slots[i] = __atomic_load_n(&e->values[i], __ATOMIC_RELAXED);
-    }
-
-    name.data = e->sn.str.data;
-    name.len = e->sn.str.len;
-
-    return ngx_proxy_wasm_api.metric_text(e->type, name, slots, n, buf, size);
-}
-
-
 static ngx_int_t
 ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
 {
-    size_t                     size, len;
-    ngx_buf_t                 *b;
-    ngx_int_t                  rc;
-    ngx_chain_t                out;
-    ngx_queue_t               *q;
-    ngx_proxy_wasm_metric_t   *e;
-    ngx_proxy_wasm_metrics_t  *m;
+    size_t                         size, len, n, nvalues, names, i;
+    u_char                        *text;
+    uint64_t                      *values;
+    ngx_buf_t                     *b;
+    ngx_int_t                      rc;
+    ngx_chain_t                    out;
+    ngx_queue_t                   *q;
+    ngx_proxy_wasm_metric_t       *e;
+    ngx_proxy_wasm_metrics_t      *m;
+    ngx_proxy_wasm_metric_view_t  *views, *v;
 
     ngx_http_proxy_wasm_loc_conf_t  *plcf;
 
@@ -500,9 +536,13 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
 
+    /* the served metrics' names and values, read under the lock */
+
     ngx_shmtx_lock(&m->shpool->mutex);
 
-    size = ngx_proxy_wasm_shm_stats_size();
+    n = 0;
+    nvalues = 0;
+    names = 0;
 
     for (q = ngx_queue_head(&ngx_proxy_wasm_metrics_sh(m)->sorted);
          q != ngx_queue_sentinel(&ngx_proxy_wasm_metrics_sh(m)->sorted);
@@ -511,34 +551,65 @@ ngx_http_proxy_wasm_metrics_handler(ngx_http_request_t *r)
         e = ngx_queue_data(q, ngx_proxy_wasm_metric_t, sorted);
 
         if (ngx_proxy_wasm_metric_served(plcf, e)) {
-            /* room for its values to grow to any length meanwhile */
-            size += ngx_proxy_wasm_metric_text(e, NULL, 0)
-                    + e->nvalues * NGX_INT64_LEN;
+            n++;
+            nvalues += ngx_min(e->nvalues, NGX_PROXY_WASM_METRIC_SLOTS_MAX);
+            names += e->sn.str.len;
         }
     }
 
-    b = ngx_create_temp_buf(r->pool, ngx_max(size, 1));
-    if (b == NULL) {
+    views = ngx_palloc(r->pool, ngx_max(n, 1) * sizeof(*views));
+    values = ngx_palloc(r->pool, ngx_max(nvalues, 1) * sizeof(uint64_t));
+    text = ngx_pnalloc(r->pool, ngx_max(names, 1));
+
+    if (views == NULL || values == NULL || text == NULL) {
         ngx_shmtx_unlock(&m->shpool->mutex);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    v = views;
+
     for (q = ngx_queue_head(&ngx_proxy_wasm_metrics_sh(m)->sorted);
          q != ngx_queue_sentinel(&ngx_proxy_wasm_metrics_sh(m)->sorted);
          q = ngx_queue_next(q))
     {
         e = ngx_queue_data(q, ngx_proxy_wasm_metric_t, sorted);
 
-        if (ngx_proxy_wasm_metric_served(plcf, e)) {
-            len = ngx_proxy_wasm_metric_text(e, b->last, b->end - b->last);
-
-            if (len <= (size_t) (b->end - b->last)) {
-                b->last += len;
-            }
+        if (!ngx_proxy_wasm_metric_served(plcf, e)) {
+            continue;
         }
+
+        v->type = e->type;
+        v->name.data = text;
+        v->name.len = e->sn.str.len;
+        text = ngx_cpymem(text, e->sn.str.data, e->sn.str.len);
+        v->slots = values;
+        v->nslots = ngx_min(e->nvalues, NGX_PROXY_WASM_METRIC_SLOTS_MAX);
+
+        for (i = 0; i < v->nslots; i++) {
+            *values++ = __atomic_load_n(&e->values[i], __ATOMIC_RELAXED);
+        }
+
+        v++;
     }
 
     ngx_shmtx_unlock(&m->shpool->mutex);
+
+    /* the text, by Rust */
+
+    size = ngx_proxy_wasm_api.metrics_text(views, n, NULL, 0)
+           + ngx_proxy_wasm_shm_stats_size();
+
+    b = ngx_create_temp_buf(r->pool, ngx_max(size, 1));
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_proxy_wasm_api.metrics_text(views, n, b->last,
+                                          b->end - b->last);
+
+    if (len <= (size_t) (b->end - b->last)) {
+        b->last += len;
+    }
 
     b->last = ngx_proxy_wasm_shm_stats(b->last);
 

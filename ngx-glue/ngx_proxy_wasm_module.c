@@ -691,6 +691,8 @@ ngx_proxy_wasm_load_modules(ngx_conf_t *cf, ngx_proxy_wasm_conf_t *wcf)
     rconf.http_call_failure_log =
                       (ngx_proxy_wasm_log_level_e) wcf->http_call_failure_log;
     rconf.max_metric_name_length = wcf->max_metric_name_length;
+    rconf.metric_tags = wcf->metric_tags ? wcf->metric_tags->elts : NULL;
+    rconf.nmetric_tags = wcf->metric_tags ? wcf->metric_tags->nelts : 0;
 
     ngx_str_null(&err);
 

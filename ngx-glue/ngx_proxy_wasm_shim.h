@@ -69,6 +69,7 @@ typedef struct {
     ngx_shm_zone_t             *metrics_zone;
     size_t                      metrics_slab_size;
     size_t                      max_metric_name_length;
+    ngx_array_t                *metric_tags;  /* ngx_proxy_wasm_pair_t */
     unsigned                    block:1;     /* a wasm{} block was seen */
     unsigned                    metrics_block:1;
 } ngx_proxy_wasm_conf_t;

@@ -190,3 +190,55 @@ proxy_send_local_response: invalid status 99
 proxy_send_local_response returned 2
 proxy_send_local_response: invalid status 1000
 proxy_send_local_response returned 2
+
+
+
+=== TEST 12: a gRPC request gets a trailers-only gRPC answer, as in Envoy: 200, grpc-status mapped from the HTTP status, the body as grpc-message
+--- config
+    location / {
+        proxy_wasm testbed "request_headers respond_grpc 403 -1 denied:%20100%25";
+        empty_gif;
+    }
+--- request
+POST /pkg.Service/Method
+--- more_headers
+content-type: application/grpc
+--- error_code: 200
+--- response_headers
+content-type: application/grpc
+grpc-status: 7
+grpc-message: denied: 100%25
+--- response_body eval
+""
+
+
+
+=== TEST 13: the filter's gRPC status wins over the mapping
+--- config
+    location / {
+        proxy_wasm testbed "request_headers respond_grpc 401 16";
+        empty_gif;
+    }
+--- request
+POST /pkg.Service/Method
+--- more_headers
+content-type: application/grpc+proto
+--- error_code: 200
+--- response_headers
+grpc-status: 16
+! grpc-message
+
+
+
+=== TEST 14: for any other request, grpc_status is ignored: the HTTP status and body go out
+--- config
+    location / {
+        proxy_wasm testbed "request_headers respond_grpc 401 16 nope";
+        empty_gif;
+    }
+--- request
+GET /
+--- error_code: 401
+--- response_headers
+! grpc-status
+--- response_body_like: ^nope$

@@ -289,3 +289,80 @@ qr/\[emerg\] .*unknown directive "slab" in metrics\{\} in .*nginx\.conf:\d+/
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*"proxy_wasm_metrics" directive needs a wasm\{\} block in .*nginx\.conf:\d+/
+
+
+
+=== TEST 13: tags as Envoy's stats_tags, with the Go SDK example's names, and the Envoy/Istio format without a rule: one family, its series labelled
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        metrics {
+            tag value "(_value=([a-zA-Z]+))";
+            tag reporter "(_reporter=([a-zA-Z]+))";
+        }
+    }
+--- config
+    location /count {
+        proxy_wasm testbed "request_headers metric 0 custom_header_value_counts_value=foo_reporter=wasmgosdk; request_headers metric 0 custom_header_value_counts_value=bar_reporter=wasmgosdk; request_headers metric_incr custom_header_value_counts_value=foo_reporter=wasmgosdk 1; request_headers metric_incr custom_header_value_counts_value=bar_reporter=wasmgosdk 2; request_headers metric 0 requests.reporter=.=source%3B.%3B; request_headers metric_incr requests.reporter=.=source%3B.%3B 3; request_headers metric 2 latency.reporter=.=source%3B.%3B; request_headers metric_record latency.reporter=.=source%3B.%3B 7";
+        empty_gif;
+    }
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- request eval
+["GET /count", "GET /metrics"]
+--- response_body_like eval
+["", qr/^# TYPE testbed_custom_header_value_counts counter
+testbed_custom_header_value_counts\{value="bar",reporter="wasmgosdk"\} 2
+testbed_custom_header_value_counts\{value="foo",reporter="wasmgosdk"\} 1
+# TYPE testbed_latency histogram
+testbed_latency_bucket\{reporter="source",le="0.5"\} 0
+(?:testbed_latency_bucket\{reporter="source",le="[\d.]+"\} [01]\n)+testbed_latency_bucket\{reporter="source",le="\+Inf"\} 1
+testbed_latency_sum\{reporter="source"\} 7
+testbed_latency_count\{reporter="source"\} 1
+# TYPE testbed_requests counter
+testbed_requests\{reporter="source"\} 3
+# TYPE proxy_wasm_shm_free_bytes gauge
+/]
+
+
+
+=== TEST 14: configuration errors: a tag rule that is not one, with its line
+--- main_config
+    wasm {
+        metrics {
+            tag value "(_value=([a-z]+)";
+        }
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*metrics tag "value": invalid regular expression: .* in .*nginx\.conf:\d+$/m
+
+
+
+=== TEST 15: configuration errors: a tag rule without a capture group
+--- main_config
+    wasm {
+        metrics {
+            tag value "_value=[a-z]+";
+        }
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*metrics tag "value": the regular expression needs a capture group \(what is taken out of the name\) in .*nginx\.conf:\d+$/m
+
+
+
+=== TEST 16: configuration errors: a tag name that is not a Prometheus label's
+--- main_config
+    wasm {
+        metrics {
+            tag 9value "(_v)";
+        }
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*metrics tag "9value": not a Prometheus label name/

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::MockHost;
 use ngx_proxy_wasm::host::{MetricType, ZoneKind, ZoneRef};
-use ngx_proxy_wasm::shared::metrics::{DefineError, MetricRegistry};
+use ngx_proxy_wasm::shared::metrics::{DefineError, MetricNaming, MetricRegistry};
 use ngx_proxy_wasm::shared::{kv, queues, SharedError, Zones};
 
 const MODULES: &[&str] = &["a", "b"];
@@ -313,7 +313,7 @@ fn a_wakeup_runs_a_batch_per_queue_and_asks_for_more() {
 #[test]
 fn metrics_are_their_filters_and_count_by_type() {
     let host = MockHost::new();
-    let mut registry = MetricRegistry::new(256);
+    let mut registry = MetricRegistry::new(MetricNaming::new(256));
     let (f, g, g_x): (Arc<str>, Arc<str>, Arc<str>) = ("f".into(), "g".into(), "g_x".into());
     let counter = registry.define(host, MetricType::Counter, &f, b"hits").unwrap();
     let histogram = registry
@@ -342,13 +342,13 @@ fn metrics_are_their_filters_and_count_by_type() {
         Err(DefineError::Host(SharedError::Denied))
     );
     // a name another worker's filter of another module made first
-    let mut other_worker = MetricRegistry::new(256);
+    let mut other_worker = MetricRegistry::new(MetricNaming::new(256));
     assert_eq!(
         other_worker.define(host, MetricType::Counter, &g, b"x_y"),
         Err(DefineError::Host(SharedError::Denied))
     );
     assert_eq!(
-        MetricRegistry::new(8).define(host, MetricType::Counter, &f, b"much_too_long"),
+        MetricRegistry::new(MetricNaming::new(8)).define(host, MetricType::Counter, &f, b"much_too_long"),
         Err(DefineError::TooLong(8))
     );
 
@@ -377,7 +377,7 @@ fn metrics_are_their_filters_and_count_by_type() {
 fn metrics_are_not_counted_while_the_configuration_is_checked() {
     let host = MockHost::new();
     host.set_unmapped(true);
-    let mut registry = MetricRegistry::new(256);
+    let mut registry = MetricRegistry::new(MetricNaming::new(256));
     let f: Arc<str> = "f".into();
     let id = registry.define(host, MetricType::Counter, &f, b"hits").unwrap();
     let hits = registry.lookup(&f, id).unwrap();

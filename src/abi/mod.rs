@@ -2,6 +2,7 @@
 //! access, header names and property paths. Pure data: the host functions
 //! that apply it live in `runtime::hostcalls`.
 
+pub mod grpc;
 pub mod headers;
 pub mod memory;
 pub mod pairs;

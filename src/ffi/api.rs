@@ -19,12 +19,12 @@ use crate::host::prelude::*;
 use crate::host::{MetricType, RequestRef, ZoneRef};
 use crate::runtime::limits::InstanceLimits;
 use crate::runtime::{CallProgress, ModuleSpec, Runtime, RuntimeConfig};
-use crate::shared::metrics;
+use crate::shared::metrics::{self, MetricNaming, TagRule};
 use crate::sys::{
     ngx_proxy_wasm_api_t, ngx_proxy_wasm_chain_conf_t, ngx_proxy_wasm_chain_t, ngx_proxy_wasm_host_t,
-    ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_module_source_t, ngx_proxy_wasm_pair_t,
-    ngx_proxy_wasm_runtime_conf_t, ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t, ngx_proxy_wasm_str_t,
-    ngx_proxy_wasm_zone_conf_t, CallEnd, Lookup, PropertyKey,
+    ngx_proxy_wasm_local_response_t, ngx_proxy_wasm_metric_view_t, ngx_proxy_wasm_module_source_t,
+    ngx_proxy_wasm_pair_t, ngx_proxy_wasm_runtime_conf_t, ngx_proxy_wasm_runtime_t, ngx_proxy_wasm_step_t,
+    ngx_proxy_wasm_str_t, ngx_proxy_wasm_zone_conf_t, CallEnd, Lookup, PropertyKey,
 };
 
 #[no_mangle]
@@ -44,7 +44,8 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     zone_add: Some(zone_add),
     queues_wakeup: Some(queues_wakeup),
     queues_leave: Some(queues_leave),
-    metric_text: Some(metric_text),
+    metrics_text: Some(metrics_text),
+    metric_tag_check: Some(metric_tag_check),
     chain_new: Some(chain_new),
     chain_wants_body: Some(chain_wants_body),
     chain_on_headers: Some(chain_on_headers),
@@ -179,7 +180,23 @@ unsafe extern "C" fn runtime_configure(
     // whose strings are valid for the call (the cache path is copied).
     let (rt, conf) = unsafe { (runtime(rt), &*conf) };
     let cache = unsafe { bytes(conf.cache) };
+    let tag_pairs = if conf.nmetric_tags == 0 {
+        &[][..]
+    } else {
+        // SAFETY: as above, nmetric_tags pairs.
+        unsafe { std::slice::from_raw_parts(conf.metric_tags, conf.nmetric_tags) }
+    };
     guard(Some(rt.host), "runtime_configure", -1, || {
+        let mut tags = Vec::with_capacity(tag_pairs.len());
+        for pair in tag_pairs {
+            // SAFETY: as above.
+            let (name, pattern) = unsafe { (bytes(pair.key), bytes(pair.value)) };
+            let rule = TagRule::new(&String::from_utf8_lossy(name), &String::from_utf8_lossy(pattern));
+            match rule {
+                Ok(rule) => tags.push(rule),
+                Err(why) => return rt.fail(err, &why),
+            }
+        }
         let (Some(compiler), Some(failure_log)) = (
             rt.host.decode(conf.compiler),
             rt.host.decode(conf.http_call_failure_log),
@@ -199,7 +216,10 @@ unsafe extern "C" fn runtime_configure(
                 max_body_size: conf.http_call_max_body_size,
                 failure_log,
             },
-            max_metric_name_length: conf.max_metric_name_length,
+            metric_naming: MetricNaming {
+                max_length: conf.max_metric_name_length,
+                tags: tags.into(),
+            },
         };
         match Runtime::new(rt.host, config) {
             Ok(runtime) => {
@@ -415,35 +435,67 @@ unsafe extern "C" fn queues_leave(rt: *mut ngx_proxy_wasm_runtime_t) {
     })
 }
 
-unsafe extern "C" fn metric_text(
-    kind: u32,
-    name: ngx_proxy_wasm_str_t,
-    slots: *const u64,
-    nslots: usize,
+unsafe extern "C" fn metrics_text(
+    metrics: *const ngx_proxy_wasm_metric_view_t,
+    n: usize,
     buf: *mut u8,
     size: usize,
 ) -> usize {
-    // SAFETY: the shim passes a name and the slots it read, valid for the
-    // call.
-    let (name, slots) = unsafe {
-        let slots = if nslots == 0 {
-            &[][..]
-        } else {
-            std::slice::from_raw_parts(slots, nslots)
-        };
-        (bytes(name), slots)
+    // SAFETY: the shim passes n metrics it read, valid for the call.
+    let views = if n == 0 {
+        &[][..]
+    } else {
+        unsafe { std::slice::from_raw_parts(metrics, n) }
     };
-    let text = guard(None, "metric_text", Vec::new(), || {
-        match MetricType::try_from(kind) {
-            Ok(kind) => metrics::text(kind, name, slots),
-            Err(_) => Vec::new(),
-        }
+    let text = guard(None, "metrics_text", Vec::new(), || {
+        let stored: Vec<metrics::Stored> = views
+            .iter()
+            .filter_map(|view| {
+                Some(metrics::Stored {
+                    kind: MetricType::try_from(view.type_).ok()?,
+                    // SAFETY: as above.
+                    name: unsafe { bytes(view.name) },
+                    // SAFETY: as above, nslots values.
+                    slots: if view.nslots == 0 {
+                        &[][..]
+                    } else {
+                        unsafe { std::slice::from_raw_parts(view.slots, view.nslots) }
+                    },
+                })
+            })
+            .collect();
+        metrics::exposition(&stored)
     });
     if !buf.is_null() && text.len() <= size {
         // SAFETY: the shim passes `size` writable bytes.
         unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len()) };
     }
     text.len()
+}
+
+unsafe extern "C" fn metric_tag_check(
+    name: ngx_proxy_wasm_str_t,
+    regex: ngx_proxy_wasm_str_t,
+    buf: *mut u8,
+    size: usize,
+) -> usize {
+    // SAFETY: the shim passes the directive's arguments, valid for the call.
+    let (name, regex) = unsafe { (bytes(name), bytes(regex)) };
+    let why = guard(
+        None,
+        "metric_tag_check",
+        String::from("cannot be checked"),
+        || match TagRule::new(&String::from_utf8_lossy(name), &String::from_utf8_lossy(regex)) {
+            Ok(_) => String::new(),
+            Err(why) => why,
+        },
+    );
+    let written = why.len().min(size);
+    if !buf.is_null() && written > 0 {
+        // SAFETY: the shim passes `size` writable bytes.
+        unsafe { std::ptr::copy_nonoverlapping(why.as_ptr(), buf, written) };
+    }
+    written
 }
 
 unsafe extern "C" fn chain_new(

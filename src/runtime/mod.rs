@@ -26,6 +26,7 @@ use crate::error::one_line;
 use crate::host::prelude::*;
 use crate::host::ZoneRef;
 use crate::runtime::state::{FilterInfo, HostState};
+use crate::shared::metrics::MetricNaming;
 use crate::shared::zones::{ZoneError, Zones};
 use cache::Origin;
 use limits::{EpochTicker, InstanceLimits};
@@ -99,7 +100,7 @@ impl Compiler {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
     pub compiler: Compiler,
     pub backtraces: bool,
@@ -110,22 +111,8 @@ pub struct RuntimeConfig {
     /// memories and tables; none: allocated on demand.
     pub instance_pool: Option<u32>,
     pub calls: CallSettings,
-    /// The longest metric name, with its filter's prefix.
-    pub max_metric_name_length: usize,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> RuntimeConfig {
-        RuntimeConfig {
-            compiler: Compiler::default(),
-            backtraces: false,
-            limits: InstanceLimits::default(),
-            cache: None,
-            instance_pool: None,
-            calls: CallSettings::default(),
-            max_metric_name_length: 256,
-        }
-    }
+    /// The longest metric name (with its filter's prefix), the tag rules.
+    pub metric_naming: MetricNaming,
 }
 
 /// What a request does when one of its filters fails
@@ -382,7 +369,7 @@ impl Runtime {
                 self.host,
                 self.zones.clone(),
                 Calls::default(),
-                self.config.max_metric_name_length,
+                self.config.metric_naming.clone(),
             )
         });
         let mut vm = Vm::new(&self.modules[module], services).map_err(|why| RuntimeError::ModuleStart {
@@ -428,7 +415,7 @@ impl Runtime {
                     &self.modules,
                     &self.filters,
                     self.config.calls,
-                    self.config.max_metric_name_length,
+                    self.config.metric_naming.clone(),
                 )
             })
             .clone()

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::callout::Calls;
 use crate::host::Host;
-use crate::shared::metrics::MetricRegistry;
+use crate::shared::metrics::{MetricNaming, MetricRegistry};
 use crate::shared::queues::QueueSubscribers;
 use crate::shared::Zones;
 
@@ -34,14 +34,14 @@ impl Services {
         host: &'static dyn Host,
         zones: Rc<Zones>,
         calls: Calls,
-        max_metric_name_length: usize,
+        metric_naming: MetricNaming,
     ) -> Rc<Services> {
         Rc::new(Services {
             host,
             zones,
             calls: RefCell::new(calls),
             queues: RefCell::new(QueueSubscribers::default()),
-            metrics: RefCell::new(MetricRegistry::new(max_metric_name_length)),
+            metrics: RefCell::new(MetricRegistry::new(metric_naming)),
             clock_origin: Instant::now(),
             next_generation: Cell::new(1),
             header_changes: Cell::new(0),

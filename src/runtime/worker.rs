@@ -21,6 +21,7 @@ use crate::callout::{self, http1::Response, CallFailure, CallSettings, Calls, Fe
 use crate::host::prelude::*;
 use crate::host::{RequestRef, TimerRef};
 use crate::runtime::state::FilterInfo;
+use crate::shared::metrics::MetricNaming;
 use crate::shared::queues;
 use crate::shared::Zones;
 
@@ -128,7 +129,7 @@ impl Worker {
         modules: &[Arc<WasmModule>],
         filters: &[Filter],
         calls: CallSettings,
-        max_metric_name_length: usize,
+        metric_naming: MetricNaming,
     ) -> Rc<Worker> {
         let epoch = match EpochTicker::start(engine) {
             Ok(ticker) => Some(ticker),
@@ -141,7 +142,7 @@ impl Worker {
         };
         let worker = Worker {
             host,
-            services: Services::new(host, zones, Calls::enabled(calls), max_metric_name_length),
+            services: Services::new(host, zones, Calls::enabled(calls), metric_naming),
             modules: modules.to_vec(),
             filters: filters.to_vec(),
             vms: modules.iter().map(|_| Rc::new(RefCell::new(None))).collect(),

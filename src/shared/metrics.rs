@@ -1,12 +1,24 @@
 //! Metrics: the names they get (the filter's name, then the filter's
-//! own, in Prometheus's alphabet), the ids a worker gives out, what each
-//! operation does to each type (Envoy's rules), the slots a metric has in
-//! the host's store (a histogram's buckets are Envoy's default bounds),
-//! and their Prometheus text.
+//! own, in Prometheus's alphabet, with the tags found in it as labels),
+//! the ids a worker gives out, what each operation does to each type
+//! (Envoy's rules), the slots a metric has in the host's store (a
+//! histogram's buckets are Envoy's default bounds), and their Prometheus
+//! text.
+//!
+//! Tags, as Envoy's `stats_tags`: a rule's regular expression is matched
+//! against the name a filter defines; its first capture group is taken
+//! out of the name and its second (else the first) is the tag's value.
+//! Tags written in the name as `.<tag>=.=<value>;.;` (the format of
+//! Envoy's and Istio's default tag rules) are taken out first, without a
+//! rule. A metric is stored under `<name>{<tag>="<value>",...}`: metrics
+//! whose names differ only by their tags' values are one Prometheus
+//! family.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use regex::bytes::Regex;
 
 use super::SharedError;
 use crate::host::{MetricRef, MetricType, Metrics};
@@ -112,43 +124,225 @@ fn bucket(value: u64) -> usize {
         .unwrap_or(BUCKETS.len())
 }
 
-/// A metric's lines in the Prometheus text format, from its slots.
-pub fn text(kind: MetricType, name: &[u8], slots: &[u64]) -> Vec<u8> {
+/// A metric as the host's store has it: its stored name and its slots.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    pub kind: MetricType,
+    pub name: &'a [u8],
+    pub slots: &'a [u64],
+}
+
+/// The Prometheus text of metrics (in the store's order, by name): one
+/// `# TYPE` line per family, its series together.
+pub fn exposition(metrics: &[Stored<'_>]) -> Vec<u8> {
+    let split = |name: &[u8]| -> (Vec<u8>, Vec<u8>) {
+        match name.iter().position(|&b| b == b'{') {
+            Some(brace) => (
+                name[..brace].to_vec(),
+                name[brace + 1..]
+                    .strip_suffix(b"}")
+                    .unwrap_or(&name[brace + 1..])
+                    .to_vec(),
+            ),
+            None => (name.to_vec(), Vec::new()),
+        }
+    };
+    let mut series: Vec<(Vec<u8>, Vec<u8>, &Stored<'_>)> = metrics
+        .iter()
+        .map(|metric| {
+            let (family, labels) = split(metric.name);
+            (family, labels, metric)
+        })
+        .collect();
+    // "a", "a_b" and "a{x=...}" sort apart by their stored names
+    series.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::new();
-    let name = String::from_utf8_lossy(name);
+    let mut family_of_last: Option<(&[u8], MetricType)> = None;
+    for (family, labels, metric) in &series {
+        if family_of_last != Some((family, metric.kind)) {
+            type_line(&mut out, family, metric.kind);
+            family_of_last = Some((family, metric.kind));
+        }
+        sample_lines(&mut out, family, labels, metric.kind, metric.slots);
+    }
+    out
+}
+
+fn type_line(out: &mut Vec<u8>, family: &[u8], kind: MetricType) {
     let type_name = match kind {
         MetricType::Counter => "counter",
         MetricType::Gauge => "gauge",
         MetricType::Histogram => "histogram",
     };
-    let _ = writeln!(out, "# TYPE {name} {type_name}");
+    let _ = writeln!(out, "# TYPE {} {type_name}", String::from_utf8_lossy(family));
+}
+
+fn sample_lines(out: &mut Vec<u8>, family: &[u8], labels: &[u8], kind: MetricType, slots: &[u64]) {
+    let name = String::from_utf8_lossy(family);
+    let labels = String::from_utf8_lossy(labels);
+    let braced = |extra: &str| match (labels.is_empty(), extra.is_empty()) {
+        (true, true) => String::new(),
+        (true, false) => format!("{{{extra}}}"),
+        (false, true) => format!("{{{labels}}}"),
+        (false, false) => format!("{{{labels},{extra}}}"),
+    };
     let slot = |i: usize| slots.get(i).copied().unwrap_or(0);
     match kind {
         MetricType::Counter => {
-            let _ = writeln!(out, "{name} {}", slot(0));
+            let _ = writeln!(out, "{name}{} {}", braced(""), slot(0));
         }
         MetricType::Gauge => {
-            let _ = writeln!(out, "{name} {}", slot(0) as i64);
+            let _ = writeln!(out, "{name}{} {}", braced(""), slot(0) as i64);
         }
         MetricType::Histogram => {
             let mut cumulative = 0u64;
             for i in 0..=BUCKETS.len() {
                 cumulative = cumulative.wrapping_add(slot(i));
                 let le = BUCKETS.get(i).map_or("+Inf", |(_, le)| le);
-                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {cumulative}",
+                    braced(&format!("le=\"{le}\""))
+                );
             }
-            let _ = writeln!(out, "{name}_sum {}", slot(SUM));
+            let _ = writeln!(out, "{name}_sum{} {}", braced(""), slot(SUM));
             // _count matches the +Inf bucket, read once above
-            let _ = writeln!(out, "{name}_count {cumulative}");
+            let _ = writeln!(out, "{name}_count{} {cumulative}", braced(""));
         }
     }
-    out
+}
+
+/// A tag rule (`metrics { tag <name> <regex>; }`).
+#[derive(Debug, Clone)]
+pub struct TagRule {
+    name: String,
+    pattern: Regex,
+}
+
+impl TagRule {
+    pub fn new(name: &str, pattern: &str) -> Result<TagRule, String> {
+        if !valid_label_name(name.as_bytes()) {
+            return Err(format!(
+                "metrics tag \"{name}\": not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)"
+            ));
+        }
+        let pattern = Regex::new(pattern).map_err(|e| {
+            let why = e.to_string().lines().last().unwrap_or("").trim().to_string();
+            format!("metrics tag \"{name}\": invalid regular expression: {why}")
+        })?;
+        if pattern.captures_len() < 2 {
+            return Err(format!(
+                "metrics tag \"{name}\": the regular expression needs a capture group (what is taken \
+                 out of the name)"
+            ));
+        }
+        Ok(TagRule {
+            name: name.to_string(),
+            pattern,
+        })
+    }
+}
+
+fn valid_label_name(name: &[u8]) -> bool {
+    name.first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+        && name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && !name.starts_with(b"__")
+}
+
+/// `<tag>=.=<value>;.;`, with the dot before it: the name is what follows
+/// the name's last dot (tags follow one another directly).
+fn embedded_tag() -> &'static Regex {
+    static EMBEDDED: OnceLock<Regex> = OnceLock::new();
+    EMBEDDED
+        .get_or_init(|| Regex::new(r"\.?([a-zA-Z_][a-zA-Z0-9_]*)=\.=(.*?);\.;").expect("a valid expression"))
+}
+
+/// The name a metric is stored under: the tags taken out of the filter's
+/// name (the embedded ones, then each rule's first match, in order), what
+/// is left prefixed and made valid by `full_name`, and the tags as labels.
+pub fn stored_name(filter: &str, name: &[u8], rules: &[TagRule]) -> Vec<u8> {
+    let mut labels: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    // all of them in the name as given: one may follow another
+    let mut rest = Vec::with_capacity(name.len());
+    let mut kept_from = 0;
+    for found in embedded_tag().captures_iter(name) {
+        let (Some(whole), Some(tag), Some(value)) = (found.get(0), found.get(1), found.get(2)) else {
+            continue;
+        };
+        labels.push((tag.as_bytes().to_vec(), value.as_bytes().to_vec()));
+        rest.extend_from_slice(&name[kept_from..whole.start()]);
+        kept_from = whole.end();
+    }
+    rest.extend_from_slice(&name[kept_from..]);
+    for rule in rules {
+        let Some(found) = rule.pattern.captures(&rest) else {
+            continue;
+        };
+        let Some(taken) = found.get(1) else {
+            continue;
+        };
+        let value = found.get(2).unwrap_or(taken).as_bytes().to_vec();
+        labels.push((rule.name.as_bytes().to_vec(), value));
+        let range = taken.range();
+        rest.drain(range);
+    }
+    if labels.is_empty() {
+        return full_name(filter, name);
+    }
+    while rest.last().is_some_and(|b| matches!(b, b'.' | b'_')) {
+        rest.pop();
+    }
+    let mut stored = full_name(filter, &rest);
+    stored.push(b'{');
+    for (i, (tag, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            stored.push(b',');
+        }
+        stored.extend(
+            tag.iter()
+                .map(|&b| if b.is_ascii_alphanumeric() { b } else { b'_' }),
+        );
+        stored.extend_from_slice(b"=\"");
+        for &b in value {
+            match b {
+                b'\\' => stored.extend_from_slice(b"\\\\"),
+                b'"' => stored.extend_from_slice(b"\\\""),
+                b'\n' => stored.extend_from_slice(b"\\n"),
+                _ => stored.push(b),
+            }
+        }
+        stored.push(b'"');
+    }
+    stored.push(b'}');
+    stored
+}
+
+/// How metric names are made (`metrics{}`): the longest, and the tag rules.
+#[derive(Debug, Clone)]
+pub struct MetricNaming {
+    pub max_length: usize,
+    pub tags: Arc<[TagRule]>,
+}
+
+impl MetricNaming {
+    pub fn new(max_length: usize) -> MetricNaming {
+        MetricNaming {
+            max_length,
+            tags: Arc::new([]),
+        }
+    }
+}
+
+impl Default for MetricNaming {
+    fn default() -> MetricNaming {
+        MetricNaming::new(256)
+    }
 }
 
 /// The metrics a worker's filters defined: the ids it gave out.
 pub struct MetricRegistry {
-    /// `max_metric_name_length` of the configuration.
-    max_name_length: usize,
+    naming: MetricNaming,
     ids: HashMap<Vec<u8>, u32>,
     /// By index: the metric, and the filter that defined it (ids are
     /// small numbers a filter could guess another's by).
@@ -186,9 +380,9 @@ pub fn full_name(filter: &str, name: &[u8]) -> Vec<u8> {
 }
 
 impl MetricRegistry {
-    pub fn new(max_name_length: usize) -> MetricRegistry {
+    pub fn new(naming: MetricNaming) -> MetricRegistry {
         MetricRegistry {
-            max_name_length,
+            naming,
             ids: HashMap::new(),
             metrics: Vec::new(),
         }
@@ -203,9 +397,9 @@ impl MetricRegistry {
         filter: &Arc<str>,
         name: &[u8],
     ) -> Result<u32, DefineError> {
-        let full = full_name(filter, name);
-        if full.len() > self.max_name_length {
-            return Err(DefineError::TooLong(self.max_name_length));
+        let full = stored_name(filter, name, &self.naming.tags);
+        if full.len() > self.naming.max_length {
+            return Err(DefineError::TooLong(self.naming.max_length));
         }
         if let Some(&id) = self.ids.get(&full) {
             let owner = &self.metrics[(id >> 2) as usize - 1].1;
@@ -275,12 +469,16 @@ mod tests {
         assert_eq!(slots(MetricType::Gauge), 1);
     }
 
+    fn one(kind: MetricType, name: &[u8], slots: &[u64]) -> String {
+        String::from_utf8(exposition(&[Stored { kind, name, slots }])).unwrap()
+    }
+
     #[test]
     fn text_is_prometheus_with_cumulative_buckets() {
-        assert_eq!(text(MetricType::Counter, b"c", &[3]), b"# TYPE c counter\nc 3\n");
+        assert_eq!(one(MetricType::Counter, b"c", &[3]), "# TYPE c counter\nc 3\n");
         assert_eq!(
-            text(MetricType::Gauge, b"g", &[(-2i64) as u64]),
-            b"# TYPE g gauge\ng -2\n"
+            one(MetricType::Gauge, b"g", &[(-2i64) as u64]),
+            "# TYPE g gauge\ng -2\n"
         );
         let mut slots = vec![0; 22];
         slots[0] = 1;
@@ -288,11 +486,97 @@ mod tests {
         slots[19] = 1;
         slots[SUM] = 4_000_020;
         slots[COUNT] = 4;
-        let text = String::from_utf8(text(MetricType::Histogram, b"h", &slots)).unwrap();
+        let text = one(MetricType::Histogram, b"h", &slots);
         assert!(text.starts_with("# TYPE h histogram\nh_bucket{le=\"0.5\"} 1\nh_bucket{le=\"1\"} 1\n"));
         assert!(text.contains("h_bucket{le=\"10\"} 3\n"));
         assert!(
             text.ends_with("h_bucket{le=\"3600000\"} 3\nh_bucket{le=\"+Inf\"} 4\nh_sum 4000020\nh_count 4\n")
+        );
+        let text = one(MetricType::Histogram, b"h{a=\"1\"}", &slots);
+        assert!(
+            text.starts_with("# TYPE h histogram\nh_bucket{a=\"1\",le=\"0.5\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("h_sum{a=\"1\"} 4000020\nh_count{a=\"1\"} 4\n"),
+            "{text}"
+        );
+    }
+
+    /// The Go SDK's example and the stats_tags of its Envoy configuration.
+    #[test]
+    fn tags_come_out_of_names_as_envoys_stats_tags() {
+        let rules = [
+            TagRule::new("value", "(_value=([a-zA-Z]+))").unwrap(),
+            TagRule::new("reporter", "(_reporter=([a-zA-Z]+))").unwrap(),
+        ];
+        assert_eq!(
+            String::from_utf8(stored_name(
+                "go",
+                b"custom_header_value_counts_value=foo_reporter=wasmgosdk",
+                &rules
+            ))
+            .unwrap(),
+            "go_custom_header_value_counts{value=\"foo\",reporter=\"wasmgosdk\"}"
+        );
+        // no match: the name as before
+        assert_eq!(stored_name("go", b"plain.name", &rules), b"go_plain_name");
+        // one capture group: it is both what goes and the value
+        let whole = [TagRule::new("env", "(prod|staging)").unwrap()];
+        assert_eq!(stored_name("f", b"hits_prod", &whole), b"f_hits{env=\"prod\"}");
+        // Envoy's and Istio's format needs no rule; values are escaped
+        assert_eq!(
+            String::from_utf8(stored_name(
+                "istio",
+                b"requests_total.reporter=.=destination;.;code=.=a\"b;.;",
+                &[]
+            ))
+            .unwrap(),
+            "istio_requests_total{reporter=\"destination\",code=\"a\\\"b\"}"
+        );
+    }
+
+    #[test]
+    fn bad_tag_rules_say_why() {
+        assert!(TagRule::new("1x", "(a)")
+            .unwrap_err()
+            .contains("not a Prometheus label name"));
+        assert!(TagRule::new("x", "(a")
+            .unwrap_err()
+            .contains("invalid regular expression"));
+        assert!(TagRule::new("x", "a")
+            .unwrap_err()
+            .contains("needs a capture group"));
+    }
+
+    #[test]
+    fn a_family_has_one_type_line_and_its_series_together() {
+        let one_slot = [1u64];
+        let metrics = [
+            Stored {
+                kind: MetricType::Counter,
+                name: b"a",
+                slots: &one_slot,
+            },
+            Stored {
+                kind: MetricType::Counter,
+                name: b"a_b",
+                slots: &one_slot,
+            },
+            Stored {
+                kind: MetricType::Counter,
+                name: b"a{x=\"1\"}",
+                slots: &one_slot,
+            },
+            Stored {
+                kind: MetricType::Counter,
+                name: b"a{x=\"2\"}",
+                slots: &one_slot,
+            },
+        ];
+        assert_eq!(
+            String::from_utf8(exposition(&metrics)).unwrap(),
+            "# TYPE a counter\na 1\na{x=\"1\"} 1\na{x=\"2\"} 1\n# TYPE a_b counter\na_b 1\n"
         );
     }
 }

@@ -335,14 +335,7 @@ fn grpc_status(state: &HostState, request: RequestRef, headers: bool, trailers: 
     let mut code = Vec::new();
     fact(host, request, Attribute::ResponseCode, &mut code)?;
     let code = i64::from_le_bytes(code.try_into().map_err(|_| Status::InternalFailure)?);
-    Ok(match code {
-        400 => 13,                   // INTERNAL
-        401 => 16,                   // UNAUTHENTICATED
-        403 => 7,                    // PERMISSION_DENIED
-        404 => 12,                   // UNIMPLEMENTED
-        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
-        _ => 2,                      // UNKNOWN
-    })
+    Ok(crate::abi::grpc::status_of_http(u32::try_from(code).unwrap_or(0)) as i64)
 }
 
 /// A header map as Envoy presents it as a property: each name once, lower

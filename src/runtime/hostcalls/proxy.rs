@@ -9,6 +9,7 @@ use wasmtime::{Caller, Linker};
 
 use super::properties::{self, SetError};
 use super::{copy_out, host_fn, memory, read_bytes, store_u32, store_u64, with_scratch, Outcome};
+use crate::abi::grpc;
 use crate::abi::headers::{self, HeaderName};
 use crate::abi::memory::slice;
 use crate::abi::pairs::{self, Pair};
@@ -752,14 +753,28 @@ fn send_local_response(
         }
         headers.push((name.to_vec(), value.to_vec()));
     }
-    // -1 means "not gRPC"; any other valid gRPC code is sent as grpc-status.
-    if (0..=16).contains(&grpc_status) {
-        headers.push((b"grpc-status".to_vec(), grpc_status.to_string().into_bytes()));
-    }
+    // a gRPC request gets a gRPC answer, as in Envoy; for any other,
+    // grpc_status means nothing
+    let request = stream.borrow().request;
+    let mut grpc_request = false;
+    state
+        .host
+        .with_header_value(request, HeaderMap::Request, b"content-type", &mut |value| {
+            grpc_request = value.is_some_and(grpc::is_grpc);
+            Ok(())
+        })?;
+    let (status, body) = if grpc_request {
+        let (status, grpc_headers) = grpc::local_response(status as u32, grpc_status, body);
+        headers.retain(|(name, _)| !grpc_headers.iter().any(|(set, _)| set.eq_ignore_ascii_case(name)));
+        headers.extend(grpc_headers);
+        (status, Vec::new())
+    } else {
+        (status as u32, body.to_vec())
+    };
     let response = LocalResponse {
-        status: status as u32,
+        status,
         details: details.to_vec(),
-        body: body.to_vec(),
+        body,
         headers,
     };
     let mut stream = stream.borrow_mut();

@@ -372,6 +372,17 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 };
                 info!("proxy_send_local_response returned {}", status);
             }
+            "respond_grpc" => {
+                // respond_grpc <status> <grpc_status> [body]
+                let body = arg(3);
+                let status = unsafe {
+                    proxy_send_local_response(
+                        arg(1).parse().unwrap_or(0), std::ptr::null(), 0, body.as_ptr(), body.len(),
+                        std::ptr::null(), 0, arg(2).parse().unwrap_or(-1),
+                    )
+                };
+                info!("proxy_send_local_response returned {}", status);
+            }
             "respond_status" => {
                 let status = unsafe {
                     proxy_send_local_response(arg(1).parse().unwrap_or(0), std::ptr::null(), 0, std::ptr::null(), 0, std::ptr::null(), 0, -1)
