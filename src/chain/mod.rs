@@ -296,14 +296,12 @@ impl Chain {
             if !requested.contains(&i) {
                 continue;
             }
-            let held = self.state.borrow_mut().bodies[direction as usize][i].take();
+            let held = self.state.borrow_mut().body_mut(direction, i).take();
             if let Some(held) = held {
                 return self.feed(direction, position + 1, held.data, held.end_of_stream, true);
             }
         }
-        let holding = self.state.borrow().bodies[direction as usize]
-            .iter()
-            .any(Option::is_some);
+        let holding = self.state.borrow().holds_body(direction);
         let next = if holding { Next::Pause } else { Next::Continue };
         self.step(direction, next, Output::Nothing, false)
     }
@@ -328,7 +326,7 @@ impl Chain {
                 && flow.headers_next > 0
                 && self.filter_at(direction, flow.headers_next - 1) == i;
             let mut state = self.state.borrow_mut();
-            let body_held_here = state.bodies[direction as usize][i].is_some();
+            let body_held_here = state.body(direction, i).is_some();
             if headers_held_here || body_held_here {
                 let requested = &mut state.continue_requested[direction as usize];
                 if !requested.contains(&i) {
@@ -458,7 +456,7 @@ impl Chain {
             let size = {
                 let mut state = self.state.borrow_mut();
                 state.body_changed = false;
-                let slot = &mut state.bodies[direction as usize][i];
+                let slot = state.body_mut(direction, i);
                 let mut held = match slot.take() {
                     Some(mut held) => {
                         changed = true;
@@ -490,7 +488,8 @@ impl Chain {
             if next == Next::Pause {
                 return self.step(direction, Next::Pause, Output::Nothing, false);
             }
-            data = state.bodies[direction as usize][i]
+            data = state
+                .body_mut(direction, i)
                 .take()
                 .map(|held| held.data)
                 .unwrap_or_default();

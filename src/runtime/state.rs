@@ -128,8 +128,9 @@ pub enum Trailers {
 #[derive(Debug)]
 pub struct RequestState {
     pub request: RequestRef,
-    /// Body data by direction and filter (its place in the chain).
-    pub bodies: [Vec<Option<Held>>; 2],
+    /// Body data by direction and filter (its place in the chain), both
+    /// directions in one allocation: see `body`.
+    bodies: Vec<Option<Held>>,
     /// A filter changed the body it was given (`proxy_set_buffer_bytes`).
     pub body_changed: bool,
     /// The response header map exists once response headers are produced.
@@ -158,10 +159,9 @@ pub struct RequestState {
 
 impl RequestState {
     pub fn new(request: RequestRef, filters: usize) -> RequestState {
-        let none = || (0..filters).map(|_| None).collect();
         RequestState {
             request,
-            bodies: [none(), none()],
+            bodies: (0..2 * filters).map(|_| None).collect(),
             body_changed: false,
             response_headers: false,
             response_trailers: Trailers::None,
@@ -174,6 +174,28 @@ impl RequestState {
             properties: PropertyStore::default(),
             response_code_details: None,
         }
+    }
+
+    /// The body data the filter at `index` holds for a direction.
+    pub fn body(&self, direction: Direction, index: usize) -> &Option<Held> {
+        &self.bodies[self.body_slot(direction, index)]
+    }
+
+    pub fn body_mut(&mut self, direction: Direction, index: usize) -> &mut Option<Held> {
+        let slot = self.body_slot(direction, index);
+        &mut self.bodies[slot]
+    }
+
+    /// Whether a filter holds body data for a direction.
+    pub fn holds_body(&self, direction: Direction) -> bool {
+        let filters = self.bodies.len() / 2;
+        self.bodies[direction as usize * filters..][..filters]
+            .iter()
+            .any(Option::is_some)
+    }
+
+    fn body_slot(&self, direction: Direction, index: usize) -> usize {
+        direction as usize * (self.bodies.len() / 2) + index
     }
 
     /// Records a filter's request to continue a direction; false when the

@@ -302,7 +302,7 @@ impl Buffer {
             Buffer::CallBody(response) => f(&response.body),
             Buffer::Body(stream, direction, index) => {
                 let stream = stream.borrow();
-                let held = stream.bodies[*direction as usize][*index].as_ref();
+                let held = stream.body(*direction, *index).as_ref();
                 f(held.map_or(&[][..], |held| &held.data))
             }
         }
@@ -326,7 +326,7 @@ fn buffer(state: &HostState, kind: BufferType) -> Option<Buffer> {
         _ => return None,
     };
     let (stream, index) = state.http().ok()?;
-    let has_body = stream.borrow().bodies[direction as usize][index].is_some();
+    let has_body = stream.borrow().body(direction, index).is_some();
     has_body.then(|| Buffer::Body(stream.clone(), direction, index))
 }
 
@@ -393,7 +393,8 @@ fn set_buffer_bytes(caller: Call, kind: i32, start: i32, size: i32, ptr: i32, le
     let mem = memory(caller)?;
     let bytes = slice(mem.data(&*caller), ptr as u32, len as u32)?;
     let mut stream = stream.borrow_mut();
-    let held = stream.bodies[direction as usize][index]
+    let held = stream
+        .body_mut(direction, index)
         .as_mut()
         .ok_or(Status::NotFound)?;
     let range = clamp(held.data.len(), start, size);
