@@ -49,34 +49,34 @@ pub fn compile(
     cache: Option<&Path>,
     warning: &mut Option<String>,
 ) -> wasmtime::Result<Code> {
-    let compiled = |bytes: Vec<u8>| Code {
-        bytes,
-        origin: Origin::Compiled,
-    };
-    let Some(dir) = cache else {
-        return Ok(compiled(engine.precompile_module(bytes)?));
-    };
-    let path = dir.join(format!("{}.cwasm", key(engine, bytes)));
-    match read(&path) {
-        Ok(Some(bytes)) => {
-            return Ok(Code {
-                bytes,
-                origin: Origin::Cache,
-            })
-        }
-        Ok(None) => {}
-        Err(why) => {
-            *warning = Some(format!(
-                "cannot use the cached code \"{}\" ({why}): compiling",
-                path.display(),
-            ))
+    let cached = cache.map(|dir| (dir, dir.join(format!("{}.cwasm", key(engine, bytes)))));
+    if let Some((_, path)) = &cached {
+        match read(path) {
+            Ok(Some(bytes)) => {
+                return Ok(Code {
+                    bytes,
+                    origin: Origin::Cache,
+                })
+            }
+            Ok(None) => {}
+            Err(why) => {
+                *warning = Some(format!(
+                    "cannot use the cached code \"{}\" ({why}): compiling",
+                    path.display(),
+                ))
+            }
         }
     }
     let code = engine.precompile_module(bytes)?;
-    if let Err(e) = store(&code, dir, &path) {
-        *warning = Some(format!("cannot write to the cache \"{}\": {e}", dir.display()));
+    if let Some((dir, path)) = cached {
+        if let Err(e) = store(&code, dir, &path) {
+            *warning = Some(format!("cannot write to the cache \"{}\": {e}", dir.display()));
+        }
     }
-    Ok(compiled(code))
+    Ok(Code {
+        bytes: code,
+        origin: Origin::Compiled,
+    })
 }
 
 /// What a cache file starts with, then the SHA-256 of the code after it.

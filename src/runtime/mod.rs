@@ -140,44 +140,36 @@ pub struct ModuleSpec<'a> {
 /// expects them in its own thread, and they are joined before this
 /// returns.
 fn compile_in_parallel(engine: &Engine, sources: &[ModuleSource]) -> Vec<Result<Compiled, ModuleError>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(sources.len());
-    if threads <= 1 {
-        return sources
-            .iter()
-            .map(|source| WasmModule::compile(engine, source))
-            .collect();
-    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<Option<Result<Compiled, ModuleError>>>> =
-        sources.iter().map(|_| Default::default()).collect();
+    let mut results: Vec<Option<Result<Compiled, ModuleError>>> = sources.iter().map(|_| None).collect();
     std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                block_signals();
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(source) = sources.get(i) else { break };
-                    let result = WasmModule::compile(engine, source);
-                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-                }
-            });
+        let compilers: Vec<_> = (0..threads.min(sources.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    block_signals();
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(source) = sources.get(i) else { break done };
+                        done.push((i, WasmModule::compile(engine, source)));
+                    }
+                })
+            })
+            .collect();
+        for compiler in compilers {
+            // a panic goes on to the caller, as on one thread
+            let done = compiler
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (i, result) in done {
+                results[i] = Some(result);
+            }
         }
     });
     results
         .into_iter()
-        .zip(sources)
-        .map(|(slot, source)| {
-            slot.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or_else(|| {
-                    Err(ModuleError::Invalid {
-                        path: source.path.display().to_string(),
-                        why: "its compilation did not finish".into(),
-                    })
-                })
-        })
+        .map(|result| result.expect("each module is taken by one thread"))
         .collect()
 }
 

@@ -104,13 +104,6 @@ pub enum ModuleError {
 const HEADER_CALLBACKS: [&str; 2] = ["proxy_on_request_headers", "proxy_on_response_headers"];
 
 impl WasmModule {
-    /// Reads and compiles a `.wasm` or `.wat` file (or loads its code from
-    /// the cache), and links it.
-    pub fn load(linker: &Linker<HostState>, source: &ModuleSource) -> Result<WasmModule, ModuleError> {
-        let compiled = Self::compile(linker.engine(), source)?;
-        Self::link(linker, source, compiled)
-    }
-
     /// The part of loading that can run on any thread: reading the file
     /// and compiling it (or reading its code from the cache).
     pub fn compile(engine: &Engine, source: &ModuleSource) -> Result<Compiled, ModuleError> {

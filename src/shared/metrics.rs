@@ -134,20 +134,18 @@ pub struct Stored<'a> {
 
 /// The Prometheus text of metrics (in the store's order, by name): one
 /// `# TYPE` line per family, its series together.
-pub fn exposition(metrics: &[Stored<'_>]) -> Vec<u8> {
-    let split = |name: &[u8]| -> (Vec<u8>, Vec<u8>) {
+pub fn exposition<'a>(metrics: &[Stored<'a>]) -> Vec<u8> {
+    // `<family>{<labels>}`, or a family alone
+    let split = |name: &'a [u8]| -> (&'a [u8], &'a [u8]) {
         match name.iter().position(|&b| b == b'{') {
-            Some(brace) => (
-                name[..brace].to_vec(),
-                name[brace + 1..]
-                    .strip_suffix(b"}")
-                    .unwrap_or(&name[brace + 1..])
-                    .to_vec(),
-            ),
-            None => (name.to_vec(), Vec::new()),
+            Some(brace) => {
+                let labels = &name[brace + 1..];
+                (&name[..brace], labels.strip_suffix(b"}").unwrap_or(labels))
+            }
+            None => (name, &[]),
         }
     };
-    let mut series: Vec<(Vec<u8>, Vec<u8>, &Stored<'_>)> = metrics
+    let mut series: Vec<(&[u8], &[u8], &Stored<'_>)> = metrics
         .iter()
         .map(|metric| {
             let (family, labels) = split(metric.name);
@@ -155,13 +153,13 @@ pub fn exposition(metrics: &[Stored<'_>]) -> Vec<u8> {
         })
         .collect();
     // "a", "a_b" and "a{x=...}" sort apart by their stored names
-    series.sort_by(|a, b| a.0.cmp(&b.0));
+    series.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = Vec::new();
     let mut family_of_last: Option<(&[u8], MetricType)> = None;
     for (family, labels, metric) in &series {
-        if family_of_last != Some((family, metric.kind)) {
+        if family_of_last != Some((*family, metric.kind)) {
             type_line(&mut out, family, metric.kind);
-            family_of_last = Some((family, metric.kind));
+            family_of_last = Some((*family, metric.kind));
         }
         sample_lines(&mut out, family, labels, metric.kind, metric.slots);
     }
@@ -299,10 +297,8 @@ pub fn stored_name(filter: &str, name: &[u8], rules: &[TagRule]) -> Vec<u8> {
         if i > 0 {
             stored.push(b',');
         }
-        stored.extend(
-            tag.iter()
-                .map(|&b| if b.is_ascii_alphanumeric() { b } else { b'_' }),
-        );
+        // label names: the rules' checked, the embedded ones by their pattern
+        stored.extend_from_slice(tag);
         stored.extend_from_slice(b"=\"");
         for &b in value {
             match b {

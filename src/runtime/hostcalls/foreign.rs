@@ -30,8 +30,13 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
+/// A foreign function: the arguments and the instance's `memory_limit` to
+/// the result, or why there is none.
+type Function = fn(&[u8], usize) -> std::result::Result<Vec<u8>, String>;
+
 /// The functions this host has, by the name filters call them by.
-pub const FUNCTIONS: &[&str] = &["compress", "uncompress"];
+pub const FUNCTIONS: &[(&str, Function)] =
+    &[("compress", |data, _| compress(data)), ("uncompress", uncompress)];
 
 fn call_foreign_function(
     caller: Call,
@@ -43,30 +48,25 @@ fn call_foreign_function(
     ret_size: i32,
 ) -> Result {
     let name = read_bytes(caller, name_ptr, name_len)?;
-    let args = read_bytes(caller, args_ptr, args_len)?;
-    let limit = caller.data().module.limits.memory;
-    let result = match &name[..] {
-        b"compress" => compress(&args[..]),
-        b"uncompress" => uncompress(&args[..], limit),
-        other => {
-            let state = caller.data();
-            let name = String::from_utf8_lossy(other).into_owned();
-            if state.module.warn_once(&name) {
-                state.log(
-                    LogLevel::Warn,
-                    format!(
-                        "foreign function {name:?} is not provided by this host (it has: {}): \
-                         returning NOT_FOUND",
-                        FUNCTIONS.join(", ")
-                    )
-                    .as_bytes(),
-                );
-            }
-            return Err(Status::NotFound.into());
+    let name = String::from_utf8_lossy(&name).into_owned();
+    let Some(&(_, function)) = FUNCTIONS.iter().find(|(known, _)| *known == name) else {
+        let state = caller.data();
+        if state.module.warn_once(&name) {
+            let known: Vec<&str> = FUNCTIONS.iter().map(|(known, _)| *known).collect();
+            state.log(
+                LogLevel::Warn,
+                format!(
+                    "foreign function {name:?} is not provided by this host (it has: {}): \
+                     returning NOT_FOUND",
+                    known.join(", ")
+                )
+                .as_bytes(),
+            );
         }
+        return Err(Status::NotFound.into());
     };
-    let result = result.map_err(|why| {
-        let name = String::from_utf8_lossy(&name[..]).into_owned();
+    let args = read_bytes(caller, args_ptr, args_len)?;
+    let result = function(&args, caller.data().module.limits.memory).map_err(|why| {
         caller.data().log(
             LogLevel::Warn,
             format!("foreign function {name}: {why}").as_bytes(),

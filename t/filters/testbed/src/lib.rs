@@ -14,6 +14,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+mod ops;
+
 use log::{debug, error, info, warn};
 use proxy_wasm::traits::*;
 use proxy_wasm::types::*;
@@ -372,17 +374,7 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 };
                 info!("proxy_send_local_response returned {}", status);
             }
-            "respond_grpc" => {
-                // respond_grpc <status> <grpc_status> [body]
-                let body = arg(3);
-                let status = unsafe {
-                    proxy_send_local_response(
-                        arg(1).parse().unwrap_or(0), std::ptr::null(), 0, body.as_ptr(), body.len(),
-                        std::ptr::null(), 0, arg(2).parse().unwrap_or(-1),
-                    )
-                };
-                info!("proxy_send_local_response returned {}", status);
-            }
+            "respond_grpc" => ops::respond_grpc(arg(1), arg(2), arg(3)),
             "respond_status" => {
                 let status = unsafe {
                     proxy_send_local_response(arg(1).parse().unwrap_or(0), std::ptr::null(), 0, std::ptr::null(), 0, std::ptr::null(), 0, -1)
@@ -726,28 +718,8 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 });
                 info!("count {}", count);
             }
-            "foreign" => {
-                // foreign <name> [text]: the call's outcome, and what came back
-                let args = args.get(2).map(|text| text.as_bytes());
-                match proxy_wasm::hostcalls::call_foreign_function(arg(1), args) {
-                    Ok(result) => {
-                        let result = result.unwrap_or_default();
-                        let head: String = result.iter().take(4).map(|b| format!("{:02x}", b)).collect();
-                        info!("foreign {}: {} bytes, starting {}", arg(1), result.len(), head);
-                    }
-                    Err(status) => info!("foreign {} failed: {:?}", arg(1), status),
-                }
-            }
-            "foreign_roundtrip" => {
-                // compress, then uncompress what came back
-                let compressed = proxy_wasm::hostcalls::call_foreign_function("compress", Some(arg(1).as_bytes()))
-                    .unwrap()
-                    .unwrap_or_default();
-                let back = proxy_wasm::hostcalls::call_foreign_function("uncompress", Some(&compressed))
-                    .unwrap()
-                    .unwrap_or_default();
-                info!("roundtrip {} bytes -> {} -> {:?}", arg(1).len(), compressed.len(), String::from_utf8_lossy(&back));
-            }
+            "foreign" => ops::foreign(arg(1), args.get(2).map(String::as_str)),
+            "foreign_roundtrip" => ops::foreign_roundtrip(arg(1)),
             "tick_period" => proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(arg(1).parse().unwrap_or(0))).unwrap(),
             "tick_count" => {
                 // logs the tick; at the n-th one, sets the period given
