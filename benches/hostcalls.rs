@@ -164,6 +164,7 @@ delegate_to_mock! {
     HttpCalls {
         fn call_start(&self, request: Option<RequestRef>, params: &CallParams<'_>) -> Result<CallRef, String>;
         fn call_cancel(&self, call: CallRef) -> ();
+        fn call_send(&self, call: CallRef, data: &[u8]) -> bool;
     }
     SharedMemory {
         fn with_zone(&self, zone: ZoneRef, f: &mut dyn FnMut(&mut dyn LockedZone)) -> bool;

@@ -310,6 +310,13 @@ typedef struct {
     /* over TLS (:scheme https), with this server name (SNI, checks) */
     uint32_t                       tls;
     ngx_proxy_wasm_str_t           server_name;
+    /*
+     * A connection kept open both ways (an HTTP/2 channel; ALPN h2 over
+     * TLS): "data" is its first bytes and call_send adds more; every byte
+     * read goes to call_data (PROGRESS_CLOSE: Rust forgot it, close it),
+     * its end to call_end; no timeout but the sockets' connect and send.
+     */
+    uint32_t                       duplex;
 } ngx_proxy_wasm_call_params_t;
 
 
@@ -544,6 +551,12 @@ typedef struct {
                             ngx_proxy_wasm_str_t *err);
     /* Drop a call that has not ended: nothing more is reported. */
     void      (*call_cancel)(void *call);
+    /*
+     * More bytes for a duplex call, sent as the connection takes them
+     * (copied); never calls Rust. -1: the connection is broken (call_end
+     * reports it from the event loop).
+     */
+    int32_t   (*call_send)(void *call, ngx_proxy_wasm_str_t data);
 
     /*
      * A zone of wasm{}, locked: the functions below that take a zone work

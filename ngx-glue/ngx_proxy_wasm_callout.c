@@ -120,9 +120,24 @@ ngx_proxy_wasm_call_start(void *request,
     call->target.len = params->target.len;
     call->target.data = ngx_pnalloc(pool, params->target.len + 1);
     call->out.len = params->data.len;
-    call->out.data = ngx_pnalloc(pool, params->data.len + 1);
+
+    if (params->duplex) {
+        /* a channel outlives requests, and its output grows and shrinks */
+        call->duplex = 1;
+        call->log = ngx_cycle->log;
+        call->peer.log = call->log;
+        call->out_size = ngx_max(params->data.len, NGX_PROXY_WASM_CALL_READ_SIZE);
+        call->out.data = ngx_alloc(call->out_size, ngx_cycle->log);
+
+    } else {
+        call->out.data = ngx_pnalloc(pool, params->data.len + 1);
+    }
 
     if (call->target.data == NULL || call->out.data == NULL) {
+        if (call->duplex && call->out.data) {
+            ngx_free(call->out.data);
+        }
+
         goto failed;
     }
 
@@ -201,9 +216,12 @@ start:
     call->report.data = call;
     call->report.log = call->log;
 
-    timeout = params->timeout_ms ? (ngx_msec_t) params->timeout_ms
-                                 : NGX_PROXY_WASM_CALL_IO_TIMEOUT;
-    ngx_add_timer(&call->deadline, ngx_min(timeout, NGX_MAX_INT32_VALUE));
+    /* a channel's calls have their own deadlines */
+    if (!call->duplex) {
+        timeout = params->timeout_ms ? (ngx_msec_t) params->timeout_ms
+                                     : NGX_PROXY_WASM_CALL_IO_TIMEOUT;
+        ngx_add_timer(&call->deadline, ngx_min(timeout, NGX_MAX_INT32_VALUE));
+    }
 
     ngx_queue_insert_tail(&ngx_proxy_wasm_calls, &call->queue);
 
@@ -257,6 +275,56 @@ void
 ngx_proxy_wasm_call_cancel(void *call)
 {
     ngx_proxy_wasm_call_free(call, 0);
+}
+
+
+/* more bytes for a duplex call: kept until the connection takes them */
+int32_t
+ngx_proxy_wasm_call_send_more(void *data, ngx_proxy_wasm_str_t more)
+{
+    ngx_proxy_wasm_call_t  *call = data;
+
+    size_t   left, size;
+    u_char  *out;
+
+    if (call->report.posted) {
+        /* it failed, and says so from the event loop */
+        return -1;
+    }
+
+    left = call->out.len - call->sent;
+
+    if (left + more.len > call->out_size) {
+        size = ngx_max(call->out_size * 2, left + more.len);
+        out = ngx_alloc(size, call->log);
+
+        if (out == NULL) {
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESET,
+                                     "out of memory");
+            return -1;
+        }
+
+        ngx_memcpy(out, call->out.data + call->sent, left);
+        ngx_free(call->out.data);
+        call->out.data = out;
+        call->out_size = size;
+
+    } else if (call->sent) {
+        ngx_memmove(call->out.data, call->out.data + call->sent, left);
+    }
+
+    call->sent = 0;
+    call->out.len = left;
+
+    ngx_memcpy(call->out.data + call->out.len, more.data, more.len);
+    call->out.len += more.len;
+
+    /* a write in progress goes on from the write handler */
+    if (call->connected && !call->peer.connection->write->timer_set) {
+        ngx_proxy_wasm_call_send(call);
+    }
+
+    return call->report.posted ? -1 : 0;
 }
 
 
@@ -361,7 +429,7 @@ ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call)
     }
 
     /* a retry follows a stale idle connection: it takes a fresh one */
-    c = call->retried ? NULL : ngx_proxy_wasm_idle_take(call->peer.sockaddr,
+    c = (call->retried || call->duplex) ? NULL : ngx_proxy_wasm_idle_take(call->peer.sockaddr,
                                                       call->peer.socklen,
                                                       call->tls,
                                                       &call->server_name);
@@ -451,6 +519,21 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
 
     c = call->peer.connection;
 
+    if (call->duplex && !call->connected) {
+        /* the server may speak first, and at any time */
+        call->connected = 1;
+
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESET,
+                                     "cannot read from the connection");
+            return;
+        }
+
+        if (c->read->ready) {
+            ngx_post_event(c->read, &ngx_posted_events);
+        }
+    }
+
     while (call->sent < call->out.len) {
         n = c->send(c, call->out.data + call->sent,
                     call->out.len - call->sent);
@@ -478,6 +561,11 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
 
     if (c->write->timer_set) {
         ngx_del_timer(c->write);
+    }
+
+    if (call->duplex) {
+        /* an idle channel is not a slow server */
+        return;
     }
 
     ngx_add_timer(c->read, call->read_timeout);
@@ -544,7 +632,7 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
         return;
     }
 
-    if (call->sent < call->out.len) {
+    if (call->sent < call->out.len && !call->connected) {
         /* a connect failed, or the server answered early */
         if (!call->reused && ngx_proxy_wasm_call_test_connect(c) != NGX_OK) {
             if (call->sent == 0 && ngx_proxy_wasm_call_next(call)) {
@@ -562,8 +650,9 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
         n = c->recv(c, buf, sizeof(buf));
 
         if (n == NGX_AGAIN) {
-            ngx_add_timer(rev,
-                          call->read_timeout);
+            if (!call->duplex) {
+                ngx_add_timer(rev, call->read_timeout);
+            }
 
             if (ngx_handle_read_event(rev, 0) != NGX_OK) {
                 ngx_proxy_wasm_call_end(call, NGX_PROXY_WASM_CALL_END_RESET);
@@ -606,7 +695,7 @@ ngx_proxy_wasm_call_read_handler(ngx_event_t *rev)
             continue;
 
         case NGX_PROXY_WASM_CALL_PROGRESS_KEEP_ALIVE:
-            ngx_proxy_wasm_call_free(call, 1);
+            ngx_proxy_wasm_call_free(call, !call->duplex);
             return;
 
         default:
@@ -719,6 +808,10 @@ ngx_proxy_wasm_call_free(ngx_proxy_wasm_call_t *call, ngx_uint_t keep)
         } else {
             ngx_proxy_wasm_call_close(c);
         }
+    }
+
+    if (call->duplex) {
+        ngx_free(call->out.data);
     }
 
     ngx_queue_remove(&call->queue);

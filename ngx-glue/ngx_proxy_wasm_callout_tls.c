@@ -51,6 +51,18 @@ ngx_proxy_wasm_call_handshake(ngx_proxy_wasm_call_t *call)
         return;
     }
 
+#ifdef TLSEXT_TYPE_application_layer_protocol_negotiation
+    /* a channel speaks HTTP/2 only */
+    if (call->duplex
+        && SSL_set_alpn_protos(c->ssl->connection, (u_char *) "\x02h2", 3)
+           != 0)
+    {
+        ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
+                                 "cannot offer ALPN h2");
+        return;
+    }
+#endif
+
 #ifdef SSL_CTRL_SET_TLSEXT_HOSTNAME
     /* no SNI for an address */
     if (ngx_inet_addr(call->server_name.data, call->server_name.len)
@@ -108,8 +120,9 @@ ngx_proxy_wasm_call_handshaked(ngx_connection_t *c)
 
         if (rc != X509_V_OK) {
             ngx_log_error(NGX_LOG_ERR, call->log, 0,
-                          "http call to \"%V\": certificate verify error: "
-                          "(%l:%s)", &call->target, rc,
+                          "%s to \"%V\": certificate verify error: "
+                          "(%l:%s)", call->duplex ? "grpc channel" : "http call",
+                          &call->target, rc,
                           X509_verify_cert_error_string(rc));
             ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
                                      "certificate verify failed");
@@ -124,6 +137,23 @@ ngx_proxy_wasm_call_handshaked(ngx_connection_t *c)
             return;
         }
     }
+
+#ifdef TLSEXT_TYPE_application_layer_protocol_negotiation
+    if (call->duplex) {
+        const unsigned char  *alpn;
+        unsigned int          len;
+
+        len = 0;
+        SSL_get0_alpn_selected(c->ssl->connection, &alpn, &len);
+
+        if (len != 2 || ngx_memcmp(alpn, "h2", 2) != 0) {
+            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_TLS,
+                                     "the server did not choose HTTP/2 "
+                                     "(ALPN h2)");
+            return;
+        }
+    }
+#endif
 
     c->read->handler = ngx_proxy_wasm_call_read_handler;
     c->write->handler = ngx_proxy_wasm_call_write_handler;

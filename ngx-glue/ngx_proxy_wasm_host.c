@@ -170,6 +170,7 @@ const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
     .timer_cancel = ngx_proxy_wasm_timer_cancel,
     .call_start = ngx_proxy_wasm_call_start,
     .call_cancel = ngx_proxy_wasm_call_cancel,
+    .call_send = ngx_proxy_wasm_call_send_more,
     .zone_lock = ngx_proxy_wasm_zone_lock,
     .zone_unlock = ngx_proxy_wasm_zone_unlock,
     .kv_state = ngx_proxy_wasm_kv_state,

@@ -265,6 +265,11 @@ typedef struct {
     unsigned                    reused:1;    /* an idle connection */
     unsigned                    received:1;  /* response bytes came */
     unsigned                    retried:1;
+    /* kept open both ways (call_send): "out" is malloc'ed, out_size long */
+    unsigned                    duplex:1;
+    /* connected (and TLS done): what call_send adds goes out at once */
+    unsigned                    connected:1;
+    size_t                      out_size;
 } ngx_proxy_wasm_call_t;
 
 ngx_proxy_wasm_conf_t *ngx_proxy_wasm_calls_conf(void);
@@ -287,6 +292,7 @@ ngx_resolver_t *ngx_proxy_wasm_call_resolver(ngx_http_request_t *r,
 void *ngx_proxy_wasm_call_start(void *request,
     const ngx_proxy_wasm_call_params_t *params, ngx_proxy_wasm_str_t *err);
 void ngx_proxy_wasm_call_cancel(void *call);
+int32_t ngx_proxy_wasm_call_send_more(void *call, ngx_proxy_wasm_str_t data);
 void ngx_proxy_wasm_calls_exit(void);
 
 /* idle connections of HTTP calls: ngx_proxy_wasm_callout_idle.c */

@@ -50,6 +50,11 @@ pub struct CallParams<'a> {
     pub timeout: Option<Duration>,
     /// Over TLS, to this server name (SNI, certificate checks).
     pub tls: Option<&'a [u8]>,
+    /// A connection that stays open both ways (an HTTP/2 channel, ALPN
+    /// `h2` over TLS): `data` is its first bytes, `call_send` adds more,
+    /// every byte read goes to `Worker::on_call_data`, and its end to
+    /// `Worker::on_call_end`; no timeout but the sockets'.
+    pub duplex: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +225,11 @@ pub trait HttpCalls {
 
     /// Drops a call that has not ended: its outcome is not reported.
     fn call_cancel(&self, call: CallRef);
+
+    /// More bytes for a duplex call's connection, sent as it can take
+    /// them; false if it is broken (its end is reported from the event
+    /// loop).
+    fn call_send(&self, call: CallRef, data: &[u8]) -> bool;
 }
 
 /// A zone of wasm{} by its kind and its place among the zones of its kind.

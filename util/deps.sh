@@ -9,7 +9,7 @@
 set -eu
 
 packages="gcc make libc6-dev libclang-dev libpcre2-dev zlib1g-dev libssl-dev \
-    nginx-dev libnginx-mod-http-lua libtest-base-perl rustc cargo \
+    nginx-dev libnginx-mod-http-lua libtest-base-perl rustc cargo python3-grpcio \
     libstd-rust-dev-wasm32 lld-14 curl wrk python3 valgrind procps util-linux \
     debhelper dpkg-dev fakeroot binutils"
 

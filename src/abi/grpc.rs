@@ -38,6 +38,34 @@ pub fn encode_message(message: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `%XX` sequences of a `grpc-message` decoded (others kept as they are).
+pub fn decode_message(message: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(message.len());
+    let mut i = 0;
+    while i < message.len() {
+        if message[i] == b'%' && i + 2 < message.len() {
+            if let (Some(h), Some(l)) = (hex(message[i + 1]), hex(message[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(message[i]);
+        i += 1;
+    }
+    out
+}
+
+/// A message as gRPC frames it: uncompressed, its length first.
+pub fn frame(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + message.len());
+    out.push(0);
+    out.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
 /// A header's name and value.
 pub type Header = (Vec<u8>, Vec<u8>);
 
@@ -100,5 +128,14 @@ mod tests {
         assert_eq!(headers.len(), 2);
         assert_eq!(status_of_http(503), 14);
         assert_eq!(status_of_http(500), 2);
+    }
+
+    #[test]
+    fn messages_round_trip_through_percent_encoding() {
+        let text = b"denied: 100%\n\xff";
+        assert_eq!(decode_message(&encode_message(text)), text.to_vec());
+        assert_eq!(decode_message(b"50%"), b"50%".to_vec());
+        assert_eq!(decode_message(b"%zz%41"), b"%zzA".to_vec());
+        assert_eq!(frame(b"ab"), vec![0, 0, 0, 0, 2, b'a', b'b']);
     }
 }

@@ -24,14 +24,19 @@ impl Encoded {
         if !self.scheme.eq_ignore_ascii_case(b"https") {
             return None;
         }
-        let authority = &self.authority[..];
-        if let Some(rest) = authority.strip_prefix(b"[") {
-            return Some(rest.split(|&b| b == b']').next().unwrap_or_default());
-        }
-        Some(match authority.iter().rposition(|&b| b == b':') {
-            Some(colon) if authority[colon + 1..].iter().all(u8::is_ascii_digit) => &authority[..colon],
-            _ => authority,
-        })
+        Some(server_name_of(&self.authority))
+    }
+}
+
+/// The server name of an authority: without its port, an IPv6 address
+/// without its brackets.
+pub fn server_name_of(authority: &[u8]) -> &[u8] {
+    if let Some(rest) = authority.strip_prefix(b"[") {
+        return rest.split(|&b| b == b']').next().unwrap_or_default();
+    }
+    match authority.iter().rposition(|&b| b == b':') {
+        Some(colon) if authority[colon + 1..].iter().all(u8::is_ascii_digit) => &authority[..colon],
+        _ => authority,
     }
 }
 

@@ -6,6 +6,8 @@
 //! functions add to and the worker takes from when nginx reports an
 //! outcome.
 
+pub mod grpc;
+pub mod h2;
 pub mod http1;
 
 use std::cell::RefCell;
@@ -122,10 +124,11 @@ impl Calls {
         self.settings = None;
     }
 
-    /// A token for a new call (never 0).
+    /// A token for a new call (never 0; a multiple of 4, as Envoy's HTTP
+    /// call tokens are: gRPC tokens have other low bits).
     pub fn next_token(&mut self) -> u32 {
         loop {
-            self.next_token = self.next_token.wrapping_add(1);
+            self.next_token = self.next_token.wrapping_add(4);
             let token = self.next_token;
             if token != 0 && !self.pending.contains_key(&token) {
                 return token;

@@ -55,6 +55,7 @@ impl Nginx {
             timer_cancel: Some(_),
             call_start: Some(_),
             call_cancel: Some(_),
+            call_send: Some(_),
             zone_lock: Some(_),
             zone_unlock: Some(_),
             kv_state: Some(_),
@@ -350,6 +351,7 @@ impl HttpCalls for Nginx {
                 .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
             tls: params.tls.is_some().into(),
             server_name: str_of(params.tls.unwrap_or_default()),
+            duplex: params.duplex.into(),
         };
         let mut err = ngx_proxy_wasm_str_t::default();
         // SAFETY: see above; the shim copies what it keeps of the params,
@@ -366,6 +368,12 @@ impl HttpCalls for Nginx {
         // SAFETY: `call` came from call_start and has not ended: the
         // worker forgets a call once it ended or was cancelled.
         unsafe { shim!(self, call_cancel)(call.0 as *mut c_void) }
+    }
+
+    fn call_send(&self, call: CallRef, data: &[u8]) -> bool {
+        // SAFETY: `call` came from call_start (duplex) and has not ended;
+        // the shim copies the bytes it cannot send at once.
+        unsafe { shim!(self, call_send)(call.0 as *mut c_void, str_of(data)) == 0 }
     }
 }
 

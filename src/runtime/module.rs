@@ -71,6 +71,12 @@ const CALLBACKS: &[(&str, &[ValType], &[ValType])] = {
         ("proxy_on_queue_ready", &[I32, I32], &[]),
         ("proxy_on_http_call_response", &[I32, I32, I32, I32, I32], &[]),
         ("proxy_on_foreign_function", &[I32, I32, I32], &[]),
+        ("proxy_on_grpc_receive_initial_metadata", &[I32, I32, I32], &[]),
+        ("proxy_on_grpc_receive", &[I32, I32, I32], &[]),
+        ("proxy_on_grpc_receive_trailing_metadata", &[I32, I32, I32], &[]),
+        // the AssemblyScript and C++ SDKs' name of the one above
+        ("proxy_on_grpc_trailing_metadata", &[I32, I32, I32], &[]),
+        ("proxy_on_grpc_close", &[I32, I32, I32], &[]),
     ]
 };
 

@@ -8,6 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::callout::grpc::GrpcCalls;
 use crate::callout::Calls;
 use crate::host::Host;
 use crate::shared::metrics::{MetricNaming, MetricRegistry};
@@ -19,6 +20,7 @@ pub struct Services {
     /// The zones of wasm{}.
     pub zones: Rc<Zones>,
     pub calls: RefCell<Calls>,
+    pub grpc: RefCell<GrpcCalls>,
     pub queues: RefCell<QueueSubscribers>,
     pub metrics: RefCell<MetricRegistry>,
     /// What WASI's monotonic clock counts from.
@@ -39,6 +41,7 @@ impl Services {
         Rc::new(Services {
             host,
             zones,
+            grpc: RefCell::new(GrpcCalls::new(calls.settings().unwrap_or_default().max_body_size)),
             calls: RefCell::new(calls),
             queues: RefCell::new(QueueSubscribers::default()),
             metrics: RefCell::new(MetricRegistry::new(metric_naming)),

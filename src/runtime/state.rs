@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use wasmtime::{Memory, TypedFunc};
 
 use crate::abi::properties::PropertyStore;
 use crate::abi::{Direction, LogLevel, Status};
+use crate::callout::grpc::Metadata;
 use crate::callout::http1::Response;
 use crate::host::prelude::*;
 use crate::host::RequestRef;
@@ -38,6 +40,10 @@ pub enum Callback {
     Tick,
     HttpCallResponse,
     QueueReady,
+    GrpcInitialMetadata,
+    GrpcReceive,
+    GrpcTrailingMetadata,
+    GrpcClose,
 }
 
 impl Callback {
@@ -60,6 +66,10 @@ impl Callback {
             Callback::Tick => "proxy_on_tick",
             Callback::HttpCallResponse => "proxy_on_http_call_response",
             Callback::QueueReady => "proxy_on_queue_ready",
+            Callback::GrpcInitialMetadata => "proxy_on_grpc_receive_initial_metadata",
+            Callback::GrpcReceive => "proxy_on_grpc_receive",
+            Callback::GrpcTrailingMetadata => "proxy_on_grpc_receive_trailing_metadata",
+            Callback::GrpcClose => "proxy_on_grpc_close",
         }
     }
 }
@@ -298,6 +308,11 @@ pub struct HostState {
     pub call_response: Option<Rc<Response>>,
     /// `proxy_get_status`: the last call's outcome (code, message).
     pub call_status: (u32, Vec<u8>),
+    /// The message `on_grpc_receive` is given (None outside it).
+    pub grpc_message: Option<Bytes>,
+    /// The metadata `on_grpc_receive_initial_metadata` (false) or
+    /// `on_grpc_receive_trailing_metadata` (true) is given.
+    pub grpc_metadata: Option<(bool, Rc<Metadata>)>,
     /// WASI stdout and stderr text not logged yet: the start of a line.
     output: Vec<(LogLevel, Vec<u8>)>,
 }
@@ -319,6 +334,8 @@ impl HostState {
             generation: 0,
             call_response: None,
             call_status: (0, Vec::new()),
+            grpc_message: None,
+            grpc_metadata: None,
             output: Vec::new(),
         }
     }

@@ -13,6 +13,7 @@ use wasmtime::{
 use crate::abi::Direction;
 use crate::abi::{LogLevel, Status};
 use crate::callout::http1::Response;
+use crate::callout::grpc::Delivery;
 use crate::callout::CallFailure;
 use crate::runtime::hostcalls::ProcExit;
 use crate::runtime::module::WasmModule;
@@ -69,6 +70,10 @@ struct Callbacks {
     tick: Lazy<i32, ()>,
     http_call_response: Lazy<(i32, i32, i32, i32, i32), ()>,
     queue_ready: Lazy<(i32, i32), ()>,
+    grpc_initial_metadata: Lazy<(i32, i32, i32), ()>,
+    grpc_receive: Lazy<(i32, i32, i32), ()>,
+    grpc_trailing_metadata: Lazy<(i32, i32, i32), ()>,
+    grpc_close: Lazy<(i32, i32, i32), ()>,
 }
 
 /// Header callbacks take `end_of_stream` since ABI 0.2.0.
@@ -325,6 +330,44 @@ impl Vm {
         result
     }
 
+    /// Something came of a gRPC call or stream of a root context: its
+    /// metadata, a message, or its close (the status message through
+    /// `proxy_get_status`), each in the callback Envoy makes for it.
+    pub fn on_grpc(&mut self, root_id: u32, token: u32, what: Delivery) -> Result<(), Trapped> {
+        let callbacks = self.callbacks.clone();
+        let (lazy, callback, arg) = match what {
+            Delivery::InitialMetadata(metadata) => {
+                let count = metadata.len() as u32;
+                self.store.data_mut().grpc_metadata = Some((false, Rc::new(metadata)));
+                (&callbacks.grpc_initial_metadata, Callback::GrpcInitialMetadata, count)
+            }
+            Delivery::TrailingMetadata(metadata) => {
+                let count = metadata.len() as u32;
+                self.store.data_mut().grpc_metadata = Some((true, Rc::new(metadata)));
+                (&callbacks.grpc_trailing_metadata, Callback::GrpcTrailingMetadata, count)
+            }
+            Delivery::Message(message) => {
+                let size = message.len();
+                self.store.data_mut().grpc_message = Some(message);
+                (&callbacks.grpc_receive, Callback::GrpcReceive, size as u32)
+            }
+            Delivery::Close(status) => {
+                self.store.data_mut().call_status = (status.code, status.message.into_bytes());
+                (&callbacks.grpc_close, Callback::GrpcClose, status.code)
+            }
+        };
+        let result = match lazy.get(&mut self.store) {
+            Some(f) => self.call(root_id, callback, |store| {
+                f.call(store, (root_id as i32, token as i32, arg as i32))
+            }),
+            None => Ok(()),
+        };
+        let state = self.store.data_mut();
+        state.grpc_metadata = None;
+        state.grpc_message = None;
+        result
+    }
+
     /// Ends the root contexts (`on_done`, `on_delete`), before an instance
     /// made for one request goes.
     pub fn end_roots(&mut self) {
@@ -573,6 +616,17 @@ impl Callbacks {
             tick: Lazy::new(instance, module, "proxy_on_tick"),
             http_call_response: Lazy::new(instance, module, "proxy_on_http_call_response"),
             queue_ready: Lazy::new(instance, module, "proxy_on_queue_ready"),
+            grpc_initial_metadata: Lazy::new(instance, module, "proxy_on_grpc_receive_initial_metadata"),
+            grpc_receive: Lazy::new(instance, module, "proxy_on_grpc_receive"),
+            grpc_trailing_metadata: {
+                let spec = Lazy::new(instance, module, "proxy_on_grpc_receive_trailing_metadata");
+                if spec.exists() {
+                    spec
+                } else {
+                    Lazy::new(instance, module, "proxy_on_grpc_trailing_metadata")
+                }
+            },
+            grpc_close: Lazy::new(instance, module, "proxy_on_grpc_close"),
         }
     }
 }

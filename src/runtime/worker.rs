@@ -17,7 +17,7 @@ use super::services::Services;
 use super::vm::Vm;
 use super::Filter;
 use crate::abi::LogLevel;
-use crate::callout::{self, http1::Response, CallFailure, CallSettings, Calls, Fed, Origin};
+use crate::callout::{self, grpc, http1::Response, CallFailure, CallSettings, Calls, Fed, Origin};
 use crate::host::prelude::*;
 use crate::host::{RequestRef, TimerRef};
 use crate::runtime::state::FilterInfo;
@@ -165,6 +165,7 @@ impl Worker {
     pub fn shutdown(&self) {
         self.services.calls.borrow_mut().disable();
         callout::cancel_where(&self.services.calls, self.host, |_| true);
+        self.services.grpc.borrow_mut().exit(self.host);
         for (_, tick) in self.ticks.borrow_mut().drain() {
             if let Some(timer) = tick.timer {
                 self.host.timer_cancel(timer);
@@ -224,6 +225,10 @@ impl Worker {
         callout::cancel_where(&self.services.calls, self.host, |origin| {
             origin.instance == generation
         });
+        self.services
+            .grpc
+            .borrow_mut()
+            .cancel_where(self.host, |origin| origin.instance == generation);
         self.instances.borrow_mut().remove(&generation);
     }
 
@@ -396,6 +401,10 @@ impl Worker {
         callout::cancel_where(&self.services.calls, self.host, |origin| {
             origin.request == Some(request)
         });
+        self.services
+            .grpc
+            .borrow_mut()
+            .cancel_where(self.host, |origin| origin.request == Some(request));
     }
 
     /// An instance made for a request goes with it.
@@ -406,6 +415,11 @@ impl Worker {
     /// Bytes of a call's response came: whether the response is whole,
     /// and then whether its connection may serve another call.
     pub fn on_call_data(&self, token: u32, bytes: &[u8]) -> CallProgress {
+        if grpc::is_channel(token) {
+            let kept = self.services.grpc.borrow_mut().feed(self.host, token, bytes);
+            self.deliver_grpc();
+            return if kept { CallProgress::More } else { CallProgress::Close };
+        }
         let fed = self.services.calls.borrow_mut().feed(token, bytes);
         match fed {
             Fed::More => CallProgress::More,
@@ -425,6 +439,15 @@ impl Worker {
     /// A call ended without a whole response: a failure, or a connection
     /// closed at the end of a body that ends so.
     pub fn on_call_end(&self, token: u32, failure: Option<CallFailure>, detail: &str) {
+        if grpc::is_channel(token) {
+            let why = failure.map(|failure| match detail {
+                "" => failure.as_str().to_string(),
+                _ => format!("{} ({detail})", failure.as_str()),
+            });
+            self.services.grpc.borrow_mut().end(self.host, token, why);
+            self.deliver_grpc();
+            return;
+        }
         let ended = self.services.calls.borrow_mut().end(token, failure);
         if let Some((origin, outcome)) = ended {
             self.deliver(origin, outcome, detail);
@@ -443,6 +466,54 @@ impl Worker {
                 let _ = vm.on_http_call_response(origin.root_id, origin.token, outcome);
             });
         }
+    }
+
+    /// What gRPC calls came to, to the root contexts that made them (in
+    /// their instances, if they still live), until their callbacks cause
+    /// nothing more.
+    fn deliver_grpc(&self) {
+        loop {
+            let batch = self.services.grpc.borrow_mut().take_pending();
+            if batch.is_empty() {
+                return;
+            }
+            for delivered in batch {
+                let origin = delivered.origin;
+                if let grpc::Delivery::Close(status) = &delivered.what {
+                    if status.code != grpc::code::OK {
+                        self.log_grpc_failure(&origin, status);
+                    }
+                }
+                if let Some(slot) = self.instance(origin.instance) {
+                    self.run_in(&slot, origin.instance, |vm| {
+                        let _ = vm.on_grpc(origin.root_id, origin.token, delivered.what);
+                    });
+                }
+            }
+        }
+    }
+
+    /// A gRPC call that failed is logged at `http_call_failure_log`'s
+    /// level when the host ended it (a status the server sent is the
+    /// filter's business).
+    fn log_grpc_failure(&self, origin: &Origin, status: &grpc::GrpcStatus) {
+        if !status.local {
+            return;
+        }
+        let message = format!(
+            "grpc call #{} to \"{}\" failed: {} (status {})",
+            origin.token, origin.target, status.message, status.code
+        );
+        let slot = self.instance(origin.instance);
+        let name = slot.and_then(|slot| slot.borrow().as_ref().map(|vm| vm.module.name.clone()));
+        let level = self.services.calls.borrow().settings().unwrap_or_default().failure_log;
+        self.host.log(
+            origin.request,
+            level,
+            name.as_deref().unwrap_or("ngx_proxy_wasm"),
+            origin.root_id,
+            message.as_bytes(),
+        );
     }
 
     /// Runs a callback in an instance if it is still that generation and
@@ -572,6 +643,16 @@ impl Worker {
     /// A tick's timer fired: `on_tick`, then the next timer. A failed
     /// instance's ticks stop.
     pub fn on_timer(&self, token: u64) {
+        if token & grpc::DEADLINE_TIMER != 0 {
+            self.services.grpc.borrow_mut().expire(self.host, token as u32);
+            self.deliver_grpc();
+            return;
+        }
+        if token == grpc::FLUSH_TIMER {
+            self.services.grpc.borrow_mut().flushed();
+            self.deliver_grpc();
+            return;
+        }
         let replaced = self
             .replacements
             .borrow()

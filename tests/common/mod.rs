@@ -325,6 +325,10 @@ impl HttpCalls for MockHost {
     }
 
     fn call_cancel(&self, _: CallRef) {}
+
+    fn call_send(&self, _: CallRef, _: &[u8]) -> bool {
+        false
+    }
 }
 
 /// A zone of the mock host's shared memory.

@@ -4,6 +4,7 @@
 //! exact signature, so that SDK-built modules link whatever they import.
 
 mod foreign;
+mod grpc;
 mod properties;
 mod proxy;
 mod shared;
@@ -24,6 +25,7 @@ pub use wasi::ProcExit;
 pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     proxy::define(linker)?;
     foreign::define(linker)?;
+    grpc::define(linker)?;
     shared::define(linker)?;
     for module in ["wasi_snapshot_preview1", "wasi_unstable"] {
         wasi::define(linker, module)?;

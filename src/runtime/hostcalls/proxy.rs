@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use wasmtime::{Caller, Linker};
 
 use super::properties::{self, SetError};
@@ -16,6 +17,7 @@ use crate::abi::pairs::{self, Pair};
 use crate::abi::properties::STORE_LIMIT;
 use crate::abi::{direction_of_stream_type, BufferType, Direction, LogLevel, MapType, Status};
 use crate::callout::http1::{self, RequestError, Response};
+use crate::callout::grpc::Metadata;
 use crate::callout::Origin;
 use crate::host::{CallParams, HeaderError, HeaderMap, HeaderOp, RequestRef};
 use crate::runtime::state::{Callback, Context, HostState, LocalResponse, RequestState, Trailers};
@@ -100,11 +102,6 @@ macro_rules! unimplemented_functions {
 unimplemented_functions! {
     "proxy_done"(),
     "proxy_clear_route_cache"(),
-    "proxy_grpc_call"(i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32, i32),
-    "proxy_grpc_stream"(i32, i32, i32, i32, i32, i32, i32, i32, i32),
-    "proxy_grpc_send"(i32, i32, i32, i32),
-    "proxy_grpc_cancel"(i32),
-    "proxy_grpc_close"(i32),
 }
 
 fn unimplemented(caller: &Caller<'_, HostState>, name: &'static str) -> i32 {
@@ -260,6 +257,7 @@ fn http_call(
         data: &request.bytes,
         timeout: (timeout_ms as u32 > 0).then(|| Duration::from_millis(timeout_ms as u32 as u64)),
         tls: request.tls_server_name(),
+        duplex: false,
     };
     let call = state.host.call_start(request_ref, &params).map_err(refuse)?;
     let origin = Origin {
@@ -291,6 +289,8 @@ enum Buffer {
     Configuration(Arc<[u8]>),
     /// The body of the response `on_http_call_response` is given.
     CallBody(Rc<Response>),
+    /// The message `on_grpc_receive` is given.
+    GrpcMessage(Bytes),
     /// The body data in the hands of a filter (by its place in the chain).
     Body(Rc<RefCell<RequestState>>, Direction, usize),
 }
@@ -300,6 +300,7 @@ impl Buffer {
         match self {
             Buffer::Configuration(bytes) => f(bytes),
             Buffer::CallBody(response) => f(&response.body),
+            Buffer::GrpcMessage(message) => f(message),
             Buffer::Body(stream, direction, index) => {
                 let stream = stream.borrow();
                 let held = stream.body(*direction, *index).as_ref();
@@ -323,6 +324,7 @@ fn buffer(state: &HostState, kind: BufferType) -> Option<Buffer> {
         BufferType::HttpRequestBody => Direction::Request,
         BufferType::HttpResponseBody => Direction::Response,
         BufferType::HttpCallResponseBody => return state.call_response.clone().map(Buffer::CallBody),
+        BufferType::GrpcReceiveBuffer => return state.grpc_message.clone().map(Buffer::GrpcMessage),
         _ => return None,
     };
     let (stream, index) = state.http().ok()?;
@@ -449,6 +451,8 @@ enum Map {
     /// The headers (false) or trailers (true) of the response
     /// `on_http_call_response` is given.
     CallResponse(Rc<Response>, bool),
+    /// The metadata a gRPC callback is given.
+    Grpc(Rc<Metadata>),
 }
 
 /// The map a map type designates here, decoded once. Maps that do not
@@ -456,6 +460,13 @@ enum Map {
 /// outside `on_http_call_response` included).
 fn resolve_map(state: &HostState, raw: i32) -> std::result::Result<Map, Status> {
     let map = MapType::from_raw(raw as u32).ok_or(Status::BadArgument)?;
+    if let MapType::GrpcReceiveInitialMetadata | MapType::GrpcReceiveTrailingMetadata = map {
+        let trailing = map == MapType::GrpcReceiveTrailingMetadata;
+        return match &state.grpc_metadata {
+            Some((kind, metadata)) if *kind == trailing => Ok(Map::Grpc(metadata.clone())),
+            _ => Err(Status::BadArgument),
+        };
+    }
     if let MapType::HttpCallResponseHeaders | MapType::HttpCallResponseTrailers = map {
         let response = state.call_response.clone().ok_or(Status::BadArgument)?;
         return Ok(Map::CallResponse(
@@ -479,7 +490,7 @@ fn resolve_map(state: &HostState, raw: i32) -> std::result::Result<Map, Status> 
 fn host_map(state: &HostState, raw: i32) -> std::result::Result<(RequestRef, HeaderMap), Status> {
     match resolve_map(state, raw)? {
         Map::Host(request, map) => Ok((request, map)),
-        Map::CallResponse(..) => Err(Status::BadArgument),
+        Map::CallResponse(..) | Map::Grpc(_) => Err(Status::BadArgument),
     }
 }
 
@@ -494,6 +505,10 @@ fn with_headers(caller: Call, map: &Map, visit: impl FnOnce(Call, &[Pair<'_>]) -
                 &response.headers
             };
             let pairs: Vec<Pair<'_>> = fields.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+            return visit(caller, &pairs);
+        }
+        Map::Grpc(metadata) => {
+            let pairs: Vec<Pair<'_>> = metadata.iter().map(|(k, v)| (&k[..], &v[..])).collect();
             return visit(caller, &pairs);
         }
         Map::Host(request, map) => (*request, *map),
