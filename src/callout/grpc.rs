@@ -504,8 +504,12 @@ impl GrpcCalls {
         let Some(c) = self.channels.get_mut(&channel) else {
             return;
         };
-        c.session.feed_eof();
-        self.drive(host, channel);
+        if why.is_none() {
+            // what the server sent last (a GOAWAY, the last trailers)
+            // still counts
+            c.session.feed_eof();
+            self.drive(host, channel);
+        }
         // what the session did not end yet ends now, with why
         let why = why.unwrap_or_else(|| "the server closed the connection".to_string());
         let left: Vec<u32> = self

@@ -9,7 +9,7 @@ use warnings;
 use Exporter 'import';
 our @EXPORT = qw(default_modules test_certificates trap_storm hostile_upstream
                  stop_process fuzz_directives request_ends run_command
-                 elf_facts);
+                 elf_facts grpc_server);
 
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
@@ -226,6 +226,39 @@ sub elf_facts {
         debuglink => $debuglink,
         build_id => $build_id,
     };
+}
+
+# grpc_server(port, cert => path, key => path, log => path): the test
+# gRPC server (t/lib/grpc_server.py, on Debian's python3-grpcio) on
+# 127.0.0.1:port, over TLS with cert and key; log gets a line per call it
+# saw end. Returns once it accepts connections; stopped at exit.
+my @Servers;
+
+sub grpc_server {
+    my ($port, %opt) = @_;
+    my $script = __FILE__ =~ s{ProxyWasmTest\.pm$}{grpc_server.py}r;
+    my @args = ($port);
+    push @args, $opt{cert}, $opt{key} if $opt{cert};
+    push @args, $opt{log} if $opt{log};
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        exec('/usr/bin/python3', $script, @args) or POSIX::_exit(127);
+    }
+    push @Servers, $pid;
+    for (1 .. 100) {
+        my $peer = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
+        return $pid if $peer;
+        die "the gRPC server did not start" if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        sleep 0.1;
+    }
+    die "the gRPC server does not listen on 127.0.0.1:$port";
+}
+
+END {
+    for my $pid (@Servers) {
+        kill 'TERM', $pid;
+        waitpid $pid, 0;
+    }
 }
 
 # stop_process(pid): ends a process a helper started, and waits for it.

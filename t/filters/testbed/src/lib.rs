@@ -51,6 +51,10 @@ extern "C" {
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: i64) -> u32;
     fn proxy_get_metric(id: u32, value: *mut u64) -> u32;
+    // as the SDK declares them: one signature per import
+    fn proxy_grpc_send(token: u32, message: *const u8, size: usize, end: bool) -> Status;
+    fn proxy_grpc_cancel(token: u32) -> Status;
+    fn proxy_grpc_close(token: u32) -> Status;
 }
 
 fn set_shared(key: &str, value: &[u8], cas: u32) -> u32 {
@@ -720,6 +724,11 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
             }
             "foreign" => ops::foreign(arg(1), args.get(2).map(String::as_str)),
             "foreign_roundtrip" => ops::foreign_roundtrip(arg(1)),
+            "grpc_call" => ops::grpc_call(args),
+            "grpc_stream" => ops::grpc_stream(args),
+            "grpc_send" => ops::grpc_send(arg(1), arg(2) == "end"),
+            "grpc_close" => ops::grpc_end(false),
+            "grpc_cancel" => ops::grpc_end(true),
             "tick_period" => proxy_wasm::hostcalls::set_tick_period(std::time::Duration::from_millis(arg(1).parse().unwrap_or(0))).unwrap(),
             "tick_count" => {
                 // logs the tick; at the n-th one, sets the period given
@@ -772,6 +781,30 @@ impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, trailers: usize) {
         log_call_response(token, headers, body_size, trailers);
         run(&self.script, "root_call_response", self.context_id);
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        ops::log_grpc_response(token, status, size);
+        run(&self.script, "root_grpc_response", self.context_id);
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, token: u32, _count: u32) {
+        ops::log_grpc_initial_metadata(token);
+        run(&self.script, "root_grpc_metadata", self.context_id);
+    }
+
+    fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
+        ops::log_grpc_message(token, size);
+        run(&self.script, "root_grpc_message", self.context_id);
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, token: u32, _count: u32) {
+        ops::log_grpc_trailing_metadata(token);
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status: u32) {
+        ops::log_grpc_close(token, status);
+        run(&self.script, "root_grpc_close", self.context_id);
     }
 
     fn on_done(&mut self) -> bool {
@@ -851,6 +884,30 @@ impl Context for Http {
     fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, trailers: usize) {
         log_call_response(token, headers, body_size, trailers);
         run(&self.script, "call_response", self.context_id);
+    }
+
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        ops::log_grpc_response(token, status, size);
+        run(&self.script, "grpc_response", self.context_id);
+    }
+
+    fn on_grpc_stream_initial_metadata(&mut self, token: u32, _count: u32) {
+        ops::log_grpc_initial_metadata(token);
+        run(&self.script, "grpc_metadata", self.context_id);
+    }
+
+    fn on_grpc_stream_message(&mut self, token: u32, size: usize) {
+        ops::log_grpc_message(token, size);
+        run(&self.script, "grpc_message", self.context_id);
+    }
+
+    fn on_grpc_stream_trailing_metadata(&mut self, token: u32, _count: u32) {
+        ops::log_grpc_trailing_metadata(token);
+    }
+
+    fn on_grpc_stream_close(&mut self, token: u32, status: u32) {
+        ops::log_grpc_close(token, status);
+        run(&self.script, "grpc_close", self.context_id);
     }
 
     fn on_done(&mut self) -> bool {

@@ -300,8 +300,15 @@ sub build_requests {
 
     # a code reference among the requests runs there instead (e.g. to
     # signal a worker between two requests)
+    # more_headers: for every request, or (an eval's list) one per request
     my $headers = section($block, 'more_headers') // '';
-    return map { ref eq 'CODE' ? $_ : [build_request($_, $headers)] } ref $request ? @$request : ($request);
+    my @requests = ref $request ? @$request : ($request);
+    my $i = 0;
+    return map {
+        my $h = ref $headers ? expand_env($headers->[$i] // '') : $headers;
+        $i++;
+        ref eq 'CODE' ? $_ : [build_request($_, $h)]
+    } @requests;
 }
 
 sub build_request {
