@@ -2,8 +2,10 @@
 # (t/lib/grpc_server.py on python3-grpcio): unary, server streaming, client
 # streaming, bidirectional, large messages, deadlines, a server that is
 # down, cancel and close, TLS, one shared channel per target, calls from
-# root contexts, and a Rust-SDK filter that authorizes requests through a
-# gRPC service.
+# root contexts, a Rust-SDK filter that authorizes requests through a gRPC
+# service; and against a misbehaving HTTP/2 server (t/lib/h2_hostile.py):
+# GOAWAY, RST_STREAM, a dropped connection, responses without a status or
+# with broken messages, a small flow-control window.
 use Test::Nginx::Socket 'no_plan';
 use ProxyWasmTest;
 
@@ -12,12 +14,14 @@ default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm',
 
 test_certificates('svc');
 
-my ($plain, $tls, $down) = Test::Nginx::Socket::free_ports(3);
+my ($plain, $tls, $down, $hostile) = Test::Nginx::Socket::free_ports(4);
+$ENV{TEST_NGINX_H2_PORT} = $hostile;
 $ENV{TEST_NGINX_GRPC_PORT} = $plain;
 $ENV{TEST_NGINX_GRPC_TLS_PORT} = $tls;
 $ENV{TEST_NGINX_GRPC_DOWN_PORT} = $down;
 $ENV{TEST_NGINX_GRPC_LOG} = "$ENV{TEST_NGINX_CERTS}/grpc.log";
 grpc_server($plain, log => $ENV{TEST_NGINX_GRPC_LOG});
+h2_hostile($hostile);
 grpc_server($tls, cert => "$ENV{TEST_NGINX_CERTS}/svc.crt",
             key => "$ENV{TEST_NGINX_CERTS}/svc.key");
 
@@ -430,5 +434,175 @@ Content-Type: application/grpc
 --- response_headers
 grpc-status: 7
 grpc-message: mallory may not
+--- no_error_log
+[error]
+
+
+
+=== TEST 21: a GOAWAY that refuses the stream: UNAVAILABLE
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Goaway hi 5000; request_headers pause; grpc_response continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 14 "the server sent GOAWAY/
+
+
+
+=== TEST 22: RST_STREAM REFUSED_STREAM: UNAVAILABLE
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Refused hi 5000; request_headers pause; grpc_response continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 14 "stream reset by the server: REFUSED_STREAM/
+
+
+
+=== TEST 23: RST_STREAM CANCEL: CANCELLED
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Cancel hi 5000; request_headers pause; grpc_response continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 1 "stream reset by the server: CANCEL/
+
+
+
+=== TEST 24: RST_STREAM PROTOCOL_ERROR: INTERNAL
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Protocol hi 5000; request_headers pause; grpc_response continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 13 "stream reset by the server: PROTOCOL_ERROR/
+
+
+
+=== TEST 25: the connection lost in the middle of a response: UNAVAILABLE
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Drop hi 5000; request_headers pause; grpc_response continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 14 "/
+
+
+
+=== TEST 26: a response that ends without trailers: UNKNOWN
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H NoTrailers hi 5000; request_headers pause; grpc_response continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 2 "the response ended without a status/
+
+
+
+=== TEST 27: an HTTP 503 without grpc-status: UNAVAILABLE
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Http503 hi 5000; request_headers pause; grpc_response continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 14 "HTTP status 503/
+
+
+
+=== TEST 28: a compressed message that was not asked for: INTERNAL
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Compressed hi 5000; request_headers pause; grpc_response continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 13 "a compressed response message: no compression was asked for/
+
+
+
+=== TEST 29: trailers in the middle of a message: INTERNAL
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Truncated hi 5000; request_headers pause; grpc_response continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 13 "the response ended within a message/
+
+
+
+=== TEST 30: a target whose connection ended gets a new one: the next call works; the server's small window and frame size are honoured
+--- config
+    location /t {
+        proxy_wasm testbed "request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Goaway hi 5000; request_headers pause; grpc_response count; grpc_response when_count 1 grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Count big:200000 5000; grpc_response when_count 2 continue";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+[qr/grpc call #\d+ response: status 14 "the server sent GOAWAY/,
+ qr/grpc call #\d+ response: status 0, 6 bytes "200000"/]
+
+
+
+=== TEST 31: a call from on_response_headers holds the response until its answer continues it
+--- config
+    location /t {
+        proxy_wasm testbed "response_headers grpc_call grpc_backend test.Echo Echo late 5000; response_headers pause; grpc_response add_header response x-grpc answered; grpc_response continue response";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+--- request
+GET /t
+--- response_headers
+x-grpc: answered
+--- response_body
+served
+--- error_log eval
+qr/grpc call #\d+ response: status 0, 4 bytes "late"/
 --- no_error_log
 [error]

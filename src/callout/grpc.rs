@@ -252,7 +252,7 @@ impl GrpcStatus {
                     Reason::INADEQUATE_SECURITY => code::PERMISSION_DENIED,
                     _ => code::INTERNAL,
                 };
-                GrpcStatus::new(code, format!("stream reset by the server: {reason}"))
+                GrpcStatus::new(code, format!("stream reset by the server: {reason:?}"))
             }
         }
     }

@@ -89,11 +89,14 @@ pub enum StreamError {
 
 impl StreamError {
     fn of(error: h2::Error) -> StreamError {
-        if error.is_io() || error.is_go_away() && error.reason() == Some(Reason::NO_ERROR) {
-            return StreamError::Connection(error.to_string());
+        // a stream a GOAWAY left out was never processed: gRPC says
+        // UNAVAILABLE, whatever the GOAWAY's code
+        if error.is_go_away() {
+            let reason = error.reason().unwrap_or(Reason::NO_ERROR);
+            return StreamError::Connection(format!("the server sent GOAWAY ({reason:?})"));
         }
         match error.reason() {
-            Some(reason) if error.is_reset() || error.is_go_away() => StreamError::Reset(reason),
+            Some(reason) if error.is_reset() && error.is_remote() => StreamError::Reset(reason),
             _ => StreamError::Connection(error.to_string()),
         }
     }

@@ -9,7 +9,7 @@ use warnings;
 use Exporter 'import';
 our @EXPORT = qw(default_modules test_certificates trap_storm hostile_upstream
                  stop_process fuzz_directives request_ends run_command
-                 elf_facts grpc_server);
+                 elf_facts grpc_server h2_hostile);
 
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
@@ -236,10 +236,22 @@ my @Servers;
 
 sub grpc_server {
     my ($port, %opt) = @_;
-    my $script = __FILE__ =~ s{ProxyWasmTest\.pm$}{grpc_server.py}r;
     my @args = ($port);
     push @args, $opt{cert}, $opt{key} if $opt{cert};
     push @args, $opt{log} if $opt{log};
+    return python_server('grpc_server.py', $port, @args);
+}
+
+# h2_hostile(port): the misbehaving HTTP/2 server of t/lib/h2_hostile.py
+# (on Debian's python3-h2) on 127.0.0.1:port; stopped at exit.
+sub h2_hostile {
+    my ($port) = @_;
+    return python_server('h2_hostile.py', $port, $port);
+}
+
+sub python_server {
+    my ($script, $port, @args) = @_;
+    $script = __FILE__ =~ s{ProxyWasmTest\.pm$}{$script}r;
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         exec('/usr/bin/python3', $script, @args) or POSIX::_exit(127);
@@ -248,10 +260,10 @@ sub grpc_server {
     for (1 .. 100) {
         my $peer = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
         return $pid if $peer;
-        die "the gRPC server did not start" if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        die "$script did not start" if waitpid($pid, POSIX::WNOHANG()) == $pid;
         sleep 0.1;
     }
-    die "the gRPC server does not listen on 127.0.0.1:$port";
+    die "$script does not listen on 127.0.0.1:$port";
 }
 
 END {
