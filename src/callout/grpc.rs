@@ -100,12 +100,16 @@ impl Target {
     ) -> Result<Target, String> {
         let address = address.strip_suffix('/').unwrap_or(address);
         if address.is_empty() || address.contains('/') && !address.starts_with("unix:") {
-            return Err(format!("{address:?} is not an upstream name, host:port or unix:path"));
+            return Err(format!(
+                "{address:?} is not an upstream name, host:port or unix:path"
+            ));
         }
         Ok(Target {
             address: address.to_string(),
             authority: authority.unwrap_or_else(|| address.to_string()),
-            tls: tls.then(|| String::from_utf8_lossy(super::http1::server_name_of(address.as_bytes())).into_owned()),
+            tls: tls.then(|| {
+                String::from_utf8_lossy(super::http1::server_name_of(address.as_bytes())).into_owned()
+            }),
             metadata,
         })
     }
@@ -390,7 +394,11 @@ impl GrpcCalls {
     fn channel_for(&mut self, host: &dyn Host, target: &Target) -> Result<u32, String> {
         let key = target.key();
         if let Some(&token) = self.open.get(&key) {
-            if self.channels.get(&token).is_some_and(|c| c.session.ended().is_none()) {
+            if self
+                .channels
+                .get(&token)
+                .is_some_and(|c| c.session.ended().is_none())
+            {
                 return Ok(token);
             }
             self.open.remove(&key);
@@ -485,7 +493,11 @@ impl GrpcCalls {
         if let Some(c) = self.channels.get_mut(&channel) {
             c.session.reset(token);
         }
-        self.fail(token, GrpcStatus::new(code::DEADLINE_EXCEEDED, "deadline exceeded"), host);
+        self.fail(
+            token,
+            GrpcStatus::new(code::DEADLINE_EXCEEDED, "deadline exceeded"),
+            host,
+        );
         self.drive(host, channel);
     }
 
@@ -628,12 +640,20 @@ impl GrpcCalls {
                     return;
                 };
                 if !call.inbound.is_empty() {
-                    return self.fail(key, GrpcStatus::new(code::INTERNAL, "the response ended within a message"), host);
+                    return self.fail(
+                        key,
+                        GrpcStatus::new(code::INTERNAL, "the response ended within a message"),
+                        host,
+                    );
                 }
                 match trailers {
                     Some(trailers) => self.finish(key, &trailers, host),
                     // DATA with END_STREAM and no trailers: Envoy's Unknown
-                    None => self.fail(key, GrpcStatus::new(code::UNKNOWN, "the response ended without a status"), host),
+                    None => self.fail(
+                        key,
+                        GrpcStatus::new(code::UNKNOWN, "the response ended without a status"),
+                        host,
+                    ),
                 }
             }
             Event::Failed { key, why } => self.fail(key, GrpcStatus::of_stream_error(&why), host),
@@ -814,14 +834,20 @@ fn request_of(call: &NewCall<'_>) -> Result<Request<()>, String> {
     if service.is_empty() || method.is_empty() {
         return Err("the service and the method are required".into());
     }
-    let scheme = if call.target.tls.is_some() { "https" } else { "http" };
+    let scheme = if call.target.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let authority = if call.target.authority.starts_with("unix:") {
         "localhost"
     } else {
         &call.target.authority
     };
     let uri = format!("{scheme}://{authority}/{service}/{method}");
-    let uri: Uri = uri.parse().map_err(|_| format!("{uri:?} is not a valid request URI"))?;
+    let uri: Uri = uri
+        .parse()
+        .map_err(|_| format!("{uri:?} is not a valid request URI"))?;
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(uri)
@@ -833,7 +859,10 @@ fn request_of(call: &NewCall<'_>) -> Result<Request<()>, String> {
     headers.insert("te", HeaderValue::from_static("trailers"));
     if let Some(timeout) = call.timeout {
         let value = format!("{}m", timeout.as_millis().min(99_999_999));
-        headers.insert("grpc-timeout", HeaderValue::from_str(&value).map_err(|e| e.to_string())?);
+        headers.insert(
+            "grpc-timeout",
+            HeaderValue::from_str(&value).map_err(|e| e.to_string())?,
+        );
     }
     let target_metadata = call.target.metadata.iter().map(|(k, v)| (k.as_bytes(), &v[..]));
     for (name, value) in target_metadata.chain(call.metadata.iter().copied()) {
@@ -842,7 +871,8 @@ fn request_of(call: &NewCall<'_>) -> Result<Request<()>, String> {
         }
         let name = HeaderName::from_bytes(name)
             .map_err(|_| format!("invalid metadata name {:?}", String::from_utf8_lossy(name)))?;
-        let value = HeaderValue::from_bytes(value).map_err(|_| format!("invalid value of metadata {name}"))?;
+        let value =
+            HeaderValue::from_bytes(value).map_err(|_| format!("invalid value of metadata {name}"))?;
         headers.append(name, value);
     }
     Ok(request)
@@ -857,7 +887,10 @@ mod tests {
         let t = Target::parse(b"grpc_backend").unwrap();
         assert_eq!((t.address.as_str(), t.tls.as_deref()), ("grpc_backend", None));
         let t = Target::parse(b"https://api.test:8443").unwrap();
-        assert_eq!((t.address.as_str(), t.tls.as_deref()), ("api.test:8443", Some("api.test")));
+        assert_eq!(
+            (t.address.as_str(), t.tls.as_deref()),
+            ("api.test:8443", Some("api.test"))
+        );
         assert_eq!(t.authority, "api.test:8443");
         let t = Target::parse(b"http://127.0.0.1:50051").unwrap();
         assert_eq!((t.address.as_str(), t.tls.as_deref()), ("127.0.0.1:50051", None));
@@ -886,7 +919,10 @@ mod tests {
         let mut google = field(1, b"dns:///api.test:443");
         google.extend(field(2, &field(1, b"")));
         let t = Target::parse(&field(2, &google)).unwrap();
-        assert_eq!((t.address.as_str(), t.tls.as_deref()), ("api.test:443", Some("api.test")));
+        assert_eq!(
+            (t.address.as_str(), t.tls.as_deref()),
+            ("api.test:443", Some("api.test"))
+        );
         // truncated
         assert!(Target::parse(&service[..service.len() - 1]).is_err());
     }
@@ -899,7 +935,11 @@ mod tests {
             kind: Kind::Unary,
             service: b"pkg.Service",
             method: b"Method",
-            metadata: &[(b"x-user", b"alice"), (b"content-type", b"text/plain"), (b":path", b"/x")],
+            metadata: &[
+                (b"x-user", b"alice"),
+                (b"content-type", b"text/plain"),
+                (b":path", b"/x"),
+            ],
             message: Some(b"hi"),
             timeout: Some(Duration::from_millis(250)),
         };
@@ -925,7 +965,10 @@ mod tests {
         trailers.insert("grpc-status", HeaderValue::from_static("7"));
         trailers.insert("grpc-message", HeaderValue::from_static("no%20way"));
         let status = GrpcStatus::of_trailers(&trailers);
-        assert_eq!((status.code, status.message.as_str(), status.local), (7, "no way", false));
+        assert_eq!(
+            (status.code, status.message.as_str(), status.local),
+            (7, "no way", false)
+        );
         assert_eq!(GrpcStatus::of_trailers(&HeaderMap::new()).code, code::UNKNOWN);
         let reset = |reason| GrpcStatus::of_stream_error(&StreamError::Reset(reason)).code;
         assert_eq!(reset(Reason::CANCEL), code::CANCELLED);

@@ -38,7 +38,11 @@ impl AsyncRead for Pipe {
         let mut state = self.0.borrow_mut();
         let Some(front) = state.inbound.front_mut() else {
             // nothing read and Ready is the end of the stream
-            return if state.eof { Poll::Ready(Ok(())) } else { Poll::Pending };
+            return if state.eof {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            };
         };
         let n = front.len().min(buf.remaining());
         buf.put_slice(&front.split_to(n));
@@ -68,12 +72,26 @@ impl AsyncWrite for Pipe {
 #[derive(Debug)]
 pub enum Event {
     /// The response's headers; `end` when no body or trailers follow.
-    Headers { key: u32, status: u16, headers: HeaderMap, end: bool },
-    Data { key: u32, data: Bytes },
+    Headers {
+        key: u32,
+        status: u16,
+        headers: HeaderMap,
+        end: bool,
+    },
+    Data {
+        key: u32,
+        data: Bytes,
+    },
     /// The response ended: with its trailers, if it had any.
-    End { key: u32, trailers: Option<HeaderMap> },
+    End {
+        key: u32,
+        trailers: Option<HeaderMap>,
+    },
     /// The stream failed: reset by the server, or the connection broke.
-    Failed { key: u32, why: StreamError },
+    Failed {
+        key: u32,
+        why: StreamError,
+    },
 }
 
 /// Why a stream failed.
@@ -162,7 +180,11 @@ impl Session {
 
     /// Bytes the server sent.
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.pipe.0.borrow_mut().inbound.push_back(Bytes::copy_from_slice(bytes));
+        self.pipe
+            .0
+            .borrow_mut()
+            .inbound
+            .push_back(Bytes::copy_from_slice(bytes));
     }
 
     /// The server closed the connection.
@@ -201,7 +223,10 @@ impl Session {
             waiting.data.push_back((data, end));
             return Ok(());
         }
-        let stream = self.streams.get_mut(&key).ok_or(StreamError::Reset(Reason::STREAM_CLOSED))?;
+        let stream = self
+            .streams
+            .get_mut(&key)
+            .ok_or(StreamError::Reset(Reason::STREAM_CLOSED))?;
         stream.send.send_data(data, end).map_err(StreamError::of)
     }
 

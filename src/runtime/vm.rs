@@ -12,8 +12,8 @@ use wasmtime::{
 
 use crate::abi::Direction;
 use crate::abi::{LogLevel, Status};
-use crate::callout::http1::Response;
 use crate::callout::grpc::Delivery;
+use crate::callout::http1::Response;
 use crate::callout::CallFailure;
 use crate::runtime::hostcalls::ProcExit;
 use crate::runtime::module::WasmModule;
@@ -339,12 +339,20 @@ impl Vm {
             Delivery::InitialMetadata(metadata) => {
                 let count = metadata.len() as u32;
                 self.store.data_mut().grpc_metadata = Some((false, Rc::new(metadata)));
-                (&callbacks.grpc_initial_metadata, Callback::GrpcInitialMetadata, count)
+                (
+                    &callbacks.grpc_initial_metadata,
+                    Callback::GrpcInitialMetadata,
+                    count,
+                )
             }
             Delivery::TrailingMetadata(metadata) => {
                 let count = metadata.len() as u32;
                 self.store.data_mut().grpc_metadata = Some((true, Rc::new(metadata)));
-                (&callbacks.grpc_trailing_metadata, Callback::GrpcTrailingMetadata, count)
+                (
+                    &callbacks.grpc_trailing_metadata,
+                    Callback::GrpcTrailingMetadata,
+                    count,
+                )
             }
             Delivery::Message(message) => {
                 let size = message.len();

@@ -418,7 +418,11 @@ impl Worker {
         if grpc::is_channel(token) {
             let kept = self.services.grpc.borrow_mut().feed(self.host, token, bytes);
             self.deliver_grpc();
-            return if kept { CallProgress::More } else { CallProgress::Close };
+            return if kept {
+                CallProgress::More
+            } else {
+                CallProgress::Close
+            };
         }
         let fed = self.services.calls.borrow_mut().feed(token, bytes);
         match fed {
@@ -506,7 +510,13 @@ impl Worker {
         );
         let slot = self.instance(origin.instance);
         let name = slot.and_then(|slot| slot.borrow().as_ref().map(|vm| vm.module.name.clone()));
-        let level = self.services.calls.borrow().settings().unwrap_or_default().failure_log;
+        let level = self
+            .services
+            .calls
+            .borrow()
+            .settings()
+            .unwrap_or_default()
+            .failure_log;
         self.host.log(
             origin.request,
             level,

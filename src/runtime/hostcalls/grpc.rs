@@ -131,12 +131,17 @@ fn start(caller: Call, request: Request) -> Result {
     let root_id = state.root_id().ok_or(Status::BadArgument)?;
     let call = NewCall {
         target: &target,
-        kind: if message.is_some() { Kind::Unary } else { Kind::Stream },
+        kind: if message.is_some() {
+            Kind::Unary
+        } else {
+            Kind::Stream
+        },
         service,
         method,
         metadata: &metadata,
         message,
-        timeout: (request.timeout_ms as u32 > 0).then(|| Duration::from_millis(request.timeout_ms as u32 as u64)),
+        timeout: (request.timeout_ms as u32 > 0)
+            .then(|| Duration::from_millis(request.timeout_ms as u32 as u64)),
     };
     let origin = Origin {
         token: 0,
