@@ -497,33 +497,13 @@ impl Worker {
         }
     }
 
-    /// A gRPC call that failed is logged at `http_call_failure_log`'s
-    /// level when the host ended it (a status the server sent is the
-    /// filter's business).
+    /// A gRPC call that failed is logged when the host ended it (a status
+    /// the server sent is the filter's business).
     fn log_grpc_failure(&self, origin: &Origin, status: &grpc::GrpcStatus) {
-        if !status.local {
-            return;
+        if status.local {
+            let why = format!("{} (status {})", status.message, status.code);
+            self.log_callout_failure("grpc", origin, &why, self.instance(origin.instance).as_ref());
         }
-        let message = format!(
-            "grpc call #{} to \"{}\" failed: {} (status {})",
-            origin.token, origin.target, status.message, status.code
-        );
-        let slot = self.instance(origin.instance);
-        let name = slot.and_then(|slot| slot.borrow().as_ref().map(|vm| vm.module.name.clone()));
-        let level = self
-            .services
-            .calls
-            .borrow()
-            .settings()
-            .unwrap_or_default()
-            .failure_log;
-        self.host.log(
-            origin.request,
-            level,
-            name.as_deref().unwrap_or("ngx_proxy_wasm"),
-            origin.root_id,
-            message.as_bytes(),
-        );
     }
 
     /// Runs a callback in an instance if it is still that generation and
@@ -574,27 +554,35 @@ impl Worker {
         }
     }
 
-    /// Logs why a call failed, at `http_call_failure_log`'s level, in the
-    /// name of the module that made it.
+    /// Logs why an HTTP call failed.
     fn log_call_failure(&self, origin: &Origin, failure: &CallFailure, detail: &str, slot: Option<&VmSlot>) {
         let why = match failure {
             CallFailure::Malformed(why) => format!("malformed response: {why}"),
             other if detail.is_empty() => other.as_str().to_string(),
             other => format!("{} ({detail})", other.as_str()),
         };
+        self.log_callout_failure("http", origin, &why, slot);
+    }
+
+    /// Logs why a call of a kind ("http", "grpc") failed, at
+    /// `http_call_failure_log`'s level, in the name of the module that
+    /// made it.
+    fn log_callout_failure(&self, kind: &str, origin: &Origin, why: &str, slot: Option<&VmSlot>) {
         let message = format!(
-            "http call #{} to \"{}\" failed: {why}",
+            "{kind} call #{} to \"{}\" failed: {why}",
             origin.token, origin.target
         );
         let name = slot.and_then(|slot| slot.borrow().as_ref().map(|vm| vm.module.name.clone()));
+        let level = self
+            .services
+            .calls
+            .borrow()
+            .settings()
+            .unwrap_or_default()
+            .failure_log;
         self.host.log(
             origin.request,
-            self.services
-                .calls
-                .borrow()
-                .settings()
-                .unwrap_or_default()
-                .failure_log,
+            level,
             name.as_deref().unwrap_or("ngx_proxy_wasm"),
             origin.root_id,
             message.as_bytes(),
