@@ -70,8 +70,49 @@ GET /
 --- error_code eval
 [200, 200]
 --- grep_error_log eval
-qr/foreign function "declare_nothing" is not provided by this host \(it has: compress, uncompress\): returning NOT_FOUND|foreign declare_nothing failed: NotFound/
+qr/foreign function "declare_nothing" is not provided by this host \(it has: compress, uncompress, declare_property\): returning NOT_FOUND|foreign declare_nothing failed: NotFound/
 --- grep_error_log_out
-foreign function "declare_nothing" is not provided by this host (it has: compress, uncompress): returning NOT_FOUND
+foreign function "declare_nothing" is not provided by this host (it has: compress, uncompress, declare_property): returning NOT_FOUND
 foreign declare_nothing failed: NotFound
 foreign declare_nothing failed: NotFound
+
+
+
+=== TEST 7: declare_property: a read-only property is set once, read back by filters and $proxy_wasm_property_*; declaring it twice is BAD_ARGUMENT
+--- config
+    location / {
+        proxy_wasm testbed "configure declare tenant 1 1; configure declare tenant 0; request_headers set_prop tenant acme; request_headers set_prop tenant other; request_headers prop tenant; request_headers set_prop free one; request_headers set_prop free two; request_headers prop free";
+        add_header X-Tenant $proxy_wasm_property_tenant;
+        empty_gif;
+    }
+--- request
+GET /
+--- error_code: 200
+--- response_headers
+X-Tenant: acme
+--- error_log eval
+[qr/declared tenant/,
+ qr/foreign function declare_property: property "tenant" is declared already/,
+ qr/declare tenant failed: BadArgument/,
+ qr/set_property tenant returned 0/,
+ qr/\[error\].*cannot set tenant: the property is read-only/,
+ qr/set_property tenant returned 2/,
+ qr/property tenant: len=4 .*text="acme"/,
+ qr/property free: len=3 .*text="two"/]
+
+
+
+=== TEST 8: declare_property with arguments that are not DeclarePropertyArguments, or an unknown type: BAD_ARGUMENT, logged
+--- config
+    location / {
+        proxy_wasm testbed "request_headers foreign declare_property garbage; request_headers declare odd 0 9";
+        empty_gif;
+    }
+--- request
+GET /
+--- error_code: 200
+--- error_log eval
+[qr/foreign function declare_property: the arguments are not a DeclarePropertyArguments/,
+ qr/foreign declare_property failed: BadArgument/,
+ qr/foreign function declare_property: an unknown property type/,
+ qr/declare odd failed: BadArgument/]

@@ -7,6 +7,7 @@ pub mod headers;
 pub mod memory;
 pub mod pairs;
 pub mod properties;
+pub mod proto;
 
 /// `proxy_status_t`: what every host function returns.
 #[repr(u32)]

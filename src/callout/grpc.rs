@@ -18,6 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use super::h2::{Event, Session, StreamError};
 use super::Origin;
 use crate::abi::grpc::decode_message;
+use crate::abi::proto::{self, Value};
 use crate::host::{CallParams, CallRef, Host, TimerRef};
 
 /// gRPC status codes the host produces itself.
@@ -120,31 +121,45 @@ impl Target {
     }
 }
 
+/// A field that holds a message: its fields.
+fn message(value: Value<'_>) -> Result<Vec<(u64, Value<'_>)>, String> {
+    value
+        .bytes()
+        .and_then(proto::fields)
+        .ok_or_else(|| "the target is not a valid GrpcService".to_string())
+}
+
 /// Envoy's `GrpcService` message, the parts that mean something here.
 fn grpc_service(bytes: &[u8]) -> Result<Target, String> {
     let bad = || "the target is not a valid GrpcService".to_string();
+    let text = |value: Value<'_>| {
+        value
+            .bytes()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .ok_or_else(bad)
+    };
     let mut address = None;
     let mut authority = None;
     let mut tls = false;
     let mut metadata = Vec::new();
-    for (field, value) in proto_fields(bytes).ok_or_else(bad)? {
+    for (field, value) in proto::fields(bytes).ok_or_else(bad)? {
         match field {
             // envoy_grpc { cluster_name = 1; authority = 2; }
             1 => {
-                for (field, value) in proto_fields(value).ok_or_else(bad)? {
+                for (field, value) in message(value)? {
                     match field {
-                        1 => address = Some(String::from_utf8(value.to_vec()).map_err(|_| bad())?),
-                        2 => authority = Some(String::from_utf8(value.to_vec()).map_err(|_| bad())?),
+                        1 => address = Some(text(value)?),
+                        2 => authority = Some(text(value)?),
                         _ => {}
                     }
                 }
             }
             // google_grpc { target_uri = 1; channel_credentials = 2 { ssl_credentials = 1 } }
             2 => {
-                for (field, value) in proto_fields(value).ok_or_else(bad)? {
+                for (field, value) in message(value)? {
                     match field {
-                        1 => address = Some(String::from_utf8(value.to_vec()).map_err(|_| bad())?),
-                        2 => tls |= proto_fields(value).ok_or_else(bad)?.iter().any(|(f, _)| *f == 1),
+                        1 => address = Some(text(value)?),
+                        2 => tls |= message(value)?.iter().any(|(f, _)| *f == 1),
                         _ => {}
                     }
                 }
@@ -152,10 +167,10 @@ fn grpc_service(bytes: &[u8]) -> Result<Target, String> {
             // initial_metadata = 5 { key = 1; value = 2; }
             5 => {
                 let (mut key, mut val) = (None, Vec::new());
-                for (field, value) in proto_fields(value).ok_or_else(bad)? {
+                for (field, value) in message(value)? {
                     match field {
-                        1 => key = Some(String::from_utf8(value.to_vec()).map_err(|_| bad())?),
-                        2 => val = value.to_vec(),
+                        1 => key = Some(text(value)?),
+                        2 => val = value.bytes().ok_or_else(bad)?.to_vec(),
                         _ => {}
                     }
                 }
@@ -167,42 +182,6 @@ fn grpc_service(bytes: &[u8]) -> Result<Target, String> {
     let address = address.ok_or_else(|| "the GrpcService names no cluster or target".to_string())?;
     let address = address.strip_prefix("dns:///").unwrap_or(&address).to_string();
     Target::of(&address, tls, authority, metadata)
-}
-
-/// The length-delimited fields of a protobuf message (others skipped);
-/// None if it is not one.
-fn proto_fields(mut bytes: &[u8]) -> Option<Vec<(u64, &[u8])>> {
-    fn varint(bytes: &mut &[u8]) -> Option<u64> {
-        let mut value = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&byte, rest) = bytes.split_first()?;
-            *bytes = rest;
-            value |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(value);
-            }
-        }
-        None
-    }
-    let mut fields = Vec::new();
-    while !bytes.is_empty() {
-        let key = varint(&mut bytes)?;
-        match key & 7 {
-            0 => {
-                varint(&mut bytes)?;
-            }
-            1 => bytes = bytes.get(8..)?,
-            5 => bytes = bytes.get(4..)?,
-            2 => {
-                let len = usize::try_from(varint(&mut bytes)?).ok()?;
-                let value = bytes.get(..len)?;
-                bytes = &bytes[len..];
-                fields.push((key >> 3, value));
-            }
-            _ => return None,
-        }
-    }
-    Some(fields)
 }
 
 /// A header's name and value, as the guest reads them.

@@ -74,6 +74,37 @@ impl Callback {
     }
 }
 
+/// The type of a declared property (Envoy's `WasmType`): values are
+/// stored and read back as bytes whatever it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PropertyType {
+    #[default]
+    Bytes,
+    String,
+    FlatBuffers,
+    Protobuf,
+}
+
+impl PropertyType {
+    pub fn from_raw(raw: u64) -> Option<PropertyType> {
+        Some(match raw {
+            0 => PropertyType::Bytes,
+            1 => PropertyType::String,
+            2 => PropertyType::FlatBuffers,
+            3 => PropertyType::Protobuf,
+            _ => return None,
+        })
+    }
+}
+
+/// What `declare_property` said of a property.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Declaration {
+    /// Set once, then refused.
+    pub readonly: bool,
+    pub kind: PropertyType,
+}
+
 /// A filter as its contexts see it: what `proxy_wasm` configured.
 #[derive(Debug)]
 pub struct FilterInfo {
@@ -308,6 +339,9 @@ pub struct HostState {
     pub call_response: Option<Rc<Response>>,
     /// `proxy_get_status`: the last call's outcome (code, message).
     pub call_status: (u32, Vec<u8>),
+    /// Properties declared with the `declare_property` foreign function,
+    /// by key.
+    pub declared: HashMap<Vec<u8>, Declaration>,
     /// The message `on_grpc_receive` is given (None outside it).
     pub grpc_message: Option<Bytes>,
     /// The metadata `on_grpc_receive_initial_metadata` (false) or
@@ -334,6 +368,7 @@ impl HostState {
             generation: 0,
             call_response: None,
             call_status: (0, Vec::new()),
+            declared: HashMap::new(),
             grpc_message: None,
             grpc_metadata: None,
             output: Vec::new(),

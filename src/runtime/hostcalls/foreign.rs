@@ -6,7 +6,11 @@
 //!   level, as Envoy's `compress2`);
 //! - `uncompress`: the reverse; data that is not zlib's is
 //!   `SERIALIZATION_FAILURE`, as in Envoy, and so is a result larger than
-//!   the instance's `memory_limit` (it could not be handed over).
+//!   the instance's `memory_limit` (it could not be handed over);
+//! - `declare_property`: a property's type, read-only flag and life span
+//!   (Envoy's `DeclarePropertyArguments`), honoured by `proxy_set_property`
+//!   in the declaring instance: a read-only property is set once; declaring
+//!   a name twice is `BAD_ARGUMENT`, as in Envoy.
 //!
 //! Any other name is `NOT_FOUND`, logged once per module and name.
 
@@ -18,8 +22,10 @@ use flate2::Compression;
 use wasmtime::{Caller, Linker};
 
 use super::{copy_out, host_fn, read_bytes, Outcome};
+use crate::abi::properties::PropertyPath;
+use crate::abi::proto::{self, Value};
 use crate::abi::{LogLevel, Status};
-use crate::runtime::state::HostState;
+use crate::runtime::state::{Declaration, HostState, PropertyType};
 
 type Result = Outcome<Status>;
 type Call<'a, 'b> = &'a mut Caller<'b, HostState>;
@@ -30,13 +36,25 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// A foreign function: the arguments and the instance's `memory_limit` to
+/// Why a foreign function failed: the status, and why (logged).
+type Failure = (Status, String);
+
+/// A foreign function: the caller's instance state and the arguments to
 /// the result, or why there is none.
-type Function = fn(&[u8], usize) -> std::result::Result<Vec<u8>, String>;
+type Function = fn(&mut HostState, &[u8]) -> std::result::Result<Vec<u8>, Failure>;
 
 /// The functions this host has, by the name filters call them by.
-pub const FUNCTIONS: &[(&str, Function)] =
-    &[("compress", |data, _| compress(data)), ("uncompress", uncompress)];
+pub const FUNCTIONS: &[(&str, Function)] = &[
+    ("compress", |_, data| compress(data).map_err(serialization)),
+    ("uncompress", |state, data| {
+        uncompress(data, state.module.limits.memory).map_err(serialization)
+    }),
+    ("declare_property", declare_property),
+];
+
+fn serialization(why: String) -> Failure {
+    (Status::SerializationFailure, why)
+}
 
 fn call_foreign_function(
     caller: Call,
@@ -66,16 +84,55 @@ fn call_foreign_function(
         return Err(Status::NotFound.into());
     };
     let args = read_bytes(caller, args_ptr, args_len)?;
-    let result = function(&args, caller.data().module.limits.memory).map_err(|why| {
+    let result = function(caller.data_mut(), &args).map_err(|(status, why)| {
         caller.data().log(
             LogLevel::Warn,
             format!("foreign function {name}: {why}").as_bytes(),
         );
-        Status::SerializationFailure
+        status
     })?;
     copy_out(caller, ret_ptr, ret_size, result.len(), |out| {
         out.copy_from_slice(&result)
     })
+}
+
+/// `declare_property`'s arguments (Envoy's `DeclarePropertyArguments`):
+/// name = 1, readonly = 2, type = 3 (bytes, string, flatbuffers,
+/// protobuf), schema = 4, span = 5 (filter state, downstream connection,
+/// downstream request, upstream request).
+fn declare_property(state: &mut HostState, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
+    let bad = |why: &str| (Status::BadArgument, why.to_string());
+    let fields =
+        proto::fields(args).ok_or_else(|| bad("the arguments are not a DeclarePropertyArguments"))?;
+    let mut declaration = Declaration::default();
+    let mut name = None;
+    for (field, value) in fields {
+        match (field, value) {
+            (1, Value::Bytes(bytes)) => name = Some(bytes),
+            (2, Value::Varint(readonly)) => declaration.readonly = readonly != 0,
+            (3, Value::Varint(kind)) => {
+                declaration.kind =
+                    PropertyType::from_raw(kind).ok_or_else(|| bad("an unknown property type"))?
+            }
+            (5, Value::Varint(span)) if span > 3 => return Err(bad("an unknown life span")),
+            _ => {}
+        }
+    }
+    let name = name
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| bad("no property name"))?;
+    let key = PropertyPath::parse(name)
+        .ok_or_else(|| bad("not a property path"))?
+        .key();
+    if state.declared.contains_key(&key) {
+        let shown = String::from_utf8_lossy(&key);
+        return Err((
+            Status::BadArgument,
+            format!("property {shown:?} is declared already"),
+        ));
+    }
+    state.declared.insert(key, declaration);
+    Ok(Vec::new())
 }
 
 /// zlib's format at its default level, as Envoy's `compress`.

@@ -433,10 +433,16 @@ pub fn set(state: &mut HostState, raw_path: &[u8], value: &[u8]) -> Result<(), S
         return Err(SetError::ReadOnly(path.display()));
     }
     let key = path.key();
+    let readonly = state.declared.get(&key).is_some_and(|declared| declared.readonly);
+    // a read-only declared property is set once
+    let set = |store: &mut PropertyStore| match readonly && store.get(&key).is_some() {
+        true => Err(SetError::ReadOnly(path.display())),
+        false => Ok(store.set(key.clone(), value)),
+    };
     let stored = match state.request_state() {
-        Ok(stream) => stream.borrow_mut().properties.set(key, value),
+        Ok(stream) => set(&mut stream.borrow_mut().properties)?,
         Err(_) => match state.root_properties_mut() {
-            Some(store) => store.set(key, value),
+            Some(store) => set(store)?,
             None => return Err(SetError::NoRequest),
         },
     };

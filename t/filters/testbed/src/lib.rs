@@ -724,6 +724,7 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
             }
             "foreign" => ops::foreign(arg(1), args.get(2).map(String::as_str)),
             "foreign_roundtrip" => ops::foreign_roundtrip(arg(1)),
+            "declare" => ops::declare(arg(1), arg(2), arg(3)),
             "grpc_call" => ops::grpc_call(args),
             "grpc_stream" => ops::grpc_stream(args),
             "grpc_send" => ops::grpc_send(arg(1), arg(2) == "end"),

@@ -16,6 +16,19 @@ pub fn foreign(name: &str, text: Option<&str>) {
     }
 }
 
+/// declare <name> <readonly 0|1> [type]: Envoy's declare_property, its
+/// arguments serialized as DeclarePropertyArguments.
+pub fn declare(name: &str, readonly: &str, kind: &str) {
+    let mut args = vec![0x0a, name.len() as u8];
+    args.extend_from_slice(name.as_bytes());
+    args.extend_from_slice(&[0x10, (readonly == "1") as u8]);
+    args.extend_from_slice(&[0x18, kind.parse().unwrap_or(0)]);
+    match proxy_wasm::hostcalls::call_foreign_function("declare_property", Some(&args)) {
+        Ok(_) => info!("declared {}", name),
+        Err(status) => info!("declare {} failed: {:?}", name, status),
+    }
+}
+
 /// foreign_roundtrip <text>: compress, then uncompress what came back.
 pub fn foreign_roundtrip(text: &str) {
     let compressed = proxy_wasm::hostcalls::call_foreign_function("compress", Some(text.as_bytes()))
