@@ -140,6 +140,10 @@ impl Timers for BenchHost {
         None
     }
 
+    fn timer_hold(&self, _: Duration, _: u64) -> Option<TimerRef> {
+        None
+    }
+
     fn timer_cancel(&self, _: TimerRef) {}
 }
 

@@ -479,6 +479,7 @@ ngx_http_proxy_wasm_init_process(ngx_cycle_t *cycle)
 
     if (rt != NULL) {
         ngx_proxy_wasm_api.worker_init(rt);
+        ngx_proxy_wasm_shutdown_watch(cycle);
     }
 
     return NGX_OK;
@@ -497,6 +498,7 @@ ngx_http_proxy_wasm_exit_process(ngx_cycle_t *cycle)
     }
 
     /* nginx alerts on sockets left open at exit */
+    ngx_proxy_wasm_shutdown_watch_exit();
     ngx_proxy_wasm_calls_exit();
     ngx_proxy_wasm_queues_exit();
 }

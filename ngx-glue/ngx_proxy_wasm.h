@@ -537,6 +537,11 @@ typedef struct {
      * down does not wait for it. Returns the timer, or NULL.
      */
     void     *(*timer_add)(uint64_t token, uint64_t delay_ms);
+    /*
+     * As timer_add, but a worker that shuts down waits for it (root
+     * contexts finishing their work after on_done).
+     */
+    void     *(*timer_hold)(uint64_t token, uint64_t delay_ms);
     /* Stop a timer that has not fired. */
     void      (*timer_cancel)(void *timer);
 
@@ -683,6 +688,8 @@ typedef struct {
     /* Per worker: instantiate the modules and start every filter. */
     void      (*worker_init)(ngx_proxy_wasm_runtime_t *rt);
     void      (*worker_exit)(ngx_proxy_wasm_runtime_t *rt);
+    /* The worker starts shutting down (gracefully). */
+    void      (*worker_shutdown)(ngx_proxy_wasm_runtime_t *rt);
     /* A timer of timer_add fired. */
     void      (*timer_fired)(ngx_proxy_wasm_runtime_t *rt, uint64_t token);
     /* Bytes of a call's response. */

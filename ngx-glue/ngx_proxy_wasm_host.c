@@ -117,7 +117,8 @@ ngx_proxy_wasm_timer_handler(ngx_event_t *ev)
 
 
 static void *
-ngx_proxy_wasm_timer_add(uint64_t token, uint64_t delay_ms)
+ngx_proxy_wasm_timer_start(uint64_t token, uint64_t delay_ms,
+    ngx_uint_t cancelable)
 {
     ngx_event_t             *ev;
     ngx_proxy_wasm_timer_t  *timer;
@@ -134,11 +135,95 @@ ngx_proxy_wasm_timer_add(uint64_t token, uint64_t delay_ms)
     ev->data = timer->pointers;
     ev->handler = ngx_proxy_wasm_timer_handler;
     ev->log = ngx_cycle->log;
-    ev->cancelable = 1;
+    ev->cancelable = cancelable;
 
     ngx_add_timer(ev, (ngx_msec_t) ngx_min(delay_ms, NGX_MAX_INT32_VALUE));
 
     return ev;
+}
+
+
+static void *
+ngx_proxy_wasm_timer_add(uint64_t token, uint64_t delay_ms)
+{
+    return ngx_proxy_wasm_timer_start(token, delay_ms, 1);
+}
+
+
+/* a timer a worker that shuts down waits for */
+static void *
+ngx_proxy_wasm_timer_hold(uint64_t token, uint64_t delay_ms)
+{
+    return ngx_proxy_wasm_timer_start(token, delay_ms, 0);
+}
+
+
+/*
+ * How a worker learns that it starts shutting down: nginx closes its idle
+ * connections then, and this is one, on /dev/null, never in the event
+ * loop.
+ */
+static ngx_connection_t  *ngx_proxy_wasm_shutdown_watch_conn;
+
+
+static void
+ngx_proxy_wasm_shutdown_watch_handler(ngx_event_t *ev)
+{
+    ngx_connection_t          *c = ev->data;
+    ngx_proxy_wasm_runtime_t  *rt;
+
+    if (!c->close) {
+        return;
+    }
+
+    ngx_proxy_wasm_shutdown_watch_exit();
+
+    rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
+
+    if (rt != NULL) {
+        ngx_proxy_wasm_api.worker_shutdown(rt);
+    }
+}
+
+
+void
+ngx_proxy_wasm_shutdown_watch(ngx_cycle_t *cycle)
+{
+    ngx_fd_t           fd;
+    ngx_connection_t  *c;
+
+    fd = ngx_open_file("/dev/null", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_errno,
+                      "proxy_wasm: cannot open /dev/null: root contexts "
+                      "will not hear of the worker's shutdown");
+        return;
+    }
+
+    c = ngx_get_connection(fd, cycle->log);
+    if (c == NULL) {
+        (void) ngx_close_file(fd);
+        return;
+    }
+
+    c->idle = 1;
+    c->read->handler = ngx_proxy_wasm_shutdown_watch_handler;
+    c->read->log = cycle->log;
+    c->write->log = cycle->log;
+
+    ngx_proxy_wasm_shutdown_watch_conn = c;
+}
+
+
+void
+ngx_proxy_wasm_shutdown_watch_exit(void)
+{
+    ngx_connection_t  *c = ngx_proxy_wasm_shutdown_watch_conn;
+
+    if (c != NULL) {
+        ngx_proxy_wasm_shutdown_watch_conn = NULL;
+        ngx_close_connection(c);
+    }
 }
 
 
@@ -167,6 +252,7 @@ const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
     .static_property_get = ngx_http_proxy_wasm_static_property_get,
     .schedule_resume = ngx_http_proxy_wasm_schedule_resume,
     .timer_add = ngx_proxy_wasm_timer_add,
+    .timer_hold = ngx_proxy_wasm_timer_hold,
     .timer_cancel = ngx_proxy_wasm_timer_cancel,
     .call_start = ngx_proxy_wasm_call_start,
     .call_cancel = ngx_proxy_wasm_call_cancel,

@@ -292,6 +292,9 @@ ngx_resolver_t *ngx_proxy_wasm_call_resolver(ngx_http_request_t *r,
 void *ngx_proxy_wasm_call_start(void *request,
     const ngx_proxy_wasm_call_params_t *params, ngx_proxy_wasm_str_t *err);
 void ngx_proxy_wasm_call_cancel(void *call);
+/* a worker's shutdown, told to Rust: ngx_proxy_wasm_host.c */
+void ngx_proxy_wasm_shutdown_watch(ngx_cycle_t *cycle);
+void ngx_proxy_wasm_shutdown_watch_exit(void);
 int32_t ngx_proxy_wasm_call_send_more(void *call, ngx_proxy_wasm_str_t data);
 void ngx_proxy_wasm_calls_exit(void);
 

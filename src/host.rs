@@ -214,6 +214,9 @@ pub trait Timers {
     /// host calls `Worker::on_timer(token)`. None if it cannot.
     fn timer_add(&self, delay: Duration, token: u64) -> Option<TimerRef>;
 
+    /// As `timer_add`, but a worker that shuts down waits for it.
+    fn timer_hold(&self, delay: Duration, token: u64) -> Option<TimerRef>;
+
     /// Stops a timer that has not fired.
     fn timer_cancel(&self, timer: TimerRef);
 }

@@ -2,7 +2,9 @@
 # fail or time out, internal redirects (error_page, try_files), subrequests
 # (ssi, auth_request, mirror), pipelined requests. Every context ends
 # exactly once, and a chain runs once per request unless a redirect lands
-# in a location with another chain.
+# in a location with another chain. Root contexts whose on_done returns
+# false finish when they call proxy_done, at a worker's shutdown and at
+# the end of a request's own instance.
 use Test::Nginx::Socket 'no_plan';
 use IO::Socket::INET;
 use ProxyWasmTest;
@@ -362,3 +364,70 @@ A delete
 . "GET /3 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 --- raw_response_like eval
 qr/x-body: ONE\r\n.*x-body: TWO\r\n.*HTTP\/1.1 204/s
+
+
+
+=== TEST 13: at a graceful shutdown, a root context whose on_done returns false keeps the worker until it calls proxy_done from a tick
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location /auth { return 204; }
+    }
+--- config
+    location / {
+        proxy_wasm testbed "configure done_later; root_done tick_period 200; tick proxy_done; tick proxy_done";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/auth;
+    }
+--- request
+GET /
+--- error_code: 204
+--- grep_error_log eval
+qr/#\d+ (root on_done: finishing later|proxy_done returned \d|root on_delete)/
+--- grep_error_log_out eval
+qr/\A#(\d+) root on_done: finishing later\n#\1 proxy_done returned 0\n#\1 proxy_done returned 1\n#\1 root on_delete\n\z/
+--- no_error_log
+[warn]
+
+
+
+=== TEST 14: a root context that never calls proxy_done is ended after 5 s, with a warning; the worker exits
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location /auth { return 204; }
+    }
+--- config
+    location / {
+        proxy_wasm testbed "configure done_later";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/auth;
+    }
+--- request
+GET /
+--- error_code: 204
+--- error_log eval
+[qr/#\d+ root on_done: finishing later/,
+ qr/\[warn\].*root contexts \[\d+\] did not call proxy_done within 5 s of on_done: ended/,
+ qr/#\d+ root on_delete/]
+
+
+
+=== TEST 15: a request's own instance stays while its root finishes: proxy_done from the root's HTTP call callback
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location /auth { return 204; }
+    }
+--- config
+    location / {
+        proxy_wasm_isolation request;
+        proxy_wasm testbed "configure done_later; root_done call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /auth ''; root_call_response proxy_done";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1/auth;
+    }
+--- request
+GET /
+--- error_code: 204
+--- wait: 0.5
+--- grep_error_log eval
+qr/(#\d+ (root on_done: finishing later|proxy_done returned \d|root on_delete)|call #\d+ status \d+)/
+--- grep_error_log_out eval
+qr/\A#(\d+) root on_done: finishing later\ncall #\d+ status 0\n#\1 proxy_done returned 0\n#\1 root on_delete\n/

@@ -681,9 +681,15 @@ impl Chain {
                 continue;
             };
             if !ended.iter().any(|other| Rc::ptr_eq(other, slot)) {
-                if let Some(vm) = slot.borrow_mut().as_mut() {
-                    vm.end_roots();
-                    self.worker.forget_instance(vm.generation);
+                // roots that finish later keep their instance
+                let outcome = slot
+                    .borrow_mut()
+                    .as_mut()
+                    .map(|vm| (vm.end_roots(), vm.generation));
+                match outcome {
+                    Some((true, generation)) => self.worker.linger(slot.clone(), generation),
+                    Some((false, generation)) => self.worker.forget_instance(generation),
+                    None => {}
                 }
                 ended.push(slot);
             }

@@ -38,6 +38,7 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     filter_add: Some(filter_add),
     worker_init: Some(worker_init),
     worker_exit: Some(worker_exit),
+    worker_shutdown: Some(worker_shutdown),
     timer_fired: Some(timer_fired),
     call_data: Some(call_data),
     call_end: Some(call_end),
@@ -322,6 +323,16 @@ unsafe extern "C" fn worker_exit(rt: *mut ngx_proxy_wasm_runtime_t) {
     guard(Some(rt.host), "worker_exit", (), || {
         if let Some(runtime) = rt.runtime.as_mut() {
             runtime.exit_worker();
+        }
+    })
+}
+
+unsafe extern "C" fn worker_shutdown(rt: *mut ngx_proxy_wasm_runtime_t) {
+    // SAFETY: the shim passes its runtime.
+    let rt = unsafe { runtime(rt) };
+    guard(Some(rt.host), "worker_shutdown", (), || {
+        if let Some(worker) = rt.runtime.as_ref().and_then(Runtime::running_worker) {
+            worker.on_shutdown();
         }
     })
 }

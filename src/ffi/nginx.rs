@@ -52,6 +52,7 @@ impl Nginx {
             static_property_get: Some(_),
             schedule_resume: Some(_),
             timer_add: Some(_),
+            timer_hold: Some(_),
             timer_cancel: Some(_),
             call_start: Some(_),
             call_cancel: Some(_),
@@ -333,8 +334,15 @@ impl Timers for Nginx {
         (!timer.is_null()).then_some(TimerRef(timer as usize))
     }
 
+    fn timer_hold(&self, delay: Duration, token: u64) -> Option<TimerRef> {
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        // SAFETY: as timer_add.
+        let timer = unsafe { shim!(self, timer_hold)(token, delay_ms) };
+        (!timer.is_null()).then_some(TimerRef(timer as usize))
+    }
+
     fn timer_cancel(&self, timer: TimerRef) {
-        // SAFETY: `timer` came from timer_add and has not fired: the
+        // SAFETY: `timer` came from timer_add or timer_hold and has not fired: the
         // worker forgets a timer once it fired or was cancelled.
         unsafe { shim!(self, timer_cancel)(timer.0 as *mut c_void) }
     }

@@ -339,6 +339,11 @@ pub struct HostState {
     pub call_response: Option<Rc<Response>>,
     /// `proxy_get_status`: the last call's outcome (code, message).
     pub call_status: (u32, Vec<u8>),
+    /// Root contexts whose `on_done` returned false: they finish when they
+    /// call `proxy_done`.
+    pub pending_done: Vec<u32>,
+    /// Those of them that called `proxy_done` in the current guest call.
+    pub done_called: Vec<u32>,
     /// Properties declared with the `declare_property` foreign function,
     /// by key.
     pub declared: HashMap<Vec<u8>, Declaration>,
@@ -368,6 +373,8 @@ impl HostState {
             generation: 0,
             call_response: None,
             call_status: (0, Vec::new()),
+            pending_done: Vec::new(),
+            done_called: Vec::new(),
             declared: HashMap::new(),
             grpc_message: None,
             grpc_metadata: None,

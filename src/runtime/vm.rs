@@ -376,14 +376,33 @@ impl Vm {
         result
     }
 
-    /// Ends the root contexts (`on_done`, `on_delete`), before an instance
-    /// made for one request goes.
-    pub fn end_roots(&mut self) {
+    /// Ends the root contexts (`on_done`, then `on_delete`), before the
+    /// instance goes. A root whose `on_done` returns false finishes later,
+    /// when it calls `proxy_done` (Envoy's rule): whether some do.
+    pub fn end_roots(&mut self) -> bool {
         let mut roots: Vec<u32> = self.roots.drain().map(|(_, id)| id).collect();
         roots.sort_unstable();
         for id in roots {
-            let _ = self.end_context(id);
+            match self.on_done(id) {
+                Ok(false) => self.store.data_mut().pending_done.push(id),
+                _ => self.delete_context(id),
+            }
         }
+        self.finishing()
+    }
+
+    /// Some root context has yet to call `proxy_done`.
+    pub fn finishing(&self) -> bool {
+        !self.failed() && !self.store.data().pending_done.is_empty()
+    }
+
+    /// The roots that did not call `proxy_done` in time end now.
+    pub fn end_finishing(&mut self) -> Vec<u32> {
+        let pending = std::mem::take(&mut self.store.data_mut().pending_done);
+        for &id in &pending {
+            self.delete_context(id);
+        }
+        pending
     }
 
     /// Creates the HTTP context of a request for the filter at `index` in
@@ -493,20 +512,48 @@ impl Vm {
 
     /// `on_done` then `on_delete`; the context is forgotten either way.
     pub fn end_context(&mut self, id: u32) -> Result<(), Trapped> {
-        let result = self.done_and_delete(id);
-        self.store.data_mut().contexts.remove(&id);
+        // what an HTTP context's on_done returns means nothing (Envoy)
+        let result = self.on_done(id).map(|_| ());
+        match result {
+            Ok(()) => self.delete_context(id),
+            Err(_) => {
+                self.store.data_mut().contexts.remove(&id);
+            }
+        }
         result
     }
 
-    fn done_and_delete(&mut self, id: u32) -> Result<(), Trapped> {
+    /// `on_done`: whether the context is done (true when it is not
+    /// exported).
+    fn on_done(&mut self, id: u32) -> Result<bool, Trapped> {
         let callbacks = self.callbacks.clone();
-        if let Some(done) = callbacks.done.get(&mut self.store) {
-            self.call(id, Callback::Done, |store| done.call(store, id as i32))?;
+        match callbacks.done.get(&mut self.store) {
+            Some(done) => self.call(id, Callback::Done, |store| {
+                done.call(store, id as i32).map(|done| done != 0)
+            }),
+            None => Ok(true),
         }
+    }
+
+    /// `on_delete`, and the context is gone.
+    fn delete_context(&mut self, id: u32) {
+        let callbacks = self.callbacks.clone();
         if let Some(delete) = callbacks.delete.get(&mut self.store) {
-            self.call(id, Callback::Delete, |store| delete.call(store, id as i32))?;
+            let _ = self.call(id, Callback::Delete, |store| delete.call(store, id as i32));
         }
-        Ok(())
+        self.store.data_mut().contexts.remove(&id);
+    }
+
+    /// Roots that called `proxy_done` in the last guest call end now.
+    fn end_done_roots(&mut self) {
+        let called = std::mem::take(&mut self.store.data_mut().done_called);
+        for id in called {
+            self.store
+                .data_mut()
+                .pending_done
+                .retain(|&pending| pending != id);
+            self.delete_context(id);
+        }
     }
 
     /// Runs one guest call for a context. A trap is logged with the
@@ -541,6 +588,9 @@ impl Vm {
             Err(error) => self.fail(callback, error),
         }
         self.store.data_mut().frame = Frame::IDLE;
+        if !self.store.data().done_called.is_empty() {
+            self.end_done_roots();
+        }
         result.map_err(|_| Trapped)
     }
 

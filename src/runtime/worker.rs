@@ -118,7 +118,28 @@ pub struct Worker {
     next_token: RefCell<u64>,
     /// Every live instance by generation: where calls come back to.
     instances: RefCell<HashMap<u64, Weak<RefCell<Option<Vm>>>>>,
+    /// Root contexts finishing after `on_done` returned false.
+    finishing: RefCell<Finishing>,
     _epoch: Option<EpochTicker>,
+}
+
+/// How long root contexts may take to call `proxy_done` after their
+/// `on_done` returned false: then their `on_delete` comes anyway.
+pub const FINISH_LIMIT: Duration = Duration::from_secs(5);
+
+/// The timer of FINISH_LIMIT: with an instance's generation, or 0 for
+/// the worker's shutdown.
+const FINISH_TIMER: u64 = 1 << 60;
+
+/// Where root contexts that finish later are.
+#[derive(Default)]
+struct Finishing {
+    /// The worker is shutting down; the timer it waits for while shared
+    /// instances' roots finish.
+    shutdown: Option<Option<TimerRef>>,
+    /// Instances made for requests that ended, kept while their roots
+    /// finish, with their FINISH_TIMER.
+    lingering: Vec<(VmSlot, u64, Option<TimerRef>)>,
 }
 
 impl Worker {
@@ -151,6 +172,7 @@ impl Worker {
             ticks: RefCell::new(HashMap::new()),
             next_token: RefCell::new(1),
             instances: RefCell::new(HashMap::new()),
+            finishing: RefCell::new(Finishing::default()),
             _epoch: epoch,
         };
         for module in 0..modules.len() {
@@ -159,6 +181,117 @@ impl Worker {
             }
         }
         Rc::new(worker)
+    }
+
+    /// The worker starts shutting down: the root contexts of the shared
+    /// instances end (`on_done`); those that finish later keep the worker
+    /// until they call `proxy_done`, up to FINISH_LIMIT.
+    pub fn on_shutdown(&self) {
+        if self.finishing.borrow().shutdown.is_some() {
+            return;
+        }
+        let mut finishing = false;
+        for (module, slot) in self.vms.iter().enumerate() {
+            let ended = slot.borrow_mut().as_mut().map(|vm| {
+                let later = vm.end_roots();
+                (later, vm.generation, vm.take_tick_requests())
+            });
+            if let Some((later, generation, ticks)) = ended {
+                finishing |= later;
+                // a finishing root may tick until it is done
+                self.apply_ticks(module, generation, ticks);
+            }
+        }
+        finishing |= !self.finishing.borrow().lingering.is_empty();
+        let hold = finishing
+            .then(|| self.host.timer_hold(FINISH_LIMIT, FINISH_TIMER))
+            .flatten();
+        self.finishing.borrow_mut().shutdown = Some(hold);
+    }
+
+    /// An instance made for a request ended with root contexts that finish
+    /// later: it stays until they call `proxy_done`, up to FINISH_LIMIT.
+    pub fn linger(&self, slot: VmSlot, generation: u64) {
+        let timer = self.host.timer_add(FINISH_LIMIT, FINISH_TIMER | generation);
+        self.finishing
+            .borrow_mut()
+            .lingering
+            .push((slot, generation, timer));
+    }
+
+    /// After a guest call: instances whose roots finished go, and a worker
+    /// shutting down stops waiting once none is left.
+    fn settle_finishing(&self) {
+        let mut finishing = self.finishing.borrow_mut();
+        if finishing.lingering.is_empty() && !matches!(finishing.shutdown, Some(Some(_))) {
+            return;
+        }
+        let still = |slot: &VmSlot| slot.borrow().as_ref().is_some_and(Vm::finishing);
+        let mut gone = Vec::new();
+        finishing.lingering.retain(|(slot, generation, timer)| {
+            let keep = still(slot);
+            if !keep {
+                gone.push((*generation, *timer));
+            }
+            keep
+        });
+        if finishing.lingering.is_empty() && !self.vms.iter().any(still) {
+            if let Some(Some(hold)) = finishing.shutdown.replace(None) {
+                self.host.timer_cancel(hold);
+            }
+        }
+        drop(finishing);
+        for (generation, timer) in gone {
+            if let Some(timer) = timer {
+                self.host.timer_cancel(timer);
+            }
+            self.forget_instance(generation);
+        }
+    }
+
+    /// FINISH_LIMIT passed: the roots still finishing end now.
+    fn on_finish_timer(&self, generation: u64) {
+        let slots: Vec<VmSlot> = {
+            let mut finishing = self.finishing.borrow_mut();
+            if generation == 0 {
+                finishing.shutdown = Some(None);
+                let mut slots: Vec<VmSlot> = self.vms.to_vec();
+                slots.extend(finishing.lingering.iter_mut().map(|(slot, _, timer)| {
+                    // the lingering instances end with the worker's wait
+                    if let Some(timer) = timer.take() {
+                        self.host.timer_cancel(timer);
+                    }
+                    slot.clone()
+                }));
+                slots
+            } else {
+                finishing
+                    .lingering
+                    .iter_mut()
+                    .filter(|(_, g, _)| *g == generation)
+                    .map(|(slot, _, timer)| {
+                        *timer = None;
+                        slot.clone()
+                    })
+                    .collect()
+            }
+        };
+        for slot in slots {
+            let mut vm = slot.borrow_mut();
+            let Some(vm) = vm.as_mut() else {
+                continue;
+            };
+            let late = vm.end_finishing();
+            if !late.is_empty() {
+                let message = format!(
+                    "root contexts {late:?} did not call proxy_done within {} s of on_done: ended",
+                    FINISH_LIMIT.as_secs()
+                );
+                self.host
+                    .log(None, LogLevel::Warn, &vm.module.name, 0, message.as_bytes());
+            }
+        }
+        self.settle_finishing();
     }
 
     /// Stops the ticks and the calls in flight (at worker exit).
@@ -517,6 +650,7 @@ impl Worker {
             callback(vm);
             (vm.take_tick_requests(), vm.failed())
         };
+        self.settle_finishing();
         if let Some(module) = self.vms.iter().position(|shared| Rc::ptr_eq(shared, slot)) {
             if failed {
                 // root callbacks have no location: their instance is
@@ -641,6 +775,9 @@ impl Worker {
     /// A tick's timer fired: `on_tick`, then the next timer. A failed
     /// instance's ticks stop.
     pub fn on_timer(&self, token: u64) {
+        if token & FINISH_TIMER != 0 {
+            return self.on_finish_timer(token & !FINISH_TIMER);
+        }
         if token & grpc::DEADLINE_TIMER != 0 {
             self.services.grpc.borrow_mut().expire(self.host, token as u32);
             self.deliver_grpc();
@@ -691,6 +828,7 @@ impl Worker {
             }
         };
         self.apply_ticks(module, generation, requests);
+        self.settle_finishing();
         let mut ticks = self.ticks.borrow_mut();
         if let Some(tick) = ticks.get_mut(&token).filter(|tick| tick.timer.is_none()) {
             self.arm(token, tick);

@@ -252,6 +252,10 @@ impl Timers for MockHost {
         Some(TimerRef(id))
     }
 
+    fn timer_hold(&self, delay: std::time::Duration, token: u64) -> Option<TimerRef> {
+        self.timer_add(delay, token)
+    }
+
     fn timer_cancel(&self, timer: TimerRef) {
         self.timers.borrow_mut().retain(|(id, _, _)| *id != timer.0);
     }

@@ -30,6 +30,7 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     host_fn!(linker, "env", "proxy_get_log_level", allocator_safe, get_log_level, (ret: i32));
     host_fn!(linker, "env", "proxy_get_current_time_nanoseconds", allocator_safe, get_current_time, (ret: i32));
     host_fn!(linker, "env", "proxy_set_effective_context", set_effective_context, (context_id: i32));
+    host_fn!(linker, "env", "proxy_done", done, ());
     host_fn!(linker, "env", "proxy_set_tick_period_milliseconds", set_tick_period, (period: i32));
     host_fn!(linker, "env", "proxy_get_configuration", get_configuration, (ret_ptr: i32, ret_size: i32));
     host_fn!(linker, "env", "proxy_get_buffer_bytes", get_buffer_bytes,
@@ -100,7 +101,6 @@ macro_rules! unimplemented_functions {
 }
 
 unimplemented_functions! {
-    "proxy_done"(),
     "proxy_clear_route_cache"(),
 }
 
@@ -113,6 +113,19 @@ fn unimplemented(caller: &Caller<'_, HostState>, name: &'static str) -> i32 {
         );
     }
     Status::Unimplemented as i32
+}
+
+/// A root context whose `on_done` returned false has finished: its
+/// `on_delete` follows once the current guest call returns, as in Envoy.
+/// `NOT_FOUND` for a context that was not finishing.
+fn done(caller: Call) -> Result {
+    let state = caller.data_mut();
+    let id = state.context_id();
+    if !state.pending_done.contains(&id) || state.done_called.contains(&id) {
+        return Err(Status::NotFound.into());
+    }
+    state.done_called.push(id);
+    Ok(())
 }
 
 fn log(caller: Call, level: i32, ptr: i32, len: i32) -> Result {

@@ -206,6 +206,9 @@ thread_local! {
     /// HTTP contexts remembered by `remember`, for another request to
     /// continue, close or answer.
     static REMEMBERED: RefCell<Vec<u32>> = RefCell::new(Vec::new());
+    /// Set by `done_later`: the root contexts' on_done returns false, and
+    /// their end is logged.
+    static DONE_LATER: std::cell::Cell<bool> = std::cell::Cell::new(false);
     /// What `count` counts: the instance's calls to it.
     static COUNT: RefCell<u64> = RefCell::new(0);
     /// The instance's ticks so far.
@@ -725,6 +728,11 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
             "foreign" => ops::foreign(arg(1), args.get(2).map(String::as_str)),
             "foreign_roundtrip" => ops::foreign_roundtrip(arg(1)),
             "declare" => ops::declare(arg(1), arg(2), arg(3)),
+            "done_later" => DONE_LATER.with(|d| d.set(true)),
+            "proxy_done" => {
+                let status = unsafe { proxy_done() };
+                info!("#{} proxy_done returned {}", context_id, status);
+            }
             "grpc_call" => ops::grpc_call(args),
             "grpc_stream" => ops::grpc_stream(args),
             "grpc_send" => ops::grpc_send(arg(1), arg(2) == "end"),
@@ -810,7 +818,19 @@ impl Context for Root {
 
     fn on_done(&mut self) -> bool {
         run(&self.script, "root_done", self.context_id);
-        true
+        let later = DONE_LATER.with(|d| d.get());
+        if later {
+            info!("#{} root on_done: finishing later", self.context_id);
+        }
+        !later
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if DONE_LATER.with(|d| d.get()) {
+            info!("#{} root on_delete", self.context_id);
+        }
     }
 }
 
