@@ -6,10 +6,10 @@ use ngx_proxy_wasm::runtime::hostcalls::UNIMPLEMENTED;
 fn readme_lists_exactly_the_unimplemented_host_functions() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let paragraph = readme
-        .split("Not supported yet")
+        .split("Not supported:")
         .nth(1)
         .and_then(|rest| rest.split("\n\n").next())
-        .expect("a \"Not supported yet\" paragraph");
+        .expect("a \"Not supported:\" paragraph");
     let listed: Vec<&str> = paragraph
         .split('`')
         .skip(1)
