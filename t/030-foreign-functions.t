@@ -1,10 +1,27 @@
 # Foreign functions (proxy_call_foreign_function): Envoy's compress and
 # uncompress (zlib), from a tick as the Go SDK's foreign_call_on_tick
-# example calls them and from requests; unknown names are NOT_FOUND.
+# example calls them and from requests; declare_property; verify_signature
+# with a key openssl made; unknown names are NOT_FOUND.
 use Test::Nginx::Socket 'no_plan';
 use ProxyWasmTest;
 
 default_modules(testbed => '$TEST_NGINX_FILTERS/testbed.wasm');
+
+# An RSA key made for the run: its public key in DER (hex) and PEM
+# (percent-encoded for the script), and its SHA-256 signature of "hello".
+{
+    my $dir = test_certificates();
+    my $run = sub { system("$_[0] >/dev/null 2>&1") == 0 or die "$_[0] failed" };
+    $run->("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out $dir/rsa.key");
+    $run->("openssl pkey -in $dir/rsa.key -pubout -outform DER -out $dir/rsa.der");
+    $run->("openssl pkey -in $dir/rsa.key -pubout -out $dir/rsa.pem");
+    open my $t, '>', "$dir/hello" or die; print $t 'hello'; close $t;
+    $run->("openssl dgst -sha256 -sign $dir/rsa.key -out $dir/hello.sig $dir/hello");
+    my $read = sub { local (@ARGV, $/) = @_; scalar <> };
+    $ENV{TEST_NGINX_RSA_DER} = unpack 'H*', $read->("$dir/rsa.der");
+    $ENV{TEST_NGINX_RSA_SIG} = unpack 'H*', $read->("$dir/hello.sig");
+    ($ENV{TEST_NGINX_RSA_PEM} = $read->("$dir/rsa.pem")) =~ s/([^A-Za-z0-9])/sprintf '%%%02X', ord $1/ge;
+}
 
 run_tests();
 
@@ -70,9 +87,9 @@ GET /
 --- error_code eval
 [200, 200]
 --- grep_error_log eval
-qr/foreign function "declare_nothing" is not provided by this host \(it has: compress, uncompress, declare_property\): returning NOT_FOUND|foreign declare_nothing failed: NotFound/
+qr/foreign function "declare_nothing" is not provided by this host \(it has: compress, uncompress, declare_property, verify_signature\): returning NOT_FOUND|foreign declare_nothing failed: NotFound/
 --- grep_error_log_out
-foreign function "declare_nothing" is not provided by this host (it has: compress, uncompress, declare_property): returning NOT_FOUND
+foreign function "declare_nothing" is not provided by this host (it has: compress, uncompress, declare_property, verify_signature): returning NOT_FOUND
 foreign declare_nothing failed: NotFound
 foreign declare_nothing failed: NotFound
 
@@ -116,3 +133,28 @@ GET /
  qr/foreign declare_property failed: BadArgument/,
  qr/foreign function declare_property: an unknown property type/,
  qr/declare odd failed: BadArgument/]
+
+
+
+=== TEST 9: verify_signature: a signature openssl made checks out with the public key in DER and in PEM; another text, a key that is none: as Envoy answers
+--- config
+    location / {
+        proxy_wasm testbed "request_headers verify sha256 $TEST_NGINX_RSA_DER $TEST_NGINX_RSA_SIG hello";
+        proxy_wasm testbed "request_headers verify sha256 pem:$TEST_NGINX_RSA_PEM $TEST_NGINX_RSA_SIG hello";
+        proxy_wasm testbed "request_headers verify sha256 $TEST_NGINX_RSA_DER $TEST_NGINX_RSA_SIG hellO";
+        proxy_wasm testbed "request_headers verify sha512 $TEST_NGINX_RSA_DER $TEST_NGINX_RSA_SIG hello";
+        proxy_wasm testbed "request_headers verify sha256 00ff $TEST_NGINX_RSA_SIG hello";
+        empty_gif;
+    }
+--- request
+GET /
+--- error_code: 200
+--- grep_error_log eval
+qr/verify_signature sha\d+[^,]*/
+--- grep_error_log_out eval
+qr/\Averify_signature sha256: true ""
+verify_signature sha256: true ""
+verify_signature sha256: false "signature verification failed[^"]*"
+verify_signature sha512: false "signature verification failed[^"]*"
+verify_signature sha256 failed: BadArgument
+\z/

@@ -1,6 +1,6 @@
 //! The protobuf wire format, as far as Envoy's foreign functions and
 //! `GrpcService` targets need it: a message's fields, in order, without a
-//! schema.
+//! schema, and fields written.
 
 /// A field's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,27 @@ pub fn fields(mut bytes: &[u8]) -> Option<Vec<(u64, Value<'_>)>> {
     Some(fields)
 }
 
+/// Appends a varint field.
+pub fn put_varint(out: &mut Vec<u8>, field: u64, value: u64) {
+    write_varint(out, field << 3);
+    write_varint(out, value);
+}
+
+/// Appends a length-delimited field.
+pub fn put_bytes(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    write_varint(out, field << 3 | 2);
+    write_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
 fn varint(bytes: &mut &[u8]) -> Option<u64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
@@ -91,5 +112,15 @@ mod tests {
         assert_eq!(fields(&[0x0b]), None);
         assert_eq!(fields(&[0x10, 0x80]), None);
         assert_eq!(fields(b"").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn written_fields_read_back() {
+        let mut out = Vec::new();
+        put_varint(&mut out, 1, 1);
+        put_bytes(&mut out, 2, &[7u8; 200]);
+        let read = fields(&out).unwrap();
+        assert_eq!(read[0], (1, Value::Varint(1)));
+        assert_eq!(read[1], (2, Value::Bytes(&[7u8; 200])));
     }
 }

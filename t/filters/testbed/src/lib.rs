@@ -728,6 +728,7 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
             "foreign" => ops::foreign(arg(1), args.get(2).map(String::as_str)),
             "foreign_roundtrip" => ops::foreign_roundtrip(arg(1)),
             "declare" => ops::declare(arg(1), arg(2), arg(3)),
+            "verify" => ops::verify(arg(1), arg(2), arg(3), arg(4)),
             "done_later" => DONE_LATER.with(|d| d.set(true)),
             "proxy_done" => {
                 let status = unsafe { proxy_done() };

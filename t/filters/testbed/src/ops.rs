@@ -29,6 +29,43 @@ pub fn declare(name: &str, readonly: &str, kind: &str) {
     }
 }
 
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect()
+}
+
+fn put_bytes(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
+    out.push(field << 3 | 2);
+    let mut len = bytes.len();
+    while len >= 0x80 {
+        out.push(len as u8 | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(bytes);
+}
+
+/// verify <hash> <key: DER in hex, or "pem:" and PEM> <signature in hex>
+/// <text>: Envoy's verify_signature, and the VerifySignatureResult.
+pub fn verify(hash: &str, key: &str, signature: &str, text: &str) {
+    let mut args = Vec::new();
+    put_bytes(&mut args, 1, hash.as_bytes());
+    match key.strip_prefix("pem:") {
+        Some(pem) => put_bytes(&mut args, 5, pem.as_bytes()),
+        None => put_bytes(&mut args, 2, &unhex(key)),
+    }
+    put_bytes(&mut args, 3, &unhex(signature));
+    put_bytes(&mut args, 4, text.as_bytes());
+    match proxy_wasm::hostcalls::call_foreign_function("verify_signature", Some(&args)) {
+        Ok(result) => {
+            let result = result.unwrap_or_default();
+            let ok = result.starts_with(&[0x08, 1]);
+            let error = result.iter().position(|&b| b == 0x12).map(|i| String::from_utf8_lossy(&result[i + 2..]).into_owned());
+            info!("verify_signature {}: {} {:?}", hash, ok, error.unwrap_or_default());
+        }
+        Err(status) => info!("verify_signature {} failed: {:?}", hash, status),
+    }
+}
+
 /// foreign_roundtrip <text>: compress, then uncompress what came back.
 pub fn foreign_roundtrip(text: &str) {
     let compressed = proxy_wasm::hostcalls::call_foreign_function("compress", Some(text.as_bytes()))
