@@ -24,6 +24,7 @@
 static void ngx_proxy_wasm_call_resolved(ngx_resolver_ctx_t *ctx);
 static void ngx_proxy_wasm_call_connect(ngx_proxy_wasm_call_t *call);
 static void ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call);
+static ngx_int_t ngx_proxy_wasm_call_read(ngx_proxy_wasm_call_t *call);
 static void ngx_proxy_wasm_call_report(ngx_event_t *ev);
 static void ngx_proxy_wasm_call_timeout(ngx_event_t *ev);
 static void ngx_proxy_wasm_call_end(ngx_proxy_wasm_call_t *call, ngx_proxy_wasm_call_end_e why);
@@ -523,14 +524,8 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
         /* the server may speak first, and at any time */
         call->connected = 1;
 
-        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-            ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESET,
-                                     "cannot read from the connection");
+        if (ngx_proxy_wasm_call_read(call) != NGX_OK) {
             return;
-        }
-
-        if (c->read->ready) {
-            ngx_post_event(c->read, &ngx_posted_events);
         }
     }
 
@@ -570,16 +565,28 @@ ngx_proxy_wasm_call_send(ngx_proxy_wasm_call_t *call)
 
     ngx_add_timer(c->read, call->read_timeout);
 
+    (void) ngx_proxy_wasm_call_read(call);
+}
+
+
+/* reads what comes from now on; what is waiting already, from the event
+ * loop, not from here */
+static ngx_int_t
+ngx_proxy_wasm_call_read(ngx_proxy_wasm_call_t *call)
+{
+    ngx_connection_t  *c = call->peer.connection;
+
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_proxy_wasm_call_fail(call, NGX_PROXY_WASM_CALL_END_RESET,
-                                 "cannot read the response");
-        return;
+                                 "cannot read from the connection");
+        return NGX_ERROR;
     }
 
-    /* data already waiting is read from the event loop, not from here */
     if (c->read->ready) {
         ngx_post_event(c->read, &ngx_posted_events);
     }
+
+    return NGX_OK;
 }
 
 
