@@ -195,10 +195,10 @@ served
 
 
 
-=== TEST 8: a deadline that expires ends the call with DEADLINE_EXCEEDED; the server got grpc-timeout
+=== TEST 8: a deadline that expires ends the call with DEADLINE_EXCEEDED: the server's (it got grpc-timeout) or the host's, whichever comes first; a server that never answers meets the host's
 --- config
     location /t {
-        proxy_wasm testbed "request_headers grpc_call grpc_backend test.Echo Sleep 1500 200; request_headers pause; grpc_response continue";
+        proxy_wasm testbed "request_headers grpc_call grpc_backend test.Echo Sleep 1500 200; request_headers grpc_call 127.0.0.1:$TEST_NGINX_H2_PORT hostile.H Silent hi 300; request_headers pause; grpc_response count; grpc_response when_count 2 continue";
         proxy_pass http://127.0.0.1:$TEST_NGINX_RAND_PORT_1;
     }
 --- request
@@ -206,8 +206,8 @@ GET /t
 --- response_body
 served
 --- error_log eval
-[qr/grpc call #\d+ response: status 4 "deadline exceeded"/,
- qr/\[error\].*grpc call #\d+ to "grpc_backend" failed: deadline exceeded \(status 4\)/]
+[qr/grpc call #\d+ response: status 4 "(deadline exceeded|Deadline Exceeded)"/,
+ qr/\[error\].*grpc call #\d+ to "127\.0\.0\.1:\d+" failed: deadline exceeded \(status 4\)/]
 
 
 

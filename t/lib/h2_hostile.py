@@ -17,6 +17,7 @@ its method (the last part of its :path):
   Http503     a 503 response without grpc-status
   Compressed  a message flagged compressed
   Truncated   half a message, then trailers
+  Silent      nothing, ever
   Count       the connection's small window (1000 bytes) and 16 KiB
               frames: the answer is how many message bytes came
 """
@@ -45,6 +46,8 @@ def answer(conn, sock, stream, method, received):
         conn.close_connection(error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR, last_stream_id=0)
         sock.sendall(conn.data_to_send())
         return False
+    if method == "Silent":
+        return True
     if method in ("Refused", "Cancel", "Protocol"):
         code = {"Refused": h2.errors.ErrorCodes.REFUSED_STREAM,
                 "Cancel": h2.errors.ErrorCodes.CANCEL,
