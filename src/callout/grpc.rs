@@ -292,6 +292,8 @@ pub struct GrpcCalls {
     max_message: usize,
     /// FLUSH_TIMER is armed.
     flush_armed: bool,
+    /// The channel whose bytes nginx's read handler is handing over.
+    feeding: Option<u32>,
 }
 
 /// A new call's request.
@@ -480,13 +482,12 @@ impl GrpcCalls {
         self.drive(host, channel);
     }
 
-    /// Bytes of a channel's connection: whether nginx keeps it.
-    pub fn feed(&mut self, host: &dyn Host, channel: u32, bytes: &[u8]) -> bool {
-        let Some(c) = self.channels.get_mut(&channel) else {
-            return false;
-        };
-        c.session.feed(bytes);
-        self.drive(host, channel)
+    /// Bytes of a channel's connection (`set_feeding` says whose).
+    pub fn feed(&mut self, host: &dyn Host, channel: u32, bytes: &[u8]) {
+        if let Some(c) = self.channels.get_mut(&channel) {
+            c.session.feed(bytes);
+            self.drive(host, channel);
+        }
     }
 
     /// nginx closed a channel's connection (`why`: its failure, or None
@@ -512,15 +513,40 @@ impl GrpcCalls {
         for token in left {
             self.fail(token, GrpcStatus::new(code::UNAVAILABLE, why.clone()), host);
         }
-        self.forget_channel(channel);
+        // nginx freed the connection before it told
+        let _ = self.forget_channel(channel);
     }
 
-    fn forget_channel(&mut self, channel: u32) {
-        if let Some(c) = self.channels.remove(&channel) {
-            if self.open.get(&c.key) == Some(&channel) {
-                self.open.remove(&c.key);
-            }
+    /// A channel Rust is done with: nginx closes its connection, from
+    /// here, or when the read handler that feeds it gets `false`.
+    fn close_channel(&mut self, host: &dyn Host, channel: u32) {
+        let connection = self.forget_channel(channel);
+        // the connection being read must not go under its read handler
+        if let Some(connection) = connection.filter(|_| self.feeding != Some(channel)) {
+            host.call_cancel(connection);
         }
+    }
+
+    /// nginx's reading of a channel starts (Some) or ends (None): while it
+    /// reads, what its bytes cause is delivered, and the channel must
+    /// stay.
+    pub fn set_feeding(&mut self, channel: Option<u32>) {
+        self.feeding = channel;
+    }
+
+    /// Whether Rust still has a channel (nginx keeps its connection).
+    pub fn has_channel(&self, channel: u32) -> bool {
+        self.channels.contains_key(&channel)
+    }
+
+    /// A channel is gone from the tables: its connection, for whoever
+    /// closes it.
+    fn forget_channel(&mut self, channel: u32) -> Option<CallRef> {
+        let c = self.channels.remove(&channel)?;
+        if self.open.get(&c.key) == Some(&channel) {
+            self.open.remove(&c.key);
+        }
+        Some(c.connection)
     }
 
     /// What host functions and events caused since the last take.
@@ -573,10 +599,11 @@ impl GrpcCalls {
     }
 
     /// Lets a channel's session progress: its events become deliveries,
-    /// its output goes to nginx. Whether the channel is kept.
-    fn drive(&mut self, host: &dyn Host, channel: u32) -> bool {
+    /// its output goes to nginx; a channel that ended and has no calls
+    /// left is closed.
+    fn drive(&mut self, host: &dyn Host, channel: u32) {
         let Some(c) = self.channels.get_mut(&channel) else {
-            return false;
+            return;
         };
         let events = c.session.drive();
         let output = c.session.take_output();
@@ -589,20 +616,11 @@ impl GrpcCalls {
         for event in events {
             self.on_event(event, host);
         }
-        if ended {
-            let idle = self.calls.values().all(|call| call.channel != channel);
-            if let Some(c) = self.channels.get(&channel) {
-                if self.open.get(&c.key) == Some(&channel) {
-                    self.open.remove(&c.key);
-                }
-            }
-            if idle {
-                // nginx closes the connection when told it is not kept
-                self.channels.remove(&channel);
-                return false;
-            }
+        // an ended channel takes no new calls (channel_for), and goes with
+        // its last one
+        if ended && self.calls.values().all(|call| call.channel != channel) {
+            self.close_channel(host, channel);
         }
-        true
     }
 
     fn on_event(&mut self, event: Event, host: &dyn Host) {

@@ -549,9 +549,15 @@ impl Worker {
     /// and then whether its connection may serve another call.
     pub fn on_call_data(&self, token: u32, bytes: &[u8]) -> CallProgress {
         if grpc::is_channel(token) {
-            let kept = self.services.grpc.borrow_mut().feed(self.host, token, bytes);
+            let grpc = &self.services.grpc;
+            grpc.borrow_mut().set_feeding(Some(token));
+            grpc.borrow_mut().feed(self.host, token, bytes);
             self.deliver_grpc();
-            return if kept {
+            let mut grpc = grpc.borrow_mut();
+            grpc.set_feeding(None);
+            // a channel that ended, while fed or by the deliveries, is
+            // closed by nginx now
+            return if grpc.has_channel(token) {
                 CallProgress::More
             } else {
                 CallProgress::Close
