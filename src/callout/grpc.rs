@@ -273,7 +273,8 @@ struct Call {
 }
 
 struct Channel {
-    connection: CallRef,
+    /// None once nginx freed it (it reported the connection's end).
+    connection: Option<CallRef>,
     session: Session,
     key: (String, bool),
 }
@@ -399,7 +400,7 @@ impl GrpcCalls {
         self.channels.insert(
             token,
             Channel {
-                connection,
+                connection: Some(connection),
                 session,
                 key: key.clone(),
             },
@@ -496,6 +497,8 @@ impl GrpcCalls {
         let Some(c) = self.channels.get_mut(&channel) else {
             return;
         };
+        // nginx freed the connection before it told
+        c.connection = None;
         if why.is_none() {
             // what the server sent last (a GOAWAY, the last trailers)
             // still counts
@@ -513,8 +516,7 @@ impl GrpcCalls {
         for token in left {
             self.fail(token, GrpcStatus::new(code::UNAVAILABLE, why.clone()), host);
         }
-        // nginx freed the connection before it told
-        let _ = self.forget_channel(channel);
+        self.close_channel(host, channel);
     }
 
     /// A channel Rust is done with: nginx closes its connection, from
@@ -546,7 +548,7 @@ impl GrpcCalls {
         if self.open.get(&c.key) == Some(&channel) {
             self.open.remove(&c.key);
         }
-        Some(c.connection)
+        c.connection
     }
 
     /// What host functions and events caused since the last take.
@@ -593,8 +595,12 @@ impl GrpcCalls {
         }
         self.pending.clear();
         self.open.clear();
-        for (_, channel) in self.channels.drain() {
-            host.call_cancel(channel.connection);
+        for connection in self
+            .channels
+            .drain()
+            .filter_map(|(_, channel)| channel.connection)
+        {
+            host.call_cancel(connection);
         }
     }
 
@@ -608,7 +614,7 @@ impl GrpcCalls {
         let events = c.session.drive();
         let output = c.session.take_output();
         let (connection, ended) = (c.connection, c.session.ended().is_some());
-        if !output.is_empty() {
+        if let Some(connection) = connection.filter(|_| !output.is_empty()) {
             // a connection that cannot take it is reported broken by nginx,
             // from its event loop
             let _ = host.call_send(connection, &output);
