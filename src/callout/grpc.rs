@@ -572,16 +572,7 @@ impl GrpcCalls {
     /// Ends the calls `select` picks without callbacks (their request or
     /// instance is gone).
     pub fn cancel_where(&mut self, host: &dyn Host, select: impl Fn(&Origin) -> bool) {
-        if self.calls.is_empty() {
-            return;
-        }
-        let tokens: Vec<u32> = self
-            .calls
-            .iter()
-            .filter(|(_, call)| select(&call.origin))
-            .map(|(token, _)| *token)
-            .collect();
-        for token in tokens {
+        for token in super::tokens_where(&self.calls, |call| &call.origin, select) {
             self.cancel(host, token);
         }
     }

@@ -180,22 +180,30 @@ impl Calls {
     /// Takes the calls `select` picks out of the table, for the host to
     /// cancel (outside the table's borrow: cancelling reaches nginx).
     pub fn take_where(&mut self, select: impl Fn(&Origin) -> bool) -> Vec<CallRef> {
-        // every request ends here: most have no call to look for
-        if self.pending.is_empty() {
-            return Vec::new();
-        }
-        let tokens: Vec<u32> = self
-            .pending
-            .iter()
-            .filter(|(_, pending)| select(&pending.origin))
-            .map(|(token, _)| *token)
-            .collect();
+        let tokens = tokens_where(&self.pending, |pending| &pending.origin, select);
         tokens
             .iter()
             .filter_map(|token| self.pending.remove(token))
             .map(|pending| pending.call)
             .collect()
     }
+}
+
+/// The tokens of the calls of a table whose origin `select` picks.
+fn tokens_where<T>(
+    table: &HashMap<u32, T>,
+    origin: impl Fn(&T) -> &Origin,
+    select: impl Fn(&Origin) -> bool,
+) -> Vec<u32> {
+    // every request ends by looking: most have no call to find
+    if table.is_empty() {
+        return Vec::new();
+    }
+    table
+        .iter()
+        .filter(|(_, call)| select(origin(call)))
+        .map(|(token, _)| *token)
+        .collect()
 }
 
 /// What bytes of a response came to.
