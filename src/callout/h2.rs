@@ -413,3 +413,211 @@ impl Session {
         events.push(Event::Failed { key, why });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use h2::server::{self, SendResponse};
+    use http::{HeaderValue, Response};
+
+    /// An h2 server on the other end of the session's bytes.
+    struct Server {
+        pipe: Pipe,
+        connection: server::Connection<Pipe, Bytes>,
+    }
+
+    impl Server {
+        fn start(client: &mut Session) -> Server {
+            let pipe = Pipe::default();
+            let mut handshake = Box::pin(server::Builder::new().handshake::<_, Bytes>(pipe.clone()));
+            let mut cx = Context::from_waker(Waker::noop());
+            pipe.0.borrow_mut().inbound.push_back(client.take_output().into());
+            let Poll::Ready(Ok(connection)) = handshake.as_mut().poll(&mut cx) else {
+                panic!("the server's handshake did not complete");
+            };
+            Server { pipe, connection }
+        }
+
+        /// Moves bytes both ways until neither side has more, polling the
+        /// server's connection; the requests it accepted, and what the
+        /// client saw.
+        fn pump(
+            &mut self,
+            client: &mut Session,
+        ) -> (Vec<(Request<RecvStream>, SendResponse<Bytes>)>, Vec<Event>) {
+            let mut cx = Context::from_waker(Waker::noop());
+            let (mut accepted, mut events) = (Vec::new(), Vec::new());
+            loop {
+                let to_server = client.take_output();
+                let moved = !to_server.is_empty();
+                if moved {
+                    self.pipe.0.borrow_mut().inbound.push_back(to_server.into());
+                }
+                while let Poll::Ready(Some(Ok(pair))) = self.connection.poll_accept(&mut cx) {
+                    accepted.push(pair);
+                }
+                let _ = self.connection.poll_closed(&mut cx);
+                let to_client = std::mem::take(&mut self.pipe.0.borrow_mut().outbound);
+                if !to_client.is_empty() {
+                    client.feed(&to_client);
+                }
+                events.extend(client.drive());
+                if !moved && to_client.is_empty() {
+                    return (accepted, events);
+                }
+            }
+        }
+    }
+
+    fn request() -> Request<()> {
+        Request::post("http://backend/pkg.Service/Method")
+            .body(())
+            .unwrap()
+    }
+
+    fn body_of(events: &[Event], key: u32) -> usize {
+        events
+            .iter()
+            .map(|event| match event {
+                Event::Data { key: k, data } if *k == key => data.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_request_and_its_response_with_trailers() {
+        let mut client = Session::new(16 * 1024);
+        let mut server = Server::start(&mut client);
+        client.open(1, request(), Some((Bytes::from_static(b"ping"), true)));
+        client.drive();
+        let (mut accepted, _) = server.pump(&mut client);
+        assert_eq!(accepted.len(), 1);
+        let (request, mut respond) = accepted.pop().unwrap();
+        assert_eq!(request.uri().path(), "/pkg.Service/Method");
+        let mut send = respond.send_response(Response::new(()), false).unwrap();
+        send.send_data(Bytes::from_static(b"pong"), false).unwrap();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        send.send_trailers(trailers).unwrap();
+        let (_, events) = server.pump(&mut client);
+        assert!(matches!(
+            &events[0],
+            Event::Headers {
+                key: 1,
+                status: 200,
+                end: false,
+                ..
+            }
+        ));
+        assert_eq!(body_of(&events, 1), 4);
+        match events.last() {
+            Some(Event::End {
+                key: 1,
+                trailers: Some(t),
+            }) => assert_eq!(t["grpc-status"], "0"),
+            other => panic!("no end with trailers: {other:?}"),
+        }
+        assert!(client.idle());
+    }
+
+    #[test]
+    fn large_bodies_flow_both_ways_within_the_windows() {
+        let mut client = Session::new(16 * 1024);
+        let mut server = Server::start(&mut client);
+        let big = Bytes::from(vec![7u8; 3 << 20]);
+        client.open(1, request(), Some((big.clone(), true)));
+        client.drive();
+        let (mut accepted, _) = server.pump(&mut client);
+        let (request, mut respond) = accepted.pop().unwrap();
+        let mut body = request.into_body();
+        let mut received = 0;
+        let mut cx = Context::from_waker(Waker::noop());
+        // the server reads as the client's window allows
+        while received < big.len() {
+            match body.poll_data(&mut cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    received += data.len();
+                    body.flow_control().release_capacity(data.len()).unwrap();
+                }
+                Poll::Ready(other) => panic!("the request body ended early: {other:?}"),
+                Poll::Pending => {
+                    server.pump(&mut client);
+                }
+            }
+        }
+        let mut send = respond.send_response(Response::new(()), false).unwrap();
+        send.send_data(big.clone(), true).unwrap();
+        let mut events = Vec::new();
+        for _ in 0..1000 {
+            let (_, more) = server.pump(&mut client);
+            events.extend(more);
+            if events.iter().any(|e| matches!(e, Event::End { .. })) {
+                break;
+            }
+        }
+        assert_eq!(body_of(&events, 1), big.len());
+        assert!(matches!(
+            events.last(),
+            Some(Event::End {
+                key: 1,
+                trailers: None
+            })
+        ));
+    }
+
+    #[test]
+    fn a_reset_stream_and_a_closed_connection_fail_their_streams() {
+        let mut client = Session::new(16 * 1024);
+        let mut server = Server::start(&mut client);
+        client.open(1, request(), None);
+        client.open(3, request(), None);
+        client.drive();
+        let (accepted, _) = server.pump(&mut client);
+        assert_eq!(accepted.len(), 2);
+        let mut respond = accepted
+            .into_iter()
+            .map(|(_, respond)| respond)
+            .collect::<Vec<_>>();
+        respond[0].send_reset(Reason::REFUSED_STREAM);
+        let (_, events) = server.pump(&mut client);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Failed {
+                key: 1,
+                why: StreamError::Reset(Reason::REFUSED_STREAM)
+            }
+        )));
+        // the other stream goes with the connection
+        client.feed_eof();
+        let events = client.drive();
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::Failed {
+                key: 3,
+                why: StreamError::Connection(_)
+            }
+        )));
+        assert!(client.ended().is_some());
+        assert!(client.idle());
+    }
+
+    #[test]
+    fn a_reset_by_the_client_sends_rst_stream_and_forgets_the_stream() {
+        let mut client = Session::new(16 * 1024);
+        let mut server = Server::start(&mut client);
+        client.open(1, request(), None);
+        client.drive();
+        let (mut accepted, _) = server.pump(&mut client);
+        let (_, mut respond) = accepted.pop().unwrap();
+        client.reset(1);
+        client.drive();
+        server.pump(&mut client);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            respond.poll_reset(&mut cx),
+            Poll::Ready(Ok(Reason::CANCEL))
+        ));
+        assert!(client.idle());
+    }
+}
