@@ -92,13 +92,13 @@ response headers map: 2
 --- request eval
 ["GET /", "GET /"]
 --- grep_error_log eval
-qr/proxy_done (again )?returned \d+|\[warn\] .*host function proxy_done is not supported yet: returning UNIMPLEMENTED/
+qr/proxy_clear_route_cache (again )?returned \d+|\[warn\] .*host function proxy_clear_route_cache is not supported: returning UNIMPLEMENTED/
 --- grep_error_log_out eval
-qr/^\[warn\] .*not supported yet: returning UNIMPLEMENTED
-proxy_done returned 12
-proxy_done again returned 12
-proxy_done returned 12
-proxy_done again returned 12
+qr/^\[warn\] .*not supported: returning UNIMPLEMENTED
+proxy_clear_route_cache returned 12
+proxy_clear_route_cache again returned 12
+proxy_clear_route_cache returned 12
+proxy_clear_route_cache again returned 12
 $/
 
 

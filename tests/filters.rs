@@ -217,9 +217,9 @@ fn unimplemented_functions_warn_once() {
         let (_, mut s) = t.request(REQUEST);
         s.on_headers(Direction::Request, true);
     }
-    assert_eq!(t.host.count("proxy_done returned 12"), 2);
-    assert_eq!(t.host.count("proxy_done again returned 12"), 2);
-    let warning = "host function proxy_done is not supported yet";
+    assert_eq!(t.host.count("proxy_clear_route_cache returned 12"), 2);
+    assert_eq!(t.host.count("proxy_clear_route_cache again returned 12"), 2);
+    let warning = "host function proxy_clear_route_cache is not supported";
     assert_eq!(t.host.count(warning), 1, "{}", t.host.dump());
     assert_eq!(t.host.logged(warning), Some(LogLevel::Warn));
 }

@@ -420,6 +420,9 @@ mod tests {
     use h2::server::{self, SendResponse};
     use http::{HeaderValue, Response};
 
+    /// Requests a server accepted, with their response handles.
+    type Accepted = Vec<(Request<RecvStream>, SendResponse<Bytes>)>;
+
     /// An h2 server on the other end of the session's bytes.
     struct Server {
         pipe: Pipe,
@@ -441,10 +444,7 @@ mod tests {
         /// Moves bytes both ways until neither side has more, polling the
         /// server's connection; the requests it accepted, and what the
         /// client saw.
-        fn pump(
-            &mut self,
-            client: &mut Session,
-        ) -> (Vec<(Request<RecvStream>, SendResponse<Bytes>)>, Vec<Event>) {
+        fn pump(&mut self, client: &mut Session) -> (Accepted, Vec<Event>) {
             let mut cx = Context::from_waker(Waker::noop());
             let (mut accepted, mut events) = (Vec::new(), Vec::new());
             loop {

@@ -109,7 +109,7 @@ fn unimplemented(caller: &Caller<'_, HostState>, name: &'static str) -> i32 {
     if state.module.warn_once(name) {
         state.log(
             LogLevel::Warn,
-            format!("host function {name} is not supported yet: returning UNIMPLEMENTED").as_bytes(),
+            format!("host function {name} is not supported: returning UNIMPLEMENTED").as_bytes(),
         );
     }
     Status::Unimplemented as i32

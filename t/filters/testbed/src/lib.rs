@@ -43,6 +43,8 @@ extern "C" {
     fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_get_status(code: *mut u32, data: *mut *const u8, size: *mut usize) -> u32;
     fn proxy_done() -> u32;
+    // ABI 0.1.0's, which the host registers and does not implement
+    fn proxy_clear_route_cache() -> u32;
     fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
     fn proxy_enqueue_shared_queue(queue_id: u32, value: *const u8, value_size: usize) -> u32;
     fn proxy_dequeue_shared_queue(queue_id: u32, data: *mut *const u8, size: *mut usize) -> u32;
@@ -505,8 +507,8 @@ fn run_op(args: &[String], when: &str, context_id: u32, given: Given, outcome: &
                 info!("set_effective_context({}) returned {}", arg(1), proxy_set_effective_context(target));
             },
             "unimplemented" => unsafe {
-                info!("proxy_done returned {}", proxy_done());
-                info!("proxy_done again returned {}", proxy_done());
+                info!("proxy_clear_route_cache returned {}", proxy_clear_route_cache());
+                info!("proxy_clear_route_cache again returned {}", proxy_clear_route_cache());
             },
             "kv_get" => match proxy_wasm::hostcalls::get_shared_data(arg(1)) {
                 Ok((Some(value), cas)) => {
