@@ -68,7 +68,7 @@ count 1
 
 
 
-=== TEST 4: fresh instances start their root contexts, and end them with the request
+=== TEST 4: fresh instances start their root contexts, and end them with the request; the worker's shared instance ends its root at shutdown
 --- config
     location / {
         proxy_wasm_isolation stream;
@@ -86,6 +86,7 @@ REQUEST_SEEN
 ROOT_DONE
 ROOT_CONFIGURED
 REQUEST_SEEN
+ROOT_DONE
 ROOT_DONE
 
 

@@ -177,6 +177,7 @@ impl Chain {
             }
         };
         let state = RequestState::new(request, filters.len());
+        worker.request_started();
         Chain {
             worker,
             state: Rc::new(RefCell::new(state)),
@@ -694,6 +695,7 @@ impl Chain {
                 ended.push(slot);
             }
         }
+        self.worker.request_ended();
     }
 }
 

@@ -134,8 +134,13 @@ const FINISH_TIMER: u64 = 1 << 60;
 /// Where root contexts that finish later are.
 #[derive(Default)]
 struct Finishing {
-    /// The worker is shutting down; the timer it waits for while shared
-    /// instances' roots finish.
+    /// Requests with a chain, not ended yet.
+    requests: usize,
+    /// The worker is shutting down: its shared roots end once its last
+    /// request has ended.
+    shutting_down: bool,
+    /// The shared roots ended; the timer the worker waits for while some
+    /// finish.
     shutdown: Option<Option<TimerRef>>,
     /// Instances made for requests that ended, kept while their roots
     /// finish, with their FINISH_TIMER.
@@ -183,10 +188,42 @@ impl Worker {
         Rc::new(worker)
     }
 
-    /// The worker starts shutting down: the root contexts of the shared
-    /// instances end (`on_done`); those that finish later keep the worker
-    /// until they call `proxy_done`, up to FINISH_LIMIT.
+    /// A request's chain starts.
+    pub fn request_started(&self) {
+        self.finishing.borrow_mut().requests += 1;
+    }
+
+    /// A request's chain ended: the last one of a worker shutting down
+    /// ends the shared roots.
+    pub fn request_ended(&self) {
+        let last = {
+            let mut finishing = self.finishing.borrow_mut();
+            finishing.requests = finishing.requests.saturating_sub(1);
+            finishing.requests == 0 && finishing.shutting_down
+        };
+        if last {
+            self.end_shared_roots();
+        }
+    }
+
+    /// The worker starts shutting down: once the requests in flight have
+    /// ended (their filters still need their roots), the root contexts of
+    /// the shared instances end.
     pub fn on_shutdown(&self) {
+        let idle = {
+            let mut finishing = self.finishing.borrow_mut();
+            finishing.shutting_down = true;
+            finishing.requests == 0
+        };
+        if idle {
+            self.end_shared_roots();
+        }
+    }
+
+    /// The shared instances' roots end (`on_done`); those that finish
+    /// later keep the worker until they call `proxy_done`, up to
+    /// FINISH_LIMIT.
+    fn end_shared_roots(&self) {
         if self.finishing.borrow().shutdown.is_some() {
             return;
         }
