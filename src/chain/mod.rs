@@ -177,7 +177,6 @@ impl Chain {
             }
         };
         let state = RequestState::new(request, filters.len());
-        worker.request_started();
         Chain {
             worker,
             state: Rc::new(RefCell::new(state)),
@@ -695,7 +694,6 @@ impl Chain {
                 ended.push(slot);
             }
         }
-        self.worker.request_ended();
     }
 }
 

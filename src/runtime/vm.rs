@@ -100,6 +100,8 @@ pub struct Vm {
     /// instance that fails before any other returns is in a crash loop.
     completed: u64,
     completed_at_start: u64,
+    /// `done_roots` ran (the worker shuts down).
+    roots_done: bool,
 }
 
 impl Vm {
@@ -135,6 +137,7 @@ impl Vm {
             failure: None,
             completed: 0,
             completed_at_start: 0,
+            roots_done: false,
         };
         vm.store.data_mut().generation = vm.generation;
         vm.start(&instance)?;
@@ -391,6 +394,38 @@ impl Vm {
         self.finishing()
     }
 
+    /// A worker shuts down: its shared instance's roots get `on_done`, and
+    /// stay for requests that still come (their `on_delete` waits for the
+    /// worker's exit, or for `proxy_done` from those that returned false).
+    /// Whether some finish later. Once only.
+    pub fn done_roots(&mut self) -> bool {
+        if std::mem::replace(&mut self.roots_done, true) {
+            return self.finishing();
+        }
+        let mut roots: Vec<u32> = self.roots.values().copied().collect();
+        roots.sort_unstable();
+        for id in roots {
+            if let Ok(false) = self.on_done(id) {
+                self.store.data_mut().pending_done.push(id);
+            }
+        }
+        self.finishing()
+    }
+
+    /// The worker exits: the roots `done_roots` ended get their
+    /// `on_delete` (a fast stop, which never called `on_done`, calls
+    /// nothing).
+    pub fn delete_done_roots(&mut self) {
+        if !self.roots_done || self.failed() {
+            return;
+        }
+        let mut roots: Vec<u32> = self.roots.drain().map(|(_, id)| id).collect();
+        roots.sort_unstable();
+        for id in roots {
+            self.delete_context(id);
+        }
+    }
+
     /// Some root context has yet to call `proxy_done`.
     pub fn finishing(&self) -> bool {
         !self.failed() && !self.store.data().pending_done.is_empty()
@@ -402,6 +437,7 @@ impl Vm {
         for &id in &pending {
             self.delete_context(id);
         }
+        self.roots.retain(|_, id| !pending.contains(id));
         pending
     }
 
@@ -552,6 +588,7 @@ impl Vm {
                 .data_mut()
                 .pending_done
                 .retain(|&pending| pending != id);
+            self.roots.retain(|_, root| *root != id);
             self.delete_context(id);
         }
     }

@@ -134,13 +134,8 @@ const FINISH_TIMER: u64 = 1 << 60;
 /// Where root contexts that finish later are.
 #[derive(Default)]
 struct Finishing {
-    /// Requests with a chain, not ended yet.
-    requests: usize,
-    /// The worker is shutting down: its shared roots end once its last
-    /// request has ended.
-    shutting_down: bool,
-    /// The shared roots ended; the timer the worker waits for while some
-    /// finish.
+    /// The worker is shutting down; the timer it waits for while shared
+    /// instances' roots finish.
     shutdown: Option<Option<TimerRef>>,
     /// Instances made for requests that ended, kept while their roots
     /// finish, with their FINISH_TIMER.
@@ -188,49 +183,18 @@ impl Worker {
         Rc::new(worker)
     }
 
-    /// A request's chain starts.
-    pub fn request_started(&self) {
-        self.finishing.borrow_mut().requests += 1;
-    }
-
-    /// A request's chain ended: the last one of a worker shutting down
-    /// ends the shared roots.
-    pub fn request_ended(&self) {
-        let last = {
-            let mut finishing = self.finishing.borrow_mut();
-            finishing.requests = finishing.requests.saturating_sub(1);
-            finishing.requests == 0 && finishing.shutting_down
-        };
-        if last {
-            self.end_shared_roots();
-        }
-    }
-
-    /// The worker starts shutting down: once the requests in flight have
-    /// ended (their filters still need their roots), the root contexts of
-    /// the shared instances end.
+    /// The worker starts shutting down: the root contexts of the shared
+    /// instances get `on_done` (they stay for the requests still served,
+    /// and get `on_delete` at the worker's exit); those that finish later
+    /// keep the worker until they call `proxy_done`, up to FINISH_LIMIT.
     pub fn on_shutdown(&self) {
-        let idle = {
-            let mut finishing = self.finishing.borrow_mut();
-            finishing.shutting_down = true;
-            finishing.requests == 0
-        };
-        if idle {
-            self.end_shared_roots();
-        }
-    }
-
-    /// The shared instances' roots end (`on_done`); those that finish
-    /// later keep the worker until they call `proxy_done`, up to
-    /// FINISH_LIMIT.
-    fn end_shared_roots(&self) {
         if self.finishing.borrow().shutdown.is_some() {
             return;
         }
         let mut finishing = false;
         for (module, slot) in self.vms.iter().enumerate() {
             let ended = slot.borrow_mut().as_mut().map(|vm| {
-                let later = vm.end_roots();
+                let later = vm.done_roots();
                 (later, vm.generation, vm.take_tick_requests())
             });
             if let Some((later, generation, ticks)) = ended {
@@ -331,8 +295,14 @@ impl Worker {
         self.settle_finishing();
     }
 
-    /// Stops the ticks and the calls in flight (at worker exit).
+    /// Stops the ticks and the calls in flight, and ends the shared roots
+    /// that got `on_done` (at worker exit).
     pub fn shutdown(&self) {
+        for slot in &self.vms {
+            if let Some(vm) = slot.borrow_mut().as_mut() {
+                vm.delete_done_roots();
+            }
+        }
         self.services.calls.borrow_mut().disable();
         callout::cancel_where(&self.services.calls, self.host, |_| true);
         self.services.grpc.borrow_mut().exit(self.host);
