@@ -47,11 +47,6 @@ pub fn is_channel(token: u32) -> bool {
     token & 3 == KIND_CHANNEL
 }
 
-/// Whether a token names a gRPC call or stream.
-pub fn is_call(token: u32) -> bool {
-    matches!(token & 3, KIND_CALL | KIND_STREAM)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// `proxy_grpc_call`: one message each way.
@@ -255,7 +250,6 @@ pub enum Delivery {
 #[derive(Debug)]
 pub struct Delivered {
     pub origin: Origin,
-    pub kind: Kind,
     pub what: Delivery,
 }
 
@@ -776,14 +770,8 @@ impl GrpcCalls {
         };
         self.pending.push(Delivered {
             origin: call.origin.clone(),
-            kind: call.kind,
             what,
         });
-    }
-
-    /// Channels open, for tests and logs.
-    pub fn channel_count(&self) -> usize {
-        self.channels.len()
     }
 }
 
@@ -978,7 +966,7 @@ mod tests {
         let unary = calls.next_token(KIND_CALL);
         let stream = calls.next_token(KIND_STREAM);
         let channel = calls.next_token(KIND_CHANNEL);
-        assert!(is_call(unary) && is_call(stream) && !is_call(channel));
+        assert_eq!((unary & 3, stream & 3), (KIND_CALL, KIND_STREAM));
         assert!(is_channel(channel) && !is_channel(unary));
         assert_ne!(unary, 0);
     }
