@@ -189,6 +189,16 @@ typedef enum {
 } ngx_proxy_wasm_direction_e;
 
 
+/* Who closed a side of a connection: proxy_peer_type_t. */
+typedef enum {
+    NGX_PROXY_WASM_PEER_UNKNOWN = 0,
+    /* nginx closed it */
+    NGX_PROXY_WASM_PEER_LOCAL = 1,
+    /* the peer closed it (or reset it) */
+    NGX_PROXY_WASM_PEER_REMOTE = 2
+} ngx_proxy_wasm_peer_e;
+
+
 /* What the C side does after the chain ran. */
 typedef enum {
     /* go on with the next nginx handler or filter */
@@ -224,6 +234,8 @@ typedef struct {
     uint32_t                       end_of_stream;
     /* OUTPUT_DATA: valid until the next call on the chain */
     ngx_proxy_wasm_str_t           data;
+    /* the body bytes of the direction the filters hold now */
+    size_t                         held;
 } ngx_proxy_wasm_step_t;
 
 
@@ -286,8 +298,14 @@ typedef enum {
 } ngx_proxy_wasm_isolation_e;
 
 
-/* How a location runs its chain. */
+/* How a location (or a stream{} server) runs its chain. */
 typedef struct {
+    /*
+     * 1: a TCP connection of stream{} ("request" is its session): the
+     * request direction carries the downstream's data (on_new_connection
+     * is its "headers"), the response direction the upstream's
+     */
+    uint32_t                       connection;
     /* the most body data filters may hold of a response */
     size_t                         response_body_limit;
     /* beyond it: 0 fails the request, 1 passes the data on */
@@ -758,6 +776,13 @@ typedef struct {
     void      (*chain_resume)(ngx_proxy_wasm_chain_t *c,
                               ngx_proxy_wasm_direction_e direction,
                               ngx_proxy_wasm_step_t *step);
+    /*
+     * A side of a connection closed (the request direction: the
+     * downstream's): its close callback, once.
+     */
+    void      (*chain_on_close)(ngx_proxy_wasm_chain_t *c,
+                                ngx_proxy_wasm_direction_e direction,
+                                ngx_proxy_wasm_peer_e peer);
     /* The response headers went out: no local response can replace them. */
     void      (*chain_response_sent)(ngx_proxy_wasm_chain_t *c);
     /* The response to send after NEXT_LOCAL_RESPONSE; 0 on success. */

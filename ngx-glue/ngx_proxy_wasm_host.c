@@ -6,12 +6,99 @@
 #include "ngx_proxy_wasm_shim.h"
 
 
+const ngx_proxy_wasm_api_t  *ngx_proxy_wasm_library = &ngx_proxy_wasm_api;
+
+const ngx_proxy_wasm_stream_host_t  *ngx_proxy_wasm_stream_host;
+
+
 static ngx_log_t *
 ngx_proxy_wasm_log_of(void *request)
 {
     ngx_http_request_t  *r = request;
 
+    if (ngx_proxy_wasm_is_session(request)) {
+        return ngx_proxy_wasm_stream_host->log(request);
+    }
+
     return r ? r->connection->log : ngx_cycle->log;
+}
+
+
+/*
+ * The functions that take a request or a session: Rust only hands a
+ * session over where the stream module registered its functions.
+ */
+
+static ngx_proxy_wasm_lookup_e
+ngx_proxy_wasm_attribute_get(void *request,
+    ngx_proxy_wasm_attribute_e attribute, ngx_proxy_wasm_value_t *value)
+{
+    if (ngx_proxy_wasm_is_session(request)) {
+        return ngx_proxy_wasm_stream_host->attribute_get(request, attribute,
+                                                         value);
+    }
+
+    return ngx_http_proxy_wasm_attribute_get(request, attribute, value);
+}
+
+
+static ngx_proxy_wasm_variable_e
+ngx_proxy_wasm_variable_get(void *request, ngx_proxy_wasm_str_t name,
+    ngx_proxy_wasm_str_t *value)
+{
+    if (ngx_proxy_wasm_is_session(request)) {
+        return ngx_proxy_wasm_stream_host->variable_get(request, name, value);
+    }
+
+    return ngx_http_proxy_wasm_variable_get(request, name, value);
+}
+
+
+static ngx_proxy_wasm_change_e
+ngx_proxy_wasm_variable_set(void *request, ngx_proxy_wasm_str_t name,
+    ngx_proxy_wasm_str_t value)
+{
+    if (ngx_proxy_wasm_is_session(request)) {
+        /* stream{} variables are read-only to filters */
+        return NGX_PROXY_WASM_CHANGE_READ_ONLY;
+    }
+
+    return ngx_http_proxy_wasm_variable_set(request, name, value);
+}
+
+
+static ngx_proxy_wasm_lookup_e
+ngx_proxy_wasm_static_property_get(void *request, ngx_proxy_wasm_str_t key,
+    ngx_proxy_wasm_str_t *value)
+{
+    if (ngx_proxy_wasm_is_session(request)) {
+        return ngx_proxy_wasm_stream_host->static_property_get(request, key,
+                                                               value);
+    }
+
+    return ngx_http_proxy_wasm_static_property_get(request, key, value);
+}
+
+
+static void
+ngx_proxy_wasm_schedule_resume(void *request)
+{
+    if (ngx_proxy_wasm_is_session(request)) {
+        ngx_proxy_wasm_stream_host->schedule_resume(request);
+        return;
+    }
+
+    ngx_http_proxy_wasm_schedule_resume(request);
+}
+
+
+static void *
+ngx_proxy_wasm_call_start_any(void *request,
+    const ngx_proxy_wasm_call_params_t *params, ngx_proxy_wasm_str_t *err)
+{
+    /* a session's calls resolve names with wasm{}'s resolver */
+    return ngx_proxy_wasm_call_start(ngx_proxy_wasm_is_session(request)
+                                     ? NULL : request, params, err);
 }
 
 
@@ -246,15 +333,15 @@ const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host = {
     .headers_get = ngx_http_proxy_wasm_headers_get,
     .header_get = ngx_http_proxy_wasm_header_get,
     .header_set = ngx_http_proxy_wasm_header_set,
-    .attribute_get = ngx_http_proxy_wasm_attribute_get,
-    .variable_get = ngx_http_proxy_wasm_variable_get,
-    .variable_set = ngx_http_proxy_wasm_variable_set,
-    .static_property_get = ngx_http_proxy_wasm_static_property_get,
-    .schedule_resume = ngx_http_proxy_wasm_schedule_resume,
+    .attribute_get = ngx_proxy_wasm_attribute_get,
+    .variable_get = ngx_proxy_wasm_variable_get,
+    .variable_set = ngx_proxy_wasm_variable_set,
+    .static_property_get = ngx_proxy_wasm_static_property_get,
+    .schedule_resume = ngx_proxy_wasm_schedule_resume,
     .timer_add = ngx_proxy_wasm_timer_add,
     .timer_hold = ngx_proxy_wasm_timer_hold,
     .timer_cancel = ngx_proxy_wasm_timer_cancel,
-    .call_start = ngx_proxy_wasm_call_start,
+    .call_start = ngx_proxy_wasm_call_start_any,
     .call_cancel = ngx_proxy_wasm_call_cancel,
     .call_send = ngx_proxy_wasm_call_send_more,
     .zone_lock = ngx_proxy_wasm_zone_lock,

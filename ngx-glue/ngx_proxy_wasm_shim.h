@@ -167,6 +167,46 @@ extern ngx_module_t  ngx_http_proxy_wasm_module;
 extern const ngx_proxy_wasm_host_t  ngx_proxy_wasm_host;
 
 /*
+ * The Rust library's functions, for the stream module: with dynamic
+ * modules it is another object, which sees the symbols of this one but
+ * not those of the library (kept private to this one).
+ */
+extern const ngx_proxy_wasm_api_t  *ngx_proxy_wasm_library;
+
+
+/*
+ * What a "request" Rust hands back is: an HTTP request, or a stream{}
+ * session (network filters). Both begin with nginx's signature of their
+ * subsystem.
+ */
+#define NGX_PROXY_WASM_STREAM_SIGNATURE  0x4d525453     /* "STRM" */
+
+#define ngx_proxy_wasm_is_session(request)                                   \
+    ((request) != NULL                                                       \
+     && *(uint32_t *) (request) == NGX_PROXY_WASM_STREAM_SIGNATURE)
+
+
+/*
+ * The host functions of stream{} sessions, which the stream module (maybe
+ * another object, loaded later) registers when it is configured.
+ */
+typedef struct {
+    ngx_log_t                 *(*log)(void *session);
+    ngx_proxy_wasm_lookup_e    (*attribute_get)(void *session,
+                                   ngx_proxy_wasm_attribute_e attribute,
+                                   ngx_proxy_wasm_value_t *value);
+    ngx_proxy_wasm_variable_e  (*variable_get)(void *session,
+                                   ngx_proxy_wasm_str_t name,
+                                   ngx_proxy_wasm_str_t *value);
+    ngx_proxy_wasm_lookup_e    (*static_property_get)(void *session,
+                                   ngx_proxy_wasm_str_t key,
+                                   ngx_proxy_wasm_str_t *value);
+    void                       (*schedule_resume)(void *session);
+} ngx_proxy_wasm_stream_host_t;
+
+extern const ngx_proxy_wasm_stream_host_t  *ngx_proxy_wasm_stream_host;
+
+/*
  * The process serves its configuration (init_process ran): root contexts
  * that run before, while the configuration is checked, see no http{} yet.
  */

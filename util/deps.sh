@@ -4,13 +4,14 @@
 # Debian's nginx 1.22.1 with its Lua module and headers, Debian's Rust 1.63
 # with the wasm32 standard library and its linker (test filters),
 # Test::Base (test harness), curl, wrk, Python and valgrind (benchmarks),
-# python3-grpcio and python3-h2 (the gRPC tests' servers),
+# python3-grpcio and python3-h2 (the gRPC tests' servers), Debian's nginx
+# stream module and redis-server (the network filters' tests),
 # npm (AssemblyScript test filters), debhelper (make deb); and with rustup
 # the Rust release of rust-toolchain.toml (the library).
 set -eu
 
 packages="gcc make libc6-dev libclang-dev libpcre2-dev zlib1g-dev libssl-dev \
-    nginx-dev libnginx-mod-http-lua libtest-base-perl rustc cargo python3-grpcio python3-h2 \
+    nginx-dev libnginx-mod-http-lua libnginx-mod-stream redis-server libtest-base-perl rustc cargo python3-grpcio python3-h2 \
     libstd-rust-dev-wasm32 lld-14 curl wrk python3 valgrind procps util-linux \
     debhelper dpkg-dev fakeroot binutils"
 

@@ -28,7 +28,8 @@ modules="--with-threads --with-http_ssl_module \
     --with-http_v2_module --with-http_auth_request_module \
     --with-http_addition_module --with-http_sub_module \
     --with-http_gunzip_module --with-http_realip_module \
-    --with-http_stub_status_module"
+    --with-http_stub_status_module --with-stream --with-stream_ssl_module \
+    --with-stream_ssl_preread_module --with-stream_realip_module"
 
 # nginx.org's packages' flags (nginx -V there), and -Werror
 release="--with-compat $modules \
@@ -75,7 +76,10 @@ case $variant in
         src=/usr/share/nginx/src
         # shellcheck disable=SC1091
         args=$(bash -c ". $src/conf_flags; printf '%q ' \"\${NGX_CONF_FLAGS[@]}\"")
-        args="$args --with-cc-opt=-fPIC --with-ld-opt=-fPIC --add-dynamic-module=$top"
+        # Debian builds its stream module (libnginx-mod-stream) with these
+        args="$args --with-stream=dynamic --with-stream_ssl_module \
+              --with-stream_ssl_preread_module \
+              --with-cc-opt=-fPIC --with-ld-opt=-fPIC --add-dynamic-module=$top"
         compilers="cranelift winch"
         ;;
     *)

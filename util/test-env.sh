@@ -18,7 +18,7 @@ TEST_NGINX_SERVROOT=$top/t/servroot/$variant
 case $variant in
     1.28.3)
         TEST_NGINX_BINARY=$top/build/nginx-1.28.3/objs/nginx
-        TEST_NGINX_LOAD_MODULES=$top/build/nginx-1.28.3/objs/ngx_proxy_wasm_module.so
+        TEST_NGINX_LOAD_MODULES="$top/build/nginx-1.28.3/objs/ngx_proxy_wasm_module.so $top/build/nginx-1.28.3/objs/ngx_stream_proxy_wasm_module.so"
         ;;
     1.28.3-static)
         TEST_NGINX_BINARY=$top/build/nginx-1.28.3-static/objs/nginx
@@ -26,7 +26,7 @@ case $variant in
         ;;
     1.28.3-asan)
         TEST_NGINX_BINARY=$top/build/nginx-1.28.3-asan/objs/nginx
-        TEST_NGINX_LOAD_MODULES=$top/build/nginx-1.28.3-asan/objs/ngx_proxy_wasm_module.so
+        TEST_NGINX_LOAD_MODULES="$top/build/nginx-1.28.3-asan/objs/ngx_proxy_wasm_module.so $top/build/nginx-1.28.3-asan/objs/ngx_stream_proxy_wasm_module.so"
         reports=$TEST_NGINX_SERVROOT/sanitizer-reports
         rm -rf "$reports"
         mkdir -p "$reports"
@@ -48,11 +48,13 @@ case $variant in
     debian|debian-wasm-first)
         lua="/usr/lib/nginx/modules/ndk_http_module.so /usr/lib/nginx/modules/ngx_http_lua_module.so"
         wasm=$top/build/nginx-debian/objs/ngx_proxy_wasm_module.so
+        # network filters: Debian's stream module, then this one's
+        stream="/usr/lib/nginx/modules/ngx_stream_module.so $top/build/nginx-debian/objs/ngx_stream_proxy_wasm_module.so"
         TEST_NGINX_BINARY=/usr/sbin/nginx
         if [ "$variant" = debian ]; then
-            TEST_NGINX_LOAD_MODULES="$lua $wasm"
+            TEST_NGINX_LOAD_MODULES="$lua $wasm $stream"
         else
-            TEST_NGINX_LOAD_MODULES="$wasm $lua"
+            TEST_NGINX_LOAD_MODULES="$wasm $stream $lua"
         fi
         TEST_NGINX_HAS_LUA=1
         export TEST_NGINX_HAS_LUA

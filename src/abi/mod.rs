@@ -82,15 +82,23 @@ pub use crate::sys::LogLevel;
 /// A direction of an HTTP request: its request or its response.
 pub use crate::sys::Direction;
 
-/// The direction of a `proxy_stream_type_t`: HTTP_REQUEST (0) and
-/// HTTP_RESPONSE (1); the L4 stream types are not HTTP directions.
-pub fn direction_of_stream_type(raw: u32) -> Option<Direction> {
+/// A `proxy_stream_type_t`, as the direction it designates and whether it
+/// is one of a TCP connection's (DOWNSTREAM 2, UPSTREAM 3: the request
+/// direction is the downstream's) rather than of an HTTP request
+/// (HTTP_REQUEST 0, HTTP_RESPONSE 1).
+pub fn stream_type(raw: u32) -> Option<(Direction, bool)> {
     match raw {
-        0 => Some(Direction::Request),
-        1 => Some(Direction::Response),
+        0 => Some((Direction::Request, false)),
+        1 => Some((Direction::Response, false)),
+        2 => Some((Direction::Request, true)),
+        3 => Some((Direction::Response, true)),
         _ => None,
     }
 }
+
+/// `proxy_peer_type_t`: who closed a side of a connection; the boundary
+/// header declares it with the ABI's values.
+pub use crate::sys::Peer as PeerType;
 
 /// `proxy_map_type_t`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

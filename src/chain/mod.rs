@@ -13,7 +13,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::abi::Direction;
-use crate::abi::{Action, LogLevel};
+use crate::abi::{Action, LogLevel, PeerType};
 use crate::host::{HeaderMap, RequestRef};
 use crate::runtime::state::{FilterInfo, Held, LocalResponse, RequestState, Trailers};
 use crate::runtime::vm::{Trapped, Vm};
@@ -34,6 +34,8 @@ pub struct Step {
     pub output: Output,
     /// The output ends the body.
     pub end_of_stream: bool,
+    /// The body bytes of the direction the filters hold after the step.
+    pub held: usize,
 }
 
 /// What filters may hold of a response's body, and what happens beyond.
@@ -56,6 +58,12 @@ impl Default for Limits {
 /// How a location runs its chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChainConfig {
+    /// A TCP connection of stream{} (network filters): the request
+    /// direction carries the downstream's data (after `on_new_connection`
+    /// in place of request headers), the response direction the
+    /// upstream's, and nginx keeps what filters hold within bounds by not
+    /// reading.
+    pub connection: bool,
     pub limits: Limits,
     pub failure: FailurePolicy,
     pub isolation: Isolation,
@@ -144,6 +152,7 @@ struct Flow {
 
 pub struct Chain {
     worker: Rc<Worker>,
+    connection: bool,
     state: Rc<RefCell<RequestState>>,
     filters: Vec<FilterRun>,
     flows: [Flow; 2],
@@ -151,6 +160,8 @@ pub struct Chain {
     failure: FailurePolicy,
     /// The local response being sent; nginx holds pointers into it.
     sent_response: Option<LocalResponse>,
+    /// The close callbacks of each side of a connection ran.
+    closed: [bool; 2],
     logged: bool,
     ended: bool,
 }
@@ -176,15 +187,22 @@ impl Chain {
                     .collect()
             }
         };
-        let state = RequestState::new(request, filters.len());
+        let state = RequestState::new(request, config.connection, filters.len());
+        let mut flows: [Flow; 2] = Default::default();
+        if config.connection {
+            // the upstream's data has no headers to wait for
+            flows[Direction::Response as usize].headers_done = true;
+        }
         Chain {
             worker,
+            connection: config.connection,
             state: Rc::new(RefCell::new(state)),
             filters,
-            flows: Default::default(),
+            flows,
             limits: config.limits,
             failure: config.failure,
             sent_response: None,
+            closed: [false; 2],
             logged: false,
             ended: false,
         }
@@ -195,7 +213,12 @@ impl Chain {
     pub fn wants_body(&self, direction: Direction) -> bool {
         self.filters.iter().any(|run| {
             let vm = run.slot.as_ref().map(|slot| slot.borrow());
-            vm.is_some_and(|vm| vm.as_ref().is_some_and(|vm| vm.has_body_callback(direction)))
+            vm.is_some_and(|vm| {
+                vm.as_ref().is_some_and(|vm| match self.connection {
+                    true => vm.has_connection_data_callback(direction),
+                    false => vm.has_body_callback(direction),
+                })
+            })
         })
     }
 
@@ -389,11 +412,30 @@ impl Chain {
     }
 
     fn step(&self, direction: Direction, next: Next, output: Output, end_of_stream: bool) -> Step {
+        let flow = &self.flows[direction as usize];
+        let queued = flow.queued.as_ref().map_or(0, |queued| queued.data.len());
         Step {
             next,
-            headers_done: self.flows[direction as usize].headers_done,
+            headers_done: flow.headers_done,
             output,
             end_of_stream,
+            held: queued + self.state.borrow().held_bytes(direction),
+        }
+    }
+
+    /// A side of the connection closed: `on_downstream_connection_close`
+    /// (the request direction) or `on_upstream_connection_close` of every
+    /// filter with a context, once per side.
+    pub fn on_close(&mut self, direction: Direction, peer: PeerType) {
+        let closed = &mut self.closed[direction as usize];
+        if !self.connection || *closed {
+            return;
+        }
+        *closed = true;
+        for i in 0..self.filters.len() {
+            if self.filters[i].context_id.is_some() {
+                let _ = self.call(i, |vm, id| vm.on_connection_close(direction, id, peer));
+            }
         }
     }
 
@@ -411,6 +453,14 @@ impl Chain {
             let end_of_stream = flow.headers_end_of_stream;
             flow.headers_next += 1;
             let i = self.filter_at(direction, position);
+            if self.connection {
+                let result = self.callback(i, direction, |vm, id| vm.on_new_connection(id));
+                let next = self.after(i, direction, result, |status| status != 0);
+                if next != Next::Continue {
+                    return next;
+                }
+                continue;
+            }
             let changes = self.worker.header_changes();
             let headers = match counted {
                 Some((seen, count)) if seen == changes => count,
@@ -470,8 +520,10 @@ impl Chain {
                 *slot = Some(held);
                 size
             };
-            let result = self.callback(i, direction, |vm, id| {
-                vm.on_body(direction, id, size, end_of_stream)
+            let connection = self.connection;
+            let result = self.callback(i, direction, |vm, id| match connection {
+                true => vm.on_connection_data(direction, id, size, end_of_stream),
+                false => vm.on_body(direction, id, size, end_of_stream),
             });
             let mut next = self.after(i, direction, result, |status| status != 0);
             if next == Next::Pause && self.over_limit(direction, size) {
@@ -561,7 +613,8 @@ impl Chain {
     }
 
     fn over_limit(&self, direction: Direction, held: usize) -> bool {
-        direction == Direction::Response && held > self.limits.response_body
+        // a connection's data is bounded by nginx, which stops reading
+        !self.connection && direction == Direction::Response && held > self.limits.response_body
     }
 
     fn log_overflow(&self, i: usize, held: usize, outcome: &str) {

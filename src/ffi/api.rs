@@ -53,6 +53,7 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     chain_on_body: Some(chain_on_body),
     chain_on_trailers: Some(chain_on_trailers),
     chain_resume: Some(chain_resume),
+    chain_on_close: Some(chain_on_close),
     chain_response_sent: Some(chain_response_sent),
     chain_local_response: Some(chain_local_response),
     chain_on_log: Some(chain_on_log),
@@ -529,6 +530,7 @@ unsafe extern "C" fn chain_new(
             return std::ptr::null_mut();
         };
         let config = ChainConfig {
+            connection: conf.connection != 0,
             limits: Limits {
                 response_body: conf.response_body_limit,
                 pass_on_overflow: conf.response_body_overflow_pass != 0,
@@ -555,6 +557,7 @@ fn write_step(c: &ChainBox, direction: Direction, step: Step, out: *mut ngx_prox
         output: step.output.into(),
         end_of_stream: step.end_of_stream.into(),
         data: str_of(c.chain.output(direction)),
+        held: step.held,
     };
     // SAFETY: the shim passes a valid out-pointer.
     unsafe { *out = step };
@@ -579,6 +582,7 @@ unsafe fn run_step(
         headers_done: false,
         output: Output::Nothing,
         end_of_stream: false,
+        held: 0,
     };
     let Some(direction) = c.host.decode(raw_direction) else {
         return write_step(c, Direction::Request, failed, out);
@@ -651,6 +655,15 @@ unsafe extern "C" fn chain_resume(
 ) {
     // SAFETY: the shim passes a live chain and a valid out-pointer.
     unsafe { run_step(c, direction, out, "resume", |chain, d| chain.resume(d)) }
+}
+
+unsafe extern "C" fn chain_on_close(c: *mut ngx_proxy_wasm_chain_t, raw_direction: u32, raw_peer: u32) {
+    // SAFETY: the shim passes a live chain.
+    let c = unsafe { chain(c) };
+    let (Some(direction), Some(peer)) = (c.host.decode(raw_direction), c.host.decode(raw_peer)) else {
+        return;
+    };
+    guard(Some(c.host), "on_close", (), || c.chain.on_close(direction, peer))
 }
 
 unsafe extern "C" fn chain_response_sent(c: *mut ngx_proxy_wasm_chain_t) {

@@ -34,6 +34,11 @@ pub enum Callback {
     ResponseHeaders,
     ResponseBody,
     ResponseTrailers,
+    NewConnection,
+    DownstreamData,
+    UpstreamData,
+    DownstreamClose,
+    UpstreamClose,
     Log,
     Done,
     Delete,
@@ -60,6 +65,11 @@ impl Callback {
             Callback::ResponseHeaders => "proxy_on_response_headers",
             Callback::ResponseBody => "proxy_on_response_body",
             Callback::ResponseTrailers => "proxy_on_response_trailers",
+            Callback::NewConnection => "proxy_on_new_connection",
+            Callback::DownstreamData => "proxy_on_downstream_data",
+            Callback::UpstreamData => "proxy_on_upstream_data",
+            Callback::DownstreamClose => "proxy_on_downstream_connection_close",
+            Callback::UpstreamClose => "proxy_on_upstream_connection_close",
             Callback::Log => "proxy_on_log",
             Callback::Done => "proxy_on_done",
             Callback::Delete => "proxy_on_delete",
@@ -169,6 +179,9 @@ pub enum Trailers {
 #[derive(Debug)]
 pub struct RequestState {
     pub request: RequestRef,
+    /// A TCP connection of nginx's stream{} (network filters), not an
+    /// HTTP request: `request` is its session.
+    pub connection: bool,
     /// Body data by direction and filter (its place in the chain), both
     /// directions in one allocation: see `body`.
     bodies: Vec<Option<Held>>,
@@ -199,9 +212,10 @@ pub struct RequestState {
 }
 
 impl RequestState {
-    pub fn new(request: RequestRef, filters: usize) -> RequestState {
+    pub fn new(request: RequestRef, connection: bool, filters: usize) -> RequestState {
         RequestState {
             request,
+            connection,
             bodies: (0..2 * filters).map(|_| None).collect(),
             body_changed: false,
             response_headers: false,
@@ -225,6 +239,16 @@ impl RequestState {
     pub fn body_mut(&mut self, direction: Direction, index: usize) -> &mut Option<Held> {
         let slot = self.body_slot(direction, index);
         &mut self.bodies[slot]
+    }
+
+    /// The body bytes the filters hold for a direction.
+    pub fn held_bytes(&self, direction: Direction) -> usize {
+        let filters = self.bodies.len() / 2;
+        self.bodies[direction as usize * filters..][..filters]
+            .iter()
+            .flatten()
+            .map(|held| held.data.len())
+            .sum()
     }
 
     /// Whether a filter holds body data for a direction.

@@ -11,7 +11,7 @@ use wasmtime::{
 };
 
 use crate::abi::Direction;
-use crate::abi::{LogLevel, Status};
+use crate::abi::{LogLevel, PeerType, Status};
 use crate::callout::grpc::Delivery;
 use crate::callout::http1::Response;
 use crate::callout::CallFailure;
@@ -64,6 +64,11 @@ struct Callbacks {
     response_headers: HeadersCallback,
     response_body: Lazy<(i32, i32, i32), i32>,
     response_trailers: Lazy<(i32, i32), i32>,
+    new_connection: Lazy<i32, i32>,
+    downstream_data: Lazy<(i32, i32, i32), i32>,
+    upstream_data: Lazy<(i32, i32, i32), i32>,
+    downstream_close: Lazy<(i32, i32), ()>,
+    upstream_close: Lazy<(i32, i32), ()>,
     log: Lazy<i32, ()>,
     done: Lazy<i32, i32>,
     delete: Lazy<i32, ()>,
@@ -538,6 +543,60 @@ impl Vm {
         }
     }
 
+    /// `proxy_on_new_connection`; 0 (continue) when not exported.
+    pub fn on_new_connection(&mut self, id: u32) -> Result<i32, Trapped> {
+        let callbacks = self.callbacks.clone();
+        match callbacks.new_connection.get(&mut self.store) {
+            Some(f) => self.call(id, Callback::NewConnection, |store| f.call(store, id as i32)),
+            None => Ok(0),
+        }
+    }
+
+    /// `proxy_on_{downstream,upstream}_data` (the request direction is
+    /// the downstream's); 0 (continue) when not exported.
+    pub fn on_connection_data(
+        &mut self,
+        direction: Direction,
+        id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<i32, Trapped> {
+        let callbacks = self.callbacks.clone();
+        let (func, callback) = match direction {
+            Direction::Request => (&callbacks.downstream_data, Callback::DownstreamData),
+            Direction::Response => (&callbacks.upstream_data, Callback::UpstreamData),
+        };
+        match func.get(&mut self.store) {
+            Some(f) => self.call(id, callback, |store| {
+                f.call(store, (id as i32, size as i32, end_of_stream as i32))
+            }),
+            None => Ok(0),
+        }
+    }
+
+    /// `proxy_on_{downstream,upstream}_connection_close`, with the peer
+    /// that closed (`PeerType`).
+    pub fn on_connection_close(&mut self, direction: Direction, id: u32, peer: PeerType) -> Result<(), Trapped> {
+        let callbacks = self.callbacks.clone();
+        let (func, callback) = match direction {
+            Direction::Request => (&callbacks.downstream_close, Callback::DownstreamClose),
+            Direction::Response => (&callbacks.upstream_close, Callback::UpstreamClose),
+        };
+        match func.get(&mut self.store) {
+            Some(f) => self.call(id, callback, |store| f.call(store, (id as i32, u32::from(peer) as i32))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the module has a data callback for this direction of a
+    /// connection.
+    pub fn has_connection_data_callback(&self, direction: Direction) -> bool {
+        match direction {
+            Direction::Request => self.callbacks.downstream_data.exists(),
+            Direction::Response => self.callbacks.upstream_data.exists(),
+        }
+    }
+
     pub fn on_log(&mut self, id: u32) -> Result<(), Trapped> {
         let callbacks = self.callbacks.clone();
         match callbacks.log.get(&mut self.store) {
@@ -705,6 +764,11 @@ impl Callbacks {
             response_headers: headers("proxy_on_response_headers"),
             response_body: Lazy::new(instance, module, "proxy_on_response_body"),
             response_trailers: Lazy::new(instance, module, "proxy_on_response_trailers"),
+            new_connection: Lazy::new(instance, module, "proxy_on_new_connection"),
+            downstream_data: Lazy::new(instance, module, "proxy_on_downstream_data"),
+            upstream_data: Lazy::new(instance, module, "proxy_on_upstream_data"),
+            downstream_close: Lazy::new(instance, module, "proxy_on_downstream_connection_close"),
+            upstream_close: Lazy::new(instance, module, "proxy_on_upstream_connection_close"),
             log: Lazy::new(instance, module, "proxy_on_log"),
             done: Lazy::new(instance, module, "proxy_on_done"),
             delete: Lazy::new(instance, module, "proxy_on_delete"),

@@ -15,7 +15,7 @@ use crate::abi::headers::{self, HeaderName};
 use crate::abi::memory::slice;
 use crate::abi::pairs::{self, Pair};
 use crate::abi::properties::STORE_LIMIT;
-use crate::abi::{direction_of_stream_type, BufferType, Direction, LogLevel, MapType, Status};
+use crate::abi::{stream_type, BufferType, Direction, LogLevel, MapType, Status};
 use crate::callout::grpc::Metadata;
 use crate::callout::http1::{self, RequestError, Response};
 use crate::callout::Origin;
@@ -334,14 +334,18 @@ fn buffer(state: &HostState, kind: BufferType) -> Option<Buffer> {
                 _ => None,
             };
         }
-        BufferType::HttpRequestBody => Direction::Request,
-        BufferType::HttpResponseBody => Direction::Response,
+        BufferType::HttpRequestBody | BufferType::DownstreamData => Direction::Request,
+        BufferType::HttpResponseBody | BufferType::UpstreamData => Direction::Response,
         BufferType::HttpCallResponseBody => return state.call_response.clone().map(Buffer::CallBody),
         BufferType::GrpcReceiveBuffer => return state.grpc_message.clone().map(Buffer::GrpcMessage),
         _ => return None,
     };
     let (stream, index) = state.http().ok()?;
-    let has_body = stream.borrow().body(direction, index).is_some();
+    let connection_data = matches!(kind, BufferType::DownstreamData | BufferType::UpstreamData);
+    let has_body = {
+        let stream = stream.borrow();
+        stream.connection == connection_data && stream.body(direction, index).is_some()
+    };
     has_body.then(|| Buffer::Body(stream.clone(), direction, index))
 }
 
@@ -400,7 +404,10 @@ fn set_buffer_bytes(caller: Call, kind: i32, start: i32, size: i32, ptr: i32, le
     let kind = BufferType::from_raw(kind as u32).ok_or(Status::BadArgument)?;
     let Some(Buffer::Body(stream, direction, index)) = buffer(caller.data(), kind) else {
         return Err(match kind {
-            BufferType::HttpRequestBody | BufferType::HttpResponseBody => Status::NotFound,
+            BufferType::HttpRequestBody
+            | BufferType::HttpResponseBody
+            | BufferType::DownstreamData
+            | BufferType::UpstreamData => Status::NotFound,
             _ => Status::BadArgument,
         }
         .into());
@@ -430,8 +437,19 @@ fn request_continue(state: &HostState, direction: Direction) -> Result {
     Ok(())
 }
 
+/// The direction a stream type designates in the current context: HTTP
+/// types in an HTTP context, DOWNSTREAM and UPSTREAM in a connection's.
+fn own_direction(state: &HostState, raw: i32) -> std::result::Result<Direction, Status> {
+    let (direction, connection) = stream_type(raw as u32).ok_or(Status::BadArgument)?;
+    let stream = state.request_state()?.borrow();
+    if stream.connection != connection {
+        return Err(Status::BadArgument);
+    }
+    Ok(direction)
+}
+
 fn continue_stream(caller: Call, stream_type: i32) -> Result {
-    let direction = direction_of_stream_type(stream_type as u32).ok_or(Status::BadArgument)?;
+    let direction = own_direction(caller.data(), stream_type)?;
     request_continue(caller.data(), direction)
 }
 
@@ -446,8 +464,8 @@ fn continue_response(caller: Call) -> Result {
 /// Ends the stream abruptly (the client sees a reset or a closed
 /// connection) once the running callback has returned.
 fn close_stream(caller: Call, stream_type: i32) -> Result {
-    direction_of_stream_type(stream_type as u32).ok_or(Status::BadArgument)?;
     let state = caller.data();
+    own_direction(state, stream_type)?;
     let mut stream = state.request_state()?.borrow_mut();
     stream.close_requested = true;
     if stream.in_callback.is_none() {
@@ -488,6 +506,9 @@ fn resolve_map(state: &HostState, raw: i32) -> std::result::Result<Map, Status> 
         ));
     }
     let stream = state.request_state()?.borrow();
+    if stream.connection {
+        return Err(Status::BadArgument);
+    }
     let host_map = match map {
         MapType::HttpRequestHeaders => HeaderMap::Request,
         MapType::HttpResponseHeaders if stream.response_headers => HeaderMap::Response,
@@ -752,6 +773,10 @@ fn send_local_response(
     let header_bytes = slice(data, headers_ptr as u32, headers_len as u32)?;
     let state = caller.data();
     let stream = state.request_state()?;
+    if stream.borrow().connection {
+        // a TCP connection has no HTTP response to replace
+        return Err(Status::BadArgument.into());
+    }
     if stream.borrow().local_response.is_some() || stream.borrow().response_started {
         state.log(
             LogLevel::Error,

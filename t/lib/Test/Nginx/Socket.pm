@@ -148,6 +148,22 @@ sub write_config {
     my $config = $section->('config') // '';
     my $server = section($block, 'server_config') // '';
 
+    # "--- stream_config" (stream{}) and "--- stream_server_config" (its
+    # server on $TEST_NGINX_STREAM_PORT): a stream{} block when either is
+    # there
+    my $stream = '';
+    my $stream_main = $section->('stream_config');
+    my $stream_server = $section->('stream_server_config');
+    if (defined $stream_main || defined $stream_server) {
+        my $server_block = defined $stream_server ? <<"END" : '';
+    server {
+        listen 127.0.0.1:$ENV{TEST_NGINX_STREAM_PORT};
+$stream_server
+    }
+END
+        $stream = "stream {\n" . ($stream_main // '') . "\n$server_block}\n";
+    }
+
     # "--- http2": the server speaks HTTP/2 (prior knowledge)
     my ($http2_listen, $http2_directive) = ('', '');
     if (defined $block->http2) {
@@ -170,6 +186,7 @@ pid logs/nginx.pid;
 $env
 $main
 
+$stream
 events {
     accept_mutex off;
     worker_connections 256;
@@ -589,8 +606,9 @@ sub run_block {
         }
     }
 
-    my ($port, @rand) = free_ports(10);
+    my ($port, $stream_port, @rand) = free_ports(11);
     $ENV{TEST_NGINX_SERVER_PORT} = $port;
+    $ENV{TEST_NGINX_STREAM_PORT} = $stream_port;
     $ENV{"TEST_NGINX_RAND_PORT_$_"} = $rand[$_ - 1] for 1 .. 9;
 
     remove_tree("$Servroot/logs");
@@ -629,6 +647,8 @@ sub run_block {
     my $delay = section($block, 'raw_request_middle_delay') // 0.1;
 
     run_load($block, $name, $port, $timeout) if defined section($block, 'load');
+    run_stream($block, $name, $stream_port, $timeout, $delay)
+        if defined section($block, 'stream_request');
 
     for my $repeat (1 .. $RepeatEach) {
         my $label = sub {
@@ -702,6 +722,57 @@ sub run_block {
         my $ok = eval $code;
         die "log_eval of $name: $@" if $@;
         Test::More::ok($ok, "$name - log_eval");
+    }
+}
+
+# "--- stream_request": the bytes a client sends to the stream{} server
+# (an eval's list: pieces sent raw_request_middle_delay apart); then it
+# reads what comes back until nginx closes the connection, or it has as
+# many bytes as "--- stream_response" (compared), or "--- stream_response_like"
+# matches, or the timeout. "--- stream_half_close": the client shuts its
+# side down after sending. "--- stream_closed": it reads until nginx closes
+# the connection, which it must do before the timeout.
+sub run_stream {
+    my ($block, $name, $port, $timeout, $delay) = @_;
+    my $request = section($block, 'stream_request');
+    my @pieces = map { expand_env($_) } (ref $request ? @$request : ($request));
+    my $expected = section($block, 'stream_response');
+    my $like = section($block, 'stream_response_like');
+
+    my $sock = http_connect($port, $timeout);
+    unless (Test::More::ok($sock, "$name - stream connected")) {
+        return;
+    }
+    http_send($sock, \@pieces, $delay);
+    shutdown($sock, 1) if defined $block->stream_half_close;
+
+    my $select = IO::Select->new($sock);
+    my $response = '';
+    my $deadline = time + $timeout;
+    my $closed = 0;
+    my $until_closed = defined $block->stream_closed;
+    while (1) {
+        last if !$until_closed && defined $expected && length $response >= length $expected;
+        last if !$until_closed && defined $like && $response =~ $like;
+        my $left = $deadline - time;
+        last if $left <= 0 || !$select->can_read($left);
+        my $n = sysread $sock, my $chunk, 65536;
+        unless ($n) {
+            $closed = 1;
+            last;
+        }
+        $response .= $chunk;
+    }
+    close $sock;
+
+    if (defined $expected) {
+        Test::More::is($response, $expected, "$name - stream response");
+    }
+    if (defined $like) {
+        Test::More::like($response, $like, "$name - stream response like");
+    }
+    if (defined $block->stream_closed) {
+        Test::More::ok($closed, "$name - nginx closed the connection");
     }
 }
 
