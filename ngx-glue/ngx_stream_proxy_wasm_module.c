@@ -959,6 +959,17 @@ ngx_stream_proxy_wasm_filter(ngx_stream_session_t *s, ngx_chain_t *in,
         }
     }
 
+    /*
+     * The write filter refuses to be called with nothing to write: only
+     * with data, or to go on writing what it keeps.
+     */
+    if (out == NULL
+        && (dst == NULL
+            || !(dst->buffered & ~NGX_STREAM_PROXY_WASM_BUFFERED)))
+    {
+        return NGX_OK;
+    }
+
     rc = ngx_stream_next_filter(s, out, from_upstream);
 
     /*

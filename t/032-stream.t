@@ -1,9 +1,17 @@
 # Network (L4) filters in stream{}: Rust-SDK filters (t/filters/network)
-# in front of nginx's own HTTP server and a real Redis server, over raw TCP.
+# in front of nginx's own HTTP server and a real Redis server (Debian's
+# redis-server), over raw TCP: counting, rewriting, closing, holding a
+# direction until an HTTP call answers, holding new connections, a Redis
+# protocol filter, partial reads, half-close, resets, 10 MB each way, a
+# panicking filter next to healthy connections.
 use Test::Nginx::Socket 'no_plan';
 use ProxyWasmTest;
 
 default_modules(network => '$TEST_NGINX_FILTERS/network.wasm');
+
+my ($redis) = Test::Nginx::Socket::free_ports(1);
+$ENV{TEST_NGINX_REDIS_PORT} = $redis;
+redis_server($redis);
 
 run_tests();
 
@@ -34,3 +42,192 @@ qr/network_tcp_bytes_downstream 28\n.*network_tcp_bytes_upstream \d{3}\n.*networ
  qr/#\d+ upstream closed: Remote/,
  qr/#\d+ downstream closed: Local/,
  qr/#\d+ on_log/]
+
+
+
+=== TEST 2: rewriting the downstream data, also when what it rewrites comes in pieces
+--- stream_server_config
+        proxy_wasm network "rewrite /old /new";
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /new {
+        return 200 "new\n";
+    }
+--- stream_request eval
+["GET /o", "ld HTTP/1.0\r\nHost: x\r\n\r\n"]
+--- raw_request_middle_delay: 0.3
+--- stream_response_like eval
+qr/^HTTP\/1.1 200 OK\r\n.*\r\n\r\nnew\n$/s
+--- stream_closed
+--- no_error_log
+[error]
+
+
+
+=== TEST 3: a filter closes the connection on a pattern: nothing goes upstream
+--- stream_server_config
+        proxy_wasm network "close_on EVIL";
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location / {
+        return 200 "should not be seen\n";
+    }
+--- stream_request eval
+"GET /EVIL HTTP/1.0\r\n\r\n"
+--- stream_response eval
+""
+--- stream_closed
+--- error_log eval
+[qr/closing: the data has "EVIL"/,
+ qr/proxy_wasm: a filter closed the connection/]
+--- no_error_log eval
+[qr/"GET \/EVIL/]
+
+
+
+=== TEST 4: the upstream's data waits for an HTTP call; its answer goes before it
+--- stream_server_config
+        proxy_wasm network "hold_upstream 127.0.0.1:$TEST_NGINX_SERVER_PORT";
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /banner {
+        return 200 "BANNER ";
+    }
+    location /t {
+        return 200 "served\n";
+    }
+--- stream_request eval
+"GET /t HTTP/1.0\r\n\r\n"
+--- stream_response_like eval
+qr/^BANNER HTTP\/1.1 200 OK\r\n.*\r\n\r\nserved\n$/s
+--- stream_closed
+--- error_log eval
+[qr/#\d+ holds \d+ upstream bytes for a call/,
+ qr/#\d+ call answered: 7 bytes/]
+
+
+
+=== TEST 5: a new connection held by on_new_connection goes on when a tick continues it
+--- stream_server_config
+        proxy_wasm network "hold_new 300";
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /t {
+        return 200 "served\n";
+    }
+--- stream_request eval
+"GET /t HTTP/1.0\r\n\r\n"
+--- stream_response_like eval
+qr/\r\n\r\nserved\n$/s
+--- stream_closed
+--- error_log eval
+[qr/#\d+ held/,
+ qr/#\d+ continued by the tick/]
+
+
+
+=== TEST 6: a connection held longer than proxy_wasm_hold_timeout is closed
+--- stream_server_config
+        proxy_wasm network "hold_new 5000";
+        proxy_wasm_hold_timeout 300ms;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- stream_request eval
+"GET /t HTTP/1.0\r\n\r\n"
+--- stream_response eval
+""
+--- stream_closed
+--- error_log
+a filter held the new connection longer than proxy_wasm_hold_timeout
+
+
+
+=== TEST 7: a filter in front of Redis: commands counted, FLUSHALL refused, a command split over reads
+--- stream_server_config
+        proxy_wasm network redis;
+        proxy_pass 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- config
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- stream_request eval
+["*3\r\n\$3\r\nSET\r\n\$3\r\nkey\r\n\$5\r\nva", "lue\r\n*1\r\n\$8\r\nFLUSH", "ALL\r\n*2\r\n\$3\r\nGET\r\n\$3\r\nkey\r\n"]
+--- raw_request_middle_delay: 0.2
+--- stream_response_like eval
+qr/^\+OK\r\n-ERR unknown command 'DENY_ALL'[^\r]*\r\n\$5\r\nvalue\r\n$/
+--- request
+GET /metrics
+--- response_body_like eval
+qr/network_redis_command_flushall 1\n.*network_redis_command_get 1\n.*network_redis_command_set 1\n.*network_redis_commands 3\n/s
+--- error_log
+FLUSHALL denied
+
+
+
+=== TEST 8: Redis pipelines through the filter: 500 commands in one write
+--- stream_server_config
+        proxy_wasm network redis;
+        proxy_pass 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- stream_request eval
+CORE::join '', map { "*3\r\n\$4\r\nINCR\r\n" =~ s/\*3/*2/r . "\$7\r\ncounter\r\n" } 1 .. 500
+--- stream_response_like eval
+qr/:500\r\n$/
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: 10 MB to upstream and 10 MB from upstream through a filter
+--- stream_server_config
+        proxy_wasm network count;
+        proxy_pass 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- stream_request eval
+"*3\r\n\$3\r\nSET\r\n\$3\r\nbig\r\n\$10485760\r\n" . ("x" x 10485760) . "\r\n*2\r\n\$6\r\nSTRLEN\r\n\$3\r\nbig\r\n*2\r\n\$3\r\nGET\r\n\$3\r\nbig\r\n"
+--- stream_response eval
+"+OK\r\n:10485760\r\n\$10485760\r\n" . ("x" x 10485760) . "\r\n"
+--- timeout: 30
+--- no_error_log
+[error]
+
+
+
+=== TEST 10: a panicking filter fails its connection only; the next connection is served
+--- stream_server_config
+        proxy_wasm network "panic_on BOOM";
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /t {
+        return 200 "served\n";
+    }
+--- stream_request eval
+"GET /BOOM HTTP/1.0\r\n\r\n"
+--- stream_response eval
+""
+--- stream_closed
+--- request
+GET /t
+--- response_body
+served
+--- error_log eval
+[qr/panicked at 'the data has BOOM'/,
+ qr/proxy_wasm: a filter failed: closing the connection/]
+
+
+
+=== TEST 11: the client half-closes: the upstream gets the end of the data, its answer still comes
+--- stream_server_config
+        proxy_wasm network count;
+        proxy_half_close on;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /t {
+        return 200 "served\n";
+    }
+--- stream_request eval
+"GET /t HTTP/1.0\r\n\r\n"
+--- stream_half_close
+--- stream_response_like eval
+qr/\r\n\r\nserved\n$/s
+--- stream_closed
+--- error_log eval
+[qr/#\d+ downstream closed: Remote/,
+ qr/#\d+ upstream closed: Remote/]

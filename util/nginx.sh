@@ -107,7 +107,13 @@ if [ ! -f "$dir/.configured" ] || [ "$(cat "$dir/.configured")" != "$stamp" ]; t
 fi
 
 if [ "$variant" = debian ]; then
-    make -C "$dir" -f objs/Makefile -j2 modules
+    # this project's modules only: nginx-dev has the stream module's headers,
+    # not its sources (Debian's is in libnginx-mod-stream)
+    targets="objs/ngx_proxy_wasm_module.so objs/ngx_stream_proxy_wasm_module.so"
+    if grep -q '^objs/ngx_proxy_wasm_module.so.debug:' "$dir/objs/Makefile"; then
+        targets="$targets objs/ngx_proxy_wasm_module.so.debug"
+    fi
+    make -C "$dir" -f objs/Makefile -j2 $targets
 else
     make -C "$dir" -j2
 fi

@@ -538,6 +538,7 @@ impl Chain {
             let mut state = self.state.borrow_mut();
             changed |= state.body_changed;
             if next == Next::Pause {
+                drop(state);
                 return self.step(direction, Next::Pause, Output::Nothing, false);
             }
             data = state

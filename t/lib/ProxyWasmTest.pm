@@ -9,8 +9,9 @@ use warnings;
 use Exporter 'import';
 our @EXPORT = qw(default_modules test_certificates trap_storm hostile_upstream
                  stop_process fuzz_directives request_ends run_command
-                 elf_facts grpc_server h2_hostile);
+                 elf_facts grpc_server h2_hostile redis_server);
 
+use File::Spec;
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use Socket qw(SOL_SOCKET SO_LINGER);
@@ -252,18 +253,35 @@ sub h2_hostile {
 sub python_server {
     my ($script, $port, @args) = @_;
     $script = __FILE__ =~ s{ProxyWasmTest\.pm$}{$script}r;
+    return server_process($port, '/usr/bin/python3', $script, @args);
+}
+
+# redis_server(port): Debian's redis-server on 127.0.0.1:port, with
+# nothing saved to disk; stopped at exit.
+sub redis_server {
+    my ($port) = @_;
+    return server_process($port, '/usr/bin/redis-server', '--port', $port,
+                          '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+                          '--dir', File::Spec->tmpdir, '--logfile', '');
+}
+
+# A server process on 127.0.0.1:port, once it accepts connections; stopped
+# at exit.
+sub server_process {
+    my ($port, @command) = @_;
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
-        exec('/usr/bin/python3', $script, @args) or POSIX::_exit(127);
+        open STDOUT, '>', '/dev/null';
+        exec(@command) or POSIX::_exit(127);
     }
     push @Servers, $pid;
     for (1 .. 100) {
         my $peer = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port");
         return $pid if $peer;
-        die "$script did not start" if waitpid($pid, POSIX::WNOHANG()) == $pid;
+        die "$command[-1] did not start" if waitpid($pid, POSIX::WNOHANG()) == $pid;
         sleep 0.1;
     }
-    die "$script does not listen on 127.0.0.1:$port";
+    die "@command does not listen on 127.0.0.1:$port";
 }
 
 END {

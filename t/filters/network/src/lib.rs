@@ -96,6 +96,7 @@ impl RootContext for Root {
             held: self.held.clone(),
             call: None,
             waiting: false,
+            counted: 0,
         }))
     }
 }
@@ -107,6 +108,8 @@ struct Connection {
     held: Rc<RefCell<Vec<u32>>>,
     call: Option<u32>,
     waiting: bool,
+    /// redis: the bytes of the held data whose commands were counted.
+    counted: usize,
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -137,9 +140,10 @@ impl Connection {
         }
     }
 
-    /// The Redis commands whole in `data`, and how many bytes they take;
-    /// None when the data is not RESP.
-    fn redis_commands(data: &[u8]) -> Option<(Vec<(usize, usize)>, usize)> {
+    /// The Redis commands whole in `data` (where the name is, where the
+    /// command ends), and how many bytes they take; None when the data is
+    /// not RESP.
+    fn redis_commands(data: &[u8]) -> Option<(Vec<(usize, usize, usize)>, usize)> {
         let mut commands = Vec::new();
         let mut at = 0;
         'commands: while at < data.len() {
@@ -176,7 +180,7 @@ impl Connection {
                 }
                 next = end + 2;
             }
-            commands.push(name);
+            commands.push((name.0, name.1, next));
             at = next;
         }
         Some((commands, at))
@@ -268,19 +272,23 @@ impl StreamContext for Connection {
                         return Action::Continue;
                     }
                 };
-                for &(start, end) in &commands {
+                // the commands of held data were seen when it came
+                for &(start, end, _) in commands.iter().filter(|c| c.2 > self.counted) {
                     let name = String::from_utf8_lossy(&data[start..end]).to_ascii_lowercase();
                     count(&self.metrics, "redis_commands", 1);
                     count(&self.metrics, &format!("redis_command_{}", name), 1);
                     if name == "flushall" {
                         warn!("#{} FLUSHALL denied", self.id);
-                        self.set_downstream_data(start, end - start, b"DENIEDALL");
+                        // an unknown command of the same length
+                        self.set_downstream_data(start, end - start, b"DENY_ALL");
                     }
                 }
                 if whole < size && !end_of_stream {
                     // the rest of a command follows: wait for it
+                    self.counted = whole;
                     return Action::Pause;
                 }
+                self.counted = 0;
                 Action::Continue
             }
             _ => Action::Continue,
