@@ -568,6 +568,7 @@ ngx_http_proxy_wasm_start_chain(ngx_http_request_t *r,
     ctx->hold_timer.data = ctx;
     ctx->hold_timer.log = r->connection->log;
 
+    ngx_memzero(&conf, sizeof(ngx_proxy_wasm_chain_conf_t));
     conf.response_body_limit = plcf->response_body_buffers.num
                                * plcf->response_body_buffers.size;
     conf.response_body_overflow_pass = plcf->response_body_overflow;
