@@ -9,9 +9,20 @@ use ProxyWasmTest;
 
 default_modules(network => '$TEST_NGINX_FILTERS/network.wasm');
 
-my ($redis) = Test::Nginx::Socket::free_ports(1);
+test_certificates('svc');
+
+my ($redis, $resetting) = Test::Nginx::Socket::free_ports(2);
 $ENV{TEST_NGINX_REDIS_PORT} = $redis;
+$ENV{TEST_NGINX_RESETTING_PORT} = $resetting;
 redis_server($redis);
+resetting_server($resetting);
+
+# curl(url, extra options): what curl printed, with its exit code
+sub curl {
+    my ($url, @options) = @_;
+    my ($code, $out) = run_command("curl -sS --max-time 5 --cacert $ENV{TEST_NGINX_CERTS}/ca.crt @options '$url'");
+    return "exit $code: $out";
+}
 
 run_tests();
 
@@ -38,8 +49,8 @@ GET /metrics
 --- response_body_like eval
 qr/network_tcp_bytes_downstream 28\n.*network_tcp_bytes_upstream \d{3}\n.*network_tcp_connections 1\n/s
 --- error_log eval
-[qr/#\d+ new connection from 127\.0\.0\.1:\d+ to port \d+ \(id \d+, sni -\)/,
- qr/#\d+ upstream closed: Remote/,
+[qr/#\d+ new connection from 127\.0\.0\.1:\d+ to port \d+ \(id \d+, sni -, tls -\)/,
+ qr/#\d+ upstream closed: Remote \(upstream 127\.0\.0\.1:\d+\)/,
  qr/#\d+ downstream closed: Local/,
  qr/#\d+ on_log/]
 
@@ -231,3 +242,190 @@ qr/\r\n\r\nserved\n$/s
 --- error_log eval
 [qr/#\d+ downstream closed: Remote/,
  qr/#\d+ upstream closed: Remote/]
+
+
+
+=== TEST 12: a filter that holds the downstream's data gets no more than proxy_wasm_buffer_limit (and a proxy buffer): nginx stops reading; then 10 MB go through
+--- stream_server_config
+        proxy_wasm network "hold_downstream 500";
+        proxy_wasm_buffer_limit 64k;
+        proxy_pass 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- stream_request eval
+"*3\r\n\$3\r\nSET\r\n\$4\r\nbig2\r\n\$10485760\r\n" . ("y" x 10485760) . "\r\n*2\r\n\$6\r\nSTRLEN\r\n\$4\r\nbig2\r\n"
+--- stream_response eval
+"+OK\r\n:10485760\r\n"
+--- timeout: 30
+--- error_log eval
+qr/#\d+ continued by the tick/
+--- log_eval
+my ($largest) = /largest downstream data: (\d+)/;
+defined $largest && $largest >= 65536 && $largest <= 65536 + 16384
+
+
+
+=== TEST 13: the client resets the connection: the filter hears the downstream close from the remote peer
+--- stream_server_config
+        proxy_wasm network count;
+        proxy_pass 127.0.0.1:$TEST_NGINX_RESETTING_PORT;
+--- stream_request eval
+"some data"
+--- stream_reset
+--- wait: 0.5
+--- error_log eval
+[qr/#\d+ downstream closed: Remote/,
+ qr/#\d+ on_log/]
+--- no_error_log
+[error]
+
+
+
+=== TEST 14: the upstream resets the connection: the upstream close is heard, the client's connection ends
+--- stream_server_config
+        proxy_wasm network count;
+        proxy_pass 127.0.0.1:$TEST_NGINX_RESETTING_PORT;
+--- stream_request eval
+"some data"
+--- stream_response eval
+""
+--- stream_closed
+--- error_log eval
+[qr/#\d+ upstream closed: Remote/,
+ qr/#\d+ downstream closed: Local/]
+
+
+
+=== TEST 15: TLS terminated by the stream{} server: the filter sees the clear data, the TLS version and the server name
+--- stream_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 ssl;
+        ssl_certificate $TEST_NGINX_CERTS/svc.crt;
+        ssl_certificate_key $TEST_NGINX_CERTS/svc.key;
+        proxy_wasm network count;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+    }
+--- config
+    location /t {
+        return 200 "served over TLS\n";
+    }
+--- request eval
+[sub {
+    Test::More::like(main::curl("https://svc.test:$ENV{TEST_NGINX_RAND_PORT_1}/t",
+                                "--resolve svc.test:$ENV{TEST_NGINX_RAND_PORT_1}:127.0.0.1"),
+                     qr/^exit 0: served over TLS$/m, "TEST 15 - curl through TLS");
+}]
+--- error_log eval
+qr/#\d+ new connection from 127\.0\.0\.1:\d+ to port \d+ \(id \d+, sni svc\.test, tls TLSv1\.[23]\)/
+
+
+
+=== TEST 16: TLS passed through with ssl_preread: on_new_connection runs after it and sees the server name
+--- stream_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        ssl_preread on;
+        proxy_wasm network count;
+        proxy_pass 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 ssl;
+        ssl_certificate $TEST_NGINX_CERTS/svc.crt;
+        ssl_certificate_key $TEST_NGINX_CERTS/svc.key;
+        location /t {
+            return 200 "served by the TLS upstream\n";
+        }
+    }
+--- request eval
+[sub {
+    Test::More::like(main::curl("https://svc.test:$ENV{TEST_NGINX_RAND_PORT_1}/t",
+                                "--resolve svc.test:$ENV{TEST_NGINX_RAND_PORT_1}:127.0.0.1"),
+                     qr/^exit 0: served by the TLS upstream$/m, "TEST 16 - curl through ssl_preread");
+}]
+--- error_log eval
+qr/#\d+ new connection from 127\.0\.0\.1:\d+ to port \d+ \(id \d+, sni svc\.test, tls -\)/
+
+
+
+=== TEST 17: a chain of two network filters: downstream data through them in order, upstream data in reverse; the stream{} chain is inherited by a server without its own
+--- stream_config
+    proxy_wasm network count;
+    proxy_wasm network "rewrite /old /new";
+--- stream_server_config
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /new {
+        return 200 "new\n";
+    }
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- stream_request eval
+"GET /old HTTP/1.0\r\n\r\n"
+--- stream_response_like eval
+qr/\r\n\r\nnew\n$/
+--- stream_closed
+--- request
+GET /metrics
+--- response_body_like eval
+qr/network_tcp_bytes_downstream 21\n/
+
+
+
+=== TEST 18: per-connection instances (proxy_wasm_isolation request): a panic costs only its connection
+--- stream_server_config
+        proxy_wasm network "panic_on BOOM";
+        proxy_wasm_isolation request;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /t {
+        return 200 "served\n";
+    }
+--- stream_request eval
+"GET /BOOM HTTP/1.0\r\n\r\n"
+--- stream_response eval
+""
+--- stream_closed
+--- error_log eval
+[qr/panicked at 'the data has BOOM'/,
+ qr/proxy_wasm: a filter failed: closing the connection/]
+
+
+
+=== TEST 19: proxy_wasm_failure fail_open: the failed filter is skipped, the data goes on
+--- stream_server_config
+        proxy_wasm network "panic_on BOOM";
+        proxy_wasm_failure fail_open;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location / {
+        return 200 "served anyway\n";
+    }
+--- stream_request eval
+"GET /BOOM HTTP/1.0\r\n\r\n"
+--- stream_response_like eval
+qr/\r\n\r\nserved anyway\n$/
+--- stream_closed
+--- error_log eval
+[qr/panicked at 'the data has BOOM'/,
+ qr/filter failed: skipped for the rest of the request \(proxy_wasm_failure fail_open\)/]
+
+
+
+=== TEST 20: an unknown module in stream{} fails the configuration, naming the file and line
+--- stream_server_config
+        proxy_wasm nosuch;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*nosuch.* in .*nginx\.conf:\d+/
+
+
+
+=== TEST 21: proxy_wasm in stream{} with no wasm{} block
+--- main_config
+--- stream_server_config
+        proxy_wasm network;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- must_die
+--- error_log eval
+qr/\[emerg\] no wasm\{\} block is defined before stream\{\}: module "network" is unknown in .*nginx\.conf:\d+/

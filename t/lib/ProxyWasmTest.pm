@@ -9,14 +9,19 @@ use warnings;
 use Exporter 'import';
 our @EXPORT = qw(default_modules test_certificates trap_storm hostile_upstream
                  stop_process fuzz_directives request_ends run_command
-                 elf_facts grpc_server h2_hostile redis_server);
+                 elf_facts grpc_server h2_hostile redis_server
+                 resetting_server);
 
 use File::Spec;
 use File::Temp qw(tempdir);
+use IO::Select;
 use IO::Socket::INET;
 use Socket qw(SOL_SOCKET SO_LINGER);
 use POSIX ();
 use Time::HiRes qw(sleep time);
+
+# the servers helpers started, stopped at exit
+my @Servers;
 
 # default_modules(name => path, ...): the wasm{} block of every block that
 # has no main_config of its own.
@@ -203,6 +208,32 @@ sub hostile_answer {
     close $conn;
 }
 
+# resetting_server(port): a server on 127.0.0.1:port that reads what a
+# connection sends for 0.2 s, then resets it. Stopped at exit.
+sub resetting_server {
+    my ($port) = @_;
+    my $listener = IO::Socket::INET->new(LocalAddr => "127.0.0.1:$port",
+                                         Listen => 64, ReuseAddr => 1)
+        or die "cannot listen on 127.0.0.1:$port: $!";
+    my $pid = fork // die "fork: $!";
+    if ($pid) {
+        close $listener;
+        push @Servers, $pid;
+        return $pid;
+    }
+    while (my $conn = $listener->accept) {
+        my $select = IO::Select->new($conn);
+        my $until = time + 0.2;
+        while ((my $left = $until - time) > 0) {
+            last unless $select->can_read($left);
+            last unless sysread $conn, my $chunk, 65536;
+        }
+        setsockopt($conn, SOL_SOCKET, SO_LINGER, pack('ii', 1, 0));
+        close $conn;
+    }
+    POSIX::_exit(0);
+}
+
 # run_command("shell command"): (exit code, stdout and stderr together).
 sub run_command {
     my $out = `$_[0] 2>&1`;
@@ -233,7 +264,6 @@ sub elf_facts {
 # gRPC server (t/lib/grpc_server.py, on Debian's python3-grpcio) on
 # 127.0.0.1:port, over TLS with cert and key; log gets a line per call it
 # saw end. Returns once it accepts connections; stopped at exit.
-my @Servers;
 
 sub grpc_server {
     my ($port, %opt) = @_;
@@ -285,6 +315,8 @@ sub server_process {
 }
 
 END {
+    # waitpid sets $?, which is the script's exit status here
+    local $?;
     for my $pid (@Servers) {
         kill 'TERM', $pid;
         waitpid $pid, 0;

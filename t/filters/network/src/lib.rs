@@ -12,6 +12,9 @@
 //!                          body before it
 //!   hold_new <ms>          holds each new connection <ms> milliseconds (a
 //!                          tick of the root context continues them)
+//!   hold_downstream <ms>   holds the downstream's data until the next tick
+//!                          (every <ms>), then lets it all go; logs the
+//!                          most it was given at once
 //!   redis                  counts Redis commands (by name) and turns
 //!                          FLUSHALL into an unknown command, which Redis
 //!                          refuses; a command split over reads waits for
@@ -69,7 +72,7 @@ impl RootContext for Root {
             .map(|c| String::from_utf8_lossy(&c).into_owned())
             .unwrap_or_default();
         self.mode = config.split_whitespace().map(String::from).collect();
-        if self.mode.first().map(String::as_str) == Some("hold_new") {
+        if matches!(self.mode.first().map(String::as_str), Some("hold_new" | "hold_downstream")) {
             let ms = self.mode.get(1).and_then(|ms| ms.parse().ok()).unwrap_or(100);
             self.set_tick_period(Duration::from_millis(ms));
         }
@@ -97,6 +100,8 @@ impl RootContext for Root {
             call: None,
             waiting: false,
             counted: 0,
+            largest: 0,
+            released: false,
         }))
     }
 }
@@ -110,6 +115,10 @@ struct Connection {
     waiting: bool,
     /// redis: the bytes of the held data whose commands were counted.
     counted: usize,
+    /// hold_downstream: the most data given at once, and whether the tick
+    /// let it go.
+    largest: usize,
+    released: bool,
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -205,12 +214,13 @@ impl StreamContext for Connection {
         count(&self.metrics, "tcp_connections", 1);
         if self.mode() == "count" {
             info!(
-                "#{} new connection from {} to port {} (id {}, sni {})",
+                "#{} new connection from {} to port {} (id {}, sni {}, tls {})",
                 self.id,
                 self.property(&["source", "address"]),
                 self.property(&["destination", "port"]),
                 self.property(&["connection", "id"]),
                 self.property(&["connection", "requested_server_name"]),
+                self.property(&["connection", "tls_version"]),
             );
         }
         if self.mode() == "hold_new" {
@@ -255,6 +265,17 @@ impl StreamContext for Connection {
                     self.close_downstream();
                 }
                 Action::Continue
+            }
+            "hold_downstream" => {
+                self.largest = self.largest.max(size);
+                let waiting = self.held.borrow().contains(&self.id);
+                if self.released || waiting {
+                    return if waiting { Action::Pause } else { Action::Continue };
+                }
+                // held once: the tick takes it off the list
+                self.held.borrow_mut().push(self.id);
+                self.released = true;
+                Action::Pause
             }
             "panic_on" => {
                 let data = self.get_downstream_data(0, size).unwrap_or_default();
@@ -335,10 +356,18 @@ impl StreamContext for Connection {
     }
 
     fn on_upstream_close(&mut self, peer: PeerType) {
-        info!("#{} upstream closed: {:?}", self.id, peer);
+        info!(
+            "#{} upstream closed: {:?} (upstream {})",
+            self.id,
+            peer,
+            self.property(&["upstream", "address"])
+        );
     }
 
     fn on_log(&mut self) {
+        if self.mode() == "hold_downstream" {
+            info!("#{} largest downstream data: {}", self.id, self.largest);
+        }
         info!("#{} on_log", self.id);
     }
 }

@@ -22,6 +22,7 @@ use Cwd qw(abs_path cwd);
 use File::Basename qw(basename);
 use File::Path qw(make_path remove_tree);
 use IO::Select;
+use Socket ();
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
 use Time::HiRes qw(sleep time);
@@ -729,7 +730,8 @@ sub run_block {
 # (an eval's list: pieces sent raw_request_middle_delay apart); then it
 # reads what comes back until nginx closes the connection, or it has as
 # many bytes as "--- stream_response" (compared), or "--- stream_response_like"
-# matches, or the timeout. "--- stream_half_close": the client shuts its
+# matches, or the timeout. "--- stream_reset": it resets the connection
+# instead of reading. "--- stream_half_close": the client shuts its
 # side down after sending. "--- stream_closed": it reads until nginx closes
 # the connection, which it must do before the timeout.
 sub run_stream {
@@ -747,6 +749,14 @@ sub run_stream {
     }
     http_send($sock, \@pieces, $delay);
     shutdown($sock, 1) if defined $block->stream_half_close;
+
+    # "--- stream_reset": the client resets the connection after sending
+    if (defined $block->stream_reset) {
+        sleep 0.2;
+        setsockopt($sock, Socket::SOL_SOCKET(), Socket::SO_LINGER(), pack('ii', 1, 0));
+        close $sock;
+        return;
+    }
 
     my $select = IO::Select->new($sock);
     my $response = '';
