@@ -428,4 +428,4 @@ qr/\[emerg\] .*nosuch.* in .*nginx\.conf:\d+/
         proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
 --- must_die
 --- error_log eval
-qr/\[emerg\] no wasm\{\} block is defined before stream\{\}: module "network" is unknown in .*nginx\.conf:\d+/
+qr/\[emerg\] (?:\d+#\d+: )?no wasm\{\} block is defined before stream\{\}: module "network" is unknown in .*nginx\.conf:\d+/
