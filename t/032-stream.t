@@ -429,3 +429,38 @@ qr/\[emerg\] .*nosuch.* in .*nginx\.conf:\d+/
 --- must_die
 --- error_log eval
 qr/\[emerg\] (?:\d+#\d+: )?no wasm\{\} block is defined before stream\{\}: module "network" is unknown in .*nginx\.conf:\d+/
+
+
+
+=== TEST 22: UDP: each datagram session runs the chain; the answer comes back through it
+--- stream_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1 udp;
+        proxy_wasm network count;
+        proxy_responses 1;
+        proxy_timeout 1s;
+        proxy_pass 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2 udp;
+        return "pong";
+    }
+--- config
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- request eval
+[sub {
+    my $sock = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$ENV{TEST_NGINX_RAND_PORT_1}",
+                                     Proto => 'udp') or die "udp: $!";
+    $sock->send("ping");
+    my $answer = '';
+    my $select = IO::Select->new($sock);
+    $sock->recv($answer, 100) if $select->can_read(3);
+    Test::More::is($answer, "pong", "TEST 22 - the datagram's answer");
+}, "GET /metrics"]
+--- response_body_like eval
+[undef, qr/network_tcp_bytes_downstream 4\n.*network_tcp_bytes_upstream 4\n.*network_tcp_connections 1\n/s]
+--- wait: 1.5
+--- error_log eval
+[qr/#\d+ downstream closed: Local/, qr/#\d+ on_log/]
