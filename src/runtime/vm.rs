@@ -576,14 +576,21 @@ impl Vm {
 
     /// `proxy_on_{downstream,upstream}_connection_close`, with the peer
     /// that closed (`PeerType`).
-    pub fn on_connection_close(&mut self, direction: Direction, id: u32, peer: PeerType) -> Result<(), Trapped> {
+    pub fn on_connection_close(
+        &mut self,
+        direction: Direction,
+        id: u32,
+        peer: PeerType,
+    ) -> Result<(), Trapped> {
         let callbacks = self.callbacks.clone();
         let (func, callback) = match direction {
             Direction::Request => (&callbacks.downstream_close, Callback::DownstreamClose),
             Direction::Response => (&callbacks.upstream_close, Callback::UpstreamClose),
         };
         match func.get(&mut self.store) {
-            Some(f) => self.call(id, callback, |store| f.call(store, (id as i32, u32::from(peer) as i32))),
+            Some(f) => self.call(id, callback, |store| {
+                f.call(store, (id as i32, u32::from(peer) as i32))
+            }),
             None => Ok(()),
         }
     }

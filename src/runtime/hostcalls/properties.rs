@@ -20,7 +20,9 @@ pub fn get(state: &HostState, raw_path: &[u8], out: &mut Vec<u8>) -> Result<(), 
         Some(request) => f(request),
         None => Err(Status::NotFound),
     };
-    let connection = state.request_state().is_ok_and(|stream| stream.borrow().connection);
+    let connection = state
+        .request_state()
+        .is_ok_and(|stream| stream.borrow().connection);
     match (path.first(), path.rest()) {
         // a TCP connection has no HTTP request or response
         (b"request" | b"response", _) if connection => Err(Status::NotFound),
