@@ -7,7 +7,7 @@ ratio, with latency percentiles and the worker's RSS.
     bench/bench.py [--quick] [scenario ...]
 
 Scenarios: headers raw chain lua body isolation startup memory instructions
-callout shared containment (all by default). Run it with `make bench`, which builds what it needs.
+callout shared containment tcp (all by default). Run it with `make bench`, which builds what it needs.
 """
 
 import argparse
@@ -27,11 +27,15 @@ FILTERS = os.path.join(BUILD, "filters")
 WORK = os.path.join(BUILD, "bench")
 NGINX = os.path.join(BUILD, "nginx-1.28.3", "objs", "nginx")
 MODULE = os.path.join(BUILD, "nginx-1.28.3", "objs", "ngx_proxy_wasm_module.so")
+STREAM_MODULE = os.path.join(BUILD, "nginx-1.28.3", "objs", "ngx_stream_proxy_wasm_module.so")
 DEBIAN_NGINX = "/usr/sbin/nginx"
 DEBIAN_MODULE = os.path.join(BUILD, "nginx-debian", "objs", "ngx_proxy_wasm_module.so")
 DEBIAN_LUA = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"]
 RAW_FILTER = os.path.join(TOP, "t", "wat", "bench_raw.wat")
 PORT = 18765
+# stream{} servers of the tcp scenario: without a filter, with one
+STREAM_PORT = 18766
+STREAM_FILTER_PORT = 18767
 
 # how long each measurement runs, and how many times it alternates with its
 # baseline (the median is kept)
@@ -151,10 +155,20 @@ def get(path, headers=()):
 
 
 def wrk(path, duration=None, connections=32):
-    """Requests/s, bytes/s and latency percentiles (ms) of a wrk run."""
+    """Requests/s, bytes/s and latency percentiles (ms) of a wrk run. A
+    path may start with ":<port>" (another server than the http{} one)
+    and end with " close" (a new connection for every request)."""
     duration = duration or DURATION
+    port = PORT
+    headers = ["-H", "x-request-id: 42"]
+    if path.endswith(" close"):
+        path = path[:-len(" close")]
+        headers += ["-H", "Connection: close"]
+    if path.startswith(":"):
+        port, path = path[1:].split("/", 1)
+        path = "/" + path
     out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-                          "-H", "x-request-id: 42", f"http://127.0.0.1:{PORT}{path}"],
+                          *headers, f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
@@ -539,6 +553,30 @@ def scenario_instructions():
                 "instr", f"{per['/baseline'] / per[path]:.2f}", note=f"+{per[path] - per['/baseline']:,.0f}")
 
 
+def scenario_tcp():
+    """TCP through stream{}: nginx's proxy alone, and with one network
+    filter (counting bytes each way in metrics), in front of the http{}
+    server: 1 MiB responses over kept connections (transfer), and a new
+    connection for each small response (connection rate)."""
+    main = f"""wasm {{ module network {FILTERS}/network.wasm; }}
+stream {{
+    server {{ listen 127.0.0.1:{STREAM_PORT}; proxy_pass 127.0.0.1:{PORT}; }}
+    server {{ listen 127.0.0.1:{STREAM_FILTER_PORT}; proxy_wasm network bytes; proxy_pass 127.0.0.1:{PORT}; }}
+}}"""
+    http = """
+        location / { }
+        location /small { empty_gif; }
+"""
+    with Nginx("tcp", http, main=main, modules=(MODULE, STREAM_MODULE)) as n:
+        n.file("1m", 1024 * 1024)
+        base, result = compare(n, f":{STREAM_PORT}/1m", f":{STREAM_FILTER_PORT}/1m")
+        result["rss"] = n.rss_kib()
+        row("13", "TCP transfer, 1 MiB responses, one network filter vs none", base, result, unit="MB/s")
+        base, result = compare(n, f":{STREAM_PORT}/small close", f":{STREAM_FILTER_PORT}/small close")
+        result["rss"] = n.rss_kib()
+        row("13", "TCP connections/s (new connection per request), one network filter vs none", base, result)
+
+
 SCENARIOS = {
     "headers": scenario_headers,
     "raw": scenario_raw,
@@ -552,6 +590,7 @@ SCENARIOS = {
     "callout": scenario_callout,
     "shared": scenario_shared,
     "containment": scenario_containment,
+    "tcp": scenario_tcp,
 }
 
 

@@ -3,6 +3,8 @@
 //!   count                  bytes per direction and connections in
 //!                          counters; logs the connection's properties
 //!                          and how each side closed
+//!   bytes                  counts as count does, and logs nothing (the
+//!                          benchmark's filter)
 //!   rewrite <from> <to>    replaces <from> by <to> in the downstream data
 //!                          (a <from> split over reads waits for the rest)
 //!   close_on <pattern>     closes the connection when the downstream data
@@ -233,7 +235,7 @@ impl StreamContext for Connection {
 
     fn on_downstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
         match self.mode() {
-            "count" => {
+            "count" | "bytes" => {
                 count(&self.metrics, "tcp_bytes_downstream", size);
                 Action::Continue
             }
@@ -317,12 +319,14 @@ impl StreamContext for Connection {
     }
 
     fn on_downstream_close(&mut self, peer: PeerType) {
-        info!("#{} downstream closed: {:?}", self.id, peer);
+        if self.mode() != "bytes" {
+            info!("#{} downstream closed: {:?}", self.id, peer);
+        }
     }
 
     fn on_upstream_data(&mut self, size: usize, end_of_stream: bool) -> Action {
         match self.mode() {
-            "count" => {
+            "count" | "bytes" => {
                 count(&self.metrics, "tcp_bytes_upstream", size);
                 Action::Continue
             }
@@ -356,6 +360,9 @@ impl StreamContext for Connection {
     }
 
     fn on_upstream_close(&mut self, peer: PeerType) {
+        if self.mode() == "bytes" {
+            return;
+        }
         info!(
             "#{} upstream closed: {:?} (upstream {})",
             self.id,
@@ -365,6 +372,9 @@ impl StreamContext for Connection {
     }
 
     fn on_log(&mut self) {
+        if self.mode() == "bytes" {
+            return;
+        }
         if self.mode() == "hold_downstream" {
             info!("#{} largest downstream data: {}", self.id, self.largest);
         }
