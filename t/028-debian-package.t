@@ -9,6 +9,7 @@
 use strict;
 use warnings;
 
+use Cwd ();
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
 use Test::More;
@@ -26,6 +27,14 @@ my ($dbgsym) = glob "$dir/${package}-dbgsym_*.deb";
 ok($deb, "the package is built") or BAIL_OUT("no $package in $dir");
 ok($dbgsym, "its debug symbols are a package of their own");
 
+# network filters: a package of their own, on Debian's stream module
+my $stream_package = 'libnginx-mod-stream-proxy-wasm';
+my ($stream_deb) = grep { !/-dbgsym_/ } glob "$dir/${stream_package}_*.deb";
+ok($stream_deb, "the stream package is built") or BAIL_OUT("no $stream_package in $dir");
+my $stream_so = '/usr/lib/nginx/modules/ngx_stream_proxy_wasm_module.so';
+my $stream_enabled = '/etc/nginx/modules-enabled/70-mod-stream-proxy-wasm.conf';
+my $network_filter = Cwd::getcwd() . "/build/filters/network.wasm";
+
 my $so = '/usr/lib/nginx/modules/ngx_proxy_wasm_module.so';
 my $available = '/usr/share/nginx/modules-available/mod-http-proxy-wasm.conf';
 my $enabled = '/etc/nginx/modules-enabled/60-mod-http-proxy-wasm.conf';
@@ -37,6 +46,7 @@ sub installed {
 }
 
 # a run that failed halfway left it behind
+run_command("dpkg --purge $stream_package-dbgsym $stream_package") if installed($stream_package);
 run_command("dpkg --purge $package-dbgsym $package") if installed($package);
 
 # what the package declares
@@ -46,6 +56,11 @@ ok($abi, "the installed nginx provides an ABI ($abi)");
 my (undef, $depends) = run_command("dpkg-deb -f $deb Depends");
 like($depends, qr/(^|[\s,])\Q$abi\E([\s,]|$)/,
      "the package depends on that nginx ABI");
+my (undef, $stream_depends) = run_command("dpkg-deb -f $stream_deb Depends");
+like($stream_depends, qr/(^|[\s,])\Q$abi\E([\s,]|$)/,
+     "the stream package depends on that nginx ABI");
+like($stream_depends, qr/libnginx-mod-stream(,|$)/, "and on Debian's stream module");
+like($stream_depends, qr/\Q$package\E \(= /, "and on the HTTP package of its version");
 
 my (undef, $contents) = run_command("dpkg-deb -c $deb");
 like($contents, qr{ \./usr/lib/nginx/modules/ngx_proxy_wasm_module\.so$}m,
@@ -71,8 +86,10 @@ my $size = -s "$x/pkg$so";
 cmp_ok($size, '<', 40 << 20, "the module is $size bytes");
 
 # installed: enabled, and the stock configuration still tests fine
-my ($rc, $out) = run_command("dpkg -i $deb $dbgsym");
-is($rc, 0, "dpkg installs it") or diag($out);
+my ($rc, $out) = run_command("dpkg -i $deb $dbgsym $stream_deb");
+is($rc, 0, "dpkg installs them") or diag($out);
+ok(-f $stream_so, "the stream module is installed");
+ok(-l $stream_enabled, "the stream module is enabled (modules-enabled)");
 ok(-f $so, "the module is installed");
 is(readlink($enabled), $available, "the module is enabled (modules-enabled)");
 # nginx.conf includes modules-enabled/*.conf in glob order
@@ -81,6 +98,10 @@ my %position = map { $load_order[$_] => $_ } 0 .. $#load_order;
 ok(defined $position{'http-lua'} && defined $position{'http-proxy-wasm'}
        && $position{'http-lua'} < $position{'http-proxy-wasm'},
    "the module loads after Lua's (@load_order)");
+ok(defined $position{'stream'} && defined $position{'stream-proxy-wasm'}
+       && $position{'stream'} < $position{'stream-proxy-wasm'}
+       && $position{'http-proxy-wasm'} < $position{'stream-proxy-wasm'},
+   "the stream module loads after nginx's stream module and the HTTP module (@load_order)");
 ok(-f $debug_file, "the debug information is found by build id");
 ($rc, $out) = run_command('/usr/sbin/nginx -t');
 is($rc, 0, "nginx -t passes with the stock configuration") or diag($out);
@@ -89,13 +110,15 @@ is($rc, 0, "nginx -t passes with the stock configuration") or diag($out);
 # Lua module loaded before this one (its link's lower priority)
 my $prefix = tempdir(CLEANUP => 1);
 chmod 0755, $prefix;
-my $port = do {
+sub free_port {
     my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
                                   LocalPort => 0, Proto => 'tcp');
     my $p = $s->sockport;
     close $s;
-    $p;
-};
+    return $p;
+}
+my $port = free_port();
+my $tcp_port = free_port();
 mkdir "$prefix/logs";
 open my $conf, '>', "$prefix/nginx.conf" or die $!;
 print $conf <<"END";
@@ -106,6 +129,14 @@ pid $prefix/logs/nginx.pid;
 events {}
 wasm {
     module hello $examples/hello.wasm;
+    module network $network_filter;
+}
+stream {
+    server {
+        listen 127.0.0.1:$tcp_port;
+        proxy_wasm network "rewrite /old /hello";
+        proxy_pass 127.0.0.1:$port;
+    }
 }
 http {
     access_log off;
@@ -129,8 +160,8 @@ close $conf;
 is($rc, 0, "the stock nginx starts with the module") or diag($out);
 
 sub get {
-    my ($path) = @_;
-    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+    my ($path, $to) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:" . ($to // $port),
                                   Timeout => 5) or return '';
     print $s "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
     local $/;
@@ -143,6 +174,8 @@ like(get('/hello'), qr{^HTTP/1\.1 200 .*\r\nx-answered-by: hello\.wasm\r\n(?:[^\
      "the filter answers /hello");
 like(get('/'), qr{\r\nx-powered-by: ngx_proxy_wasm\r\n(?:[^\r]+\r\n)*\r\nlua sees x-hello: Hello from the package\n$}s,
      "the filter sets a request header Lua's content handler sees, and adds a response header");
+like(get('/old', $tcp_port), qr{\r\nx-answered-by: hello\.wasm\r\n(?:[^\r]+\r\n)*\r\nHello from the package\n$}s,
+     "a network filter in stream{} rewrites a connection's data (/old to /hello)");
 
 my $pid = do { local (@ARGV, $/) = "$prefix/logs/nginx.pid"; <> };
 chomp $pid if defined $pid;
@@ -156,19 +189,23 @@ like($log, qr/\[notice\] \d+#\d+: ngx_proxy_wasm [\d.]+, wasmtime [\d.]+$/m,
 unlike($log, qr/\[(alert|crit|emerg)\]/, "no alert in the log");
 my $cache = '/var/cache/nginx/proxy_wasm';
 my @cached = glob("$cache/*.cwasm");
-is(scalar @cached, 1, "the compiled code is cached where Debian keeps caches");
+is(scalar @cached, 2, "the compiled code is cached where Debian keeps caches");
 is((stat $cache)[2] & 07777, 0700, "in a directory only its owner reads");
 
 # removed: disabled, the stock configuration tests fine; purged: gone
-my (undef, $files) = run_command("dpkg -L $package $package-dbgsym");
+my (undef, $files) = run_command("dpkg -L $package $package-dbgsym $stream_package");
 my @files = grep { -f $_ } split /\n/, $files;
+($rc, $out) = run_command("dpkg -r $stream_package");
+is($rc, 0, "dpkg removes the stream package") or diag($out);
+ok(!-e $stream_so, "the stream module is gone");
+ok(!-e $stream_enabled, "the stream module is no longer enabled");
 ($rc, $out) = run_command("dpkg -r $package-dbgsym $package");
 is($rc, 0, "dpkg removes it") or diag($out);
 ok(!-e $so, "the module is gone");
 ok(!-e $enabled, "the module is no longer enabled");
 ($rc, $out) = run_command('/usr/sbin/nginx -t');
 is($rc, 0, "nginx -t passes after the removal") or diag($out);
-($rc, $out) = run_command("dpkg --purge $package-dbgsym $package");
+($rc, $out) = run_command("dpkg --purge $stream_package $package-dbgsym $package");
 is($rc, 0, "dpkg purges it") or diag($out);
 ok(!-e "$enabled.removed" && !-l "$enabled.removed", "no link is left");
 ok(!-e $cache, "the cache is gone");

@@ -464,3 +464,22 @@ qr/\[emerg\] (?:\d+#\d+: )?no wasm\{\} block is defined before stream\{\}: modul
 --- wait: 1.5
 --- error_log eval
 [qr/#\d+ downstream closed: Local/, qr/#\d+ on_log/]
+
+
+
+=== TEST 23: one module in both subsystems: an HTTP filter of it in http{}, a network filter of it in stream{}
+--- stream_server_config
+        proxy_wasm network count;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /t {
+        proxy_wasm network http;
+        empty_gif;
+    }
+--- stream_request eval
+"GET /t HTTP/1.0\r\n\r\n"
+--- stream_response_like eval
+qr/^HTTP\/1.1 200 OK\r\n.*x-network-module: http\r\n/s
+--- stream_closed
+--- error_log eval
+[qr/#\d+ new connection from 127\.0\.0\.1/, qr/#\d+ upstream closed: Remote/]

@@ -22,6 +22,9 @@
 //!                          refuses; a command split over reads waits for
 //!                          the rest
 //!   panic_on <pattern>     panics when the downstream data has <pattern>
+//!   http                   an HTTP filter of the same module: adds
+//!                          x-network-module to responses (a module used
+//!                          in both http{} and stream{})
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,7 +33,7 @@ use std::time::Duration;
 
 use log::{info, warn};
 use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, RootContext, StreamContext};
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, PeerType};
 
 proxy_wasm::main! {{
@@ -90,7 +93,14 @@ impl RootContext for Root {
     }
 
     fn get_type(&self) -> Option<ContextType> {
+        if self.mode.first().map(String::as_str) == Some("http") {
+            return Some(ContextType::HttpContext);
+        }
         Some(ContextType::StreamContext)
+    }
+
+    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http))
     }
 
     fn create_stream_context(&self, id: u32) -> Option<Box<dyn StreamContext>> {
@@ -105,6 +115,17 @@ impl RootContext for Root {
             largest: 0,
             released: false,
         }))
+    }
+}
+
+struct Http;
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_response_headers(&mut self, _: usize, _: bool) -> Action {
+        self.add_http_response_header("x-network-module", "http");
+        Action::Continue
     }
 }
 
