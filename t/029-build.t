@@ -97,6 +97,46 @@ fails_with('no libclang', 'LIBCLANG_PATH=/nonexistent',
 fails_with('an unknown compiler', 'NGX_PROXY_WASM_COMPILERS="cranelift fast"',
     qr{^\S*configure: error: ngx_proxy_wasm: unknown compiler "fast" in NGX_PROXY_WASM_COMPILERS \("cranelift fast"\): use "cranelift", "winch" or both$});
 
+# an nginx without a stream module (Debian's flags, no --with-stream):
+# the HTTP module builds, loads into Debian's nginx (whose stream module is
+# not loaded) and serves a filter; no stream module is made
+{
+    my $env = "NGX_PROXY_WASM_CARGO=$cargo NGX_PROXY_WASM_CARGO_TARGET_DIR=$top/build/cargo";
+    # conf_flags is a bash array
+    my $flags = "$tmp/debian-configure";
+    open my $sh, '>', $flags or die $!;
+    print $sh "cd $tmp/nginx && . ./conf_flags && exec env $env $configure "
+              . '"${NGX_CONF_FLAGS[@]}" --with-cc-opt=-fPIC --with-ld-opt=-fPIC '
+              . "--add-dynamic-module=$top\n";
+    close $sh;
+    my ($rc, $out) = run_command("bash $flags");
+    is($rc, 0, "without a stream module: ./configure") or diag($out);
+    ($rc, $out) = run_command("make -C $tmp/nginx -f objs/Makefile -j2 modules");
+    is($rc, 0, "without a stream module: make modules") or diag($out);
+    ok(-f "$tmp/nginx/objs/ngx_proxy_wasm_module.so", "the HTTP module is built");
+    ok(!-e "$tmp/nginx/objs/ngx_stream_proxy_wasm_module.so", "no stream module is");
+    my (undef, $undefined) = run_command("nm -D --undefined-only $tmp/nginx/objs/ngx_proxy_wasm_module.so");
+    unlike($undefined, qr/ngx_stream_/, "the HTTP module needs nothing of nginx's stream module");
+
+    my $prefix = "$tmp/run";
+    mkdir $prefix;
+    mkdir "$prefix/logs";
+    open my $conf, '>', "$prefix/nginx.conf" or die $!;
+    print $conf <<"END";
+load_module $tmp/nginx/objs/ngx_proxy_wasm_module.so;
+error_log $prefix/logs/error.log;
+pid $prefix/logs/nginx.pid;
+events {}
+wasm { module hello $top/build/filters/hello.wasm; }
+http { server { listen 127.0.0.1:1; proxy_wasm hello; } }
+END
+    close $conf;
+    ($rc, $out) = run_command("/usr/sbin/nginx -p $prefix/ -c $prefix/nginx.conf -t");
+    is($rc, 0, "Debian's nginx, without its stream module, loads it and checks a filter")
+        or diag($out);
+    run_command("rm -rf $tmp/nginx/objs $tmp/nginx/Makefile");
+}
+
 # an nginx newer than the last line supported, and one older than the
 # oldest supported
 sub nginx_version {
