@@ -483,3 +483,48 @@ qr/^HTTP\/1.1 200 OK\r\n.*x-network-module: http\r\n/s
 --- stream_closed
 --- error_log eval
 [qr/#\d+ new connection from 127\.0\.0\.1/, qr/#\d+ upstream closed: Remote/]
+
+
+
+=== TEST 24: shared data from network contexts: a count across connections
+--- main_config
+    wasm {
+        module network $TEST_NGINX_FILTERS/network.wasm;
+        shm_kv * 1m;
+    }
+--- stream_server_config
+        proxy_wasm network "count shared";
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /t {
+        return 200 "served\n";
+    }
+--- request eval
+[sub {
+    for my $i (1 .. 3) {
+        my $s = IO::Socket::INET->new("127.0.0.1:$ENV{TEST_NGINX_STREAM_PORT}") or die $!;
+        print $s "GET /t HTTP/1.0\r\n\r\n";
+        local $/;
+        my $answer = <$s>;
+        Test::More::like($answer, qr/served\n$/, "TEST 24 - connection $i");
+    }
+}]
+--- error_log eval
+[qr/#\d+ connections so far: 1\b/, qr/#\d+ connections so far: 2\b/, qr/#\d+ connections so far: 3\b/]
+
+
+
+=== TEST 25: nginx's access rules come first: a denied connection never reaches the filters
+--- stream_server_config
+        deny 127.0.0.1;
+        proxy_wasm network count;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- stream_request eval
+"GET /t HTTP/1.0\r\n\r\n"
+--- stream_response eval
+""
+--- stream_closed
+--- error_log
+access forbidden by rule
+--- no_error_log
+new connection from

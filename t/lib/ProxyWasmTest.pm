@@ -209,7 +209,7 @@ sub hostile_answer {
 }
 
 # resetting_server(port): a server on 127.0.0.1:port that reads what a
-# connection sends for 0.2 s, then resets it. Stopped at exit.
+# connection sends for 0.6 s, then resets it. Stopped at exit.
 sub resetting_server {
     my ($port) = @_;
     my $listener = IO::Socket::INET->new(LocalAddr => "127.0.0.1:$port",
@@ -223,7 +223,7 @@ sub resetting_server {
     }
     while (my $conn = $listener->accept) {
         my $select = IO::Select->new($conn);
-        my $until = time + 0.2;
+        my $until = time + 0.6;
         while ((my $left = $until - time) > 0) {
             last unless $select->can_read($left);
             last unless sysread $conn, my $chunk, 65536;

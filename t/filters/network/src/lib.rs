@@ -3,6 +3,7 @@
 //!   count                  bytes per direction and connections in
 //!                          counters; logs the connection's properties
 //!                          and how each side closed
+//!   count shared           also counts connections in shared data
 //!   bytes                  counts as count does, and logs nothing (the
 //!                          benchmark's filter)
 //!   rewrite <from> <to>    replaces <from> by <to> in the downstream data
@@ -235,6 +236,18 @@ impl Context for Connection {
 impl StreamContext for Connection {
     fn on_new_connection(&mut self) -> Action {
         count(&self.metrics, "tcp_connections", 1);
+        if self.mode() == "count" && self.arg(1) == "shared" {
+            // shared data across connections (and workers)
+            let (value, cas) = hostcalls::get_shared_data("connections").unwrap_or((None, None));
+            let n = value
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            if hostcalls::set_shared_data("connections", Some(n.to_string().as_bytes()), cas).is_ok() {
+                info!("#{} connections so far: {}", self.id, n);
+            }
+        }
         if self.mode() == "count" {
             info!(
                 "#{} new connection from {} to port {} (id {}, sni {}, tls {})",
