@@ -8,24 +8,24 @@
 #include "ngx_proxy_wasm_shim.h"
 
 
-static void
-ngx_http_proxy_wasm_value_int(ngx_proxy_wasm_value_t *value, int64_t n)
+void
+ngx_proxy_wasm_value_int(ngx_proxy_wasm_value_t *value, int64_t n)
 {
     value->kind = NGX_PROXY_WASM_VALUE_INT;
     value->integer = n;
 }
 
 
-static void
-ngx_http_proxy_wasm_value_bool(ngx_proxy_wasm_value_t *value, ngx_uint_t b)
+void
+ngx_proxy_wasm_value_bool(ngx_proxy_wasm_value_t *value, ngx_uint_t b)
 {
     value->kind = NGX_PROXY_WASM_VALUE_BOOL;
     value->integer = b ? 1 : 0;
 }
 
 
-static void
-ngx_http_proxy_wasm_value_str(ngx_proxy_wasm_value_t *value, u_char *data,
+void
+ngx_proxy_wasm_value_str(ngx_proxy_wasm_value_t *value, u_char *data,
     size_t len)
 {
     value->kind = NGX_PROXY_WASM_VALUE_STRING;
@@ -35,8 +35,8 @@ ngx_http_proxy_wasm_value_str(ngx_proxy_wasm_value_t *value, u_char *data,
 
 
 /* "ip:port" ("[ip6]:port"; a unix socket's path) */
-static ngx_proxy_wasm_lookup_e
-ngx_http_proxy_wasm_address(ngx_http_request_t *r, struct sockaddr *sa,
+ngx_proxy_wasm_lookup_e
+ngx_proxy_wasm_address(ngx_pool_t *pool, struct sockaddr *sa,
     socklen_t socklen, ngx_proxy_wasm_value_t *value)
 {
     u_char  *p;
@@ -46,7 +46,7 @@ ngx_http_proxy_wasm_address(ngx_http_request_t *r, struct sockaddr *sa,
         return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
-    p = ngx_pnalloc(r->pool, NGX_SOCKADDR_STRLEN);
+    p = ngx_pnalloc(pool, NGX_SOCKADDR_STRLEN);
     if (p == NULL) {
         return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
@@ -61,14 +61,14 @@ ngx_http_proxy_wasm_address(ngx_http_request_t *r, struct sockaddr *sa,
     }
 #endif
 
-    ngx_http_proxy_wasm_value_str(value, p, len);
+    ngx_proxy_wasm_value_str(value, p, len);
 
     return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 
-static ngx_proxy_wasm_lookup_e
-ngx_http_proxy_wasm_port(struct sockaddr *sa, ngx_proxy_wasm_value_t *value)
+ngx_proxy_wasm_lookup_e
+ngx_proxy_wasm_port(struct sockaddr *sa, ngx_proxy_wasm_value_t *value)
 {
     if (sa == NULL
         || (sa->sa_family != AF_INET
@@ -80,7 +80,7 @@ ngx_http_proxy_wasm_port(struct sockaddr *sa, ngx_proxy_wasm_value_t *value)
         return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
-    ngx_http_proxy_wasm_value_int(value, ngx_inet_get_port(sa));
+    ngx_proxy_wasm_value_int(value, ngx_inet_get_port(sa));
 
     return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
@@ -114,7 +114,7 @@ ngx_http_proxy_wasm_protocol(ngx_http_request_t *r,
         return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
-    ngx_http_proxy_wasm_value_str(value, s.data, s.len);
+    ngx_proxy_wasm_value_str(value, s.data, s.len);
 
     return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
@@ -137,7 +137,7 @@ ngx_http_proxy_wasm_variable_value(ngx_http_request_t *r, const char *name,
                ? NGX_PROXY_WASM_LOOKUP_ERROR : NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
-    ngx_http_proxy_wasm_value_str(value, (u_char *) v.data, v.len);
+    ngx_proxy_wasm_value_str(value, (u_char *) v.data, v.len);
 
     return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
@@ -163,7 +163,7 @@ ngx_http_proxy_wasm_copy_bio(ngx_http_request_t *r, BIO *bio,
         return NGX_PROXY_WASM_LOOKUP_ERROR;
     }
 
-    ngx_http_proxy_wasm_value_str(value, p, len);
+    ngx_proxy_wasm_value_str(value, p, len);
 
     return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
@@ -178,7 +178,7 @@ ngx_http_proxy_wasm_subject(ngx_http_request_t *r, X509 *cert,
     ngx_proxy_wasm_lookup_e rc;
 
     if (cert == NULL) {
-        ngx_http_proxy_wasm_value_str(value, (u_char *) "", 0);
+        ngx_proxy_wasm_value_str(value, (u_char *) "", 0);
         return NGX_PROXY_WASM_LOOKUP_FOUND;
     }
 
@@ -242,7 +242,7 @@ ngx_http_proxy_wasm_san(ngx_http_request_t *r, X509 *cert, int type,
         }
 
         ngx_memcpy(p, ASN1_STRING_get0_data(s), ASN1_STRING_length(s));
-        ngx_http_proxy_wasm_value_str(value, p, ASN1_STRING_length(s));
+        ngx_proxy_wasm_value_str(value, p, ASN1_STRING_length(s));
         rc = NGX_PROXY_WASM_LOOKUP_FOUND;
         break;
     }
@@ -275,7 +275,7 @@ ngx_http_proxy_wasm_sha256(ngx_http_request_t *r, X509 *cert,
     }
 
     ngx_hex_dump(p, md, n);
-    ngx_http_proxy_wasm_value_str(value, p, 2 * n);
+    ngx_proxy_wasm_value_str(value, p, 2 * n);
 
     return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
@@ -293,10 +293,10 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, ngx_proxy_wasm_attribute_e attrib
     if (r->connection->ssl == NULL) {
         switch (attribute) {
         case NGX_PROXY_WASM_ATTR_CONNECTION_MTLS:
-            ngx_http_proxy_wasm_value_bool(value, 0);
+            ngx_proxy_wasm_value_bool(value, 0);
             return NGX_PROXY_WASM_LOOKUP_FOUND;
         case NGX_PROXY_WASM_ATTR_CONNECTION_REQUESTED_SERVER_NAME:
-            ngx_http_proxy_wasm_value_str(value, (u_char *) "", 0);
+            ngx_proxy_wasm_value_str(value, (u_char *) "", 0);
             return NGX_PROXY_WASM_LOOKUP_FOUND;
         default:
             return NGX_PROXY_WASM_LOOKUP_ABSENT;
@@ -314,12 +314,12 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, ngx_proxy_wasm_attribute_e attrib
         s = NULL;
 #endif
         s = s ? s : "";
-        ngx_http_proxy_wasm_value_str(value, (u_char *) s, ngx_strlen(s));
+        ngx_proxy_wasm_value_str(value, (u_char *) s, ngx_strlen(s));
         return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_TLS_VERSION:
         s = SSL_get_version(ssl);
-        ngx_http_proxy_wasm_value_str(value, (u_char *) s, ngx_strlen(s));
+        ngx_proxy_wasm_value_str(value, (u_char *) s, ngx_strlen(s));
         return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_SUBJECT_LOCAL_CERTIFICATE:
@@ -344,7 +344,7 @@ ngx_http_proxy_wasm_tls(ngx_http_request_t *r, ngx_proxy_wasm_attribute_e attrib
     switch (attribute) {
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_MTLS:
-        ngx_http_proxy_wasm_value_bool(value, peer != NULL);
+        ngx_proxy_wasm_value_bool(value, peer != NULL);
         rc = NGX_PROXY_WASM_LOOKUP_FOUND;
         break;
 
@@ -407,7 +407,7 @@ ngx_http_proxy_wasm_backend_latency(ngx_http_request_t *r,
         return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
-    ngx_http_proxy_wasm_value_int(value,
+    ngx_proxy_wasm_value_int(value,
                                   (int64_t) state->response_time * 1000000);
 
     return NGX_PROXY_WASM_LOOKUP_FOUND;
@@ -423,7 +423,7 @@ ngx_http_proxy_wasm_upstream(ngx_http_request_t *r, ngx_proxy_wasm_attribute_e a
 
     if (attribute == NGX_PROXY_WASM_ATTR_UPSTREAM_REQUEST_ATTEMPT_COUNT) {
         /* one state per upstream server tried */
-        ngx_http_proxy_wasm_value_int(value, r->upstream_states
+        ngx_proxy_wasm_value_int(value, r->upstream_states
                                              ? r->upstream_states->nelts : 0);
         return NGX_PROXY_WASM_LOOKUP_FOUND;
     }
@@ -437,17 +437,17 @@ ngx_http_proxy_wasm_upstream(ngx_http_request_t *r, ngx_proxy_wasm_attribute_e a
     switch (attribute) {
 
     case NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS:
-        return ngx_http_proxy_wasm_address(r, u->peer.sockaddr,
+        return ngx_proxy_wasm_address(r->pool, u->peer.sockaddr,
                                            u->peer.socklen, value);
 
     case NGX_PROXY_WASM_ATTR_UPSTREAM_PORT:
-        return ngx_http_proxy_wasm_port(u->peer.sockaddr, value);
+        return ngx_proxy_wasm_port(u->peer.sockaddr, value);
 
     case NGX_PROXY_WASM_ATTR_UPSTREAM_TLS_VERSION:
 #if (NGX_HTTP_SSL)
         if (u->peer.connection && u->peer.connection->ssl) {
             s = SSL_get_version(u->peer.connection->ssl->connection);
-            ngx_http_proxy_wasm_value_str(value, (u_char *) s, ngx_strlen(s));
+            ngx_proxy_wasm_value_str(value, (u_char *) s, ngx_strlen(s));
             return NGX_PROXY_WASM_LOOKUP_FOUND;
         }
 #endif
@@ -480,7 +480,7 @@ ngx_http_proxy_wasm_attribute_get(void *request,
     switch (attribute) {
 
     case NGX_PROXY_WASM_ATTR_REQUEST_TIME:
-        ngx_http_proxy_wasm_value_int(value,
+        ngx_proxy_wasm_value_int(value,
                                       (int64_t) r->start_sec * 1000000000
                                       + (int64_t) r->start_msec * 1000000);
         return NGX_PROXY_WASM_LOOKUP_FOUND;
@@ -489,7 +489,7 @@ ngx_http_proxy_wasm_attribute_get(void *request,
         tp = ngx_timeofday();
         ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
                                + (tp->msec - r->start_msec));
-        ngx_http_proxy_wasm_value_int(value, (int64_t) ngx_max(ms, 0)
+        ngx_proxy_wasm_value_int(value, (int64_t) ngx_max(ms, 0)
                                              * 1000000);
         return NGX_PROXY_WASM_LOOKUP_FOUND;
 
@@ -498,18 +498,18 @@ ngx_http_proxy_wasm_attribute_get(void *request,
 
     case NGX_PROXY_WASM_ATTR_REQUEST_SIZE:
         if (r->headers_in.content_length_n >= 0) {
-            ngx_http_proxy_wasm_value_int(value,
+            ngx_proxy_wasm_value_int(value,
                                           r->headers_in.content_length_n);
 
         } else {
-            ngx_http_proxy_wasm_value_int(value, r->request_body
+            ngx_proxy_wasm_value_int(value, r->request_body
                                           ? r->request_body->received : 0);
         }
 
         return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_REQUEST_TOTAL_SIZE:
-        ngx_http_proxy_wasm_value_int(value, r->request_length);
+        ngx_proxy_wasm_value_int(value, r->request_length);
         return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_REQUEST_ID:
@@ -520,7 +520,7 @@ ngx_http_proxy_wasm_attribute_get(void *request,
             return NGX_PROXY_WASM_LOOKUP_ABSENT;
         }
 
-        ngx_http_proxy_wasm_value_int(value, r->headers_out.status);
+        ngx_proxy_wasm_value_int(value, r->headers_out.status);
         return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_CODE_DETAILS:
@@ -529,11 +529,11 @@ ngx_http_proxy_wasm_attribute_get(void *request,
         }
 
         if (r->upstream && r->upstream->headers_in.status_n) {
-            ngx_http_proxy_wasm_value_str(value, (u_char *) "via_upstream",
+            ngx_proxy_wasm_value_str(value, (u_char *) "via_upstream",
                                           sizeof("via_upstream") - 1);
 
         } else {
-            ngx_http_proxy_wasm_value_str(value, (u_char *) "direct_response",
+            ngx_proxy_wasm_value_str(value, (u_char *) "direct_response",
                                           sizeof("direct_response") - 1);
         }
 
@@ -541,21 +541,21 @@ ngx_http_proxy_wasm_attribute_get(void *request,
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_SIZE:
         sent = c->sent - r->header_size;
-        ngx_http_proxy_wasm_value_int(value, ngx_max(sent, 0));
+        ngx_proxy_wasm_value_int(value, ngx_max(sent, 0));
         return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_TOTAL_SIZE:
-        ngx_http_proxy_wasm_value_int(value, c->sent);
+        ngx_proxy_wasm_value_int(value, c->sent);
         return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_RESPONSE_BACKEND_LATENCY:
         return ngx_http_proxy_wasm_backend_latency(r, value);
 
     case NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS:
-        return ngx_http_proxy_wasm_address(r, c->sockaddr, c->socklen, value);
+        return ngx_proxy_wasm_address(r->pool, c->sockaddr, c->socklen, value);
 
     case NGX_PROXY_WASM_ATTR_SOURCE_PORT:
-        return ngx_http_proxy_wasm_port(c->sockaddr, value);
+        return ngx_proxy_wasm_port(c->sockaddr, value);
 
     case NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS:
     case NGX_PROXY_WASM_ATTR_DESTINATION_PORT:
@@ -564,14 +564,14 @@ ngx_http_proxy_wasm_attribute_get(void *request,
         }
 
         if (attribute == NGX_PROXY_WASM_ATTR_DESTINATION_PORT) {
-            return ngx_http_proxy_wasm_port(c->local_sockaddr, value);
+            return ngx_proxy_wasm_port(c->local_sockaddr, value);
         }
 
-        return ngx_http_proxy_wasm_address(r, c->local_sockaddr,
+        return ngx_proxy_wasm_address(r->pool, c->local_sockaddr,
                                            c->local_socklen, value);
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_ID:
-        ngx_http_proxy_wasm_value_int(value, (int64_t) c->number);
+        ngx_proxy_wasm_value_int(value, (int64_t) c->number);
         return NGX_PROXY_WASM_LOOKUP_FOUND;
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_MTLS:
@@ -589,7 +589,7 @@ ngx_http_proxy_wasm_attribute_get(void *request,
         return ngx_http_proxy_wasm_tls(r, attribute, value);
 #else
         if (attribute == NGX_PROXY_WASM_ATTR_CONNECTION_MTLS) {
-            ngx_http_proxy_wasm_value_bool(value, 0);
+            ngx_proxy_wasm_value_bool(value, 0);
             return NGX_PROXY_WASM_LOOKUP_FOUND;
         }
 

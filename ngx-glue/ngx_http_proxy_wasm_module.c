@@ -47,24 +47,6 @@ static ngx_conf_enum_t  ngx_http_proxy_wasm_overflow[] = {
 };
 
 
-static ngx_conf_enum_t  ngx_http_proxy_wasm_isolations[] = {
-    { ngx_string("none"), NGX_PROXY_WASM_ISOLATION_NONE },
-    { ngx_string("request"), NGX_PROXY_WASM_ISOLATION_REQUEST },
-    /* the former name of "request" */
-    { ngx_string("stream"), NGX_PROXY_WASM_ISOLATION_REQUEST },
-    { ngx_string("filter"), NGX_PROXY_WASM_ISOLATION_FILTER },
-    { ngx_null_string, 0 }
-};
-
-
-static ngx_conf_enum_t  ngx_http_proxy_wasm_failures[] = {
-    { ngx_string("reload"), NGX_PROXY_WASM_FAILURE_RELOAD },
-    { ngx_string("fail_closed"), NGX_PROXY_WASM_FAILURE_FAIL_CLOSED },
-    { ngx_string("fail_open"), NGX_PROXY_WASM_FAILURE_FAIL_OPEN },
-    { ngx_null_string, 0 }
-};
-
-
 static char *ngx_http_proxy_wasm_check_status(ngx_conf_t *cf, void *post,
     void *data);
 
@@ -108,14 +90,14 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
       ngx_proxy_wasm_conf_set_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_proxy_wasm_loc_conf_t, isolation),
-      &ngx_http_proxy_wasm_isolations },
+      &ngx_proxy_wasm_isolations },
 
     { ngx_string("proxy_wasm_failure"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_proxy_wasm_conf_set_enum_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_proxy_wasm_loc_conf_t, failure),
-      &ngx_http_proxy_wasm_failures },
+      &ngx_proxy_wasm_failures },
 
     { ngx_string("proxy_wasm_failure_status"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -255,57 +237,13 @@ ngx_http_proxy_wasm_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_proxy_wasm_loc_conf_t  *plcf = conf;
 
-    int32_t                           id;
-    uint32_t                         *filter;
-    ngx_str_t                        *value;
-    ngx_proxy_wasm_str_t              module, config, err;
-    ngx_proxy_wasm_runtime_t         *rt;
     ngx_http_proxy_wasm_main_conf_t  *pmcf;
 
-    value = cf->args->elts;
-
-    rt = ngx_proxy_wasm_runtime(cf->cycle);
-    if (rt == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "no wasm{} block is defined before http{}: "
-                           "module \"%V\" is unknown", &value[1]);
+    if (ngx_proxy_wasm_filter_directive(cf, &plcf->filters, "http")
+        != NGX_CONF_OK)
+    {
         return NGX_CONF_ERROR;
     }
-
-    if (plcf->filters == NGX_CONF_UNSET_PTR) {
-        plcf->filters = ngx_array_create(cf->pool, 2, sizeof(uint32_t));
-        if (plcf->filters == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    module.data = value[1].data;
-    module.len = value[1].len;
-
-    if (cf->args->nelts == 3) {
-        config.data = value[2].data;
-        config.len = value[2].len;
-
-    } else {
-        config.data = NULL;
-        config.len = 0;
-    }
-
-    ngx_str_null(&err);
-
-    id = ngx_proxy_wasm_api.filter_add(rt, module, config, &err);
-    if (id < 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%*s",
-                           (size_t) err.len, err.data);
-        return NGX_CONF_ERROR;
-    }
-
-    filter = ngx_array_push(plcf->filters);
-    if (filter == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *filter = (uint32_t) id;
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_proxy_wasm_module);
     pmcf->used = 1;

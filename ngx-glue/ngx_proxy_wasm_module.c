@@ -62,6 +62,24 @@ static ngx_conf_enum_t  ngx_proxy_wasm_log_levels[] = {
 };
 
 
+ngx_conf_enum_t  ngx_proxy_wasm_isolations[] = {
+    { ngx_string("none"), NGX_PROXY_WASM_ISOLATION_NONE },
+    { ngx_string("request"), NGX_PROXY_WASM_ISOLATION_REQUEST },
+    /* the former name of "request" */
+    { ngx_string("stream"), NGX_PROXY_WASM_ISOLATION_REQUEST },
+    { ngx_string("filter"), NGX_PROXY_WASM_ISOLATION_FILTER },
+    { ngx_null_string, 0 }
+};
+
+
+ngx_conf_enum_t  ngx_proxy_wasm_failures[] = {
+    { ngx_string("reload"), NGX_PROXY_WASM_FAILURE_RELOAD },
+    { ngx_string("fail_closed"), NGX_PROXY_WASM_FAILURE_FAIL_CLOSED },
+    { ngx_string("fail_open"), NGX_PROXY_WASM_FAILURE_FAIL_OPEN },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_proxy_wasm_commands[] = {
 
     { ngx_string("wasm"),
@@ -288,6 +306,65 @@ ngx_proxy_wasm_create_conf(ngx_cycle_t *cycle)
     ngx_str_null(&wcf->cache);
 
     return wcf;
+}
+
+
+char *
+ngx_proxy_wasm_filter_directive(ngx_conf_t *cf, ngx_array_t **filters,
+    const char *block)
+{
+    int32_t                    id;
+    uint32_t                  *filter;
+    ngx_str_t                 *value;
+    ngx_proxy_wasm_str_t       module, config, err;
+    ngx_proxy_wasm_runtime_t  *rt;
+
+    value = cf->args->elts;
+
+    rt = ngx_proxy_wasm_runtime(cf->cycle);
+    if (rt == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no wasm{} block is defined before %s{}: "
+                           "module \"%V\" is unknown", block, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (*filters == NGX_CONF_UNSET_PTR) {
+        *filters = ngx_array_create(cf->pool, 2, sizeof(uint32_t));
+        if (*filters == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    module.data = value[1].data;
+    module.len = value[1].len;
+
+    if (cf->args->nelts == 3) {
+        config.data = value[2].data;
+        config.len = value[2].len;
+
+    } else {
+        config.data = NULL;
+        config.len = 0;
+    }
+
+    ngx_str_null(&err);
+
+    id = ngx_proxy_wasm_api.filter_add(rt, module, config, &err);
+    if (id < 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%*s",
+                           (size_t) err.len, err.data);
+        return NGX_CONF_ERROR;
+    }
+
+    filter = ngx_array_push(*filters);
+    if (filter == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *filter = (uint32_t) id;
+
+    return NGX_CONF_OK;
 }
 
 

@@ -217,6 +217,28 @@ ngx_proxy_wasm_runtime_t *ngx_proxy_wasm_runtime(ngx_cycle_t *cycle);
 char *ngx_proxy_wasm_conf_set_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
+/*
+ * proxy_wasm of http{} and stream{}: adds the line's filter to *filters
+ * (made when NGX_CONF_UNSET_PTR); "block" names the block for errors.
+ */
+char *ngx_proxy_wasm_filter_directive(ngx_conf_t *cf, ngx_array_t **filters,
+    const char *block);
+
+/* the values of proxy_wasm_isolation and proxy_wasm_failure */
+extern ngx_conf_enum_t  ngx_proxy_wasm_isolations[];
+extern ngx_conf_enum_t  ngx_proxy_wasm_failures[];
+
+/* Attribute values, for attribute_get (ngx_http_proxy_wasm_attributes.c). */
+void ngx_proxy_wasm_value_int(ngx_proxy_wasm_value_t *value, int64_t n);
+void ngx_proxy_wasm_value_bool(ngx_proxy_wasm_value_t *value, ngx_uint_t b);
+void ngx_proxy_wasm_value_str(ngx_proxy_wasm_value_t *value, u_char *data,
+    size_t len);
+/* "ip:port" ("[ip6]:port"; a unix socket's path), in the pool */
+ngx_proxy_wasm_lookup_e ngx_proxy_wasm_address(ngx_pool_t *pool,
+    struct sockaddr *sa, socklen_t socklen, ngx_proxy_wasm_value_t *value);
+ngx_proxy_wasm_lookup_e ngx_proxy_wasm_port(struct sockaddr *sa,
+    ngx_proxy_wasm_value_t *value);
+
 /* http{}'s configuration in the running cycle, or NULL */
 ngx_http_conf_ctx_t *ngx_http_proxy_wasm_http_conf(void);
 

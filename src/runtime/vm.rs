@@ -521,6 +521,19 @@ impl Vm {
             Direction::Request => (&callbacks.request_body, Callback::RequestBody),
             Direction::Response => (&callbacks.response_body, Callback::ResponseBody),
         };
+        self.on_data(func, callback, id, size, end_of_stream)
+    }
+
+    /// A data callback (`(context, size, end_of_stream) -> action`); 0
+    /// (continue) when not exported.
+    fn on_data(
+        &mut self,
+        func: &Lazy<(i32, i32, i32), i32>,
+        callback: Callback,
+        id: u32,
+        size: usize,
+        end_of_stream: bool,
+    ) -> Result<i32, Trapped> {
         match func.get(&mut self.store) {
             Some(f) => self.call(id, callback, |store| {
                 f.call(store, (id as i32, size as i32, end_of_stream as i32))
@@ -566,12 +579,7 @@ impl Vm {
             Direction::Request => (&callbacks.downstream_data, Callback::DownstreamData),
             Direction::Response => (&callbacks.upstream_data, Callback::UpstreamData),
         };
-        match func.get(&mut self.store) {
-            Some(f) => self.call(id, callback, |store| {
-                f.call(store, (id as i32, size as i32, end_of_stream as i32))
-            }),
-            None => Ok(0),
-        }
+        self.on_data(func, callback, id, size, end_of_stream)
     }
 
     /// `proxy_on_{downstream,upstream}_connection_close`, with the peer

@@ -1,0 +1,226 @@
+/*
+ * The host functions of stream{} sessions, which ngx_proxy_wasm_host.c
+ * calls for a "request" that is a session: its log, its variables, the
+ * facts behind Envoy's connection attributes.
+ */
+
+#include "ngx_stream_proxy_wasm.h"
+
+
+static ngx_log_t *
+ngx_stream_proxy_wasm_log_of(void *session)
+{
+    return ((ngx_stream_session_t *) session)->connection->log;
+}
+
+
+/* A variable's value by name, NULL when it has none. */
+static ngx_stream_variable_value_t *
+ngx_stream_proxy_wasm_variable(ngx_stream_session_t *s, u_char *name,
+    size_t len)
+{
+    u_char                        lowcase[64];
+    ngx_str_t                     var;
+    ngx_uint_t                    key;
+    ngx_stream_variable_value_t  *vv;
+
+    if (len > sizeof(lowcase)) {
+        return NULL;
+    }
+
+    key = ngx_hash_strlow(lowcase, name, len);
+    var.data = lowcase;
+    var.len = len;
+
+    vv = ngx_stream_get_variable(s, &var, key);
+
+    if (vv == NULL || vv->not_found) {
+        return NULL;
+    }
+
+    return vv;
+}
+
+
+static ngx_proxy_wasm_variable_e
+ngx_stream_proxy_wasm_variable_get(void *session, ngx_proxy_wasm_str_t name,
+    ngx_proxy_wasm_str_t *value)
+{
+    u_char                       *lowcase;
+    ngx_str_t                     var;
+    ngx_uint_t                    key;
+    ngx_stream_session_t         *s = session;
+    ngx_stream_variable_t        *v;
+    ngx_stream_variable_value_t  *vv;
+    ngx_stream_core_main_conf_t  *cmcf;
+
+    lowcase = ngx_pnalloc(s->connection->pool, name.len);
+    if (lowcase == NULL) {
+        return NGX_PROXY_WASM_VARIABLE_ERROR;
+    }
+
+    key = ngx_hash_strlow(lowcase, (u_char *) name.data, name.len);
+    var.data = lowcase;
+    var.len = name.len;
+
+    cmcf = ngx_stream_get_module_main_conf(s, ngx_stream_core_module);
+    v = ngx_hash_find(&cmcf->variables_hash, key, var.data, var.len);
+
+    if (v == NULL) {
+        return NGX_PROXY_WASM_VARIABLE_UNKNOWN;
+    }
+
+    vv = ngx_stream_get_variable(s, &var, key);
+
+    if (vv == NULL) {
+        return NGX_PROXY_WASM_VARIABLE_ERROR;
+    }
+
+    if (vv->not_found) {
+        return NGX_PROXY_WASM_VARIABLE_NO_VALUE;
+    }
+
+    value->data = vv->data;
+    value->len = vv->len;
+
+    return NGX_PROXY_WASM_VARIABLE_FOUND;
+}
+
+
+/* A fact read from a variable of nginx's (those of the SSL modules). */
+static ngx_proxy_wasm_lookup_e
+ngx_stream_proxy_wasm_from_variable(ngx_stream_session_t *s, char *name,
+    ngx_proxy_wasm_value_t *value)
+{
+    ngx_stream_variable_value_t  *vv;
+
+    vv = ngx_stream_proxy_wasm_variable(s, (u_char *) name, ngx_strlen(name));
+
+    if (vv == NULL || vv->len == 0) {
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
+    }
+
+    ngx_proxy_wasm_value_str(value, vv->data, vv->len);
+
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
+}
+
+
+static ngx_proxy_wasm_lookup_e
+ngx_stream_proxy_wasm_attribute_get(void *session,
+    ngx_proxy_wasm_attribute_e attribute, ngx_proxy_wasm_value_t *value)
+{
+    ngx_connection_t         *c;
+    ngx_stream_session_t     *s = session;
+    ngx_stream_upstream_t    *u;
+    ngx_proxy_wasm_lookup_e   rc;
+
+    c = s->connection;
+    u = s->upstream;
+
+    switch (attribute) {
+
+    case NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS:
+        return ngx_proxy_wasm_address(c->pool, c->sockaddr, c->socklen,
+                                      value);
+
+    case NGX_PROXY_WASM_ATTR_SOURCE_PORT:
+        return ngx_proxy_wasm_port(c->sockaddr, value);
+
+    case NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS:
+    case NGX_PROXY_WASM_ATTR_DESTINATION_PORT:
+        if (ngx_connection_local_sockaddr(c, NULL, 0) != NGX_OK) {
+            return NGX_PROXY_WASM_LOOKUP_ERROR;
+        }
+
+        if (attribute == NGX_PROXY_WASM_ATTR_DESTINATION_PORT) {
+            return ngx_proxy_wasm_port(c->local_sockaddr, value);
+        }
+
+        return ngx_proxy_wasm_address(c->pool, c->local_sockaddr,
+                                      c->local_socklen, value);
+
+    case NGX_PROXY_WASM_ATTR_CONNECTION_ID:
+        ngx_proxy_wasm_value_int(value, c->number);
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
+
+    case NGX_PROXY_WASM_ATTR_CONNECTION_MTLS:
+        if (ngx_stream_proxy_wasm_from_variable(s, "ssl_client_verify", value)
+            != NGX_PROXY_WASM_LOOKUP_FOUND)
+        {
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
+        }
+
+        ngx_proxy_wasm_value_bool(value, value->string.len == 7
+                                  && ngx_strncmp(value->string.data,
+                                                 "SUCCESS", 7) == 0);
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
+
+    case NGX_PROXY_WASM_ATTR_CONNECTION_REQUESTED_SERVER_NAME:
+        rc = ngx_stream_proxy_wasm_from_variable(s, "ssl_server_name", value);
+
+        if (rc != NGX_PROXY_WASM_LOOKUP_FOUND) {
+            rc = ngx_stream_proxy_wasm_from_variable(s,
+                                                     "ssl_preread_server_name",
+                                                     value);
+        }
+
+        return rc;
+
+    case NGX_PROXY_WASM_ATTR_CONNECTION_TLS_VERSION:
+        return ngx_stream_proxy_wasm_from_variable(s, "ssl_protocol", value);
+
+    case NGX_PROXY_WASM_ATTR_CONNECTION_SUBJECT_PEER_CERTIFICATE:
+        return ngx_stream_proxy_wasm_from_variable(s, "ssl_client_s_dn",
+                                                   value);
+
+    case NGX_PROXY_WASM_ATTR_CONNECTION_PEER_CERTIFICATE:
+        return ngx_stream_proxy_wasm_from_variable(s, "ssl_client_escaped_cert",
+                                                   value);
+
+    case NGX_PROXY_WASM_ATTR_UPSTREAM_ADDRESS:
+        if (u == NULL || u->peer.name == NULL) {
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
+        }
+
+        ngx_proxy_wasm_value_str(value, u->peer.name->data,
+                                 u->peer.name->len);
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
+
+    case NGX_PROXY_WASM_ATTR_UPSTREAM_PORT:
+        if (u == NULL) {
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
+        }
+
+        return ngx_proxy_wasm_port(u->peer.sockaddr, value);
+
+    case NGX_PROXY_WASM_ATTR_UPSTREAM_REQUEST_ATTEMPT_COUNT:
+        if (u == NULL || s->upstream_states == NULL) {
+            return NGX_PROXY_WASM_LOOKUP_ABSENT;
+        }
+
+        ngx_proxy_wasm_value_int(value, s->upstream_states->nelts);
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
+
+    default:
+        /* the facts of HTTP requests */
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
+    }
+}
+
+
+static ngx_proxy_wasm_lookup_e
+ngx_stream_proxy_wasm_static_property_get(void *session,
+    ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value)
+{
+    return NGX_PROXY_WASM_LOOKUP_ABSENT;
+}
+
+
+const ngx_proxy_wasm_stream_host_t  ngx_stream_proxy_wasm_host = {
+    .log = ngx_stream_proxy_wasm_log_of,
+    .attribute_get = ngx_stream_proxy_wasm_attribute_get,
+    .variable_get = ngx_stream_proxy_wasm_variable_get,
+    .static_property_get = ngx_stream_proxy_wasm_static_property_get,
+    .schedule_resume = ngx_stream_proxy_wasm_schedule_resume,
+};
