@@ -86,6 +86,45 @@ ngx_proxy_wasm_port(struct sockaddr *sa, ngx_proxy_wasm_value_t *value)
 }
 
 
+/*
+ * The facts of a connection's ends (source.*, destination.*,
+ * connection.id), for requests and stream{} sessions; strings in "pool".
+ */
+ngx_proxy_wasm_lookup_e
+ngx_proxy_wasm_endpoint(ngx_pool_t *pool, ngx_connection_t *c,
+    ngx_proxy_wasm_attribute_e attribute, ngx_proxy_wasm_value_t *value)
+{
+    switch (attribute) {
+
+    case NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS:
+        return ngx_proxy_wasm_address(pool, c->sockaddr, c->socklen, value);
+
+    case NGX_PROXY_WASM_ATTR_SOURCE_PORT:
+        return ngx_proxy_wasm_port(c->sockaddr, value);
+
+    case NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS:
+    case NGX_PROXY_WASM_ATTR_DESTINATION_PORT:
+        if (ngx_connection_local_sockaddr(c, NULL, 0) != NGX_OK) {
+            return NGX_PROXY_WASM_LOOKUP_ERROR;
+        }
+
+        if (attribute == NGX_PROXY_WASM_ATTR_DESTINATION_PORT) {
+            return ngx_proxy_wasm_port(c->local_sockaddr, value);
+        }
+
+        return ngx_proxy_wasm_address(pool, c->local_sockaddr,
+                                      c->local_socklen, value);
+
+    case NGX_PROXY_WASM_ATTR_CONNECTION_ID:
+        ngx_proxy_wasm_value_int(value, (int64_t) c->number);
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
+
+    default:
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
+    }
+}
+
+
 static ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_protocol(ngx_http_request_t *r,
     ngx_proxy_wasm_value_t *value)
@@ -552,27 +591,11 @@ ngx_http_proxy_wasm_attribute_get(void *request,
         return ngx_http_proxy_wasm_backend_latency(r, value);
 
     case NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS:
-        return ngx_proxy_wasm_address(r->pool, c->sockaddr, c->socklen, value);
-
     case NGX_PROXY_WASM_ATTR_SOURCE_PORT:
-        return ngx_proxy_wasm_port(c->sockaddr, value);
-
     case NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS:
     case NGX_PROXY_WASM_ATTR_DESTINATION_PORT:
-        if (ngx_connection_local_sockaddr(c, NULL, 0) != NGX_OK) {
-            return NGX_PROXY_WASM_LOOKUP_ERROR;
-        }
-
-        if (attribute == NGX_PROXY_WASM_ATTR_DESTINATION_PORT) {
-            return ngx_proxy_wasm_port(c->local_sockaddr, value);
-        }
-
-        return ngx_proxy_wasm_address(r->pool, c->local_sockaddr,
-                                           c->local_socklen, value);
-
     case NGX_PROXY_WASM_ATTR_CONNECTION_ID:
-        ngx_proxy_wasm_value_int(value, (int64_t) c->number);
-        return NGX_PROXY_WASM_LOOKUP_FOUND;
+        return ngx_proxy_wasm_endpoint(r->pool, c, attribute, value);
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_MTLS:
     case NGX_PROXY_WASM_ATTR_CONNECTION_REQUESTED_SERVER_NAME:

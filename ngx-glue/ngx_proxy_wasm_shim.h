@@ -238,6 +238,10 @@ ngx_proxy_wasm_lookup_e ngx_proxy_wasm_address(ngx_pool_t *pool,
     struct sockaddr *sa, socklen_t socklen, ngx_proxy_wasm_value_t *value);
 ngx_proxy_wasm_lookup_e ngx_proxy_wasm_port(struct sockaddr *sa,
     ngx_proxy_wasm_value_t *value);
+/* source.*, destination.*, connection.id of a connection */
+ngx_proxy_wasm_lookup_e ngx_proxy_wasm_endpoint(ngx_pool_t *pool,
+    ngx_connection_t *c, ngx_proxy_wasm_attribute_e attribute,
+    ngx_proxy_wasm_value_t *value);
 
 /* http{}'s configuration in the running cycle, or NULL */
 ngx_http_conf_ctx_t *ngx_http_proxy_wasm_http_conf(void);

@@ -121,28 +121,11 @@ ngx_stream_proxy_wasm_attribute_get(void *session,
     switch (attribute) {
 
     case NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS:
-        return ngx_proxy_wasm_address(c->pool, c->sockaddr, c->socklen,
-                                      value);
-
     case NGX_PROXY_WASM_ATTR_SOURCE_PORT:
-        return ngx_proxy_wasm_port(c->sockaddr, value);
-
     case NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS:
     case NGX_PROXY_WASM_ATTR_DESTINATION_PORT:
-        if (ngx_connection_local_sockaddr(c, NULL, 0) != NGX_OK) {
-            return NGX_PROXY_WASM_LOOKUP_ERROR;
-        }
-
-        if (attribute == NGX_PROXY_WASM_ATTR_DESTINATION_PORT) {
-            return ngx_proxy_wasm_port(c->local_sockaddr, value);
-        }
-
-        return ngx_proxy_wasm_address(c->pool, c->local_sockaddr,
-                                      c->local_socklen, value);
-
     case NGX_PROXY_WASM_ATTR_CONNECTION_ID:
-        ngx_proxy_wasm_value_int(value, c->number);
-        return NGX_PROXY_WASM_LOOKUP_FOUND;
+        return ngx_proxy_wasm_endpoint(c->pool, c, attribute, value);
 
     case NGX_PROXY_WASM_ATTR_CONNECTION_MTLS:
         if (ngx_stream_proxy_wasm_from_variable(s, "ssl_client_verify", value)
