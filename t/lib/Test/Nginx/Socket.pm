@@ -871,8 +871,18 @@ sub run_reload {
     }
     write_config($block, $port, config => section($block, 'reload_config'));
     kill 'HUP', $NginxPid;
-    # builds that run slower (sanitizers) take longer to reload
-    sleep((section($block, 'reload_wait') // 1.5) * ($ENV{TEST_NGINX_SLOWDOWN} || 1));
+    # builds that run slower (sanitizers) take longer to reload; a busy
+    # machine too (new workers compile what the cache cannot give): the
+    # loop goes on until the new configuration answers, for up to 10 s more
+    my $slowdown = $ENV{TEST_NGINX_SLOWDOWN} || 1;
+    sleep((section($block, 'reload_wait') // 1.5) * $slowdown);
+    my $answered = section($block, 'reload_response_like')->[1];
+    my $deadline = time + 10 * $slowdown;
+    while (time < $deadline) {
+        my @so_far = split /\n/, read_file($record);
+        last if @so_far && $so_far[-1] =~ $answered;
+        sleep 0.2;
+    }
     open my $fh, '>', $stop or die "cannot write $stop: $!";
     close $fh;
     waitpid $loop, 0;
