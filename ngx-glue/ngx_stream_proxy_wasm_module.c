@@ -595,11 +595,10 @@ ngx_stream_proxy_wasm_log_handler(ngx_stream_session_t *s)
     peer = (c->read->eof || c->read->error || c->error)
            ? NGX_PROXY_WASM_PEER_REMOTE : NGX_PROXY_WASM_PEER_LOCAL;
 
-    if (ctx->connected) {
-        ngx_proxy_wasm_library->chain_on_close(ctx->chain,
-                                               NGX_PROXY_WASM_DIRECTION_REQUEST,
-                                               peer);
-    }
+    /* also when a filter held the new connection: its contexts exist */
+    ngx_proxy_wasm_library->chain_on_close(ctx->chain,
+                                           NGX_PROXY_WASM_DIRECTION_REQUEST,
+                                           peer);
 
     if (u != NULL && u->connected) {
         /* not closed by the upstream (else reported already): by nginx */

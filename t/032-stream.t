@@ -11,11 +11,13 @@ default_modules(network => '$TEST_NGINX_FILTERS/network.wasm');
 
 test_certificates('svc');
 
-my ($redis, $resetting) = Test::Nginx::Socket::free_ports(2);
+my ($redis, $resetting, $grpc) = Test::Nginx::Socket::free_ports(3);
 $ENV{TEST_NGINX_REDIS_PORT} = $redis;
 $ENV{TEST_NGINX_RESETTING_PORT} = $resetting;
+$ENV{TEST_NGINX_GRPC_PORT} = $grpc;
 redis_server($redis);
 resetting_server($resetting);
+grpc_server($grpc);
 
 # curl(url, extra options): what curl printed, with its exit code
 sub curl {
@@ -52,6 +54,7 @@ qr/network_tcp_bytes_downstream 28\n.*network_tcp_bytes_upstream \d{3}\n.*networ
 [qr/#\d+ new connection from 127\.0\.0\.1:\d+ to port \d+ \(id \d+, sni -, tls -\)/,
  qr/#\d+ upstream closed: Remote \(upstream 127\.0\.0\.1:\d+\)/,
  qr/#\d+ downstream closed: Local/,
+ qr/#(\d+) stored conn-\1, server_port variable \d+/,
  qr/#\d+ on_log/]
 
 
@@ -147,8 +150,9 @@ qr/\r\n\r\nserved\n$/s
 --- stream_response eval
 ""
 --- stream_closed
---- error_log
-a filter held the new connection longer than proxy_wasm_hold_timeout
+--- error_log eval
+["a filter held the new connection longer than proxy_wasm_hold_timeout",
+ qr/#\d+ downstream closed: Local/]
 
 
 
@@ -528,3 +532,17 @@ qr/^HTTP\/1.1 200 OK\r\n.*x-network-module: http\r\n/s
 access forbidden by rule
 --- no_error_log
 new connection from
+
+
+
+=== TEST 26: the downstream's data waits for a gRPC call from the connection's context; its answer goes before it
+--- stream_server_config
+        proxy_wasm network "grpc_hold 127.0.0.1:$TEST_NGINX_GRPC_PORT";
+        proxy_pass 127.0.0.1:$TEST_NGINX_REDIS_PORT;
+--- stream_request eval
+"*2\r\n\$4\r\nECHO\r\n\$2\r\nhi\r\n"
+--- stream_response eval
+"+PONG\r\n\$2\r\nhi\r\n"
+--- error_log eval
+[qr/#\d+ holds 22 downstream bytes for a gRPC call/,
+ qr/#\d+ gRPC call answered: status 0, 14 bytes/]

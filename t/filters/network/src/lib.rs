@@ -13,6 +13,10 @@
 //!   hold_upstream <target> holds the upstream's first data until an HTTP
 //!                          call to <target> answers, and puts the answer's
 //!                          body before it
+//!   grpc_hold <target>     holds the downstream's first data until a gRPC
+//!                          call (test.Echo/Echo of t/lib/grpc_server.py)
+//!                          with a Redis PING answers, and puts the answer
+//!                          before it
 //!   hold_new <ms>          holds each new connection <ms> milliseconds (a
 //!                          tick of the root context continues them)
 //!   hold_downstream <ms>   holds the downstream's data until the next tick
@@ -221,6 +225,17 @@ impl Connection {
 }
 
 impl Context for Connection {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        if self.call != Some(token) {
+            return;
+        }
+        let message = self.get_grpc_call_response_body(0, size).unwrap_or_default();
+        info!("#{} gRPC call answered: status {}, {} bytes", self.id, status, message.len());
+        self.set_downstream_data(0, 0, &message);
+        self.waiting = false;
+        self.resume_downstream();
+    }
+
     fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
         if self.call != Some(token) {
             return;
@@ -249,6 +264,14 @@ impl StreamContext for Connection {
             }
         }
         if self.mode() == "count" {
+            // a stored property, and a stream variable
+            self.set_property(vec!["tcp", "tag"], Some(format!("conn-{}", self.id).as_bytes()));
+            info!(
+                "#{} stored {}, server_port variable {}",
+                self.id,
+                self.property(&["tcp", "tag"]),
+                self.property(&["ngx", "server_port"]),
+            );
             info!(
                 "#{} new connection from {} to port {} (id {}, sni {}, tls {})",
                 self.id,
@@ -302,6 +325,29 @@ impl StreamContext for Connection {
                 }
                 Action::Continue
             }
+            "grpc_hold" if self.call.is_none() => {
+                let target = self.arg(1).to_string();
+                match self.dispatch_grpc_call(
+                    &target,
+                    "test.Echo",
+                    "Echo",
+                    vec![],
+                    Some(b"*1\r\n$4\r\nPING\r\n"),
+                    Duration::from_secs(5),
+                ) {
+                    Ok(token) => {
+                        info!("#{} holds {} downstream bytes for a gRPC call", self.id, size);
+                        self.call = Some(token);
+                        self.waiting = true;
+                        Action::Pause
+                    }
+                    Err(status) => {
+                        warn!("#{} gRPC call failed: {:?}", self.id, status);
+                        Action::Continue
+                    }
+                }
+            }
+            "grpc_hold" if self.waiting => Action::Pause,
             "hold_downstream" => {
                 self.largest = self.largest.max(size);
                 let waiting = self.held.borrow().contains(&self.id);
