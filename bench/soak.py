@@ -2,7 +2,10 @@
 """Soak: requests through a mix of filters on 2 workers for a long time,
 to show that nothing grows: header filters, a response body rewrite, HTTP
 calls, a CAS counter in shared memory, queues, metrics, ticks, and a small
-share of traps and timeouts (answered 503). Every few seconds it samples
+share of traps and timeouts (answered 503); and beside them, TCP
+connections through network filters of a stream{} server (a new
+connection for every request: a byte counter and a rewriting filter in
+front of the same HTTP server). Every few seconds it samples
 the workers' RSS, their open file descriptors and the shared zones' free
 bytes; after the warm-up (the first quarter) each must stay flat, no
 worker may die, and every request must get its expected status.
@@ -24,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (the same nginx and wrk helpers)
 
 SERVICE = bench.PORT + 1
+STREAM = bench.PORT + 2
 
 # path, weight in 10,000, the status it must get
 MIX = [
@@ -90,9 +94,18 @@ LOCATIONS = f"""
 MAIN = f"""wasm {{
     module testbed {bench.FILTERS}/testbed.wasm;
     module trapper {bench.FILTERS}/testbed.wasm;
+    module network {bench.FILTERS}/network.wasm;
     callback_timeout 20ms;
     shm_kv * 1m;
     shm_queue q 4m;
+}}
+stream {{
+    server {{
+        listen 127.0.0.1:{STREAM};
+        proxy_wasm network bytes;
+        proxy_wasm network "rewrite /tcp /headers";
+        proxy_pass 127.0.0.1:{bench.PORT};
+    }}
 }}"""
 
 WRK_SCRIPT = """
@@ -149,7 +162,8 @@ def main():
     script.write(WRK_SCRIPT.replace("__ENTRIES__", entries))
     script.close()
 
-    nginx = bench.Nginx("soak", LOCATIONS, main=MAIN, workers=2)
+    nginx = bench.Nginx("soak", LOCATIONS, main=MAIN, workers=2,
+                        modules=(bench.MODULE, bench.STREAM_MODULE))
     os.makedirs(os.path.join(nginx.prefix, "html", "body"), exist_ok=True)
     with open(os.path.join(nginx.prefix, "html", "body", "page"), "wb") as f:
         f.write(b"soak body " * 400)
@@ -160,6 +174,11 @@ def main():
         load = subprocess.Popen(
             ["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{args.seconds}s", "-s", script.name,
              f"http://127.0.0.1:{bench.PORT}/"],
+            stdout=subprocess.PIPE, text=True)
+        # TCP through the network filters, a new connection per request
+        tcp = subprocess.Popen(
+            ["taskset", "-c", "1", "wrk", "-t1", "-c4", f"-d{args.seconds}s", "-H", "Connection: close",
+             f"http://127.0.0.1:{STREAM}/tcp"],
             stdout=subprocess.PIPE, text=True)
         samples = []
         started = time.monotonic()
@@ -174,7 +193,14 @@ def main():
             samples.append((time.monotonic() - started, nginx.rss_kib(), fds(now), shm_free()))
             bench.log("t=%4.0fs rss=%6d KiB fds=%4d shm_free=%8d" % samples[-1])
         out = load.stdout.read()
+        tcp_out = tcp.communicate()[0]
     os.unlink(script.name)
+
+    tcp_total = int(re.search(r"(\d+) requests in", tcp_out).group(1))
+    for problem in re.findall(r"(Socket errors: .*|Non-2xx or 3xx responses: \d+)", tcp_out):
+        failures.append(f"TCP through network filters: {problem}")
+    if tcp_total == 0:
+        failures.append("no TCP connection went through the network filters")
 
     counts = {int(s): int(n) for s, n in re.findall(r"^status (\d+) (\d+)$", out, re.M)}
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -204,6 +230,7 @@ def main():
             failures.append(f"shared zones lost {shm_loss:.0f} free bytes after warm-up")
         rps = total / args.seconds
         print(f"soak: {total:,} requests in {args.seconds} s ({rps:,.0f}/s) on 2 workers; statuses {counts}")
+        print(f"soak: {tcp_total:,} TCP connections through network filters")
         print(f"soak: after warm-up, RSS {mean([s[1] for s in early]):,.0f} -> {mean([s[1] for s in late]):,.0f} KiB,"
               f" open files {mean([s[2] for s in early]):.0f} -> {mean([s[2] for s in late]):.0f},"
               f" shared zones' free bytes {mean([s[3] for s in early]):,.0f} -> {mean([s[3] for s in late]):,.0f}")
