@@ -48,6 +48,8 @@ typedef struct {
     unsigned                        resume:1;
     /* the data ended (handed to the chain) */
     unsigned                        ended:1;
+    /* no filter has a data callback for it: it goes by the chain */
+    unsigned                        bypass:1;
 } ngx_stream_proxy_wasm_flow_t;
 
 

@@ -238,6 +238,20 @@ ngx_stream_proxy_wasm_filter(ngx_stream_session_t *s, ngx_chain_t *in,
     c = s->connection;
     flow = &ctx->flows[from_upstream];
 
+    if (flow->bypass) {
+        for (cl = in; cl && from_upstream && !flow->ended; cl = cl->next) {
+            flow->ended = cl->buf->last_buf;
+        }
+
+        if (flow->ended && from_upstream) {
+            ngx_proxy_wasm_library->chain_on_close(ctx->chain,
+                                           NGX_PROXY_WASM_DIRECTION_RESPONSE,
+                                           NGX_PROXY_WASM_PEER_REMOTE);
+        }
+
+        return ngx_stream_proxy_wasm_next_filter(s, in, from_upstream);
+    }
+
     /* links of our own to the proxy's buffers: it reuses its links */
     for (cl = in; cl; cl = cl->next) {
         ln = ngx_alloc_chain_link(c->pool);

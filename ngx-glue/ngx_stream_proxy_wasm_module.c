@@ -349,6 +349,13 @@ ngx_stream_proxy_wasm_session_ctx(ngx_stream_session_t *s,
                                                          &conf)
                     : NULL;
 
+    if (ctx->chain != NULL) {
+        for (i = 0; i < 2; i++) {
+            ctx->flows[i].bypass =
+                !ngx_proxy_wasm_library->chain_wants_body(ctx->chain, i);
+        }
+    }
+
     return ctx;
 }
 

@@ -546,3 +546,27 @@ new connection from
 --- error_log eval
 [qr/#\d+ holds 22 downstream bytes for a gRPC call/,
  qr/#\d+ gRPC call answered: status 0, 14 bytes/]
+
+
+
+=== TEST 27: a filter without data callbacks (a raw-ABI .wat): its connections' data goes by the chain; the close callbacks still come
+--- main_config
+    wasm {
+        module accept $TEST_NGINX_WAT/network_accept.wat;
+    }
+--- stream_server_config
+        proxy_wasm accept;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /t {
+        return 200 "served\n";
+    }
+--- stream_request eval
+"GET /t HTTP/1.0\r\n\r\n"
+--- stream_response_like eval
+qr/\r\n\r\nserved\n$/
+--- stream_closed
+--- error_log eval
+[qr/proxy_wasm "accept" #\d+: accepted a connection/,
+ qr/proxy_wasm "accept" #\d+: upstream closed/,
+ qr/proxy_wasm "accept" #\d+: downstream closed/]
