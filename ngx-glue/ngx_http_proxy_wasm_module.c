@@ -228,7 +228,8 @@ ngx_http_proxy_wasm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_INTERNAL_SERVER_ERROR);
     ngx_conf_merge_msec_value(conf->hold_timeout, prev->hold_timeout, 60000);
 
-    return ngx_http_proxy_wasm_merge_properties(cf, prev, conf);
+    return ngx_proxy_wasm_property_merge(cf, &conf->properties,
+                                         prev->properties);
 }
 
 

@@ -16,7 +16,7 @@
 
 
 typedef struct {
-    /* the path's key (property_key): dotted, canonical */
+    /* first, as ngx_proxy_wasm_property_add() wants */
     ngx_str_t                   key;
     ngx_http_complex_value_t    value;
 } ngx_http_proxy_wasm_property_t;
@@ -29,70 +29,17 @@ ngx_http_proxy_wasm_property_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_proxy_wasm_loc_conf_t  *plcf = conf;
 
-    size_t                             len;
-    ngx_str_t                         *value, key;
-    ngx_uint_t                         i;
-    ngx_proxy_wasm_str_t               path;
+    ngx_str_t                         *value;
     ngx_http_proxy_wasm_property_t    *prop;
     ngx_http_compile_complex_value_t   ccv;
 
     value = cf->args->elts;
 
-    path.data = value[1].data;
-    path.len = value[1].len;
-
-    /* the key: "node.id" is "xds.node.id", as in Envoy */
-    key.data = ngx_pnalloc(cf->pool, path.len + 4);
-    if (key.data == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    switch (ngx_proxy_wasm_api.property_key(path, key.data, &len)) {
-
-    case NGX_PROXY_WASM_PROPERTY_KEY_VALID:
-        key.len = len;
-        break;
-
-    case NGX_PROXY_WASM_PROPERTY_KEY_RESERVED:
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "property \"%V\" is one of nginx's attributes "
-                           "and cannot be defined", &value[1]);
-        return NGX_CONF_ERROR;
-
-    default:
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid property path \"%V\": segments are "
-                           "joined by single dots", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (plcf->properties == NGX_CONF_UNSET_PTR) {
-        plcf->properties = ngx_array_create(cf->pool, 4,
-                                    sizeof(ngx_http_proxy_wasm_property_t));
-        if (plcf->properties == NULL) {
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    prop = plcf->properties->elts;
-
-    for (i = 0; i < plcf->properties->nelts; i++) {
-        if (prop[i].key.len == key.len
-            && ngx_strncmp(prop[i].key.data, key.data, key.len) == 0)
-        {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "property \"%V\" is already defined here",
-                               &value[1]);
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    prop = ngx_array_push(plcf->properties);
+    prop = ngx_proxy_wasm_property_add(cf, &plcf->properties,
+                                       sizeof(ngx_http_proxy_wasm_property_t));
     if (prop == NULL) {
         return NGX_CONF_ERROR;
     }
-
-    prop->key = key;
 
     ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
     ccv.cf = cf;
@@ -107,57 +54,6 @@ ngx_http_proxy_wasm_property_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/*
- * A level's properties, then those it inherits that it does not define
- * itself: a location adds to its server's and http's.
- */
-char *
-ngx_http_proxy_wasm_merge_properties(ngx_conf_t *cf,
-    ngx_http_proxy_wasm_loc_conf_t *prev, ngx_http_proxy_wasm_loc_conf_t *conf)
-{
-    ngx_uint_t                       i, j;
-    ngx_http_proxy_wasm_property_t  *own, *inherited, *prop;
-
-    if (conf->properties == NGX_CONF_UNSET_PTR) {
-        conf->properties = (prev->properties == NGX_CONF_UNSET_PTR)
-                           ? NULL : prev->properties;
-        return NGX_CONF_OK;
-    }
-
-    if (prev->properties == NGX_CONF_UNSET_PTR || prev->properties == NULL) {
-        return NGX_CONF_OK;
-    }
-
-    inherited = prev->properties->elts;
-
-    for (i = 0; i < prev->properties->nelts; i++) {
-        own = conf->properties->elts;
-
-        for (j = 0; j < conf->properties->nelts; j++) {
-            if (own[j].key.len == inherited[i].key.len
-                && ngx_strncmp(own[j].key.data, inherited[i].key.data,
-                               own[j].key.len) == 0)
-            {
-                break;
-            }
-        }
-
-        if (j < conf->properties->nelts) {
-            continue;
-        }
-
-        prop = ngx_array_push(conf->properties);
-        if (prop == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        *prop = inherited[i];
-    }
-
-    return NGX_CONF_OK;
-}
-
-
 ngx_proxy_wasm_lookup_e
 ngx_http_proxy_wasm_static_property_get(void *request,
     ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value)
@@ -165,7 +61,6 @@ ngx_http_proxy_wasm_static_property_get(void *request,
     ngx_http_request_t  *r = request;
 
     ngx_str_t                        v;
-    ngx_uint_t                       i;
     ngx_http_conf_ctx_t             *http;
     ngx_http_proxy_wasm_loc_conf_t  *plcf;
     ngx_http_proxy_wasm_property_t  *prop;
@@ -192,37 +87,30 @@ ngx_http_proxy_wasm_static_property_get(void *request,
         plcf = http->loc_conf[ngx_http_proxy_wasm_module.ctx_index];
     }
 
-    if (plcf == NULL || plcf->properties == NULL
-        || plcf->properties == NGX_CONF_UNSET_PTR)
-    {
+    if (plcf == NULL) {
         return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
-    prop = plcf->properties->elts;
+    prop = ngx_proxy_wasm_property_find(plcf->properties, key);
 
-    for (i = 0; i < plcf->properties->nelts; i++) {
-        if (prop[i].key.len != key.len
-            || ngx_strncmp(prop[i].key.data, key.data, key.len) != 0)
-        {
-            continue;
-        }
-
-        if (prop[i].value.lengths == NULL) {
-            v = prop[i].value.value;
-
-        } else if (r == NULL) {
-            return NGX_PROXY_WASM_LOOKUP_ABSENT;
-
-        } else if (ngx_http_complex_value(r, &prop[i].value, &v) != NGX_OK) {
-            return NGX_PROXY_WASM_LOOKUP_ERROR;
-        }
-
-        value->data = v.data;
-        value->len = v.len;
-        return NGX_PROXY_WASM_LOOKUP_FOUND;
+    if (prop == NULL) {
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
-    return NGX_PROXY_WASM_LOOKUP_ABSENT;
+    if (prop->value.lengths == NULL) {
+        v = prop->value.value;
+
+    } else if (r == NULL) {
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
+
+    } else if (ngx_http_complex_value(r, &prop->value, &v) != NGX_OK) {
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
+    }
+
+    value->data = v.data;
+    value->len = v.len;
+
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 

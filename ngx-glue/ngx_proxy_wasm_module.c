@@ -368,6 +368,147 @@ ngx_proxy_wasm_filter_directive(ngx_conf_t *cf, ngx_array_t **filters,
 }
 
 
+void *
+ngx_proxy_wasm_property_add(ngx_conf_t *cf, ngx_array_t **properties,
+    size_t size)
+{
+    size_t                 len;
+    u_char                *elt;
+    ngx_str_t             *value, key;
+    ngx_proxy_wasm_str_t   path;
+
+    value = cf->args->elts;
+
+    path.data = value[1].data;
+    path.len = value[1].len;
+
+    /* the key: "node.id" is "xds.node.id", as in Envoy */
+    key.data = ngx_pnalloc(cf->pool, path.len + 4);
+    if (key.data == NULL) {
+        return NULL;
+    }
+
+    switch (ngx_proxy_wasm_api.property_key(path, key.data, &len)) {
+
+    case NGX_PROXY_WASM_PROPERTY_KEY_VALID:
+        key.len = len;
+        break;
+
+    case NGX_PROXY_WASM_PROPERTY_KEY_RESERVED:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "property \"%V\" is one of nginx's attributes "
+                           "and cannot be defined", &value[1]);
+        return NULL;
+
+    default:
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid property path \"%V\": segments are "
+                           "joined by single dots", &value[1]);
+        return NULL;
+    }
+
+    if (*properties == NGX_CONF_UNSET_PTR) {
+        *properties = ngx_array_create(cf->pool, 4, size);
+        if (*properties == NULL) {
+            return NULL;
+        }
+    }
+
+    path.data = key.data;
+    path.len = key.len;
+
+    if (ngx_proxy_wasm_property_find(*properties, path) != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "property \"%V\" is already defined here",
+                           &value[1]);
+        return NULL;
+    }
+
+    elt = ngx_array_push(*properties);
+    if (elt == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(elt, size);
+    *(ngx_str_t *) elt = key;
+
+    return elt;
+}
+
+
+char *
+ngx_proxy_wasm_property_merge(ngx_conf_t *cf, ngx_array_t **conf,
+    ngx_array_t *prev)
+{
+    u_char                *inherited, *elt;
+    ngx_uint_t             i;
+    ngx_str_t             *key;
+    ngx_proxy_wasm_str_t   k;
+
+    if (prev == NGX_CONF_UNSET_PTR) {
+        prev = NULL;
+    }
+
+    if (*conf == NGX_CONF_UNSET_PTR) {
+        *conf = prev;
+        return NGX_CONF_OK;
+    }
+
+    if (prev == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    /* a level adds to what it inherits, and its own lines win */
+    inherited = prev->elts;
+
+    for (i = 0; i < prev->nelts; i++) {
+        key = (ngx_str_t *) (inherited + i * prev->size);
+        k.data = key->data;
+        k.len = key->len;
+
+        if (ngx_proxy_wasm_property_find(*conf, k) != NULL) {
+            continue;
+        }
+
+        elt = ngx_array_push(*conf);
+        if (elt == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(elt, key, prev->size);
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+void *
+ngx_proxy_wasm_property_find(ngx_array_t *properties, ngx_proxy_wasm_str_t key)
+{
+    u_char      *elts;
+    ngx_str_t   *own;
+    ngx_uint_t   i;
+
+    if (properties == NULL || properties == NGX_CONF_UNSET_PTR) {
+        return NULL;
+    }
+
+    elts = properties->elts;
+
+    for (i = 0; i < properties->nelts; i++) {
+        own = (ngx_str_t *) (elts + i * properties->size);
+
+        if (own->len == key.len
+            && ngx_strncmp(own->data, key.data, key.len) == 0)
+        {
+            return own;
+        }
+    }
+
+    return NULL;
+}
+
+
 ngx_proxy_wasm_runtime_t *
 ngx_proxy_wasm_runtime(ngx_cycle_t *cycle)
 {

@@ -224,6 +224,20 @@ char *ngx_proxy_wasm_conf_set_enum_slot(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_proxy_wasm_filter_directive(ngx_conf_t *cf, ngx_array_t **filters,
     const char *block);
 
+/*
+ * proxy_wasm_property of http{} and stream{}: arrays of elements that
+ * begin with the property's key (ngx_str_t), followed by the subsystem's
+ * value. _add checks the line's path and adds an element with its key
+ * (NULL: the error is logged); _merge adds what a level inherits and does
+ * not define itself; _find gives the element of a key, or NULL.
+ */
+void *ngx_proxy_wasm_property_add(ngx_conf_t *cf, ngx_array_t **properties,
+    size_t size);
+char *ngx_proxy_wasm_property_merge(ngx_conf_t *cf, ngx_array_t **conf,
+    ngx_array_t *prev);
+void *ngx_proxy_wasm_property_find(ngx_array_t *properties,
+    ngx_proxy_wasm_str_t key);
+
 /* the values of proxy_wasm_isolation and proxy_wasm_failure */
 extern ngx_conf_enum_t  ngx_proxy_wasm_isolations[];
 extern ngx_conf_enum_t  ngx_proxy_wasm_failures[];
@@ -280,9 +294,6 @@ void ngx_http_proxy_wasm_resume_response(ngx_http_request_t *r,
 /* properties: ngx_http_proxy_wasm_properties.c */
 char *ngx_http_proxy_wasm_property_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-char *ngx_http_proxy_wasm_merge_properties(ngx_conf_t *cf,
-    ngx_http_proxy_wasm_loc_conf_t *prev,
-    ngx_http_proxy_wasm_loc_conf_t *conf);
 ngx_int_t ngx_http_proxy_wasm_add_variables(ngx_conf_t *cf);
 ngx_proxy_wasm_lookup_e ngx_http_proxy_wasm_attribute_get(void *request,
     ngx_proxy_wasm_attribute_e attribute, ngx_proxy_wasm_value_t *value);

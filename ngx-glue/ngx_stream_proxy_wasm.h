@@ -25,7 +25,16 @@ typedef struct {
     ngx_uint_t                      failure;
     size_t                          buffer_limit;
     ngx_msec_t                      hold_timeout;
+    /* proxy_wasm_property: ngx_stream_proxy_wasm_property_t, or NULL */
+    ngx_array_t                    *properties;
 } ngx_stream_proxy_wasm_srv_conf_t;
+
+
+typedef struct {
+    /* first, as ngx_proxy_wasm_property_add() wants */
+    ngx_str_t                       key;
+    ngx_stream_complex_value_t      value;
+} ngx_stream_proxy_wasm_property_t;
 
 
 typedef struct {

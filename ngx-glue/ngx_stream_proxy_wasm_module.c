@@ -34,6 +34,8 @@ static char *ngx_stream_proxy_wasm_merge_srv_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static char *ngx_stream_proxy_wasm_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static char *ngx_stream_proxy_wasm_property_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_stream_proxy_wasm_preread_handler(
     ngx_stream_session_t *s);
 static ngx_int_t ngx_stream_proxy_wasm_log_handler(ngx_stream_session_t *s);
@@ -71,6 +73,13 @@ static ngx_command_t  ngx_stream_proxy_wasm_commands[] = {
       ngx_conf_set_size_slot,
       NGX_STREAM_SRV_CONF_OFFSET,
       offsetof(ngx_stream_proxy_wasm_srv_conf_t, buffer_limit),
+      NULL },
+
+    { ngx_string("proxy_wasm_property"),
+      NGX_STREAM_MAIN_CONF|NGX_STREAM_SRV_CONF|NGX_CONF_TAKE2,
+      ngx_stream_proxy_wasm_property_directive,
+      NGX_STREAM_SRV_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("proxy_wasm_hold_timeout"),
@@ -144,6 +153,7 @@ ngx_stream_proxy_wasm_create_srv_conf(ngx_conf_t *cf)
     conf->failure = NGX_CONF_UNSET_UINT;
     conf->buffer_limit = NGX_CONF_UNSET_SIZE;
     conf->hold_timeout = NGX_CONF_UNSET_MSEC;
+    conf->properties = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -166,6 +176,39 @@ ngx_stream_proxy_wasm_merge_srv_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_size_value(conf->buffer_limit, prev->buffer_limit,
                               1024 * 1024);
     ngx_conf_merge_msec_value(conf->hold_timeout, prev->hold_timeout, 60000);
+
+    return ngx_proxy_wasm_property_merge(cf, &conf->properties,
+                                         prev->properties);
+}
+
+
+/* proxy_wasm_property <path> <value> */
+static char *
+ngx_stream_proxy_wasm_property_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_stream_proxy_wasm_srv_conf_t  *pscf = conf;
+
+    ngx_str_t                            *value;
+    ngx_stream_proxy_wasm_property_t     *prop;
+    ngx_stream_compile_complex_value_t    ccv;
+
+    value = cf->args->elts;
+
+    prop = ngx_proxy_wasm_property_add(cf, &pscf->properties,
+                                     sizeof(ngx_stream_proxy_wasm_property_t));
+    if (prop == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_stream_compile_complex_value_t));
+    ccv.cf = cf;
+    ccv.value = &value[2];
+    ccv.complex_value = &prop->value;
+
+    if (ngx_stream_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

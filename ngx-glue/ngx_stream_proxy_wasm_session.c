@@ -192,11 +192,31 @@ ngx_stream_proxy_wasm_attribute_get(void *session,
 }
 
 
+/* A property of proxy_wasm_property, with the session's variables. */
 static ngx_proxy_wasm_lookup_e
 ngx_stream_proxy_wasm_static_property_get(void *session,
     ngx_proxy_wasm_str_t key, ngx_proxy_wasm_str_t *value)
 {
-    return NGX_PROXY_WASM_LOOKUP_ABSENT;
+    ngx_str_t                          v;
+    ngx_stream_session_t              *s = session;
+    ngx_stream_proxy_wasm_property_t  *prop;
+    ngx_stream_proxy_wasm_srv_conf_t  *pscf;
+
+    pscf = ngx_stream_get_module_srv_conf(s, ngx_stream_proxy_wasm_module);
+    prop = ngx_proxy_wasm_property_find(pscf->properties, key);
+
+    if (prop == NULL) {
+        return NGX_PROXY_WASM_LOOKUP_ABSENT;
+    }
+
+    if (ngx_stream_complex_value(s, &prop->value, &v) != NGX_OK) {
+        return NGX_PROXY_WASM_LOOKUP_ERROR;
+    }
+
+    value->data = v.data;
+    value->len = v.len;
+
+    return NGX_PROXY_WASM_LOOKUP_FOUND;
 }
 
 

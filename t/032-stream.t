@@ -54,7 +54,7 @@ qr/network_tcp_bytes_downstream 28\n.*network_tcp_bytes_upstream \d{3}\n.*networ
 [qr/#\d+ new connection from 127\.0\.0\.1:\d+ to port \d+ \(id \d+, sni -, tls -\)/,
  qr/#\d+ upstream closed: Remote \(upstream 127\.0\.0\.1:\d+\)/,
  qr/#\d+ downstream closed: Local/,
- qr/#(\d+) stored conn-\1, server_port variable \d+/,
+ qr/#(\d+) stored conn-\1, server_port variable \d+, configured -/,
  qr/#\d+ on_log/]
 
 
@@ -570,3 +570,35 @@ qr/\r\n\r\nserved\n$/
 [qr/proxy_wasm "accept" #\d+: accepted a connection/,
  qr/proxy_wasm "accept" #\d+: upstream closed/,
  qr/proxy_wasm "accept" #\d+: downstream closed/]
+
+
+
+=== TEST 28: proxy_wasm_property in stream{}: values with the session's variables; a server's own line wins over stream{}'s
+--- stream_config
+    proxy_wasm_property my.prop "from stream{}";
+    proxy_wasm_property other.prop "inherited";
+--- stream_server_config
+        proxy_wasm_property my.prop "$remote_addr on $server_port";
+        proxy_wasm network count;
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /t {
+        return 200 "served\n";
+    }
+--- stream_request eval
+"GET /t HTTP/1.0\r\n\r\n"
+--- stream_response_like eval
+qr/\r\n\r\nserved\n$/
+--- stream_closed
+--- error_log eval
+qr/#\d+ stored conn-\d+, server_port variable \d+, configured 127\.0\.0\.1 on \d+/
+
+
+
+=== TEST 29: proxy_wasm_property in stream{}: a reserved path fails the configuration
+--- stream_server_config
+        proxy_wasm_property source.address "x";
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- must_die
+--- error_log eval
+qr/\[emerg\] (?:\d+#\d+: )?property "source\.address" is one of nginx's attributes and cannot be defined in .*nginx\.conf:\d+/

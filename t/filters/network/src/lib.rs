@@ -267,10 +267,11 @@ impl StreamContext for Connection {
             // a stored property, and a stream variable
             self.set_property(vec!["tcp", "tag"], Some(format!("conn-{}", self.id).as_bytes()));
             info!(
-                "#{} stored {}, server_port variable {}",
+                "#{} stored {}, server_port variable {}, configured {}",
                 self.id,
                 self.property(&["tcp", "tag"]),
                 self.property(&["ngx", "server_port"]),
+                self.property(&["my", "prop"]),
             );
             info!(
                 "#{} new connection from {} to port {} (id {}, sni {}, tls {})",
