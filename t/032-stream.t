@@ -602,3 +602,27 @@ qr/#\d+ stored conn-\d+, server_port variable \d+, configured 127\.0\.0\.1 on \d
 --- must_die
 --- error_log eval
 qr/\[emerg\] (?:\d+#\d+: )?property "source\.address" is one of nginx's attributes and cannot be defined in .*nginx\.conf:\d+/
+
+
+
+=== TEST 30: shared queues from network contexts: each connection enqueues, the root context drains
+--- main_config
+    wasm {
+        module network $TEST_NGINX_FILTERS/network.wasm;
+        shm_queue conns 64k;
+    }
+--- stream_server_config
+        proxy_wasm network "queue conns";
+        proxy_pass 127.0.0.1:$TEST_NGINX_SERVER_PORT;
+--- config
+    location /t {
+        return 200 "served\n";
+    }
+--- stream_request eval
+"GET /t HTTP/1.0\r\n\r\n"
+--- stream_response_like eval
+qr/\r\n\r\nserved\n$/
+--- stream_closed
+--- error_log eval
+[qr/#\d+ enqueued (127\.0\.0\.1:\d+)/,
+ qr/proxy_wasm "network" #\d+: dequeued 127\.0\.0\.1:\d+/]

@@ -17,6 +17,9 @@
 //!                          call (test.Echo/Echo of t/lib/grpc_server.py)
 //!                          with a Redis PING answers, and puts the answer
 //!                          before it
+//!   queue <name>           each new connection puts its source address on
+//!                          the shared queue <name>, which the root
+//!                          context registered and drains (logging it)
 //!   hold_new <ms>          holds each new connection <ms> milliseconds (a
 //!                          tick of the root context continues them)
 //!   hold_downstream <ms>   holds the downstream's data until the next tick
@@ -82,11 +85,21 @@ impl RootContext for Root {
             .map(|c| String::from_utf8_lossy(&c).into_owned())
             .unwrap_or_default();
         self.mode = config.split_whitespace().map(String::from).collect();
+        if self.mode.first().map(String::as_str) == Some("queue") {
+            let name = self.mode.get(1).cloned().unwrap_or_default();
+            hostcalls::register_shared_queue(&name).unwrap();
+        }
         if matches!(self.mode.first().map(String::as_str), Some("hold_new" | "hold_downstream")) {
             let ms = self.mode.get(1).and_then(|ms| ms.parse().ok()).unwrap_or(100);
             self.set_tick_period(Duration::from_millis(ms));
         }
         true
+    }
+
+    fn on_queue_ready(&mut self, queue: u32) {
+        while let Ok(Some(item)) = hostcalls::dequeue_shared_queue(queue) {
+            info!("dequeued {}", String::from_utf8_lossy(&item));
+        }
     }
 
     fn on_tick(&mut self) {
@@ -282,6 +295,12 @@ impl StreamContext for Connection {
                 self.property(&["connection", "requested_server_name"]),
                 self.property(&["connection", "tls_version"]),
             );
+        }
+        if self.mode() == "queue" {
+            let queue = hostcalls::resolve_shared_queue("network", self.arg(1)).unwrap().unwrap();
+            let source = self.property(&["source", "address"]);
+            hostcalls::enqueue_shared_queue(queue, Some(source.as_bytes())).unwrap();
+            info!("#{} enqueued {}", self.id, source);
         }
         if self.mode() == "hold_new" {
             self.held.borrow_mut().push(self.id);
