@@ -15,6 +15,9 @@
 /* the chain holds data that goes to a connection */
 #define NGX_STREAM_PROXY_WASM_BUFFERED  0x20
 
+/* the longest variable name filters may ask for */
+#define NGX_STREAM_PROXY_WASM_NAME_MAX  128
+
 /* body parts handed to the chain at once without an allocation */
 #define NGX_STREAM_PROXY_WASM_STACK_PARTS  8
 
@@ -59,6 +62,8 @@ typedef struct {
     unsigned                        ended:1;
     /* no filter has a data callback for it: it goes by the chain */
     unsigned                        bypass:1;
+    /* its end went to the chain's close callback */
+    unsigned                        reported:1;
 } ngx_stream_proxy_wasm_flow_t;
 
 
@@ -68,6 +73,8 @@ typedef struct {
     ngx_stream_proxy_wasm_flow_t    flows[2];
     ngx_event_t                     resume;
     ngx_event_t                     hold_timer;
+    /* source.address, destination.address, once made */
+    ngx_str_t                       addresses[2];
     /* on_new_connection went through the whole chain */
     unsigned                        connected:1;
     /* the chain failed or closed the connection */

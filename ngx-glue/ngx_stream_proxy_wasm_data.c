@@ -66,6 +66,25 @@ ngx_stream_proxy_wasm_output(ngx_connection_t *c,
 }
 
 
+/*
+ * The upstream's data ended (it closed its side): its close callback,
+ * once.
+ */
+static void
+ngx_stream_proxy_wasm_ended(ngx_stream_proxy_wasm_ctx_t *ctx,
+    ngx_uint_t from_upstream)
+{
+    ngx_stream_proxy_wasm_flow_t  *flow = &ctx->flows[from_upstream];
+
+    if (from_upstream && flow->ended && !flow->reported) {
+        flow->reported = 1;
+        ngx_proxy_wasm_library->chain_on_close(ctx->chain,
+                                           NGX_PROXY_WASM_DIRECTION_RESPONSE,
+                                           NGX_PROXY_WASM_PEER_REMOTE);
+    }
+}
+
+
 /* The proxy's buffers of a direction were read: they can be refilled. */
 static void
 ngx_stream_proxy_wasm_release(ngx_connection_t *c, ngx_chain_t *links,
@@ -239,15 +258,11 @@ ngx_stream_proxy_wasm_filter(ngx_stream_session_t *s, ngx_chain_t *in,
     flow = &ctx->flows[from_upstream];
 
     if (flow->bypass) {
-        for (cl = in; cl && from_upstream && !flow->ended; cl = cl->next) {
+        for (cl = in; cl && !flow->ended; cl = cl->next) {
             flow->ended = cl->buf->last_buf;
         }
 
-        if (flow->ended && from_upstream) {
-            ngx_proxy_wasm_library->chain_on_close(ctx->chain,
-                                           NGX_PROXY_WASM_DIRECTION_RESPONSE,
-                                           NGX_PROXY_WASM_PEER_REMOTE);
-        }
+        ngx_stream_proxy_wasm_ended(ctx, from_upstream);
 
         return ngx_stream_proxy_wasm_next_filter(s, in, from_upstream);
     }
@@ -275,12 +290,7 @@ ngx_stream_proxy_wasm_filter(ngx_stream_session_t *s, ngx_chain_t *in,
         return NGX_ERROR;
     }
 
-    if (from_upstream && flow->ended) {
-        /* the upstream's data ended: it closed its side */
-        ngx_proxy_wasm_library->chain_on_close(ctx->chain,
-                                           NGX_PROXY_WASM_DIRECTION_RESPONSE,
-                                           NGX_PROXY_WASM_PEER_REMOTE);
-    }
+    ngx_stream_proxy_wasm_ended(ctx, from_upstream);
 
     dst = ngx_stream_proxy_wasm_destination(s, from_upstream);
 

@@ -14,49 +14,25 @@ ngx_stream_proxy_wasm_log_of(void *session)
 }
 
 
-/* A variable's value by name, NULL when it has none. */
-static ngx_stream_variable_value_t *
-ngx_stream_proxy_wasm_variable(ngx_stream_session_t *s, u_char *name,
-    size_t len)
-{
-    u_char                        lowcase[64];
-    ngx_str_t                     var;
-    ngx_uint_t                    key;
-    ngx_stream_variable_value_t  *vv;
-
-    if (len > sizeof(lowcase)) {
-        return NULL;
-    }
-
-    key = ngx_hash_strlow(lowcase, name, len);
-    var.data = lowcase;
-    var.len = len;
-
-    vv = ngx_stream_get_variable(s, &var, key);
-
-    if (vv == NULL || vv->not_found) {
-        return NULL;
-    }
-
-    return vv;
-}
-
-
+/*
+ * A variable by name (any case). The name is lower-cased on the stack: a
+ * session's pool lives as long as its connection, and filters may read
+ * variables with every read of data.
+ */
 static ngx_proxy_wasm_variable_e
 ngx_stream_proxy_wasm_variable_get(void *session, ngx_proxy_wasm_str_t name,
     ngx_proxy_wasm_str_t *value)
 {
-    u_char                       *lowcase;
+    u_char                        lowcase[NGX_STREAM_PROXY_WASM_NAME_MAX];
     ngx_str_t                     var;
     ngx_uint_t                    key;
     ngx_stream_session_t         *s = session;
-    ngx_stream_variable_t        *v;
     ngx_stream_variable_value_t  *vv;
     ngx_stream_core_main_conf_t  *cmcf;
 
-    lowcase = ngx_pnalloc(s->connection->pool, name.len);
-    if (lowcase == NULL) {
-        return NGX_PROXY_WASM_VARIABLE_ERROR;
+    if (name.len > sizeof(lowcase)) {
+        /* longer than any variable's name */
+        return NGX_PROXY_WASM_VARIABLE_UNKNOWN;
     }
 
     key = ngx_hash_strlow(lowcase, (u_char *) name.data, name.len);
@@ -64,9 +40,8 @@ ngx_stream_proxy_wasm_variable_get(void *session, ngx_proxy_wasm_str_t name,
     var.len = name.len;
 
     cmcf = ngx_stream_get_module_main_conf(s, ngx_stream_core_module);
-    v = ngx_hash_find(&cmcf->variables_hash, key, var.data, var.len);
 
-    if (v == NULL) {
+    if (ngx_hash_find(&cmcf->variables_hash, key, var.data, var.len) == NULL) {
         return NGX_PROXY_WASM_VARIABLE_UNKNOWN;
     }
 
@@ -92,17 +67,59 @@ static ngx_proxy_wasm_lookup_e
 ngx_stream_proxy_wasm_from_variable(ngx_stream_session_t *s, char *name,
     ngx_proxy_wasm_value_t *value)
 {
-    ngx_stream_variable_value_t  *vv;
+    ngx_proxy_wasm_str_t  var, v;
 
-    vv = ngx_stream_proxy_wasm_variable(s, (u_char *) name, ngx_strlen(name));
+    var.data = (uint8_t *) name;
+    var.len = ngx_strlen(name);
 
-    if (vv == NULL || vv->len == 0) {
+    if (ngx_stream_proxy_wasm_variable_get(s, var, &v)
+        != NGX_PROXY_WASM_VARIABLE_FOUND
+        || v.len == 0)
+    {
         return NGX_PROXY_WASM_LOOKUP_ABSENT;
     }
 
-    ngx_proxy_wasm_value_str(value, vv->data, vv->len);
+    ngx_proxy_wasm_value_str(value, (u_char *) v.data, v.len);
 
     return NGX_PROXY_WASM_LOOKUP_FOUND;
+}
+
+
+/*
+ * source.address, destination.address: made once per session (its pool
+ * lives as long as the connection), then lent.
+ */
+static ngx_proxy_wasm_lookup_e
+ngx_stream_proxy_wasm_address(ngx_stream_session_t *s,
+    ngx_proxy_wasm_attribute_e attribute, ngx_proxy_wasm_value_t *value)
+{
+    ngx_str_t                    *known;
+    ngx_connection_t             *c;
+    ngx_proxy_wasm_lookup_e       rc;
+    ngx_stream_proxy_wasm_ctx_t  *ctx;
+
+    c = s->connection;
+    ctx = ngx_stream_get_module_ctx(s, ngx_stream_proxy_wasm_module);
+
+    if (ctx == NULL) {
+        return ngx_proxy_wasm_endpoint(c->pool, c, attribute, value);
+    }
+
+    known = &ctx->addresses[attribute == NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS];
+
+    if (known->data != NULL) {
+        ngx_proxy_wasm_value_str(value, known->data, known->len);
+        return NGX_PROXY_WASM_LOOKUP_FOUND;
+    }
+
+    rc = ngx_proxy_wasm_endpoint(c->pool, c, attribute, value);
+
+    if (rc == NGX_PROXY_WASM_LOOKUP_FOUND) {
+        known->data = (u_char *) value->string.data;
+        known->len = value->string.len;
+    }
+
+    return rc;
 }
 
 
@@ -121,8 +138,10 @@ ngx_stream_proxy_wasm_attribute_get(void *session,
     switch (attribute) {
 
     case NGX_PROXY_WASM_ATTR_SOURCE_ADDRESS:
-    case NGX_PROXY_WASM_ATTR_SOURCE_PORT:
     case NGX_PROXY_WASM_ATTR_DESTINATION_ADDRESS:
+        return ngx_stream_proxy_wasm_address(s, attribute, value);
+
+    case NGX_PROXY_WASM_ATTR_SOURCE_PORT:
     case NGX_PROXY_WASM_ATTR_DESTINATION_PORT:
     case NGX_PROXY_WASM_ATTR_CONNECTION_ID:
         return ngx_proxy_wasm_endpoint(c->pool, c, attribute, value);

@@ -152,7 +152,6 @@ struct Flow {
 
 pub struct Chain {
     worker: Rc<Worker>,
-    connection: bool,
     state: Rc<RefCell<RequestState>>,
     filters: Vec<FilterRun>,
     flows: [Flow; 2],
@@ -195,7 +194,6 @@ impl Chain {
         }
         Chain {
             worker,
-            connection: config.connection,
             state: Rc::new(RefCell::new(state)),
             filters,
             flows,
@@ -211,13 +209,12 @@ impl Chain {
     /// Whether a filter of the chain has a body callback for a direction.
     /// nginx only hands bodies to chains that have one.
     pub fn wants_body(&self, direction: Direction) -> bool {
+        let connection = self.connection();
         self.filters.iter().any(|run| {
             let vm = run.slot.as_ref().map(|slot| slot.borrow());
             vm.is_some_and(|vm| {
-                vm.as_ref().is_some_and(|vm| match self.connection {
-                    true => vm.has_connection_data_callback(direction),
-                    false => vm.has_body_callback(direction),
-                })
+                vm.as_ref()
+                    .is_some_and(|vm| vm.has_data_callback(connection, direction))
             })
         })
     }
@@ -411,15 +408,26 @@ impl Chain {
         }
     }
 
+    /// Whether the chain runs a connection's network filters.
+    fn connection(&self) -> bool {
+        self.state.borrow().connection
+    }
+
     fn step(&self, direction: Direction, next: Next, output: Output, end_of_stream: bool) -> Step {
         let flow = &self.flows[direction as usize];
-        let queued = flow.queued.as_ref().map_or(0, |queued| queued.data.len());
+        let state = self.state.borrow();
+        // what filters hold bounds a connection's reading (HTTP has limits
+        // of its own)
+        let held = match state.connection {
+            true => flow.queued.as_ref().map_or(0, |queued| queued.data.len()) + state.held_bytes(direction),
+            false => 0,
+        };
         Step {
             next,
             headers_done: flow.headers_done,
             output,
             end_of_stream,
-            held: queued + self.state.borrow().held_bytes(direction),
+            held,
         }
     }
 
@@ -427,8 +435,9 @@ impl Chain {
     /// (the request direction) or `on_upstream_connection_close` of every
     /// filter with a context, once per side.
     pub fn on_close(&mut self, direction: Direction, peer: PeerType) {
+        let connection = self.connection();
         let closed = &mut self.closed[direction as usize];
-        if !self.connection || *closed {
+        if !connection || *closed {
             return;
         }
         *closed = true;
@@ -453,7 +462,7 @@ impl Chain {
             let end_of_stream = flow.headers_end_of_stream;
             flow.headers_next += 1;
             let i = self.filter_at(direction, position);
-            if self.connection {
+            if self.connection() {
                 let result = self.callback(i, direction, |vm, id| vm.on_new_connection(id));
                 let next = self.after(i, direction, result, |status| status != 0);
                 if next != Next::Continue {
@@ -520,10 +529,9 @@ impl Chain {
                 *slot = Some(held);
                 size
             };
-            let connection = self.connection;
-            let result = self.callback(i, direction, |vm, id| match connection {
-                true => vm.on_connection_data(direction, id, size, end_of_stream),
-                false => vm.on_body(direction, id, size, end_of_stream),
+            let connection = self.connection();
+            let result = self.callback(i, direction, |vm, id| {
+                vm.on_data(connection, direction, id, size, end_of_stream)
             });
             let mut next = self.after(i, direction, result, |status| status != 0);
             if next == Next::Pause && self.over_limit(direction, size) {
@@ -615,7 +623,7 @@ impl Chain {
 
     fn over_limit(&self, direction: Direction, held: usize) -> bool {
         // a connection's data is bounded by nginx, which stops reading
-        !self.connection && direction == Direction::Response && held > self.limits.response_body
+        direction == Direction::Response && held > self.limits.response_body && !self.connection()
     }
 
     fn log_overflow(&self, i: usize, held: usize, outcome: &str) {

@@ -500,40 +500,24 @@ impl Vm {
         }
     }
 
-    /// Whether the module has a body callback for this direction.
-    pub fn has_body_callback(&self, direction: Direction) -> bool {
-        match direction {
-            Direction::Request => self.callbacks.request_body.exists(),
-            Direction::Response => self.callbacks.response_body.exists(),
-        }
+    /// Whether the module has the data callback of a direction.
+    pub fn has_data_callback(&self, connection: bool, direction: Direction) -> bool {
+        self.callbacks.data(connection, direction).0.exists()
     }
 
-    /// `proxy_on_{request,response}_body`; 0 (continue) when not exported.
-    pub fn on_body(
+    /// `proxy_on_{request,response}_body`, or for a connection
+    /// `proxy_on_{downstream,upstream}_data`; 0 (continue) when not
+    /// exported.
+    pub fn on_data(
         &mut self,
+        connection: bool,
         direction: Direction,
         id: u32,
         size: usize,
         end_of_stream: bool,
     ) -> Result<i32, Trapped> {
         let callbacks = self.callbacks.clone();
-        let (func, callback) = match direction {
-            Direction::Request => (&callbacks.request_body, Callback::RequestBody),
-            Direction::Response => (&callbacks.response_body, Callback::ResponseBody),
-        };
-        self.on_data(func, callback, id, size, end_of_stream)
-    }
-
-    /// A data callback (`(context, size, end_of_stream) -> action`); 0
-    /// (continue) when not exported.
-    fn on_data(
-        &mut self,
-        func: &Lazy<(i32, i32, i32), i32>,
-        callback: Callback,
-        id: u32,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Result<i32, Trapped> {
+        let (func, callback) = callbacks.data(connection, direction);
         match func.get(&mut self.store) {
             Some(f) => self.call(id, callback, |store| {
                 f.call(store, (id as i32, size as i32, end_of_stream as i32))
@@ -565,23 +549,6 @@ impl Vm {
         }
     }
 
-    /// `proxy_on_{downstream,upstream}_data` (the request direction is
-    /// the downstream's); 0 (continue) when not exported.
-    pub fn on_connection_data(
-        &mut self,
-        direction: Direction,
-        id: u32,
-        size: usize,
-        end_of_stream: bool,
-    ) -> Result<i32, Trapped> {
-        let callbacks = self.callbacks.clone();
-        let (func, callback) = match direction {
-            Direction::Request => (&callbacks.downstream_data, Callback::DownstreamData),
-            Direction::Response => (&callbacks.upstream_data, Callback::UpstreamData),
-        };
-        self.on_data(func, callback, id, size, end_of_stream)
-    }
-
     /// `proxy_on_{downstream,upstream}_connection_close`, with the peer
     /// that closed (`PeerType`).
     pub fn on_connection_close(
@@ -600,15 +567,6 @@ impl Vm {
                 f.call(store, (id as i32, u32::from(peer) as i32))
             }),
             None => Ok(()),
-        }
-    }
-
-    /// Whether the module has a data callback for this direction of a
-    /// connection.
-    pub fn has_connection_data_callback(&self, direction: Direction) -> bool {
-        match direction {
-            Direction::Request => self.callbacks.downstream_data.exists(),
-            Direction::Response => self.callbacks.upstream_data.exists(),
         }
     }
 
@@ -761,6 +719,18 @@ impl Vm {
 }
 
 impl Callbacks {
+    /// The data callback of a direction: the body callbacks of HTTP
+    /// requests, the data callbacks of connections (the request direction
+    /// is the downstream's).
+    fn data(&self, connection: bool, direction: Direction) -> (&Lazy<(i32, i32, i32), i32>, Callback) {
+        match (connection, direction) {
+            (false, Direction::Request) => (&self.request_body, Callback::RequestBody),
+            (false, Direction::Response) => (&self.response_body, Callback::ResponseBody),
+            (true, Direction::Request) => (&self.downstream_data, Callback::DownstreamData),
+            (true, Direction::Response) => (&self.upstream_data, Callback::UpstreamData),
+        }
+    }
+
     fn new(instance: Instance, module: &WasmModule) -> Callbacks {
         let headers = |name| {
             if module.abi.headers_callbacks_have_eos() {
