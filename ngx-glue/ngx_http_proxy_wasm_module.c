@@ -23,6 +23,7 @@
 #include "ngx_proxy_wasm_shim.h"
 
 
+static ngx_int_t ngx_http_proxy_wasm_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_proxy_wasm_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_proxy_wasm_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_proxy_wasm_init_process(ngx_cycle_t *cycle);
@@ -132,7 +133,7 @@ static ngx_command_t  ngx_http_proxy_wasm_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_proxy_wasm_module_ctx = {
-    ngx_http_proxy_wasm_add_variables,     /* preconfiguration */
+    ngx_http_proxy_wasm_preconfiguration,  /* preconfiguration */
     ngx_http_proxy_wasm_init,              /* postconfiguration */
 
     ngx_http_proxy_wasm_create_main_conf,  /* create main configuration */
@@ -254,6 +255,17 @@ ngx_http_proxy_wasm_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static ngx_int_t
+ngx_http_proxy_wasm_preconfiguration(ngx_conf_t *cf)
+{
+    if (ngx_http_proxy_wasm_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_proxy_wasm_lua_init(cf);
+}
+
+
+static ngx_int_t
 ngx_http_proxy_wasm_init(ngx_conf_t *cf)
 {
     ngx_uint_t                        i;
@@ -272,9 +284,12 @@ ngx_http_proxy_wasm_init(ngx_conf_t *cf)
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_proxy_wasm_module);
 
-    if (!pmcf->used) {
+    /* with modules, Lua may attach chains in any location */
+    if (!pmcf->used && ngx_proxy_wasm_runtime(cf->cycle) == NULL) {
         return NGX_OK;
     }
+
+    pmcf->used = 1;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -484,22 +499,30 @@ ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r)
 
 
 /*
- * A new run of the location's chain, in a fresh or ended state. If it
- * cannot start, the state stays (failed: the error response passes the
- * filters by) and *rc is set.
+ * A new run of the state's chain (ctx->filters: the location's, or those
+ * Lua attached), in a fresh or ended state. If it cannot start, the state
+ * stays (failed: the error response passes the filters by) and *rc is set.
  */
 static ngx_http_proxy_wasm_ctx_t *
 ngx_http_proxy_wasm_start_chain(ngx_http_request_t *r,
-    ngx_http_proxy_wasm_ctx_t *ctx, ngx_http_proxy_wasm_loc_conf_t *plcf,
-    ngx_int_t *rc)
+    ngx_http_proxy_wasm_ctx_t *ctx, ngx_int_t *rc)
 {
-    ngx_proxy_wasm_runtime_t     *rt;
-    ngx_proxy_wasm_chain_conf_t   conf;
+    ngx_uint_t                       isolation, attached;
+    ngx_array_t                     *filters;
+    ngx_proxy_wasm_runtime_t        *rt;
+    ngx_proxy_wasm_chain_conf_t      conf;
+    ngx_http_proxy_wasm_loc_conf_t  *plcf;
+
+    filters = ctx->filters;
+    isolation = ctx->lua_isolation;
+    attached = ctx->lua_attached;
 
     ngx_memzero(ctx, sizeof(ngx_http_proxy_wasm_ctx_t));
 
     ctx->request = r;
-    ctx->filters = plcf->filters;
+    ctx->filters = filters;
+    ctx->lua_isolation = isolation;
+    ctx->lua_attached = attached;
     ctx->resume.handler = ngx_http_proxy_wasm_resume_handler;
     ctx->resume.data = ctx;
     ctx->resume.log = r->connection->log;
@@ -507,19 +530,20 @@ ngx_http_proxy_wasm_start_chain(ngx_http_request_t *r,
     ctx->hold_timer.data = ctx;
     ctx->hold_timer.log = r->connection->log;
 
+    plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
+
     ngx_memzero(&conf, sizeof(ngx_proxy_wasm_chain_conf_t));
     conf.response_body_limit = plcf->response_body_buffers.num
                                * plcf->response_body_buffers.size;
     conf.response_body_overflow_pass = plcf->response_body_overflow;
     conf.failure = plcf->failure;
-    conf.isolation = plcf->isolation;
+    conf.isolation = (isolation != NGX_CONF_UNSET_UINT) ? isolation
+                                                        : plcf->isolation;
 
     rt = ngx_proxy_wasm_runtime((ngx_cycle_t *) ngx_cycle);
 
-    ctx->chain = rt ? ngx_proxy_wasm_api.chain_new(rt, r,
-                                                    plcf->filters->elts,
-                                                    plcf->filters->nelts,
-                                                    &conf)
+    ctx->chain = rt ? ngx_proxy_wasm_api.chain_new(rt, r, filters->elts,
+                                                    filters->nelts, &conf)
                      : NULL;
 
     if (ctx->chain == NULL) {
@@ -532,7 +556,7 @@ ngx_http_proxy_wasm_start_chain(ngx_http_request_t *r,
 }
 
 
-static void
+void
 ngx_http_proxy_wasm_end_chain(ngx_http_proxy_wasm_ctx_t *ctx)
 {
     if (ctx->resume.posted) {
@@ -558,15 +582,47 @@ ngx_http_proxy_wasm_cleanup(void *data)
 
 
 /*
- * The request's state when its location runs a filter chain (NULL, with
- * *rc set, otherwise). After an internal redirect to a location with
- * another chain, the old chain's contexts end and the new chain starts,
- * unless the response is under way.
+ * A new state for the request, without a chain; it lives as long as the
+ * request's pool, whose cleanup ends its chain.
+ */
+ngx_http_proxy_wasm_ctx_t *
+ngx_http_proxy_wasm_new_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_proxy_wasm_ctx_t  *ctx;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_proxy_wasm_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx->request = r;
+    ctx->lua_isolation = NGX_CONF_UNSET_UINT;
+
+    cln->handler = ngx_http_proxy_wasm_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_proxy_wasm_module);
+
+    return ctx;
+}
+
+
+/*
+ * The request's state when it runs a filter chain (NULL, with *rc set,
+ * otherwise): the chain Lua attached, else its location's. After an
+ * internal redirect to a location with another chain, the old chain's
+ * contexts end and the new chain starts, unless the response is under way
+ * (or Lua attached the chain).
  */
 ngx_http_proxy_wasm_ctx_t *
 ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
 {
-    ngx_pool_cleanup_t              *cln;
     ngx_http_proxy_wasm_ctx_t       *ctx;
     ngx_http_proxy_wasm_loc_conf_t  *plcf;
 
@@ -578,6 +634,15 @@ ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
     }
 
     ctx = ngx_http_proxy_wasm_get_ctx(r);
+
+    if (ctx != NULL && ctx->lua_attached) {
+        if (ctx->chain == NULL && !ctx->failed) {
+            return ngx_http_proxy_wasm_start_chain(r, ctx, rc);
+        }
+
+        return ctx;
+    }
+
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
 
     if (plcf->filters == NULL || plcf->filters->nelts == 0) {
@@ -594,29 +659,17 @@ ngx_http_proxy_wasm_request_ctx(ngx_http_request_t *r, ngx_int_t *rc)
 
         ngx_http_proxy_wasm_end_chain(ctx);
 
-        return ngx_http_proxy_wasm_start_chain(r, ctx, plcf, rc);
+    } else {
+        ctx = ngx_http_proxy_wasm_new_ctx(r);
+        if (ctx == NULL) {
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NULL;
+        }
     }
 
-    ctx = ngx_palloc(r->pool, sizeof(ngx_http_proxy_wasm_ctx_t));
-    if (ctx == NULL) {
-        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NULL;
-    }
+    ctx->filters = plcf->filters;
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-        return NULL;
-    }
-
-    ngx_memzero(ctx, sizeof(ngx_http_proxy_wasm_ctx_t));
-
-    cln->handler = ngx_http_proxy_wasm_cleanup;
-    cln->data = ctx;
-
-    ngx_http_set_ctx(r, ctx, ngx_http_proxy_wasm_module);
-
-    return ngx_http_proxy_wasm_start_chain(r, ctx, plcf, rc);
+    return ngx_http_proxy_wasm_start_chain(r, ctx, rc);
 }
 
 

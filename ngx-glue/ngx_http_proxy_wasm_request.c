@@ -26,7 +26,7 @@ ngx_http_proxy_wasm_request_init(ngx_conf_t *cf)
 }
 
 
-static ngx_uint_t
+ngx_uint_t
 ngx_http_proxy_wasm_request_has_body(ngx_http_request_t *r)
 {
 #if (NGX_HTTP_V2)
@@ -147,6 +147,12 @@ ngx_http_proxy_wasm_hold_expired(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_ERR, c->log, 0,
                   "proxy_wasm: a filter held the request longer than "
                   "proxy_wasm_hold_timeout (%M ms)", plcf->hold_timeout);
+
+    if (ctx->lua_waiting) {
+        /* Lua's start() waits: it ends the request */
+        ngx_http_proxy_wasm_lua_hold_expired(r, ctx);
+        return;
+    }
 
     ctx->request_paused = 0;
     r->read_event_handler = ngx_http_block_reading;
@@ -398,7 +404,8 @@ ngx_http_proxy_wasm_precontent_handler(ngx_http_request_t *r)
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
 
-    if (plcf->request_headers_in_access
+    /* (a chain Lua attached in access_by_lua starts here) */
+    if ((plcf->request_headers_in_access || ctx->lua_attached)
         && (!ctx->request_headers_started || ctx->request_paused))
     {
         rc = ngx_http_proxy_wasm_request_headers(r, ctx);
@@ -676,7 +683,10 @@ ngx_http_proxy_wasm_resume_handler(ngx_event_t *ev)
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "proxy_wasm: resume \"%V?%V\"", &r->uri, &r->args);
 
-    if (ctx->request_paused) {
+    if (ctx->lua_start_pending || ctx->lua_waiting) {
+        ngx_http_proxy_wasm_lua_resume(r, ctx);
+
+    } else if (ctx->request_paused) {
         /* the phase handler that holds the request runs again */
         ngx_http_core_run_phases(r);
 

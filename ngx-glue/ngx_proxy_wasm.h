@@ -364,6 +364,26 @@ typedef enum {
 } ngx_proxy_wasm_call_progress_e;
 
 
+/* What a metric operation of the proxy's own code does (metric_apply). */
+typedef enum {
+    NGX_PROXY_WASM_METRIC_OP_INCREMENT = 0,
+    NGX_PROXY_WASM_METRIC_OP_RECORD = 1,
+    NGX_PROXY_WASM_METRIC_OP_GET = 2
+} ngx_proxy_wasm_metric_op_e;
+
+
+/* What an operation on shared memory for the proxy's own code came to. */
+typedef enum {
+    NGX_PROXY_WASM_SHARED_DONE = 0,
+    /* no such key, queue or metric (or an empty value) */
+    NGX_PROXY_WASM_SHARED_ABSENT = 1,
+    /* the CAS given is not the stored one */
+    NGX_PROXY_WASM_SHARED_CAS_MISMATCH = 2,
+    /* the cause is in *err */
+    NGX_PROXY_WASM_SHARED_ERROR = 3
+} ngx_proxy_wasm_shared_e;
+
+
 /* What proxy_wasm_property makes of a path (property_key). */
 typedef enum {
     NGX_PROXY_WASM_PROPERTY_KEY_VALID = 0,
@@ -541,6 +561,19 @@ typedef struct {
     ngx_proxy_wasm_lookup_e  (*static_property_get)(void *request,
                                   ngx_proxy_wasm_str_t key,
                                   ngx_proxy_wasm_str_t *value);
+
+    /*
+     * A property of the namespace the proxy's own code serves (Lua's
+     * set_host_properties_handlers), by its dotted path: its value lent
+     * until the next call; ERROR: the handler failed (the shim logs why).
+     */
+    ngx_proxy_wasm_lookup_e  (*host_property_get)(void *request,
+                                  ngx_proxy_wasm_str_t path,
+                                  ngx_proxy_wasm_str_t *value);
+    /* Sets one: READ_ONLY if the handler refused it, ERROR if it failed. */
+    ngx_proxy_wasm_change_e  (*host_property_set)(void *request,
+                                  ngx_proxy_wasm_str_t path,
+                                  ngx_proxy_wasm_str_t value);
 
     /*
      * Come back to the request (chain_resume) once the current guest call
@@ -802,6 +835,69 @@ typedef struct {
                                   ngx_proxy_wasm_str_t *value);
     /* Ends every context of the chain (on_done, on_delete) and frees it. */
     void      (*chain_free)(ngx_proxy_wasm_chain_t *c);
+
+    /*
+     * What the proxy's own code (the Lua API) reaches. Failures come with
+     * their cause in *err, as configuration calls do; nothing here runs
+     * guest code but filter_add (above, which in a running worker also
+     * starts the filter there).
+     */
+
+    /*
+     * The first segment of the property paths host_property_get and
+     * host_property_set serve, in this worker; empty: none.
+     */
+    void      (*host_properties_namespace)(ngx_proxy_wasm_runtime_t *rt,
+                                           ngx_proxy_wasm_str_t ns);
+    /*
+     * A property of a request (NULL: none) as its filters see it, from its
+     * chain when it has one (c may be NULL): its value lent until the next
+     * call on the runtime. The host namespace is not served here.
+     */
+    ngx_proxy_wasm_lookup_e  (*property_get)(ngx_proxy_wasm_runtime_t *rt,
+                                  void *request, ngx_proxy_wasm_chain_t *c,
+                                  ngx_proxy_wasm_str_t path,
+                                  ngx_proxy_wasm_str_t *value,
+                                  ngx_proxy_wasm_str_t *err);
+    /* Sets one: 0, or -1 with *err. Stored values need a chain. */
+    int32_t   (*property_set)(ngx_proxy_wasm_runtime_t *rt, void *request,
+                              ngx_proxy_wasm_chain_t *c,
+                              ngx_proxy_wasm_str_t path,
+                              ngx_proxy_wasm_str_t value,
+                              ngx_proxy_wasm_str_t *err);
+    /*
+     * Shared memory, acting for a module ("owner"; empty: the proxy's own
+     * part of per-module zones, and every zone with share=). Values are
+     * lent until the next call on the runtime.
+     */
+    ngx_proxy_wasm_shared_e  (*kv_get)(ngx_proxy_wasm_runtime_t *rt,
+                                  ngx_proxy_wasm_str_t owner,
+                                  ngx_proxy_wasm_str_t key,
+                                  ngx_proxy_wasm_str_t *value, uint32_t *cas,
+                                  ngx_proxy_wasm_str_t *err);
+    ngx_proxy_wasm_shared_e  (*kv_set)(ngx_proxy_wasm_runtime_t *rt,
+                                  ngx_proxy_wasm_str_t owner,
+                                  ngx_proxy_wasm_str_t key,
+                                  ngx_proxy_wasm_str_t value, uint32_t cas,
+                                  ngx_proxy_wasm_str_t *err);
+    /* Into the queue "name" registered by queue_owner (empty: whoever). */
+    ngx_proxy_wasm_shared_e  (*queue_enqueue)(ngx_proxy_wasm_runtime_t *rt,
+                                  ngx_proxy_wasm_str_t owner,
+                                  ngx_proxy_wasm_str_t queue_owner,
+                                  ngx_proxy_wasm_str_t name,
+                                  ngx_proxy_wasm_str_t item,
+                                  ngx_proxy_wasm_str_t *err);
+    /* A metric named as the owner's filters name it; its id. */
+    ngx_proxy_wasm_shared_e  (*metric_define)(ngx_proxy_wasm_runtime_t *rt,
+                                  ngx_proxy_wasm_str_t owner,
+                                  ngx_proxy_wasm_metric_type_e type,
+                                  ngx_proxy_wasm_str_t name, uint32_t *id,
+                                  ngx_proxy_wasm_str_t *err);
+    /* GET writes the value into *value. */
+    ngx_proxy_wasm_shared_e  (*metric_apply)(ngx_proxy_wasm_runtime_t *rt,
+                                  ngx_proxy_wasm_str_t owner, uint32_t id,
+                                  ngx_proxy_wasm_metric_op_e op, int64_t arg,
+                                  uint64_t *value, ngx_proxy_wasm_str_t *err);
 } ngx_proxy_wasm_api_t;
 
 

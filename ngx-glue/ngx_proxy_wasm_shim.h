@@ -106,8 +106,14 @@ typedef struct {
 typedef struct {
     ngx_proxy_wasm_chain_t     *chain;
     ngx_http_request_t         *request;
-    /* the filters the chain runs: the location's */
+    /* the filters the chain runs: the location's, or those Lua attached */
     ngx_array_t                *filters;
+    /* Lua's start(): the semaphore it waits on (ngx.semaphore's) */
+    void                       *lua_sema;
+    /* Lua's attach(): its isolation; NGX_CONF_UNSET_UINT: the location's */
+    ngx_uint_t                  lua_isolation;
+    /* what start() came to (ngx_http_proxy_wasm_lua_outcome_e) */
+    ngx_uint_t                  lua_outcome;
     /* posted when filters ask to come back to the request */
     ngx_event_t                 resume;
     /* proxy_wasm_hold_timeout, while the request headers are held */
@@ -151,6 +157,12 @@ typedef struct {
     /* a local response replaced the response: drop the original body */
     unsigned                    response_replaced:1;
     unsigned                    failed:1;
+
+    /* Lua attached the chain: it stays the request's chain */
+    unsigned                    lua_attached:1;
+    /* Lua's start() asked for on_request_headers; it waits for them */
+    unsigned                    lua_start_pending:1;
+    unsigned                    lua_waiting:1;
 } ngx_http_proxy_wasm_ctx_t;
 
 
@@ -261,6 +273,10 @@ ngx_proxy_wasm_lookup_e ngx_proxy_wasm_endpoint(ngx_pool_t *pool,
 ngx_http_conf_ctx_t *ngx_http_proxy_wasm_http_conf(void);
 
 ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r);
+/* a new state for the request, chainless (NULL: no memory) */
+ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_new_ctx(ngx_http_request_t *r);
+/* ends the state's chain (its contexts' on_done, on_delete) */
+void ngx_http_proxy_wasm_end_chain(ngx_http_proxy_wasm_ctx_t *ctx);
 ngx_http_proxy_wasm_ctx_t *ngx_http_proxy_wasm_request_ctx(
     ngx_http_request_t *r, ngx_int_t *rc);
 void ngx_http_proxy_wasm_schedule_resume(void *request);
@@ -271,6 +287,7 @@ ngx_int_t ngx_http_proxy_wasm_failed(ngx_http_request_t *r,
 ngx_int_t ngx_http_proxy_wasm_request_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_proxy_wasm_preaccess_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_proxy_wasm_precontent_handler(ngx_http_request_t *r);
+ngx_uint_t ngx_http_proxy_wasm_request_has_body(ngx_http_request_t *r);
 void ngx_http_proxy_wasm_hold_expired(ngx_event_t *ev);
 void ngx_http_proxy_wasm_resume_handler(ngx_event_t *ev);
 
@@ -283,6 +300,19 @@ ngx_int_t ngx_http_proxy_wasm_body_parts(ngx_http_request_t *r,
 void ngx_http_proxy_wasm_consume(ngx_chain_t *in);
 ngx_chain_t *ngx_http_proxy_wasm_output(ngx_http_request_t *r,
     ngx_proxy_wasm_step_t *step, ngx_uint_t last);
+
+/* the Lua API: ngx_http_proxy_wasm_lua.c */
+ngx_int_t ngx_http_proxy_wasm_lua_init(ngx_conf_t *cf);
+/* resumes the request's on_request_headers that Lua's start() waits for */
+void ngx_http_proxy_wasm_lua_resume(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx);
+/* proxy_wasm_hold_timeout expired while Lua's start() waits */
+void ngx_http_proxy_wasm_lua_hold_expired(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx);
+ngx_proxy_wasm_lookup_e ngx_http_proxy_wasm_lua_property_get(void *request,
+    ngx_proxy_wasm_str_t path, ngx_proxy_wasm_str_t *value);
+ngx_proxy_wasm_change_e ngx_http_proxy_wasm_lua_property_set(void *request,
+    ngx_proxy_wasm_str_t path, ngx_proxy_wasm_str_t value);
 
 /* responses: ngx_http_proxy_wasm_response.c */
 ngx_int_t ngx_http_proxy_wasm_response_init(ngx_conf_t *cf);

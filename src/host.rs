@@ -200,6 +200,19 @@ pub trait Properties {
         key: &[u8],
         visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
     ) -> HostResult;
+
+    /// Lends a property of the namespace the proxy's own code serves (see
+    /// `Services::host_namespace`), by its dotted path, to `visit`; an
+    /// error if the code serving it failed (the host logs why).
+    fn with_host_property(
+        &self,
+        request: Option<RequestRef>,
+        path: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult;
+
+    /// Sets a property of that namespace.
+    fn set_host_property(&self, request: Option<RequestRef>, path: &[u8], value: &[u8]) -> Result<(), VariableError>;
 }
 
 pub trait RequestFlow {

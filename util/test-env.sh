@@ -14,6 +14,8 @@ variant=${1:-1.28.3}
 
 TEST_NGINX_FILTERS=$top/build/filters
 TEST_NGINX_WAT=$top/t/wat
+# resty.proxy_wasm, for lua_package_path
+TEST_NGINX_LUA_LIB=$top/lib
 TEST_NGINX_SERVROOT=$top/t/servroot/$variant
 case $variant in
     1.28.3)
@@ -67,7 +69,7 @@ esac
 build=$top/build/nginx-${variant%-wasm-first}
 TEST_NGINX_COMPILERS=$(cat "$build/.compilers" 2>/dev/null || echo cranelift)
 export TEST_NGINX_BINARY TEST_NGINX_LOAD_MODULES TEST_NGINX_FILTERS \
-       TEST_NGINX_WAT TEST_NGINX_SERVROOT TEST_NGINX_COMPILERS
+       TEST_NGINX_LUA_LIB TEST_NGINX_WAT TEST_NGINX_SERVROOT TEST_NGINX_COMPILERS
 
 cd "$top"
 [ $# -eq 0 ] && set -- prove -It/lib -r t/

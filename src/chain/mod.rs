@@ -167,7 +167,7 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32], config: ChainConfig) -> Chain {
-        let run = |id: usize, handle| FilterRun::new(id, worker.filter_info(id).cloned(), handle);
+        let run = |id: usize, handle| FilterRun::new(id, worker.filter_info(id), handle);
         let filters: Vec<FilterRun> = match config.isolation {
             // the common case, once per request: no list but the chain's
             Isolation::None => filter_ids
@@ -382,6 +382,11 @@ impl Chain {
     }
 
     /// Lends a property the request's filters stored (by dotted path).
+    /// The request's state, for the proxy's own code reading properties.
+    pub fn state(&self) -> &Rc<RefCell<RequestState>> {
+        &self.state
+    }
+
     pub fn with_property<R>(&self, key: &[u8], visit: impl FnOnce(Option<&[u8]>) -> R) -> R {
         visit(self.state.borrow().properties.get(key))
     }

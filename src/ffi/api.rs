@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::nginx::Nginx;
-use super::{bytes, str_of};
+use super::{api_lua, bytes, str_of};
 use crate::abi::properties;
 use crate::abi::Direction;
 use crate::abi::LogLevel;
@@ -59,19 +59,29 @@ pub static ngx_proxy_wasm_api: ngx_proxy_wasm_api_t = ngx_proxy_wasm_api_t {
     chain_on_log: Some(chain_on_log),
     chain_property: Some(chain_property),
     chain_free: Some(chain_free),
+    host_properties_namespace: Some(api_lua::host_properties_namespace),
+    property_get: Some(api_lua::property_get),
+    property_set: Some(api_lua::property_set),
+    kv_get: Some(api_lua::kv_get),
+    kv_set: Some(api_lua::kv_set),
+    queue_enqueue: Some(api_lua::queue_enqueue),
+    metric_define: Some(api_lua::metric_define),
+    metric_apply: Some(api_lua::metric_apply),
 };
 
 /// What a runtime handle points to.
-struct RuntimeBox {
-    host: &'static Nginx,
+pub(super) struct RuntimeBox {
+    pub(super) host: &'static Nginx,
     /// Made by `runtime_configure`.
-    runtime: Option<Runtime>,
+    pub(super) runtime: Option<Runtime>,
     /// The last configuration error, lent to the shim until the next call.
     error: Vec<u8>,
+    /// The last value lent to the proxy's own code (api_lua).
+    pub(super) lent: Vec<u8>,
 }
 
 impl RuntimeBox {
-    fn fail(&mut self, err: *mut ngx_proxy_wasm_str_t, message: &str) -> i32 {
+    pub(super) fn fail(&mut self, err: *mut ngx_proxy_wasm_str_t, message: &str) -> i32 {
         self.error = message.as_bytes().to_vec();
         if !err.is_null() {
             // SAFETY: the shim passes a valid out-pointer or null; the
@@ -87,9 +97,9 @@ impl RuntimeBox {
 }
 
 /// What a chain handle points to.
-struct ChainBox {
+pub(super) struct ChainBox {
     host: &'static Nginx,
-    chain: Chain,
+    pub(super) chain: Chain,
     /// The local response's headers in the shim's layout.
     local_headers: Vec<ngx_proxy_wasm_pair_t>,
     /// The last property `chain_property` lent.
@@ -98,7 +108,7 @@ struct ChainBox {
 
 /// Runs an entry point, turning a panic into `fallback` (and a log line
 /// when there is a host to log to).
-fn guard<R>(host: Option<&'static Nginx>, what: &str, fallback: R, body: impl FnOnce() -> R) -> R {
+pub(super) fn guard<R>(host: Option<&'static Nginx>, what: &str, fallback: R, body: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(result) => result,
         Err(panic) => {
@@ -118,14 +128,14 @@ fn guard<R>(host: Option<&'static Nginx>, what: &str, fallback: R, body: impl Fn
 
 /// # Safety
 /// `rt` must come from `runtime_new` and not be freed.
-unsafe fn runtime<'a>(rt: *mut ngx_proxy_wasm_runtime_t) -> &'a mut RuntimeBox {
+pub(super) unsafe fn runtime<'a>(rt: *mut ngx_proxy_wasm_runtime_t) -> &'a mut RuntimeBox {
     // SAFETY: guaranteed by the caller.
     unsafe { &mut *(rt as *mut RuntimeBox) }
 }
 
 /// # Safety
 /// `c` must come from `chain_new` and not be freed.
-unsafe fn chain<'a>(c: *mut ngx_proxy_wasm_chain_t) -> &'a mut ChainBox {
+pub(super) unsafe fn chain<'a>(c: *mut ngx_proxy_wasm_chain_t) -> &'a mut ChainBox {
     // SAFETY: guaranteed by the caller.
     unsafe { &mut *(c as *mut ChainBox) }
 }
@@ -168,6 +178,7 @@ unsafe extern "C" fn runtime_new(host: *const ngx_proxy_wasm_host_t) -> *mut ngx
             host,
             runtime: None,
             error: Vec::new(),
+            lent: Vec::new(),
         });
         Box::into_raw(boxed) as *mut ngx_proxy_wasm_runtime_t
     })

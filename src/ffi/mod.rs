@@ -4,6 +4,7 @@
 //! All `unsafe` code of the crate lives here.
 
 mod api;
+mod api_lua;
 mod nginx;
 
 use crate::sys::ngx_proxy_wasm_str_t;

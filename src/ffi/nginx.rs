@@ -50,6 +50,8 @@ impl Nginx {
             variable_get: Some(_),
             variable_set: Some(_),
             static_property_get: Some(_),
+            host_property_get: Some(_),
+            host_property_set: Some(_),
             schedule_resume: Some(_),
             timer_add: Some(_),
             timer_hold: Some(_),
@@ -316,6 +318,30 @@ impl Properties for Nginx {
         let rc = unsafe { shim!(self, static_property_get)(request_ptr(request), str_of(key), &mut value) };
         // SAFETY: values live in the configuration or the request's pool.
         visit(unsafe { self.lent(rc, value) }?)
+    }
+
+    fn with_host_property(
+        &self,
+        request: Option<RequestRef>,
+        path: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult {
+        let mut value = ngx_proxy_wasm_str_t::default();
+        // SAFETY: see above; `value` is a valid out-pointer.
+        let rc = unsafe { shim!(self, host_property_get)(request_ptr(request), str_of(path), &mut value) };
+        // SAFETY: the shim keeps the value until its next call.
+        visit(unsafe { self.lent(rc, value) }?)
+    }
+
+    fn set_host_property(&self, request: Option<RequestRef>, path: &[u8], value: &[u8]) -> Result<(), VariableError> {
+        // SAFETY: see above.
+        let rc = unsafe { shim!(self, host_property_set)(request_ptr(request), str_of(path), str_of(value)) };
+        match self.decode(rc) {
+            Some(Change::Done) => Ok(()),
+            Some(Change::ReadOnly) => Err(VariableError::ReadOnly),
+            Some(Change::Unknown) => Err(VariableError::Unknown),
+            Some(Change::Error) | None => Err(VariableError::Failed),
+        }
     }
 }
 

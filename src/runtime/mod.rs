@@ -330,18 +330,27 @@ impl Runtime {
 
     /// Adds a filter, or finds the identical one. A new filter is started
     /// once in a throwaway instance, so that a module that fails to start
-    /// or rejects its configuration is an error of the configuration.
+    /// or rejects its configuration is an error of the configuration (or,
+    /// in a running worker, of the proxy's own code adding it; there it
+    /// also starts in the worker's shared instance).
     pub fn add_filter(&mut self, module_name: &str, config: &[u8]) -> Result<usize, RuntimeError> {
         let module = self
             .modules
             .iter()
             .position(|module| &*module.name == module_name)
             .ok_or_else(|| RuntimeError::UnknownModule(module_name.to_string()))?;
+        let start_error = |why| RuntimeError::FilterStart {
+            module: module_name.to_string(),
+            why,
+        };
         if let Some(id) = self
             .filters
             .iter()
             .position(|filter| filter.module == module && *filter.info.config == *config)
         {
+            if let Some(worker) = &self.worker {
+                worker.add_filter(id, self.filters[id].clone()).map_err(start_error)?;
+            }
             return Ok(id);
         }
         let filter = Filter {
@@ -352,10 +361,16 @@ impl Runtime {
             }),
         };
         let id = self.filters.len();
-        // Guest code runs here too: give it its deadline, without leaving
-        // a thread behind when nginx forks its workers.
-        let _ticker =
-            EpochTicker::start(self.linker.engine()).map_err(|e| RuntimeError::EpochThread(e.to_string()))?;
+        // Guest code runs here too: give it its deadline (a worker has its
+        // own), without leaving a thread behind when nginx forks its
+        // workers.
+        let _ticker = match self.worker {
+            Some(_) => None,
+            None => Some(
+                EpochTicker::start(self.linker.engine())
+                    .map_err(|e| RuntimeError::EpochThread(e.to_string()))?,
+            ),
+        };
         let services = self.services.get_or_insert_with(|| {
             Services::new(
                 self.host,
@@ -368,12 +383,11 @@ impl Runtime {
             module: module_name.to_string(),
             why,
         })?;
-        vm.start_filter(id, &filter.info)
-            .map_err(|why| RuntimeError::FilterStart {
-                module: module_name.to_string(),
-                why,
-            })?;
-        self.filters.push(filter);
+        vm.start_filter(id, &filter.info).map_err(start_error)?;
+        self.filters.push(filter.clone());
+        if let Some(worker) = &self.worker {
+            worker.add_filter(id, filter).map_err(start_error)?;
+        }
         Ok(id)
     }
 

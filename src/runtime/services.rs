@@ -29,6 +29,9 @@ pub struct Services {
     /// Header changes made by filters so far: a header count read before
     /// is still right while this has not moved.
     header_changes: Cell<u64>,
+    /// The first segment of the property paths the proxy's own code (Lua)
+    /// serves through the host; empty: none.
+    pub host_namespace: RefCell<Vec<u8>>,
 }
 
 impl Services {
@@ -48,6 +51,7 @@ impl Services {
             clock_origin: Instant::now(),
             next_generation: Cell::new(1),
             header_changes: Cell::new(0),
+            host_namespace: RefCell::new(Vec::new()),
         })
     }
 

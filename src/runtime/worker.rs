@@ -107,7 +107,9 @@ pub struct Worker {
     /// What the worker's instances reach beyond themselves.
     services: Rc<Services>,
     modules: Vec<Arc<WasmModule>>,
-    filters: Vec<Filter>,
+    /// The configuration's filters, then those the proxy's own code (Lua)
+    /// adds in this worker.
+    filters: RefCell<Vec<Filter>>,
     /// The shared instance of each module.
     vms: Vec<VmSlot>,
     backoff: RefCell<Vec<Backoff>>,
@@ -165,7 +167,7 @@ impl Worker {
             host,
             services: Services::new(host, zones, Calls::enabled(calls), metric_naming),
             modules: modules.to_vec(),
-            filters: filters.to_vec(),
+            filters: RefCell::new(filters.to_vec()),
             vms: modules.iter().map(|_| Rc::new(RefCell::new(None))).collect(),
             backoff: RefCell::new(modules.iter().map(|_| Backoff::default()).collect()),
             replacements: RefCell::new(modules.iter().map(|_| None).collect()),
@@ -318,12 +320,51 @@ impl Worker {
         }
     }
 
-    pub fn filter_info(&self, filter_id: usize) -> Option<&Arc<FilterInfo>> {
-        self.filters.get(filter_id).map(|filter| &filter.info)
+    /// What the worker's instances reach beyond themselves; the proxy's
+    /// own code (the Lua API) reaches it too.
+    pub fn services(&self) -> &Rc<Services> {
+        &self.services
+    }
+
+    pub fn filter_info(&self, filter_id: usize) -> Option<Arc<FilterInfo>> {
+        self.filters.borrow().get(filter_id).map(|filter| filter.info.clone())
     }
 
     pub fn filter_module(&self, filter_id: usize) -> Option<usize> {
-        self.filters.get(filter_id).map(|filter| filter.module)
+        self.filters.borrow().get(filter_id).map(|filter| filter.module)
+    }
+
+    /// A filter added after the worker started (by the proxy's own code):
+    /// its root context starts in its module's shared instance now (the
+    /// instance starts if the module had no filter). Why it did not start.
+    pub fn add_filter(&self, filter_id: usize, filter: Filter) -> Result<(), String> {
+        let module = filter.module;
+        let info = filter.info.clone();
+        {
+            let mut filters = self.filters.borrow_mut();
+            if filter_id == filters.len() {
+                filters.push(filter);
+            }
+        }
+        let started = self.vms[module].borrow().as_ref().map(|vm| vm.failed());
+        match started {
+            None => self.install(module),
+            Some(false) => {
+                let mut slot = self.vms[module].borrow_mut();
+                let vm = slot.as_mut().expect("checked above");
+                if vm.root_context(filter_id).is_none() {
+                    vm.start_filter(filter_id, &info)?;
+                }
+            }
+            // its replacement starts it
+            Some(true) => return Ok(()),
+        }
+        let slot = self.vms[module].borrow();
+        match slot.as_ref() {
+            Some(vm) if vm.root_context(filter_id).is_some() => Ok(()),
+            Some(_) => Err("it failed to start in this worker (see the log)".into()),
+            None => Err("its module's instance could not start (see the log)".into()),
+        }
     }
 
     /// Puts a new shared instance of a module in its slot. One that
@@ -333,8 +374,13 @@ impl Worker {
         if let Some(replacement) = self.replacements.borrow_mut()[module].take() {
             self.host.timer_cancel(replacement.timer);
         }
-        let ids: Vec<usize> = (0..self.filters.len())
-            .filter(|&id| self.filters[id].module == module)
+        let ids: Vec<usize> = self
+            .filters
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, filter)| filter.module == module)
+            .map(|(id, _)| id)
             .collect();
         let old = self.vms[module].borrow().as_ref().map(|vm| vm.generation);
         if let Some(generation) = old {
@@ -384,7 +430,8 @@ impl Worker {
             }
         };
         for &id in filter_ids {
-            if let Err(e) = vm.start_filter(id, &self.filters[id].info) {
+            let Some(info) = self.filter_info(id) else { continue };
+            if let Err(e) = vm.start_filter(id, &info) {
                 self.log_error(wasm, &format!("filter failed to start: {e}"));
             }
         }

@@ -24,11 +24,13 @@ pub struct Zone {
 }
 
 impl Zone {
-    /// Whether the module `vm_id` may use the zone.
+    /// Whether the module `vm_id` may use the zone. The proxy's own code
+    /// (an empty `vm_id`: the Lua API) may use every zone; in per-module
+    /// zones it has its own part, as a module has.
     pub fn allows(&self, vm_id: &[u8]) -> bool {
         match &self.access {
             Access::PerModule => true,
-            Access::Shared(names) => names.iter().any(|name| name == b"*" || name == vm_id),
+            Access::Shared(names) => vm_id.is_empty() || names.iter().any(|name| name == b"*" || name == vm_id),
         }
     }
 

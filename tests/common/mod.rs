@@ -47,6 +47,8 @@ pub struct MockHost {
     variables: RefCell<HashMap<Vec<u8>, MockVariable>>,
     /// proxy_wasm_property values, by key.
     static_properties: RefCell<HashMap<Vec<u8>, Vec<u8>>>,
+    /// What the proxy's own code serves (Lua's handlers), by dotted path.
+    pub host_properties: RefCell<HashMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl MockHost {
@@ -310,6 +312,23 @@ impl Properties for MockHost {
         visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
     ) -> HostResult {
         visit(self.static_properties.borrow().get(key).map(Vec::as_slice))
+    }
+
+    fn with_host_property(
+        &self,
+        _: Option<RequestRef>,
+        path: &[u8],
+        visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult,
+    ) -> HostResult {
+        let value = self.host_properties.borrow().get(path).cloned();
+        visit(value.as_deref())
+    }
+
+    fn set_host_property(&self, _: Option<RequestRef>, path: &[u8], value: &[u8]) -> Result<(), VariableError> {
+        self.host_properties
+            .borrow_mut()
+            .insert(path.to_vec(), value.to_vec());
+        Ok(())
     }
 }
 

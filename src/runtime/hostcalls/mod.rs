@@ -5,7 +5,7 @@
 
 mod foreign;
 mod grpc;
-mod properties;
+pub mod properties;
 mod proxy;
 mod shared;
 mod wasi;

@@ -1,20 +1,120 @@
 //! Properties (`proxy_get_property`, `proxy_set_property`) resolved for a
 //! context: Envoy's attributes with Envoy's encodings, nginx variables
-//! under `ngx.`, values filters store, and static properties from the
-//! configuration.
+//! under `ngx.`, values filters store, static properties from the
+//! configuration, and a namespace the proxy's own code (Lua) serves. The
+//! same tree is read by the proxy's own code for a request (`ProxyScope`).
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use crate::abi::pairs::{self, Pair};
 use crate::abi::properties::{PropertyPath, PropertyStore};
 use crate::abi::{HostResult, Status};
 use crate::host::prelude::*;
 use crate::host::{Attribute, Fact, HeaderMap, RequestRef, VariableError};
-use crate::runtime::state::{HostState, Trailers};
+use crate::runtime::state::{HostState, RequestState, Trailers};
+
+/// Where a property is resolved: a guest's context, or a request seen by
+/// the proxy's own code.
+pub trait Scope {
+    fn host(&self) -> &'static dyn Host;
+    fn request(&self) -> Option<RequestRef>;
+    /// The request's chain state; `BAD_ARGUMENT` without one.
+    fn request_state(&self) -> Result<&Rc<RefCell<RequestState>>, Status>;
+    /// `plugin_name` and its aliases.
+    fn plugin_name(&self) -> Option<&str>;
+    /// The current root context's own store, outside requests.
+    fn root_properties(&self) -> Option<&PropertyStore>;
+    fn root_properties_mut(&mut self) -> Option<&mut PropertyStore>;
+    /// A property declared read-only (set once).
+    fn is_read_only(&self, key: &[u8]) -> bool;
+    /// The first segment the proxy's own code serves through the host (it
+    /// is not asked for its own properties).
+    fn host_namespace(&self) -> Option<std::cell::Ref<'_, Vec<u8>>>;
+}
+
+impl Scope for HostState {
+    fn host(&self) -> &'static dyn Host {
+        self.host
+    }
+
+    fn request(&self) -> Option<RequestRef> {
+        HostState::request(self)
+    }
+
+    fn request_state(&self) -> Result<&Rc<RefCell<RequestState>>, Status> {
+        HostState::request_state(self)
+    }
+
+    fn plugin_name(&self) -> Option<&str> {
+        self.context().map(|context| &*context.filter().name)
+    }
+
+    fn root_properties(&self) -> Option<&PropertyStore> {
+        HostState::root_properties(self)
+    }
+
+    fn root_properties_mut(&mut self) -> Option<&mut PropertyStore> {
+        HostState::root_properties_mut(self)
+    }
+
+    fn is_read_only(&self, key: &[u8]) -> bool {
+        self.declared.get(key).is_some_and(|declared| declared.readonly)
+    }
+
+    fn host_namespace(&self) -> Option<std::cell::Ref<'_, Vec<u8>>> {
+        let namespace = self.services.host_namespace.borrow();
+        (!namespace.is_empty()).then_some(namespace)
+    }
+}
+
+/// A request as the proxy's own code sees it (the Lua API), with its
+/// chain's state when it has one.
+pub struct ProxyScope {
+    pub host: &'static dyn Host,
+    pub request: Option<RequestRef>,
+    pub state: Option<Rc<RefCell<RequestState>>>,
+}
+
+impl Scope for ProxyScope {
+    fn host(&self) -> &'static dyn Host {
+        self.host
+    }
+
+    fn request(&self) -> Option<RequestRef> {
+        self.request
+    }
+
+    fn request_state(&self) -> Result<&Rc<RefCell<RequestState>>, Status> {
+        self.state.as_ref().ok_or(Status::BadArgument)
+    }
+
+    fn plugin_name(&self) -> Option<&str> {
+        None
+    }
+
+    fn root_properties(&self) -> Option<&PropertyStore> {
+        None
+    }
+
+    fn root_properties_mut(&mut self) -> Option<&mut PropertyStore> {
+        None
+    }
+
+    fn is_read_only(&self, _: &[u8]) -> bool {
+        false
+    }
+
+    fn host_namespace(&self) -> Option<std::cell::Ref<'_, Vec<u8>>> {
+        None
+    }
+}
 
 /// Writes the value of a property into `out` (empty for an empty value);
 /// `NOT_FOUND` if it has none here.
-pub fn get(state: &HostState, raw_path: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
+pub fn get(state: &dyn Scope, raw_path: &[u8], out: &mut Vec<u8>) -> Result<(), Status> {
     let path = PropertyPath::parse(raw_path).ok_or(Status::NotFound)?;
-    let host = state.host;
+    let host = state.host();
     let request = state.request();
     let in_request = |f: &mut dyn FnMut(RequestRef) -> Result<(), Status>| match request {
         Some(request) => f(request),
@@ -34,19 +134,26 @@ pub fn get(state: &HostState, raw_path: &[u8], out: &mut Vec<u8>) -> Result<(), 
             in_request(&mut |r| fact(host, r, attribute, out))
         }
         (b"plugin_name" | b"plugin_root_id" | b"plugin_vm_id", []) => {
-            let context = state.context().ok_or(Status::NotFound)?;
-            out.extend_from_slice(context.filter().name.as_bytes());
+            out.extend_from_slice(state.plugin_name().ok_or(Status::NotFound)?.as_bytes());
             Ok(())
         }
+        (first, _) if in_host_namespace(state, first) => copy_lent(out, whole, |visit| {
+            host.with_host_property(request, path.display().as_bytes(), visit)
+        }),
         // other paths under nginx's names are no properties
         _ if path.is_reserved() => Err(Status::NotFound),
         _ => stored_or_static(state, request, &path, out),
     }
 }
 
+/// Whether a path's first segment is the one the proxy's own code serves.
+fn in_host_namespace(state: &dyn Scope, first: &[u8]) -> bool {
+    state.host_namespace().is_some_and(|namespace| *namespace == first)
+}
+
 /// What filters stored, else what the configuration sets.
 fn stored_or_static(
-    state: &HostState,
+    state: &dyn Scope,
     request: Option<RequestRef>,
     path: &PropertyPath<'_>,
     out: &mut Vec<u8>,
@@ -66,9 +173,9 @@ fn stored_or_static(
         return Ok(());
     }
     if key == b"xds.node" {
-        return node(state.host, request, out);
+        return node(state.host(), request, out);
     }
-    static_property(state.host, request, &key, out)
+    static_property(state.host(), request, &key, out)
 }
 
 fn static_property(
@@ -214,12 +321,12 @@ fn query(path: &[u8]) -> &[u8] {
 }
 
 fn request_attribute(
-    state: &HostState,
+    state: &dyn Scope,
     request: RequestRef,
     rest: &[&[u8]],
     out: &mut Vec<u8>,
 ) -> Result<(), Status> {
-    let host = state.host;
+    let host = state.host();
     let attribute = match rest {
         [b"path"] => return header_value(host, request, b":path", out),
         [b"url_path"] => return path_part(host, request, url_path, out),
@@ -248,12 +355,12 @@ fn request_attribute(
 }
 
 fn response_attribute(
-    state: &HostState,
+    state: &dyn Scope,
     request: RequestRef,
     rest: &[&[u8]],
     out: &mut Vec<u8>,
 ) -> Result<(), Status> {
-    let host = state.host;
+    let host = state.host();
     let (headers, trailers, details) = {
         let stream = state.request_state()?.borrow();
         (
@@ -317,8 +424,8 @@ fn response_attribute(
 
 /// Envoy's: `grpc-status` of the trailers, else of the headers, else what
 /// the HTTP status means in gRPC terms; -1 for a value that is no status.
-fn grpc_status(state: &HostState, request: RequestRef, headers: bool, trailers: bool) -> Result<i64, Status> {
-    let host = state.host;
+fn grpc_status(state: &dyn Scope, request: RequestRef, headers: bool, trailers: bool) -> Result<i64, Status> {
+    let host = state.host();
     for (present, map) in [
         (trailers, HeaderMap::ResponseTrailers),
         (headers, HeaderMap::Response),
@@ -404,41 +511,62 @@ fn joined_header(
 }
 
 /// Why a property cannot be set.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SetError {
     /// The path is no property (empty, or an empty segment).
+    #[error("invalid property path")]
     BadPath,
     /// An attribute of nginx's, or an immutable variable.
+    #[error("cannot set {name}: {why}", name = .0, why = read_only_why(.0))]
     ReadOnly(String),
     /// `ngx.<name>` names no variable.
+    #[error("cannot set {0}: no such variable")]
     UnknownVariable(String),
     /// No request to set it on (a variable, outside HTTP contexts).
+    #[error("no request to set it on")]
     NoRequest,
     /// The store is full.
+    #[error("cannot set {name}: properties would exceed {limit} bytes", name = .0, limit = crate::abi::properties::STORE_LIMIT)]
     Full(String),
+    #[error("the host failed")]
     Failed,
 }
 
-/// Sets a property: an nginx variable, or a value in the request's store
-/// (a root context's own store outside requests).
-pub fn set(state: &mut HostState, raw_path: &[u8], value: &[u8]) -> Result<(), SetError> {
+fn read_only_why(name: &str) -> &'static str {
+    match name.starts_with("ngx.") {
+        true => "the variable is not changeable",
+        false => "the property is read-only",
+    }
+}
+
+/// Sets a property: an nginx variable, a property the proxy's own code
+/// serves, or a value in the request's store (a root context's own store
+/// outside requests).
+pub fn set(state: &mut dyn Scope, raw_path: &[u8], value: &[u8]) -> Result<(), SetError> {
     let path = PropertyPath::parse(raw_path).ok_or(SetError::BadPath)?;
+    let host = state.host();
     if let (b"ngx", [name]) = (path.first(), path.rest()) {
         let request = state.request().ok_or(SetError::NoRequest)?;
-        return state
-            .host
-            .set_variable(request, name, value)
-            .map_err(|e| match e {
-                VariableError::Unknown => SetError::UnknownVariable(path.display()),
-                VariableError::ReadOnly => SetError::ReadOnly(path.display()),
-                VariableError::Failed => SetError::Failed,
-            });
+        return host.set_variable(request, name, value).map_err(|e| match e {
+            VariableError::Unknown => SetError::UnknownVariable(path.display()),
+            VariableError::ReadOnly => SetError::ReadOnly(path.display()),
+            VariableError::Failed => SetError::Failed,
+        });
     }
     if path.is_reserved() {
         return Err(SetError::ReadOnly(path.display()));
     }
+    if in_host_namespace(state, path.first()) {
+        let request = state.request();
+        return host
+            .set_host_property(request, path.display().as_bytes(), value)
+            .map_err(|e| match e {
+                VariableError::ReadOnly | VariableError::Unknown => SetError::ReadOnly(path.display()),
+                VariableError::Failed => SetError::Failed,
+            });
+    }
     let key = path.key();
-    let readonly = state.declared.get(&key).is_some_and(|declared| declared.readonly);
+    let readonly = state.is_read_only(&key);
     // a read-only declared property is set once
     let set = |store: &mut PropertyStore| match readonly && store.get(&key).is_some() {
         true => Err(SetError::ReadOnly(path.display())),

@@ -14,7 +14,6 @@ use crate::abi::grpc;
 use crate::abi::headers::{self, HeaderName};
 use crate::abi::memory::slice;
 use crate::abi::pairs::{self, Pair};
-use crate::abi::properties::STORE_LIMIT;
 use crate::abi::{stream_type, BufferType, Direction, LogLevel, MapType, Status};
 use crate::callout::grpc::Metadata;
 use crate::callout::http1::{self, RequestError, Response};
@@ -183,36 +182,18 @@ fn set_property(caller: Call, path_ptr: i32, path_len: i32, value_ptr: i32, valu
     let path = read_bytes(caller, path_ptr, path_len)?;
     let value = read_bytes(caller, value_ptr, value_len)?;
     let state = caller.data_mut();
-    let (status, level, why) = match properties::set(state, &path, &value) {
+    let error = match properties::set(state, &path, &value) {
         Ok(()) => return Ok(()),
-        Err(SetError::BadPath) => (
-            Status::BadArgument,
-            LogLevel::Error,
-            "invalid property path".to_string(),
-        ),
         Err(SetError::NoRequest) => return Err(Status::NotFound.into()),
-        Err(SetError::UnknownVariable(name)) => (
-            Status::NotFound,
-            LogLevel::Warn,
-            format!("cannot set {name}: no such variable"),
-        ),
-        Err(SetError::ReadOnly(name)) if name.starts_with("ngx.") => (
-            Status::BadArgument,
-            LogLevel::Error,
-            format!("cannot set {name}: the variable is not changeable"),
-        ),
-        Err(SetError::ReadOnly(name)) => (
-            Status::BadArgument,
-            LogLevel::Error,
-            format!("cannot set {name}: the property is read-only"),
-        ),
-        Err(SetError::Full(name)) => (
-            Status::InternalFailure,
-            LogLevel::Error,
-            format!("cannot set {name}: properties would exceed {} bytes", STORE_LIMIT),
-        ),
         Err(SetError::Failed) => return Err(Status::InternalFailure.into()),
+        Err(e) => e,
     };
+    let (status, level) = match error {
+        SetError::UnknownVariable(_) => (Status::NotFound, LogLevel::Warn),
+        SetError::Full(_) => (Status::InternalFailure, LogLevel::Error),
+        _ => (Status::BadArgument, LogLevel::Error),
+    };
+    let why = error.to_string();
     state.log(level, why.as_bytes());
     Err(status.into())
 }
