@@ -144,3 +144,210 @@ before start: nil
 after start: filter
 --- no_error_log
 [error]
+
+
+
+=== TEST 5: start() waits while a filter holds the request, and goes on when it continues
+--- http_config
+    init_worker_by_lua_block {
+        CHAIN = require("resty.proxy_wasm").new({
+            { name = "testbed", config = "configure tick_period 300; request_headers add_header request x-held yes; request_headers pause; request_headers remember; tick continue_remembered request" },
+        })
+    }
+--- config
+    location /t {
+        rewrite_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            assert(proxy_wasm.attach(CHAIN))
+            local t0 = ngx.now()
+            assert(proxy_wasm.start())
+            ngx.update_time()
+            ngx.log(ngx.INFO, "start returned, held: ", ngx.now() - t0 >= 0.1)
+        }
+        content_by_lua_block { ngx.say(ngx.req.get_headers()["x-held"]) }
+    }
+--- request
+GET /t
+--- response_body
+yes
+--- error_log
+start returned, held: true
+--- no_error_log
+[error]
+
+
+
+=== TEST 6: start() with a filter's local response: the response is sent, Lua's code after it does not run
+--- http_config
+    init_worker_by_lua_block {
+        CHAIN = require("resty.proxy_wasm").new({
+            { name = "testbed", config = "request_headers respond 403 denied x-by:filter" },
+        })
+    }
+--- config
+    location /t {
+        rewrite_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            assert(proxy_wasm.attach(CHAIN))
+            proxy_wasm.start()
+            ngx.log(ngx.ERR, "not reached")
+        }
+        content_by_lua_block { ngx.say("not reached either") }
+    }
+--- request
+GET /t
+--- error_code: 403
+--- response_headers
+x-by: filter
+--- response_body chomp
+denied
+--- no_error_log
+not reached
+
+
+
+=== TEST 7: start() with a failing filter: the failure status (proxy_wasm_failure_status); with a held request: the hold timeout
+--- http_config
+    init_worker_by_lua_block {
+        local proxy_wasm = require "resty.proxy_wasm"
+        PANICS = proxy_wasm.new({ { name = "testbed", config = "request_headers panic" } })
+        HOLDS = proxy_wasm.new({ { name = "other", config = "request_headers pause" } })
+    }
+--- config
+    proxy_wasm_failure_status 503;
+    proxy_wasm_hold_timeout 200ms;
+    location /t {
+        rewrite_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            assert(proxy_wasm.attach(ngx.var.arg_hold and HOLDS or PANICS))
+            proxy_wasm.start()
+            ngx.log(ngx.ERR, "not reached")
+        }
+        content_by_lua_block { ngx.say("not reached either") }
+    }
+--- request eval
+["GET /t", "GET /t?hold=1"]
+--- error_code eval
+[503, 503]
+--- error_log eval
+[qr/testbed panics in request_headers/, qr/a filter held the request longer than proxy_wasm_hold_timeout \(200 ms\)/]
+--- no_error_log
+not reached
+
+
+
+=== TEST 8: a chain attached in access_by_lua starts after it (precontent), with the request's body
+--- http_config
+    init_worker_by_lua_block {
+        CHAIN = require("resty.proxy_wasm").new({
+            { name = "testbed", config = "request_headers log info order:%20wasm%20request_headers; request_body log_body; response_headers add_header response x-access yes" },
+        })
+    }
+--- config
+    location /t {
+        access_by_lua_block {
+            ngx.log(ngx.INFO, "order: lua access")
+            assert(require("resty.proxy_wasm").attach(CHAIN))
+        }
+        content_by_lua_block { ngx.req.read_body() ngx.say(ngx.req.get_body_data()) }
+    }
+--- request
+POST /t
+hello
+--- response_headers
+x-access: yes
+--- response_body eval
+"hello\n\n"
+
+--- grep_error_log eval: qr/order: [\w ]+/
+--- grep_error_log_out
+order: lua access
+order: wasm request_headers
+--- no_error_log
+[error]
+
+
+
+=== TEST 9: bad arguments and chains that cannot be built are Lua errors with clear messages
+--- config
+    location /t {
+        content_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            local function try(f, ...)
+                local ok, err = pcall(f, ...)
+                ngx.say(ok and "ok" or err)
+            end
+            try(proxy_wasm.new, "testbed")
+            try(proxy_wasm.new, {})
+            try(proxy_wasm.new, { "testbed" })
+            try(proxy_wasm.new, { { name = 1 } })
+            try(proxy_wasm.new, { { name = "testbed", config = 2 } })
+            try(proxy_wasm.new, { { name = "nope" } })
+            try(proxy_wasm.new, { { name = "testbed" }, { name = "other", config = "configure fail" } })
+            try(proxy_wasm.new, { { name = "testbed", config = "configure unreachable" } })
+            local chain = proxy_wasm.new({ { name = "testbed" } })
+            try(proxy_wasm.attach, chain)
+            try(proxy_wasm.attach, {})
+            try(proxy_wasm.start)
+            try(proxy_wasm.get_property, 1)
+            try(proxy_wasm.set_property, "a.b", 1)
+            try(proxy_wasm.set_host_properties_handlers)
+            try(proxy_wasm.set_host_properties_handlers, function() end, nil, "a.b")
+            try(proxy_wasm.kv_set, "k", 1)
+            try(proxy_wasm.metric, "m", "meter")
+        }
+    }
+--- request
+GET /t
+--- response_body_like eval
+qr/^.*filters must be a table, not string
+.*filters must list at least one filter
+.*filters\[1\] must be a table, not string
+.*filters\[1\]\.name must be a string, not number
+.*filters\[1\]\.config must be a string, not number
+.*filters\[1\] \("nope"\): unknown module "nope".*
+.*filters\[2\] \("other"\): .*on_configure returned false
+.*filters\[1\] \("testbed"\): .*on_configure failed.*
+.*attach cannot be called in the 'content' phase
+.*chain must be a chain made by new\(\)
+.*start cannot be called in the 'content' phase
+.*path must be a string, not number
+.*value must be a string, not number
+.*a getter or a setter is needed
+.*namespace must be one non-empty path segment
+.*value must be a string, not number
+.*kind must be "counter", "gauge" or "histogram"
+$/
+
+
+
+=== TEST 10: attach fails cleanly once the chain started, and from a timer
+--- http_config
+    init_worker_by_lua_block {
+        CHAIN = require("resty.proxy_wasm").new({ { name = "testbed" } })
+        ngx.timer.at(0, function()
+            local ok, err = pcall(require("resty.proxy_wasm").attach, CHAIN)
+            ngx.log(ngx.WARN, "attach from a timer: ", err)
+        end)
+    }
+--- config
+    location /t {
+        rewrite_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            assert(proxy_wasm.attach(CHAIN))
+            assert(proxy_wasm.start())
+            local ok, err = proxy_wasm.attach(CHAIN)
+            ngx.log(ngx.WARN, "attach after start: ", err)
+            ok, err = proxy_wasm.start()
+            ngx.log(ngx.WARN, "start again: ", err)
+        }
+        content_by_lua_block { ngx.say("ok") }
+    }
+--- request
+GET /t
+--- response_body
+ok
+--- error_log
+attach from a timer: attach cannot be called in the 'timer' phase
+attach after start: the request's chain has already started
+start again: the request's chain has already started
