@@ -473,7 +473,8 @@ ngx_http_proxy_wasm_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /*
  * Whether a location serves a metric: one of the modules it names, or of
- * the configuration's (metrics of modules removed since stay unserved)
+ * the configuration's and Lua's own (metrics of modules removed since stay
+ * unserved)
  */
 static ngx_uint_t
 ngx_proxy_wasm_metric_served(ngx_http_proxy_wasm_loc_conf_t *plcf,
@@ -486,7 +487,10 @@ ngx_proxy_wasm_metric_served(ngx_http_proxy_wasm_loc_conf_t *plcf,
 
     if (plcf->metrics_modules == NULL) {
         return ngx_proxy_wasm_has_wasm_module(ngx_proxy_wasm_shm_conf,
-                                              module.data, module.len);
+                                              module.data, module.len)
+               || (module.len == sizeof(NGX_PROXY_WASM_LUA_METRICS) - 1
+                   && ngx_strncmp(module.data, NGX_PROXY_WASM_LUA_METRICS,
+                                  module.len) == 0);
     }
 
     name = plcf->metrics_modules->elts;

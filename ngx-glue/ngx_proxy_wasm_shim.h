@@ -302,6 +302,9 @@ ngx_chain_t *ngx_http_proxy_wasm_output(ngx_http_request_t *r,
     ngx_proxy_wasm_step_t *step, ngx_uint_t last);
 
 /* the Lua API: ngx_http_proxy_wasm_lua.c */
+/* the module name resty.proxy_wasm gives the metrics Lua owns */
+#define NGX_PROXY_WASM_LUA_METRICS  "lua"
+
 ngx_int_t ngx_http_proxy_wasm_lua_init(ngx_conf_t *cf);
 /* resumes the request's on_request_headers that Lua's start() waits for */
 void ngx_http_proxy_wasm_lua_resume(ngx_http_request_t *r,

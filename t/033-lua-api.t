@@ -351,3 +351,239 @@ ok
 attach from a timer: attach cannot be called in the 'timer' phase
 attach after start: the request's chain has already started
 start again: the request's chain has already started
+
+
+
+=== TEST 11: properties from Lua: the tree filters see, both ways, with their encodings and errors
+--- http_config
+    init_worker_by_lua_block {
+        CHAIN = require("resty.proxy_wasm").new({
+            { name = "testbed", config = "request_headers prop gateway%00route; request_headers set_prop filter%00note hello" },
+        })
+    }
+--- config
+    location /t {
+        set $gw_var "";
+        rewrite_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            local function show(a, b) ngx.log(ngx.WARN, "lua: ", tostring(a), " ", tostring(b)) end
+            show(proxy_wasm.set_property("gateway.route", "r1"))
+            assert(proxy_wasm.attach(CHAIN))
+            show(proxy_wasm.set_property("gateway.route", "r1"))
+            show(proxy_wasm.get_property("gateway.route"))
+            show(proxy_wasm.get_property("request.url_path"))
+            show(proxy_wasm.get_property("ngx.arg_x"))
+            show(proxy_wasm.set_property("ngx.gw_var", "from-lua"))
+            show(proxy_wasm.get_property("ngx.gw_var"))
+            show(proxy_wasm.get_property("no.such.thing"))
+            show(proxy_wasm.set_property("request.path", "/x"))
+            show(proxy_wasm.set_property("ngx.no_such_var", "x"))
+        }
+        content_by_lua_block { ngx.say(ngx.var.gw_var) }
+        log_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            ngx.log(ngx.WARN, "log: filter.note = ", proxy_wasm.get_property("filter.note"))
+            ngx.log(ngx.WARN, "log: response.code has ", #proxy_wasm.get_property("response.code"), " bytes")
+        }
+    }
+--- request
+GET /t?x=42
+--- response_body
+from-lua
+--- grep_error_log eval: qr/(lua|log): .*?(?=, client| while)|property gateway.route: [^,]*/
+--- grep_error_log_out
+lua: nil no filter chain runs for this request to store it
+lua: true nil
+lua: r1 nil
+lua: /t nil
+lua: 42 nil
+lua: true nil
+lua: from-lua nil
+lua: nil not found
+lua: nil cannot set request.path: the property is read-only
+lua: nil cannot set ngx.no_such_var: no such variable
+property gateway.route: len=2 hex=7231 text="r1"
+log: filter.note = hello
+log: response.code has 8 bytes
+
+
+
+=== TEST 12: host properties served by Lua: filters read and write them, with the request at hand
+--- http_config
+    init_worker_by_lua_block {
+        local proxy_wasm = require "resty.proxy_wasm"
+        STORE = {}
+        assert(proxy_wasm.set_host_properties_handlers(
+            function(key)
+                if key == "route.name" then
+                    return true, "route-for-" .. ngx.var.uri
+                elseif key == "fails" then
+                    error("lookup failed", 0)
+                elseif key == "refused" then
+                    return false, "not for you"
+                end
+                return false
+            end,
+            function(key, value)
+                if key == "readonly" then
+                    return false, "read-only here"
+                end
+                STORE[key] = value
+                return true
+            end,
+            "gw"))
+        CHAIN = proxy_wasm.new({
+            { name = "testbed", config = "request_headers prop gw%00route%00name; request_headers prop gw%00missing; request_headers prop gw%00fails; request_headers prop gw%00refused; request_headers set_prop gw%00consumer alice; request_headers set_prop gw%00readonly x" },
+        })
+    }
+--- config
+    location /t {
+        rewrite_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            assert(proxy_wasm.attach(CHAIN))
+        }
+        content_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            ngx.say("consumer: ", STORE.consumer)
+            ngx.say("from lua: ", proxy_wasm.get_property("gw.route.name"))
+        }
+    }
+--- request
+GET /t
+--- response_body
+consumer: alice
+from lua: route-for-/t
+--- grep_error_log eval: qr/property gw\S+: [^,]*|set_property gw\S+ returned \d+|Lua handler of property "[^"]+" failed: [^,]*/
+--- grep_error_log_out
+property gw.route.name: len=12 hex=726f7574652d666f722d2f74 text="route-for-/t"
+property gw.missing: missing
+Lua handler of property "gw.fails" failed: lookup failed
+property gw.fails: error InternalFailure
+Lua handler of property "gw.refused" failed: not for you
+property gw.refused: error InternalFailure
+set_property gw.consumer returned 0
+Lua handler of property "gw.readonly" failed: read-only here
+set_property gw.readonly returned 10
+
+
+
+=== TEST 13: Lua and a filter share a counter in shm_kv (the module's keys, CAS); Lua has its own keys too
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_kv * 64k;
+    }
+--- config
+    location /filter {
+        proxy_wasm testbed "request_headers kv_incr hits; request_headers kv_get mine";
+        content_by_lua_block { ngx.say("filter counted") }
+    }
+    location /lua {
+        content_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            local value, cas = proxy_wasm.kv_get("hits", "testbed")
+            ngx.say("hits: ", value)
+            ngx.say("set with its cas: ", tostring(proxy_wasm.kv_set("hits", tostring(tonumber(value) + 10), cas, "testbed")))
+            ngx.say("set with a stale cas: ", select(2, proxy_wasm.kv_set("hits", "0", cas, "testbed")))
+            ngx.say("lua's own: ", tostring(proxy_wasm.kv_set("mine", "lua", nil)), " ", (proxy_wasm.kv_get("mine")))
+            ngx.say("absent: ", select(2, proxy_wasm.kv_get("nothing", "testbed")))
+        }
+    }
+--- request eval
+["GET /filter", "GET /filter", "GET /lua", "GET /filter"]
+--- response_body eval
+["filter counted\n", "filter counted\n", "hits: 2\nset with its cas: true\nset with a stale cas: cas mismatch\nlua's own: true lua\nabsent: not found\n", "filter counted\n"]
+--- grep_error_log eval: qr/kv_incr hits: \d+|kv_get mine: [^,]*/
+--- grep_error_log_out
+kv_incr hits: 1
+kv_get mine: missing
+kv_incr hits: 2
+kv_get mine: missing
+kv_incr hits: 13
+kv_get mine: missing
+
+
+
+=== TEST 14: Lua enqueues into a queue a filter registered; its root context drains it
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_queue jobs 64k;
+    }
+--- config
+    proxy_wasm testbed "configure queue_register jobs; queue_ready dequeue ready";
+    location /t {
+        content_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            ngx.say(tostring(proxy_wasm.enqueue("jobs", "from-lua")))
+            ngx.say(tostring(proxy_wasm.enqueue("jobs", "for-the-owner", { owner = "testbed" })))
+            ngx.say(select(2, proxy_wasm.enqueue("nope", "x")))
+        }
+    }
+--- request
+GET /t
+--- response_body
+true
+true
+not found
+--- wait: 0.5
+--- error_log
+dequeued "from-lua"
+dequeued "for-the-owner"
+
+
+
+=== TEST 15: Lua and a filter share metrics; Lua's own are under "lua_" on the scrape endpoint
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+    }
+--- config
+    location /filter {
+        proxy_wasm testbed "request_headers metric 0 hits; request_headers metric_incr hits 1; request_headers metric_get hits";
+        content_by_lua_block { ngx.say("ok") }
+    }
+    location /lua {
+        content_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            local hits = assert(proxy_wasm.metric("hits", "counter", "testbed"))
+            ngx.say("hits: ", hits:get())
+            assert(hits:increment(10))
+            ngx.say("decrement: ", select(2, hits:increment(-1)))
+            local own = assert(proxy_wasm.metric("requests", "gauge"))
+            own:record(7)
+            ngx.say("gauge: ", own:get())
+            ngx.say("type: ", select(2, proxy_wasm.metric("hits", "gauge", "testbed")))
+        }
+    }
+    location /metrics {
+        proxy_wasm_metrics;
+    }
+--- request eval
+["GET /filter", "GET /lua", "GET /filter", "GET /metrics"]
+--- response_body_like eval
+["ok\n", "hits: 1\ndecrement: a counter only goes up \\(and by more than 0\\)\ngauge: 7\ntype: metric \"hits\": the name has another type\n", "ok\n", "(?s)testbed_hits 12.*lua_requests 7|lua_requests 7.*testbed_hits 12"]
+--- error_log
+get_metric hits returned 0 value 12
+
+
+
+=== TEST 16: an attached chain follows the failure policy; a request that ends frees what Lua attached
+--- http_config
+    init_worker_by_lua_block {
+        CHAIN = require("resty.proxy_wasm").new({
+            { name = "testbed", config = "response_headers panic" },
+        })
+    }
+--- config
+    location /t {
+        proxy_wasm_failure fail_open;
+        rewrite_by_lua_block { assert(require("resty.proxy_wasm").attach(CHAIN, { isolation = "filter" })) }
+        content_by_lua_block { ngx.say("ok") }
+    }
+--- request eval
+["GET /t", "GET /t"]
+--- response_body eval
+["ok\n", "ok\n"]
+--- error_log
+testbed panics in response_headers

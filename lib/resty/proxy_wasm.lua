@@ -400,9 +400,11 @@ do
     local ok, exdata = pcall(require, "thread.exdata")
 
     if ok and exdata then
+        -- OpenResty's LuaJIT keeps the request in the thread's exdata
+        local ffi_cast = ffi.cast
         set_current_request = function(r)
             local previous = exdata()
-            exdata(r)
+            exdata(ffi_cast("void *", r))
             return previous
         end
 
