@@ -112,4 +112,4 @@ test-1.28.3 test-1.28.3-static test-debian: test-%:
 # the other load order of the modules: the orders of phases and filters
 # must not depend on it
 test-debian-wasm-first:
-	util/test-env.sh debian-wasm-first prove -It/lib t/002-chain.t t/012-lua.t
+	util/test-env.sh debian-wasm-first prove -It/lib t/002-chain.t t/012-lua.t t/033-lua-api.t

@@ -164,6 +164,8 @@ delegate_to_mock! {
         fn with_variable(&self, request: RequestRef, name: &[u8], visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult) -> Result<HostResult, VariableError>;
         fn set_variable(&self, request: RequestRef, name: &[u8], value: &[u8]) -> Result<(), VariableError>;
         fn with_static_property(&self, request: Option<RequestRef>, key: &[u8], visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult) -> HostResult;
+        fn with_host_property(&self, request: Option<RequestRef>, path: &[u8], visit: &mut dyn FnMut(Option<&[u8]>) -> HostResult) -> HostResult;
+        fn set_host_property(&self, request: Option<RequestRef>, path: &[u8], value: &[u8]) -> Result<(), VariableError>;
     }
     HttpCalls {
         fn call_start(&self, request: Option<RequestRef>, params: &CallParams<'_>) -> Result<CallRef, String>;

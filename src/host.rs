@@ -212,7 +212,12 @@ pub trait Properties {
     ) -> HostResult;
 
     /// Sets a property of that namespace.
-    fn set_host_property(&self, request: Option<RequestRef>, path: &[u8], value: &[u8]) -> Result<(), VariableError>;
+    fn set_host_property(
+        &self,
+        request: Option<RequestRef>,
+        path: &[u8],
+        value: &[u8],
+    ) -> Result<(), VariableError>;
 }
 
 pub trait RequestFlow {

@@ -140,7 +140,8 @@ pub(super) unsafe extern "C" fn kv_get(
 ) -> u32 {
     // SAFETY: the shim passes its runtime, strings valid for the call and
     // valid out-pointers.
-    let (rt, owner, key, value, cas) = unsafe { (runtime(rt), bytes(owner), bytes(key), &mut *value, &mut *cas) };
+    let (rt, owner, key, value, cas) =
+        unsafe { (runtime(rt), bytes(owner), bytes(key), &mut *value, &mut *cas) };
     let host = rt.host;
     let outcome = guard(Some(host), "kv_get", Shared::Error, || {
         with_services(rt, err, Shared::Error, |services, lent| {
@@ -193,8 +194,15 @@ pub(super) unsafe extern "C" fn queue_enqueue(
     err: *mut ngx_proxy_wasm_str_t,
 ) -> u32 {
     // SAFETY: the shim passes its runtime and strings valid for the call.
-    let (rt, owner, queue_owner, name, item) =
-        unsafe { (runtime(rt), bytes(owner), bytes(queue_owner), bytes(name), bytes(item)) };
+    let (rt, owner, queue_owner, name, item) = unsafe {
+        (
+            runtime(rt),
+            bytes(owner),
+            bytes(queue_owner),
+            bytes(name),
+            bytes(item),
+        )
+    };
     let host = rt.host;
     guard(Some(host), "queue_enqueue", Shared::Error, || {
         with_services(rt, err, Shared::Error, |services, _| {

@@ -333,7 +333,12 @@ impl Properties for Nginx {
         visit(unsafe { self.lent(rc, value) }?)
     }
 
-    fn set_host_property(&self, request: Option<RequestRef>, path: &[u8], value: &[u8]) -> Result<(), VariableError> {
+    fn set_host_property(
+        &self,
+        request: Option<RequestRef>,
+        path: &[u8],
+        value: &[u8],
+    ) -> Result<(), VariableError> {
         // SAFETY: see above.
         let rc = unsafe { shim!(self, host_property_set)(request_ptr(request), str_of(path), str_of(value)) };
         match self.decode(rc) {

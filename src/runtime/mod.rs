@@ -349,7 +349,9 @@ impl Runtime {
             .position(|filter| filter.module == module && *filter.info.config == *config)
         {
             if let Some(worker) = &self.worker {
-                worker.add_filter(id, self.filters[id].clone()).map_err(start_error)?;
+                worker
+                    .add_filter(id, self.filters[id].clone())
+                    .map_err(start_error)?;
             }
             return Ok(id);
         }

@@ -327,7 +327,10 @@ impl Worker {
     }
 
     pub fn filter_info(&self, filter_id: usize) -> Option<Arc<FilterInfo>> {
-        self.filters.borrow().get(filter_id).map(|filter| filter.info.clone())
+        self.filters
+            .borrow()
+            .get(filter_id)
+            .map(|filter| filter.info.clone())
     }
 
     pub fn filter_module(&self, filter_id: usize) -> Option<usize> {
@@ -430,7 +433,9 @@ impl Worker {
             }
         };
         for &id in filter_ids {
-            let Some(info) = self.filter_info(id) else { continue };
+            let Some(info) = self.filter_info(id) else {
+                continue;
+            };
             if let Err(e) = vm.start_filter(id, &info) {
                 self.log_error(wasm, &format!("filter failed to start: {e}"));
             }

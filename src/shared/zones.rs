@@ -30,7 +30,9 @@ impl Zone {
     pub fn allows(&self, vm_id: &[u8]) -> bool {
         match &self.access {
             Access::PerModule => true,
-            Access::Shared(names) => vm_id.is_empty() || names.iter().any(|name| name == b"*" || name == vm_id),
+            Access::Shared(names) => {
+                vm_id.is_empty() || names.iter().any(|name| name == b"*" || name == vm_id)
+            }
         }
     }
 

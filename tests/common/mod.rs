@@ -324,7 +324,12 @@ impl Properties for MockHost {
         visit(value.as_deref())
     }
 
-    fn set_host_property(&self, _: Option<RequestRef>, path: &[u8], value: &[u8]) -> Result<(), VariableError> {
+    fn set_host_property(
+        &self,
+        _: Option<RequestRef>,
+        path: &[u8],
+        value: &[u8],
+    ) -> Result<(), VariableError> {
         self.host_properties
             .borrow_mut()
             .insert(path.to_vec(), value.to_vec());

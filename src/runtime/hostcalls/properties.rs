@@ -148,7 +148,9 @@ pub fn get(state: &dyn Scope, raw_path: &[u8], out: &mut Vec<u8>) -> Result<(), 
 
 /// Whether a path's first segment is the one the proxy's own code serves.
 fn in_host_namespace(state: &dyn Scope, first: &[u8]) -> bool {
-    state.host_namespace().is_some_and(|namespace| *namespace == first)
+    state
+        .host_namespace()
+        .is_some_and(|namespace| *namespace == first)
 }
 
 /// What filters stored, else what the configuration sets.
