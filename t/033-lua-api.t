@@ -587,3 +587,94 @@ get_metric hits returned 0 value 12
 ["ok\n", "ok\n"]
 --- error_log
 testbed panics in response_headers
+
+
+
+=== TEST 17: a chain built in init_by_lua starts in every worker, as a proxy_wasm line's
+--- http_config
+    init_by_lua_block {
+        CHAIN = require("resty.proxy_wasm").new({
+            { name = "testbed", config = "response_headers add_header response x-init yes" },
+        })
+    }
+--- config
+    location /t {
+        rewrite_by_lua_block { assert(require("resty.proxy_wasm").attach(CHAIN)) }
+        content_by_lua_block { ngx.say("ok") }
+    }
+--- request
+GET /t
+--- response_headers
+x-init: yes
+--- no_error_log
+[error]
+
+
+
+=== TEST 18: a chain that cannot be built in init_by_lua stops nginx with the reason
+--- http_config
+    init_by_lua_block {
+        CHAIN = require("resty.proxy_wasm").new({ { name = "testbed", config = "configure fail" } })
+    }
+--- config
+    location /t {
+        return 200;
+    }
+--- must_die
+--- error_log eval
+qr/init_by_lua.*filters\[1\] \("testbed"\): filter "testbed" failed to start: on_configure returned false/
+
+
+
+=== TEST 19: thousands of requests attaching, starting and setting properties keep the worker's memory flat
+--- http_config
+    init_worker_by_lua_block {
+        PW = require "resty.proxy_wasm"
+        CONFIG = { { name = "testbed", config = "request_headers add_header request x-a 1; response_headers add_header response x-b 2" } }
+    }
+--- config
+    location /t {
+        rewrite_by_lua_block {
+            -- a gateway rebuilding its chain for each request: the same
+            -- filters are found again, not added
+            assert(PW.attach(PW.new(CONFIG), { isolation = ngx.var.arg_isolation }))
+            assert(PW.set_property("gateway.route", string.rep("r", 100)))
+            assert(PW.start())
+        }
+        content_by_lua_block { ngx.say("ok") }
+    }
+    location /load {
+        content_by_lua_block {
+            local function rss()
+                local f = assert(io.open("/proc/self/status"))
+                local status = f:read("*a")
+                f:close()
+                return tonumber(status:match("VmRSS:%s+(%d+)"))
+            end
+            local function load(n, isolation)
+                for _ = 1, n do
+                    local sock = ngx.socket.tcp()
+                    assert(sock:connect("127.0.0.1", ngx.var.server_port))
+                    assert(sock:send("GET /t?isolation=" .. isolation .. " HTTP/1.0\r\nHost: x\r\n\r\n"))
+                    local answer = assert(sock:receive("*a"))
+                    assert(answer:find("ok", 1, true), answer)
+                    sock:close()
+                end
+            end
+            for _, isolation in ipairs({ "none", "request" }) do
+                load(500, isolation)
+                local before = rss()
+                load(3000, isolation)
+                local growth = rss() - before
+                ngx.say(isolation, ": ", growth < 1024 and "flat" or growth .. " KiB more")
+            end
+        }
+    }
+--- request
+GET /load
+--- response_body
+none: flat
+request: flat
+--- timeout: 60
+--- no_error_log
+[error]
