@@ -7,7 +7,7 @@ ratio, with latency percentiles and the worker's RSS.
     bench/bench.py [--quick] [scenario ...]
 
 Scenarios: headers raw chain lua body isolation startup memory instructions
-callout shared containment tcp (all by default). Run it with `make bench`, which builds what it needs.
+callout shared containment tcp lua_api (all by default). Run it with `make bench`, which builds what it needs.
 """
 
 import argparse
@@ -553,6 +553,39 @@ def scenario_instructions():
                 "instr", f"{per['/baseline'] / per[path]:.2f}", note=f"+{per[path] - per['/baseline']:,.0f}")
 
 
+def scenario_lua_api():
+    """The same filter as scenario 1, attached from Lua (resty.proxy_wasm)
+    vs configured by directive, on Debian's nginx with its Lua module:
+    both locations run the same (empty) rewrite_by_lua handler, so the
+    difference is attach() and the chain Lua names."""
+    if not os.path.exists(DEBIAN_LUA[1]):
+        log("scenario 14 skipped: no Debian nginx with its Lua module")
+        return
+    http = f"""
+        location /baseline {{ rewrite_by_lua_block {{ }} empty_gif; }}
+        location /directive {{ rewrite_by_lua_block {{ }} {bench_filter()} empty_gif; }}
+        location /attached {{ rewrite_by_lua_block {{ PW.attach(CHAIN) }} empty_gif; }}
+    }}
+    lua_package_path "{TOP}/lib/?.lua;;";
+    init_worker_by_lua_block {{
+        PW = require "resty.proxy_wasm"
+        CHAIN = PW.new({{ {{ name = "bench", config = "headers" }} }})
+    }}
+    server {{
+        listen 127.0.0.1:{PORT + 1};
+"""
+    main = f"wasm {{ module bench {FILTERS}/bench.wasm; }}"
+    with Nginx("lua_api", http, main=main, binary=DEBIAN_NGINX, modules=DEBIAN_LUA + [DEBIAN_MODULE]) as n:
+        if get("/attached", ["x-request-id: 42"]).find("x-bench: 42") < 0:
+            raise SystemExit("the attached chain does not add x-bench")
+        base, directive = compare(n, "/baseline", "/directive")
+        row("14", "one filter by directive, vs none (both with rewrite_by_lua, Debian nginx 1.22.1)", base,
+            directive)
+        directive, attached = compare(n, "/directive", "/attached")
+        attached["rss"] = n.rss_kib()
+        row("14", "the same filter attached from Lua, vs by directive", directive, attached, target=0.95)
+
+
 def scenario_tcp():
     """TCP through stream{}: nginx's proxy alone, and with one network
     filter (counting bytes each way in metrics), in front of the http{}
@@ -591,6 +624,7 @@ SCENARIOS = {
     "shared": scenario_shared,
     "containment": scenario_containment,
     "tcp": scenario_tcp,
+    "lua_api": scenario_lua_api,
 }
 
 

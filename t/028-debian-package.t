@@ -151,6 +151,16 @@ http {
         location / {
             content_by_lua_block { ngx.say("lua sees x-hello: ", ngx.var.http_x_hello) }
         }
+        # resty.proxy_wasm, found where Debian keeps Lua libraries
+        location /lua {
+            proxy_wasm_isolation none;
+            rewrite_by_lua_block {
+                local proxy_wasm = require "resty.proxy_wasm"
+                CHAIN = CHAIN or proxy_wasm.new({ { name = "hello", config = "Hello from Lua" } })
+                assert(proxy_wasm.attach(CHAIN))
+            }
+            content_by_lua_block { ngx.say("lua sees x-hello: ", ngx.var.http_x_hello) }
+        }
     }
 }
 END
@@ -174,6 +184,8 @@ like(get('/hello'), qr{^HTTP/1\.1 200 .*\r\nx-answered-by: hello\.wasm\r\n(?:[^\
      "the filter answers /hello");
 like(get('/'), qr{\r\nx-powered-by: ngx_proxy_wasm\r\n(?:[^\r]+\r\n)*\r\nlua sees x-hello: Hello from the package\n$}s,
      "the filter sets a request header Lua's content handler sees, and adds a response header");
+like(get('/lua'), qr{\r\n\r\nlua sees x-hello: Hello from Lua\n$}s,
+     "the package's Lua library attaches a chain built in Lua");
 like(get('/old', $tcp_port), qr{\r\nx-answered-by: hello\.wasm\r\n(?:[^\r]+\r\n)*\r\nHello from the package\n$}s,
      "a network filter in stream{} rewrites a connection's data (/old to /hello)");
 
