@@ -230,7 +230,8 @@ ngx_http_proxy_wasm_lua_dispatch(void *request, const char *op,
 
     lua->pushlstring(L, op, ngx_strlen(op));
     lua->pushlstring(L, (const char *) path.data, path.len);
-    lua->pushlstring(L, (const char *) value->data, value->len);
+    lua->pushlstring(L, value->len ? (const char *) value->data : "",
+                     value->len);
 
     if (lua->pcall(L, 4, 2, 0) != 0) {
         s = lua->tolstring(L, -1, &len);

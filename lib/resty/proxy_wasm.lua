@@ -525,6 +525,25 @@ end
 -- metrics are that module's), or for itself (nil): its own part of
 -- per-module zones, and every zone with share=.
 
+-- What an operation on shared memory came to: its results (...) when
+-- done, else nil and why.
+local function shared_outcome(rc, ...)
+    if rc == SHARED_DONE then
+        return ...
+    end
+
+    if rc == SHARED_ABSENT then
+        return nil, "not found"
+    end
+
+    if rc == SHARED_CAS_MISMATCH then
+        return nil, "cas mismatch"
+    end
+
+    return nil, last_error()
+end
+
+
 local function owner_of(module, level)
     if module == nil then
         return ""
@@ -548,11 +567,7 @@ function _M.kv_get(key, module)
                tonumber(cas_out[0])
     end
 
-    if rc == SHARED_ABSENT then
-        return nil, "not found"
-    end
-
-    return nil, last_error()
+    return shared_outcome(rc)
 end
 
 
@@ -570,17 +585,11 @@ function _M.kv_set(key, value, cas, module)
     local owner = owner_of(module, 2)
     check_phase("kv_set", WORKER_PHASES)
 
-    local rc = C.ngx_http_proxy_wasm_ffi_kv_set(owner, #owner, key, #key,
-                                                value, #value, cas, err_out)
-    if rc == SHARED_DONE then
-        return true
-    end
-
-    if rc == SHARED_CAS_MISMATCH then
-        return nil, "cas mismatch"
-    end
-
-    return nil, last_error()
+    return shared_outcome(C.ngx_http_proxy_wasm_ffi_kv_set(owner, #owner,
+                                                           key, #key, value,
+                                                           #value, cas,
+                                                           err_out),
+                          true)
 end
 
 
@@ -605,18 +614,13 @@ function _M.enqueue(queue, item, opts)
 
     check_phase("enqueue", WORKER_PHASES)
 
-    local rc = C.ngx_http_proxy_wasm_ffi_enqueue(owner, #owner, queue_owner,
-                                                 #queue_owner, queue, #queue,
-                                                 item, #item, err_out)
-    if rc == SHARED_DONE then
-        return true
-    end
-
-    if rc == SHARED_ABSENT then
-        return nil, "not found"
-    end
-
-    return nil, last_error()
+    return shared_outcome(C.ngx_http_proxy_wasm_ffi_enqueue(owner, #owner,
+                                                            queue_owner,
+                                                            #queue_owner,
+                                                            queue, #queue,
+                                                            item, #item,
+                                                            err_out),
+                          true)
 end
 
 
@@ -626,14 +630,10 @@ metric_mt.__index = metric_mt
 
 local function metric_apply(metric, op, arg)
     local owner = metric.owner
-    local rc = C.ngx_http_proxy_wasm_ffi_metric_apply(owner, #owner,
-                                                      metric.id, op, arg,
-                                                      u64_out, err_out)
-    if rc == SHARED_DONE then
-        return true
-    end
-
-    return nil, last_error()
+    return shared_outcome(C.ngx_http_proxy_wasm_ffi_metric_apply(owner,
+                                                      #owner, metric.id, op,
+                                                      arg, u64_out, err_out),
+                          true)
 end
 
 
@@ -681,11 +681,12 @@ function _M.metric(name, kind, module)
     local owner = module == nil and "lua" or owner_of(module, 2)
     check_phase("metric", WORKER_PHASES)
 
-    local rc = C.ngx_http_proxy_wasm_ffi_metric_define(owner, #owner, ctype,
-                                                       name, #name, id_out,
-                                                       err_out)
-    if rc ~= SHARED_DONE then
-        return nil, last_error()
+    local ok, err = shared_outcome(
+        C.ngx_http_proxy_wasm_ffi_metric_define(owner, #owner, ctype, name,
+                                                #name, id_out, err_out),
+        true)
+    if not ok then
+        return nil, err
     end
 
     return setmetatable({ id = id_out[0], owner = owner, name = name },
