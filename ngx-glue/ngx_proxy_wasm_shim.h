@@ -97,7 +97,8 @@ typedef struct {
 
 
 typedef struct {
-    /* some location runs filters: the phase handlers are needed */
+    /* some location runs filters, or Lua may attach them: the phase
+     * handlers are needed */
     ngx_flag_t                  used;
 } ngx_http_proxy_wasm_main_conf_t;
 

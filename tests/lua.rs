@@ -155,3 +155,17 @@ fn the_host_namespace_is_served_by_the_host_for_filters() {
     };
     assert!(properties::get(&scope, b"gw.route.name", &mut out).is_err());
 }
+
+#[test]
+fn a_tick_period_set_by_a_filter_added_in_a_running_worker_starts() {
+    let host = MockHost::new();
+    let (mut runtime, worker) = running!(host);
+    runtime
+        .add_filter("m", b"configure tick_period 100; tick log info ticked")
+        .expect("the filter starts");
+    // the throwaway check arms nothing: one timer, the worker's
+    let timers = host.take_timers();
+    assert_eq!(timers.len(), 1, "{}", host.dump());
+    worker.on_timer(timers[0]);
+    assert_eq!(host.count("ticked"), 1, "{}", host.dump());
+}

@@ -353,11 +353,17 @@ impl Worker {
         match started {
             None => self.install(module),
             Some(false) => {
-                let mut slot = self.vms[module].borrow_mut();
-                let vm = slot.as_mut().expect("checked above");
-                if vm.root_context(filter_id).is_none() {
+                let (generation, requests) = {
+                    let mut slot = self.vms[module].borrow_mut();
+                    let vm = slot.as_mut().expect("checked above");
+                    if vm.root_context(filter_id).is_some() {
+                        return Ok(());
+                    }
                     vm.start_filter(filter_id, &info)?;
-                }
+                    (vm.generation, vm.take_tick_requests())
+                };
+                // a tick period its on_configure set starts now
+                self.apply_ticks(module, generation, requests);
             }
             // its replacement starts it
             Some(true) => return Ok(()),
