@@ -511,39 +511,6 @@ ngx_http_proxy_wasm_ffi_attach(ngx_http_request_t *r, const uint32_t *ids,
 
 
 /*
- * The request's state with its chain made (Lua attached it, or its
- * location has one); NULL with *err when it has none.
- */
-static ngx_http_proxy_wasm_ctx_t *
-ngx_http_proxy_wasm_lua_chain(ngx_http_request_t *r,
-    ngx_proxy_wasm_str_t *err)
-{
-    ngx_int_t                   rc;
-    ngx_http_proxy_wasm_ctx_t  *ctx;
-
-    ngx_http_proxy_wasm_lua_busy++;
-    ctx = ngx_http_proxy_wasm_request_ctx(r, &rc);
-    ngx_http_proxy_wasm_lua_busy--;
-
-    if (ctx == NULL || ctx->chain == NULL) {
-        if (rc == NGX_DECLINED) {
-            (void) ngx_http_proxy_wasm_lua_error(err,
-                "no filter chain runs for this request: attach one, or "
-                "configure proxy_wasm for its location");
-
-        } else {
-            (void) ngx_http_proxy_wasm_lua_error(err,
-                "the request's filter chain could not start (see the log)");
-        }
-
-        return NULL;
-    }
-
-    return ctx;
-}
-
-
-/*
  * Lua's start(): on_request_headers now, from a posted event (filters
  * never run within a call from Lua); Lua waits on its semaphore for
  * ngx_http_proxy_wasm_ffi_outcome to tell what came of it.
@@ -600,11 +567,6 @@ ngx_http_proxy_wasm_ffi_start(ngx_http_request_t *r, void *sema,
     ctx->lua_sema = sema;
     ctx->lua_start_pending = 1;
     ctx->lua_outcome = NGX_HTTP_PROXY_WASM_LUA_WAITING;
-
-    /* the state may be fresh: its event is set up when its chain starts */
-    ctx->resume.handler = ngx_http_proxy_wasm_resume_handler;
-    ctx->resume.data = ctx;
-    ctx->resume.log = r->connection->log;
 
     ngx_post_event(&ctx->resume, &ngx_posted_events);
 
@@ -753,10 +715,14 @@ ngx_http_proxy_wasm_ffi_outcome(ngx_http_request_t *r, int *status)
 }
 
 
-/* The chain of a request for its properties (made if it is due). */
+/*
+ * The chain of a request for its properties, made if it is due (its
+ * contexts start early); NULL: it has none.
+ */
 static ngx_proxy_wasm_chain_t *
 ngx_http_proxy_wasm_lua_property_chain(ngx_http_request_t *r)
 {
+    ngx_int_t                   rc;
     ngx_proxy_wasm_str_t        err;
     ngx_http_proxy_wasm_ctx_t  *ctx;
 
@@ -764,7 +730,10 @@ ngx_http_proxy_wasm_lua_property_chain(ngx_http_request_t *r)
         return NULL;
     }
 
-    ctx = ngx_http_proxy_wasm_lua_chain(r, &err);
+    /* a filter of the chain may start now (isolation): Lua is busy */
+    ngx_http_proxy_wasm_lua_busy++;
+    ctx = ngx_http_proxy_wasm_request_ctx(r, &rc);
+    ngx_http_proxy_wasm_lua_busy--;
 
     return ctx ? ctx->chain : NULL;
 }
@@ -832,9 +801,7 @@ ngx_http_proxy_wasm_ffi_host_properties(const u_char *ns_data, size_t ns_len,
                                   "lua-nginx-module's Lua state is missing");
     }
 
-    ngx_proxy_wasm_api.host_properties_namespace(rt, ns);
-
-    return NGX_OK;
+    return ngx_proxy_wasm_api.host_properties_namespace(rt, ns, err);
 }
 
 

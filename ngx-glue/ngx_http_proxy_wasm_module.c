@@ -498,6 +498,21 @@ ngx_http_proxy_wasm_get_ctx(ngx_http_request_t *r)
 }
 
 
+/* The state's request, and its events (zeroed with the state). */
+static void
+ngx_http_proxy_wasm_ctx_init(ngx_http_request_t *r,
+    ngx_http_proxy_wasm_ctx_t *ctx)
+{
+    ctx->request = r;
+    ctx->resume.handler = ngx_http_proxy_wasm_resume_handler;
+    ctx->resume.data = ctx;
+    ctx->resume.log = r->connection->log;
+    ctx->hold_timer.handler = ngx_http_proxy_wasm_hold_expired;
+    ctx->hold_timer.data = ctx;
+    ctx->hold_timer.log = r->connection->log;
+}
+
+
 /*
  * A new run of the state's chain (ctx->filters: the location's, or those
  * Lua attached), in a fresh or ended state. If it cannot start, the state
@@ -519,16 +534,10 @@ ngx_http_proxy_wasm_start_chain(ngx_http_request_t *r,
 
     ngx_memzero(ctx, sizeof(ngx_http_proxy_wasm_ctx_t));
 
-    ctx->request = r;
+    ngx_http_proxy_wasm_ctx_init(r, ctx);
     ctx->filters = filters;
     ctx->lua_isolation = isolation;
     ctx->lua_attached = attached;
-    ctx->resume.handler = ngx_http_proxy_wasm_resume_handler;
-    ctx->resume.data = ctx;
-    ctx->resume.log = r->connection->log;
-    ctx->hold_timer.handler = ngx_http_proxy_wasm_hold_expired;
-    ctx->hold_timer.data = ctx;
-    ctx->hold_timer.log = r->connection->log;
 
     plcf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_wasm_module);
 
@@ -601,7 +610,7 @@ ngx_http_proxy_wasm_new_ctx(ngx_http_request_t *r)
         return NULL;
     }
 
-    ctx->request = r;
+    ngx_http_proxy_wasm_ctx_init(r, ctx);
     ctx->lua_isolation = NGX_CONF_UNSET_UINT;
 
     cln->handler = ngx_http_proxy_wasm_cleanup;

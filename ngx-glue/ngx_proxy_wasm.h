@@ -845,10 +845,12 @@ typedef struct {
 
     /*
      * The first segment of the property paths host_property_get and
-     * host_property_set serve, in this worker; empty: none.
+     * host_property_set serve, in this worker: 0, or -1 with *err when it
+     * cannot be one (a path of nginx's attributes, ...).
      */
-    void      (*host_properties_namespace)(ngx_proxy_wasm_runtime_t *rt,
-                                           ngx_proxy_wasm_str_t ns);
+    int32_t   (*host_properties_namespace)(ngx_proxy_wasm_runtime_t *rt,
+                                           ngx_proxy_wasm_str_t ns,
+                                           ngx_proxy_wasm_str_t *err);
     /*
      * A property of a request (NULL: none) as its filters see it, from its
      * chain when it has one (c may be NULL): its value lent until the next

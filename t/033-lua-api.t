@@ -295,6 +295,7 @@ order: wasm request_headers
             try(proxy_wasm.set_property, "a.b", 1)
             try(proxy_wasm.set_host_properties_handlers)
             try(proxy_wasm.set_host_properties_handlers, function() end, nil, "a.b")
+            try(proxy_wasm.set_host_properties_handlers, function() end, nil, "request")
             try(proxy_wasm.kv_set, "k", 1)
             try(proxy_wasm.metric, "m", "meter")
         }
@@ -317,6 +318,7 @@ qr/^.*filters must be a table, not string
 .*value must be a string, not number
 .*a getter or a setter is needed
 .*namespace must be one non-empty path segment
+.*namespace names one of nginx's attributes
 .*value must be a string, not number
 .*kind must be "counter", "gauge" or "histogram"
 $/
@@ -344,12 +346,17 @@ $/
             ngx.log(ngx.WARN, "start again: ", err)
         }
         content_by_lua_block { ngx.say("ok") }
+        log_by_lua_block {
+            local ok, err = pcall(require("resty.proxy_wasm").attach, CHAIN)
+            ngx.log(ngx.WARN, "attach while logging: ", err)
+        }
     }
 --- request
 GET /t
 --- response_body
 ok
 --- error_log
+attach while logging: attach cannot be called in the 'log' phase
 attach from a timer: attach cannot be called in the 'timer' phase
 attach after start: the request's chain has already started
 start again: the request's chain has already started
@@ -678,5 +685,40 @@ GET /load
 none: flat
 request: flat
 --- timeout: 60
+--- no_error_log
+[error]
+
+
+
+=== TEST 20: an attached chain runs as a directive chain does: a call that holds the request, a local response
+--- http_config
+    init_worker_by_lua_block {
+        local proxy_wasm = require "resty.proxy_wasm"
+        CALLS = proxy_wasm.new({
+            { name = "testbed", config = "request_headers call 127.0.0.1:$TEST_NGINX_SERVER_PORT GET /svc; request_headers pause; call_response continue; response_headers add_header response x-after-call yes" },
+        })
+        DENIES = proxy_wasm.new({ { name = "testbed", config = "request_headers respond 401 nope" } })
+    }
+--- config
+    location /t {
+        rewrite_by_lua_block {
+            local proxy_wasm = require "resty.proxy_wasm"
+            assert(proxy_wasm.attach(ngx.var.arg_deny and DENIES or CALLS))
+        }
+        content_by_lua_block { ngx.say("served") }
+    }
+    location /svc {
+        content_by_lua_block { ngx.say("service") }
+    }
+--- request eval
+["GET /t", "GET /t?deny=1"]
+--- error_code eval
+[200, 401]
+--- response_headers eval
+["x-after-call: yes", "!x-after-call"]
+--- response_body eval
+["served\n", "nope"]
+--- error_log eval
+qr/call #\d+ response: \d+ headers, 8 bytes, 0 trailers/
 --- no_error_log
 [error]

@@ -316,6 +316,7 @@ end
 local host_namespace, host_getter, host_setter
 
 
+
 -- The part of a path after the host namespace, if it is in it.
 local function host_key(path)
     if host_namespace
@@ -323,6 +324,44 @@ local function host_key(path)
     then
         return path:sub(#host_namespace + 2)
     end
+end
+
+
+-- What Lua's handlers make of a property of the host namespace (op:
+-- "get" or "set"): a status word ("found", "absent", "done", "readonly",
+-- "error") and the value, or why.
+local function serve(op, key, value)
+    local handler = op == "get" and host_getter or host_setter
+    if not handler then
+        if op == "get" then
+            return "absent"
+        end
+
+        return "readonly", "no setter"
+    end
+
+    local pok, ok, v = pcall(handler, key, value)
+    if not pok then
+        return "error", tostring(ok)
+    end
+
+    if op == "set" then
+        if ok then
+            return "done"
+        end
+
+        return "error", tostring(v or "the setter failed")
+    end
+
+    if ok and v ~= nil then
+        return "found", tostring(v)
+    end
+
+    if ok or v == nil then
+        return "absent"
+    end
+
+    return "error", tostring(v)
 end
 
 
@@ -336,16 +375,12 @@ function _M.get_property(path)
 
     local key = host_key(path)
     if key then
-        if not host_getter then
-            return nil, "not found"
+        local status, value = serve("get", key)
+        if status == "found" then
+            return value
         end
 
-        local ok, value = host_getter(key)
-        if ok and value ~= nil then
-            return tostring(value)
-        end
-
-        return nil, ok and "not found" or (value or "not found")
+        return nil, status == "absent" and "not found" or value
     end
 
     local rc = C.ngx_http_proxy_wasm_ffi_property_get(r, path, #path,
@@ -372,16 +407,16 @@ function _M.set_property(path, value)
 
     local key = host_key(path)
     if key then
-        if not host_setter then
-            return nil, "cannot set " .. path .. ": it is read-only"
+        local status, err = serve("set", key, value)
+        if status == "done" then
+            return true
         end
 
-        local ok, err = host_setter(key, value)
-        if not ok then
-            return nil, err or "the setter failed"
+        if status == "readonly" then
+            return nil, "cannot set " .. path .. ": the property is read-only"
         end
 
-        return true
+        return nil, err
     end
 
     if C.ngx_http_proxy_wasm_ffi_property_set(r, path, #path, value, #value,
@@ -428,50 +463,10 @@ local function dispatch(r, op, path, value)
     end
 
     local previous = set_current_request(r)
-    local results
-
-    if op == "get" then
-        if not host_getter then
-            set_current_request(previous)
-            return "absent"
-        end
-
-        results = { pcall(host_getter, key) }
-
-    else
-        if not host_setter then
-            set_current_request(previous)
-            return "readonly", "no setter"
-        end
-
-        results = { pcall(host_setter, key, value) }
-    end
-
+    local status, result = serve(op, key, value)
     set_current_request(previous)
 
-    local pok, ok, v = results[1], results[2], results[3]
-
-    if not pok then
-        return "error", tostring(ok)
-    end
-
-    if op == "get" then
-        if ok and v ~= nil then
-            return "found", tostring(v)
-        end
-
-        if ok or v == nil then
-            return "absent"
-        end
-
-        return "error", tostring(v)
-    end
-
-    if ok then
-        return "done"
-    end
-
-    return "error", tostring(v or "the setter failed")
+    return status, result
 end
 
 
@@ -499,17 +494,12 @@ function _M.set_host_properties_handlers(getter, setter, namespace)
     end
 
     check_type(namespace, "string", "namespace", 2)
-
-    if namespace == "" or namespace:find(".", 1, true) then
-        error("namespace must be one non-empty path segment", 2)
-    end
-
     check_phase("set_host_properties_handlers", WORKER_PHASES)
 
     if C.ngx_http_proxy_wasm_ffi_host_properties(namespace, #namespace,
                                                  err_out) ~= NGX_OK
     then
-        return nil, last_error()
+        error(last_error(), 2)
     end
 
     host_namespace, host_getter, host_setter = namespace, getter, setter

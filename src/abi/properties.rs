@@ -92,6 +92,19 @@ impl<'a> PropertyPath<'a> {
     }
 }
 
+/// Checks a namespace the proxy's own code (Lua) serves properties under:
+/// one path segment that is neither one of nginx's attributes nor one of
+/// Envoy's former top-level names (its paths would not reach it).
+pub fn check_host_namespace(raw: &[u8]) -> Result<(), &'static str> {
+    let path = PropertyPath::parse(raw)
+        .filter(|path| path.rest().is_empty() && path.first() == raw)
+        .ok_or("namespace must be one non-empty path segment")?;
+    if path.is_reserved() || path.key() != raw {
+        return Err("namespace names one of nginx's attributes (or Envoy's former ones)");
+    }
+    Ok(())
+}
+
 /// The key a configured (static) property is stored under: its dotted
 /// path, checked; `PropertyKey::Invalid` for an empty path or segment,
 /// `PropertyKey::Reserved` for a path of nginx's attributes.
@@ -168,6 +181,24 @@ impl PropertyStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_namespaces_are_one_segment_of_no_attribute() {
+        assert_eq!(check_host_namespace(b"gateway"), Ok(()));
+        for bad in [&b""[..], b"a.b", b"a\0b", b"."] {
+            assert!(
+                check_host_namespace(bad).unwrap_err().contains("one non-empty"),
+                "{bad:?}"
+            );
+        }
+        // nginx's attributes, and Envoy's former names (stored under xds.)
+        for reserved in [&b"request"[..], b"ngx", b"plugin_name", b"node"] {
+            assert!(
+                check_host_namespace(reserved).unwrap_err().contains("attributes"),
+                "{reserved:?}"
+            );
+        }
+    }
 
     fn segments(raw: &[u8]) -> Vec<&[u8]> {
         PropertyPath::parse(raw).unwrap().segments

@@ -7,7 +7,7 @@ use std::ffi::c_void;
 
 use super::api::{chain, guard, runtime, RuntimeBox};
 use super::{bytes, str_of};
-use crate::abi::Status;
+use crate::abi::{self, Status};
 use crate::host::{MetricType, RequestRef};
 use crate::runtime::hostcalls::properties::{self, ProxyScope, SetError};
 use crate::runtime::services::Services;
@@ -51,17 +51,23 @@ fn shared_error(what: &str, name: &[u8], error: SharedError) -> String {
     format!("{what} \"{}\": {why}", String::from_utf8_lossy(name))
 }
 
-/// Sets the first segment of the paths Lua serves (empty: none).
+/// Sets the first segment of the paths Lua serves.
 pub(super) unsafe extern "C" fn host_properties_namespace(
     rt: *mut ngx_proxy_wasm_runtime_t,
     namespace: ngx_proxy_wasm_str_t,
-) {
-    // SAFETY: the shim passes its runtime and a string valid for the call.
+    err: *mut ngx_proxy_wasm_str_t,
+) -> i32 {
+    // SAFETY: the shim passes its runtime, a string valid for the call and
+    // a valid out-pointer.
     let (rt, namespace) = unsafe { (runtime(rt), bytes(namespace)) };
-    guard(Some(rt.host), "host_properties_namespace", (), || {
-        if let Some(runtime) = rt.runtime.as_mut() {
-            *runtime.worker().services().host_namespace.borrow_mut() = namespace.to_vec();
+    guard(Some(rt.host), "host_properties_namespace", -1, || {
+        if let Err(why) = abi::properties::check_host_namespace(namespace) {
+            return rt.fail(err, why);
         }
+        with_services(rt, err, -1, |services, _| {
+            *services.host_namespace.borrow_mut() = namespace.to_vec();
+            Ok(0)
+        })
     })
 }
 
@@ -281,7 +287,7 @@ pub(super) unsafe extern "C" fn metric_apply(
             rt.fail(err, "no such metric operation");
             return Shared::Error;
         };
-        let owner: std::sync::Arc<str> = String::from_utf8_lossy(owner).into();
+        let owner = String::from_utf8_lossy(owner);
         with_services(rt, err, Shared::Error, |services, _| {
             let Some(metric) = services.metrics.borrow().lookup(&owner, id) else {
                 return Ok(Shared::Absent);

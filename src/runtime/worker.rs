@@ -349,31 +349,27 @@ impl Worker {
                 filters.push(filter);
             }
         }
-        let started = self.vms[module].borrow().as_ref().map(|vm| vm.failed());
-        match started {
-            None => self.install(module),
-            Some(false) => {
-                let (generation, requests) = {
-                    let mut slot = self.vms[module].borrow_mut();
-                    let vm = slot.as_mut().expect("checked above");
-                    if vm.root_context(filter_id).is_some() {
-                        return Ok(());
-                    }
-                    vm.start_filter(filter_id, &info)?;
-                    (vm.generation, vm.take_tick_requests())
-                };
-                // a tick period its on_configure set starts now
-                self.apply_ticks(module, generation, requests);
-            }
-            // its replacement starts it
-            Some(true) => return Ok(()),
+        let mut slot = self.vms[module].borrow_mut();
+        let Some(vm) = slot.as_mut() else {
+            // the module's first filter: its instance starts with it
+            drop(slot);
+            self.install(module);
+            return match self.vms[module].borrow().as_ref() {
+                Some(vm) if vm.root_context(filter_id).is_some() => Ok(()),
+                Some(_) => Err("it failed to start in this worker (see the log)".into()),
+                None => Err("its module's instance could not start (see the log)".into()),
+            };
+        };
+        // a failed instance's replacement starts it
+        if vm.failed() || vm.root_context(filter_id).is_some() {
+            return Ok(());
         }
-        let slot = self.vms[module].borrow();
-        match slot.as_ref() {
-            Some(vm) if vm.root_context(filter_id).is_some() => Ok(()),
-            Some(_) => Err("it failed to start in this worker (see the log)".into()),
-            None => Err("its module's instance could not start (see the log)".into()),
-        }
+        vm.start_filter(filter_id, &info)?;
+        let (generation, requests) = (vm.generation, vm.take_tick_requests());
+        drop(slot);
+        // a tick period its on_configure set starts now
+        self.apply_ticks(module, generation, requests);
+        Ok(())
     }
 
     /// Puts a new shared instance of a module in its slot. One that

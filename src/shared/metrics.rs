@@ -428,7 +428,7 @@ impl MetricRegistry {
 
     /// The metric an id stands for, if the filter defined it: a filter
     /// cannot reach another's metrics.
-    pub fn lookup(&self, filter: &Arc<str>, id: u32) -> Option<Metric> {
+    pub fn lookup(&self, filter: &str, id: u32) -> Option<Metric> {
         let index = (id >> 2).checked_sub(1)? as usize;
         let (metric, owner) = self.metrics.get(index)?;
         (metric.kind as u32 == id & 3 && same_filter(owner, filter)).then_some(*metric)
@@ -436,9 +436,9 @@ impl MetricRegistry {
 }
 
 /// Filters are named by their module's name, one `Arc` per module: the
-/// pointers match but for a name built elsewhere.
-fn same_filter(a: &Arc<str>, b: &Arc<str>) -> bool {
-    Arc::ptr_eq(a, b) || a == b
+/// pointers match but for a name built elsewhere (the Lua API's).
+fn same_filter(a: &Arc<str>, b: &str) -> bool {
+    std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len() || &**a == b
 }
 
 #[cfg(test)]
