@@ -318,7 +318,7 @@ qr/^.*filters must be a table, not string
 .*value must be a string, not number
 .*a getter or a setter is needed
 .*namespace must be one non-empty path segment
-.*namespace names one of nginx's attributes
+.*namespace names one of nginx's attributes \(or Envoy's former ones\)
 .*value must be a string, not number
 .*kind must be "counter", "gauge" or "histogram"
 $/
