@@ -138,7 +138,7 @@ fn split_dotted(raw: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Values filters stored with `proxy_set_property`, by dotted key.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PropertyStore {
     entries: Vec<(Vec<u8>, Vec<u8>)>,
     bytes: usize,

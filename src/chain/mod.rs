@@ -755,7 +755,7 @@ impl Chain {
                     .map(|vm| (vm.end_roots(), vm.generation));
                 match outcome {
                     Some((true, generation)) => self.worker.linger(slot.clone(), generation),
-                    Some((false, generation)) => self.worker.forget_instance(generation),
+                    Some((false, generation)) => self.worker.release_instance(slot, generation),
                     None => {}
                 }
                 ended.push(slot);

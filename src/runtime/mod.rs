@@ -7,6 +7,7 @@ pub mod hostcalls;
 pub mod limits;
 pub mod module;
 pub mod services;
+pub mod snapshot;
 pub mod state;
 pub mod vm;
 mod worker;
@@ -424,6 +425,7 @@ impl Runtime {
                     &self.filters,
                     self.config.calls,
                     self.config.metric_naming.clone(),
+                    self.config.instance_pool.is_some(),
                 )
             })
             .clone()

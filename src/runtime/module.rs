@@ -11,6 +11,7 @@ use wasmtime::{Engine, ExternType, FuncType, InstancePre, Linker, Module, Module
 
 use super::cache::{self, Origin};
 use super::limits::InstanceLimits;
+use super::snapshot;
 use crate::abi::AbiVersion;
 use crate::error::one_line;
 use crate::runtime::state::HostState;
@@ -19,6 +20,8 @@ use crate::runtime::state::HostState;
 pub struct Compiled {
     code: cache::Code,
     cache_warning: Option<String>,
+    /// The exports of its mutable globals, if its instances can be reset.
+    reset_globals: Option<Vec<String>>,
 }
 
 /// What `module` says, and the runtime settings a module is loaded with.
@@ -45,6 +48,9 @@ pub struct WasmModule {
     /// The callbacks the module exports (of the checked types), resolved
     /// once: looking up a missing export by name builds an error each time.
     exports: Vec<(&'static str, ModuleExport)>,
+    /// Its mutable globals, exported for the host: None if its instances
+    /// cannot be reset (see `snapshot`).
+    pub reset_globals: Option<Vec<ModuleExport>>,
 }
 
 /// The exports the host may call, with the type each must have. The
@@ -123,14 +129,20 @@ impl WasmModule {
             path: path.clone(),
             why: e.to_string(),
         })?;
+        let prepared = snapshot::prepare(&bytes);
+        let bytes = prepared.rewritten.as_deref().unwrap_or(&bytes);
         let mut cache_warning = None;
-        let code = cache::compile(engine, &bytes, source.cache, &mut cache_warning).map_err(|e| {
+        let code = cache::compile(engine, bytes, source.cache, &mut cache_warning).map_err(|e| {
             ModuleError::Invalid {
                 path,
                 why: one_line(&e),
             }
         })?;
-        Ok(Compiled { code, cache_warning })
+        Ok(Compiled {
+            code,
+            cache_warning,
+            reset_globals: prepared.globals,
+        })
     }
 
     /// The rest, on the thread that keeps the module: what it allocates
@@ -156,6 +168,12 @@ impl WasmModule {
             .chain(HEADER_CALLBACKS)
             .filter_map(|name| Some((name, module.get_export_index(name)?)))
             .collect();
+        let reset_globals = compiled.reset_globals.and_then(|names| {
+            names
+                .iter()
+                .map(|name| module.get_export_index(name))
+                .collect::<Option<Vec<_>>>()
+        });
         let pre = linker.instantiate_pre(&module).map_err(|e| ModuleError::Link {
             path,
             why: one_line(&e),
@@ -170,6 +188,7 @@ impl WasmModule {
             cache_warning: compiled.cache_warning,
             warned: Mutex::new(HashSet::new()),
             exports,
+            reset_globals,
         })
     }
 

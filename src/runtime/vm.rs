@@ -2,12 +2,13 @@
 //! contexts, and the one wrapper every guest call goes through.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use wasmtime::{
-    AsContextMut, Instance, ModuleExport, Store, Trap, TypedFunc, WasmBacktrace, WasmParams, WasmResults,
+    AsContextMut, Global, Instance, ModuleExport, Store, Trap, TypedFunc, Val, WasmBacktrace, WasmParams,
+    WasmResults,
 };
 
 use crate::abi::Direction;
@@ -17,8 +18,10 @@ use crate::callout::http1::Response;
 use crate::callout::CallFailure;
 use crate::runtime::hostcalls::ProcExit;
 use crate::runtime::module::WasmModule;
+use crate::abi::properties::PropertyStore;
 use crate::runtime::services::Services;
-use crate::runtime::state::{Callback, Context, FilterInfo, Frame, HostState, IdMap, RequestState};
+use crate::runtime::snapshot::{MemoryImage, PageMap};
+use crate::runtime::state::{Callback, Context, Declaration, FilterInfo, Frame, HostState, IdMap, RequestState};
 
 /// A guest call that did not complete: the instance is now unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +110,23 @@ pub struct Vm {
     completed_at_start: u64,
     /// `done_roots` ran (the worker shuts down).
     roots_done: bool,
+    instance: Instance,
+    /// What a per-request instance is put back to after its request.
+    fresh: Option<Box<Fresh>>,
+}
+
+/// A per-request instance as its start left it (see `snapshot`): its
+/// memory and globals, and the host's record of its root contexts.
+struct Fresh {
+    /// The module's index in the worker and the filters whose roots it
+    /// runs: which requests may take it.
+    key: (usize, Vec<usize>),
+    memory: MemoryImage,
+    globals: Vec<(Global, Val)>,
+    roots: IdMap<usize, u32>,
+    next_context_id: u32,
+    contexts: Vec<(u32, Arc<FilterInfo>, PropertyStore)>,
+    declared: HashMap<Vec<u8>, Declaration>,
 }
 
 impl Vm {
@@ -143,6 +163,8 @@ impl Vm {
             completed: 0,
             completed_at_start: 0,
             roots_done: false,
+            instance,
+            fresh: None,
         };
         vm.store.data_mut().generation = vm.generation;
         vm.start(&instance)?;
@@ -248,6 +270,104 @@ impl Vm {
     /// work.
     pub fn mark_started(&mut self) {
         self.completed_at_start = self.completed;
+    }
+
+    /// Keeps what this instance is now (its roots started) to be put back
+    /// to after each request; `key` names the requests that may take it.
+    /// False if its module cannot be reset.
+    pub fn keep_fresh(&mut self, key: (usize, Vec<usize>), page: usize) -> bool {
+        let (Some(exports), Some(memory)) = (self.module.reset_globals.clone(), self.store.data().memory) else {
+            return false;
+        };
+        let mut globals = Vec::with_capacity(exports.len());
+        for export in &exports {
+            let Some(global) = self
+                .instance
+                .get_module_export(&mut self.store, export)
+                .and_then(|export| export.into_global())
+            else {
+                return false;
+            };
+            globals.push((global, global.get(&mut self.store)));
+        }
+        let state = self.store.data();
+        let contexts = state
+            .contexts
+            .iter()
+            .filter_map(|(id, context)| match context {
+                Context::Root { filter, properties } => Some((*id, filter.clone(), properties.clone())),
+                Context::Http { .. } => None,
+            })
+            .collect();
+        self.fresh = Some(Box::new(Fresh {
+            key,
+            memory: MemoryImage::take(memory.data(&self.store), page),
+            globals,
+            roots: self.roots.clone(),
+            next_context_id: self.next_context_id,
+            contexts,
+            declared: state.declared.clone(),
+        }));
+        true
+    }
+
+    /// The module and filters of a per-request instance that can be reset.
+    pub fn fresh_key(&self) -> Option<&(usize, Vec<usize>)> {
+        self.fresh.as_ref().map(|fresh| &fresh.key)
+    }
+
+    /// Puts a per-request instance whose request ended back to what
+    /// `keep_fresh` kept: false if it cannot serve again (it failed, a
+    /// root finishes later, its memory grew, or the kernel could not say
+    /// which pages were written).
+    pub fn reset(&mut self, pagemap: &PageMap) -> bool {
+        if self.failed() || self.finishing() {
+            return false;
+        }
+        let (Some(fresh), Some(memory)) = (self.fresh.take(), self.store.data().memory) else {
+            return false;
+        };
+        let restored = fresh.memory.restore(memory.data_mut(&mut self.store), pagemap)
+            && fresh
+                .globals
+                .iter()
+                .all(|(global, value)| global.set(&mut self.store, value.clone()).is_ok());
+        if !restored {
+            return false;
+        }
+        self.roots = fresh.roots.clone();
+        self.next_context_id = fresh.next_context_id;
+        self.roots_done = false;
+        self.completed_at_start = self.completed;
+        let state = self.store.data_mut();
+        state.contexts.clear();
+        for (id, filter, properties) in &fresh.contexts {
+            let context = Context::Root {
+                filter: filter.clone(),
+                properties: properties.clone(),
+            };
+            state.contexts.insert(*id, context);
+        }
+        state.declared = fresh.declared.clone();
+        state.tick_requests.clear();
+        state.call_status = (0, Vec::new());
+        self.fresh = Some(fresh);
+        true
+    }
+
+    /// A reset instance taken by a new request: calls of its last one
+    /// cannot come back to it.
+    pub fn renew(&mut self, generation: u64) {
+        self.generation = generation;
+        self.store.data_mut().generation = generation;
+    }
+
+    /// Whether its memory is what `keep_fresh` kept (tests).
+    pub fn is_fresh(&self) -> bool {
+        match (&self.fresh, self.store.data().memory) {
+            (Some(fresh), Some(memory)) => fresh.memory.matches(memory.data(&self.store)),
+            _ => false,
+        }
     }
 
     /// Whether a guest call returned since it started: if it fails now, a

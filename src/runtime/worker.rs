@@ -3,7 +3,7 @@
 //! failed instances (at once, or paced by a backoff in a crash loop), and
 //! the root contexts' ticks.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use wasmtime::Engine;
 use super::limits::EpochTicker;
 use super::module::WasmModule;
 use super::services::Services;
+use super::snapshot::PageMap;
 use super::vm::Vm;
 use super::Filter;
 use crate::abi::LogLevel;
@@ -122,8 +123,28 @@ pub struct Worker {
     instances: RefCell<HashMap<u64, Weak<RefCell<Option<Vm>>>>>,
     /// Root contexts finishing after `on_done` returned false.
     finishing: RefCell<Finishing>,
+    /// Per-request instances put back to their start, waiting for the
+    /// next request of the same filters (see `snapshot`).
+    idle: RefCell<Vec<Idle>>,
+    /// Where the kernel says which pages were written (opened in the
+    /// worker on first use; None: instances are not reused).
+    pagemap: OnceCell<Option<PageMap>>,
+    /// Instances come from wasmtime's pool (`instance_pool`): idle ones
+    /// hold slots.
+    pooled: bool,
     _epoch: Option<EpochTicker>,
 }
+
+/// Reset instances of a module for a set of its filters.
+struct Idle {
+    key: (usize, Vec<usize>),
+    vms: Vec<Vm>,
+}
+
+/// Reset instances kept for one set of filters: enough for the requests a
+/// worker serves at once in most places; beyond it instances are made and
+/// dropped as before.
+const IDLE_LIMIT: usize = 16;
 
 /// How long root contexts may take to call `proxy_done` after their
 /// `on_done` returned false: then their `on_delete` comes anyway.
@@ -153,6 +174,7 @@ impl Worker {
         filters: &[Filter],
         calls: CallSettings,
         metric_naming: MetricNaming,
+        pooled: bool,
     ) -> Rc<Worker> {
         let epoch = match EpochTicker::start(engine) {
             Ok(ticker) => Some(ticker),
@@ -175,6 +197,9 @@ impl Worker {
             next_token: RefCell::new(1),
             instances: RefCell::new(HashMap::new()),
             finishing: RefCell::new(Finishing::default()),
+            idle: RefCell::new(Vec::new()),
+            pagemap: OnceCell::new(),
+            pooled,
             _epoch: epoch,
         };
         for module in 0..modules.len() {
@@ -300,6 +325,7 @@ impl Worker {
     /// Stops the ticks and the calls in flight, and ends the shared roots
     /// that got `on_done` (at worker exit).
     pub fn shutdown(&self) {
+        self.idle.borrow_mut().clear();
         for slot in &self.vms {
             if let Some(vm) = slot.borrow_mut().as_mut() {
                 vm.delete_done_roots();
@@ -426,14 +452,13 @@ impl Worker {
     /// A new instance of a module with the root contexts of some of its
     /// filters. A filter that fails to start is logged and left out.
     fn instantiate(&self, module: usize, filter_ids: &[usize]) -> Option<Vm> {
+        let vm = self.try_instantiate(module, filter_ids);
+        vm.map_err(|e| self.log_error(&self.modules[module], &e)).ok()
+    }
+
+    fn try_instantiate(&self, module: usize, filter_ids: &[usize]) -> Result<Vm, String> {
         let wasm = &self.modules[module];
-        let mut vm = match Vm::new(wasm, &self.services) {
-            Ok(vm) => vm,
-            Err(e) => {
-                self.log_error(wasm, &format!("cannot start an instance: {e}"));
-                return None;
-            }
-        };
+        let mut vm = Vm::new(wasm, &self.services).map_err(|e| format!("cannot start an instance: {e}"))?;
         for &id in filter_ids {
             let Some(info) = self.filter_info(id) else {
                 continue;
@@ -443,7 +468,7 @@ impl Worker {
             }
         }
         vm.mark_started();
-        Some(vm)
+        Ok(vm)
     }
 
     fn log_error(&self, module: &WasmModule, message: &str) {
@@ -573,15 +598,85 @@ impl Worker {
     }
 
     /// An instance of a module for one request (`proxy_wasm_isolation`),
-    /// with the root contexts of the given filters.
+    /// with the root contexts of the given filters: a reset one if one is
+    /// idle, else a new one.
     pub fn private_instance(&self, module: usize, filter_ids: &[usize]) -> Option<VmSlot> {
-        let vm = self.instantiate(module, filter_ids)?;
+        let vm = match self.take_idle(module, filter_ids) {
+            Some(vm) => vm,
+            None => self.new_private_instance(module, filter_ids)?,
+        };
         let generation = vm.generation;
         let slot = Rc::new(RefCell::new(Some(vm)));
         self.instances
             .borrow_mut()
             .insert(generation, Rc::downgrade(&slot));
         Some(slot)
+    }
+
+    fn take_idle(&self, module: usize, filter_ids: &[usize]) -> Option<Vm> {
+        let mut idle = self.idle.borrow_mut();
+        let entry = idle
+            .iter_mut()
+            .find(|idle| idle.key.0 == module && idle.key.1 == filter_ids)?;
+        let mut vm = entry.vms.pop()?;
+        vm.renew(self.services.next_generation());
+        Some(vm)
+    }
+
+    fn new_private_instance(&self, module: usize, filter_ids: &[usize]) -> Option<Vm> {
+        let vm = match self.try_instantiate(module, filter_ids) {
+            // a full pool: the idle instances' slots make room
+            Err(_) if self.pooled && self.idle.borrow().iter().any(|idle| !idle.vms.is_empty()) => {
+                self.idle.borrow_mut().clear();
+                self.try_instantiate(module, filter_ids)
+            }
+            other => other,
+        };
+        let mut vm = vm.map_err(|e| self.log_error(&self.modules[module], &e)).ok()?;
+        if let Some(pagemap) = self.pagemap() {
+            vm.keep_fresh((module, filter_ids.to_vec()), pagemap.page_size());
+        }
+        Some(vm)
+    }
+
+    fn pagemap(&self) -> Option<&PageMap> {
+        self.pagemap.get_or_init(PageMap::open).as_ref()
+    }
+
+    /// The request of an instance made for it ended (its roots ended): the
+    /// instance is reset and kept for the next request of the same
+    /// filters, or dropped.
+    pub fn release_instance(&self, slot: &VmSlot, generation: u64) {
+        self.forget_instance(generation);
+        let Some(pagemap) = self.pagemap.get().and_then(Option::as_ref) else {
+            return;
+        };
+        let Some(mut vm) = slot.borrow_mut().take() else {
+            return;
+        };
+        let Some(key) = vm.fresh_key() else {
+            return;
+        };
+        let mut idle = self.idle.borrow_mut();
+        let position = match idle.iter().position(|idle| idle.key == *key) {
+            Some(position) => position,
+            None => {
+                idle.push(Idle {
+                    key: key.clone(),
+                    vms: Vec::new(),
+                });
+                idle.len() - 1
+            }
+        };
+        let vms = &mut idle[position].vms;
+        if vms.len() < IDLE_LIMIT && vm.reset(pagemap) {
+            vms.push(vm);
+        }
+    }
+
+    /// Reset instances waiting for a request (tests).
+    pub fn idle_instances(&self) -> usize {
+        self.idle.borrow().iter().map(|idle| idle.vms.len()).sum()
     }
 
     /// A live instance by generation.
