@@ -222,7 +222,35 @@ pub struct MemoryImage {
 const ZERO_PAGE: u32 = u32::MAX;
 
 impl MemoryImage {
-    pub fn take(memory: &[u8], page: usize) -> MemoryImage {
+    /// Copies the pages that are not zeros. Reading maps every page; the
+    /// pages the guest never wrote are unmapped again (their contents stay
+    /// the module's data or zeros), so that each reset's scan walks only
+    /// the pages a request touched.
+    pub fn take(memory: &mut [u8], pagemap: &PageMap) -> MemoryImage {
+        let page = pagemap.page;
+        let image = MemoryImage::copy(memory, page);
+        let base = memory.as_mut_ptr();
+        let mut unmapped_from = 0;
+        let release = |from: usize, to: usize| {
+            if to > from {
+                // SAFETY: a range of whole pages inside the memory, none of
+                // them written: dropping them keeps their contents (a
+                // copy-on-write mapping reads its file again, an anonymous
+                // one reads zeros, which these pages hold).
+                unsafe { libc::madvise(base.add(from).cast(), to - from, libc::MADV_DONTNEED) };
+            }
+        };
+        let mut written = |offset: usize, len: usize| {
+            release(unmapped_from, offset);
+            unmapped_from = offset + len;
+        };
+        if pagemap.written(base, memory.len(), &mut written) {
+            release(unmapped_from, memory.len());
+        }
+        image
+    }
+
+    fn copy(memory: &[u8], page: usize) -> MemoryImage {
         let mut data = Vec::new();
         let pages = memory
             .chunks(page)
@@ -458,8 +486,13 @@ mod tests {
         let memory = unsafe { std::slice::from_raw_parts_mut(base as *mut u8, len) };
         memory[3 * page..5 * page].fill(7);
         memory[40 * page + 9] = 1;
-        let image = MemoryImage::take(memory, page);
+        memory[20 * page + 1] = 0;
+        let image = MemoryImage::take(memory, &pagemap);
         assert_eq!(image.kept(), 3 * page + 64 * 4);
+        // the pages read, not written, are no longer mapped: restores skip them
+        let mut seen = Vec::new();
+        assert!(pagemap.written(memory.as_ptr(), len, &mut |offset, len| seen.push((offset / page, len / page))));
+        assert_eq!(seen, [(3, 2), (20, 1), (40, 1)]);
         memory[3 * page] = 0;
         memory[10 * page..12 * page].fill(9);
         memory[40 * page + 9] = 2;

@@ -275,7 +275,7 @@ impl Vm {
     /// Keeps what this instance is now (its roots started) to be put back
     /// to after each request; `key` names the requests that may take it.
     /// False if its module cannot be reset.
-    pub fn keep_fresh(&mut self, key: (usize, Vec<usize>), page: usize) -> bool {
+    pub fn keep_fresh(&mut self, key: (usize, Vec<usize>), pagemap: &PageMap) -> bool {
         let (Some(exports), Some(memory)) = (self.module.reset_globals.clone(), self.store.data().memory) else {
             return false;
         };
@@ -290,6 +290,7 @@ impl Vm {
             };
             globals.push((global, global.get(&mut self.store)));
         }
+        let image = MemoryImage::take(memory.data_mut(&mut self.store), pagemap);
         let state = self.store.data();
         let contexts = state
             .contexts
@@ -301,7 +302,7 @@ impl Vm {
             .collect();
         self.fresh = Some(Box::new(Fresh {
             key,
-            memory: MemoryImage::take(memory.data(&self.store), page),
+            memory: image,
             globals,
             roots: self.roots.clone(),
             next_context_id: self.next_context_id,

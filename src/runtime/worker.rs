@@ -21,7 +21,7 @@ use crate::abi::LogLevel;
 use crate::callout::{self, grpc, http1::Response, CallFailure, CallSettings, Calls, Fed, Origin};
 use crate::host::prelude::*;
 use crate::host::{RequestRef, TimerRef};
-use crate::runtime::state::FilterInfo;
+use crate::runtime::state::{FilterInfo, IdMap};
 use crate::shared::metrics::MetricNaming;
 use crate::shared::queues;
 use crate::shared::Zones;
@@ -120,7 +120,7 @@ pub struct Worker {
     ticks: RefCell<HashMap<u64, Tick>>,
     next_token: RefCell<u64>,
     /// Every live instance by generation: where calls come back to.
-    instances: RefCell<HashMap<u64, Weak<RefCell<Option<Vm>>>>>,
+    instances: RefCell<IdMap<u64, Weak<RefCell<Option<Vm>>>>>,
     /// Root contexts finishing after `on_done` returned false.
     finishing: RefCell<Finishing>,
     /// Per-request instances put back to their start, waiting for the
@@ -195,7 +195,7 @@ impl Worker {
             replacements: RefCell::new(modules.iter().map(|_| None).collect()),
             ticks: RefCell::new(HashMap::new()),
             next_token: RefCell::new(1),
-            instances: RefCell::new(HashMap::new()),
+            instances: RefCell::new(IdMap::default()),
             finishing: RefCell::new(Finishing::default()),
             idle: RefCell::new(Vec::new()),
             pagemap: OnceCell::new(),
@@ -634,7 +634,7 @@ impl Worker {
         };
         let mut vm = vm.map_err(|e| self.log_error(&self.modules[module], &e)).ok()?;
         if let Some(pagemap) = self.pagemap() {
-            vm.keep_fresh((module, filter_ids.to_vec()), pagemap.page_size());
+            vm.keep_fresh((module, filter_ids.to_vec()), pagemap);
         }
         Some(vm)
     }
@@ -674,9 +674,11 @@ impl Worker {
         }
     }
 
-    /// Reset instances waiting for a request (tests).
-    pub fn idle_instances(&self) -> usize {
-        self.idle.borrow().iter().map(|idle| idle.vms.len()).sum()
+    /// The reset instances waiting for a request: for each, whether its
+    /// memory is its start's image again (tests).
+    pub fn idle_instances(&self) -> Vec<bool> {
+        let idle = self.idle.borrow();
+        idle.iter().flat_map(|idle| idle.vms.iter().map(Vm::is_fresh)).collect()
     }
 
     /// A live instance by generation.

@@ -1,0 +1,159 @@
+//! Per-request instances (`proxy_wasm_isolation request` and `filter`):
+//! each request gets an instance as its start left it, a reset one when a
+//! request of the same filters has ended before (see `runtime::snapshot`).
+
+mod common;
+
+use common::{single_filter, wat_text, MockHost};
+use ngx_proxy_wasm::abi::Direction;
+use ngx_proxy_wasm::chain::{Chain, ChainConfig, Next};
+use ngx_proxy_wasm::runtime::{Isolation, Worker};
+use std::rc::Rc;
+
+const REQUEST: &[(&str, &str)] = &[(":method", "GET"), (":path", "/"), (":authority", "localhost")];
+
+fn isolated(worker: &Rc<Worker>, host: &MockHost, filters: &[u32], isolation: Isolation) -> Chain {
+    let request = host.request(REQUEST);
+    let config = ChainConfig {
+        isolation,
+        ..Default::default()
+    };
+    Chain::new(worker.clone(), request, filters, config)
+}
+
+/// Runs a request's headers through a chain and ends it.
+fn serve(worker: &Rc<Worker>, host: &MockHost, filters: &[u32], isolation: Isolation) -> Next {
+    let mut chain = isolated(worker, host, filters, isolation);
+    let next = chain.on_headers(Direction::Request, true).next;
+    chain.end();
+    next
+}
+
+macro_rules! testbed_runtime {
+    ($config:expr) => {{
+        let Some(path) = common::filter("testbed.wasm") else {
+            return;
+        };
+        let host = MockHost::new();
+        let (runtime, worker, id) = single_filter(host, &path, "", $config);
+        (host, runtime, worker, id)
+    }};
+}
+
+#[test]
+fn an_ended_request_leaves_its_instance_reset_for_the_next() {
+    let (host, _runtime, worker, id) = testbed_runtime!(
+        "configure count; request_headers count; root_done log info ROOT_DONE"
+    );
+    // the configuration's check and the shared instance
+    let started = host.count("count 1");
+    for round in 1..=5 {
+        assert_eq!(serve(&worker, host, &[id], Isolation::Request), Next::Continue);
+        // every request sees the count its instance's start left (1)
+        assert_eq!(host.count("count 2"), round, "{}", host.dump());
+        assert_eq!(host.count("ROOT_DONE"), round);
+        assert_eq!(worker.idle_instances(), [true]);
+    }
+    // on_configure ran once more, for the one instance all five requests used
+    assert_eq!(host.count("count 1"), started + 1);
+}
+
+#[test]
+fn requests_at_once_get_instances_of_their_own() {
+    let (host, _runtime, worker, id) = testbed_runtime!("request_headers count");
+    assert_eq!(host.count("count"), 0);
+    let mut chains: Vec<Chain> = (0..3).map(|_| isolated(&worker, host, &[id], Isolation::Request)).collect();
+    for chain in &mut chains {
+        assert_eq!(chain.on_headers(Direction::Request, true).next, Next::Continue);
+    }
+    assert_eq!(host.count("count 1"), 3);
+    for chain in &mut chains {
+        chain.end();
+    }
+    assert_eq!(worker.idle_instances(), [true, true, true]);
+    // they serve the next ones, each as new
+    let mut chains: Vec<Chain> = (0..4).map(|_| isolated(&worker, host, &[id], Isolation::Request)).collect();
+    for chain in &mut chains {
+        chain.on_headers(Direction::Request, true);
+    }
+    assert_eq!(host.count("count 1"), 7);
+    assert_eq!(host.count("count 2"), 0);
+    assert!(worker.idle_instances().is_empty());
+}
+
+#[test]
+fn filter_isolation_keeps_instances_per_filter() {
+    let Some(path) = common::filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let (mut runtime, worker, first) = single_filter(host, &path, "", "request_headers count");
+    let second = runtime.add_filter("m", b"request_headers count; request_headers log info second").unwrap() as u32;
+    let worker = if second == first { worker } else { runtime.worker() };
+    for _ in 0..3 {
+        serve(&worker, host, &[first, second], Isolation::Filter);
+    }
+    assert_eq!(host.count("count 1"), 6, "{}", host.dump());
+    assert_eq!(host.count("count 2"), 0);
+    assert_eq!(worker.idle_instances(), [true, true]);
+}
+
+#[test]
+fn a_failed_instance_is_dropped_not_reset() {
+    let Some(path) = common::filter("testbed.wasm") else {
+        return;
+    };
+    let host = MockHost::new();
+    let (mut runtime, worker, counts) = single_filter(host, &path, "", "request_headers count");
+    let panics = runtime.add_filter("m", b"request_headers count; request_headers panic").unwrap() as u32;
+    let worker = if panics == counts { worker } else { runtime.worker() };
+    assert_eq!(serve(&worker, host, &[panics], Isolation::Request), Next::Fail);
+    assert!(worker.idle_instances().is_empty());
+    assert_eq!(serve(&worker, host, &[panics], Isolation::Request), Next::Fail);
+    assert_eq!(serve(&worker, host, &[counts], Isolation::Request), Next::Continue);
+    assert_eq!(worker.idle_instances(), [true]);
+    // each panicking request had a new instance, counting from its start
+    assert_eq!(host.count("count 1"), 3, "{}", host.dump());
+}
+
+#[test]
+fn an_instance_whose_memory_grew_is_not_reused() {
+    let (host, _runtime, worker, id) = testbed_runtime!("request_headers grow 2; request_headers count");
+    for _ in 0..3 {
+        assert_eq!(serve(&worker, host, &[id], Isolation::Request), Next::Continue);
+        assert!(worker.idle_instances().is_empty());
+    }
+    assert_eq!(host.count("kept 2 MiB"), 3, "{}", host.dump());
+    assert_eq!(host.count("count 1"), 3);
+}
+
+#[test]
+fn a_root_that_finishes_later_keeps_its_instance_out_of_reuse() {
+    let (host, _runtime, worker, id) = testbed_runtime!("root_done done_later; request_headers count");
+    assert_eq!(serve(&worker, host, &[id], Isolation::Request), Next::Continue);
+    assert!(worker.idle_instances().is_empty());
+}
+
+/// A minimal filter whose request callback writes a table: its instances
+/// have state outside memory and globals, and are made for each request.
+const TABLE_WRITER: &str = r#"(module
+    (memory (export "memory") 1)
+    (table 2 funcref)
+    (global $requests (mut i32) (i32.const 0))
+    (func (export "proxy_abi_version_0_2_1"))
+    (func (export "proxy_on_memory_allocate") (param i32) (result i32) (i32.const 1024))
+    (func (export "proxy_on_context_create") (param i32 i32))
+    (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+        (table.set 0 (i32.const 1) (ref.null func))
+        (global.set $requests (i32.add (global.get $requests) (i32.const 1)))
+        (i32.const 0)))"#;
+
+#[test]
+fn a_module_that_writes_tables_gets_a_new_instance_each_request() {
+    let host = MockHost::new();
+    let (_runtime, worker, id) = single_filter(host, &wat_text(TABLE_WRITER), "", "");
+    for _ in 0..2 {
+        assert_eq!(serve(&worker, host, &[id], Isolation::Request), Next::Continue);
+        assert!(worker.idle_instances().is_empty());
+    }
+}
