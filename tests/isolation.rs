@@ -42,9 +42,8 @@ macro_rules! testbed_runtime {
 
 #[test]
 fn an_ended_request_leaves_its_instance_reset_for_the_next() {
-    let (host, _runtime, worker, id) = testbed_runtime!(
-        "configure count; request_headers count; root_done log info ROOT_DONE"
-    );
+    let (host, _runtime, worker, id) =
+        testbed_runtime!("configure count; request_headers count; root_done log info ROOT_DONE");
     // the configuration's check and the shared instance
     let started = host.count("count 1");
     for round in 1..=5 {
@@ -62,7 +61,9 @@ fn an_ended_request_leaves_its_instance_reset_for_the_next() {
 fn requests_at_once_get_instances_of_their_own() {
     let (host, _runtime, worker, id) = testbed_runtime!("request_headers count");
     assert_eq!(host.count("count"), 0);
-    let mut chains: Vec<Chain> = (0..3).map(|_| isolated(&worker, host, &[id], Isolation::Request)).collect();
+    let mut chains: Vec<Chain> = (0..3)
+        .map(|_| isolated(&worker, host, &[id], Isolation::Request))
+        .collect();
     for chain in &mut chains {
         assert_eq!(chain.on_headers(Direction::Request, true).next, Next::Continue);
     }
@@ -72,7 +73,9 @@ fn requests_at_once_get_instances_of_their_own() {
     }
     assert_eq!(worker.idle_instances(), [true, true, true]);
     // they serve the next ones, each as new
-    let mut chains: Vec<Chain> = (0..4).map(|_| isolated(&worker, host, &[id], Isolation::Request)).collect();
+    let mut chains: Vec<Chain> = (0..4)
+        .map(|_| isolated(&worker, host, &[id], Isolation::Request))
+        .collect();
     for chain in &mut chains {
         chain.on_headers(Direction::Request, true);
     }
@@ -88,8 +91,9 @@ fn filter_isolation_keeps_instances_per_filter() {
     };
     let host = MockHost::new();
     let (mut runtime, worker, first) = single_filter(host, &path, "", "request_headers count");
-    let second = runtime.add_filter("m", b"request_headers count; request_headers log info second").unwrap() as u32;
-    let worker = if second == first { worker } else { runtime.worker() };
+    let second = runtime
+        .add_filter("m", b"request_headers count; request_headers log info second")
+        .unwrap() as u32;
     for _ in 0..3 {
         serve(&worker, host, &[first, second], Isolation::Filter);
     }
@@ -105,12 +109,16 @@ fn a_failed_instance_is_dropped_not_reset() {
     };
     let host = MockHost::new();
     let (mut runtime, worker, counts) = single_filter(host, &path, "", "request_headers count");
-    let panics = runtime.add_filter("m", b"request_headers count; request_headers panic").unwrap() as u32;
-    let worker = if panics == counts { worker } else { runtime.worker() };
+    let panics = runtime
+        .add_filter("m", b"request_headers count; request_headers panic")
+        .unwrap() as u32;
     assert_eq!(serve(&worker, host, &[panics], Isolation::Request), Next::Fail);
     assert!(worker.idle_instances().is_empty());
     assert_eq!(serve(&worker, host, &[panics], Isolation::Request), Next::Fail);
-    assert_eq!(serve(&worker, host, &[counts], Isolation::Request), Next::Continue);
+    assert_eq!(
+        serve(&worker, host, &[counts], Isolation::Request),
+        Next::Continue
+    );
     assert_eq!(worker.idle_instances(), [true]);
     // each panicking request had a new instance, counting from its start
     assert_eq!(host.count("count 1"), 3, "{}", host.dump());

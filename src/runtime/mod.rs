@@ -423,9 +423,7 @@ impl Runtime {
                     self.linker.engine(),
                     &self.modules,
                     &self.filters,
-                    self.config.calls,
-                    self.config.metric_naming.clone(),
-                    self.config.instance_pool.is_some(),
+                    &self.config,
                 )
             })
             .clone()

@@ -134,7 +134,11 @@ fn plan(bytes: &[u8]) -> Option<Plan> {
             section_start = range.end as usize;
         }
     }
-    if memories > 1 || export_names.iter().any(|name| name.starts_with(GLOBAL_EXPORT_PREFIX)) {
+    if memories > 1
+        || export_names
+            .iter()
+            .any(|name| name.starts_with(GLOBAL_EXPORT_PREFIX))
+    {
         return None;
     }
     Some(plan)
@@ -301,10 +305,13 @@ impl MemoryImage {
     /// Whether `memory` holds this image (tests).
     pub fn matches(&self, memory: &[u8]) -> bool {
         memory.len() == self.size
-            && memory.chunks(self.page).zip(&self.pages).all(|(chunk, &at)| match at {
-                ZERO_PAGE => chunk.iter().all(|&b| b == 0),
-                at => chunk == &self.data[at as usize..][..self.page],
-            })
+            && memory
+                .chunks(self.page)
+                .zip(&self.pages)
+                .all(|(chunk, &at)| match at {
+                    ZERO_PAGE => chunk.iter().all(|&b| b == 0),
+                    at => chunk == &self.data[at as usize..][..self.page],
+                })
     }
 }
 
@@ -342,7 +349,8 @@ struct PageRegion {
 }
 
 /// `_IOWR('f', 16, struct pm_scan_arg)`.
-const PAGEMAP_SCAN: libc::c_ulong = (3 << 30) | ((std::mem::size_of::<ScanArg>() as libc::c_ulong) << 16) | (0x66 << 8) | 16;
+const PAGEMAP_SCAN: libc::c_ulong =
+    (3 << 30) | ((std::mem::size_of::<ScanArg>() as libc::c_ulong) << 16) | (0x66 << 8) | 16;
 
 const PAGE_IS_WRITTEN: u64 = 1 << 1;
 const PAGE_IS_FILE: u64 = 1 << 2;
@@ -400,7 +408,10 @@ impl PageMap {
             for region in &regions[..found as usize] {
                 // SAFETY: the kernel wrote the first `found` regions.
                 let region = unsafe { region.assume_init() };
-                each((region.start - base as u64) as usize, (region.end - region.start) as usize);
+                each(
+                    (region.start - base as u64) as usize,
+                    (region.end - region.start) as usize,
+                );
             }
             if arg.walk_end >= end || (found as usize) < REGIONS {
                 return true;
@@ -431,7 +442,15 @@ mod tests {
         let engine = wasmtime::Engine::default();
         let module = wasmtime::Module::new(&engine, &rewritten).unwrap();
         let exports: Vec<_> = module.exports().map(|e| e.name().to_string()).collect();
-        assert_eq!(exports, ["memory", "f", "ngx_proxy_wasm:global:1", "ngx_proxy_wasm:global:3"]);
+        assert_eq!(
+            exports,
+            [
+                "memory",
+                "f",
+                "ngx_proxy_wasm:global:1",
+                "ngx_proxy_wasm:global:3"
+            ]
+        );
     }
 
     #[test]
@@ -456,7 +475,10 @@ mod tests {
         ] {
             let bytes = wat::parse_str(wat).unwrap();
             let prepared = prepare(&bytes);
-            assert!(prepared.globals.is_none() && prepared.rewritten.is_none(), "{wat}");
+            assert!(
+                prepared.globals.is_none() && prepared.rewritten.is_none(),
+                "{wat}"
+            );
         }
         // unreadable: left to the compiler
         assert!(prepare(b"\0asm\x01\0\0\0\x07\xff").globals.is_none());
@@ -491,7 +513,8 @@ mod tests {
         assert_eq!(image.kept(), 3 * page + 64 * 4);
         // the pages read, not written, are no longer mapped: restores skip them
         let mut seen = Vec::new();
-        assert!(pagemap.written(memory.as_ptr(), len, &mut |offset, len| seen.push((offset / page, len / page))));
+        assert!(pagemap.written(memory.as_ptr(), len, &mut |offset, len| seen
+            .push((offset / page, len / page))));
         assert_eq!(seen, [(3, 2), (20, 1), (40, 1)]);
         memory[3 * page] = 0;
         memory[10 * page..12 * page].fill(9);

@@ -11,6 +11,7 @@ use wasmtime::{
     WasmResults,
 };
 
+use crate::abi::properties::PropertyStore;
 use crate::abi::Direction;
 use crate::abi::{LogLevel, PeerType, Status};
 use crate::callout::grpc::Delivery;
@@ -18,10 +19,11 @@ use crate::callout::http1::Response;
 use crate::callout::CallFailure;
 use crate::runtime::hostcalls::ProcExit;
 use crate::runtime::module::WasmModule;
-use crate::abi::properties::PropertyStore;
 use crate::runtime::services::Services;
 use crate::runtime::snapshot::{MemoryImage, PageMap};
-use crate::runtime::state::{Callback, Context, Declaration, FilterInfo, Frame, HostState, IdMap, RequestState};
+use crate::runtime::state::{
+    Callback, Context, Declaration, FilterInfo, Frame, HostState, IdMap, RequestState,
+};
 
 /// A guest call that did not complete: the instance is now unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,7 +278,8 @@ impl Vm {
     /// to after each request; `key` names the requests that may take it.
     /// False if its module cannot be reset.
     pub fn keep_fresh(&mut self, key: (usize, Vec<usize>), pagemap: &PageMap) -> bool {
-        let (Some(exports), Some(memory)) = (self.module.reset_globals.clone(), self.store.data().memory) else {
+        let (Some(exports), Some(memory)) = (self.module.reset_globals.clone(), self.store.data().memory)
+        else {
             return false;
         };
         let mut globals = Vec::with_capacity(exports.len());
@@ -332,7 +335,7 @@ impl Vm {
             && fresh
                 .globals
                 .iter()
-                .all(|(global, value)| global.set(&mut self.store, value.clone()).is_ok());
+                .all(|(global, value)| global.set(&mut self.store, *value).is_ok());
         if !restored {
             return false;
         }

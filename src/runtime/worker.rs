@@ -16,13 +16,12 @@ use super::module::WasmModule;
 use super::services::Services;
 use super::snapshot::PageMap;
 use super::vm::Vm;
-use super::Filter;
+use super::{Filter, RuntimeConfig};
 use crate::abi::LogLevel;
-use crate::callout::{self, grpc, http1::Response, CallFailure, CallSettings, Calls, Fed, Origin};
+use crate::callout::{self, grpc, http1::Response, CallFailure, Calls, Fed, Origin};
 use crate::host::prelude::*;
 use crate::host::{RequestRef, TimerRef};
 use crate::runtime::state::{FilterInfo, IdMap};
-use crate::shared::metrics::MetricNaming;
 use crate::shared::queues;
 use crate::shared::Zones;
 
@@ -172,9 +171,7 @@ impl Worker {
         engine: &Engine,
         modules: &[Arc<WasmModule>],
         filters: &[Filter],
-        calls: CallSettings,
-        metric_naming: MetricNaming,
-        pooled: bool,
+        config: &RuntimeConfig,
     ) -> Rc<Worker> {
         let epoch = match EpochTicker::start(engine) {
             Ok(ticker) => Some(ticker),
@@ -187,7 +184,12 @@ impl Worker {
         };
         let worker = Worker {
             host,
-            services: Services::new(host, zones, Calls::enabled(calls), metric_naming),
+            services: Services::new(
+                host,
+                zones,
+                Calls::enabled(config.calls),
+                config.metric_naming.clone(),
+            ),
             modules: modules.to_vec(),
             filters: RefCell::new(filters.to_vec()),
             vms: modules.iter().map(|_| Rc::new(RefCell::new(None))).collect(),
@@ -199,7 +201,7 @@ impl Worker {
             finishing: RefCell::new(Finishing::default()),
             idle: RefCell::new(Vec::new()),
             pagemap: OnceCell::new(),
-            pooled,
+            pooled: config.instance_pool.is_some(),
             _epoch: epoch,
         };
         for module in 0..modules.len() {
@@ -678,7 +680,9 @@ impl Worker {
     /// memory is its start's image again (tests).
     pub fn idle_instances(&self) -> Vec<bool> {
         let idle = self.idle.borrow();
-        idle.iter().flat_map(|idle| idle.vms.iter().map(Vm::is_fresh)).collect()
+        idle.iter()
+            .flat_map(|idle| idle.vms.iter().map(Vm::is_fresh))
+            .collect()
     }
 
     /// A live instance by generation.
