@@ -225,3 +225,110 @@ GET /
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*"instance_pool" directive must be "off" or a number of instances from 1 to 100000 in .*nginx.conf:\d+/
+
+
+
+=== TEST 11: a request's instance is reset for the next request: each sees the state its start left, never the last request's
+--- config
+    location / {
+        proxy_wasm_isolation request;
+        proxy_wasm testbed "configure count; request_headers count; request_headers count";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /", "GET /", "GET /", "GET /", "GET /"]
+--- grep_error_log eval
+qr/count [2-9]/
+--- grep_error_log_out
+count 2
+count 3
+count 2
+count 3
+count 2
+count 3
+count 2
+count 3
+count 2
+count 3
+count 2
+count 3
+
+
+
+=== TEST 12: an instance that failed is dropped, not reset: the next request gets a new one (its start runs)
+--- config
+    location / {
+        proxy_wasm_isolation request;
+        proxy_wasm testbed "configure count; request_headers count; request_body panic";
+        empty_gif;
+    }
+--- request eval
+["GET /", "POST /\nboom", "GET /"]
+--- error_code eval
+[200, 500, 200]
+--- error_log
+panicked
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 1
+count 2
+count 2
+count 1
+count 2
+
+
+
+=== TEST 13: an instance whose memory grew is dropped: memory does not carry over to the next request
+--- config
+    location / {
+        proxy_wasm_isolation request;
+        proxy_wasm testbed "request_headers grow 2";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /", "GET /"]
+--- grep_error_log eval
+qr/kept \d+ MiB/
+--- grep_error_log_out
+kept 2 MiB
+kept 2 MiB
+kept 2 MiB
+
+
+
+=== TEST 14: instance_pool: reset instances hold their slots until another chain needs one
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        instance_pool 3;
+    }
+--- config
+    location /two {
+        proxy_wasm_isolation filter;
+        proxy_wasm testbed "request_headers count";
+        proxy_wasm testbed "request_headers count; request_headers log info second";
+        empty_gif;
+    }
+    location /other {
+        proxy_wasm_isolation request;
+        proxy_wasm testbed "request_headers count; request_headers log info other";
+        empty_gif;
+    }
+--- request eval
+["GET /two", "GET /two", "GET /other", "GET /two"]
+--- error_code eval
+[200, 200, 200, 200]
+--- no_error_log
+cannot start an instance
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 1
+count 1
+count 1
+count 1
+count 1
+count 1
