@@ -332,3 +332,30 @@ count 1
 count 1
 count 1
 count 1
+
+
+
+=== TEST 15: an instance whose start left a call in flight is not reused (reset to its start, it would wait for a response that no longer comes): each request gets a new one
+--- http_config
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        location /ok { return 200 "ok\n"; }
+    }
+--- config
+    location / {
+        proxy_wasm_isolation request;
+        proxy_wasm testbed "configure call 127.0.0.1:$TEST_NGINX_RAND_PORT_1 GET /ok; configure count; request_headers count";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /", "GET /"]
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 1
+count 2
+count 1
+count 2
+count 1
+count 2

@@ -565,6 +565,12 @@ impl GrpcCalls {
 
     /// Ends the calls `select` picks without callbacks (their request or
     /// instance is gone).
+    /// Whether a call or stream in flight was made from where `select`
+    /// says.
+    pub fn any_where(&self, select: impl Fn(&Origin) -> bool) -> bool {
+        self.calls.values().any(|call| select(&call.origin))
+    }
+
     pub fn cancel_where(&mut self, host: &dyn Host, select: impl Fn(&Origin) -> bool) {
         for token in super::tokens_where(&self.calls, |call| &call.origin, select) {
             self.cancel(host, token);

@@ -179,6 +179,11 @@ impl Calls {
 
     /// Takes the calls `select` picks out of the table, for the host to
     /// cancel (outside the table's borrow: cancelling reaches nginx).
+    /// Whether a call in flight was made from where `select` says.
+    pub fn any_where(&self, select: impl Fn(&Origin) -> bool) -> bool {
+        self.pending.values().any(|pending| select(&pending.origin))
+    }
+
     pub fn take_where(&mut self, select: impl Fn(&Origin) -> bool) -> Vec<CallRef> {
         let tokens = tokens_where(&self.pending, |pending| &pending.origin, select);
         tokens

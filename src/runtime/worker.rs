@@ -635,10 +635,21 @@ impl Worker {
             other => other,
         };
         let mut vm = vm.map_err(|e| self.log_error(&self.modules[module], &e)).ok()?;
-        if let Some(pagemap) = self.pagemap() {
+        if let Some(pagemap) = self.pagemap().filter(|_| !self.awaited_by_start(vm.generation)) {
             vm.keep_fresh((module, filter_ids.to_vec()), pagemap);
         }
         Some(vm)
+    }
+
+    /// Whether the start of an instance left something that will come back
+    /// to it: a call in flight, or a queue whose items it gets. Reset to its
+    /// start, the instance would wait for what no longer comes (the calls of
+    /// an instance end with its request): it is not reused.
+    fn awaited_by_start(&self, generation: u64) -> bool {
+        let mine = |origin: &Origin| origin.instance == generation;
+        self.services.calls.borrow().any_where(mine)
+            || self.services.grpc.borrow().any_where(mine)
+            || self.services.queues.borrow().any_in(generation)
     }
 
     fn pagemap(&self) -> Option<&PageMap> {

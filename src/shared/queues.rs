@@ -289,6 +289,11 @@ impl QueueSubscribers {
     pub fn subscriber(&self, token: u32) -> Option<Subscriber> {
         self.0.get(&token).copied()
     }
+
+    /// Whether a root context of that instance gets a queue's items.
+    pub fn any_in(&self, instance: u64) -> bool {
+        self.0.values().any(|subscriber| subscriber.instance == instance)
+    }
 }
 
 #[cfg(test)]
