@@ -7,7 +7,7 @@ mod common;
 use common::{single_filter, wat_text, MockHost};
 use ngx_proxy_wasm::abi::Direction;
 use ngx_proxy_wasm::chain::{Chain, ChainConfig, Next};
-use ngx_proxy_wasm::runtime::{Isolation, Worker};
+use ngx_proxy_wasm::runtime::{Isolation, Runtime, RuntimeConfig, Worker};
 use std::rc::Rc;
 
 const REQUEST: &[(&str, &str)] = &[(":method", "GET"), (":path", "/"), (":authority", "localhost")];
@@ -164,4 +164,49 @@ fn a_module_that_writes_tables_gets_a_new_instance_each_request() {
         assert_eq!(serve(&worker, host, &[id], Isolation::Request), Next::Continue);
         assert!(worker.idle_instances().is_empty());
     }
+}
+
+#[test]
+fn a_module_from_the_code_cache_is_reused_too() {
+    let Some(path) = common::filter("testbed.wasm") else {
+        return;
+    };
+    let cache = std::env::temp_dir().join(format!("ngx_proxy_wasm_reuse_cache_{}", std::process::id()));
+    for origin in ["compiled", "loaded from the cache"] {
+        let host = MockHost::new();
+        let config = RuntimeConfig {
+            cache: Some(cache.clone()),
+            ..Default::default()
+        };
+        let mut runtime = Runtime::new(host, config).expect("runtime");
+        runtime.load_module("m", &path, b"").expect("module loads");
+        assert!(host.logged(origin).is_some(), "{}", host.dump());
+        let id = runtime.add_filter("m", b"request_headers count").unwrap() as u32;
+        let worker = runtime.worker();
+        for _ in 0..2 {
+            serve(&worker, host, &[id], Isolation::Request);
+        }
+        assert_eq!(host.count("count 1"), 2);
+        assert_eq!(worker.idle_instances(), [true]);
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+#[test]
+fn export_names_of_the_host_are_refused() {
+    let host = MockHost::new();
+    let mut runtime = common::runtime(host);
+    let module = wat_text(&TABLE_WRITER.replace(
+        "(func (export \"proxy_abi_version_0_2_1\"))",
+        "(func (export \"proxy_abi_version_0_2_1\")) (func (export \"ngx_proxy_wasm:reset\"))",
+    ));
+    let error = runtime
+        .load_module("m", &module, b"")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.ends_with("export \"ngx_proxy_wasm:reset\" has a name reserved for the host"),
+        "{error}"
+    );
 }

@@ -13,6 +13,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+
+use super::snapshot;
 use wasmtime::{Engine, Module};
 
 /// Where a compiled module came from.
@@ -40,8 +42,8 @@ impl Code {
     }
 }
 
-/// Compiles a module (binary or text) to its code, or reads the code from
-/// the cache. The cache is best effort: a file that cannot be used or
+/// Compiles a module (binary or text) to its code, prepared for reset
+/// (`snapshot::prepare`), or reads the code from the cache. The cache is best effort: a file that cannot be used or
 /// written is reported in `warning` and the module compiled.
 pub fn compile(
     engine: &Engine,
@@ -67,7 +69,8 @@ pub fn compile(
             }
         }
     }
-    let code = engine.precompile_module(bytes)?;
+    let prepared = snapshot::prepare(bytes).map_err(wasmtime::Error::msg)?;
+    let code = engine.precompile_module(prepared.as_deref().unwrap_or(bytes))?;
     if let Some((dir, path)) = cached {
         if let Err(e) = store(&code, dir, &path) {
             *warning = Some(format!("cannot write to the cache \"{}\": {e}", dir.display()));
@@ -135,6 +138,7 @@ fn store(code: &[u8], dir: &Path, path: &Path) -> std::io::Result<()> {
 fn key(engine: &Engine, bytes: &[u8]) -> String {
     let mut digest = Sha256::new();
     digest.update(crate::VERSION);
+    digest.update(snapshot::PREPARATION);
     engine
         .precompile_compatibility_hash()
         .hash(&mut DigestHasher(&mut digest));

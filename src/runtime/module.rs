@@ -20,8 +20,6 @@ use crate::runtime::state::HostState;
 pub struct Compiled {
     code: cache::Code,
     cache_warning: Option<String>,
-    /// The exports of its mutable globals, if its instances can be reset.
-    reset_globals: Option<Vec<String>>,
 }
 
 /// What `module` says, and the runtime settings a module is loaded with.
@@ -129,20 +127,14 @@ impl WasmModule {
             path: path.clone(),
             why: e.to_string(),
         })?;
-        let prepared = snapshot::prepare(&bytes);
-        let bytes = prepared.rewritten.as_deref().unwrap_or(&bytes);
         let mut cache_warning = None;
-        let code = cache::compile(engine, bytes, source.cache, &mut cache_warning).map_err(|e| {
+        let code = cache::compile(engine, &bytes, source.cache, &mut cache_warning).map_err(|e| {
             ModuleError::Invalid {
                 path,
                 why: one_line(&e),
             }
         })?;
-        Ok(Compiled {
-            code,
-            cache_warning,
-            reset_globals: prepared.globals,
-        })
+        Ok(Compiled { code, cache_warning })
     }
 
     /// The rest, on the thread that keeps the module: what it allocates
@@ -168,11 +160,13 @@ impl WasmModule {
             .chain(HEADER_CALLBACKS)
             .filter_map(|name| Some((name, module.get_export_index(name)?)))
             .collect();
-        let reset_globals = compiled.reset_globals.and_then(|names| {
-            names
-                .iter()
-                .map(|name| module.get_export_index(name))
-                .collect::<Option<Vec<_>>>()
+        // prepared when compiled (see snapshot::prepare)
+        let reset_globals = module.get_export(snapshot::RESET_MARKER).map(|_| {
+            module
+                .exports()
+                .filter(|export| export.name().starts_with(snapshot::GLOBAL_EXPORT_PREFIX))
+                .filter_map(|export| module.get_export_index(export.name()))
+                .collect()
         });
         let pre = linker.instantiate_pre(&module).map_err(|e| ModuleError::Link {
             path,

@@ -4,13 +4,13 @@
 //! `on_configure` left them) without wasmtime's instantiation and without
 //! running the guest's start again.
 //!
-//! Three pieces: the module is prepared when it loads (its mutable globals
-//! exported under reserved names, so that the host can read and restore
-//! them; modules whose code changes tables or drops segments are left as
-//! they are and never reused); an image of a started instance's memory;
-//! and the kernel's record of which pages the guest wrote since
-//! (`PAGEMAP_SCAN`, Linux 6.7 and later), so that a reset copies back only
-//! those pages.
+//! Three pieces: the module is prepared when it is compiled (its mutable
+//! globals exported under reserved names, so that the host can read and
+//! restore them, and a marker export; modules whose code changes tables or
+//! drops segments are left as they are and never reused); an image of a
+//! started instance's memory; and the kernel's record of which pages the
+//! guest wrote since (`PAGEMAP_SCAN`, Linux 6.7 and later), so that a
+//! reset copies back only those pages.
 
 use std::fs::File;
 use std::mem::MaybeUninit;
@@ -18,41 +18,43 @@ use std::os::fd::AsRawFd;
 
 use wasmparser::{ExternalKind, Operator, Parser, Payload, TypeRef};
 
+/// Export names that start with this are the host's: a module that uses
+/// one is refused.
+pub const RESERVED_PREFIX: &str = "ngx_proxy_wasm:";
+
+/// The export that marks a module prepared for reset: its memory, once
+/// more. The compiled code carries it, so a module read from the code
+/// cache needs no preparation.
+pub const RESET_MARKER: &str = "ngx_proxy_wasm:reset";
+
 /// The export name of a mutable global the host restores; the index
 /// follows.
 pub const GLOBAL_EXPORT_PREFIX: &str = "ngx_proxy_wasm:global:";
 
-/// A module ready to load, and whether its instances can be reset.
-pub struct Prepared {
-    /// The module with its mutable globals exported (None: unchanged).
-    pub rewritten: Option<Vec<u8>>,
-    /// The names under which its mutable globals are exported; None if
-    /// its instances cannot be reset.
-    pub globals: Option<Vec<String>>,
-}
+/// What `prepare` does, for the code cache's key: code prepared another
+/// way is not found.
+pub const PREPARATION: &str = "reset exports 1";
 
-/// Checks whether a module's instances can be reset and exports its
-/// mutable globals. A module it cannot read is left to the compiler to
-/// reject.
-pub fn prepare(bytes: &[u8]) -> Prepared {
-    match plan(bytes) {
-        Some(plan) => {
-            let names: Vec<String> = plan
-                .mutable_globals
-                .iter()
-                .map(|index| format!("{GLOBAL_EXPORT_PREFIX}{index}"))
-                .collect();
-            let rewritten = (!names.is_empty()).then(|| plan.rewrite(bytes, &names));
-            Prepared {
-                rewritten,
-                globals: Some(names),
-            }
-        }
-        None => Prepared {
-            rewritten: None,
-            globals: None,
-        },
+/// The module to compile: when its instances can be reset, with its
+/// mutable globals exported and the RESET_MARKER export (None: compile it
+/// as it is). Text is turned into binary first. An error: the module uses
+/// a reserved export name. A module it cannot read is left to the
+/// compiler to reject.
+pub fn prepare(bytes: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let Ok(binary) = wat::parse_bytes(bytes) else {
+        return Ok(None);
+    };
+    let Some(plan) = read_plan(&binary) else {
+        return Ok(None);
+    };
+    if let Some(name) = plan
+        .export_names
+        .iter()
+        .find(|name| name.starts_with(RESERVED_PREFIX))
+    {
+        return Err(format!("export \"{name}\" has a name reserved for the host"));
     }
+    Ok((plan.resettable && plan.memories == 1).then(|| plan.rewrite(&binary)))
 }
 
 /// Where a resettable module's export section is, and what to add to it.
@@ -63,21 +65,26 @@ struct Plan {
     /// sections that precede it.
     exports_at: usize,
     mutable_globals: Vec<u32>,
+    export_names: Vec<String>,
+    memories: usize,
+    /// Nothing outside memory and globals changes: see `read_plan`.
+    resettable: bool,
 }
 
-/// None if the module cannot be read, or its instances cannot be put back
-/// to a snapshot: it imports a mutable global or a memory, has more than
-/// one memory or a shared one, or its code changes tables or drops
-/// segments (state outside memory and globals).
-fn plan(bytes: &[u8]) -> Option<Plan> {
+/// None if the module cannot be read. Its instances cannot be put back to
+/// a snapshot (`resettable` false) if it imports a mutable global, a
+/// memory or a table, has a shared memory, or its code changes tables or
+/// drops segments (state outside memory and globals).
+fn read_plan(bytes: &[u8]) -> Option<Plan> {
     let mut plan = Plan {
         exports: None,
         exports_at: 0,
         mutable_globals: Vec::new(),
+        export_names: Vec::new(),
+        memories: 0,
+        resettable: true,
     };
     let mut imported_globals = 0u32;
-    let mut memories = 0;
-    let mut export_names = Vec::new();
     let mut section_start = 0;
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = payload.ok()?;
@@ -86,19 +93,19 @@ fn plan(bytes: &[u8]) -> Option<Plan> {
             Payload::ImportSection(reader) => {
                 for import in reader.clone().into_imports() {
                     match import.ok()?.ty {
-                        TypeRef::Global(global) if global.mutable => return None,
-                        TypeRef::Global(_) => imported_globals += 1,
-                        TypeRef::Memory(_) | TypeRef::Table(_) => return None,
+                        TypeRef::Global(global) => {
+                            plan.resettable &= !global.mutable;
+                            imported_globals += 1;
+                        }
+                        TypeRef::Memory(_) | TypeRef::Table(_) => plan.resettable = false,
                         _ => {}
                     }
                 }
             }
             Payload::MemorySection(reader) => {
                 for memory in reader.clone() {
-                    if memory.ok()?.shared {
-                        return None;
-                    }
-                    memories += 1;
+                    plan.resettable &= !memory.ok()?.shared;
+                    plan.memories += 1;
                 }
             }
             Payload::GlobalSection(reader) => {
@@ -110,17 +117,15 @@ fn plan(bytes: &[u8]) -> Option<Plan> {
             }
             Payload::ExportSection(reader) => {
                 for export in reader.clone() {
-                    export_names.push(export.ok()?.name.to_string());
+                    plan.export_names.push(export.ok()?.name.to_string());
                 }
                 let content = reader.range();
                 plan.exports = Some((section_start, content.start as usize..content.end as usize));
             }
             Payload::CodeSectionEntry(body) => {
                 let mut operators = body.get_operators_reader().ok()?;
-                while !operators.eof() {
-                    if changes_tables_or_segments(&operators.read().ok()?) {
-                        return None;
-                    }
+                while plan.resettable && !operators.eof() {
+                    plan.resettable = !changes_tables_or_segments(&operators.read().ok()?);
                 }
             }
             _ => {}
@@ -133,13 +138,6 @@ fn plan(bytes: &[u8]) -> Option<Plan> {
             }
             section_start = range.end as usize;
         }
-    }
-    if memories > 1
-        || export_names
-            .iter()
-            .any(|name| name.starts_with(GLOBAL_EXPORT_PREFIX))
-    {
-        return None;
     }
     Some(plan)
 }
@@ -159,8 +157,8 @@ fn changes_tables_or_segments(operator: &Operator) -> bool {
 
 impl Plan {
     /// The module with an export section that also names its mutable
-    /// globals.
-    fn rewrite(&self, bytes: &[u8], names: &[String]) -> Vec<u8> {
+    /// globals and RESET_MARKER.
+    fn rewrite(&self, bytes: &[u8]) -> Vec<u8> {
         let (start, end, count, entries) = match &self.exports {
             Some((start, content)) => {
                 let section = &bytes[content.clone()];
@@ -169,15 +167,24 @@ impl Plan {
             }
             None => (self.exports_at, self.exports_at, 0, &[][..]),
         };
-        let mut content = Vec::with_capacity(entries.len() + names.len() * 32);
-        write_leb(&mut content, count + names.len() as u32);
+        let added = self.mutable_globals.len() as u32 + 1;
+        let mut content = Vec::with_capacity(entries.len() + added as usize * 32);
+        write_leb(&mut content, count + added);
         content.extend_from_slice(entries);
-        for (name, index) in names.iter().zip(&self.mutable_globals) {
+        let mut export = |name: &str, kind: ExternalKind, index: u32| {
             write_leb(&mut content, name.len() as u32);
             content.extend_from_slice(name.as_bytes());
-            content.push(ExternalKind::Global as u8);
-            write_leb(&mut content, *index);
+            content.push(kind as u8);
+            write_leb(&mut content, index);
+        };
+        for &index in &self.mutable_globals {
+            export(
+                &format!("{GLOBAL_EXPORT_PREFIX}{index}"),
+                ExternalKind::Global,
+                index,
+            );
         }
+        export(RESET_MARKER, ExternalKind::Memory, 0);
         let mut out = Vec::with_capacity(bytes.len() + content.len() + 8);
         out.extend_from_slice(&bytes[..start]);
         out.push(7); // the export section's id
@@ -427,6 +434,12 @@ impl PageMap {
 mod tests {
     use super::*;
 
+    fn exports(bytes: &[u8]) -> Vec<String> {
+        let engine = wasmtime::Engine::default();
+        let module = wasmtime::Module::new(&engine, bytes).unwrap();
+        module.exports().map(|e| e.name().to_string()).collect()
+    }
+
     #[test]
     fn mutable_globals_are_exported_and_the_module_still_compiles() {
         let wat = r#"(module
@@ -436,21 +449,15 @@ mod tests {
             (global $other (mut i64) (i64.const 0))
             (memory (export "memory") 1)
             (func (export "f") (global.set $sp (i32.const 5))))"#;
-        let bytes = wat::parse_str(wat).unwrap();
-        let prepared = prepare(&bytes);
-        let globals = prepared.globals.expect("resettable");
-        assert_eq!(globals, ["ngx_proxy_wasm:global:1", "ngx_proxy_wasm:global:3"]);
-        let rewritten = prepared.rewritten.expect("rewritten");
-        let engine = wasmtime::Engine::default();
-        let module = wasmtime::Module::new(&engine, &rewritten).unwrap();
-        let exports: Vec<_> = module.exports().map(|e| e.name().to_string()).collect();
+        let rewritten = prepare(wat.as_bytes()).unwrap().expect("resettable");
         assert_eq!(
-            exports,
+            exports(&rewritten),
             [
                 "memory",
                 "f",
                 "ngx_proxy_wasm:global:1",
-                "ngx_proxy_wasm:global:3"
+                "ngx_proxy_wasm:global:3",
+                "ngx_proxy_wasm:reset"
             ]
         );
     }
@@ -458,32 +465,39 @@ mod tests {
     #[test]
     fn a_module_without_exports_gets_an_export_section_in_its_place() {
         let wat = r#"(module (global (mut i32) (i32.const 0)) (memory 1) (func) (start 0) (data (i32.const 0) "x"))"#;
-        let bytes = wat::parse_str(wat).unwrap();
-        let rewritten = prepare(&bytes).rewritten.expect("rewritten");
-        let module = wasmtime::Module::new(&wasmtime::Engine::default(), &rewritten).unwrap();
-        assert_eq!(module.exports().count(), 1);
+        let rewritten = prepare(&wat::parse_str(wat).unwrap())
+            .unwrap()
+            .expect("rewritten");
+        assert_eq!(
+            exports(&rewritten),
+            ["ngx_proxy_wasm:global:0", "ngx_proxy_wasm:reset"]
+        );
     }
 
     #[test]
     fn modules_with_state_outside_memory_and_globals_are_not_reset() {
         for wat in [
-            r#"(module (table 1 funcref) (func (table.set 0 (i32.const 0) (ref.null func))))"#,
-            r#"(module (table 1 funcref) (func (drop (table.grow 0 (ref.null func) (i32.const 1)))))"#,
+            r#"(module (memory 1) (table 1 funcref) (func (table.set 0 (i32.const 0) (ref.null func))))"#,
+            r#"(module (memory 1) (table 1 funcref) (func (drop (table.grow 0 (ref.null func) (i32.const 1)))))"#,
             r#"(module (memory 1) (data "x") (func (data.drop 0)))"#,
-            r#"(module (import "env" "g" (global (mut i32))))"#,
+            r#"(module (import "env" "g" (global (mut i32))) (memory 1))"#,
             r#"(module (import "env" "m" (memory 1)))"#,
             r#"(module (memory 1) (memory 1))"#,
-            r#"(module (global (export "ngx_proxy_wasm:global:0") (mut i32) (i32.const 0)))"#,
+            r#"(module (global (mut i32) (i32.const 0)))"#,
         ] {
-            let bytes = wat::parse_str(wat).unwrap();
-            let prepared = prepare(&bytes);
-            assert!(
-                prepared.globals.is_none() && prepared.rewritten.is_none(),
-                "{wat}"
-            );
+            assert_eq!(prepare(wat.as_bytes()), Ok(None), "{wat}");
         }
         // unreadable: left to the compiler
-        assert!(prepare(b"\0asm\x01\0\0\0\x07\xff").globals.is_none());
+        assert_eq!(prepare(b"\0asm\x01\0\0\0\x07\xff"), Ok(None));
+    }
+
+    #[test]
+    fn reserved_export_names_are_refused() {
+        let wat = r#"(module (memory 1) (global (export "ngx_proxy_wasm:reset") (mut i32) (i32.const 0)))"#;
+        assert_eq!(
+            prepare(wat.as_bytes()),
+            Err("export \"ngx_proxy_wasm:reset\" has a name reserved for the host".into())
+        );
     }
 
     #[test]
