@@ -202,8 +202,7 @@ fn export_names_of_the_host_are_refused() {
     ));
     let error = runtime
         .load_module("m", &module, b"")
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         error.ends_with("export \"ngx_proxy_wasm:reset\" has a name reserved for the host"),
