@@ -31,7 +31,10 @@ STREAM = bench.PORT + 2
 
 # path, weight in 10,000, the status it must get
 MIX = [
-    ("/headers", 3000, 200),
+    ("/headers", 2000, 200),
+    ("/isolated", 900, 200),
+    ("/isolated_grow", 95, 200),
+    ("/isolated_panic", 5, 503),
     ("/body/page", 1500, 200),
     ("/call", 1500, 200),
     ("/kv", 1500, 200),
@@ -44,6 +47,23 @@ MIX = [
 LOCATIONS = f"""
         location /headers {{
             proxy_wasm testbed "request_headers add_header request x-soak 1; response_headers add_header response x-soak 2";
+            empty_gif;
+        }}
+        # per-request instances, reset and reused (a panic drops one)
+        location /isolated {{
+            proxy_wasm_isolation request;
+            proxy_wasm testbed "configure count; request_headers count; response_headers add_header response x-soak 3";
+            empty_gif;
+        }}
+        location /isolated_grow {{
+            proxy_wasm_isolation request;
+            proxy_wasm testbed "request_headers grow 1";
+            empty_gif;
+        }}
+        location /isolated_panic {{
+            proxy_wasm_isolation request;
+            proxy_wasm_failure_status 503;
+            proxy_wasm testbed "configure count; request_headers panic";
             empty_gif;
         }}
         location /body/ {{
