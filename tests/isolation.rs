@@ -29,20 +29,24 @@ fn serve(worker: &Rc<Worker>, host: &MockHost, filters: &[u32], isolation: Isola
     next
 }
 
+/// A runtime with the testbed filter configured each way given, or return
+/// (not built): the host, the runtime, its worker and the filters' ids.
 macro_rules! testbed_runtime {
-    ($config:expr) => {{
+    ($config:expr $(, $more:expr)*) => {{
         let Some(path) = common::filter("testbed.wasm") else {
             return;
         };
         let host = MockHost::new();
-        let (runtime, worker, id) = single_filter(host, &path, "", $config);
-        (host, runtime, worker, id)
+        #[allow(unused_mut)]
+        let (mut runtime, worker, id) = single_filter(host, &path, "", $config);
+        let ids = [id $(, runtime.add_filter("m", $more.as_bytes()).unwrap() as u32)*];
+        (host, runtime, worker, ids)
     }};
 }
 
 #[test]
 fn an_ended_request_leaves_its_instance_reset_for_the_next() {
-    let (host, _runtime, worker, id) =
+    let (host, _runtime, worker, [id]) =
         testbed_runtime!("configure count; request_headers count; root_done log info ROOT_DONE");
     // the configuration's check and the shared instance
     let started = host.count("count 1");
@@ -59,7 +63,7 @@ fn an_ended_request_leaves_its_instance_reset_for_the_next() {
 
 #[test]
 fn requests_at_once_get_instances_of_their_own() {
-    let (host, _runtime, worker, id) = testbed_runtime!("request_headers count");
+    let (host, _runtime, worker, [id]) = testbed_runtime!("request_headers count");
     assert_eq!(host.count("count"), 0);
     let mut chains: Vec<Chain> = (0..3)
         .map(|_| isolated(&worker, host, &[id], Isolation::Request))
@@ -86,16 +90,12 @@ fn requests_at_once_get_instances_of_their_own() {
 
 #[test]
 fn filter_isolation_keeps_instances_per_filter() {
-    let Some(path) = common::filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let (mut runtime, worker, first) = single_filter(host, &path, "", "request_headers count");
-    let second = runtime
-        .add_filter("m", b"request_headers count; request_headers log info second")
-        .unwrap() as u32;
+    let (host, _runtime, worker, ids) = testbed_runtime!(
+        "request_headers count",
+        "request_headers count; request_headers log info second"
+    );
     for _ in 0..3 {
-        serve(&worker, host, &[first, second], Isolation::Filter);
+        serve(&worker, host, &ids, Isolation::Filter);
     }
     assert_eq!(host.count("count 1"), 6, "{}", host.dump());
     assert_eq!(host.count("count 2"), 0);
@@ -104,14 +104,10 @@ fn filter_isolation_keeps_instances_per_filter() {
 
 #[test]
 fn a_failed_instance_is_dropped_not_reset() {
-    let Some(path) = common::filter("testbed.wasm") else {
-        return;
-    };
-    let host = MockHost::new();
-    let (mut runtime, worker, counts) = single_filter(host, &path, "", "request_headers count");
-    let panics = runtime
-        .add_filter("m", b"request_headers count; request_headers panic")
-        .unwrap() as u32;
+    let (host, _runtime, worker, [counts, panics]) = testbed_runtime!(
+        "request_headers count",
+        "request_headers count; request_headers panic"
+    );
     assert_eq!(serve(&worker, host, &[panics], Isolation::Request), Next::Fail);
     assert!(worker.idle_instances().is_empty());
     assert_eq!(serve(&worker, host, &[panics], Isolation::Request), Next::Fail);
@@ -126,7 +122,7 @@ fn a_failed_instance_is_dropped_not_reset() {
 
 #[test]
 fn an_instance_whose_memory_grew_is_not_reused() {
-    let (host, _runtime, worker, id) = testbed_runtime!("request_headers grow 2; request_headers count");
+    let (host, _runtime, worker, [id]) = testbed_runtime!("request_headers grow 2; request_headers count");
     for _ in 0..3 {
         assert_eq!(serve(&worker, host, &[id], Isolation::Request), Next::Continue);
         assert!(worker.idle_instances().is_empty());
@@ -137,7 +133,7 @@ fn an_instance_whose_memory_grew_is_not_reused() {
 
 #[test]
 fn a_root_that_finishes_later_keeps_its_instance_out_of_reuse() {
-    let (host, _runtime, worker, id) = testbed_runtime!("root_done done_later; request_headers count");
+    let (host, _runtime, worker, [id]) = testbed_runtime!("root_done done_later; request_headers count");
     assert_eq!(serve(&worker, host, &[id], Isolation::Request), Next::Continue);
     assert!(worker.idle_instances().is_empty());
 }
