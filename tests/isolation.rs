@@ -7,7 +7,7 @@ mod common;
 use common::{single_filter, wat_text, MockHost};
 use ngx_proxy_wasm::abi::Direction;
 use ngx_proxy_wasm::chain::{Chain, ChainConfig, Next};
-use ngx_proxy_wasm::runtime::{Isolation, Runtime, RuntimeConfig, Worker};
+use ngx_proxy_wasm::runtime::{Isolation, Runtime, RuntimeConfig, Worker, IDLE_LIMIT, IDLE_TOTAL_LIMIT};
 use std::rc::Rc;
 
 const REQUEST: &[(&str, &str)] = &[(":method", "GET"), (":path", "/"), (":authority", "localhost")];
@@ -204,4 +204,34 @@ fn export_names_of_the_host_are_refused() {
         error.ends_with("export \"ngx_proxy_wasm:reset\" has a name reserved for the host"),
         "{error}"
     );
+}
+
+#[test]
+fn a_worker_keeps_a_bounded_number_of_reset_instances() {
+    let configs: Vec<String> = (0..IDLE_TOTAL_LIMIT / IDLE_LIMIT + 1)
+        .map(|i| format!("request_headers count; request_headers log info set{i}"))
+        .collect();
+    let (host, mut runtime, worker, [first]) = testbed_runtime!(&configs[0]);
+    let ids: Vec<u32> = std::iter::once(first)
+        .chain(
+            configs[1..]
+                .iter()
+                .map(|config| runtime.add_filter("m", config.as_bytes()).unwrap() as u32),
+        )
+        .collect();
+    // more requests of each set at once than a set keeps
+    for &id in &ids {
+        let mut chains: Vec<Chain> = (0..IDLE_LIMIT + 2)
+            .map(|_| isolated(&worker, host, &[id], Isolation::Request))
+            .collect();
+        for chain in &mut chains {
+            chain.on_headers(Direction::Request, true);
+        }
+    }
+    let idle = worker.idle_instances();
+    assert_eq!(idle.len(), IDLE_TOTAL_LIMIT);
+    assert!(idle.iter().all(|&fresh| fresh));
+    // the instances kept still serve
+    assert_eq!(serve(&worker, host, &[first], Isolation::Request), Next::Continue);
+    assert_eq!(worker.idle_instances().len(), IDLE_TOTAL_LIMIT);
 }

@@ -34,7 +34,7 @@ use limits::{EpochTicker, InstanceLimits};
 use module::{Compiled, ModuleError, ModuleSource, WasmModule};
 use services::Services;
 use vm::Vm;
-pub use worker::{CallProgress, FilterHandle, VmSlot, Worker};
+pub use worker::{CallProgress, FilterHandle, VmSlot, Worker, IDLE_LIMIT, IDLE_TOTAL_LIMIT};
 
 /// Bytes of a pooled memory or table slot reset by copying rather than
 /// unmapped (see `Runtime::new`): more than a typical filter's working set.

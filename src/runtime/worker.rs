@@ -124,7 +124,7 @@ pub struct Worker {
     finishing: RefCell<Finishing>,
     /// Per-request instances put back to their start, waiting for the
     /// next request of the same filters (see `snapshot`).
-    idle: RefCell<Vec<Idle>>,
+    idle: RefCell<IdleInstances>,
     /// Where the kernel says which pages were written (opened in the
     /// worker on first use; None: instances are not reused).
     pagemap: OnceCell<Option<PageMap>>,
@@ -140,10 +140,66 @@ struct Idle {
     vms: Vec<Vm>,
 }
 
+/// The reset instances of a worker, by set of filters, within IDLE_LIMIT
+/// and IDLE_TOTAL_LIMIT.
+#[derive(Default)]
+struct IdleInstances {
+    sets: Vec<Idle>,
+    count: usize,
+}
+
+impl IdleInstances {
+    fn take(&mut self, module: usize, filter_ids: &[usize]) -> Option<Vm> {
+        let set = self
+            .sets
+            .iter_mut()
+            .find(|set| set.key.0 == module && set.key.1 == filter_ids)?;
+        let vm = set.vms.pop()?;
+        self.count -= 1;
+        Some(vm)
+    }
+
+    /// Resets an instance whose request ended and keeps it, if it can be
+    /// reset and there is room; else it is dropped.
+    fn keep(&mut self, mut vm: Vm, pagemap: &PageMap) {
+        let Some(key) = vm.fresh_key() else {
+            return;
+        };
+        if self.count >= IDLE_TOTAL_LIMIT {
+            return;
+        }
+        let position = match self.sets.iter().position(|set| set.key == *key) {
+            Some(position) => position,
+            None => {
+                self.sets.push(Idle {
+                    key: key.clone(),
+                    vms: Vec::new(),
+                });
+                self.sets.len() - 1
+            }
+        };
+        let vms = &mut self.sets[position].vms;
+        if vms.len() < IDLE_LIMIT && vm.reset(pagemap) {
+            vms.push(vm);
+            self.count += 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.sets.clear();
+        self.count = 0;
+    }
+}
+
 /// Reset instances kept for one set of filters: enough for the requests a
 /// worker serves at once in most places; beyond it instances are made and
 /// dropped as before.
-const IDLE_LIMIT: usize = 16;
+pub const IDLE_LIMIT: usize = 16;
+
+/// Reset instances kept in a worker for all sets of filters together: a
+/// gateway with many isolated chains keeps a bounded memory (each holds
+/// its written pages and its image, some hundreds of KiB).
+pub const IDLE_TOTAL_LIMIT: usize = 128;
 
 /// How long root contexts may take to call `proxy_done` after their
 /// `on_done` returned false: then their `on_delete` comes anyway.
@@ -199,7 +255,7 @@ impl Worker {
             next_token: RefCell::new(1),
             instances: RefCell::new(IdMap::default()),
             finishing: RefCell::new(Finishing::default()),
-            idle: RefCell::new(Vec::new()),
+            idle: RefCell::new(IdleInstances::default()),
             pagemap: OnceCell::new(),
             pooled: config.instance_pool.is_some(),
             _epoch: epoch,
@@ -616,11 +672,7 @@ impl Worker {
     }
 
     fn take_idle(&self, module: usize, filter_ids: &[usize]) -> Option<Vm> {
-        let mut idle = self.idle.borrow_mut();
-        let entry = idle
-            .iter_mut()
-            .find(|idle| idle.key.0 == module && idle.key.1 == filter_ids)?;
-        let mut vm = entry.vms.pop()?;
+        let mut vm = self.idle.borrow_mut().take(module, filter_ids)?;
         vm.renew(self.services.next_generation());
         Some(vm)
     }
@@ -628,7 +680,7 @@ impl Worker {
     fn new_private_instance(&self, module: usize, filter_ids: &[usize]) -> Option<Vm> {
         let vm = match self.try_instantiate(module, filter_ids) {
             // a full pool: the idle instances' slots make room
-            Err(_) if self.pooled && self.idle.borrow().iter().any(|idle| !idle.vms.is_empty()) => {
+            Err(_) if self.pooled && self.idle.borrow().count > 0 => {
                 self.idle.borrow_mut().clear();
                 self.try_instantiate(module, filter_ids)
             }
@@ -664,35 +716,19 @@ impl Worker {
         let Some(pagemap) = self.pagemap.get().and_then(Option::as_ref) else {
             return;
         };
-        let Some(mut vm) = slot.borrow_mut().take() else {
+        let Some(vm) = slot.borrow_mut().take() else {
             return;
         };
-        let Some(key) = vm.fresh_key() else {
-            return;
-        };
-        let mut idle = self.idle.borrow_mut();
-        let position = match idle.iter().position(|idle| idle.key == *key) {
-            Some(position) => position,
-            None => {
-                idle.push(Idle {
-                    key: key.clone(),
-                    vms: Vec::new(),
-                });
-                idle.len() - 1
-            }
-        };
-        let vms = &mut idle[position].vms;
-        if vms.len() < IDLE_LIMIT && vm.reset(pagemap) {
-            vms.push(vm);
-        }
+        self.idle.borrow_mut().keep(vm, pagemap);
     }
 
     /// The reset instances waiting for a request: for each, whether its
     /// memory is its start's image again (tests).
     pub fn idle_instances(&self) -> Vec<bool> {
         let idle = self.idle.borrow();
-        idle.iter()
-            .flat_map(|idle| idle.vms.iter().map(Vm::is_fresh))
+        idle.sets
+            .iter()
+            .flat_map(|set| set.vms.iter().map(Vm::is_fresh))
             .collect()
     }
 
