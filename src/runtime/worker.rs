@@ -1,5 +1,6 @@
 //! A worker process's side of the runtime: the shared instance of each
-//! module, instances made for one request (isolation), the replacement of
+//! module, instances made for one request (isolation) and reset for the
+//! next one (see `snapshot`), the replacement of
 //! failed instances (at once, or paced by a backoff in a crash loop), and
 //! the root contexts' ticks.
 
