@@ -13,9 +13,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
+use wasmtime::{Engine, Module};
 
 use super::snapshot;
-use wasmtime::{Engine, Module};
 
 /// Where a compiled module came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +43,9 @@ impl Code {
 }
 
 /// Compiles a module (binary or text) to its code, prepared for reset
-/// (`snapshot::prepare`), or reads the code from the cache. The cache is best effort: a file that cannot be used or
-/// written is reported in `warning` and the module compiled.
+/// (`snapshot::prepare`), or reads the code from the cache. The cache is
+/// best effort: a file that cannot be used or written is reported in
+/// `warning` and the module compiled.
 pub fn compile(
     engine: &Engine,
     bytes: &[u8],

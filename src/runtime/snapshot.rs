@@ -286,7 +286,8 @@ impl MemoryImage {
     }
 
     /// Bytes it keeps.
-    pub fn kept(&self) -> usize {
+    #[cfg(test)]
+    fn kept(&self) -> usize {
         self.data.len() + self.pages.len() * 4
     }
 
@@ -378,10 +379,6 @@ impl PageMap {
         let pagemap = PageMap { file, page };
         let mut none = |_, _| {};
         pagemap.written(std::ptr::null(), 0, &mut none).then_some(pagemap)
-    }
-
-    pub fn page_size(&self) -> usize {
-        self.page
     }
 
     /// Calls `each(offset, len)` for the runs of pages of `[base, base +
@@ -506,7 +503,7 @@ mod tests {
             eprintln!("no PAGEMAP_SCAN here: skipped");
             return;
         };
-        let page = pagemap.page_size();
+        let page = pagemap.page;
         let len = 64 * page;
         // SAFETY: a fresh private anonymous mapping, unmapped below.
         let base = unsafe {

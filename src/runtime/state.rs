@@ -123,6 +123,7 @@ pub struct FilterInfo {
     pub config: Arc<[u8]>,
 }
 
+#[derive(Clone)]
 pub enum Context {
     Root {
         filter: Arc<FilterInfo>,

@@ -11,7 +11,6 @@ use wasmtime::{
     WasmResults,
 };
 
-use crate::abi::properties::PropertyStore;
 use crate::abi::Direction;
 use crate::abi::{LogLevel, PeerType, Status};
 use crate::callout::grpc::Delivery;
@@ -22,7 +21,7 @@ use crate::runtime::module::WasmModule;
 use crate::runtime::services::Services;
 use crate::runtime::snapshot::{MemoryImage, PageMap};
 use crate::runtime::state::{
-    Callback, Context, Declaration, FilterInfo, Frame, HostState, IdMap, RequestState,
+    Callback, Context, ContextMap, Declaration, FilterInfo, Frame, HostState, IdMap, RequestState,
 };
 
 /// A guest call that did not complete: the instance is now unusable.
@@ -127,7 +126,8 @@ struct Fresh {
     globals: Vec<(Global, Val)>,
     roots: IdMap<usize, u32>,
     next_context_id: u32,
-    contexts: Vec<(u32, Arc<FilterInfo>, PropertyStore)>,
+    /// The root contexts (no request has one yet).
+    contexts: ContextMap,
     declared: HashMap<Vec<u8>, Declaration>,
 }
 
@@ -276,43 +276,34 @@ impl Vm {
 
     /// Keeps what this instance is now (its roots started) to be put back
     /// to after each request; `key` names the requests that may take it.
-    /// False if its module cannot be reset.
-    pub fn keep_fresh(&mut self, key: (usize, Vec<usize>), pagemap: &PageMap) -> bool {
-        let (Some(exports), Some(memory)) = (self.module.reset_globals.clone(), self.store.data().memory)
-        else {
-            return false;
+    /// Nothing is kept if its module cannot be reset.
+    pub fn keep_fresh(&mut self, key: (usize, Vec<usize>), pagemap: &PageMap) {
+        let module = self.module.clone();
+        let (Some(exports), Some(memory)) = (&module.reset_globals, self.store.data().memory) else {
+            return;
         };
         let mut globals = Vec::with_capacity(exports.len());
-        for export in &exports {
+        for export in exports {
             let Some(global) = self
                 .instance
                 .get_module_export(&mut self.store, export)
                 .and_then(|export| export.into_global())
             else {
-                return false;
+                return;
             };
             globals.push((global, global.get(&mut self.store)));
         }
         let image = MemoryImage::take(memory.data_mut(&mut self.store), pagemap);
         let state = self.store.data();
-        let contexts = state
-            .contexts
-            .iter()
-            .filter_map(|(id, context)| match context {
-                Context::Root { filter, properties } => Some((*id, filter.clone(), properties.clone())),
-                Context::Http { .. } => None,
-            })
-            .collect();
         self.fresh = Some(Box::new(Fresh {
             key,
             memory: image,
             globals,
             roots: self.roots.clone(),
             next_context_id: self.next_context_id,
-            contexts,
+            contexts: state.contexts.clone(),
             declared: state.declared.clone(),
         }));
-        true
     }
 
     /// The module and filters of a per-request instance that can be reset.
@@ -339,20 +330,14 @@ impl Vm {
         if !restored {
             return false;
         }
-        self.roots = fresh.roots.clone();
+        // clone_from: the maps keep their allocations, request after request
+        self.roots.clone_from(&fresh.roots);
         self.next_context_id = fresh.next_context_id;
         self.roots_done = false;
-        self.completed_at_start = self.completed;
+        self.mark_started();
         let state = self.store.data_mut();
-        state.contexts.clear();
-        for (id, filter, properties) in &fresh.contexts {
-            let context = Context::Root {
-                filter: filter.clone(),
-                properties: properties.clone(),
-            };
-            state.contexts.insert(*id, context);
-        }
-        state.declared = fresh.declared.clone();
+        state.contexts.clone_from(&fresh.contexts);
+        state.declared.clone_from(&fresh.declared);
         state.tick_requests.clear();
         state.call_status = (0, Vec::new());
         self.fresh = Some(fresh);
