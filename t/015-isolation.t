@@ -359,3 +359,30 @@ count 1
 count 2
 count 1
 count 2
+
+
+
+=== TEST 16: an instance whose start subscribed to a shared queue is not reused (its items would go to the instance of the request that ended): each request gets a new one
+--- main_config
+    wasm {
+        module testbed $TEST_NGINX_FILTERS/testbed.wasm;
+        shm_queue jobs 64k;
+    }
+--- config
+    location / {
+        proxy_wasm_isolation request;
+        proxy_wasm testbed "configure queue_register jobs; configure count; request_headers count";
+        empty_gif;
+    }
+--- request eval
+["GET /", "GET /", "GET /"]
+--- grep_error_log eval
+qr/count \d+/
+--- grep_error_log_out
+count 1
+count 1
+count 2
+count 1
+count 2
+count 1
+count 2

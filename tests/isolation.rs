@@ -220,13 +220,16 @@ fn a_worker_keeps_a_bounded_number_of_reset_instances() {
         )
         .collect();
     // more requests of each set at once than a set keeps
-    for &id in &ids {
+    for (n, &id) in ids.iter().enumerate() {
         let mut chains: Vec<Chain> = (0..IDLE_LIMIT + 2)
             .map(|_| isolated(&worker, host, &[id], Isolation::Request))
             .collect();
         for chain in &mut chains {
             chain.on_headers(Direction::Request, true);
         }
+        drop(chains);
+        let kept = ((n + 1) * IDLE_LIMIT).min(IDLE_TOTAL_LIMIT);
+        assert_eq!(worker.idle_instances().len(), kept);
     }
     let idle = worker.idle_instances();
     assert_eq!(idle.len(), IDLE_TOTAL_LIMIT);
