@@ -443,6 +443,11 @@ def scenario_startup():
                 n.start()
                 n.stop()
             start = n.start()
+            # the port opens before the master waits for signals: a SIGHUP
+            # sent before a worker answers may not be acted on until the
+            # next signal
+            while not get("/gen").endswith("1"):
+                time.sleep(0.002)
             # reload: from SIGHUP until a new worker answers with the new config
             n.write(locations + "location /gen { return 200 '2'; }")
             began = time.perf_counter()
