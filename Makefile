@@ -79,7 +79,7 @@ deps:
 	util/deps.sh
 
 lib:
-	$(CARGO) build --release --lib
+	$(CARGO) build --profile nginx --lib
 
 filters:
 	t/build-filters.sh

@@ -6,7 +6,7 @@ cat << END                                                    >> $NGX_MAKEFILE
 
 $PROXY_WASM_LIB: proxy_wasm_force
 	cd $ngx_addon_dir && CARGO_TARGET_DIR=$PROXY_WASM_TARGET_DIR \\
-		$PROXY_WASM_CARGO build --release --lib $PROXY_WASM_CARGO_FEATURES
+		$PROXY_WASM_CARGO build --profile nginx --lib $PROXY_WASM_CARGO_FEATURES
 	mkdir -p \`dirname $PROXY_WASM_LIB\`
 	cmp -s $PROXY_WASM_CARGO_LIB $PROXY_WASM_LIB \\
 		|| cp $PROXY_WASM_CARGO_LIB $PROXY_WASM_LIB

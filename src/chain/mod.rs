@@ -165,36 +165,83 @@ pub struct Chain {
     ended: bool,
 }
 
+/// What a finished chain leaves for the next one (`Chain::reusing`): its
+/// allocations, emptied. A request whose chain reuses one allocates
+/// nothing for it.
+#[derive(Default)]
+pub struct Spare {
+    filters: Vec<FilterRun>,
+    /// The request state, when nothing else holds it any more.
+    state: Option<Rc<RefCell<RequestState>>>,
+    outputs: [Vec<u8>; 2],
+}
+
+/// The body buffer a spare keeps at most: a large body's buffer is not
+/// held for a small one.
+const SPARE_OUTPUT_LIMIT: usize = 64 * 1024;
+
 impl Chain {
     pub fn new(worker: Rc<Worker>, request: RequestRef, filter_ids: &[u32], config: ChainConfig) -> Chain {
+        Chain::reusing(Spare::default(), worker, request, filter_ids, config)
+    }
+
+    /// A chain in the allocations a finished one left.
+    pub fn reusing(
+        spare: Spare,
+        worker: Rc<Worker>,
+        request: RequestRef,
+        filter_ids: &[u32],
+        config: ChainConfig,
+    ) -> Chain {
+        let Spare {
+            mut filters,
+            state,
+            outputs,
+        } = spare;
         let run = |id: usize, handle| FilterRun::new(id, worker.filter_info(id), handle);
-        let filters: Vec<FilterRun> = match config.isolation {
+        match config.isolation {
             // the common case, once per request: no list but the chain's
-            Isolation::None => filter_ids
-                .iter()
-                .map(|&id| {
-                    let id = id as usize;
-                    run(id, worker.filter(id, config.failure == FailurePolicy::Reload))
-                })
-                .collect(),
+            Isolation::None => filters.extend(filter_ids.iter().map(|&id| {
+                let id = id as usize;
+                run(id, worker.filter(id, config.failure == FailurePolicy::Reload))
+            })),
             Isolation::Request | Isolation::Filter => {
                 let ids: Vec<usize> = filter_ids.iter().map(|&id| id as usize).collect();
                 let handles = private_handles(&worker, &ids, config.isolation);
-                ids.iter()
-                    .zip(handles)
-                    .map(|(&id, handle)| run(id, handle))
-                    .collect()
+                filters.extend(ids.iter().zip(handles).map(|(&id, handle)| run(id, handle)));
             }
+        }
+        let state = match state {
+            Some(state) => {
+                state
+                    .borrow_mut()
+                    .reset(request, config.connection, filters.len());
+                state
+            }
+            None => Rc::new(RefCell::new(RequestState::new(
+                request,
+                config.connection,
+                filters.len(),
+            ))),
         };
-        let state = RequestState::new(request, config.connection, filters.len());
-        let mut flows: [Flow; 2] = Default::default();
+        let [request_output, response_output] = outputs;
+        let mut flows: [Flow; 2] = [
+            Flow {
+                output: request_output,
+                ..Flow::default()
+            },
+            Flow {
+                output: response_output,
+                ..Flow::default()
+            },
+        ];
         if config.connection {
             // the upstream's data has no headers to wait for
             flows[Direction::Response as usize].headers_done = true;
         }
         Chain {
             worker,
-            state: Rc::new(RefCell::new(state)),
+            state,
             filters,
             flows,
             limits: config.limits,
@@ -236,8 +283,11 @@ impl Chain {
     /// the headers are held it waits for them.
     pub fn on_body(&mut self, direction: Direction, parts: &[&[u8]], end_of_stream: bool) -> Step {
         let flow = &mut self.flows[direction as usize];
-        flow.output.clear();
-        let mut data = Vec::with_capacity(parts.iter().map(|part| part.len()).sum());
+        // the last output's buffer (lent to nginx until this call) takes
+        // the data
+        let mut data = std::mem::take(&mut flow.output);
+        data.clear();
+        data.reserve(parts.iter().map(|part| part.len()).sum());
         for part in parts {
             data.extend_from_slice(part);
         }
@@ -246,6 +296,7 @@ impl Chain {
             queued.data.append(&mut data);
             queued.end_of_stream |= end_of_stream;
             let held = queued.data.len();
+            flow.output = data;
             if self.over_limit(direction, held) && !self.limits.pass_on_overflow {
                 self.log_overflow(0, held, "the headers are held: failing the request");
                 return self.step(direction, Next::Fail, Output::Nothing, false);
@@ -760,6 +811,33 @@ impl Chain {
                 }
                 ended.push(slot);
             }
+        }
+    }
+}
+
+impl Chain {
+    /// Ends the chain and gives back its allocations for the next one:
+    /// what is left of it is only to be dropped.
+    pub fn take_spare(&mut self) -> Spare {
+        self.end();
+        let mut filters = std::mem::take(&mut self.filters);
+        filters.clear();
+        let outputs = [Direction::Request, Direction::Response].map(|direction| {
+            let mut output = std::mem::take(&mut self.flows[direction as usize].output);
+            if output.capacity() > SPARE_OUTPUT_LIMIT {
+                return Vec::new();
+            }
+            output.clear();
+            output
+        });
+        // contexts are gone with the chain's end: what still holds the
+        // state keeps it
+        let state = (Rc::strong_count(&self.state) == 1 && Rc::weak_count(&self.state) == 0)
+            .then(|| self.state.clone());
+        Spare {
+            filters,
+            state,
+            outputs,
         }
     }
 }

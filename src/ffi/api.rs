@@ -2,10 +2,13 @@
 //! exported symbol). Every entry catches panics: none may unwind into
 //! nginx.
 
+use std::cell::RefCell;
 use std::ffi::{c_void, OsStr};
+use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::rc::Rc;
 use std::time::Duration;
 
 use super::nginx::Nginx;
@@ -14,7 +17,7 @@ use crate::abi::properties;
 use crate::abi::Direction;
 use crate::abi::LogLevel;
 use crate::callout::{CallFailure, CallSettings};
-use crate::chain::{Chain, ChainConfig, Limits, Next, Output, Step};
+use crate::chain::{Chain, ChainConfig, Limits, Next, Output, Spare, Step};
 use crate::host::prelude::*;
 use crate::host::{MetricType, RequestRef, ZoneRef};
 use crate::runtime::limits::InstanceLimits;
@@ -78,6 +81,7 @@ pub(super) struct RuntimeBox {
     error: Vec<u8>,
     /// The last value lent to the proxy's own code (api_lua).
     pub(super) lent: Vec<u8>,
+    spares: Rc<ChainSpares>,
 }
 
 impl RuntimeBox {
@@ -104,6 +108,33 @@ pub(super) struct ChainBox {
     local_headers: Vec<ngx_proxy_wasm_pair_t>,
     /// The last property `chain_property` lent.
     property: Vec<u8>,
+    /// Where its memory goes when it is freed.
+    spares: Rc<ChainSpares>,
+}
+
+/// What freed chains leave for the next requests of the worker: their
+/// memory and the chain's own allocations (`Spare`), so that a request's
+/// chain allocates nothing.
+#[derive(Default)]
+pub(super) struct ChainSpares(RefCell<Vec<(Box<MaybeUninit<ChainBox>>, Spare)>>);
+
+/// Spares kept at most: as many chains as end together in a busy worker.
+const CHAIN_SPARES: usize = 64;
+
+impl ChainSpares {
+    fn take(&self) -> (Box<MaybeUninit<ChainBox>>, Spare) {
+        self.0
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| (Box::new_uninit(), Spare::default()))
+    }
+
+    fn keep(&self, memory: Box<MaybeUninit<ChainBox>>, spare: Spare) {
+        let mut spares = self.0.borrow_mut();
+        if spares.len() < CHAIN_SPARES {
+            spares.push((memory, spare));
+        }
+    }
 }
 
 /// Runs an entry point, turning a panic into `fallback` (and a log line
@@ -179,6 +210,7 @@ unsafe extern "C" fn runtime_new(host: *const ngx_proxy_wasm_host_t) -> *mut ngx
             runtime: None,
             error: Vec::new(),
             lent: Vec::new(),
+            spares: Rc::default(),
         });
         Box::into_raw(boxed) as *mut ngx_proxy_wasm_runtime_t
     })
@@ -549,13 +581,24 @@ unsafe extern "C" fn chain_new(
             failure,
             isolation,
         };
-        let chain = Chain::new(runtime.worker(), RequestRef(request as usize), filters, config);
-        let boxed = Box::new(ChainBox {
-            host,
-            chain,
-            local_headers: Vec::new(),
-            property: Vec::new(),
-        });
+        let (memory, spare) = rt.spares.take();
+        let chain = Chain::reusing(
+            spare,
+            runtime.worker(),
+            RequestRef(request as usize),
+            filters,
+            config,
+        );
+        let boxed = Box::write(
+            memory,
+            ChainBox {
+                host,
+                chain,
+                local_headers: Vec::new(),
+                property: Vec::new(),
+                spares: rt.spares.clone(),
+            },
+        );
         Box::into_raw(boxed) as *mut ngx_proxy_wasm_chain_t
     })
 }
@@ -627,6 +670,9 @@ unsafe extern "C" fn chain_on_headers(
     }
 }
 
+/// The parts of a body chunk listed without allocating.
+const INLINE_PARTS: usize = 8;
+
 unsafe extern "C" fn chain_on_body(
     c: *mut ngx_proxy_wasm_chain_t,
     direction: u32,
@@ -637,15 +683,25 @@ unsafe extern "C" fn chain_on_body(
 ) {
     // SAFETY: the shim passes parts that point into its buffers, valid for
     // the call.
-    let parts: Vec<&[u8]> = unsafe { std::slice::from_raw_parts(parts, nparts) }
-        .iter()
-        // SAFETY: as above.
-        .map(|part| unsafe { bytes(*part) })
-        .collect();
+    let raw = unsafe { std::slice::from_raw_parts(parts, nparts) };
+    // SAFETY: as above.
+    let part = |part: &ngx_proxy_wasm_str_t| unsafe { bytes(*part) };
+    // a chunk is a few buffers: their list is not allocated
+    let mut inline: [&[u8]; INLINE_PARTS] = [&[]; INLINE_PARTS];
+    let listed: Vec<&[u8]>;
+    let parts: &[&[u8]] = if nparts <= INLINE_PARTS {
+        for (slot, raw) in inline.iter_mut().zip(raw) {
+            *slot = part(raw);
+        }
+        &inline[..nparts]
+    } else {
+        listed = raw.iter().map(part).collect();
+        &listed
+    };
     // SAFETY: the shim passes a live chain and a valid out-pointer.
     unsafe {
         run_step(c, direction, out, "on_body", |chain, d| {
-            chain.on_body(d, &parts, eos != 0)
+            chain.on_body(d, parts, eos != 0)
         })
     }
 }
@@ -756,7 +812,18 @@ unsafe extern "C" fn chain_free(c: *mut ngx_proxy_wasm_chain_t) {
         return;
     }
     // SAFETY: the shim frees each chain once, from the request's cleanup.
-    let boxed = unsafe { Box::from_raw(c as *mut ChainBox) };
+    let boxed = unsafe { chain(c) };
     let host = boxed.host;
-    guard(Some(host), "chain_free", (), move || drop(boxed))
+    let spares = boxed.spares.clone();
+    guard(Some(host), "chain_free", (), move || {
+        let spare = boxed.chain.take_spare();
+        let c = c as *mut ChainBox;
+        // SAFETY: the chain is live and dropped once, here, in place; its
+        // memory, uninitialized then, is kept or freed.
+        let memory = unsafe {
+            std::ptr::drop_in_place(c);
+            Box::from_raw(c as *mut MaybeUninit<ChainBox>)
+        };
+        spares.keep(memory, spare);
+    })
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Module};
 
-use super::snapshot;
+use super::prepare;
 
 /// Where a compiled module came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +42,8 @@ impl Code {
     }
 }
 
-/// Compiles a module (binary or text) to its code, prepared for reset
-/// (`snapshot::prepare`), or reads the code from the cache. The cache is
+/// Compiles a module (binary or text) to its code, with what the host adds
+/// (`prepare::prepare`), or reads the code from the cache. The cache is
 /// best effort: a file that cannot be used or written is reported in
 /// `warning` and the module compiled.
 pub fn compile(
@@ -70,7 +70,7 @@ pub fn compile(
             }
         }
     }
-    let prepared = snapshot::prepare(bytes).map_err(wasmtime::Error::msg)?;
+    let prepared = prepare::prepare(bytes).map_err(wasmtime::Error::msg)?;
     let code = engine.precompile_module(prepared.as_deref().unwrap_or(bytes))?;
     if let Some((dir, path)) = cached {
         if let Err(e) = store(&code, dir, &path) {
@@ -139,7 +139,7 @@ fn store(code: &[u8], dir: &Path, path: &Path) -> std::io::Result<()> {
 fn key(engine: &Engine, bytes: &[u8]) -> String {
     let mut digest = Sha256::new();
     digest.update(crate::VERSION);
-    digest.update(snapshot::PREPARATION);
+    digest.update(prepare::PREPARATION);
     engine
         .precompile_compatibility_hash()
         .hash(&mut DigestHasher(&mut digest));

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod hostcalls;
 pub mod limits;
 pub mod module;
+pub mod prepare;
 pub mod services;
 pub mod snapshot;
 pub mod state;

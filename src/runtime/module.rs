@@ -11,7 +11,7 @@ use wasmtime::{Engine, ExternType, FuncType, InstancePre, Linker, Module, Module
 
 use super::cache::{self, Origin};
 use super::limits::InstanceLimits;
-use super::snapshot;
+use super::prepare;
 use crate::abi::AbiVersion;
 use crate::error::one_line;
 use crate::runtime::state::HostState;
@@ -158,13 +158,15 @@ impl WasmModule {
             .iter()
             .map(|(name, ..)| *name)
             .chain(HEADER_CALLBACKS)
+            // added when compiled (see prepare)
+            .chain([prepare::START_REQUEST, prepare::END_CONTEXT, prepare::STAGE])
             .filter_map(|name| Some((name, module.get_export_index(name)?)))
             .collect();
-        // prepared when compiled (see snapshot::prepare)
-        let reset_globals = module.get_export(snapshot::RESET_MARKER).map(|_| {
+        // prepared when compiled (see prepare::prepare)
+        let reset_globals = module.get_export(prepare::RESET_MARKER).map(|_| {
             module
                 .exports()
-                .filter(|export| export.name().starts_with(snapshot::GLOBAL_EXPORT_PREFIX))
+                .filter(|export| export.name().starts_with(prepare::GLOBAL_EXPORT_PREFIX))
                 .filter_map(|export| module.get_export_index(export.name()))
                 .collect()
         });

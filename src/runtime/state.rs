@@ -232,6 +232,20 @@ impl RequestState {
         }
     }
 
+    /// The state of a new request, in the allocations of an ended one.
+    pub fn reset(&mut self, request: RequestRef, connection: bool, filters: usize) {
+        let mut bodies = std::mem::take(&mut self.bodies);
+        bodies.clear();
+        bodies.resize_with(2 * filters, || None);
+        let mut continue_requested = std::mem::take(&mut self.continue_requested);
+        continue_requested.iter_mut().for_each(Vec::clear);
+        *self = RequestState {
+            bodies,
+            continue_requested,
+            ..RequestState::new(request, connection, 0)
+        };
+    }
+
     /// The body data the filter at `index` holds for a direction.
     pub fn body(&self, direction: Direction, index: usize) -> &Option<Held> {
         &self.bodies[self.body_slot(direction, index)]

@@ -7,8 +7,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use wasmtime::{
-    AsContextMut, Global, Instance, ModuleExport, Store, Trap, TypedFunc, Val, WasmBacktrace, WasmParams,
-    WasmResults,
+    AsContextMut, FrameInfo, Global, Instance, ModuleExport, Store, Trap, TypedFunc, Val, WasmBacktrace,
+    WasmParams, WasmResults,
 };
 
 use crate::abi::Direction;
@@ -18,6 +18,7 @@ use crate::callout::http1::Response;
 use crate::callout::CallFailure;
 use crate::runtime::hostcalls::ProcExit;
 use crate::runtime::module::WasmModule;
+use crate::runtime::prepare;
 use crate::runtime::services::Services;
 use crate::runtime::snapshot::{MemoryImage, PageMap};
 use crate::runtime::state::{
@@ -34,6 +35,16 @@ struct Lazy<P, R> {
     instance: Instance,
     export: Option<ModuleExport>,
     func: OnceCell<Option<TypedFunc<P, R>>>,
+}
+
+impl StartRequest {
+    /// Whether the module has it, of the type the host calls.
+    fn resolves(&self, store: &mut Store<HostState>) -> bool {
+        match self {
+            StartRequest::V1(f) => f.get(store).is_some(),
+            StartRequest::V2(f) => f.get(store).is_some(),
+        }
+    }
 }
 
 impl<P: WasmParams, R: WasmResults> Lazy<P, R> {
@@ -76,6 +87,9 @@ struct Callbacks {
     log: Lazy<i32, ()>,
     done: Lazy<i32, i32>,
     delete: Lazy<i32, ()>,
+    /// Merged entries (see `prepare`).
+    start_request: StartRequest,
+    end_context: Lazy<i32, ()>,
     tick: Lazy<i32, ()>,
     http_call_response: Lazy<(i32, i32, i32, i32, i32), ()>,
     queue_ready: Lazy<(i32, i32), ()>,
@@ -89,6 +103,13 @@ struct Callbacks {
 enum HeadersCallback {
     V1(Lazy<(i32, i32), i32>),
     V2(Lazy<(i32, i32, i32), i32>),
+}
+
+/// `on_context_create` and `on_request_headers` as one entry (see
+/// `prepare`): `(context, root, headers[, end_of_stream])`.
+enum StartRequest {
+    V1(Lazy<(i32, i32, i32), i32>),
+    V2(Lazy<(i32, i32, i32, i32), i32>),
 }
 
 pub struct Vm {
@@ -114,6 +135,10 @@ pub struct Vm {
     instance: Instance,
     /// What a per-request instance is put back to after its request.
     fresh: Option<Box<Fresh>>,
+    /// An HTTP context (and its root) whose `on_context_create` waits to
+    /// run with its `on_request_headers` in one entry (`START_REQUEST`);
+    /// any other guest call runs it first.
+    pending_create: Option<(u32, u32)>,
 }
 
 /// A per-request instance as its start left it (see `snapshot`): its
@@ -142,7 +167,7 @@ impl Vm {
         let deadline_ticks = module.limits.deadline_ticks();
         store.set_epoch_deadline(deadline_ticks);
         let instance = module.pre.instantiate(&mut store).map_err(|e| {
-            let cause = with_backtrace(cause(&e, module), &e, &module.name);
+            let cause = with_backtrace(cause(&e, module), &e, &module.name, false);
             format!("cannot instantiate: {cause}")
         })?;
         let callbacks = Rc::new(Callbacks::new(instance, module));
@@ -167,6 +192,7 @@ impl Vm {
             roots_done: false,
             instance,
             fresh: None,
+            pending_create: None,
         };
         vm.store.data_mut().generation = vm.generation;
         vm.start(&instance)?;
@@ -334,6 +360,7 @@ impl Vm {
         self.roots.clone_from(&fresh.roots);
         self.next_context_id = fresh.next_context_id;
         self.roots_done = false;
+        self.pending_create = None;
         self.mark_started();
         let state = self.store.data_mut();
         state.contexts.clone_from(&fresh.contexts);
@@ -572,14 +599,22 @@ impl Vm {
             index,
         };
         self.store.data_mut().contexts.insert(id, context);
+        if self.callbacks.start_request.resolves(&mut self.store) {
+            self.pending_create = Some((id, root_id));
+            return Ok(id);
+        }
+        self.context_create(id, root_id)?;
+        Ok(id)
+    }
+
+    fn context_create(&mut self, id: u32, root_id: u32) -> Result<(), Trapped> {
         let callbacks = self.callbacks.clone();
         self.call(id, Callback::ContextCreate, |store| {
             match callbacks.context_create.get(store) {
                 Some(f) => f.call(store, (id as i32, root_id as i32)),
                 None => Ok(()),
             }
-        })?;
-        Ok(id)
+        })
     }
 
     /// `proxy_on_{request,response}_headers`; 0 (continue) when not
@@ -592,6 +627,25 @@ impl Vm {
         end_of_stream: bool,
     ) -> Result<i32, Trapped> {
         let callbacks = self.callbacks.clone();
+        if direction == Direction::Request {
+            if let Some((pending, root)) = self.pending_create.filter(|&(pending, _)| pending == id) {
+                self.pending_create = None;
+                let stages = [Callback::ContextCreate, Callback::RequestHeaders];
+                let args = (pending as i32, root as i32, headers as i32);
+                return match &callbacks.start_request {
+                    StartRequest::V1(f) => match f.get(&mut self.store) {
+                        Some(f) => self.call_merged(id, stages, |store| f.call(store, args)),
+                        None => unreachable!("deferred only when it resolves"),
+                    },
+                    StartRequest::V2(f) => match f.get(&mut self.store) {
+                        Some(f) => self.call_merged(id, stages, |store| {
+                            f.call(store, (args.0, args.1, args.2, end_of_stream as i32))
+                        }),
+                        None => unreachable!("deferred only when it resolves"),
+                    },
+                };
+            }
+        }
         let (func, callback) = match direction {
             Direction::Request => (&callbacks.request_headers, Callback::RequestHeaders),
             Direction::Response => (&callbacks.response_headers, Callback::ResponseHeaders),
@@ -689,6 +743,14 @@ impl Vm {
 
     /// `on_done` then `on_delete`; the context is forgotten either way.
     pub fn end_context(&mut self, id: u32) -> Result<(), Trapped> {
+        let callbacks = self.callbacks.clone();
+        if let Some(end) = callbacks.end_context.get(&mut self.store) {
+            let result = self.call_merged(id, [Callback::Done, Callback::Delete], |store| {
+                end.call(store, id as i32)
+            });
+            self.store.data_mut().contexts.remove(&id);
+            return result;
+        }
         // what an HTTP context's on_done returns means nothing (Envoy)
         let result = self.on_done(id).map(|_| ());
         match result {
@@ -742,6 +804,31 @@ impl Vm {
         callback: Callback,
         body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Trapped> {
+        self.call_stages(context_id, callback, None, body)
+    }
+
+    /// A merged entry (see `prepare`): the two callbacks it runs, in order.
+    /// A failure names the one the guest was in.
+    fn call_merged<R>(
+        &mut self,
+        context_id: u32,
+        stages: [Callback; 2],
+        body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Trapped> {
+        self.call_stages(context_id, stages[0], Some(stages), body)
+    }
+
+    fn call_stages<R>(
+        &mut self,
+        context_id: u32,
+        callback: Callback,
+        stages: Option<[Callback; 2]>,
+        body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Trapped> {
+        // the guest sees its calls in the host's order
+        if let Some((pending, root)) = self.pending_create.take() {
+            let _ = self.context_create(pending, root);
+        }
         if self.failed() {
             return Err(Trapped);
         }
@@ -763,7 +850,18 @@ impl Vm {
         }
         match &result {
             Ok(_) => self.completed += 1,
-            Err(error) => self.fail(callback, error),
+            Err(error) => {
+                let callback = match stages {
+                    Some(stages) => {
+                        let stage = self.stage();
+                        // the first callback returned
+                        self.completed += stage as u64;
+                        stages[stage]
+                    }
+                    None => callback,
+                };
+                self.fail(callback, error, stages.is_some())
+            }
         }
         self.store.data_mut().frame = Frame::IDLE;
         if !self.store.data().done_called.is_empty() {
@@ -772,10 +870,20 @@ impl Vm {
         result.map_err(|_| Trapped)
     }
 
+    /// Where the last merged entry was (`prepare::STAGE`): 0 or 1.
+    fn stage(&mut self) -> usize {
+        let stage = self
+            .instance
+            .get_global(&mut self.store, prepare::STAGE)
+            .and_then(|global| global.get(&mut self.store).i32());
+        usize::from(stage == Some(1))
+    }
+
     /// A guest call failed: the instance is unusable. The requests with
     /// other contexts in it cannot go on: each is asked to come back, to
     /// end as `proxy_wasm_failure` says. The log line counts them.
-    fn fail(&mut self, callback: Callback, error: &wasmtime::Error) {
+    /// `merged`: the call was a merged entry, whose frame is not shown.
+    fn fail(&mut self, callback: Callback, error: &wasmtime::Error, merged: bool) {
         let cause = cause(error, &self.module);
         self.failure = Some(cause.clone());
         let taken_down = self.take_down_other_requests();
@@ -786,7 +894,7 @@ impl Vm {
                 "; {taken_down} other {other} with contexts in this instance end with it"
             ));
         }
-        let message = with_backtrace(message, error, &self.module.name);
+        let message = with_backtrace(message, error, &self.module.name, merged);
         self.store.data().log(LogLevel::Error, message.as_bytes());
     }
 
@@ -866,6 +974,11 @@ impl Callbacks {
             log: Lazy::new(instance, module, "proxy_on_log"),
             done: Lazy::new(instance, module, "proxy_on_done"),
             delete: Lazy::new(instance, module, "proxy_on_delete"),
+            start_request: match module.abi.headers_callbacks_have_eos() {
+                true => StartRequest::V2(Lazy::new(instance, module, prepare::START_REQUEST)),
+                false => StartRequest::V1(Lazy::new(instance, module, prepare::START_REQUEST)),
+            },
+            end_context: Lazy::new(instance, module, prepare::END_CONTEXT),
             tick: Lazy::new(instance, module, "proxy_on_tick"),
             http_call_response: Lazy::new(instance, module, "proxy_on_http_call_response"),
             queue_ready: Lazy::new(instance, module, "proxy_on_queue_ready"),
@@ -926,23 +1039,28 @@ fn is_interrupt(error: &wasmtime::Error) -> bool {
 
 /// The cause of a failed guest call, and the guest's call stack when
 /// wasmtime captured one.
-fn with_backtrace(cause: String, error: &wasmtime::Error, module: &str) -> String {
-    match error.downcast_ref::<WasmBacktrace>() {
-        Some(backtrace) if !backtrace.frames().is_empty() => {
-            format!(
-                "{cause}\nwasm backtrace:\n{}",
-                format_backtrace(backtrace, module)
-            )
-        }
-        _ => cause,
+/// `merged`: the outermost frame is a merged entry (see `prepare`), which
+/// the module does not have: it is left out.
+fn with_backtrace(cause: String, error: &wasmtime::Error, module: &str, merged: bool) -> String {
+    let frames = match error.downcast_ref::<WasmBacktrace>() {
+        Some(backtrace) => backtrace.frames(),
+        None => &[],
+    };
+    let frames = match merged {
+        true => &frames[..frames.len().saturating_sub(1)],
+        false => frames,
+    };
+    match frames.is_empty() {
+        true => cause,
+        false => format!("{cause}\nwasm backtrace:\n{}", format_backtrace(frames, module)),
     }
 }
 
 /// One line per frame: `#0 module!function at offset 0x1a7`, with the
 /// source position when the module has DWARF info and backtraces are on.
-fn format_backtrace(backtrace: &WasmBacktrace, module: &str) -> String {
+fn format_backtrace(frames: &[FrameInfo], module: &str) -> String {
     let mut lines = Vec::new();
-    for (i, frame) in backtrace.frames().iter().enumerate() {
+    for (i, frame) in frames.iter().enumerate() {
         let name = match frame.func_name() {
             Some(name) => rustc_demangle::demangle(name).to_string(),
             None => format!("<wasm function {}>", frame.func_index()),
