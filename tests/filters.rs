@@ -7,7 +7,7 @@ use common::MockFact;
 use common::{chain, filter, wat, Loaded};
 use ngx_proxy_wasm::abi::Direction;
 use ngx_proxy_wasm::abi::LogLevel;
-use ngx_proxy_wasm::chain::Next;
+use ngx_proxy_wasm::chain::{Chain, Next, Output};
 use ngx_proxy_wasm::host::{Attribute, HeaderMap};
 
 const REQUEST: &[(&str, &str)] = &[
@@ -699,4 +699,34 @@ fn attributes_variables_and_static_properties_in_envoys_encodings() {
     ] {
         assert!(t.host.logged(line).is_some(), "{line}\n{}", t.host.dump());
     }
+}
+
+#[test]
+fn a_chain_in_a_finished_ones_memory_starts_clean() {
+    let t = testbed!(
+        "request_headers prop tenant.name; \
+         request_headers set_prop tenant%00name acme; \
+         response_body log_body; \
+         response_body pause_until_end"
+    );
+    // the first request ends while its filter holds body data
+    let (_, mut s) = t.request(REQUEST);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
+    s.on_headers(Direction::Response, false);
+    assert_eq!(s.on_body(Direction::Response, &[&b"held"[..]], false).next, Next::Pause);
+    let spare = s.take_spare();
+    drop(s);
+    let request = t.host.request(REQUEST);
+    let mut s = Chain::reusing(spare, t.worker.clone(), request, &[t.filter], Default::default());
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
+    assert_eq!(t.host.count("property tenant.name: missing"), 2, "{}", t.host.dump());
+    s.on_headers(Direction::Response, false);
+    let step = s.on_body(Direction::Response, &[&b"new"[..]], true);
+    assert_eq!(step.next, Next::Continue);
+    assert_eq!(step.output, Output::Unchanged);
+    assert!(
+        t.host.logged("response_body (3 bytes, end_of_stream true): \"new\"").is_some(),
+        "{}",
+        t.host.dump()
+    );
 }
