@@ -713,19 +713,29 @@ fn a_chain_in_a_finished_ones_memory_starts_clean() {
     let (_, mut s) = t.request(REQUEST);
     assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
     s.on_headers(Direction::Response, false);
-    assert_eq!(s.on_body(Direction::Response, &[&b"held"[..]], false).next, Next::Pause);
+    assert_eq!(
+        s.on_body(Direction::Response, &[&b"held"[..]], false).next,
+        Next::Pause
+    );
     let spare = s.take_spare();
     drop(s);
     let request = t.host.request(REQUEST);
     let mut s = Chain::reusing(spare, t.worker.clone(), request, &[t.filter], Default::default());
     assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
-    assert_eq!(t.host.count("property tenant.name: missing"), 2, "{}", t.host.dump());
+    assert_eq!(
+        t.host.count("property tenant.name: missing"),
+        2,
+        "{}",
+        t.host.dump()
+    );
     s.on_headers(Direction::Response, false);
     let step = s.on_body(Direction::Response, &[&b"new"[..]], true);
     assert_eq!(step.next, Next::Continue);
     assert_eq!(step.output, Output::Unchanged);
     assert!(
-        t.host.logged("response_body (3 bytes, end_of_stream true): \"new\"").is_some(),
+        t.host
+            .logged("response_body (3 bytes, end_of_stream true): \"new\"")
+            .is_some(),
         "{}",
         t.host.dump()
     );
