@@ -831,9 +831,11 @@ impl Chain {
             output
         });
         // contexts are gone with the chain's end: what still holds the
-        // state keeps it
-        let state = (Rc::strong_count(&self.state) == 1 && Rc::weak_count(&self.state) == 0)
-            .then(|| self.state.clone());
+        // state keeps it; a spare keeps none of the request's data
+        let state = (Rc::strong_count(&self.state) == 1 && Rc::weak_count(&self.state) == 0).then(|| {
+            self.state.borrow_mut().reset(RequestRef(0), false, 0);
+            self.state.clone()
+        });
         Spare {
             filters,
             state,
