@@ -740,3 +740,61 @@ fn a_chain_in_a_finished_ones_memory_starts_clean() {
         t.host.dump()
     );
 }
+
+/// Logs `create <id>` when an HTTP context is created; no response
+/// header callback.
+const CREATE_LOGGER: &str = r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "create ")
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "proxy_abi_version_0_2_0"))
+  (func (export "malloc") (param $size i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $size)))
+    (local.get $ptr))
+  (func (export "proxy_on_context_create") (param $context i32) (param $root i32)
+    (if (local.get $root)
+      (then
+        (i32.store8 (i32.const 23) (i32.add (i32.const 48) (local.get $context)))
+        (drop (call $log (i32.const 2) (i32.const 16) (i32.const 8))))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_delete") (param i32)))"#;
+
+#[test]
+fn contexts_whose_first_callback_is_not_exported_are_created_in_order() {
+    // on_context_create waits to run with on_request_headers in one guest
+    // call; here the response goes through the chain first (the request
+    // ended before its headers reached the filters), and the module has no
+    // response header callback: each context is created all the same, at
+    // its first callback, in the order the host made them (the
+    // response's: b, then a)
+    let host = common::MockHost::new();
+    let mut runtime = common::runtime(host);
+    runtime
+        .load_module("m", &common::wat_text(CREATE_LOGGER), b"")
+        .expect("module loads");
+    let a = runtime.add_filter("m", b"").expect("filter starts") as u32;
+    let b = runtime.add_filter("m", b"").expect("filter starts") as u32;
+    let worker = runtime.worker();
+    let mut s = chain(&worker, host.request(REQUEST), &[a, b]);
+    assert_eq!(s.on_headers(Direction::Response, true).next, Next::Continue);
+    drop(s);
+    let created: Vec<String> = host
+        .logs()
+        .into_iter()
+        .filter(|(_, line)| line.contains("create "))
+        .map(|(_, line)| line)
+        .collect();
+    assert_eq!(created.len(), 2, "{}", host.dump());
+    // ids are given as the host makes the contexts: b's is 2, a's 3
+    assert_eq!(created, ["m #2: create 2", "m #3: create 3"]);
+    // alone: created with its first callback all the same, not later
+    let mut s = chain(&worker, host.request(REQUEST), &[a]);
+    assert_eq!(s.on_headers(Direction::Response, true).next, Next::Continue);
+    assert_eq!(host.count("create 4"), 1, "{}", host.dump());
+    drop(s);
+    assert_eq!(host.count("create 4"), 1, "{}", host.dump());
+}

@@ -741,7 +741,10 @@ impl Chain {
             None => match vm.create_http_context(run.root_id, info, &self.state, i) {
                 Ok(id) => {
                     run.context_id = Some(id);
-                    body(vm, id)
+                    let result = body(vm, id);
+                    // its on_context_create waits for no later call
+                    vm.flush_pending_create();
+                    result
                 }
                 Err(trapped) => Err(trapped),
             },

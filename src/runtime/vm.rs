@@ -599,12 +599,22 @@ impl Vm {
             index,
         };
         self.store.data_mut().contexts.insert(id, context);
-        if self.callbacks.start_request.resolves(&mut self.store) {
+        // one waits at a time: a context made while another waits (its
+        // first callback was not a guest call) runs the other's first
+        if self.pending_create.is_none() && self.callbacks.start_request.resolves(&mut self.store) {
             self.pending_create = Some((id, root_id));
             return Ok(id);
         }
         self.context_create(id, root_id)?;
         Ok(id)
+    }
+
+    /// Runs the `on_context_create` that waits, if one does: the context's
+    /// first callback was not a guest call.
+    pub fn flush_pending_create(&mut self) {
+        if let Some((pending, root)) = self.pending_create.take() {
+            let _ = self.context_create(pending, root);
+        }
     }
 
     fn context_create(&mut self, id: u32, root_id: u32) -> Result<(), Trapped> {
@@ -743,6 +753,9 @@ impl Vm {
 
     /// `on_done` then `on_delete`; the context is forgotten either way.
     pub fn end_context(&mut self, id: u32) -> Result<(), Trapped> {
+        // a context that ends gets its on_context_create even when no
+        // other callback of its was a guest call
+        self.flush_pending_create();
         let callbacks = self.callbacks.clone();
         if let Some(end) = callbacks.end_context.get(&mut self.store) {
             let result = self.call_merged(id, [Callback::Done, Callback::Delete], |store| {
@@ -826,9 +839,7 @@ impl Vm {
         body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Trapped> {
         // the guest sees its calls in the host's order
-        if let Some((pending, root)) = self.pending_create.take() {
-            let _ = self.context_create(pending, root);
-        }
+        self.flush_pending_create();
         if self.failed() {
             return Err(Trapped);
         }
