@@ -8,7 +8,7 @@
 //!   drops segments are left as they are and never reused.
 //! - Merged entries: guest calls the host always makes back to back run
 //!   as one entry into the guest, which saves wasmtime's entry and exit
-//!   (about 400 instructions each): `proxy_on_context_create` with the
+//!   (300 to 400 instructions each): `proxy_on_context_create` with the
 //!   first `proxy_on_request_headers` of an HTTP context (`START_REQUEST`),
 //!   and `proxy_on_done` with `proxy_on_delete` (`END_CONTEXT`). Each
 //!   writes the callback it is in to a global (`STAGE`) first, so that a
