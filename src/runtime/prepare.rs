@@ -229,9 +229,6 @@ fn merge_entries(module: &Module, additions: &mut Additions) {
         });
     let done = module.function("proxy_on_done", &[I32], &[I32]);
     let delete = module.function("proxy_on_delete", &[I32], &[]);
-    if create.is_none() && done.is_none() {
-        return;
-    }
     let stage = module.globals + additions.globals.len() as u32;
     let mut merged = false;
     let set_stage = |code: &mut Vec<u8>, place: u8| {
@@ -243,7 +240,6 @@ fn merge_entries(module: &Module, additions: &mut Additions) {
         write_leb(code, function);
     };
     if let (Some(create), Some((headers, end_of_stream))) = (create, headers) {
-        let params: &[ValType] = if end_of_stream { &[I32; 4] } else { &[I32; 3] };
         let mut code = vec![0]; // no locals
         set_stage(&mut code, 0);
         code.extend([0x20, 0, 0x20, 1]); // the context, the root
@@ -255,12 +251,8 @@ fn merge_entries(module: &Module, additions: &mut Additions) {
         }
         call(&mut code, headers);
         code.push(0x0b);
-        additions.function(
-            module,
-            START_REQUEST,
-            FuncType::new(params.iter().copied(), [I32]),
-            code,
-        );
+        let params = if end_of_stream { 4 } else { 3 };
+        additions.function(module, START_REQUEST, (params, 1), code);
         merged = true;
     }
     if let (Some(done), Some(delete)) = (done, delete) {
@@ -273,7 +265,7 @@ fn merge_entries(module: &Module, additions: &mut Additions) {
         code.extend([0x20, 0]);
         call(&mut code, delete);
         code.push(0x0b);
-        additions.function(module, END_CONTEXT, FuncType::new([I32], []), code);
+        additions.function(module, END_CONTEXT, (1, 0), code);
         merged = true;
     }
     if merged {
@@ -287,14 +279,15 @@ fn merge_entries(module: &Module, additions: &mut Additions) {
 #[derive(Default)]
 struct Additions {
     types: Vec<Vec<u8>>,
-    /// Each function's type index.
-    functions: Vec<u32>,
+    /// Each function's type index, encoded.
+    functions: Vec<Vec<u8>>,
     code: Vec<Vec<u8>>,
     globals: Vec<Vec<u8>>,
     exports: Vec<Vec<u8>>,
 }
 
 impl Additions {
+    /// Every addition has an export.
     fn is_empty(&self) -> bool {
         self.exports.is_empty()
     }
@@ -308,17 +301,17 @@ impl Additions {
         self.exports.push(entry);
     }
 
-    /// An exported function of a new type, with its body (locals and
-    /// code).
-    fn function(&mut self, module: &Module, name: &str, ty: FuncType, body: Vec<u8>) {
-        let mut encoded = vec![0x60];
-        for list in [ty.params(), ty.results()] {
-            write_leb(&mut encoded, list.len() as u32);
-            encoded.extend(list.iter().map(|_| 0x7f)); // i32 only
-        }
-        let type_index = (module.types.len() + self.types.len()) as u32;
-        let index = module.functions.len() as u32 + self.functions.len() as u32;
-        self.types.push(encoded);
+    /// An exported function with its body (locals and code), of a new
+    /// type: `(params, results)` counts of `i32`s.
+    fn function(&mut self, module: &Module, name: &str, (params, results): (u8, u8), body: Vec<u8>) {
+        let mut ty = vec![0x60, params];
+        ty.extend(std::iter::repeat_n(0x7f, params.into()));
+        ty.push(results);
+        ty.extend(std::iter::repeat_n(0x7f, results.into()));
+        let mut type_index = Vec::new();
+        write_leb(&mut type_index, (module.types.len() + self.types.len()) as u32);
+        let index = (module.functions.len() + self.functions.len()) as u32;
+        self.types.push(ty);
         self.functions.push(type_index);
         let mut code = Vec::with_capacity(body.len() + 2);
         write_leb(&mut code, body.len() as u32);
@@ -330,18 +323,9 @@ impl Additions {
     /// The module with the entries appended to their sections; a section
     /// it lacks is made in its place.
     fn apply(&self, bytes: &[u8], module: &Module) -> Vec<u8> {
-        let encoded_functions: Vec<Vec<u8>> = self
-            .functions
-            .iter()
-            .map(|&ty| {
-                let mut entry = Vec::new();
-                write_leb(&mut entry, ty);
-                entry
-            })
-            .collect();
         let added: [(u8, &[Vec<u8>]); 5] = [
             (1, &self.types),
-            (3, &encoded_functions),
+            (3, &self.functions),
             (6, &self.globals),
             (7, &self.exports),
             (10, &self.code),
