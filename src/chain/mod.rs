@@ -171,7 +171,7 @@ pub struct Chain {
 #[derive(Default)]
 pub struct Spare {
     filters: Vec<FilterRun>,
-    /// The request state, when nothing else holds it any more.
+    /// The request state, cleared, when nothing else held it any more.
     state: Option<Rc<RefCell<RequestState>>>,
     outputs: [Vec<u8>; 2],
 }
@@ -215,7 +215,7 @@ impl Chain {
             Some(state) => {
                 state
                     .borrow_mut()
-                    .reset(request, config.connection, filters.len());
+                    .begin(request, config.connection, filters.len());
                 state
             }
             None => Rc::new(RefCell::new(RequestState::new(
@@ -224,17 +224,10 @@ impl Chain {
                 filters.len(),
             ))),
         };
-        let [request_output, response_output] = outputs;
-        let mut flows: [Flow; 2] = [
-            Flow {
-                output: request_output,
-                ..Flow::default()
-            },
-            Flow {
-                output: response_output,
-                ..Flow::default()
-            },
-        ];
+        let mut flows = outputs.map(|output| Flow {
+            output,
+            ..Flow::default()
+        });
         if config.connection {
             // the upstream's data has no headers to wait for
             flows[Direction::Response as usize].headers_done = true;
@@ -836,7 +829,7 @@ impl Chain {
         // contexts are gone with the chain's end: what still holds the
         // state keeps it; a spare keeps none of the request's data
         let state = (Rc::strong_count(&self.state) == 1 && Rc::weak_count(&self.state) == 0).then(|| {
-            self.state.borrow_mut().reset(RequestRef(0), false, 0);
+            self.state.borrow_mut().clear();
             self.state.clone()
         });
         Spare {

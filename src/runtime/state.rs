@@ -232,18 +232,26 @@ impl RequestState {
         }
     }
 
-    /// The state of a new request, in the allocations of an ended one.
-    pub fn reset(&mut self, request: RequestRef, connection: bool, filters: usize) {
+    /// Forgets the request, all of its data, and keeps the allocations
+    /// for the next one (`begin`).
+    pub fn clear(&mut self) {
         let mut bodies = std::mem::take(&mut self.bodies);
         bodies.clear();
-        bodies.resize_with(2 * filters, || None);
         let mut continue_requested = std::mem::take(&mut self.continue_requested);
         continue_requested.iter_mut().for_each(Vec::clear);
         *self = RequestState {
             bodies,
             continue_requested,
-            ..RequestState::new(request, connection, 0)
+            ..RequestState::new(RequestRef(0), false, 0)
         };
+    }
+
+    /// A cleared state (`clear`) taken by a new request.
+    pub fn begin(&mut self, request: RequestRef, connection: bool, filters: usize) {
+        debug_assert!(self.bodies.is_empty(), "begun without clear");
+        self.request = request;
+        self.connection = connection;
+        self.bodies.resize_with(2 * filters, || None);
     }
 
     /// The body data the filter at `index` holds for a direction.
