@@ -798,3 +798,38 @@ fn contexts_whose_first_callback_is_not_exported_are_created_in_order() {
     drop(s);
     assert_eq!(host.count("create 4"), 1, "{}", host.dump());
 }
+
+#[test]
+fn a_request_runs_each_merged_pair_of_callbacks_in_one_guest_call() {
+    // CREATE_LOGGER's callbacks for a request: on_context_create with
+    // on_request_headers, and on_done with on_delete (it has no others)
+    let host = common::MockHost::new();
+    let (_runtime, worker, id) = common::single_filter(host, &common::wat_text(CREATE_LOGGER), "", "");
+    let before = worker.returned_calls(0);
+    let mut s = chain(&worker, host.request(REQUEST), &[id]);
+    assert_eq!(s.on_headers(Direction::Request, true).next, Next::Continue);
+    assert_eq!(worker.returned_calls(0) - before, 1, "{}", host.dump());
+    drop(s);
+    assert_eq!(worker.returned_calls(0) - before, 2, "{}", host.dump());
+    assert_eq!(host.count("create "), 1, "{}", host.dump());
+}
+
+#[test]
+fn a_failed_on_context_create_fails_the_request_when_the_first_callback_is_not_exported() {
+    // the response first, and no response header callback: the
+    // on_context_create that failed after it still fails the request
+    let trapping = CREATE_LOGGER.replace(
+        "(drop (call $log (i32.const 2) (i32.const 16) (i32.const 8)))",
+        "(unreachable)",
+    );
+    assert_ne!(trapping, CREATE_LOGGER);
+    let host = common::MockHost::new();
+    let (_runtime, worker, id) = common::single_filter(host, &common::wat_text(&trapping), "", "");
+    let mut s = chain(&worker, host.request(REQUEST), &[id]);
+    assert_eq!(s.on_headers(Direction::Response, true).next, Next::Fail);
+    assert!(
+        host.logged("proxy_on_context_create failed").is_some(),
+        "{}",
+        host.dump()
+    );
+}

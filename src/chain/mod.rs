@@ -731,16 +731,11 @@ impl Chain {
         };
         let result = match run.context_id {
             Some(id) => body(vm, id),
-            None => match vm.create_http_context(run.root_id, info, &self.state, i) {
-                Ok(id) => {
-                    run.context_id = Some(id);
-                    let result = body(vm, id);
-                    // its on_context_create waits for no later call
-                    vm.flush_pending_create();
-                    result
-                }
-                Err(trapped) => Err(trapped),
-            },
+            None => {
+                let (id, result) = vm.create_http_context(run.root_id, info, &self.state, i, body);
+                run.context_id = Some(id);
+                result
+            }
         };
         let failed = vm.failed();
         run.trapped |= failed;

@@ -45,6 +45,20 @@ impl StartRequest {
             StartRequest::V2(f) => f.get(store).is_some(),
         }
     }
+
+    /// `(context, root, headers, end_of_stream)`; ABI 0.1.0's takes no
+    /// `end_of_stream`. Only called when it `resolves`.
+    fn call(&self, store: &mut Store<HostState>, args: (i32, i32, i32, i32)) -> wasmtime::Result<i32> {
+        let (context, root, headers, _) = args;
+        let missing = || wasmtime::Error::msg(format!("no {}", prepare::START_REQUEST));
+        match self {
+            StartRequest::V1(f) => f
+                .get(store)
+                .ok_or_else(missing)?
+                .call(store, (context, root, headers)),
+            StartRequest::V2(f) => f.get(store).ok_or_else(missing)?.call(store, args),
+        }
+    }
 }
 
 impl<P: WasmParams, R: WasmResults> Lazy<P, R> {
@@ -137,7 +151,8 @@ pub struct Vm {
     fresh: Option<Box<Fresh>>,
     /// An HTTP context (and its root) whose `on_context_create` waits to
     /// run with its `on_request_headers` in one entry (`START_REQUEST`);
-    /// any other guest call runs it first.
+    /// any other guest call runs it first. Only while
+    /// `create_http_context` runs the context's first callback.
     pending_create: Option<(u32, u32)>,
 }
 
@@ -360,7 +375,6 @@ impl Vm {
         self.roots.clone_from(&fresh.roots);
         self.next_context_id = fresh.next_context_id;
         self.roots_done = false;
-        self.pending_create = None;
         self.mark_started();
         let state = self.store.data_mut();
         state.contexts.clone_from(&fresh.contexts);
@@ -376,6 +390,11 @@ impl Vm {
     pub fn renew(&mut self, generation: u64) {
         self.generation = generation;
         self.store.data_mut().generation = generation;
+    }
+
+    /// The guest calls that returned, a merged entry counting once (tests).
+    pub fn returned_calls(&self) -> u64 {
+        self.completed
     }
 
     /// Whether its memory is what `keep_fresh` kept (tests).
@@ -583,14 +602,19 @@ impl Vm {
     }
 
     /// Creates the HTTP context of a request for the filter at `index` in
-    /// its chain.
-    pub fn create_http_context(
+    /// its chain, and runs its first callback (`first`): `on_context_create`
+    /// runs in the same guest call when that is the request's headers
+    /// (`START_REQUEST`), else before it (before `first` ends, if `first`
+    /// makes no guest call). The context's id, and what `first` returned
+    /// (Err: `on_context_create` failed, or `first`).
+    pub fn create_http_context<R>(
         &mut self,
         root_id: u32,
         filter: &Arc<FilterInfo>,
         stream: &Rc<RefCell<RequestState>>,
         index: usize,
-    ) -> Result<u32, Trapped> {
+        first: impl FnOnce(&mut Vm, u32) -> Result<R, Trapped>,
+    ) -> (u32, Result<R, Trapped>) {
         let id = self.next_context_id();
         let context = Context::Http {
             filter: filter.clone(),
@@ -599,21 +623,22 @@ impl Vm {
             index,
         };
         self.store.data_mut().contexts.insert(id, context);
-        // one waits at a time: a context made while another waits (its
-        // first callback was not a guest call) runs the other's first
-        if self.pending_create.is_none() && self.callbacks.start_request.resolves(&mut self.store) {
-            self.pending_create = Some((id, root_id));
-            return Ok(id);
+        if !self.callbacks.start_request.resolves(&mut self.store) {
+            let created = self.context_create(id, root_id);
+            return (id, created.and_then(|()| first(self, id)));
         }
-        self.context_create(id, root_id)?;
-        Ok(id)
+        self.pending_create = Some((id, root_id));
+        let result = first(self, id);
+        // still waiting: the first callback made no guest call
+        let created = self.flush_pending_create();
+        (id, created.and(result))
     }
 
-    /// Runs the `on_context_create` that waits, if one does: the context's
-    /// first callback was not a guest call.
-    pub fn flush_pending_create(&mut self) {
-        if let Some((pending, root)) = self.pending_create.take() {
-            let _ = self.context_create(pending, root);
+    /// Runs the `on_context_create` that waits, if one does.
+    fn flush_pending_create(&mut self) -> Result<(), Trapped> {
+        match self.pending_create.take() {
+            Some((id, root)) => self.context_create(id, root),
+            None => Ok(()),
         }
     }
 
@@ -637,24 +662,14 @@ impl Vm {
         end_of_stream: bool,
     ) -> Result<i32, Trapped> {
         let callbacks = self.callbacks.clone();
-        if direction == Direction::Request {
-            if let Some((pending, root)) = self.pending_create.filter(|&(pending, _)| pending == id) {
-                self.pending_create = None;
-                let stages = [Callback::ContextCreate, Callback::RequestHeaders];
-                let args = (pending as i32, root as i32, headers as i32);
-                return match &callbacks.start_request {
-                    StartRequest::V1(f) => match f.get(&mut self.store) {
-                        Some(f) => self.call_merged(id, stages, |store| f.call(store, args)),
-                        None => unreachable!("deferred only when it resolves"),
-                    },
-                    StartRequest::V2(f) => match f.get(&mut self.store) {
-                        Some(f) => self.call_merged(id, stages, |store| {
-                            f.call(store, (args.0, args.1, args.2, end_of_stream as i32))
-                        }),
-                        None => unreachable!("deferred only when it resolves"),
-                    },
-                };
-            }
+        if let Some((_, root)) = self
+            .pending_create
+            .filter(|&(pending, _)| pending == id && direction == Direction::Request)
+        {
+            self.pending_create = None;
+            let args = (id as i32, root as i32, headers as i32, end_of_stream as i32);
+            let stages = [Callback::ContextCreate, Callback::RequestHeaders];
+            return self.call_stages(id, &stages, |store| callbacks.start_request.call(store, args));
         }
         let (func, callback) = match direction {
             Direction::Request => (&callbacks.request_headers, Callback::RequestHeaders),
@@ -753,12 +768,9 @@ impl Vm {
 
     /// `on_done` then `on_delete`; the context is forgotten either way.
     pub fn end_context(&mut self, id: u32) -> Result<(), Trapped> {
-        // a context that ends gets its on_context_create even when no
-        // other callback of its was a guest call
-        self.flush_pending_create();
         let callbacks = self.callbacks.clone();
         if let Some(end) = callbacks.end_context.get(&mut self.store) {
-            let result = self.call_merged(id, [Callback::Done, Callback::Delete], |store| {
+            let result = self.call_stages(id, &[Callback::Done, Callback::Delete], |store| {
                 end.call(store, id as i32)
             });
             self.store.data_mut().contexts.remove(&id);
@@ -817,35 +829,26 @@ impl Vm {
         callback: Callback,
         body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Trapped> {
-        self.call_stages(context_id, callback, None, body)
+        self.call_stages(context_id, &[callback], body)
     }
 
-    /// A merged entry (see `prepare`): the two callbacks it runs, in order.
-    /// A failure names the one the guest was in.
-    fn call_merged<R>(
-        &mut self,
-        context_id: u32,
-        stages: [Callback; 2],
-        body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, Trapped> {
-        self.call_stages(context_id, stages[0], Some(stages), body)
-    }
-
+    /// A guest call that runs `stages`, the callbacks in it: one, or the
+    /// two of a merged entry (see `prepare`), whose failure names the one
+    /// the guest was in.
     fn call_stages<R>(
         &mut self,
         context_id: u32,
-        callback: Callback,
-        stages: Option<[Callback; 2]>,
+        stages: &[Callback],
         body: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Trapped> {
-        // the guest sees its calls in the host's order
-        self.flush_pending_create();
+        // the guest sees its calls in the host's order (a failure shows)
+        let _ = self.flush_pending_create();
         if self.failed() {
             return Err(Trapped);
         }
         self.store.data_mut().frame = Frame {
             context_id,
-            callback,
+            callback: stages[0],
             ..Frame::IDLE
         };
         self.store.set_epoch_deadline(self.deadline_ticks);
@@ -862,16 +865,11 @@ impl Vm {
         match &result {
             Ok(_) => self.completed += 1,
             Err(error) => {
-                let callback = match stages {
-                    Some(stages) => {
-                        let stage = self.stage();
-                        // the first callback returned
-                        self.completed += stage as u64;
-                        stages[stage]
-                    }
-                    None => callback,
-                };
-                self.fail(callback, error, stages.is_some())
+                let merged = stages.len() > 1;
+                let stage = if merged { self.stage() } else { 0 };
+                // the callbacks before the one that failed returned
+                self.completed += stage as u64;
+                self.fail(stages[stage], error, merged)
             }
         }
         self.store.data_mut().frame = Frame::IDLE;

@@ -723,6 +723,12 @@ impl Worker {
         self.idle.borrow_mut().keep(vm, pagemap);
     }
 
+    /// The guest calls that returned in a module's shared instance
+    /// (tests).
+    pub fn returned_calls(&self, module: usize) -> u64 {
+        self.vms[module].borrow().as_ref().map_or(0, Vm::returned_calls)
+    }
+
     /// The reset instances waiting for a request: for each, whether its
     /// memory is its start's image again (tests).
     pub fn idle_instances(&self) -> Vec<bool> {
