@@ -3,6 +3,7 @@
 //! the live instances.
 
 pub mod cache;
+mod callbacks;
 pub mod hostcalls;
 pub mod limits;
 pub mod module;

@@ -1,21 +1,19 @@
 //! A live instance of a module in a worker (a wasmtime store), its root
 //! contexts, and the one wrapper every guest call goes through.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use wasmtime::{
-    AsContextMut, FrameInfo, Global, Instance, ModuleExport, Store, Trap, TypedFunc, Val, WasmBacktrace,
-    WasmParams, WasmResults,
-};
+use wasmtime::{FrameInfo, Global, Instance, Store, Trap, Val, WasmBacktrace};
 
 use crate::abi::Direction;
 use crate::abi::{LogLevel, PeerType, Status};
 use crate::callout::grpc::Delivery;
 use crate::callout::http1::Response;
 use crate::callout::CallFailure;
+use crate::runtime::callbacks::{get, Callbacks, HeadersCallback};
 use crate::runtime::hostcalls::ProcExit;
 use crate::runtime::module::WasmModule;
 use crate::runtime::prepare;
@@ -28,103 +26,6 @@ use crate::runtime::state::{
 /// A guest call that did not complete: the instance is now unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trapped;
-
-/// A callback export, made callable on first use: an instance made for
-/// one request calls few of its callbacks, and each costs.
-struct Lazy<P, R> {
-    instance: Instance,
-    export: Option<ModuleExport>,
-    func: OnceCell<Option<TypedFunc<P, R>>>,
-}
-
-impl StartRequest {
-    /// Whether the module has it, of the type the host calls.
-    fn resolves(&self, store: &mut Store<HostState>) -> bool {
-        match self {
-            StartRequest::V1(f) => f.get(store).is_some(),
-            StartRequest::V2(f) => f.get(store).is_some(),
-        }
-    }
-
-    /// `(context, root, headers, end_of_stream)`; ABI 0.1.0's takes no
-    /// `end_of_stream`. Only called when it `resolves`.
-    fn call(&self, store: &mut Store<HostState>, args: (i32, i32, i32, i32)) -> wasmtime::Result<i32> {
-        let (context, root, headers, _) = args;
-        let missing = || wasmtime::Error::msg(format!("no {}", prepare::START_REQUEST));
-        match self {
-            StartRequest::V1(f) => f
-                .get(store)
-                .ok_or_else(missing)?
-                .call(store, (context, root, headers)),
-            StartRequest::V2(f) => f.get(store).ok_or_else(missing)?.call(store, args),
-        }
-    }
-}
-
-impl<P: WasmParams, R: WasmResults> Lazy<P, R> {
-    fn new(instance: Instance, module: &WasmModule, name: &str) -> Self {
-        Lazy {
-            instance,
-            export: module.export(name).copied(),
-            func: OnceCell::new(),
-        }
-    }
-
-    /// Whether the module exports it.
-    fn exists(&self) -> bool {
-        self.export.is_some()
-    }
-
-    fn get(&self, store: &mut Store<HostState>) -> Option<&TypedFunc<P, R>> {
-        self.func
-            .get_or_init(|| resolve(&self.instance, store, self.export.as_ref()?))
-            .as_ref()
-    }
-}
-
-/// The guest callbacks of an instance.
-struct Callbacks {
-    context_create: Lazy<(i32, i32), ()>,
-    vm_start: Lazy<(i32, i32), i32>,
-    configure: Lazy<(i32, i32), i32>,
-    request_headers: HeadersCallback,
-    request_body: Lazy<(i32, i32, i32), i32>,
-    request_trailers: Lazy<(i32, i32), i32>,
-    response_headers: HeadersCallback,
-    response_body: Lazy<(i32, i32, i32), i32>,
-    response_trailers: Lazy<(i32, i32), i32>,
-    new_connection: Lazy<i32, i32>,
-    downstream_data: Lazy<(i32, i32, i32), i32>,
-    upstream_data: Lazy<(i32, i32, i32), i32>,
-    downstream_close: Lazy<(i32, i32), ()>,
-    upstream_close: Lazy<(i32, i32), ()>,
-    log: Lazy<i32, ()>,
-    done: Lazy<i32, i32>,
-    delete: Lazy<i32, ()>,
-    /// Merged entries (see `prepare`).
-    start_request: StartRequest,
-    end_context: Lazy<i32, ()>,
-    tick: Lazy<i32, ()>,
-    http_call_response: Lazy<(i32, i32, i32, i32, i32), ()>,
-    queue_ready: Lazy<(i32, i32), ()>,
-    grpc_initial_metadata: Lazy<(i32, i32, i32), ()>,
-    grpc_receive: Lazy<(i32, i32, i32), ()>,
-    grpc_trailing_metadata: Lazy<(i32, i32, i32), ()>,
-    grpc_close: Lazy<(i32, i32, i32), ()>,
-}
-
-/// Header callbacks take `end_of_stream` since ABI 0.2.0.
-enum HeadersCallback {
-    V1(Lazy<(i32, i32), i32>),
-    V2(Lazy<(i32, i32, i32), i32>),
-}
-
-/// `on_context_create` and `on_request_headers` as one entry (see
-/// `prepare`): `(context, root, headers[, end_of_stream])`.
-enum StartRequest {
-    V1(Lazy<(i32, i32, i32), i32>),
-    V2(Lazy<(i32, i32, i32, i32), i32>),
-}
 
 pub struct Vm {
     pub module: Arc<WasmModule>,
@@ -942,90 +843,6 @@ impl Vm {
     pub fn store(&mut self) -> &mut Store<HostState> {
         &mut self.store
     }
-}
-
-impl Callbacks {
-    /// The data callback of a direction: the body callbacks of HTTP
-    /// requests, the data callbacks of connections (the request direction
-    /// is the downstream's).
-    fn data(&self, connection: bool, direction: Direction) -> (&Lazy<(i32, i32, i32), i32>, Callback) {
-        match (connection, direction) {
-            (false, Direction::Request) => (&self.request_body, Callback::RequestBody),
-            (false, Direction::Response) => (&self.response_body, Callback::ResponseBody),
-            (true, Direction::Request) => (&self.downstream_data, Callback::DownstreamData),
-            (true, Direction::Response) => (&self.upstream_data, Callback::UpstreamData),
-        }
-    }
-
-    fn new(instance: Instance, module: &WasmModule) -> Callbacks {
-        let headers = |name| {
-            if module.abi.headers_callbacks_have_eos() {
-                HeadersCallback::V2(Lazy::new(instance, module, name))
-            } else {
-                HeadersCallback::V1(Lazy::new(instance, module, name))
-            }
-        };
-        Callbacks {
-            context_create: Lazy::new(instance, module, "proxy_on_context_create"),
-            vm_start: Lazy::new(instance, module, "proxy_on_vm_start"),
-            configure: Lazy::new(instance, module, "proxy_on_configure"),
-            request_headers: headers("proxy_on_request_headers"),
-            request_body: Lazy::new(instance, module, "proxy_on_request_body"),
-            request_trailers: Lazy::new(instance, module, "proxy_on_request_trailers"),
-            response_headers: headers("proxy_on_response_headers"),
-            response_body: Lazy::new(instance, module, "proxy_on_response_body"),
-            response_trailers: Lazy::new(instance, module, "proxy_on_response_trailers"),
-            new_connection: Lazy::new(instance, module, "proxy_on_new_connection"),
-            downstream_data: Lazy::new(instance, module, "proxy_on_downstream_data"),
-            upstream_data: Lazy::new(instance, module, "proxy_on_upstream_data"),
-            downstream_close: Lazy::new(instance, module, "proxy_on_downstream_connection_close"),
-            upstream_close: Lazy::new(instance, module, "proxy_on_upstream_connection_close"),
-            log: Lazy::new(instance, module, "proxy_on_log"),
-            done: Lazy::new(instance, module, "proxy_on_done"),
-            delete: Lazy::new(instance, module, "proxy_on_delete"),
-            start_request: match module.abi.headers_callbacks_have_eos() {
-                true => StartRequest::V2(Lazy::new(instance, module, prepare::START_REQUEST)),
-                false => StartRequest::V1(Lazy::new(instance, module, prepare::START_REQUEST)),
-            },
-            end_context: Lazy::new(instance, module, prepare::END_CONTEXT),
-            tick: Lazy::new(instance, module, "proxy_on_tick"),
-            http_call_response: Lazy::new(instance, module, "proxy_on_http_call_response"),
-            queue_ready: Lazy::new(instance, module, "proxy_on_queue_ready"),
-            grpc_initial_metadata: Lazy::new(instance, module, "proxy_on_grpc_receive_initial_metadata"),
-            grpc_receive: Lazy::new(instance, module, "proxy_on_grpc_receive"),
-            grpc_trailing_metadata: {
-                let spec = Lazy::new(instance, module, "proxy_on_grpc_receive_trailing_metadata");
-                if spec.exists() {
-                    spec
-                } else {
-                    Lazy::new(instance, module, "proxy_on_grpc_trailing_metadata")
-                }
-            },
-            grpc_close: Lazy::new(instance, module, "proxy_on_grpc_close"),
-        }
-    }
-}
-
-/// A callback export, of the type checked when the module was loaded.
-fn get<P: WasmParams, R: WasmResults>(
-    instance: &Instance,
-    store: &mut impl AsContextMut,
-    module: &WasmModule,
-    name: &str,
-) -> Option<TypedFunc<P, R>> {
-    resolve(instance, store, module.export(name)?)
-}
-
-/// An export of the instance, as a typed function.
-fn resolve<P: WasmParams, R: WasmResults>(
-    instance: &Instance,
-    store: &mut impl AsContextMut,
-    export: &ModuleExport,
-) -> Option<TypedFunc<P, R>> {
-    let func = instance
-        .get_module_export(store.as_context_mut(), export)?
-        .into_func()?;
-    func.typed::<P, R>(store.as_context()).ok()
 }
 
 /// Why a guest call failed: a trap's cause, or the deadline that stopped
