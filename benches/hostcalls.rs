@@ -24,13 +24,14 @@ use common::MockHost;
 use ngx_proxy_wasm::abi::pairs::Pair;
 use ngx_proxy_wasm::abi::Direction;
 use ngx_proxy_wasm::abi::{HostResult, LogLevel};
-use ngx_proxy_wasm::chain::{Chain, Spare};
+use ngx_proxy_wasm::chain::{Chain, ChainConfig, Spare};
 use ngx_proxy_wasm::host::prelude::*;
 use ngx_proxy_wasm::host::{
     Attribute, CallParams, CallRef, Fact, HeaderError, HeaderMap, HeaderOp, MetricRef, MetricType, NoRoom,
     RequestRef, StoredMetric, TimerRef, VariableError, Wake, ZoneRef,
 };
-use ngx_proxy_wasm::runtime::{Runtime, RuntimeConfig, Worker};
+use ngx_proxy_wasm::runtime::snapshot::PageMap;
+use ngx_proxy_wasm::runtime::{Isolation, Runtime, RuntimeConfig, Worker};
 
 /// Counts heap allocations, to tell how many a path makes.
 struct Counting;
@@ -228,6 +229,7 @@ fn measure(
 struct Setup {
     worker: Rc<Worker>,
     filters: Vec<u32>,
+    isolation: Isolation,
     /// What the last chain left, as nginx's side keeps it.
     spare: Cell<Option<Spare>>,
     _runtime: Runtime,
@@ -240,7 +242,10 @@ impl Setup {
             self.worker.clone(),
             RequestRef(1),
             &self.filters,
-            Default::default(),
+            ChainConfig {
+                isolation: self.isolation,
+                ..Default::default()
+            },
         )
     }
 
@@ -249,7 +254,7 @@ impl Setup {
     }
 }
 
-fn setup(path: &Path, config: &str, chain: usize) -> Setup {
+fn setup(path: &Path, config: &str, chain: usize, isolation: Isolation) -> Setup {
     let host: &'static BenchHost = Box::leak(Box::new(BenchHost {
         header_changes: Cell::new(0),
         mock: MockHost::new(),
@@ -262,6 +267,7 @@ fn setup(path: &Path, config: &str, chain: usize) -> Setup {
     Setup {
         worker: runtime.worker(),
         filters,
+        isolation,
         spare: Cell::new(None),
         _runtime: runtime,
     }
@@ -290,7 +296,7 @@ fn host_functions(time: Duration, results: &mut Vec<Measured>) {
         ("b: 16 bytes or more", "get_buffer_bytes (16 bytes)", 0.01),
         ("l", "log, below the level", 0.01),
     ] {
-        let setup = setup(&path, config, 1);
+        let setup = setup(&path, config, 1, Isolation::None);
         results.push(measure(what, budget, time, 1000, || {
             let mut chain = setup.chain();
             chain.on_headers(Direction::Request, true);
@@ -315,8 +321,22 @@ fn requests(time: Duration, results: &mut Vec<Measured>) -> bool {
         (1, "request through the bench filter", 0.0),
         (10, "request through a chain of 10", 0.0),
     ] {
-        let setup = setup(&path, "headers", chain);
+        let setup = setup(&path, "headers", chain, Isolation::None);
         results.push(measure(what, budget, time, 1, || request(&setup, &body)));
+    }
+    // a per-request instance is a reset idle one: only its slot (an Rc)
+    // is allocated, where the kernel says which pages were written
+    if PageMap::open().is_some() {
+        let setup = setup(&path, "headers", 1, Isolation::Request);
+        results.push(measure(
+            "request through the bench filter, isolation request",
+            1.0,
+            time,
+            1,
+            || request(&setup, &body),
+        ));
+    } else {
+        eprintln!("no PAGEMAP_SCAN here: per-request instances are not reused, their budget is not checked");
     }
     true
 }

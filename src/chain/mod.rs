@@ -12,6 +12,8 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::abi::Direction;
 use crate::abi::{Action, LogLevel, PeerType};
 use crate::host::{HeaderMap, RequestRef};
@@ -206,9 +208,8 @@ impl Chain {
                 run(id, worker.filter(id, config.failure == FailurePolicy::Reload))
             })),
             Isolation::Request | Isolation::Filter => {
-                let ids: Vec<usize> = filter_ids.iter().map(|&id| id as usize).collect();
-                let handles = private_handles(&worker, &ids, config.isolation);
-                filters.extend(ids.iter().zip(handles).map(|(&id, handle)| run(id, handle)));
+                let handles = PrivateHandles::new(&worker, filter_ids, config.isolation);
+                filters.extend(handles.map(|(id, handle)| run(id, handle)));
             }
         }
         let state = match state {
@@ -784,7 +785,7 @@ impl Chain {
                 let _ = self.call(i, |vm, id| vm.end_context(id));
             }
         }
-        let mut ended: Vec<&VmSlot> = Vec::new();
+        let mut ended: ChainList<&VmSlot> = ChainList::new();
         for run in &self.filters {
             let Some(slot) = run.slot.as_ref().filter(|_| !run.shared) else {
                 continue;
@@ -841,51 +842,83 @@ impl Drop for Chain {
     }
 }
 
-/// Instances made for one request: one per module of the chain
-/// (`stream`), or one per filter (`filter`), each with the root contexts
-/// of the filters it runs.
-fn private_handles(
-    worker: &Worker,
-    ids: &[usize],
+/// Small lists a chain builds while it starts and ends (its filters'
+/// ids by module, its instances): on the stack for chains of up to
+/// eight filters, so that a request allocates nothing for them.
+type ChainList<T> = SmallVec<[T; 8]>;
+
+/// The handles of a chain's filters in instances made for one request:
+/// one per module of the chain (`stream`), or one per filter (`filter`),
+/// each with the root contexts of the filters it runs. An iterator of
+/// (filter id, handle), in the chain's order.
+struct PrivateHandles<'a> {
+    worker: &'a Worker,
+    ids: &'a [u32],
     isolation: Isolation,
-) -> Vec<Result<FilterHandle, String>> {
-    let mut made: Vec<(usize, Option<VmSlot>)> = Vec::new();
-    ids.iter()
-        .enumerate()
-        .map(|(position, &id)| {
-            let module = worker.filter_module(id).ok_or("no such filter")?;
-            let slot = match isolation {
-                Isolation::Request => match made.iter().find(|(m, _)| *m == module) {
-                    Some((_, slot)) => slot.clone(),
-                    None => {
-                        let mut same: Vec<usize> = ids
-                            .iter()
-                            .copied()
-                            .filter(|&other| worker.filter_module(other) == Some(module))
-                            .collect();
-                        same.sort_unstable();
-                        same.dedup();
-                        let slot = worker.private_instance(module, &same);
-                        made.push((module, slot.clone()));
-                        slot
-                    }
-                },
-                _ => worker.private_instance(module, &ids[position..=position]),
-            };
-            let slot = slot.ok_or("its instance could not start")?;
-            let (generation, root_id) = {
-                let vm = slot.borrow();
-                let vm = vm.as_ref().ok_or("its instance could not start")?;
-                let root = vm.root_context(id).ok_or("it failed to start")?;
-                (vm.generation, root)
-            };
-            Ok(FilterHandle {
-                slot,
-                generation,
-                root_id,
-                module,
-                shared: false,
-            })
+    position: usize,
+    /// Each module's instance so far (`stream`), None if it could not start.
+    made: ChainList<(usize, Option<VmSlot>)>,
+}
+
+impl<'a> PrivateHandles<'a> {
+    fn new(worker: &'a Worker, ids: &'a [u32], isolation: Isolation) -> Self {
+        PrivateHandles {
+            worker,
+            ids,
+            isolation,
+            position: 0,
+            made: ChainList::new(),
+        }
+    }
+
+    /// The instance for a filter of `module`: the chain's one for that
+    /// module, made with the root contexts of all its filters in the
+    /// chain (`stream`), or the filter's own.
+    fn instance(&mut self, module: usize, id: usize) -> Option<VmSlot> {
+        if self.isolation != Isolation::Request {
+            return self.worker.private_instance(module, &[id]);
+        }
+        if let Some((_, slot)) = self.made.iter().find(|(m, _)| *m == module) {
+            return slot.clone();
+        }
+        let mut same: ChainList<usize> = self
+            .ids
+            .iter()
+            .map(|&other| other as usize)
+            .filter(|&other| self.worker.filter_module(other) == Some(module))
+            .collect();
+        same.sort_unstable();
+        same.dedup();
+        let slot = self.worker.private_instance(module, &same);
+        self.made.push((module, slot.clone()));
+        slot
+    }
+
+    fn handle(&mut self, id: usize) -> Result<FilterHandle, String> {
+        let module = self.worker.filter_module(id).ok_or("no such filter")?;
+        let slot = self.instance(module, id).ok_or("its instance could not start")?;
+        let (generation, root_id) = {
+            let vm = slot.borrow();
+            let vm = vm.as_ref().ok_or("its instance could not start")?;
+            let root = vm.root_context(id).ok_or("it failed to start")?;
+            (vm.generation, root)
+        };
+        Ok(FilterHandle {
+            slot,
+            generation,
+            root_id,
+            module,
+            shared: false,
         })
-        .collect()
+    }
+}
+
+impl Iterator for PrivateHandles<'_> {
+    type Item = (usize, Result<FilterHandle, String>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let id = *self.ids.get(self.position)? as usize;
+        self.position += 1;
+        Some((id, self.handle(id)))
+    }
 }

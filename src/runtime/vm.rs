@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use wasmtime::{FrameInfo, Global, Instance, Store, Trap, Val, WasmBacktrace};
 
 use crate::abi::Direction;
@@ -444,7 +445,8 @@ impl Vm {
     /// instance goes. A root whose `on_done` returns false finishes later,
     /// when it calls `proxy_done` (Envoy's rule): whether some do.
     pub fn end_roots(&mut self) -> bool {
-        let mut roots: Vec<u32> = self.roots.drain().map(|(_, id)| id).collect();
+        // on the stack: per-request instances end with every request
+        let mut roots: SmallVec<[u32; 8]> = self.roots.drain().map(|(_, id)| id).collect();
         roots.sort_unstable();
         for id in roots {
             match self.on_done(id) {
