@@ -38,7 +38,7 @@ ngx_http_proxy_wasm_selects(ngx_http_proxy_wasm_pairs_t *out, u_char *key,
     }
 
     return out->n == 0 && key_len == out->key->len
-           && ngx_strncasecmp(key, (u_char *) out->key->data, key_len) == 0;
+           && ngx_proxy_wasm_equal_nocase(key, out->key->data, key_len);
 }
 
 

@@ -52,7 +52,7 @@ static ngx_uint_t
 ngx_http_proxy_wasm_key_is(ngx_table_elt_t *h, ngx_str_t *key)
 {
     return h->hash != 0 && h->key.len == key->len
-           && ngx_strncasecmp(h->key.data, key->data, key->len) == 0;
+           && ngx_proxy_wasm_equal_nocase(h->key.data, key->data, key->len);
 }
 
 
@@ -73,9 +73,10 @@ ngx_http_proxy_wasm_copy(ngx_http_request_t *r, ngx_str_t *dst,
 }
 
 
+/* "key": lower-cased in the request's pool, kept as the entry's name */
 static ngx_table_elt_t *
 ngx_http_proxy_wasm_list_add(ngx_http_request_t *r, ngx_list_t *list,
-    ngx_proxy_wasm_str_t *key, ngx_proxy_wasm_str_t *value)
+    ngx_str_t *key, ngx_proxy_wasm_str_t *value)
 {
     ngx_table_elt_t  *h;
 
@@ -84,20 +85,14 @@ ngx_http_proxy_wasm_list_add(ngx_http_request_t *r, ngx_list_t *list,
         return NULL;
     }
 
-    if (ngx_http_proxy_wasm_copy(r, &h->key, key) != NGX_OK
-        || ngx_http_proxy_wasm_copy(r, &h->value, value) != NGX_OK)
-    {
+    if (ngx_http_proxy_wasm_copy(r, &h->value, value) != NGX_OK) {
         h->hash = 0;
         return NULL;
     }
 
-    h->lowcase_key = ngx_pnalloc(r->pool, key->len);
-    if (h->lowcase_key == NULL) {
-        h->hash = 0;
-        return NULL;
-    }
-
-    h->hash = ngx_hash_strlow(h->lowcase_key, h->key.data, h->key.len);
+    h->key = *key;
+    h->lowcase_key = key->data;
+    h->hash = ngx_hash_key(key->data, key->len);
 
     /* hash 0 would mean "removed" */
     if (h->hash == 0) {
@@ -113,8 +108,9 @@ ngx_http_proxy_wasm_list_add(ngx_http_request_t *r, ngx_list_t *list,
 
 
 /*
- * Applies an operation to the entries named "key". Removed entries are
- * taken out of the list ("unlink") or given hash 0.
+ * Applies an operation to the entries named "key" (lower-cased, in the
+ * request's pool: an added entry keeps it). Removed entries are taken out
+ * of the list ("unlink") or given hash 0.
  */
 static ngx_int_t
 ngx_http_proxy_wasm_list_set(ngx_http_request_t *r, ngx_list_t *list,
@@ -166,10 +162,7 @@ ngx_http_proxy_wasm_list_set(ngx_http_request_t *r, ngx_list_t *list,
     if (op == NGX_PROXY_WASM_HEADER_OP_ADD
         || (op == NGX_PROXY_WASM_HEADER_OP_REPLACE && !found))
     {
-        if (ngx_http_proxy_wasm_list_add(r, list,
-                                         &(ngx_proxy_wasm_str_t)
-                                         { key->data, key->len }, value)
-            == NULL)
+        if (ngx_http_proxy_wasm_list_add(r, list, key, value) == NULL)
         {
             return NGX_ERROR;
         }
@@ -449,7 +442,7 @@ ngx_http_proxy_wasm_request_set(ngx_http_request_t *r,
     ngx_str_t *key, ngx_proxy_wasm_str_t *value)
 {
     ngx_int_t  rc;
-    ngx_str_t  host = ngx_string("host");
+    ngx_str_t  host;
 
     if (key->len && key->data[0] == ':') {
 
@@ -471,6 +464,13 @@ ngx_http_proxy_wasm_request_set(ngx_http_request_t *r,
                    && ngx_strncasecmp(key->data, (u_char *) ":authority", 10)
                       == 0)
         {
+            /* a Host entry added keeps its name: in the pool, as others */
+            host.len = sizeof("host") - 1;
+            host.data = ngx_pstrdup(r->pool, &(ngx_str_t) ngx_string("host"));
+            if (host.data == NULL) {
+                return NGX_PROXY_WASM_CHANGE_ERROR;
+            }
+
             rc = ngx_http_proxy_wasm_list_set(r, &r->headers_in.headers,
                                               NGX_PROXY_WASM_HEADER_OP_REPLACE,
                                               &host, value, 1);
@@ -656,14 +656,15 @@ ngx_http_proxy_wasm_header_set(void *request, ngx_proxy_wasm_header_map_e map,
         return NGX_PROXY_WASM_CHANGE_READ_ONLY;
     }
 
-    /* lower-cased, as Envoy names headers */
+    /* lower-cased, as Envoy names headers; an added entry keeps it */
     name.len = key.len;
-    name.data = ngx_pnalloc(r->pool, key.len);
+    name.data = ngx_pnalloc(r->pool, key.len + 1);
     if (name.data == NULL) {
         return NGX_PROXY_WASM_CHANGE_ERROR;
     }
 
     ngx_strlow(name.data, (u_char *) key.data, key.len);
+    name.data[key.len] = '\0';
 
     if (map == NGX_PROXY_WASM_HEADER_MAP_REQUEST) {
         return ngx_http_proxy_wasm_request_set(r, op, &name, &value);

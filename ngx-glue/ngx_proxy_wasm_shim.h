@@ -174,6 +174,63 @@ typedef struct {
 #define ngx_http_proxy_wasm_request_gone(r)  ((r)->pool == NULL)
 
 
+/*
+ * Header names compared without case, eight bytes at a time (ASCII
+ * letters only, as ngx_strncasecmp): every filter's header lookup
+ * compares names, and a byte loop cost more than the rest of a lookup.
+ */
+static ngx_inline uint64_t
+ngx_proxy_wasm_lower8(uint64_t w)
+{
+    uint64_t  low7, from_a, past_z;
+
+    low7 = w & 0x7f7f7f7f7f7f7f7fULL;
+    from_a = low7 + 0x3f3f3f3f3f3f3f3fULL;    /* bit 7: byte >= 'A' */
+    past_z = low7 + 0x2525252525252525ULL;    /* bit 7: byte > 'Z' */
+
+    /* 0x20 in each ASCII byte from 'A' to 'Z' */
+    return w | (((from_a ^ past_z) & ~w & 0x8080808080808080ULL) >> 2);
+}
+
+
+static ngx_inline ngx_uint_t
+ngx_proxy_wasm_equal8_nocase(const u_char *a, const u_char *b)
+{
+    uint64_t  wa, wb;
+
+    ngx_memcpy(&wa, a, 8);
+    ngx_memcpy(&wb, b, 8);
+
+    return ngx_proxy_wasm_lower8(wa) == ngx_proxy_wasm_lower8(wb);
+}
+
+
+static ngx_inline ngx_uint_t
+ngx_proxy_wasm_equal_nocase(const u_char *a, const u_char *b, size_t len)
+{
+    size_t  i;
+
+    if (len < 8) {
+        for (i = 0; i < len; i++) {
+            if (ngx_tolower(a[i]) != ngx_tolower(b[i])) {
+                return 0;
+            }
+        }
+
+        return 1;
+    }
+
+    for (i = 0; i + 8 < len; i += 8) {
+        if (!ngx_proxy_wasm_equal8_nocase(a + i, b + i)) {
+            return 0;
+        }
+    }
+
+    /* the last eight bytes, overlapping those compared */
+    return ngx_proxy_wasm_equal8_nocase(a + len - 8, b + len - 8);
+}
+
+
 extern ngx_module_t  ngx_proxy_wasm_module;
 extern ngx_module_t  ngx_http_proxy_wasm_module;
 

@@ -63,7 +63,33 @@ request header x-nope: missing
 
 
 
-=== TEST 3: added, replaced and removed headers reach the upstream
+=== TEST 3: names of 8 bytes and more are compared without case, and only letters fold
+--- config
+    ignore_invalid_headers off;
+    location / {
+        proxy_wasm testbed "request_headers get_header request x-abcdef; request_headers get_header request X-ABCDEFG; request_headers get_header request x-long-header-name-0123; request_headers get_header request x-ab{def; request_headers get_header request x-ab`def; request_headers get_header request x-abcdefgh";
+        empty_gif;
+    }
+--- request
+GET /
+--- more_headers
+X-AbCdEf: eight
+X-aBcDeFg: nine
+X-LONG-Header-NAME-0123: long
+X-Ab[def: bracket
+X-Ab@def: at
+X-AbCdEfGi: near
+--- error_log
+request header x-abcdef: "eight"
+request header X-ABCDEFG: "nine"
+request header x-long-header-name-0123: "long"
+request header x-ab{def: missing
+request header x-ab`def: missing
+request header x-abcdefgh: missing
+
+
+
+=== TEST 4: added, replaced and removed headers reach the upstream
 --- config
     location / {
         proxy_wasm testbed "request_headers add_header request x-a added; request_headers replace_header request user-agent wasm; request_headers remove_header request x-b";
@@ -79,7 +105,7 @@ GET /t host=127.0.0.1:$TEST_NGINX_RAND_PORT_1 a=[added] ua=[wasm] b=[] cookie=[]
 
 
 
-=== TEST 4: nginx variables follow the changes
+=== TEST 5: nginx variables follow the changes
 --- config
     location /content {
         proxy_wasm testbed "request_headers replace_header request user-agent wasm; request_headers add_header request x-a 1; request_headers remove_header request cookie; request_headers add_header request cookie c=from-wasm";
@@ -95,7 +121,7 @@ GET /content host=127.0.0.1:$TEST_NGINX_RAND_PORT_1 a=[1] ua=[wasm] b=[] cookie=
 
 
 
-=== TEST 5: variables read after the filters ran
+=== TEST 6: variables read after the filters ran
 --- config
     location / {
         proxy_wasm testbed "request_headers replace_header request user-agent wasm; request_headers add_header request x-a 1; request_headers remove_header request cookie; request_headers add_header request cookie c=from-wasm; request_headers remove_header request x-b";
@@ -113,7 +139,7 @@ x-seen: ua=[wasm] a=[1] b=[] cookie=[from-wasm]
 
 
 
-=== TEST 6: several values of one name
+=== TEST 7: several values of one name
 --- config
     location / {
         proxy_wasm testbed "request_headers add_header request x-a one; request_headers add_header request x-a two; request_headers dump_headers request";
@@ -128,7 +154,7 @@ request header "x-a: two"
 
 
 
-=== TEST 7: replacing a repeated header keeps one value
+=== TEST 8: replacing a repeated header keeps one value
 --- config
     location / {
         proxy_wasm testbed "request_headers replace_header request x-a only";
@@ -143,7 +169,7 @@ X-A: two
 
 
 
-=== TEST 8: the whole map replaced
+=== TEST 9: the whole map replaced
 --- config
     location / {
         proxy_wasm testbed "request_headers set_headers request x-a=1 x-b=2 user-agent=set";
@@ -162,7 +188,7 @@ x-other
 
 
 
-=== TEST 9: :path changes the URI sent upstream, $uri and $args
+=== TEST 10: :path changes the URI sent upstream, $uri and $args
 --- config
     location / {
         proxy_wasm testbed "request_headers replace_header request :path /new/path%3Fx=1";
@@ -178,7 +204,7 @@ x-uri: /new/path x=1 /new/path?x=1
 
 
 
-=== TEST 10: :method changes the method sent upstream
+=== TEST 11: :method changes the method sent upstream
 --- config
     location / {
         proxy_wasm testbed "request_headers replace_header request :method PATCH";
@@ -191,7 +217,7 @@ PATCH /m host=127.0.0.1:$TEST_NGINX_RAND_PORT_1 a=[] ua=[] b=[] cookie=[]
 
 
 
-=== TEST 11: :authority is the Host header; $host follows
+=== TEST 12: :authority is the Host header; $host follows
 --- config
     location / {
         proxy_wasm testbed "request_headers replace_header request :authority Example.org:8443";
@@ -208,7 +234,7 @@ x-host: example.org
 
 
 
-=== TEST 12: setting "host" is setting :authority
+=== TEST 13: setting "host" is setting :authority
 --- config
     location / {
         proxy_wasm testbed "request_headers replace_header request host other.test; request_headers dump_headers request";
@@ -226,7 +252,7 @@ request header "host:
 
 
 
-=== TEST 13: pseudo-headers nginx cannot change are logged and left alone
+=== TEST 14: pseudo-headers nginx cannot change are logged and left alone
 --- config
     location / {
         proxy_wasm testbed "request_headers replace_header request :scheme https; request_headers remove_header request :method; request_headers dump_headers request";
@@ -243,7 +269,7 @@ request header ":method: GET"
 
 
 
-=== TEST 14: invalid names and values are refused (the Rust SDK panics on the error: 500)
+=== TEST 15: invalid names and values are refused (the Rust SDK panics on the error: 500)
 --- config
     location /name {
         proxy_wasm testbed "request_headers add_header request bad%20name v";
@@ -264,7 +290,7 @@ panicked at
 
 
 
-=== TEST 15: request headers stay readable in response callbacks and on_log
+=== TEST 16: request headers stay readable in response callbacks and on_log
 --- config
     location / {
         proxy_wasm testbed "response_headers get_header request x-a; log get_header request x-a; done get_header request x-a";
