@@ -11,6 +11,7 @@ callout shared containment tcp lua_api (all by default). Run it with `make bench
 """
 
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -430,12 +431,25 @@ def with_modules(count):
     return wasm, locations
 
 
+def different_modules():
+    """The wasm{} block's modules for the test filters, each different code
+    (Rust SDK filters and an AssemblyScript one): what they share is only
+    what their toolchains put in every module. No location uses them (some
+    need a configuration), so they are compiled and loaded, not started."""
+    paths = sorted(glob.glob(os.path.join(FILTERS, "*.wasm")))
+    wasm = "".join(f"module f{i} {p};" for i, p in enumerate(paths))
+    return wasm, "", len(paths)
+
+
 def scenario_startup():
-    for count in (1, 20):
+    for count in (1, 20, "different"):
         for cache in (False, True):
             cache_dir = os.path.join(WORK, "cache")
             shutil.rmtree(cache_dir, ignore_errors=True)
-            wasm, locations = with_modules(count)
+            if count == "different":
+                wasm, locations, different = different_modules()
+            else:
+                wasm, locations = with_modules(count)
             wasm += f" cache {cache_dir};" if cache else " cache off;"
             n = Nginx("startup", locations + "location /gen { return 200 '1'; }", main=f"wasm {{ {wasm} }}")
             if cache:
@@ -456,11 +470,14 @@ def scenario_startup():
                 time.sleep(0.002)
             reload = time.perf_counter() - began
             n.stop()
-            label = f"{count} module{'s' if count > 1 else ''}, cache {'warm' if cache else 'off'}"
+            modules = f"{different} different modules" if count == "different" else \
+                f"{count} module{'s' if count > 1 else ''}"
+            label = f"{modules}, cache {'warm' if cache else 'off'}"
             # 20 modules start within 1.5 s without the cache, 100 ms with it
             limit = 0.1 if cache else 1.5
             add_row("6", f"start-up / reload, {label}", f"{start * 1000:.0f} ms", f"{reload * 1000:.0f} ms",
-                    target="" if count < 20 else "ok" if start < limit else f"ABOVE {limit * 1000:.0f} ms")
+                    target="ok" if count == 20 and start < limit else
+                    f"ABOVE {limit * 1000:.0f} ms" if count == 20 else "")
 
 
 def scenario_memory():

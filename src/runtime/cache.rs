@@ -83,6 +83,58 @@ pub fn compile(
     })
 }
 
+/// Cranelift's output for each function, kept while a configuration's
+/// modules compile (`Config::enable_incremental_compilation`): a function
+/// that several modules have, byte for byte (the standard library's and an
+/// SDK's code are much of every module built with them), is compiled once.
+/// Cranelift keys an entry by the function's code and the compiler's
+/// settings; the functions a function calls are named apart from the key,
+/// so the same code calling other indices is found too. In memory only,
+/// and emptied when the modules are loaded.
+#[cfg(feature = "cranelift")]
+#[derive(Debug, Default)]
+pub struct FunctionCache {
+    entries: std::sync::Mutex<std::collections::HashMap<Vec<u8>, Vec<u8>>>,
+    #[cfg(test)]
+    hits: std::sync::atomic::AtomicUsize,
+}
+
+#[cfg(feature = "cranelift")]
+impl FunctionCache {
+    pub fn clear(&self) {
+        // a compiling thread that panicked cannot have left a bad entry:
+        // entries are inserted whole
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *entries = Default::default();
+    }
+}
+
+#[cfg(feature = "cranelift")]
+impl wasmtime::CacheStore for FunctionCache {
+    fn get(&self, key: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let value = entries.get(key)?;
+        #[cfg(test)]
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(value.clone().into())
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries.insert(key.to_vec(), value);
+        true
+    }
+}
+
 /// What a cache file starts with, then the SHA-256 of the code after it.
 const MAGIC: &[u8; 8] = b"NGXPWC\x00\x01";
 const HEADER: usize = MAGIC.len() + 32;
@@ -233,6 +285,56 @@ mod tests {
         assert_ne!(key(&engine, MODULE), key(&other, MODULE));
         assert_ne!(key(&engine, MODULE), key(&engine, b"(module)"));
         assert_eq!(key(&engine, MODULE), key(&engine, MODULE));
+    }
+
+    /// A function found in the cache calls the functions of its own
+    /// module: the same code calling another index, another function.
+    #[cfg(feature = "cranelift")]
+    #[test]
+    fn a_function_from_the_function_cache_calls_its_own_modules_functions() {
+        use std::sync::atomic::Ordering;
+        use std::sync::Arc;
+
+        let functions = Arc::new(FunctionCache::default());
+        let mut config = wasmtime::Config::new();
+        config.enable_incremental_compilation(functions.clone()).unwrap();
+        let engine = Engine::new(&config).unwrap();
+        let run = |wat: &str| {
+            let module = Module::new(&engine, wat).unwrap();
+            let mut store = wasmtime::Store::new(&engine, ());
+            let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
+            let g = instance.get_typed_func::<i32, i32>(&mut store, "g").unwrap();
+            g.call(&mut store, 5).unwrap()
+        };
+        let hits = || functions.hits.load(Ordering::Relaxed);
+        let g = |op: &str| {
+            format!(
+                "(func (export \"g\") (param i32) (result i32) local.get 0 call $f i32.const 100 i32.{op})"
+            )
+        };
+        let first = format!(
+            "(module (func $f (param i32) (result i32) local.get 0 i32.const 1 i32.add) {})",
+            g("mul")
+        );
+        let second = |g: String| {
+            format!(
+                "(module (func $other (param i32) (result i32) i32.const 7) \
+                 (func $f (param i32) (result i32) local.get 0 i32.const 2 i32.add) {g})"
+            )
+        };
+        assert_eq!(run(&first), 600);
+        assert_eq!(hits(), 0);
+        // g differs: what else the two share (trampolines) is found
+        assert_eq!(run(&second(g("add"))), 107);
+        let shared = hits();
+        functions.clear();
+        assert_eq!(run(&first), 600);
+        let before = hits();
+        // g is the same code, calling $f at another index
+        assert_eq!(run(&second(g("mul"))), 700);
+        assert_eq!(hits() - before, shared + 1, "g came from the cache");
+        functions.clear();
+        assert_eq!(run(&first), 600);
     }
 
     #[cfg(all(feature = "cranelift", feature = "winch"))]

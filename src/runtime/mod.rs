@@ -217,6 +217,9 @@ pub struct Runtime {
     modules: Vec<Arc<WasmModule>>,
     filters: Vec<Filter>,
     worker: Option<Rc<Worker>>,
+    /// Cranelift's output per function while modules compile.
+    #[cfg(feature = "cranelift")]
+    functions: Option<Arc<cache::FunctionCache>>,
 }
 
 impl Runtime {
@@ -246,7 +249,19 @@ impl Runtime {
         } else {
             WasmBacktraceDetails::Disable
         });
-        engine_config.strategy(config.compiler.strategy()?);
+        let strategy = config.compiler.strategy()?;
+        engine_config.strategy(strategy);
+        #[cfg(feature = "cranelift")]
+        let functions = match strategy {
+            Strategy::Cranelift => {
+                let functions = Arc::new(cache::FunctionCache::default());
+                engine_config
+                    .enable_incremental_compilation(functions.clone())
+                    .map_err(|e| RuntimeError::Engine(one_line(&e)))?;
+                Some(functions)
+            }
+            _ => None,
+        };
         let engine = Engine::new(&engine_config).map_err(|e| RuntimeError::Engine(one_line(&e)))?;
         let mut linker = Linker::new(&engine);
         hostcalls::define(&mut linker).map_err(|e| RuntimeError::HostFunctions(one_line(&e)))?;
@@ -259,6 +274,8 @@ impl Runtime {
             modules: Vec::new(),
             filters: Vec::new(),
             worker: None,
+            #[cfg(feature = "cranelift")]
+            functions,
         })
     }
 
@@ -300,6 +317,12 @@ impl Runtime {
         // long as the configuration is allocated by this thread, and what
         // the threads allocated is freed and given back
         let compiled = compile_in_parallel(self.linker.engine(), &sources);
+        // what the modules shared is compiled; more modules come rarely
+        // (a reload makes a new runtime)
+        #[cfg(feature = "cranelift")]
+        if let Some(functions) = &self.functions {
+            functions.clear();
+        }
         let mut loaded = Vec::with_capacity(specs.len());
         let mut failure = None;
         for (i, (result, source)) in compiled.into_iter().zip(&sources).enumerate() {
