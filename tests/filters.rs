@@ -814,6 +814,127 @@ fn a_request_runs_each_merged_pair_of_callbacks_in_one_guest_call() {
     assert_eq!(host.count("create "), 1, "{}", host.dump());
 }
 
+/// Logs each end callback of an HTTP context with the context's id:
+/// "log N", "done N", "delete N"; `trap` names the one that traps.
+fn end_logger(trap: &str) -> String {
+    let callback = |name: &str, at: u32| {
+        let body = format!(
+            "(i32.store8 (i32.const {}) (i32.add (i32.const 48) (local.get 0))) \
+             (drop (call $log (i32.const 2) (i32.const {at}) (i32.const {})))",
+            at + name.len() as u32 + 1,
+            name.len() + 2
+        );
+        let trap = if name == trap { "(unreachable)" } else { "" };
+        let result = if name == "done" { "(result i32)" } else { "" };
+        let value = if name == "done" { "(i32.const 1)" } else { "" };
+        format!("(func (export \"proxy_on_{name}\") (param i32) {result} {body} {trap} {value})")
+    };
+    format!(
+        r#"(module
+  (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "log  ")
+  (data (i32.const 32) "done  ")
+  (data (i32.const 48) "delete  ")
+  (func (export "proxy_abi_version_0_2_0"))
+  (func (export "malloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "proxy_on_context_create") (param i32 i32))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  {} {} {})"#,
+        callback("log", 16),
+        callback("done", 32),
+        callback("delete", 48)
+    )
+}
+
+fn end_log(host: &common::MockHost) -> Vec<String> {
+    host.logs()
+        .into_iter()
+        .filter(|(level, _)| *level == LogLevel::Info)
+        .map(|(_, line)| line)
+        .filter(|line| ["log ", "done ", "delete "].iter().any(|c| line.contains(c)))
+        .map(|line| line.rsplit(": ").next().unwrap_or(&line).to_string())
+        .collect()
+}
+
+#[test]
+fn a_chain_of_one_filter_logs_and_ends_its_context_in_one_guest_call() {
+    let host = common::MockHost::new();
+    let (_runtime, worker, id) = common::single_filter(host, &common::wat_text(&end_logger("")), "", "");
+    let mut s = chain(&worker, host.request(REQUEST), &[id]);
+    s.on_headers(Direction::Request, true);
+    let before = worker.returned_calls(0);
+    s.on_log();
+    assert_eq!(worker.returned_calls(0) - before, 1, "{}", host.dump());
+    assert_eq!(end_log(host), ["log 2", "done 2", "delete 2"], "{}", host.dump());
+    drop(s);
+    assert_eq!(
+        worker.returned_calls(0) - before,
+        1,
+        "ended once: {}",
+        host.dump()
+    );
+    assert_eq!(end_log(host).len(), 3, "{}", host.dump());
+}
+
+#[test]
+fn a_longer_chain_logs_every_context_before_ending_them() {
+    let host = common::MockHost::new();
+    let mut runtime = common::runtime(host);
+    runtime
+        .load_module("m", &common::wat_text(&end_logger("")), b"")
+        .expect("module loads");
+    let a = runtime.add_filter("m", b"a").expect("filter starts") as u32;
+    let b = runtime.add_filter("m", b"b").expect("filter starts") as u32;
+    let worker = runtime.worker();
+    let mut s = chain(&worker, host.request(REQUEST), &[a, b]);
+    s.on_headers(Direction::Request, true);
+    s.on_log();
+    drop(s);
+    let ids: Vec<String> = end_log(host);
+    let first = ids[0].rsplit(' ').next().unwrap().to_string();
+    let second = ids[1].rsplit(' ').next().unwrap().to_string();
+    assert_eq!(
+        ids,
+        [
+            format!("log {first}"),
+            format!("log {second}"),
+            format!("done {first}"),
+            format!("delete {first}"),
+            format!("done {second}"),
+            format!("delete {second}")
+        ],
+        "{}",
+        host.dump()
+    );
+}
+
+#[test]
+fn a_failure_in_a_merged_log_and_end_names_its_callback() {
+    for (trap, seen) in [("log", 0), ("done", 1), ("delete", 2)] {
+        let host = common::MockHost::new();
+        let (_runtime, worker, id) =
+            common::single_filter(host, &common::wat_text(&end_logger(trap)), "", "");
+        let mut s = chain(&worker, host.request(REQUEST), &[id]);
+        s.on_headers(Direction::Request, true);
+        s.on_log();
+        assert!(
+            host.logged(&format!("proxy_on_{trap} failed")).is_some(),
+            "{trap}: {}",
+            host.dump()
+        );
+        // the callbacks before it ran (the failed one logged first)
+        assert_eq!(end_log(host).len(), seen + 1, "{trap}: {}", host.dump());
+        drop(s);
+        assert_eq!(
+            end_log(host).len(),
+            seen + 1,
+            "{trap}: nothing more: {}",
+            host.dump()
+        );
+    }
+}
+
 #[test]
 fn a_failed_on_context_create_fails_the_request_when_the_first_callback_is_not_exported() {
     // the response first, and no response header callback: the

@@ -164,6 +164,8 @@ pub struct Chain {
     /// The close callbacks of each side of a connection ran.
     closed: [bool; 2],
     logged: bool,
+    /// The request's calls were cancelled: its contexts are ending.
+    calls_cancelled: bool,
     ended: bool,
 }
 
@@ -243,6 +245,7 @@ impl Chain {
             sent_response: None,
             closed: [false; 2],
             logged: false,
+            calls_cancelled: false,
             ended: false,
         }
     }
@@ -442,6 +445,16 @@ impl Chain {
             return;
         }
         self.logged = true;
+        // one filter: its context's end follows its log at once (as in
+        // `end`, no other filter comes between), so both run in one guest
+        // call; then no call may come back to the context (those it made
+        // in on_log too)
+        if self.filters.len() == 1 && self.filters[0].context_id.is_some() {
+            let _ = self.call(0, |vm, id| vm.log_and_end_context(id));
+            self.filters[0].context_id = None;
+            self.cancel_calls();
+            return;
+        }
         for i in 0..self.filters.len() {
             if self.filters[i].context_id.is_some() {
                 let _ = self.call(i, |vm, id| vm.on_log(id));
@@ -776,9 +789,7 @@ impl Chain {
             return;
         }
         self.ended = true;
-        // no call may come back to contexts that are ending
-        let request = self.state.borrow().request;
-        self.worker.cancel_calls_of(request);
+        self.cancel_calls();
         self.on_log();
         for i in 0..self.filters.len() {
             if self.filters[i].context_id.is_some() {
@@ -808,6 +819,15 @@ impl Chain {
 }
 
 impl Chain {
+    /// No call may come back to contexts that are ending: the request's
+    /// calls are cancelled (once: an ended context makes no more).
+    fn cancel_calls(&mut self) {
+        if !std::mem::replace(&mut self.calls_cancelled, true) {
+            let request = self.state.borrow().request;
+            self.worker.cancel_calls_of(request);
+        }
+    }
+
     /// Ends the chain and gives back its allocations for the next one:
     /// what is left of it is only to be dropped.
     pub fn take_spare(&mut self) -> Spare {

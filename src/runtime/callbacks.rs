@@ -61,6 +61,7 @@ pub(super) struct Callbacks {
     /// Merged entries (see `prepare`).
     pub(super) start_request: StartRequest,
     pub(super) end_context: Lazy<i32, ()>,
+    pub(super) log_end: Lazy<i32, ()>,
     pub(super) tick: Lazy<i32, ()>,
     pub(super) http_call_response: Lazy<(i32, i32, i32, i32, i32), ()>,
     pub(super) queue_ready: Lazy<(i32, i32), ()>,
@@ -159,6 +160,7 @@ impl Callbacks {
                 false => StartRequest::V1(Lazy::new(instance, module, prepare::START_REQUEST)),
             },
             end_context: Lazy::new(instance, module, prepare::END_CONTEXT),
+            log_end: Lazy::new(instance, module, prepare::LOG_END),
             tick: Lazy::new(instance, module, "proxy_on_tick"),
             http_call_response: Lazy::new(instance, module, "proxy_on_http_call_response"),
             queue_ready: Lazy::new(instance, module, "proxy_on_queue_ready"),

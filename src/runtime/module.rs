@@ -159,7 +159,12 @@ impl WasmModule {
             .map(|(name, ..)| *name)
             .chain(HEADER_CALLBACKS)
             // added when compiled (see prepare)
-            .chain([prepare::START_REQUEST, prepare::END_CONTEXT, prepare::STAGE])
+            .chain([
+                prepare::START_REQUEST,
+                prepare::END_CONTEXT,
+                prepare::LOG_END,
+                prepare::STAGE,
+            ])
             .filter_map(|name| Some((name, module.get_export_index(name)?)))
             .collect();
         // prepared when compiled (see prepare::prepare)

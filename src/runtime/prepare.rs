@@ -10,9 +10,11 @@
 //!   as one entry into the guest, which saves wasmtime's entry and exit
 //!   (300 to 400 instructions each): `proxy_on_context_create` with the
 //!   first `proxy_on_request_headers` of an HTTP context (`START_REQUEST`),
-//!   and `proxy_on_done` with `proxy_on_delete` (`END_CONTEXT`). Each
-//!   writes the callback it is in to a global (`STAGE`) first, so that a
-//!   failure names the right one.
+//!   `proxy_on_done` with `proxy_on_delete` (`END_CONTEXT`), and, for a
+//!   chain of one filter, whose log and end follow each other,
+//!   `proxy_on_log` with both (`LOG_END`). Each writes the place of the
+//!   callback it is in to a global (`STAGE`) first, so that a failure
+//!   names the right one.
 //!
 //! Every addition is appended (a type, a function, a global, exports):
 //! nothing the module has moves.
@@ -38,13 +40,16 @@ pub const START_REQUEST: &str = "ngx_proxy_wasm:start_request";
 /// `(context)`: on_done (its result dropped) then on_delete.
 pub const END_CONTEXT: &str = "ngx_proxy_wasm:end_context";
 
-/// The `i32` global a merged entry sets to the place (0, 1) of the callback
-/// it runs.
+/// `(context)`: on_log, then on_done (its result dropped) and on_delete.
+pub const LOG_END: &str = "ngx_proxy_wasm:log_end";
+
+/// The `i32` global a merged entry sets to the place (0, 1, 2) of the
+/// callback it runs.
 pub const STAGE: &str = "ngx_proxy_wasm:stage";
 
 /// What `prepare` does, for the code cache's key: code prepared another
 /// way is not found.
-pub const PREPARATION: &str = "reset exports 1, merged entries 1";
+pub const PREPARATION: &str = "reset exports 1, merged entries 2";
 
 /// The module to compile, with what the host adds (None: compile it as it
 /// is). Text is turned into binary first. An error: the module uses a
@@ -227,6 +232,7 @@ fn merge_entries(module: &Module, additions: &mut Additions) {
                 .function("proxy_on_request_headers", &[I32, I32], &[I32])
                 .map(|f| (f, false))
         });
+    let log = module.function("proxy_on_log", &[I32], &[]);
     let done = module.function("proxy_on_done", &[I32], &[I32]);
     let delete = module.function("proxy_on_delete", &[I32], &[]);
     let stage = module.globals + additions.globals.len() as u32;
@@ -256,16 +262,28 @@ fn merge_entries(module: &Module, additions: &mut Additions) {
         merged = true;
     }
     if let (Some(done), Some(delete)) = (done, delete) {
+        // the end of a context, after what comes before it (on_log)
+        let end = |code: &mut Vec<u8>, first: u8| {
+            set_stage(code, first);
+            code.extend([0x20, 0]);
+            call(code, done);
+            code.push(0x1a); // drop: what an HTTP context's on_done returns means nothing
+            set_stage(code, first + 1);
+            code.extend([0x20, 0]);
+            call(code, delete);
+            code.push(0x0b);
+        };
         let mut code = vec![0];
-        set_stage(&mut code, 0);
-        code.extend([0x20, 0]);
-        call(&mut code, done);
-        code.push(0x1a); // drop: what an HTTP context's on_done returns means nothing
-        set_stage(&mut code, 1);
-        code.extend([0x20, 0]);
-        call(&mut code, delete);
-        code.push(0x0b);
+        end(&mut code, 0);
         additions.function(module, END_CONTEXT, (1, 0), code);
+        if let Some(log) = log {
+            let mut code = vec![0];
+            set_stage(&mut code, 0);
+            code.extend([0x20, 0]);
+            call(&mut code, log);
+            end(&mut code, 1);
+            additions.function(module, LOG_END, (1, 0), code);
+        }
         merged = true;
     }
     if merged {
@@ -502,7 +520,9 @@ mod tests {
             (func (export "proxy_on_done") (param i32) (result i32)
                 (call $seen (i32.const 3)) (call $maybe_trap (i32.const 3)) (i32.const 0))
             (func (export "proxy_on_delete") (param i32)
-                (call $seen (i32.const 4)) (call $maybe_trap (i32.const 4))))"#
+                (call $seen (i32.const 4)) (call $maybe_trap (i32.const 4)))
+            (func (export "proxy_on_log") (param i32)
+                (call $seen (i32.const 5)) (call $maybe_trap (i32.const 5))))"#
         )
     }
 
@@ -551,6 +571,13 @@ mod tests {
             .unwrap();
         end.call(&mut t.store, 5).unwrap();
         assert_eq!(&t.store.data()[5..], &[3, 4]);
+        let log_end = t
+            .instance
+            .get_typed_func::<i32, ()>(&mut t.store, LOG_END)
+            .unwrap();
+        log_end.call(&mut t.store, 5).unwrap();
+        assert_eq!(&t.store.data()[7..], &[5, 3, 4]);
+        assert_eq!(t.stage(), 2);
     }
 
     #[test]
@@ -571,6 +598,9 @@ mod tests {
             (2, 1, START_REQUEST),
             (3, 0, END_CONTEXT),
             (4, 1, END_CONTEXT),
+            (5, 0, LOG_END),
+            (3, 1, LOG_END),
+            (4, 2, LOG_END),
         ] {
             let mut t = Instance::new(&filter("i32 i32 i32", trap));
             let result = match entry {

@@ -690,6 +690,20 @@ impl Vm {
         result
     }
 
+    /// `on_log`, then the context's end (`end_context`): in one guest call
+    /// where the module has the three callbacks (`prepare::LOG_END`).
+    pub fn log_and_end_context(&mut self, id: u32) -> Result<(), Trapped> {
+        let callbacks = self.callbacks.clone();
+        let Some(log_end) = callbacks.log_end.get(&mut self.store) else {
+            self.on_log(id)?;
+            return self.end_context(id);
+        };
+        let stages = [Callback::Log, Callback::Done, Callback::Delete];
+        let result = self.call_stages(id, &stages, |store| log_end.call(store, id as i32));
+        self.store.data_mut().contexts.remove(&id);
+        result
+    }
+
     /// `on_done`: whether the context is done (true when it is not
     /// exported).
     fn on_done(&mut self, id: u32) -> Result<bool, Trapped> {
@@ -769,7 +783,7 @@ impl Vm {
             Ok(_) => self.completed += 1,
             Err(error) => {
                 let merged = stages.len() > 1;
-                let stage = if merged { self.stage() } else { 0 };
+                let stage = if merged { self.stage(stages.len()) } else { 0 };
                 // the callbacks before the one that failed returned
                 self.completed += stage as u64;
                 self.fail(stages[stage], error, merged)
@@ -782,13 +796,15 @@ impl Vm {
         result.map_err(|_| Trapped)
     }
 
-    /// Where the last merged entry was (`prepare::STAGE`): 0 or 1.
-    fn stage(&mut self) -> usize {
-        let stage = self
-            .instance
+    /// Where the last merged entry of `stages` callbacks was
+    /// (`prepare::STAGE`): from 0 to `stages - 1`.
+    fn stage(&mut self, stages: usize) -> usize {
+        self.instance
             .get_global(&mut self.store, prepare::STAGE)
-            .and_then(|global| global.get(&mut self.store).i32());
-        usize::from(stage == Some(1))
+            .and_then(|global| global.get(&mut self.store).i32())
+            .and_then(|stage| usize::try_from(stage).ok())
+            .filter(|&stage| stage < stages)
+            .unwrap_or(0)
     }
 
     /// A guest call failed: the instance is unusable. The requests with
