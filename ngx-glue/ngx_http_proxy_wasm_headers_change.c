@@ -502,8 +502,9 @@ ngx_http_proxy_wasm_request_set(ngx_http_request_t *r,
 /* response headers */
 
 
+/* the first byte first: most names differ there, without a call */
 #define ngx_http_proxy_wasm_is(key, name)                                     \
-    ((key)->len == sizeof(name) - 1                                           \
+    ((key)->len == sizeof(name) - 1 && (key)->data[0] == (name)[0]            \
      && ngx_strncmp((key)->data, name, sizeof(name) - 1) == 0)
 
 
@@ -621,7 +622,7 @@ ngx_http_proxy_wasm_response_set(ngx_http_request_t *r,
     }
 
     for (f = ngx_http_proxy_wasm_out_fields; f->name.len; f++) {
-        if (f->name.len == key->len
+        if (f->name.len == key->len && f->name.data[0] == key->data[0]
             && ngx_strncmp(f->name.data, key->data, key->len) == 0)
         {
             field = (ngx_table_elt_t **) ((u_char *) &r->headers_out
